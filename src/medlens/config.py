@@ -1,0 +1,454 @@
+"""Typed configuration: one frozen dataclass per object of the JSON schemas in ``workflow/schemas/``.
+
+The schemas are the reference a user reads (every key has a description); these dataclasses are
+what the code uses. ``tests/unit/test_config.py`` fails on any difference in keys, types or
+defaults between the two. Only the standard library and ``yaml`` are imported here, because the
+Snakefile imports this module while it builds the DAG (a dry run must stay fast).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from medlens.errors import ConfigError
+
+__all__ = [
+    "SyntheticConfig",
+    "DatasetConfig",
+    "SplitConfig",
+    "ChatConfig",
+    "ResourcesConfig",
+    "EncoderConfig",
+    "DecoderConfig",
+    "ZeroShotConfig",
+    "LinearProbeConfig",
+    "GenerationConfig",
+    "EvalConfig",
+    "ReportConfig",
+    "ExperimentConfig",
+    "PipelineConfig",
+    "from_dict",
+    "load_yaml",
+    "load_experiment",
+    "resolve_preset",
+    "validate_against_schema",
+    "PRESETS_DIR",
+    "FINDINGS",
+]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PRESETS_DIR = PACKAGE_DIR / "models" / "presets"
+
+# The CheXpert-14 observation names, in the labeler's output order: the one chest X-ray vocabulary.
+FINDINGS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
+    "Fracture", "Support Devices",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# datasets
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Settings of the ``synthetic_cxr`` phantom source (see ``medlens.data.sources.synthetic_cxr``)."""
+
+    n_images: int = 2000  # number of radiographs rendered
+    n_patients: int = 800  # patients; each has one or more studies with the same base anatomy
+    image_size: int = 320  # rendered side length in pixels (the store size by default)
+    seed: int = 0  # everything (anatomy, findings, phrasing, noise) follows from this seed
+    ap_fraction: float = 0.3  # share of AP views; the rest are PA
+    prevalence: dict[str, float] = field(default_factory=dict)  # finding -> probability; unset use defaults
+    pneumonia_fraction: float = 0.5  # share of consolidations whose impression says pneumonia
+    cardiomegaly_ctr: float = 0.5  # cardiothoracic ratio above which the heart is called enlarged
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset definition under ``datasets:`` in ``config/config.yaml``."""
+
+    source: Literal["synthetic_cxr", "manifest", "kaggle", "path"]  # how the data arrives
+    adapter: str | None = None  # format of a kaggle/path source, e.g. chest_xray_pneumonia, mimic_cxr
+    slug: str | None = None  # Kaggle dataset slug; the adapter's default when unset
+    path: str | None = None  # folder holding the data (path, manifest sources)
+    manifest: str = "manifest.csv"  # CSV inside `path` for the manifest source
+    store_size: int = 320  # longest side of stored images, in pixels
+    min_text_chars: int = 5  # shorter texts are rejected
+    max_text_chars: int = 4000  # longer texts are rejected
+    uncertain_policy: Literal["zeros", "ones", "ignore"] = "zeros"  # CheXpert-style -1 labels
+    languages: list[str] = field(default_factory=lambda: ["en"])  # SLAKE q_lang values kept
+    frontal_only: bool = False  # keep frontal views only (sources that record the view)
+    limit: int | None = None  # read at most this many records (quick trials)
+    seed: int = 0  # phrasing of text synthesised from labels
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # synthetic_cxr only
+
+
+# --------------------------------------------------------------------------------------------
+# experiment stages
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How ``split`` merges the experiment's prepared sources into ``pairs.parquet``."""
+
+    train: float = 0.8  # share of patients in train
+    val: float = 0.1  # share of patients in val
+    test: float = 0.1  # share of patients in test
+    stratify: bool = True  # stratify patient groups by their label set
+    official: bool = False  # keep the source's own split where it has one
+    min_samples_per_class: int = 0  # labels with fewer rows are dropped (and reported)
+    max_samples: int | None = None  # stratified subsample to at most this many rows
+    seed: int = 0  # shuffling of patient groups
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    """How ``convert_to_chat_format`` writes conversations."""
+
+    prompt: str = "Describe this medical image:"  # user turn for report/caption rows
+    system: str | None = None  # optional system turn
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """What one job of a stage asks the scheduler for (portable; site settings live in the profile)."""
+
+    gpus: int = 0  # GPUs per job; N > 1 starts N processes
+    mem_mb: int = 8000  # host memory
+    runtime: int = 60  # minutes
+    cpus: int = 2  # CPU cores (per job; data-loader workers use them)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Contrastive image-text encoder: architecture, recipe and training loop (``train_encoder``)."""
+
+    preset: str = "tiny"  # YAML preset under medlens/models/presets/encoder
+    model: str = "medlens-tiny"  # open_clip model-config name
+    pretrained: str | None = None  # open_clip pretrained tag, hf-hub:..., local-dir:... or file
+    image_size: int = 64  # model input side in pixels
+    context_length: int = 77  # text tokens; longer contexts extend the positional embedding
+    loss: Literal["clip", "siglip"] = "clip"  # InfoNCE (ClipLoss) or sigmoid (SigLipLoss)
+    init_temperature: float = 0.07  # logit_scale starts at log(1 / init_temperature)
+    init_logit_bias: float | None = None  # SigLIP bias (-10); None for the clip loss
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # SGD (CheXzero) or AdamW
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.1  # not applied to norms, biases, logit scale/bias
+    momentum: float = 0.9  # SGD only
+    beta1: float = 0.9  # AdamW only
+    beta2: float = 0.98  # AdamW only
+    eps: float = 1e-6  # AdamW only
+    batch_size: int = 64  # per process, per micro-batch
+    accum_steps: int = 1  # micro-batches per optimizer step; all are negatives of each other
+    steps: int | None = 300  # optimizer steps; when None, `epochs` decides
+    epochs: float | None = None  # passes over train when steps is None
+    warmup_steps: int | None = 30  # linear warmup; when None, `warmup_ratio` decides
+    warmup_ratio: float = 0.0  # share of steps used for warmup when warmup_steps is None
+    schedule: Literal["cosine", "constant"] = "cosine"  # after warmup
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on capable GPUs, else fp32
+    grad_clip: float | None = 1.0  # max gradient norm
+    lock_image: bool = False  # freeze the image tower (LiT)
+    lock_text: bool = False  # freeze the text tower
+    random_crop_scale: float = 0.8  # RandomResizedCrop lower scale bound; 1.0 disables
+    hflip: bool = False  # horizontal flip; swaps left/right in the paired text when enabled
+    log_every: int = 20  # steps between progress lines
+    eval_every: int = 100  # steps between validation (loss, zero-shot AUC)
+    checkpoint_every: int = 100  # steps between resumable checkpoints
+    best_metric: Literal["val/loss", "val/zero_shot_auc"] = "val/loss"  # selects the best checkpoint
+    num_workers: int = 2  # data-loader processes
+    seed: int = 0  # initialisation, shuffling and augmentation
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what one train_encoder job asks for
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Report generator: the LAPVQA-style captioner or a Hugging Face VLM (``train_decoder``)."""
+
+    preset: str = "tiny_captioner"  # YAML preset under medlens/models/presets/decoder
+    kind: Literal["captioner", "vlm"] = "captioner"  # medlens captioner or a Hugging Face image-text-to-text model
+    model: str | None = None  # VLM: hub id or local path
+    init_from_encoder: bool = True  # captioner: vision trunk from train_encoder's output
+    freeze_vision: bool = False  # captioner: keep the vision trunk frozen
+    image_size: int = 64  # captioner input side (when not taken from the encoder)
+    hidden_size: int = 256  # captioner decoder width
+    num_layers: int = 2  # captioner decoder layers
+    num_heads: int = 4  # captioner decoder heads
+    tokenizer: str | None = None  # "gpt2" or a path; None trains a BPE tokenizer on the train reports
+    vocab_size: int = 2000  # size of the trained BPE tokenizer
+    max_length: int = 128  # tokens per report (prompt excluded)
+    lr: float = 5e-4  # peak learning rate
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    batch_size: int = 32  # per process
+    accum_steps: int = 1  # gradient accumulation steps
+    steps: int | None = 400  # optimizer steps; when None, `epochs` decides
+    epochs: float | None = None  # passes over train when steps is None
+    warmup_steps: int = 40  # linear warmup steps
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"  # after warmup
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on capable GPUs, else fp32
+    grad_clip: float | None = 1.0  # max gradient norm
+    eval_every: int = 100  # steps between validation-loss evaluations
+    checkpoint_every: int = 100  # steps between resumable checkpoints
+    num_workers: int = 2  # data-loader processes
+    seed: int = 0  # initialisation and shuffling
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what one train_decoder job asks for
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    """Zero-shot classification with positive/negative prompt pairs (CheXzero)."""
+
+    labels: list[str] = field(default_factory=lambda: list(FINDINGS))  # evaluated when present in data
+    templates: str = "chexzero"  # prompt set under resources/prompts/<name>.yaml
+
+
+@dataclass(frozen=True)
+class LinearProbeConfig:
+    """Logistic-regression probe on frozen image features."""
+
+    enabled: bool = True  # run the probe
+    c_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])  # chosen on val
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Decoding settings used by ``evaluate_decoder`` and ``medlens generate``."""
+
+    max_new_tokens: int = 96  # longest generated report, in tokens
+    num_beams: int = 1  # 1 is greedy
+    repetition_penalty: float = 1.0  # >1 discourages repeating tokens
+    no_repeat_ngram_size: int = 0  # forbid repeating n-grams of this size (0: off)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``evaluate_encoder`` and ``evaluate_decoder`` compute."""
+
+    split: Literal["val", "test"] = "test"  # split the metrics are reported on
+    external_datasets: list[str] = field(default_factory=list)  # datasets evaluated, never trained on
+    recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # K of image->text and text->image recall@K
+    bootstrap_samples: int = 1000  # resamples for 95% confidence intervals
+    seed: int = 0  # bootstrap resampling
+    zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)  # CheXzero-style prompts
+    linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)  # frozen-feature probe
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # decoding for evaluate_decoder
+    labeler: str = "rules"  # "rules" (medlens's CheXpert-style labeler) or a local CheXbert checkpoint
+    max_samples: int | None = None  # evaluate at most this many rows per split (quick trials)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the HTML report shows."""
+
+    title: str | None = None  # page title; the experiment name when unset
+    examples: int = 6  # generated-vs-reference examples shown
+    seed_claims: str | None = None  # seed system whose published figures are shown beside ours
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One ``config/experiments/<name>.yaml``."""
+
+    datasets: list[str]  # names defined under `datasets:` in config/config.yaml
+    description: str = ""  # one line shown in the report
+    seed: int = 0  # recorded in the report; stages take their own seeds
+    split: SplitConfig = field(default_factory=SplitConfig)  # merging and splitting (split rule)
+    chat: ChatConfig = field(default_factory=ChatConfig)  # conversation layout (convert_to_chat_format)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # train_encoder; keys override the preset
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)  # train_decoder; keys override the preset
+    evaluate: EvalConfig = field(default_factory=EvalConfig)  # evaluate_encoder and evaluate_decoder
+    report: ReportConfig = field(default_factory=ReportConfig)  # report
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """``config/config.yaml``: which experiments to run and the dataset definitions."""
+
+    run: list[str]  # experiments (file stems in experiments_dir) built by results/report.html
+    datasets: dict[str, DatasetConfig]  # dataset definitions, by name
+    experiments_dir: str = "config/experiments"  # where experiment YAML files live
+
+
+# --------------------------------------------------------------------------------------------
+# building dataclasses from nested dicts
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in typing.get_args(tp))}]"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert nested dicts to dataclasses."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key, source)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{value!r} has the wrong type", file=source, key=key, expected=_type_name(tp))
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"unknown {value!r}", file=source, key=key, expected=f"one of {_type_name(tp)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{value!r} is not a mapping", file=source, key=key, expected="a mapping of settings")
+        return from_dict(tp, value, source=source, prefix=key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{value!r} is not a list", file=source, key=key, expected=_type_name(tp))
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{value!r} is not a mapping", file=source, key=key, expected=_type_name(tp))
+        kt, vt = typing.get_args(tp)
+        return {_convert(k, kt, key, source): _convert(v, vt, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is Any or (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"{value!r} has the wrong type", file=source, key=key, expected=_type_name(tp))
+
+
+T = typing.TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "<dict>", prefix: str = "") -> T:
+    """Build the dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types.
+
+    Args:
+        cls: a config dataclass.
+        data: the parsed YAML mapping.
+        source: the file it came from, used in error messages.
+        prefix: dotted key path of ``data`` inside the file.
+
+    Returns:
+        An instance of ``cls``; keys absent from ``data`` take the dataclass defaults.
+
+    Raises:
+        ConfigError: naming the file and the dotted key path of the first bad value.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    path = (prefix + ".") if prefix else ""
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key '{unknown[0]}'", file=source, key=path + unknown[0],
+                          expected=f"one of {', '.join(sorted(names))}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], path + f.name, source)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError("missing required key", file=source, key=path + f.name,
+                              expected=_type_name(hints[f.name]))
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """A config dataclass as plain dicts/lists (what Snakemake stores as a rule's params)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; an empty file is an empty mapping."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as e:
+        raise ConfigError("file not found", file=str(path)) from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML ({e})", file=str(path)) from e
+    if not isinstance(data, dict):
+        raise ConfigError("the top level is not a mapping", file=str(path), expected="key: value pairs")
+    return data
+
+
+def validate_against_schema(data: dict[str, Any], schema_path: str | Path, *, source: str) -> None:
+    """Validate ``data`` with a JSON schema (YAML file) and raise a ConfigError naming the key path.
+
+    jsonschema is imported here, not at module level: it is light, but only needed when validating.
+    """
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
+    if not errors:
+        return
+    err = errors[0]
+    key = ".".join(str(p) for p in err.absolute_path)
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        key = ".".join(filter(None, [key, extra[0] if extra else ""]))
+        allowed = ", ".join(sorted(err.schema.get("properties", {})))
+        raise ConfigError(f"unknown key '{extra[0] if extra else '?'}'", file=source, key=key or None,
+                          expected=f"one of {allowed}")
+    if err.validator == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        raise ConfigError("missing required key", file=source, key=".".join(filter(None, [key, missing])))
+    raise ConfigError(err.message, file=source, key=key or None)
+
+
+def resolve_preset(kind: Literal["encoder", "decoder"], section: dict[str, Any], *, source: str) -> dict[str, Any]:
+    """Merge an experiment's ``encoder:``/``decoder:`` section over its preset YAML.
+
+    The preset gives the recipe (e.g. seed 000's numbers); keys in the experiment override it.
+    """
+    preset = section.get("preset", EncoderConfig.preset if kind == "encoder" else DecoderConfig.preset)
+    preset_dir = PRESETS_DIR / kind
+    path = preset_dir / f"{preset}.yaml"
+    if not path.exists():
+        available = sorted(p.stem for p in preset_dir.glob("*.yaml"))
+        raise ConfigError(f"unknown preset '{preset}'", file=source, key=f"{kind}.preset",
+                          expected=f"one of {', '.join(available)}")
+    merged = load_yaml(path)
+    resources = {**merged.get("resources", {}), **section.get("resources", {})}
+    merged.update(section)
+    merged["preset"] = preset
+    if resources:
+        merged["resources"] = resources
+    return merged
+
+
+def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) -> ExperimentConfig:
+    """Read, validate and resolve one experiment YAML into an :class:`ExperimentConfig`."""
+    path = Path(path)
+    data = load_yaml(path)
+    if schema_path is not None:
+        validate_against_schema(data, schema_path, source=str(path))
+    data = dict(data)
+    for kind in ("encoder", "decoder"):
+        data[kind] = resolve_preset(kind, data.get(kind, {}), source=str(path))
+    return from_dict(ExperimentConfig, data, source=str(path))
+
+
+def load_pipeline(data: dict[str, Any], *, source: str = "config/config.yaml") -> PipelineConfig:
+    """Build the :class:`PipelineConfig` from the Snakemake ``config`` dict."""
+    return from_dict(PipelineConfig, data, source=source)

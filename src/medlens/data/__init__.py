@@ -1,0 +1,1 @@
+"""Data: dataset sources, preparation into the shared parquet contract, splits and chat format."""

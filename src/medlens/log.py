@@ -1,0 +1,28 @@
+"""Logging set-up for scripts and the CLI. The library only ever calls ``logging.getLogger``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+__all__ = ["setup_logging"]
+
+# open_clip_train's format: time, level, message.
+_FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"
+
+
+def setup_logging(path: str | None = None, level: int = logging.INFO) -> None:
+    """Send medlens (and library) logs to ``path`` (a Snakemake ``log:`` file) or stderr.
+
+    Python warnings are routed into the log too, so a degraded path shows once in the job log.
+    """
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if path:
+        handlers = [logging.FileHandler(path, mode="w")]
+    logging.basicConfig(level=level, format=_FORMAT, datefmt="%Y-%m-%d %H:%M:%S", handlers=handlers, force=True)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    # These libraries are chatty at INFO about things a user cannot act on.
+    for name in ("PIL", "matplotlib", "urllib3", "filelock", "httpx", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.WARNING)

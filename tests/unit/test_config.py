@@ -1,0 +1,109 @@
+"""The JSON schemas and the config dataclasses must describe the same keys, types and defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Literal, Union
+
+import pytest
+import yaml
+
+from medlens import config as C
+from medlens.errors import ConfigError
+
+
+def _schema_types(prop: dict) -> set[str]:
+    t = prop.get("type")
+    return set(t) if isinstance(t, list) else {t} if t else set()
+
+
+def _expected_types(tp) -> set[str]:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return set().union(*(_expected_types(a) for a in typing.get_args(tp)))
+    if tp is type(None):
+        return {"null"}
+    if origin is Literal:
+        return {"string"}
+    if origin is list:
+        return {"array"}
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return {"object"}
+    return {{int: "integer", float: "number", str: "string", bool: "boolean"}[tp]}
+
+
+def _walk(cls, schema: dict, path: str):
+    assert schema.get("additionalProperties") is False, f"{path}: additionalProperties must be false"
+    assert "required" in schema, f"{path}: every object lists its required keys"
+    props = schema["properties"]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    assert set(props) == set(fields), f"{path}: schema keys {sorted(props)} != dataclass fields {sorted(fields)}"
+    required = {n for n, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    assert set(schema["required"]) == required, f"{path}: required keys differ"
+    hints = typing.get_type_hints(cls)
+    for name, f in fields.items():
+        prop, key = props[name], f"{path}.{name}".lstrip(".")
+        assert prop.get("description"), f"{key}: no description"
+        assert _schema_types(prop) == _expected_types(hints[name]), f"{key}: types differ"
+        tp = hints[name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        literal = tp if typing.get_origin(tp) is Literal else next(
+            (a for a in args if typing.get_origin(a) is Literal), None)
+        if literal is not None:
+            allowed = set(typing.get_args(literal)) | ({None} if type(None) in typing.get_args(tp) else set())
+            assert set(prop["enum"]) == allowed, f"{key}: enum differs"
+        if dataclasses.is_dataclass(tp):
+            _walk(tp, prop, key)
+            continue
+        if typing.get_origin(tp) is dict and dataclasses.is_dataclass(typing.get_args(tp)[1]):
+            _walk(typing.get_args(tp)[1], prop["additionalProperties"], key + ".<name>")
+        if f.default is not dataclasses.MISSING:
+            assert prop.get("default", "<absent>") == f.default, f"{key}: default differs"
+        elif f.default_factory is not dataclasses.MISSING:
+            assert prop.get("default", "<absent>") == f.default_factory(), f"{key}: default differs"
+
+
+@pytest.mark.parametrize("cls, schema_file", [(C.PipelineConfig, "config.schema.yaml"),
+                                                (C.ExperimentConfig, "experiment.schema.yaml")])
+def test_schema_matches_dataclasses(repo, cls, schema_file):
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / schema_file).read_text())
+    _walk(cls, schema, "")
+
+
+def test_unknown_key_names_the_dotted_path():
+    with pytest.raises(ConfigError, match=r"demo\.yaml: encoder\.lrr: unknown key 'lrr'; expected one of .*\blr\b"):
+        C.from_dict(C.ExperimentConfig, {"datasets": ["a"], "encoder": {"lrr": 1}}, source="demo.yaml")
+
+
+def test_wrong_type_names_the_key_and_the_type():
+    with pytest.raises(ConfigError, match=r"x\.yaml: split\.train: 'a lot' has the wrong type; expected float"):
+        C.from_dict(C.ExperimentConfig, {"datasets": ["a"], "split": {"train": "a lot"}}, source="x.yaml")
+
+
+def test_missing_required_key():
+    with pytest.raises(ConfigError, match=r"x\.yaml: datasets: missing required key"):
+        C.from_dict(C.ExperimentConfig, {}, source="x.yaml")
+
+
+def test_integers_are_accepted_for_floats_but_booleans_are_not_integers():
+    cfg = C.from_dict(C.ExperimentConfig, {"datasets": ["a"], "split": {"train": 1}})
+    assert cfg.split.train == 1.0 and isinstance(cfg.split.train, float)
+    with pytest.raises(ConfigError, match="split.seed"):
+        C.from_dict(C.ExperimentConfig, {"datasets": ["a"], "split": {"seed": True}})
+
+
+def test_schema_validation_reports_the_key_path(repo, tmp_path):
+    schema = repo / "workflow" / "schemas" / "experiment.schema.yaml"
+    with pytest.raises(ConfigError, match=r"e\.yaml: evaluate\.zero_shot\.colour: unknown key 'colour'"):
+        C.validate_against_schema({"datasets": ["a"], "evaluate": {"zero_shot": {"colour": 1}}}, schema,
+                                  source="e.yaml")
+    with pytest.raises(ConfigError, match=r"e\.yaml: encoder\.batch_size: 'big' is not of type 'integer'"):
+        C.validate_against_schema({"datasets": ["a"], "encoder": {"batch_size": "big"}}, schema, source="e.yaml")
+
+
+def test_unknown_preset_lists_the_available_ones():
+    with pytest.raises(ConfigError, match=r"encoder\.preset: unknown preset 'vit_b'; expected one of .*tiny"):
+        C.resolve_preset("encoder", {"preset": "vit_b"}, source="demo.yaml")
