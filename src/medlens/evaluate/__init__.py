@@ -1,0 +1,1 @@
+"""Evaluation of encoders and decoders: zero-shot, retrieval, linear probes, report metrics."""
