@@ -26,6 +26,7 @@ __all__ = [
     "ChatConfig",
     "ResourcesConfig",
     "EncoderConfig",
+    "TrainerConfig",
     "DecoderConfig",
     "ZeroShotConfig",
     "LinearProbeConfig",
@@ -170,35 +171,51 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
+class TrainerConfig:
+    """Hugging Face Trainer settings; every key is the ``transformers.TrainingArguments`` field of that name."""
+
+    learning_rate: float = 5e-4  # peak learning rate
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    per_device_train_batch_size: int = 32  # per process
+    per_device_eval_batch_size: int = 32  # per process
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    max_steps: int = -1  # optimizer steps; -1 trains for num_train_epochs
+    num_train_epochs: float = 3.0  # passes over train when max_steps is -1
+    warmup_steps: int = 0  # linear warmup steps
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    max_grad_norm: float = 1.0  # gradient clipping
+    optim: str = "adamw_torch"  # TrainingArguments optimizer name, e.g. adamw_torch_fused
+    logging_steps: int = 20  # steps between log lines and metrics.csv rows
+    eval_steps: int = 100  # steps between validation-loss evaluations
+    save_steps: int = 100  # steps between resumable checkpoints
+    save_total_limit: int = 3  # checkpoints kept
+    load_best_model_at_end: bool = True  # keep the checkpoint with the lowest validation loss
+    dataloader_num_workers: int = 2  # data-loader processes
+    gradient_checkpointing: bool = False  # trade compute for activation memory
+    seed: int = 0  # initialisation and shuffling
+
+
+@dataclass(frozen=True)
 class DecoderConfig:
     """Report generator: the LAPVQA-style captioner or a Hugging Face VLM (``train_decoder``)."""
 
     preset: str = "tiny_captioner"  # YAML preset under medlens/models/presets/decoder
     kind: Literal["captioner", "vlm"] = "captioner"  # medlens captioner or a Hugging Face image-text-to-text model
     model: str | None = None  # VLM: hub id or local path
-    init_from_encoder: bool = True  # captioner: vision trunk from train_encoder's output
-    freeze_vision: bool = False  # captioner: keep the vision trunk frozen
-    image_size: int = 64  # captioner input side (when not taken from the encoder)
+    vision_model: str = "medlens-tiny"  # captioner: open_clip model config of the tower when not taken from the encoder
+    init_from_encoder: bool = True  # captioner: vision tower weights from train_encoder's output
+    freeze_vision: bool = False  # captioner: keep the vision tower frozen
+    image_size: int | None = None  # captioner input side; None: the tower's own size
     hidden_size: int = 256  # captioner decoder width
     num_layers: int = 2  # captioner decoder layers
     num_heads: int = 4  # captioner decoder heads
     tokenizer: str | None = None  # "gpt2" or a path; None trains a BPE tokenizer on the train reports
     vocab_size: int = 2000  # size of the trained BPE tokenizer
-    max_length: int = 128  # tokens per report (prompt excluded)
-    lr: float = 5e-4  # peak learning rate
-    weight_decay: float = 0.01  # AdamW decoupled weight decay
-    batch_size: int = 32  # per process
-    accum_steps: int = 1  # gradient accumulation steps
-    steps: int | None = 400  # optimizer steps; when None, `epochs` decides
-    epochs: float | None = None  # passes over train when steps is None
-    warmup_steps: int = 40  # linear warmup steps
-    schedule: Literal["cosine", "constant", "linear"] = "cosine"  # after warmup
+    max_length: int = 128  # tokens per target text (prompt excluded)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on capable GPUs, else fp32
-    grad_clip: float | None = 1.0  # max gradient norm
-    eval_every: int = 100  # steps between validation-loss evaluations
-    checkpoint_every: int = 100  # steps between resumable checkpoints
-    num_workers: int = 2  # data-loader processes
-    seed: int = 0  # initialisation and shuffling
+    early_stopping_patience: int | None = None  # evaluations without improvement before stopping
+    early_stopping_threshold: float = 0.0  # minimum validation-loss improvement that counts
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # Hugging Face Trainer settings
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what one train_decoder job asks for
 
 
@@ -428,13 +445,17 @@ def resolve_preset(kind: Literal["encoder", "decoder"], section: dict[str, Any],
         available = sorted(p.stem for p in preset_dir.glob("*.yaml"))
         raise ConfigError(f"unknown preset '{preset}'", file=source, key=f"{kind}.preset",
                           expected=f"one of {', '.join(available)}")
-    merged = load_yaml(path)
-    resources = {**merged.get("resources", {}), **section.get("resources", {})}
-    merged.update(section)
+    merged = _deep_merge(load_yaml(path), section)
     merged["preset"] = preset
-    if resources:
-        merged["resources"] = resources
     return merged
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``; nested mappings merge key by key (``trainer.max_steps`` keeps the rest)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) -> ExperimentConfig:

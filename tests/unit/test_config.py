@@ -107,3 +107,11 @@ def test_schema_validation_reports_the_key_path(repo, tmp_path):
 def test_unknown_preset_lists_the_available_ones():
     with pytest.raises(ConfigError, match=r"encoder\.preset: unknown preset 'vit_b'; expected one of .*tiny"):
         C.resolve_preset("encoder", {"preset": "vit_b"}, source="demo.yaml")
+
+
+def test_experiment_keys_override_the_preset_key_by_key():
+    merged = C.resolve_preset("decoder", {"preset": "tiny_captioner", "trainer": {"max_steps": 7}}, source="x.yaml")
+    cfg = C.from_dict(C.DecoderConfig, merged)
+    assert cfg.trainer.max_steps == 7
+    assert cfg.trainer.learning_rate == 5e-4  # still the preset's value
+    assert cfg.resources.mem_mb == 4000

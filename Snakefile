@@ -1,0 +1,29 @@
+# medlens: raw datasets -> prepared pairs -> encoder -> decoder -> evaluation -> report.
+# The rules live in workflow/rules/ (graph order); every helper lives in workflow/rules/common.smk.
+from snakemake.utils import min_version
+
+from medlens.config import validate_against_schema
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# messages name the file the user edited (a --configfile replaces the default)
+CONFIG_FILE = (workflow.overwrite_configfiles or ["config/config.yaml"])[-1]
+validate_against_schema(config, "workflow/schemas/config.schema.yaml", source=CONFIG_FILE)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/encoder.smk"
+include: "workflow/rules/decoder.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,223 @@
+"""The LAPVQA-style captioner (seed 004): a ViT producing patch tokens + a causal decoder with cross-attention.
+
+The vision tower is an open_clip tower (the same architecture ``train_encoder`` trains, so it can
+start from the encoder's weights: the pipeline's encoder->decoder edge). Its last-block tokens,
+taken through open_clip's ``forward_intermediates`` (one call for open_clip ViTs and timm towers),
+are projected to the decoder width. The decoder is Hugging Face's GPT-2 with cross-attention, so
+generation (KV cache, greedy, beam search, repetition controls) is ``GenerationMixin``'s.
+The whole model is a ``PreTrainedModel``: ``save_pretrained``/``from_pretrained`` work and the
+Trainer can train it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, PretrainedConfig, PreTrainedModel
+
+from medlens.config import DecoderConfig
+from medlens.errors import ConfigError
+
+__all__ = ["CaptionerConfig", "Captioner", "vision_tokens", "build_captioner", "caption_transform", "load_vision_encoder"]
+
+logger = logging.getLogger(__name__)
+
+
+class CaptionerConfig(PretrainedConfig):
+    """Architecture of a :class:`Captioner`.
+
+    Args:
+        vision_cfg: open_clip ``vision_cfg`` of the image tower (as in ``open_clip_config.json``).
+        embed_dim: open_clip embedding size (needed to rebuild the tower's projection).
+        vision_width: channels of the tower's tokens.
+        preprocess_cfg: open_clip ``preprocess_cfg`` (size, mean, std, interpolation).
+        decoder: keyword arguments of ``transformers.GPT2Config`` (``add_cross_attention`` is forced on).
+        freeze_vision: keep the tower's weights fixed during training.
+    """
+
+    model_type = "medlens_captioner"
+
+    def __init__(self, vision_cfg: dict | None = None, embed_dim: int = 0, vision_width: int = 0,
+                 preprocess_cfg: dict | None = None, decoder: dict | None = None, freeze_vision: bool = False,
+                 **kwargs: Any):
+        self.vision_cfg = vision_cfg or {}
+        self.embed_dim = embed_dim
+        self.vision_width = vision_width
+        self.preprocess_cfg = preprocess_cfg or {}
+        self.decoder = {**(decoder or {}), "add_cross_attention": True}
+        self.freeze_vision = freeze_vision
+        super().__init__(**kwargs)
+
+
+def vision_tokens(visual: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Final-block tokens of an open_clip image tower, prefix (class) tokens first.
+
+    Args:
+        visual: ``model.visual`` of an open_clip model (its own ViT or a timm tower).
+        pixel_values: [B, 3, H, W] normalised images.
+
+    Returns:
+        [B, T, C] tokens after the tower's final norm.
+    """
+    out = visual.forward_intermediates(pixel_values, indices=1, normalize_intermediates=True,
+                                       intermediates_only=True, output_fmt="NCHW", output_extra_tokens=True)
+    spatial = out["image_intermediates"][-1].flatten(2).transpose(1, 2)  # [B, H*W, C]
+    prefix = out.get("image_intermediates_prefix")
+    if prefix is not None and prefix[-1] is not None and prefix[-1].shape[1] > 0:
+        return torch.cat([prefix[-1], spatial], dim=1)
+    return spatial
+
+
+class Captioner(PreTrainedModel):
+    """Image tower -> linear bridge -> GPT-2 decoder cross-attending to the image tokens."""
+
+    config_class = CaptionerConfig
+    main_input_name = "pixel_values"
+    base_model_prefix = "captioner"
+    supports_gradient_checkpointing = True
+
+    def __init__(self, config: CaptionerConfig):
+        super().__init__(config)
+        from open_clip.model import _build_vision_tower  # open_clip's own tower builder (as CoCa uses it)
+
+        self.visual = _build_vision_tower(config.embed_dim, config.vision_cfg)
+        dec_cfg = GPT2Config(**config.decoder)
+        self.bridge = nn.Linear(config.vision_width, dec_cfg.n_embd)  # tower width -> decoder width
+        self.decoder = GPT2LMHeadModel(dec_cfg)
+        if config.freeze_vision:
+            self.visual.requires_grad_(False)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # the tower and GPT-2 initialise themselves; only the bridge is ours
+        if module is getattr(self, "bridge", None):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, T, n_embd] tokens the decoder attends to."""
+        if self.config.freeze_vision:
+            with torch.no_grad():
+                tokens = vision_tokens(self.visual, pixel_values)
+        else:
+            tokens = vision_tokens(self.visual, pixel_values)
+        return self.bridge(tokens)
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs: Any):
+        """Cross-entropy over report tokens (GPT-2 shifts ``labels`` itself; -100 is ignored)."""
+        return self.decoder(input_ids=input_ids, attention_mask=attention_mask,
+                            encoder_hidden_states=self.encode(pixel_values), labels=labels, return_dict=True)
+
+    @torch.no_grad()
+    def generate(self, pixel_values: torch.Tensor, **generate_kwargs: Any) -> torch.Tensor:
+        """Generate report token ids (starting after the BOS token) for a batch of images.
+
+        ``generate_kwargs`` go to ``GenerationMixin.generate`` (``max_new_tokens``, ``num_beams``,
+        ``repetition_penalty``, ``no_repeat_ngram_size``, ``use_cache``...).
+        """
+        enc = self.encode(pixel_values)
+        bos = self.decoder.config.bos_token_id
+        input_ids = torch.full((enc.shape[0], 1), bos, dtype=torch.long, device=enc.device)
+        generate_kwargs.setdefault("pad_token_id", self.decoder.config.pad_token_id)
+        generate_kwargs.setdefault("eos_token_id", self.decoder.config.eos_token_id)
+        generate_kwargs.setdefault("do_sample", False)
+        out = self.decoder.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                    encoder_hidden_states=enc, **generate_kwargs)
+        return out[:, 1:]
+
+    def save_vision_encoder(self, path) -> None:
+        """Write the image tower alone (seed 004's ``encoder_final``) for frozen-feature probes."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.visual.state_dict().items()}, path / "vision.safetensors")
+        (path / "config.json").write_text(json.dumps(
+            {"embed_dim": self.config.embed_dim, "vision_cfg": self.config.vision_cfg,
+             "vision_width": self.config.vision_width, "preprocess_cfg": self.config.preprocess_cfg}, indent=2) + "\n")
+
+
+def load_vision_encoder(path) -> tuple[nn.Module, dict]:
+    """Rebuild an image tower saved by :meth:`Captioner.save_vision_encoder`; returns (tower, preprocess_cfg)."""
+    from open_clip.model import _build_vision_tower
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    cfg = json.loads((path / "config.json").read_text())
+    visual = _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"])
+    visual.load_state_dict(load_file(path / "vision.safetensors"))
+    return visual.eval(), cfg["preprocess_cfg"]
+
+
+def caption_transform(config: CaptionerConfig, *, train: bool):
+    """open_clip's image transform for the tower's preprocessing config (the same one the encoder used).
+
+    Training adds open_clip's default light random-resized crop; no flip (a flip moves the heart).
+    """
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    return image_transform_v2(PreprocessCfg(**config.preprocess_cfg), is_train=train)
+
+
+def _open_clip_model_cfg(cfg: DecoderConfig, encoder_dir) -> tuple[dict, dict, nn.Module | None]:
+    """(model_cfg, preprocess_cfg, trained tower or None) from the encoder folder or an open_clip config name."""
+    import open_clip
+
+    from medlens.models.registry import register_open_clip_configs
+
+    if encoder_dir is not None:
+        oc = json.loads((Path(encoder_dir) / "open_clip_config.json").read_text())
+        model = open_clip.create_model(f"local-dir:{encoder_dir}")
+        return oc["model_cfg"], oc.get("preprocess_cfg", {}), model.visual
+    register_open_clip_configs()
+    model_cfg = open_clip.get_model_config(cfg.vision_model)
+    if model_cfg is None:
+        raise ConfigError(f"unknown open_clip model '{cfg.vision_model}'", key="decoder.vision_model",
+                          expected=f"one of {', '.join(open_clip.list_models())}")
+    size = model_cfg["vision_cfg"].get("image_size", 224)
+    return model_cfg, {"size": size}, None
+
+
+def build_captioner(cfg: DecoderConfig, tokenizer, encoder_dir=None) -> Captioner:
+    """A :class:`Captioner` for ``cfg``: tower from the trained encoder (or a fresh one), fresh GPT-2 decoder.
+
+    Args:
+        cfg: decoder settings (``hidden_size``, ``num_layers``, ``num_heads``, ``max_length``, ...).
+        tokenizer: the report tokenizer (its size and special ids configure the decoder).
+        encoder_dir: ``train_encoder``'s output when ``init_from_encoder`` is set.
+    """
+    model_cfg, preprocess_cfg, trained_visual = _open_clip_model_cfg(
+        cfg, encoder_dir if cfg.init_from_encoder else None)
+    vision_cfg = dict(model_cfg["vision_cfg"])
+    if cfg.image_size is not None:
+        vision_cfg["image_size"] = cfg.image_size
+        preprocess_cfg = {**preprocess_cfg, "size": cfg.image_size}
+    from open_clip.model import _build_vision_tower
+
+    probe = _build_vision_tower(model_cfg["embed_dim"], vision_cfg)
+    size = vision_cfg.get("image_size", 224)
+    with torch.no_grad():
+        width = vision_tokens(probe.eval(), torch.zeros(1, 3, size, size)).shape[-1]
+    config = CaptionerConfig(
+        vision_cfg=vision_cfg, embed_dim=model_cfg["embed_dim"], vision_width=width, preprocess_cfg=preprocess_cfg,
+        freeze_vision=cfg.freeze_vision,
+        decoder={"vocab_size": len(tokenizer), "n_positions": cfg.max_length, "n_embd": cfg.hidden_size,
+                 "n_layer": cfg.num_layers, "n_head": cfg.num_heads, "bos_token_id": tokenizer.bos_token_id,
+                 "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Captioner(config)
+    if trained_visual is not None:
+        missing, unexpected = model.visual.load_state_dict(trained_visual.state_dict(), strict=False)
+        if missing or unexpected:
+            raise ConfigError(f"the encoder's image tower does not fit the captioner (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})", key="decoder.image_size",
+                              expected="the encoder's own image size when init_from_encoder is true")
+        logger.info("captioner image tower initialised from %s", encoder_dir)
+    return model

@@ -1,0 +1,95 @@
+"""Loading a trained decoder folder and generating reports from images (evaluation and ``medlens generate``).
+
+A decoder folder records its kind in ``medlens.json``; :func:`load_generator` returns an object
+with one method, ``generate(images, prompts=None, **decoding) -> list[str]``, whatever the kind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from medlens.config import GenerationConfig
+from medlens.data.images import load_image
+from medlens.errors import ConfigError
+
+__all__ = ["ReportGenerator", "CaptionerGenerator", "load_generator", "decoding_kwargs"]
+
+logger = logging.getLogger(__name__)
+
+
+class ReportGenerator(Protocol):
+    def generate(self, images: Sequence[Any], prompts: Sequence[str] | None = None,
+                 generation: GenerationConfig = ..., batch_size: int = ...) -> list[str]: ...
+
+
+def decoding_kwargs(generation: GenerationConfig) -> dict[str, Any]:
+    """``GenerationConfig`` as ``GenerationMixin.generate`` keyword arguments."""
+    kwargs: dict[str, Any] = {"max_new_tokens": generation.max_new_tokens, "num_beams": generation.num_beams,
+                              "repetition_penalty": generation.repetition_penalty}
+    if generation.no_repeat_ngram_size:
+        kwargs["no_repeat_ngram_size"] = generation.no_repeat_ngram_size
+    return kwargs
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class CaptionerGenerator:
+    """Reports from a medlens captioner folder (prompts are ignored: the captioner writes the whole report)."""
+
+    model: Any
+    tokenizer: Any
+    transform: Any
+
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike) -> CaptionerGenerator:
+        from transformers import AutoTokenizer
+
+        from medlens.models.captioner import Captioner, caption_transform
+
+        model = Captioner.from_pretrained(str(path)).to(_device()).eval()
+        return cls(model, AutoTokenizer.from_pretrained(str(path)), caption_transform(model.config, train=False))
+
+    @torch.no_grad()
+    def generate(self, images: Sequence[Any], prompts: Sequence[str] | None = None,
+                 generation: GenerationConfig = GenerationConfig(), batch_size: int = 32) -> list[str]:
+        """Generate one report per image (a path, bytes or PIL image; decoded like training data)."""
+        out: list[str] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            pixels = torch.stack([self.transform(load_image(im, grey=False)) for im in chunk]).to(self.model.device)
+            ids = self.model.generate(pixels, **decoding_kwargs(generation))
+            out.extend(t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
+        return out
+
+
+def load_generator(path: str | os.PathLike) -> ReportGenerator:
+    """Load any decoder folder written by ``train_decoder``.
+
+    Raises:
+        ConfigError: when the folder is not a medlens decoder.
+    """
+    path = Path(path)
+    info_path = path / "medlens.json"
+    if not info_path.is_file():
+        raise ConfigError(f"'{path}' is not a medlens decoder folder (no medlens.json)",
+                          expected="results/<experiment>/decoder written by train_decoder")
+    kind = json.loads(info_path.read_text()).get("kind")
+    if kind == "captioner":
+        return CaptionerGenerator.from_dir(path)
+    if kind == "vlm":
+        from medlens.models.vlm import VLMGenerator
+
+        return VLMGenerator.from_dir(path)
+    raise ConfigError(f"unknown decoder kind {kind!r}", file=str(info_path), key="kind",
+                      expected="'captioner' or 'vlm'")

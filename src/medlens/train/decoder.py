@@ -1,0 +1,230 @@
+"""``train_decoder``: train the report generator with the Hugging Face Trainer.
+
+medlens supplies the dataset (chat JSONL from ``convert_to_chat_format``), a collator that sets
+padding to -100, and a callback that writes ``metrics.csv``; the Trainer owns the loop, devices,
+precision, accumulation, checkpoints, resume and early stopping. Resumable checkpoints live in a
+sibling folder ``<out_dir>.ckpt/`` that Snakemake does not delete, so a killed or preempted job
+resumes where it stopped; the finished model is written to ``out_dir`` atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.utils import logging as hf_logging
+
+from medlens import __version__
+from medlens.config import DecoderConfig, to_dict
+from medlens.data.chat_format import IMAGE_TOKEN, read_chat
+from medlens.data.images import load_image
+from medlens.errors import ConfigError, DataError
+from medlens.io import atomic_dir
+
+__all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "train_bpe_tokenizer", "MetricsCsvCallback",
+           "resolve_precision", "training_arguments"]
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU (warned once)."""
+    if precision != "auto":
+        if precision in ("bf16", "fp16") and not torch.cuda.is_available():
+            logger.warning("precision %s requested but no GPU is available; training in fp32", precision)
+            return "fp32"
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def assistant_text(record: dict[str, Any]) -> str:
+    """The target text of a conversation: its last assistant turn."""
+    return next(m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant")
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on ``texts`` (the demo has no GPT-2 vocabulary offline)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+
+
+def load_tokenizer(cfg: DecoderConfig, train_texts: list[str]):
+    if cfg.tokenizer is None:
+        return train_bpe_tokenizer(train_texts, cfg.vocab_size)
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
+    except OSError as e:
+        raise ConfigError(f"tokenizer '{cfg.tokenizer}' cannot be loaded ({e})", key="decoder.tokenizer",
+                          expected="a local tokenizer folder, a hub id reachable from here, or null to train one") from e
+    if tok.pad_token is None:  # GPT-2 has no pad token; its end-of-text token serves as pad, bos and eos
+        tok.pad_token = tok.eos_token
+    if tok.bos_token is None:
+        tok.bos_token = tok.eos_token
+    return tok
+
+
+class CaptionDataset(Dataset):
+    """Image + target report pairs from one chat JSONL, images through the tower's transform."""
+
+    def __init__(self, records: list[dict[str, Any]], transform):
+        self.records, self.transform = records, transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rec = self.records[i]
+        image = load_image(rec["images"][0], grey=False)
+        return {"pixel_values": self.transform(image), "text": assistant_text(rec)}
+
+
+@dataclasses.dataclass
+class CaptionCollator:
+    """Tokenise ``<bos> report <eos>``, pad, and set labels of padding to -100 (ignored by the loss)."""
+
+    tokenizer: Any
+    max_length: int
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer
+        ids = [[tok.bos_token_id, *tok(b["text"], add_special_tokens=False)["input_ids"][: self.max_length - 2],
+                tok.eos_token_id] for b in batch]
+        width = max(map(len, ids))
+        input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            attention[row, : len(seq)] = 1
+        labels = input_ids.masked_fill(attention == 0, -100)
+        return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]), "input_ids": input_ids,
+                "attention_mask": attention, "labels": labels}
+
+
+class MetricsCsvCallback(TrainerCallback):
+    """Append every Trainer log (train loss, lr, eval loss) to ``metrics.csv`` under medlens's key names."""
+
+    KEYS = {"loss": "train/loss", "learning_rate": "lr", "grad_norm": "grad_norm", "eval_loss": "val/loss"}
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {new: logs[old] for old, new in self.KEYS.items() if old in logs}
+        if not row:
+            return
+        new_file = not self.path.exists()
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["step", "epoch", *self.KEYS.values()])
+            if new_file:
+                w.writeheader()
+            w.writerow({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **row})
+
+
+def training_arguments(cfg: DecoderConfig, ckpt_dir: Path, has_val: bool) -> TrainingArguments:
+    """``cfg.trainer`` as TrainingArguments (same names), plus what medlens decides: precision, evaluation, logging."""
+    precision = resolve_precision(cfg.precision)
+    kwargs = dataclasses.asdict(cfg.trainer)
+    if not has_val:  # without a validation split there is no best model to pick
+        kwargs["load_best_model_at_end"] = False
+    return TrainingArguments(
+        output_dir=str(ckpt_dir), **kwargs, eval_strategy="steps" if has_val else "no", save_strategy="steps",
+        logging_strategy="steps", metric_for_best_model="eval_loss" if has_val else None, greater_is_better=False,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
+        report_to="none", remove_unused_columns=False, disable_tqdm=not sys.stderr.isatty(),
+    )
+
+
+def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                  encoder_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train the configured decoder on ``chat/train.jsonl`` (validation on ``val.jsonl``).
+
+    Args:
+        cfg: the resolved decoder settings.
+        chat_dir: ``results/{experiment}/data/chat``.
+        out_dir: ``results/{experiment}/decoder``.
+        encoder_dir: ``results/{experiment}/encoder`` when the captioner starts from it.
+
+    Returns:
+        A summary (steps, final losses, best checkpoint).
+    """
+    if cfg.kind != "captioner":
+        from medlens.train.vlm import train_vlm
+
+        return train_vlm(cfg, chat_dir, out_dir)
+    from medlens.models.captioner import build_captioner, caption_transform
+
+    if not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
+    set_seed(cfg.trainer.seed)
+    chat_dir, out_dir = Path(chat_dir), Path(out_dir)
+    train_records, val_records = read_chat(chat_dir / "train.jsonl"), read_chat(chat_dir / "val.jsonl")
+    if not train_records:
+        raise DataError("no training conversations", file=str(chat_dir / "train.jsonl"),
+                        expected="at least one row in the train split")
+    logger.info("decoder config:\n%s", json.dumps(to_dict(cfg), indent=2))
+    logger.info("conversations: train %d, val %d", len(train_records), len(val_records))
+    tokenizer = load_tokenizer(cfg, [assistant_text(r) for r in train_records])
+    model = build_captioner(cfg, tokenizer, encoder_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("captioner: %s parameters, %s trainable; device %s; precision %s", f"{n_params:,}",
+                f"{n_train:,}", "cuda" if torch.cuda.is_available() else "cpu", resolve_precision(cfg.precision))
+
+    ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = ckpt_dir / "metrics.csv"
+    resume = any(ckpt_dir.glob("checkpoint-*"))
+    if not resume and metrics_path.exists():
+        metrics_path.unlink()
+    callbacks = [MetricsCsvCallback(metrics_path)]
+    if cfg.early_stopping_patience and val_records:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
+    trainer = Trainer(
+        model=model, args=training_arguments(cfg, ckpt_dir, bool(val_records)),
+        train_dataset=CaptionDataset(train_records, caption_transform(model.config, train=True)),
+        eval_dataset=CaptionDataset(val_records, caption_transform(model.config, train=False)) if val_records else None,
+        data_collator=CaptionCollator(tokenizer, cfg.max_length), callbacks=callbacks,
+    )
+    if resume:
+        logger.info("resuming from the last checkpoint in %s", ckpt_dir)
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    summary = {"global_step": result.global_step, "train_loss": result.training_loss,
+               "best_checkpoint": trainer.state.best_model_checkpoint, "best_val_loss": trainer.state.best_metric}
+    logger.info("decoder trained: %s", summary)
+
+    with atomic_dir(out_dir) as tmp:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        model.save_vision_encoder(tmp / "encoder_final")
+        shutil.copy(metrics_path, tmp / "metrics.csv")
+        (tmp / "medlens.json").write_text(json.dumps(
+            {"medlens_version": __version__, "kind": cfg.kind, "config": to_dict(cfg), "summary": summary,
+             "image_token": IMAGE_TOKEN}, indent=2, sort_keys=True, default=str) + "\n")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is in out_dir; resume state is no longer needed
+    return summary

@@ -1,0 +1,178 @@
+# Helpers only (no rules): configuration loading and validation, wildcard constraints,
+# input functions get_<thing>, params functions <stage>_params, and final_outputs().
+from functools import cache
+from pathlib import Path
+
+from medlens.config import ExperimentConfig, load_experiment, load_pipeline, to_dict
+from medlens.errors import ConfigError
+
+EXPERIMENT_SCHEMA = "workflow/schemas/experiment.schema.yaml"
+PIPELINE = load_pipeline(config, source=CONFIG_FILE)
+EXPERIMENTS_DIR = Path(PIPELINE.experiments_dir)
+
+
+def _check_experiment(name, exp):
+    """Every dataset an experiment names must be defined in config.yaml."""
+    source = str(EXPERIMENTS_DIR / f"{name}.yaml")
+    for key, names in (("datasets", exp.datasets), ("evaluate.external_datasets", exp.evaluate.external_datasets)):
+        for i, dataset in enumerate(names):
+            if dataset not in PIPELINE.datasets:
+                raise ConfigError(
+                    f"unknown dataset '{dataset}'",
+                    file=source,
+                    key=f"{key}[{i}]",
+                    expected=f"one of {', '.join(sorted(PIPELINE.datasets))} (defined in {CONFIG_FILE})",
+                )
+    return exp
+
+
+@cache
+def experiment(name) -> ExperimentConfig:
+    """The validated, preset-resolved configuration of one experiment."""
+    path = EXPERIMENTS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+        raise ConfigError(f"experiment '{name}' not found", file=CONFIG_FILE, key="run", expected=f"one of {available}")
+    return _check_experiment(name, load_experiment(path, schema_path=EXPERIMENT_SCHEMA))
+
+
+# Validate every experiment that will run before any job starts.
+RUN = list(PIPELINE.run)
+for _name in RUN:
+    experiment(_name)
+
+wildcard_constraints:
+    dataset="|".join(sorted(PIPELINE.datasets)),
+    experiment="|".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))),
+
+
+# ----------------------------------------------------------------------------- input functions
+
+
+def get_prepared(wildcards):
+    return [f"results/prepared/{d}.parquet" for d in experiment(wildcards.experiment).datasets]
+
+
+def get_external_prepared(wildcards):
+    return [f"results/prepared/{d}.parquet" for d in experiment(wildcards.experiment).evaluate.external_datasets]
+
+
+def get_decoder_encoder(wildcards):
+    """The captioner starts from the trained encoder when its config says so (the encoder->decoder edge)."""
+    dec = experiment(wildcards.experiment).decoder
+    if dec.kind == "captioner" and dec.init_from_encoder:
+        return {"encoder": f"results/{wildcards.experiment}/encoder"}
+    return {}
+
+
+def _all_datasets(name):
+    exp = experiment(name)
+    return [*exp.datasets, *exp.evaluate.external_datasets]
+
+
+def experiment_files(name):
+    """Paths of everything the report reads for one experiment (all are inputs of the report rule)."""
+    return {
+        "prepared": [f"results/prepared/{d}.parquet" for d in _all_datasets(name)],
+        "pairs": f"results/{name}/data/pairs.parquet",
+        "split": f"results/{name}/data/split.json",
+        "chat": f"results/{name}/data/chat",
+        "encoder": f"results/{name}/encoder",
+        "decoder": f"results/{name}/decoder",
+        "encoder_eval": f"results/{name}/eval/encoder.json",
+        "decoder_eval": f"results/{name}/eval/decoder.json",
+        "generations": f"results/{name}/eval/generations.jsonl",
+    }
+
+
+def report_inputs(wildcards):
+    """Everything the report shows, for every experiment in `run` (a missing input fails the job)."""
+    files = set()
+    for name in RUN:
+        for value in experiment_files(name).values():
+            files.update([value] if isinstance(value, str) else value)
+    return sorted(files)
+
+
+# ----------------------------------------------------------------------------- params functions
+# Each returns only its stage's settings, so editing one stage reruns it and what is downstream.
+
+
+def download_params(wildcards):
+    d = PIPELINE.datasets[wildcards.dataset]
+    return {"source": d.source, "adapter": d.adapter, "slug": d.slug, "path": d.path, "manifest": d.manifest}
+
+
+def prepare_params(wildcards):
+    return to_dict(PIPELINE.datasets[wildcards.dataset])
+
+
+def split_params(wildcards):
+    return to_dict(experiment(wildcards.experiment).split)
+
+
+def chat_params(wildcards):
+    return to_dict(experiment(wildcards.experiment).chat)
+
+
+def encoder_params(wildcards):
+    return to_dict(experiment(wildcards.experiment).encoder)
+
+
+def encoder_zero_shot_params(wildcards):
+    """Zero-shot settings used for validation during encoder training."""
+    return to_dict(experiment(wildcards.experiment).evaluate.zero_shot)
+
+
+def decoder_params(wildcards):
+    return to_dict(experiment(wildcards.experiment).decoder)
+
+
+def evaluate_encoder_params(wildcards):
+    ev = experiment(wildcards.experiment).evaluate
+    return {k: to_dict(getattr(ev, k)) for k in ("split", "external_datasets", "recall_ks", "bootstrap_samples",
+                                                  "seed", "zero_shot", "linear_probe", "max_samples")}
+
+
+def evaluate_decoder_params(wildcards):
+    ev = experiment(wildcards.experiment).evaluate
+    return {k: to_dict(getattr(ev, k)) for k in ("split", "bootstrap_samples", "seed", "generation", "labeler",
+                                                  "max_samples")}
+
+
+def report_params(wildcards):
+    """Per experiment: its resolved config, the files it produced and the benchmark file of each stage."""
+    stages = ["split", "convert_to_chat_format", "train_encoder", "train_decoder", "evaluate_encoder", "evaluate_decoder"]
+    return {
+        name: {
+            "config": to_dict(experiment(name)),
+            "files": {
+                **experiment_files(name),
+                "benchmarks": {
+                    **{f"download/{d}": f"results/benchmarks/download/{d}.tsv" for d in _all_datasets(name)},
+                    **{f"prepare_datasets/{d}": f"results/benchmarks/prepare_datasets/{d}.tsv" for d in _all_datasets(name)},
+                    **{s: f"results/benchmarks/{s}/{name}.tsv" for s in stages},
+                },
+            },
+        }
+        for name in RUN
+    }
+
+
+def stage_resources(stage, key):
+    """A training/evaluation job's request, read from the experiment's encoder/decoder `resources`."""
+
+    def get(wildcards, attempt=1):
+        res = getattr(experiment(wildcards.experiment), stage).resources
+        value = getattr(res, key)
+        # retries ask for more memory and time (a job killed for either gets what it lacked)
+        return value * attempt if key in ("mem_mb", "runtime") else value
+
+    return get
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def final_outputs():
+    return ["results/report.html"]

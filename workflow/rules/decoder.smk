@@ -1,0 +1,19 @@
+rule train_decoder:
+    input:
+        unpack(get_decoder_encoder),
+        chat=rules.convert_to_chat_format.output.chat,
+    output:
+        decoder=directory("results/{experiment}/decoder"),
+    log:
+        "results/logs/train_decoder/{experiment}.log",
+    benchmark:
+        "results/benchmarks/train_decoder/{experiment}.tsv"
+    params:
+        decoder=decoder_params,
+    threads: 2
+    resources:
+        gpu=stage_resources("decoder", "gpus"),
+        mem_mb=stage_resources("decoder", "mem_mb"),
+        runtime=stage_resources("decoder", "runtime"),
+    script:
+        "../scripts/train_decoder.py"

@@ -1,0 +1,19 @@
+rule train_encoder:
+    input:
+        pairs=rules.split.output.pairs,
+    output:
+        encoder=directory("results/{experiment}/encoder"),
+    log:
+        "results/logs/train_encoder/{experiment}.log",
+    benchmark:
+        "results/benchmarks/train_encoder/{experiment}.tsv"
+    params:
+        encoder=encoder_params,
+        zero_shot=encoder_zero_shot_params,
+    threads: 2
+    resources:
+        gpu=stage_resources("encoder", "gpus"),
+        mem_mb=stage_resources("encoder", "mem_mb"),
+        runtime=stage_resources("encoder", "runtime"),
+    script:
+        "../scripts/train_encoder.py"
