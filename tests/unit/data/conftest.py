@@ -1,0 +1,1 @@
+from helpers.prepared import make_prepared  # noqa: F401  (fixture)
