@@ -130,8 +130,9 @@ def bootstrap(metric: Callable[..., Any], *arrays: Any, n_resamples: int = 1000,
         vectorized: whether ``metric`` handles a batch of resamples at once.
 
     Returns:
-        ``{"value", "ci": [low, high] | None, "n", "n_resamples", "n_skipped_resamples", "seed",
-        "alpha", "method"}``; ``value`` is None when the metric is undefined on the full data.
+        ``{"value", "ci_low", "ci_high", "n", "n_resamples", "n_skipped_resamples", "seed", "alpha",
+        "method"}``; ``value`` (and the bounds) are None when the metric is undefined on the full data
+        (on every resample).
     """
     data = [np.asarray(a) for a in arrays]
     n = _common_length(data)
@@ -143,7 +144,8 @@ def bootstrap(metric: Callable[..., Any], *arrays: Any, n_resamples: int = 1000,
     low, high, skipped = percentile_ci(dist, alpha)
     return {
         "value": None if np.isnan(value) else value,
-        "ci": None if low is None else [low, high],
+        "ci_low": low,
+        "ci_high": high,
         "n": n,
         "n_resamples": n_resamples,
         "n_skipped_resamples": skipped,

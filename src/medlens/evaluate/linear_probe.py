@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -28,7 +28,7 @@ from sklearn.preprocessing import StandardScaler
 
 from medlens.config import FINDINGS
 from medlens.errors import ConfigError, DataError
-from medlens.evaluate.metrics import binary_targets, classification_metrics, per_label_auc
+from medlens.evaluate.metrics import binary_targets, classification_metrics, not_computed_auc, per_label_auc
 
 __all__ = ["linear_probe", "targets_from_labels", "LABEL_SETS", "DEFAULT_C_GRID"]
 
@@ -61,19 +61,22 @@ def targets_from_labels(label_lists: Sequence[Sequence[str]], labels: Sequence[s
 
 
 def linear_probe(x_train: np.ndarray, y_train: Any, x_val: np.ndarray, y_val: Any, x_test: np.ndarray,
-                 y_test: Any, *, labels: str | Sequence[str] | None = None,
-                 c_grid: Sequence[float] = DEFAULT_C_GRID, n_resamples: int = 1000, seed: int = 0,
-                 alpha: float = 0.05, max_iter: int = 1000) -> dict[str, Any]:
+                 y_test: Any, labels: str | Sequence[str] | None = None, *,
+                 task: Literal["multilabel", "multiclass"] | None = None, c_grid: Sequence[float] = DEFAULT_C_GRID,
+                 n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05, max_iter: int = 1000
+                 ) -> dict[str, Any]:
     """Fit logistic-regression probes on train, choose C on val, score on test with bootstrap CIs.
 
-    The task follows the targets: ``[N, L]`` 0/1 matrices are multi-label (one-vs-rest, scored by
-    per-label and mean AUC), ``[N]`` class arrays are single-label (multinomial, scored by accuracy and
-    macro-F1).
+    ``[N, L]`` 0/1 targets are multi-label (one-vs-rest, scored by per-label and mean AUC); ``[N]``
+    class targets are single-label (multinomial, scored by accuracy and macro-F1).
 
     Args:
         x_train, x_val, x_test: ``[N, D]`` frozen image features of each split.
         y_train, y_val, y_test: targets of each split (see above).
-        labels: multi-label column names, or a key of ``LABEL_SETS``; required for multi-label.
+        labels: multi-label: the column names or a key of ``LABEL_SETS`` (required). Single-label: the
+            class names; integer targets are then codes into it (a code outside it, e.g. -1 for a class
+            missing from train, is kept as its own class ``"code -1"``).
+        task: ``"multilabel"`` or ``"multiclass"``; inferred from the targets' shape when None.
         c_grid: inverse regularisation strengths tried on val.
         n_resamples: bootstrap resamples on test.
         seed: seed of the resampling.
@@ -82,12 +85,13 @@ def linear_probe(x_train: np.ndarray, y_train: Any, x_val: np.ndarray, y_val: An
 
     Returns:
         ``{"protocol": {"task", "c_grid", "chosen_c", "grid": [{"C", "val_score", "converged"}], ...},
-        ...}`` plus ``"labels"``/``"mean"`` (as :func:`~medlens.evaluate.metrics.per_label_auc`) for
+        ...}`` plus ``"per_label"``/``"mean"`` (as :func:`~medlens.evaluate.metrics.per_label_auc`) for
         multi-label or ``"accuracy"``/``"macro_f1"``/``"per_class"`` for single-label. When no C can be
         chosen (no label or class varies in train and val) ``chosen_c`` is None and ``reason`` says why.
 
     Raises:
-        ConfigError: on an unknown label set, a missing ``labels`` or an empty/non-positive C grid.
+        ConfigError: on an unknown label set or task, a missing ``labels``, a ``task`` that contradicts the
+            targets' shape, or an empty/non-positive C grid.
         DataError: on mismatched shapes or non-finite features.
     """
     grid = sorted({float(c) for c in c_grid})
@@ -112,7 +116,11 @@ def linear_probe(x_train: np.ndarray, y_train: Any, x_val: np.ndarray, y_val: An
         "fit_on": "train", "c_grid": grid, "max_iter": max_iter, "n_train": len(xs[0]), "n_val": len(xs[1]),
         "n_test": len(xs[2]), "n_resamples": n_resamples, "seed": seed, "alpha": alpha,
     }
-    if ys[0].ndim == 2:
+    inferred = "multilabel" if ys[0].ndim == 2 else "multiclass"
+    if task not in (None, inferred):
+        raise ConfigError(f"task '{task}' but targets of shape {ys[0].shape}", key="task",
+                          expected="[N, L] 0/1 targets for 'multilabel', [N] classes for 'multiclass'")
+    if inferred == "multilabel":
         if labels is None:
             raise ConfigError("multi-label targets need label names", key="labels",
                               expected=f"a list of {ys[0].shape[1]} names or one of {sorted(LABEL_SETS)}")
@@ -122,7 +130,11 @@ def linear_probe(x_train: np.ndarray, y_train: Any, x_val: np.ndarray, y_val: An
         return _multilabel(xs, ys, list(labels), grid, protocol, max_iter)
     protocol.update(task="single-label (multinomial)",
                     selection="C maximising val macro-F1; ties go to the smaller C")
-    return _multiclass(xs, ys, grid, protocol, max_iter)
+    if labels is not None and all(np.issubdtype(y.dtype, np.integer) for y in ys):
+        names = list(labels)
+        ys = [np.array([names[v] if 0 <= v < len(names) else f"code {v}" for v in y.tolist()], dtype=object)
+              for y in ys]
+    return _multiclass(xs, ys, grid, protocol, max_iter, None if labels is None else list(labels))
 
 
 def _multilabel(xs: list[np.ndarray], ys: list[np.ndarray], labels: list[str], grid: list[float],
@@ -158,30 +170,29 @@ def _multilabel(xs: list[np.ndarray], ys: list[np.ndarray], labels: list[str], g
                            seed=protocol["seed"], alpha=protocol["alpha"]) if chosen is not None and fit else None
     per_label = {}
     for j, label in enumerate(labels):
-        if result is not None and label in result["labels"]:
-            per_label[label] = result["labels"][label]
+        if result is not None and label in result["per_label"]:
+            per_label[label] = result["per_label"][label]
             continue
         n_pos = int(y_test[:, j].sum())
         why = (f"only one class in train ({int(y_train[:, j].sum())} positive of {len(y_train)})"
                if j not in fit else reason)
-        per_label[label] = {"auc": None, "ci": None, "n_pos": n_pos, "n_neg": len(y_test) - n_pos,
-                            "n_skipped_resamples": None, "roc": None, "reason": why}
+        per_label[label] = not_computed_auc(n_pos, len(y_test) - n_pos, why)
     mean = result["mean"] if result is not None else {
-        "auc": None, "ci": None, "labels": [], "n_skipped_resamples": None, "reason": reason}
+        "auc": None, "ci_low": None, "ci_high": None, "labels": [], "n_skipped_resamples": None, "reason": reason}
     if result is not None:
         protocol.update({k: v for k, v in result["protocol"].items() if k not in protocol})
-    return {"protocol": protocol, "labels": per_label, "mean": mean}
+    return {"protocol": protocol, "per_label": per_label, "mean": mean}
 
 
 def _multiclass(xs: list[np.ndarray], ys: list[np.ndarray], grid: list[float], protocol: dict[str, Any],
-                max_iter: int) -> dict[str, Any]:
+                max_iter: int, listed: list[Any] | None) -> dict[str, Any]:
     y_train, y_val, y_test = ys
     for y, s in ((y_train, "train"), (y_val, "val"), (y_test, "test")):
         if y.ndim != 1:
             raise DataError(f"targets of shape {y.shape}", column=f"{s} targets",
                             expected="[N] class labels (or [N, L] 0/1 in every split for multi-label)")
     train_classes = np.unique(y_train).tolist()
-    classes = sorted({*train_classes, *np.unique(y_test).tolist()}, key=str)
+    classes = sorted({*train_classes, *np.unique(y_test).tolist(), *(listed or [])}, key=str)
     protocol.update(classes=[str(c) for c in classes],
                     classes_absent_from_train=[str(c) for c in classes if c not in train_classes])
 
@@ -197,8 +208,8 @@ def _multiclass(xs: list[np.ndarray], ys: list[np.ndarray], grid: list[float], p
     chosen, rows = _select(model, xs[0], y_train, val_score, grid, skip=reason)
     protocol.update(chosen_c=None if chosen is None else chosen[0], grid=rows, reason=reason)
     if chosen is None:
-        return {"protocol": protocol, "accuracy": {"value": None, "ci": None},
-                "macro_f1": {"value": None, "ci": None}, "per_class": {}}
+        empty = {"value": None, "ci_low": None, "ci_high": None}
+        return {"protocol": protocol, "accuracy": dict(empty), "macro_f1": dict(empty), "per_class": {}}
     metrics = classification_metrics(y_test, chosen[1].predict(xs[2]), classes=classes,
                                      n_resamples=protocol["n_resamples"], seed=protocol["seed"],
                                      alpha=protocol["alpha"])

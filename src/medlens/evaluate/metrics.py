@@ -31,7 +31,8 @@ from sklearn.metrics import (
 from medlens.errors import DataError
 from medlens.evaluate.bootstrap import percentile_ci, resample_indices
 
-__all__ = ["per_label_auc", "auc_rows", "roc_points", "classification_metrics", "binary_targets"]
+__all__ = ["per_label_auc", "auc_rows", "roc_points", "classification_metrics", "binary_targets",
+           "not_computed_auc"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,12 @@ def roc_points(scores: np.ndarray, targets: np.ndarray, max_points: int = 200) -
     return {"fpr": [float(x) for x in fpr], "tpr": [float(x) for x in tpr]}
 
 
+def not_computed_auc(n_pos: int, n_neg: int, reason: str | None) -> dict[str, Any]:
+    """A per-label AUC entry with nothing computed (the shape every per-label entry has)."""
+    return {"auc": None, "ci_low": None, "ci_high": None, "n_pos": n_pos, "n_neg": n_neg,
+            "n_skipped_resamples": None, "fpr": None, "tpr": None, "reason": reason}
+
+
 def per_label_auc(scores: np.ndarray, targets: np.ndarray, labels: list[str], *, n_resamples: int = 1000,
                   seed: int = 0, alpha: float = 0.05, max_roc_points: int = 200) -> dict[str, Any]:
     """Per-label ROC AUC with percentile bootstrap CIs, ROC points, and the mean over computed labels.
@@ -102,9 +109,10 @@ def per_label_auc(scores: np.ndarray, targets: np.ndarray, labels: list[str], *,
         max_roc_points: most ROC points kept per label.
 
     Returns:
-        ``{"protocol": {...}, "labels": {label: {"auc", "ci", "n_pos", "n_neg", "n_skipped_resamples",
-        "roc", "reason"}}, "mean": {"auc", "ci", "labels", "n_skipped_resamples", "reason"}}``. A label
-        whose targets hold one class has ``auc`` None and a ``reason``.
+        ``{"protocol": {...}, "per_label": {label: {"auc", "ci_low", "ci_high", "n_pos", "n_neg",
+        "n_skipped_resamples", "fpr", "tpr", "reason"}}, "mean": {"auc", "ci_low", "ci_high", "labels",
+        "n_skipped_resamples", "reason"}}``. A label whose targets hold one class has ``auc`` None and a
+        ``reason``; ``fpr``/``tpr`` are its ROC points (at most ``max_roc_points``).
 
     Raises:
         DataError: on shape mismatches, non-finite scores or targets other than 0/1.
@@ -130,23 +138,22 @@ def per_label_auc(scores: np.ndarray, targets: np.ndarray, labels: list[str], *,
 
     per_label: dict[str, Any] = {}
     for j, label in enumerate(labels):
-        entry: dict[str, Any] = {"auc": None, "ci": None, "n_pos": int(n_pos[j]), "n_neg": int(n - n_pos[j]),
-                                 "n_skipped_resamples": None, "roc": None, "reason": None}
+        entry = not_computed_auc(int(n_pos[j]), int(n - n_pos[j]), None)
         if j in computed:
             low, high, skipped = percentile_ci(dist[:, j], alpha)
-            entry.update(auc=float(roc_auc_score(y[:, j], s[:, j])), ci=None if low is None else [low, high],
-                         n_skipped_resamples=skipped, roc=roc_points(s[:, j], y[:, j], max_roc_points))
+            entry.update(auc=float(roc_auc_score(y[:, j], s[:, j])), ci_low=low, ci_high=high,
+                         n_skipped_resamples=skipped, **roc_points(s[:, j], y[:, j], max_roc_points))
         else:
             entry["reason"] = f"only one class in the targets ({int(n_pos[j])} positive of {n})"
         per_label[label] = entry
 
-    mean: dict[str, Any] = {"auc": None, "ci": None, "labels": [labels[j] for j in computed],
+    mean: dict[str, Any] = {"auc": None, "ci_low": None, "ci_high": None, "labels": [labels[j] for j in computed],
                             "n_skipped_resamples": None, "reason": None}
     if computed:
         # A resample missing a class in any computed label has no comparable mean: NaN, skipped.
         low, high, skipped = percentile_ci(dist[:, computed].mean(axis=1), alpha)
         mean.update(auc=float(np.mean([per_label[labels[j]]["auc"] for j in computed])),
-                    ci=None if low is None else [low, high], n_skipped_resamples=skipped)
+                    ci_low=low, ci_high=high, n_skipped_resamples=skipped)
     else:
         mean["reason"] = "no label has both classes in the targets"
     if len(computed) < len(labels):
@@ -157,7 +164,7 @@ def per_label_auc(scores: np.ndarray, targets: np.ndarray, labels: list[str], *,
                      "alpha": alpha, "ci_method": "percentile bootstrap over rows, shared across labels",
                      "mean_over": "labels with both classes in the targets",
                      "undefined_resamples": "skipped and counted"},
-        "labels": per_label,
+        "per_label": per_label,
         "mean": mean,
     }
 
@@ -194,7 +201,7 @@ def classification_metrics(y_true: Any, y_pred: Any, *, classes: list[Any] | Non
         alpha: 1 - confidence level.
 
     Returns:
-        ``{"protocol", "accuracy": {"value", "ci"}, "macro_f1": {"value", "ci"}, "per_class": {class:
+        ``{"protocol", "accuracy": {"value", "ci_low", "ci_high"}, "macro_f1": {...}, "per_class": {class:
         {"precision", "recall", "f1", "support", "reason"}}}``; a class absent from ``y_true`` has its
         recall and F1 None with a reason. macro-F1 averages the classes present in ``y_true`` or
         ``y_pred`` (scikit-learn's default).
@@ -230,7 +237,8 @@ def classification_metrics(y_true: Any, y_pred: Any, *, classes: list[Any] | Non
         "protocol": {"n": len(t), "n_resamples": n_resamples, "seed": seed, "alpha": alpha,
                      "ci_method": "percentile bootstrap over rows",
                      "macro_f1_over": "classes present in y_true or y_pred (sklearn average='macro')"},
-        "accuracy": {"value": float(accuracy_score(t, p)), "ci": list(acc_ci[:2])},
-        "macro_f1": {"value": float(f1_score(t, p, average="macro", zero_division=0)), "ci": list(f1_ci[:2])},
+        "accuracy": {"value": float(accuracy_score(t, p)), "ci_low": acc_ci[0], "ci_high": acc_ci[1]},
+        "macro_f1": {"value": float(f1_score(t, p, average="macro", zero_division=0)), "ci_low": f1_ci[0],
+                     "ci_high": f1_ci[1]},
         "per_class": per_class,
     }

@@ -21,7 +21,7 @@ import numpy as np
 from medlens.errors import ConfigError, DataError
 from medlens.evaluate.bootstrap import percentile_ci, resample_indices
 
-__all__ = ["retrieval_metrics", "similarity_matrix", "normalise_text", "first_positive_ranks"]
+__all__ = ["retrieval_metrics", "retrieval_recall", "similarity_matrix", "normalise_text", "first_positive_ranks"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def retrieval_metrics(texts: Sequence[str], *, image_features: np.ndarray | None
         n_examples: queries per direction whose top-K lists are returned.
 
     Returns:
-        ``{"protocol": {...}, "image_to_text": {"recall@K": {"value", "ci"}, "median_rank",
+        ``{"protocol": {...}, "image_to_text": {"recall@K": {"value", "ci_low", "ci_high"}, "median_rank",
         "mean_rank"}, "text_to_image": {...}, "examples": {"image_to_text": [{"query", "top",
         "scores", "positives", "n_positives", "rank"}], "text_to_image": [...]}}``. Ranks are 1-based.
 
@@ -140,7 +140,7 @@ def retrieval_metrics(texts: Sequence[str], *, image_features: np.ndarray | None
         block: dict[str, Any] = {}
         for j, k in enumerate(ks):
             low, high, _ = percentile_ci(boot[:, j], alpha)
-            block[f"recall@{k}"] = {"value": float(hits[:, j].mean()), "ci": [low, high]}
+            block[f"recall@{k}"] = {"value": float(hits[:, j].mean()), "ci_low": low, "ci_high": high}
         block["median_rank"] = float(np.median(ranks + 1))
         block["mean_rank"] = float(np.mean(ranks + 1))
         result[direction] = block
@@ -149,6 +149,14 @@ def retrieval_metrics(texts: Sequence[str], *, image_features: np.ndarray | None
                 result["protocol"]["n_unique_texts"], ks[0], result["image_to_text"][f"recall@{ks[0]}"]["value"],
                 ks[0], result["text_to_image"][f"recall@{ks[0]}"]["value"])
     return result
+
+
+def retrieval_recall(image_features: np.ndarray, text_features: np.ndarray, texts: Sequence[str], *,
+                     ks: Sequence[int] = (1, 5, 10), n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05,
+                     n_examples: int = 5) -> dict[str, Any]:
+    """:func:`retrieval_metrics` on paired ``[N, D]`` image and text features (cosine similarity)."""
+    return retrieval_metrics(texts, image_features=image_features, text_features=text_features, ks=ks,
+                             n_resamples=n_resamples, seed=seed, alpha=alpha, n_examples=n_examples)
 
 
 def _example(matrix: np.ndarray, groups: np.ndarray, q: int, rank: int, k: int) -> dict[str, Any]:

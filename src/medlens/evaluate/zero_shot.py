@@ -39,8 +39,9 @@ from medlens.errors import ConfigError, DataError
 from medlens.evaluate.metrics import per_label_auc
 from medlens.resources import resource_path
 
+# per_label_auc lives in metrics (the linear probe uses it too) and is re-exported for callers here.
 __all__ = ["load_prompt_templates", "build_prompts", "encode_prompts", "zero_shot_probabilities",
-           "zero_shot_logits", "evaluate_zero_shot", "DEFAULT_TEMPLATES"]
+           "zero_shot_logits", "evaluate_zero_shot", "per_label_auc", "DEFAULT_TEMPLATES"]
 
 logger = logging.getLogger(__name__)
 
@@ -262,9 +263,9 @@ def evaluate_zero_shot(image_features: np.ndarray, encode_text: Callable[[list[s
         alpha: 1 - confidence level.
 
     Returns:
-        :func:`medlens.evaluate.metrics.per_label_auc`'s dict, its ``protocol`` extended with
-        ``prompt_set``, ``prompt_file``, ``prompts`` ({label: {"positive", "negative"}}), ``logit_scale``
-        and the probability rule.
+        :func:`medlens.evaluate.metrics.per_label_auc`'s dict (``per_label``, ``mean``), with its
+        ``protocol`` extended by ``prompt_set``, ``prompt_file``, ``prompts`` ({label: {"positive",
+        "negative"}}), ``logit_scale`` and the probability rule.
     """
     t = _resolve_templates(templates)
     prompts = build_prompts(labels, t)

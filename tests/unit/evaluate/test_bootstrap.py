@@ -48,7 +48,7 @@ def test_ci_contains_estimate_and_narrows_with_n():
     for n in (50, 2000):
         x = rng.normal(loc=1.0, size=n)
         res = bootstrap(np.mean, x, n_resamples=400, seed=0)
-        low, high = res["ci"]
+        low, high = res["ci_low"], res["ci_high"]
         assert low <= res["value"] <= high
         widths.append(high - low)
     assert widths[1] < widths[0] / 3  # width shrinks like 1/sqrt(n): sqrt(40) ~ 6
@@ -64,7 +64,7 @@ def test_single_class_auc_resamples_are_skipped_and_counted():
     # P(no positive in a resample) = 0.9**10 ~ 0.35.
     assert res["n_skipped_resamples"] == int(np.isnan(dist).sum())
     assert 60 < res["n_skipped_resamples"] < 150
-    assert res["ci"] == [1.0, 1.0] and res["value"] == 1.0
+    assert (res["ci_low"], res["ci_high"]) == (1.0, 1.0) and res["value"] == 1.0
 
 
 def test_all_resamples_undefined_gives_no_interval():
@@ -72,7 +72,7 @@ def test_all_resamples_undefined_gives_no_interval():
         warnings.simplefilter("ignore")
         res = bootstrap(roc_auc_score, np.zeros(5), np.arange(5.0), n_resamples=20)
         low, high = bootstrap_ci(roc_auc_score, np.zeros(5), np.arange(5.0), n_resamples=20)
-    assert res["value"] is None and res["ci"] is None and res["n_skipped_resamples"] == 20
+    assert res["value"] is None and res["ci_low"] is None and res["ci_high"] is None and res["n_skipped_resamples"] == 20
     assert np.isnan(low) and np.isnan(high)
 
 
@@ -80,7 +80,7 @@ def test_protocol_fields_and_determinism():
     x = np.arange(20.0)
     a = bootstrap(np.mean, x, n_resamples=100, seed=7)
     assert a == bootstrap(np.mean, x, n_resamples=100, seed=7)
-    assert a["ci"] != bootstrap(np.mean, x, n_resamples=100, seed=8)["ci"]
+    assert a["ci_low"] != bootstrap(np.mean, x, n_resamples=100, seed=8)["ci_low"]
     assert {"n", "n_resamples", "seed", "alpha", "method"} <= set(a)
 
 

@@ -29,8 +29,8 @@ def _splits(signal: float = 3.0):
 def test_separable_data_gives_high_auc_and_states_protocol():
     res = linear_probe(*_splits(), labels="chexpert5", n_resamples=100)
     assert res["mean"]["auc"] > 0.95
-    assert all(res["labels"][k]["auc"] > 0.9 for k in C5)
-    low, high = res["mean"]["ci"]
+    assert all(res["per_label"][k]["auc"] > 0.9 for k in C5)
+    low, high = res["mean"]["ci_low"], res["mean"]["ci_high"]
     assert low <= res["mean"]["auc"] <= high
     proto = res["protocol"]
     assert proto["label_set"] == "chexpert5" and proto["labels"] == C5
@@ -67,8 +67,8 @@ def test_labels_missing_from_train_or_test_are_not_computed():
     y_tr[:, 3] = 0  # Edema never positive in train
     y_te[:, 4] = 0  # Pleural Effusion never positive in test
     res = linear_probe(x_tr, y_tr, x_va, y_va, x_te, y_te, labels=C5, n_resamples=20)
-    assert res["labels"]["Edema"]["auc"] is None and "train" in res["labels"]["Edema"]["reason"]
-    assert res["labels"]["Pleural Effusion"]["auc"] is None and res["labels"]["Pleural Effusion"]["reason"]
+    assert res["per_label"]["Edema"]["auc"] is None and "train" in res["per_label"]["Edema"]["reason"]
+    assert res["per_label"]["Pleural Effusion"]["auc"] is None and res["per_label"]["Pleural Effusion"]["reason"]
     assert res["mean"]["labels"] == ["Atelectasis", "Cardiomegaly", "Consolidation"]
 
 
@@ -76,14 +76,14 @@ def test_a_single_fittable_label_works():
     x_tr, y_tr, x_va, y_va, x_te, y_te = _splits()
     y_tr[:, 1:] = 0
     res = linear_probe(x_tr, y_tr, x_va, y_va, x_te, y_te, labels=C5, n_resamples=20)
-    assert res["labels"]["Atelectasis"]["auc"] > 0.9 and res["mean"]["labels"] == ["Atelectasis"]
+    assert res["per_label"]["Atelectasis"]["auc"] > 0.9 and res["mean"]["labels"] == ["Atelectasis"]
 
 
 def test_no_val_signal_reports_not_computed():
     x_tr, y_tr, x_va, y_va, x_te, y_te = _splits()
     res = linear_probe(x_tr, y_tr, x_va, np.zeros_like(y_va), x_te, y_te, labels=C5, n_resamples=20)
     assert res["protocol"]["chosen_c"] is None and "val" in res["protocol"]["reason"]
-    assert res["mean"]["auc"] is None and all(v["auc"] is None for v in res["labels"].values())
+    assert res["mean"]["auc"] is None and all(v["auc"] is None for v in res["per_label"].values())
 
 
 def test_single_label_accuracy_and_macro_f1():
@@ -97,11 +97,31 @@ def test_single_label_accuracy_and_macro_f1():
     y_test[:5] = "KL4"  # a grade never seen in train
     res = linear_probe(x[:200], y[:200], x[200:300], y[200:300], x[300:], y_test, n_resamples=100)
     assert res["accuracy"]["value"] > 0.85 and res["macro_f1"]["value"] > 0.6
-    assert res["accuracy"]["ci"][0] <= res["accuracy"]["value"] <= res["accuracy"]["ci"][1]
+    assert res["accuracy"]["ci_low"] <= res["accuracy"]["value"] <= res["accuracy"]["ci_high"]
     assert res["protocol"]["classes_absent_from_train"] == ["KL4"]
     assert res["per_class"]["KL4"]["recall"] == 0.0 and res["per_class"]["KL4"]["precision"] is None
     assert res["protocol"]["task"].startswith("single-label")
     json.dumps(res, allow_nan=False)
+
+
+def test_integer_codes_are_named_by_labels_and_unknown_codes_kept():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300)
+    x = rng.normal(size=(300, 4))
+    x[:, 0] += 4.0 * y
+    y_test = y[200:].copy()
+    y_test[:3] = -1  # a class the caller could not code because train never had it
+    res = linear_probe(x[:120], y[:120], x[120:200], y[120:200], x[200:], y_test, ["benign", "malignant"],
+                       task="multiclass", n_resamples=50)
+    assert set(res["per_class"]) == {"benign", "malignant", "code -1"}
+    assert res["per_class"]["code -1"]["support"] == 3 and res["per_class"]["code -1"]["recall"] == 0.0
+    assert res["protocol"]["classes_absent_from_train"] == ["code -1"]
+
+
+def test_task_must_match_targets():
+    x_tr, y_tr, x_va, y_va, x_te, y_te = _splits()
+    with pytest.raises(ConfigError, match="task 'multiclass'"):
+        linear_probe(x_tr, y_tr, x_va, y_va, x_te, y_te, C5, task="multiclass")
 
 
 def test_label_sets():

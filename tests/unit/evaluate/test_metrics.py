@@ -33,27 +33,28 @@ def known_case():
 
 def test_perfect_reversed_random(known_case):
     _, _, res = known_case
-    assert res["labels"]["perfect"]["auc"] == 1.0
-    assert res["labels"]["reversed"]["auc"] == 0.0
-    assert abs(res["labels"]["random"]["auc"] - 0.5) < 0.05
-    low, high = res["labels"]["random"]["ci"]
+    assert res["per_label"]["perfect"]["auc"] == 1.0
+    assert res["per_label"]["reversed"]["auc"] == 0.0
+    assert abs(res["per_label"]["random"]["auc"] - 0.5) < 0.05
+    low, high = res["per_label"]["random"]["ci_low"], res["per_label"]["random"]["ci_high"]
     assert low < 0.5 < high
 
 
 def test_one_class_label_is_not_computed_and_left_out_of_mean(known_case):
     _, _, res = known_case
-    entry = res["labels"]["one class"]
-    assert entry["auc"] is None and entry["ci"] is None and "one class" in entry["reason"]
+    entry = res["per_label"]["one class"]
+    assert entry["auc"] is None and entry["ci_low"] is None and entry["fpr"] is None
+    assert "one class" in entry["reason"]
     assert entry["n_pos"] == 0 and entry["n_neg"] == 2000
     assert res["mean"]["labels"] == ["perfect", "reversed", "random"]
-    assert res["mean"]["auc"] == pytest.approx(np.mean([res["labels"][k]["auc"] for k in LABELS[:3]]))
-    low, high = res["mean"]["ci"]
+    assert res["mean"]["auc"] == pytest.approx(np.mean([res["per_label"][k]["auc"] for k in LABELS[:3]]))
+    low, high = res["mean"]["ci_low"], res["mean"]["ci_high"]
     assert low <= res["mean"]["auc"] <= high
 
 
 def test_roc_points_thinned_and_json_serialisable(known_case):
     scores, y, res = known_case
-    roc = res["labels"]["random"]["roc"]
+    roc = res["per_label"]["random"]
     assert 2 < len(roc["fpr"]) <= 200
     assert (roc["fpr"][0], roc["tpr"][0]) == (0.0, 0.0) and (roc["fpr"][-1], roc["tpr"][-1]) == (1.0, 1.0)
     assert np.all(np.diff(roc["fpr"]) >= 0)
@@ -96,7 +97,7 @@ def test_classification_metrics_known_values():
     assert res["macro_f1"]["value"] == pytest.approx((2 / 3 + 0.5 + 0) / 3)
     assert res["per_class"]["c"]["precision"] is None and "never predicted" in res["per_class"]["c"]["reason"]
     assert res["per_class"]["d"]["f1"] is None and "absent from y_true" in res["per_class"]["d"]["reason"]
-    low, high = res["accuracy"]["ci"]
+    low, high = res["accuracy"]["ci_low"], res["accuracy"]["ci_high"]
     assert 0.0 <= low <= 0.5 <= high <= 1.0
     json.dumps(res, allow_nan=False)
 

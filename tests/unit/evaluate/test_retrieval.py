@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medlens.errors import ConfigError, DataError
-from medlens.evaluate.retrieval import normalise_text, retrieval_metrics, similarity_matrix
+from medlens.evaluate.retrieval import normalise_text, retrieval_metrics, retrieval_recall, similarity_matrix
 
 # Texts 0 and 2 are the same report up to whitespace, so each is a correct answer for the other.
 TEXTS = ["a  b", "c", "a b\n", "d"]
@@ -57,7 +57,7 @@ def test_cis_contain_values_and_protocol(result):
     for direction in ("image_to_text", "text_to_image"):
         for k in (1, 2, 3):
             entry = result[direction][f"recall@{k}"]
-            assert entry["ci"][0] <= entry["value"] <= entry["ci"][1]
+            assert entry["ci_low"] <= entry["value"] <= entry["ci_high"]
     proto = result["protocol"]
     assert proto["n_queries"] == 4 and proto["n_unique_texts"] == 3 and proto["ks"] == [1, 2, 3]
     assert proto["n_resamples"] == 200 and proto["seed"] == 0
@@ -76,7 +76,7 @@ def test_features_match_similarity_and_perfect_features_recall_1():
     res = retrieval_metrics(texts, image_features=feats, text_features=feats * 3.0, n_resamples=50)
     assert res["image_to_text"]["recall@1"]["value"] == 1.0 == res["text_to_image"]["recall@1"]["value"]
     same = retrieval_metrics(texts, similarity=similarity_matrix(feats, feats * 3.0), n_resamples=50)
-    assert same == res
+    assert same == res == retrieval_recall(feats, feats * 3.0, texts, n_resamples=50)
 
 
 def test_ci_narrows_with_more_queries():
@@ -87,7 +87,7 @@ def test_ci_narrows_with_more_queries():
         noisy = feats + rng.normal(scale=1.0, size=(n, 8))
         r = retrieval_metrics([str(i) for i in range(n)], image_features=feats, text_features=noisy, ks=(10,),
                               n_resamples=200)["image_to_text"]["recall@10"]
-        widths.append(r["ci"][1] - r["ci"][0])
+        widths.append(r["ci_high"] - r["ci_low"])
     assert widths[1] < widths[0]
 
 
