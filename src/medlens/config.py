@@ -64,13 +64,14 @@ class SyntheticConfig:
     """Settings of the ``synthetic_cxr`` phantom source (see ``medlens.data.sources.synthetic_cxr``)."""
 
     n_images: int = 2000  # number of radiographs rendered
-    n_patients: int = 800  # patients; each has one or more studies with the same base anatomy
-    image_size: int = 320  # rendered side length in pixels (the store size by default)
+    n_patients: int = 800  # patients, at most n_images; each has one or more studies with the same base anatomy
+    image_size: int = 320  # rendered side length in pixels, in [48, 4096] (the store size by default)
     seed: int = 0  # everything (anatomy, findings, phrasing, noise) follows from this seed
     ap_fraction: float = 0.3  # share of AP views; the rest are PA
-    prevalence: dict[str, float] = field(default_factory=dict)  # finding -> probability; unset use defaults
+    prevalence: dict[str, float] = field(default_factory=dict)  # finding -> share of studies; unset keep defaults
+    co_occurrence: dict[str, float] = field(default_factory=dict)  # "Child|Parent" -> lift of P(child | parent)
     pneumonia_fraction: float = 0.5  # share of consolidations whose impression says pneumonia
-    cardiomegaly_ctr: float = 0.5  # cardiothoracic ratio above which the heart is called enlarged
+    cardiomegaly_ctr: float = 0.5  # cardiothoracic ratio above which the heart is called enlarged, in [0.42, 0.62]
 
 
 @dataclass(frozen=True)

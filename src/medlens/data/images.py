@@ -102,6 +102,10 @@ def load_image(src: ImageSource, *, grey: bool = True, draft_size: int | None = 
                 if len(src) == 0:
                     raise DataError("image bytes are empty", file=name, expected="an encoded image")
                 img = Image.open(io.BytesIO(src))
+            # checked on the declared size, before any pixel is decoded (PIL only errors above 2x the limit)
+            if img.width * img.height > MAX_PIXELS:
+                raise DataError(f"image is too large ({img.width}x{img.height})", file=name,
+                                expected=f"at most {MAX_PIXELS:,} pixels")
             if draft_size and img.format == "JPEG":
                 img.draft("L" if grey else "RGB", (draft_size, draft_size))
             img = ImageOps.exif_transpose(img)

@@ -65,6 +65,8 @@ def _check_text(text: str | None, cfg: DatasetConfig) -> tuple[str | None, str |
 def _process(args: tuple[RawRecord, int]) -> tuple[RawRecord, bytes | None, int, int, str | None, str]:
     """Worker: decode, convert and shrink one record's image. Returns (record, png/jpeg, w, h, reason, detail)."""
     rec, store_size = args
+    if rec.reject:
+        return rec, None, 0, 0, None, ""  # the source already knows it is unusable: no decoding
     try:
         src = rec.image() if callable(rec.image) else rec.image
         grey = rec.modality in GREY_MODALITIES
@@ -137,7 +139,7 @@ def prepare_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, o
                 rid = f"{name}/{rec.native_id}"
                 text, text_reason = _check_text(rec.text, cfg)
                 if rec.reject:
-                    reject(rec, rec.reject, detail)
+                    reject(rec, rec.reject, rec.reject_detail)
                 elif reason:
                     reject(rec, reason, detail)
                 elif text_reason:

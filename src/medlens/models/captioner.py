@@ -87,15 +87,17 @@ class Captioner(PreTrainedModel):
 
         self.visual = _build_vision_tower(config.embed_dim, config.vision_cfg)
         dec_cfg = GPT2Config(**config.decoder)
-        self.bridge = nn.Linear(config.vision_width, dec_cfg.n_embd)  # tower width -> decoder width
+        # tower width -> decoder width; the norm gives cross-attention unit-scale keys from the first step
+        self.bridge = nn.Sequential(nn.Linear(config.vision_width, dec_cfg.n_embd), nn.LayerNorm(dec_cfg.n_embd))
         self.decoder = GPT2LMHeadModel(dec_cfg)
         if config.freeze_vision:
             self.visual.requires_grad_(False)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        # the tower and GPT-2 initialise themselves; only the bridge is ours
-        if module is getattr(self, "bridge", None):
+        # the tower and GPT-2 initialise themselves; only the bridge's linear layer is ours
+        bridge = getattr(self, "bridge", None)
+        if bridge is not None and module is bridge[0]:
             nn.init.normal_(module.weight, std=0.02)
             nn.init.zeros_(module.bias)
 
@@ -169,12 +171,12 @@ def _open_clip_model_cfg(cfg: DecoderConfig, encoder_dir) -> tuple[dict, dict, n
     """(model_cfg, preprocess_cfg, trained tower or None) from the encoder folder or an open_clip config name."""
     import open_clip
 
-    from medlens.models.registry import register_open_clip_configs
-
     if encoder_dir is not None:
         oc = json.loads((Path(encoder_dir) / "open_clip_config.json").read_text())
         model = open_clip.create_model(f"local-dir:{encoder_dir}")
         return oc["model_cfg"], oc.get("preprocess_cfg", {}), model.visual
+    from medlens.models.registry import register_open_clip_configs
+
     register_open_clip_configs()
     model_cfg = open_clip.get_model_config(cfg.vision_model)
     if model_cfg is None:

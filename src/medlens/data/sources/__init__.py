@@ -48,6 +48,7 @@ class RawRecord:
     meta: dict[str, Any] = field(default_factory=dict)
     source_ref: str = ""  # file (and row) the record came from, for error messages
     reject: str | None = None
+    reject_detail: str = ""  # what exactly was wrong (the value, path or field count), for rejected.csv
 
 
 RecordsFn = Callable[[DatasetConfig, Path], Iterator[RawRecord]]

@@ -1,0 +1,141 @@
+"""Indiana University chest X-rays (IU X-ray / OpenI) with their real reports.
+
+Two forms (datasets.md section 3):
+
+* ``iu_xray``: Kaggle ``raddar/chest-xrays-indiana-university``: ``indiana_reports.csv`` (one row
+  per study: findings, impression, MeSH, Problems) and ``indiana_projections.csv`` (one row per
+  image: uid, filename, Frontal/Lateral) with the PNGs under ``images/images_normalized/``. The
+  text is findings + impression, or the impression alone when findings are empty (514 studies).
+  ``Problems`` head terms map to CheXpert-14 through ``resources/label_maps/iu_xray.yaml``. There is
+  no official split.
+* ``iu_xray_r2gen``: R2Gen's ``annotation.json`` (keys ``train``/``val``/``test``, two images per
+  study) with ``images/<id>/{0,1}.png``; its split is kept as the official one.
+
+``XXXX`` redactions are kept as they are, in both forms, so the two give the same text.
+IU records no patient id: the report (uid) is the finest grouping available and is used as the
+patient, which keeps both images of a study in one split.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from medlens.config import DatasetConfig
+from medlens.data.sources import RawRecord, register_adapter
+from medlens.data.sources.readers import (CsvTable, find_file, frontal_filter, index_files, load_label_map,
+                                          normalise_split, normalise_view, read_json_file)
+from medlens.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+_R2GEN_KEYS = ("train", "val", "test")
+
+
+def report_text(findings: str, impression: str) -> tuple[str, list[str]]:
+    """Findings then impression; either alone when the other is empty. Returns (text, sections used)."""
+    parts = [(name, " ".join(t.split())) for name, t in (("findings", findings), ("impression", impression))]
+    parts = [(n, t) for n, t in parts if t]
+    return " ".join(t for _, t in parts), [n for n, _ in parts]
+
+
+@register_adapter("iu_xray", kaggle_slug="raddar/chest-xrays-indiana-university")
+def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
+    """IU X-ray, Kaggle form: indiana_reports.csv + indiana_projections.csv + images_normalized PNGs."""
+    root = Path(root)
+    label_map = load_label_map("iu_xray")
+    reports = CsvTable(find_file(root, ("indiana_reports.csv",), what="IU report table"),
+                       required=("uid", "findings", "impression"))
+    projections = CsvTable(find_file(root, ("indiana_projections.csv",), what="IU projection table"),
+                           required=("uid", "filename", "projection"))
+    images = index_files(root, (".png",))
+    by_uid: dict[str, tuple[dict[str, str], str | None, str, str]] = {}
+    for row in reports:
+        by_uid[row.get("uid")] = (row.values, row.problem, row.detail, reports.ref(row.line))
+    used: set[str] = set()
+    for row in projections:
+        uid, filename = row.get("uid"), row.get("filename")
+        used.add(uid)
+        report, problem, detail, report_ref = by_uid.get(uid, ({}, None, "", ""))
+        view = normalise_view(row.get("projection"))
+        path = images.get(filename)
+        reject, why = row.problem, row.detail
+        if reject is None and uid not in by_uid:
+            reject, why = "no report for this image", f"uid {uid} is not in {reports.path.name}"
+        elif reject is None and problem:
+            reject, why = problem, f"{report_ref}: {detail}"
+        elif reject is None and path is None:
+            reject, why = "missing image file", f"{filename} not found under {root}"
+        reject = reject or frontal_filter(cfg.frontal_only, view)
+        text, sections = report_text(report.get("findings", ""), report.get("impression", ""))
+        natives = [x.strip() for x in report.get("Problems", "").split(";") if x.strip()]
+        labels, _ = label_map.map(natives)  # open vocabulary: unmapped terms stay native only
+        meta = {"native_labels": natives, "uid": uid, "report_sections": sections,
+                "mesh": [x.strip() for x in report.get("MeSH", "").split(";") if x.strip()],
+                "indication": report.get("indication") or None, "comparison": report.get("comparison") or None,
+                "image_caption": report.get("image") or None}
+        yield RawRecord(
+            native_id=filename or f"line{row.line}",
+            image=str(path) if path else filename,
+            text=text,
+            labels=labels,
+            text_source="report",
+            modality="chest_xray",
+            view=view,
+            patient_id=uid or None,
+            study_id=uid or None,
+            meta={k: v for k, v in meta.items() if v is not None},
+            source_ref=projections.ref(row.line),
+            reject=reject,
+            reject_detail=why,
+        )
+    unused = len(set(by_uid) - used)
+    if unused:
+        logger.info("IU: %d reports have no image in %s (not records)", unused, projections.path.name)
+
+
+@register_adapter("iu_xray_r2gen")
+def iu_r2gen_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
+    """IU X-ray, R2Gen form: annotation.json (train/val/test) + images/<id>/{0,1}.png; official split kept."""
+    path = find_file(Path(root), ("annotation.json",), what="R2Gen annotation file")
+    data = read_json_file(path)
+    if not isinstance(data, dict) or any(not isinstance(data.get(k), list) for k in _R2GEN_KEYS):
+        have = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise DataError(f"top-level keys are {have}", file=str(path),
+                        expected="an object with the lists 'train', 'val' and 'test' (R2Gen annotation.json)")
+    image_dir = path.parent / "images"
+    for key in _R2GEN_KEYS:
+        for i, entry in enumerate(data[key]):
+            ref = f"{path}:{key}[{i}]"
+            ok = (isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry["id"]
+                  and isinstance(entry.get("image_path"), list) and entry["image_path"]
+                  and all(isinstance(p, str) for p in entry["image_path"]))
+            if not ok:
+                yield RawRecord(native_id=f"{key}[{i}]", image="", text=None, source_ref=ref,
+                                reject="malformed entry",
+                                reject_detail="expected id (string), report and image_path (list of paths)")
+                continue
+            study = entry["id"]
+            for position, rel in enumerate(entry["image_path"]):
+                image = image_dir / rel
+                reject, why = None, ""
+                if not isinstance(entry.get("report"), str):
+                    reject, why = "malformed entry", "report is not a string"
+                elif not image.is_file():
+                    reject, why = "missing image file", str(image)
+                yield RawRecord(
+                    native_id=rel,
+                    image=str(image),
+                    text=entry.get("report") if isinstance(entry.get("report"), str) else None,
+                    text_source="report",
+                    modality="chest_xray",
+                    # R2Gen ids are CXR<uid>_IM-...: the uid is the report
+                    patient_id=study.split("_", 1)[0],
+                    study_id=study,
+                    official_split=normalise_split(key),
+                    meta={"r2gen_id": study, "position": position},
+                    source_ref=ref,
+                    reject=reject or frontal_filter(cfg.frontal_only, None),
+                    reject_detail=why,
+                )

@@ -1,0 +1,384 @@
+"""Helpers the dataset adapters share: CSV/JSON reading with row-level errors, file lookup, label maps.
+
+Real dataset files break in small ways (a trailing comma in a header, a Latin-1 byte in one row,
+a renamed column, a doubled folder from unzipping). These helpers turn each such case into either a
+:class:`~medlens.errors.DataError` naming the file and what was expected (the whole file is unusable)
+or a per-row problem the adapter passes on as a rejected record (one row is unusable).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import functools
+import gzip
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from medlens.config import FINDINGS
+from medlens.errors import ConfigError, DataError
+from medlens.resources import resource_path
+
+__all__ = ["CsvRow", "CsvTable", "read_json_file", "find_file", "index_files", "is_junk", "LabelMap",
+           "load_label_map", "ChexpertValues", "chexpert_values", "normalise_view", "is_frontal",
+           "normalise_split", "frontal_filter", "parse_bool"]
+
+logger = logging.getLogger(__name__)
+
+# Folders and files that archives made on macOS or by hand carry along and that are never data.
+_JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def is_junk(name: str) -> bool:
+    """True for macOS/Windows metadata (``__MACOSX``, ``.DS_Store``, AppleDouble ``._x``) and hidden names."""
+    return name in _JUNK_NAMES or name.startswith(".")
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; bytes that are not UTF-8 survive as lone surrogates so the row holding them is found."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except FileNotFoundError as e:
+        raise DataError("file not found", file=str(path), expected="an existing file") from e
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"cannot be read ({type(e).__name__}: {e})", file=str(path),
+                        expected="a readable (optionally gzipped) text file") from e
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
+@dataclass
+class CsvRow:
+    """One data row: its first line number in the file, the values by column, and what is wrong with it."""
+
+    line: int
+    values: dict[str, str]
+    problem: str | None = None  # set when the row cannot be used (bad bytes, wrong field count)
+    detail: str = ""
+
+    def get(self, column: str | None, default: str = "") -> str:
+        return self.values.get(column, default) if column else default
+
+
+@dataclass
+class CsvTable:
+    """A CSV file whose header has been checked; iterate it for :class:`CsvRow` objects.
+
+    Args:
+        path: the file (``.csv`` or ``.csv.gz``).
+        required: columns that must exist; a tuple lists accepted spellings of one column
+            (e.g. ``("Patient Gender", "Patient Sex")``).
+
+    Raises:
+        DataError: when the file cannot be read, has no header, or lacks a required column.
+    """
+
+    path: Path
+    required: Sequence[str | tuple[str, ...]] = ()
+    columns: list[str] = field(init=False)
+    _text: str = field(init=False, repr=False)
+    _resolved: dict[str | tuple[str, ...], str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self._text = _read_text(self.path)
+        header = next(csv.reader(io.StringIO(self._text, newline="")), None)
+        if not header or not any(h.strip() for h in header):
+            raise DataError("the file is empty or has no header row", file=str(self.path),
+                            expected="a CSV header with the columns " + self._describe(self.required))
+        if _SURROGATE.search(",".join(header)):
+            raise DataError("the header holds bytes that are not UTF-8", file=str(self.path), row=1,
+                            expected="a UTF-8 encoded CSV file")
+        # NIH and other exports end every line with a comma: an unnamed empty last column
+        while header and not header[-1].strip():
+            header.pop()
+        self.columns = [h.strip() for h in header]
+        self._resolved = {}
+        for spec in self.required:
+            self._resolved[spec] = self._resolve(spec, required=True)
+
+    @staticmethod
+    def _describe(specs: Iterable[str | tuple[str, ...]]) -> str:
+        return ", ".join(" or ".join(f"'{s}'" for s in spec) if isinstance(spec, tuple) else f"'{spec}'"
+                         for spec in specs)
+
+    def _resolve(self, spec: str | tuple[str, ...], *, required: bool) -> str | None:
+        names = spec if isinstance(spec, tuple) else (spec,)
+        for name in names:
+            if name in self.columns:
+                return name
+        if not required:
+            return None
+        close = difflib.get_close_matches(names[0], self.columns, n=1, cutoff=0.6)
+        hint = f" (found '{close[0]}': renamed?)" if close else ""
+        raise DataError(f"missing column {self._describe([spec])}{hint}", file=str(self.path), row=1,
+                        expected=f"the columns {self._describe(self.required)}; "
+                                 f"the header has {', '.join(repr(c) for c in self.columns)}")
+
+    def column(self, spec: str | tuple[str, ...]) -> str | None:
+        """The header name used for ``spec`` (one of its spellings), or None when the file lacks it."""
+        if spec not in self._resolved:
+            self._resolved[spec] = self._resolve(spec, required=False)
+        return self._resolved[spec]
+
+    def ref(self, line: int) -> str:
+        return f"{self.path}:{line}"
+
+    def __iter__(self) -> Iterator[CsvRow]:
+        reader = csv.reader(io.StringIO(self._text, newline=""))
+        next(reader)
+        n = len(self.columns)
+        start = reader.line_num + 1
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # a blank line is not a record
+            while len(fields) > n and not fields[-1].strip():
+                fields.pop()  # trailing commas
+            values = dict(zip(self.columns, (f.strip() for f in fields), strict=False))
+            row = CsvRow(line, values)
+            if len(fields) != n:
+                row.problem = "malformed row"
+                row.detail = f"{len(fields)} fields; the header has {n}"
+            elif any(_SURROGATE.search(f) for f in fields):
+                row.problem = "non-UTF-8 bytes in row"
+                bad = next(f for f in fields if _SURROGATE.search(f))
+                row.detail = repr(bad.encode("utf-8", errors="surrogateescape"))[:120]
+            yield row
+
+
+def read_json_file(path: Path) -> object:
+    """Parse a JSON file.
+
+    Raises:
+        DataError: naming the file, line and column of a syntax error, or the bad bytes.
+    """
+    text = _read_text(Path(path))
+    if _SURROGATE.search(text):
+        offset = _SURROGATE.search(text).start()
+        raise DataError("bytes that are not UTF-8", file=str(path), row=text.count("\n", 0, offset) + 1,
+                        expected="UTF-8 encoded JSON")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON ({e.msg} at column {e.colno})", file=str(path), row=e.lineno,
+                        expected="a JSON document") from e
+
+
+def _walk(root: Path, max_depth: int) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """os.walk, sorted and breadth-ordered by depth, that skips junk folders and files."""
+    root = Path(root)
+    base = len(root.parts)
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not is_junk(d))
+        if len(here.parts) - base >= max_depth:
+            dirnames[:] = []
+        yield here, dirnames, sorted(f for f in filenames if not is_junk(f))
+
+
+def find_file(root: Path, names: Sequence[str], *, max_depth: int = 3, what: str = "") -> Path:
+    """The shallowest file under ``root`` named one of ``names`` (earlier names win at equal depth).
+
+    Raises:
+        DataError: when none exists, naming the folder and the accepted names.
+    """
+    found: list[tuple[int, int, str, Path]] = []
+    for here, _, files in _walk(root, max_depth):
+        for f in files:
+            if f in names:
+                found.append((len(here.parts), names.index(f), str(here), here / f))
+    if not found:
+        raise DataError(f"{what or 'required file'} not found", file=str(root),
+                        expected=f"a file named {' or '.join(repr(n) for n in names)} "
+                                 f"within {max_depth} folder levels")
+    return min(found)[3]
+
+
+def index_files(root: Path, suffixes: Sequence[str], *, max_depth: int = 8) -> dict[str, Path]:
+    """Map basename -> path for files with one of ``suffixes`` (lower case) under ``root``.
+
+    Kaggle's NIH layout spreads images over ``images_0XX/images/`` and PAD-UFES-20 over doubled
+    ``imgs_part_N`` folders, so adapters look images up by name. When a name occurs twice the
+    shallower path wins and the count of such duplicates is logged.
+    """
+    index: dict[str, Path] = {}
+    duplicates = 0
+    for here, _, files in _walk(root, max_depth):
+        for f in files:
+            if os.path.splitext(f)[1].lower() in suffixes:
+                if f in index:
+                    duplicates += 1
+                else:
+                    index[f] = here / f
+    if duplicates:
+        logger.info("%s: %d image names occur more than once; the shallowest copy is used", root, duplicates)
+    return index
+
+
+# --------------------------------------------------------------------------------------------
+# label vocabularies
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """A source's native label names -> labels of one common vocabulary (``resources/label_maps``)."""
+
+    name: str
+    vocabulary: str
+    targets: tuple[str, ...]
+    mapping: Mapping[str, tuple[str, ...]]
+    case_insensitive: bool = False
+    open_vocabulary: bool = False  # unknown names are kept as native labels instead of rejecting the row
+
+    def lookup(self, native: str) -> tuple[str, ...] | None:
+        """Common labels for one native name; None when the name is not in the map."""
+        key = native.strip()
+        return self.mapping.get(key.casefold() if self.case_insensitive else key)
+
+    def map(self, natives: Iterable[str]) -> tuple[list[str], list[str]]:
+        """(common labels, unknown native names) for a record's native labels."""
+        labels: list[str] = []
+        unknown: list[str] = []
+        for native in natives:
+            found = self.lookup(native)
+            if found is None:
+                unknown.append(native)
+            else:
+                labels.extend(x for x in found if x not in labels)
+        return labels, unknown
+
+
+@functools.cache
+def load_label_map(name: str) -> LabelMap:
+    """Read ``resources/label_maps/<name>.yaml`` and check every target is in its vocabulary.
+
+    Raises:
+        ConfigError: when the file is malformed or maps to a label outside the vocabulary.
+    """
+    path = resource_path("label_maps", f"{name}.yaml")
+    data = yaml.safe_load(path.read_text()) or {}
+    vocabulary = data.get("vocabulary")
+    targets = tuple(FINDINGS) if vocabulary == "chexpert14" else tuple(data.get("targets") or ())
+    if not targets:
+        raise ConfigError("no target vocabulary", file=str(path), key="vocabulary",
+                          expected="'chexpert14' or a `targets:` list")
+    case_insensitive = bool(data.get("case_insensitive", False))
+    mapping: dict[str, tuple[str, ...]] = {}
+    for native, common in (data.get("labels") or {}).items():
+        common = [common] if isinstance(common, str) else list(common or [])
+        bad = [c for c in common if c not in targets]
+        if bad:
+            raise ConfigError(f"'{native}' maps to unknown label '{bad[0]}'", file=str(path),
+                              key=f"labels.{native}", expected=f"labels of {vocabulary or 'targets'}")
+        key = str(native).strip()
+        mapping[key.casefold() if case_insensitive else key] = tuple(common)
+    return LabelMap(name, str(vocabulary or name), targets, mapping, case_insensitive,
+                    bool(data.get("open_vocabulary", False)))
+
+
+@dataclass
+class ChexpertValues:
+    """A CheXpert-coded row split by meaning (1.0 positive, 0.0 negative, -1.0 uncertain, blank unmentioned)."""
+
+    labels: list[str]  # positives after the uncertainty policy
+    negative: list[str]
+    uncertain: list[str]
+    invalid: list[tuple[str, str]]  # (column, value) pairs that are none of the four codes
+
+
+def chexpert_values(values: Mapping[str, str], columns: Mapping[str, str], policy: str) -> ChexpertValues:
+    """Decode the 14 CheXpert columns of one row (columns are selected by name, never by position).
+
+    Args:
+        values: the row, by column name.
+        columns: CheXpert finding name -> column name in this file.
+        policy: ``zeros`` (uncertain counts as negative), ``ones`` (as positive) or ``ignore``
+            (neither; consumers mask ``meta["uncertain"]``).
+    """
+    positive, negative, uncertain, invalid = [], [], [], []
+    for finding in FINDINGS:
+        col = columns.get(finding)
+        raw = values.get(col, "").strip() if col else ""
+        if not raw:
+            continue
+        try:
+            code = float(raw)
+        except ValueError:
+            code = None
+        if code == 1.0:
+            positive.append(finding)
+        elif code == 0.0:
+            negative.append(finding)
+        elif code == -1.0:
+            uncertain.append(finding)
+        else:
+            invalid.append((col, raw))
+    labels = [f for f in FINDINGS if f in positive or (policy == "ones" and f in uncertain)]
+    return ChexpertValues(labels, negative, uncertain, invalid)
+
+
+# --------------------------------------------------------------------------------------------
+# small normalisations
+
+
+_VIEW_ALIASES = {"L": "LATERAL", "LAT": "LATERAL", "LATERAL": "LATERAL", "FRONTAL": "FRONTAL",
+                 "POSTERO-ANTERIOR": "PA", "ANTERO-POSTERIOR": "AP"}
+
+
+def normalise_view(view: str | None) -> str | None:
+    """Upper-case view code; ``L``/``Lateral`` -> ``LATERAL``, ``Frontal`` -> ``FRONTAL``; blank -> None."""
+    if view is None or not str(view).strip():
+        return None
+    v = " ".join(str(view).split()).upper()
+    return _VIEW_ALIASES.get(v, v)
+
+
+def is_frontal(view: str | None) -> bool:
+    """PA, AP and their variants (``AP AXIAL``, ``PA LLD``, ``AP Supine``) or a generic frontal projection."""
+    return view is not None and (view == "FRONTAL" or view.split()[0] in ("PA", "AP"))
+
+
+def frontal_filter(frontal_only: bool, view: str | None, frontal: bool | None = None) -> str | None:
+    """The rejection reason when ``frontal_only`` excludes this view, else None."""
+    if not frontal_only:
+        return None
+    if frontal if frontal is not None else is_frontal(view):
+        return None
+    return f"filtered: view {view or 'unknown'} is not frontal (frontal_only)"
+
+
+_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
+           "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+
+
+def normalise_split(name: str | None) -> str | None:
+    """``validate``/``valid``/``validation`` -> ``val`` (MIMIC, CheXpert, SLAKE); unknown names pass through."""
+    if name is None or not str(name).strip():
+        return None
+    return _SPLITS.get(str(name).strip().lower(), str(name).strip())
+
+
+def parse_bool(value: str) -> bool | str | None:
+    """``True``/``FALSE``/``true`` -> bool, ``UNK`` -> ``"unknown"``, blank -> None; anything else unchanged."""
+    v = value.strip()
+    if not v:
+        return None
+    low = v.lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    if low in ("unk", "unknown"):
+        return "unknown"
+    return v

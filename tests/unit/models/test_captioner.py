@@ -1,0 +1,107 @@
+"""The captioner: built from an encoder folder, overfits a few reports, KV cache changes nothing, round-trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers.encoders import save_tiny_open_clip
+from PIL import Image
+
+from medlens.config import DecoderConfig, TrainerConfig
+from medlens.models.captioner import Captioner, build_captioner, caption_transform, load_vision_encoder
+from medlens.train.decoder import CaptionCollator, train_bpe_tokenizer
+
+REPORTS = [
+    "FINDINGS: The heart is enlarged. No pleural effusion. IMPRESSION: Cardiomegaly.",
+    "FINDINGS: Small left pleural effusion. Heart size is normal. IMPRESSION: Left pleural effusion.",
+    "FINDINGS: Lungs are clear. No pneumothorax. IMPRESSION: No acute cardiopulmonary process.",
+    "FINDINGS: A 12 mm nodule in the right upper lobe. IMPRESSION: Right upper lobe nodule.",
+]
+
+
+def images() -> list[Image.Image]:
+    """Four images told apart by where a bright block sits (as findings differ by place, not by brightness)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(4):
+        arr = rng.random((32, 32)) * 40
+        r, c = divmod(i, 2)
+        arr[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] += 180
+        out.append(Image.fromarray(arr.astype(np.uint8)).convert("RGB"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    enc = save_tiny_open_clip(tmp_path_factory.mktemp("enc") / "encoder")
+    tok = train_bpe_tokenizer(REPORTS * 3, vocab_size=300)
+    cfg = DecoderConfig(hidden_size=64, num_layers=2, num_heads=2, max_length=48, trainer=TrainerConfig())
+    torch.manual_seed(0)
+    model = build_captioner(cfg, tok, enc)
+    return enc, tok, cfg, model
+
+
+def batch(model, tok):
+    transform = caption_transform(model.config, train=False)
+    items = [{"pixel_values": transform(im), "text": t} for im, t in zip(images(), REPORTS, strict=True)]
+    return CaptionCollator(tok, 48)(items)
+
+
+def test_tower_weights_come_from_the_encoder(setup):
+    import open_clip
+
+    enc, _, _, model = setup
+    reference = open_clip.create_model(f"local-dir:{enc}").visual.state_dict()
+    for key, value in model.visual.state_dict().items():
+        torch.testing.assert_close(value, reference[key])
+
+
+def test_labels_mask_padding_only(setup):
+    _, tok, _, model = setup
+    b = batch(model, tok)
+    assert (b["labels"] == -100).sum() == (b["attention_mask"] == 0).sum()
+    assert (b["input_ids"][:, 0] == tok.bos_token_id).all()
+    lengths = b["attention_mask"].sum(1)
+    assert all(b["input_ids"][i, lengths[i] - 1] == tok.eos_token_id for i in range(4))
+
+
+def test_overfits_a_handful_of_reports_and_cache_changes_nothing(setup, tmp_path):
+    _, tok, _, model = setup
+    b = batch(model, tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        loss = model(**b).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    cached = model.generate(b["pixel_values"], max_new_tokens=40, use_cache=True)
+    uncached = model.generate(b["pixel_values"], max_new_tokens=40, use_cache=False)
+    assert torch.equal(cached, uncached)
+    texts = [t.strip() for t in tok.batch_decode(cached, skip_special_tokens=True)]
+    assert texts == REPORTS
+    beams = tok.batch_decode(model.generate(b["pixel_values"], max_new_tokens=40, num_beams=3),
+                             skip_special_tokens=True)
+    assert [t.strip() for t in beams] == REPORTS
+
+    model.save_pretrained(tmp_path / "dec")
+    again = Captioner.from_pretrained(tmp_path / "dec").eval()
+    assert torch.equal(again.generate(b["pixel_values"], max_new_tokens=40), cached)
+
+    model.save_vision_encoder(tmp_path / "encoder_final")
+    tower, preprocess = load_vision_encoder(tmp_path / "encoder_final")
+    with torch.no_grad():
+        torch.testing.assert_close(tower(b["pixel_values"]), model.visual(b["pixel_values"]))
+    assert preprocess["size"] == 32
+
+
+def test_frozen_tower_gets_no_gradient(setup):
+    enc, tok, cfg, _ = setup
+    from dataclasses import replace
+
+    model = build_captioner(replace(cfg, freeze_vision=True), tok, enc)
+    model(**batch(model, tok)).loss.backward()
+    assert all(p.grad is None for p in model.visual.parameters())
+    assert model.bridge[0].weight.grad is not None
