@@ -62,8 +62,9 @@ class CaptionerGenerator:
 
     @torch.no_grad()
     def generate(self, images: Sequence[Any], prompts: Sequence[str] | None = None,
-                 generation: GenerationConfig = GenerationConfig(), batch_size: int = 32) -> list[str]:
+                 generation: GenerationConfig | None = None, batch_size: int = 32) -> list[str]:
         """Generate one report per image (a path, bytes or PIL image; decoded like training data)."""
+        generation = generation or GenerationConfig()
         out: list[str] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]

@@ -1,0 +1,121 @@
+"""Torch datasets over ``pairs.parquet`` for contrastive training, with reproducible batches.
+
+Batches are a pure function of ``(seed, step)``: :class:`StepBatchSampler` draws epoch ``e``'s
+order from ``seed + e`` and gives every sample its own augmentation seed, which
+:class:`PairsDataset` uses for that sample's random crop and flip. So a run resumed at step ``k``
+sees exactly the batches and crops an uninterrupted run sees from step ``k`` on, whatever the
+number of loader workers (a plain ``DataLoader(shuffle=True)`` cannot promise that).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+
+import pyarrow.parquet as pq
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset, Sampler
+
+from medlens.data.images import load_image
+from medlens.errors import DataError
+
+__all__ = ["PairsDataset", "StepBatchSampler", "swap_laterality", "read_split"]
+
+logger = logging.getLogger(__name__)
+
+_SIDE = re.compile(r"\b(left|right|Left|Right|LEFT|RIGHT)\b")
+_SWAP = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LEFT": "RIGHT", "RIGHT": "LEFT"}
+
+
+def swap_laterality(text: str) -> str:
+    """Swap the words left and right (case kept): the text of a horizontally flipped image."""
+    return _SIDE.sub(lambda m: _SWAP[m.group(0)], text)
+
+
+def read_split(pairs_path: str | os.PathLike, split: str, columns: tuple[str, ...] = ("id", "image", "text")):
+    """The rows of one split of ``pairs.parquet`` as an Arrow table (image bytes stay in Arrow buffers)."""
+    import pyarrow.compute as pc
+
+    table = pq.read_table(pairs_path, columns=[*columns, "split"])
+    return table.filter(pc.equal(table["split"], split)).drop_columns(["split"])
+
+
+class PairsDataset(Dataset):
+    """Image-text pairs of one split; items are ``(pixels [3, H, W], text)``.
+
+    Args:
+        table: an Arrow table with ``image`` (encoded bytes) and ``text`` columns.
+        transform: the encoder's image transform (``medlens.models.encoders.image_transform``).
+        hflip: flip half the images horizontally and swap left/right in their text.
+    """
+
+    def __init__(self, table, transform, *, hflip: bool = False):
+        if table.num_rows == 0:
+            raise DataError("no rows in this split", column="split", expected="at least one image-text pair")
+        self.images = table["image"]
+        self.texts = table["text"].to_pylist()
+        self.transform, self.hflip = transform, hflip
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, str]:
+        index, aug_seed = item if isinstance(item, tuple) else (item, None)
+        image: Image.Image = load_image(self.images[index].as_py(), grey=False)
+        text = self.texts[index]
+        if aug_seed is None:
+            return self.transform(image), text
+        # torchvision draws crops from torch's global RNG: seed it per sample, without leaking out
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(aug_seed)
+            if self.hflip and torch.rand(()) < 0.5:
+                image, text = ImageOps.mirror(image), swap_laterality(text)
+            return self.transform(image), text
+
+
+class StepBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Micro-batches of ``(index, augmentation seed)`` for optimizer steps ``start_step`` onwards.
+
+    Each global micro-batch holds ``batch_size * world_size`` samples; rank ``r`` gets its slice, so
+    the union over ranks is the same whatever the number of processes. Epochs drop the last partial
+    batch (as open_clip does), so every batch has the same number of contrastive negatives.
+
+    Args:
+        n: dataset size.
+        batch_size: samples per process per micro-batch.
+        steps: total optimizer steps.
+        accum_steps: micro-batches per optimizer step.
+        seed: order and augmentation seed.
+        start_step: first optimizer step to yield (resume).
+        rank, world_size: this process and the number of processes.
+    """
+
+    def __init__(self, n: int, batch_size: int, steps: int, *, accum_steps: int = 1, seed: int = 0,
+                 start_step: int = 0, rank: int = 0, world_size: int = 1):
+        self.global_batch = batch_size * world_size
+        if n < self.global_batch:
+            raise DataError(f"only {n} training pairs for a global batch of {self.global_batch}",
+                            expected="at least one full batch: lower encoder.batch_size or add data")
+        self.n, self.batch_size, self.steps, self.accum = n, batch_size, steps, accum_steps
+        self.seed, self.start_step, self.rank = seed, start_step, rank
+        self.per_epoch = n // self.global_batch
+
+    def __len__(self) -> int:
+        return (self.steps - self.start_step) * self.accum
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, order = -1, None
+        for micro in range(self.start_step * self.accum, self.steps * self.accum):
+            e, b = divmod(micro, self.per_epoch)
+            if e != epoch:
+                epoch, order = e, self._order(e)
+            lo = b * self.global_batch + self.rank * self.batch_size
+            idx = order[lo:lo + self.batch_size].tolist()
+            # one seed per (epoch, sample): augmentations are reproducible and differ between epochs
+            yield [(i, (self.seed * 1_000_003 + e) * 1_000_003 + i) for i in idx]

@@ -1,0 +1,1 @@
+"""Training: the contrastive encoder loop (accelerate) and the decoders (Hugging Face Trainer)."""

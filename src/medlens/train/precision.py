@@ -1,0 +1,28 @@
+"""Choosing the numeric precision of a training run from the config and the hardware."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+__all__ = ["resolve_precision"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU.
+
+    A half precision asked for on a machine without a GPU falls back to fp32 with one warning.
+    The device is read from torch, never from ``CUDA_VISIBLE_DEVICES`` (which SLURM sets even on
+    nodes whose driver torch cannot use; environment.md).
+    """
+    if precision != "auto":
+        if precision in ("bf16", "fp16") and not torch.cuda.is_available():
+            logger.warning("precision %s requested but no GPU is available; training in fp32", precision)
+            return "fp32"
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"

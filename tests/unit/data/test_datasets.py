@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from helpers.pairs import write_pairs
+from medlens.data.datasets import PairsDataset, StepBatchSampler, read_split, swap_laterality
+from medlens.errors import DataError
+
+
+def test_laterality_words_swap_with_case_kept_and_other_words_untouched():
+    text = "Left pleural effusion. RIGHT upper lobe nodule; the right-sided tube. Bright lungs, leftover."
+    assert swap_laterality(text) == ("Right pleural effusion. LEFT upper lobe nodule; the left-sided tube. "
+                                     "Bright lungs, leftover.")
+    assert swap_laterality(swap_laterality(text)) == text
+
+
+def _to_tensor(image):
+    return torch.from_numpy(np.asarray(image, dtype=np.float32))
+
+
+def test_flipped_images_come_with_swapped_text(tmp_path):
+    table = read_split(write_pairs(tmp_path / "p.parquet", n=40), "train")
+    flips = PairsDataset(table, _to_tensor, hflip=True)
+    plain = PairsDataset(table, flips.transform)
+    flipped = 0
+    for i in range(len(flips)):
+        (a, ta), (b, tb) = flips[(i, 1000 + i)], plain[i]
+        if torch.equal(a, b):
+            assert ta == tb
+        else:
+            flipped += 1
+            assert torch.equal(a, b.flip(1)) and ta == swap_laterality(tb)
+    assert 0 < flipped < len(flips)
+
+
+def test_batches_are_a_function_of_seed_and_step_and_resume_continues_them():
+    full = list(StepBatchSampler(50, 8, steps=10, accum_steps=2, seed=1))
+    resumed = list(StepBatchSampler(50, 8, steps=10, accum_steps=2, seed=1, start_step=4))
+    assert len(full) == 20 and resumed == full[8:]
+    assert full != list(StepBatchSampler(50, 8, steps=10, accum_steps=2, seed=2))
+    epoch0 = [i for batch in full[:6] for i, _ in batch]  # 50 // 8 = 6 full batches per epoch
+    assert len(set(epoch0)) == 48
+
+
+def test_ranks_split_each_global_batch_and_together_cover_the_single_process_batch():
+    single = list(StepBatchSampler(64, 8, steps=3, seed=0, world_size=1))
+    r0 = list(StepBatchSampler(64, 4, steps=3, seed=0, rank=0, world_size=2))
+    r1 = list(StepBatchSampler(64, 4, steps=3, seed=0, rank=1, world_size=2))
+    for s, a, b in zip(single, r0, r1, strict=True):
+        assert s == a + b
+
+
+def test_sampler_refuses_a_dataset_smaller_than_one_batch():
+    with pytest.raises(DataError, match="lower encoder.batch_size"):
+        StepBatchSampler(5, 8, steps=1)
+
+
+def test_empty_split_is_an_error(tmp_path):
+    table = read_split(write_pairs(tmp_path / "p.parquet", n=10), "nonexistent")
+    with pytest.raises(DataError, match="no rows"):
+        PairsDataset(table, lambda im: im)

@@ -1,0 +1,121 @@
+"""train_encoder: accumulation keeps all negatives, exact resume, outputs open_clip can load."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers.pairs import write_pairs
+from medlens.config import EncoderConfig, ZeroShotConfig
+from medlens.train import encoder as enc
+from medlens.train.encoder import TrainingInterrupted, train_encoder
+
+TINY = dict(image_size=32, context_length=24, batch_size=8, warmup_steps=2, log_every=2, num_workers=0)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    return write_pairs(tmp_path_factory.mktemp("pairs") / "pairs.parquet", n=100)
+
+
+def _batch(n, seed):
+    import open_clip
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, 32, 32, generator=g)
+    tok = open_clip.get_tokenizer("medlens-tiny", context_length=24)
+    texts = tok([f"report number {seed}-{i} left effusion" for i in range(n)])
+    return images, texts
+
+
+def test_accumulated_step_has_the_gradients_of_one_big_batch():
+    from accelerate import Accelerator
+
+    from medlens.models.encoders import create_encoder
+    from medlens.train.losses import ContrastiveLoss
+
+    model, _, _ = create_encoder(EncoderConfig(**{**TINY, "accum_steps": 2}))
+    twin = copy.deepcopy(model)
+    acc = Accelerator(cpu=True)
+    loss_fn = ContrastiveLoss("clip")
+    a, b = _batch(4, 1), _batch(4, 2)
+    loss_accum = enc._train_step(model, loss_fn, [a, b], acc)
+    loss_big = enc._train_step(twin, loss_fn, [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]))], acc)
+    assert loss_accum == pytest.approx(loss_big, rel=1e-5)
+    for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), name
+
+
+def _weights(path):
+    return load_file(path / "last.safetensors")
+
+
+def test_interrupted_run_resumes_and_ends_with_the_same_weights(pairs, tmp_path, monkeypatch):
+    cfg = EncoderConfig(**TINY, steps=6, eval_every=3, checkpoint_every=3, seed=3)
+    full = train_encoder(cfg, pairs, tmp_path / "full")
+    assert full.steps == 6
+
+    real_lr_at = enc.lr_at
+
+    def lr_with_preemption(step, c, total):
+        if step == 4:  # SLURM's warning arrives during step 5: it finishes, checkpoints and stops
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real_lr_at(step, c, total)
+
+    monkeypatch.setattr(enc, "lr_at", lr_with_preemption)
+    with pytest.raises(TrainingInterrupted, match="step 5/6"):
+        train_encoder(cfg, pairs, tmp_path / "resumed")
+    assert not (tmp_path / "resumed").exists()
+    ckpt = torch.load(tmp_path / "resumed.ckpt" / "last.pt", weights_only=False)
+    assert ckpt["state"]["step"] == 5 and ckpt["config"]["seed"] == 3
+    monkeypatch.setattr(enc, "lr_at", real_lr_at)
+
+    resumed = train_encoder(cfg, pairs, tmp_path / "resumed")
+    assert resumed.steps == 6
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    with open(tmp_path / "resumed" / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r["train/loss"]]
+    assert steps == [2, 4, 6]  # the rows before the interruption are kept, none repeated
+    assert not (tmp_path / "resumed.ckpt").exists()
+
+
+def test_output_folder_loads_with_open_clip_and_records_the_run(pairs, tmp_path):
+    import open_clip
+
+    from medlens.models.encoders import load_encoder
+
+    cfg = EncoderConfig(**TINY, steps=4, eval_every=2, checkpoint_every=4, best_metric="val/zero_shot_auc")
+    result = train_encoder(cfg, pairs, tmp_path / "enc", zero_shot=ZeroShotConfig(templates="report"))
+    out = tmp_path / "enc"
+    assert {"open_clip_config.json", "open_clip_model.safetensors", "last.safetensors", "metrics.csv", "README.md",
+            "medlens.json"} <= {p.name for p in out.iterdir()}
+    model = open_clip.create_model(f"local-dir:{out}", output_dict=True)
+    assert model.visual.image_size == (32, 32)
+    info = json.loads((out / "medlens.json").read_text())
+    assert info["steps"] == 4 and info["best_metric"] == "val/zero_shot_auc"
+    assert result.best_step in (2, 4) and 0.0 <= result.final["val/zero_shot_auc"] <= 1.0
+    encoder = load_encoder(out)
+    from PIL import Image
+
+    feats = encoder.encode_images([Image.new("L", (50, 40), 30), Image.new("RGB", (20, 20))])
+    assert feats.shape == (2, 128) and torch.allclose(feats.norm(dim=-1), torch.ones(2), atol=1e-5)
+    with open(out / "metrics.csv") as f:
+        header = next(csv.reader(f))
+    assert {"step", "train/loss", "lr", "logit_scale", "val/loss", "val/zero_shot_auc"} <= set(header)
+
+
+def test_too_few_pairs_for_one_batch_is_a_clear_error(pairs, tmp_path):
+    from medlens.errors import DataError
+
+    with pytest.raises(DataError, match="global batch of 512"):
+        train_encoder(EncoderConfig(**{**TINY, "batch_size": 512}, steps=2), pairs, tmp_path / "e")
