@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,7 @@ def load_image(src: ImageSource, *, grey: bool = True, draft_size: int | None = 
     except Image.DecompressionBombError as e:
         raise DataError(f"image is too large ({e})", file=name,
                         expected=f"at most {MAX_PIXELS:,} pixels") from e
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as e:  # PIL's corrupt-file errors
         raise DataError(f"image cannot be decoded ({type(e).__name__}: {e})", file=name,
                         expected="a readable PNG/JPEG/TIFF/DICOM") from e
     if img.width * img.height > MAX_PIXELS:

@@ -8,8 +8,10 @@ and validated: every record is either kept or written to ``rejected.csv`` with i
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -78,14 +80,30 @@ def _process(args: tuple[RawRecord, int]) -> tuple[RawRecord, bytes | None, int,
         return rec, None, 0, 0, "unreadable image", f"{type(e).__name__}: {e}"
 
 
-def _pool_map(items: Iterable[tuple[RawRecord, int]], workers: int) -> Iterator:
+def _process_batch(batch: list[tuple[RawRecord, int]]) -> list:
+    return [_process(item) for item in batch]
+
+
+def _pool_map(items: Iterable[tuple[RawRecord, int]], workers: int, batch_size: int = 8) -> Iterator:
+    """``map(_process, items)`` in ``workers`` processes, in order, with a bounded number of batches in flight.
+
+    Hand-written instead of ``Pool.imap``: imap's feeder thread drains the whole input at once and
+    its results queue is unbounded, so memory would grow with the dataset.
+    """
     if workers <= 1:
         yield from map(_process, items)
         return
+    it = iter(items)
+    window: collections.deque = collections.deque()
     # fork keeps already-imported adapters; spawn would re-import torch-free medlens anyway
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     with ctx.Pool(workers) as pool:
-        yield from pool.imap(_process, items, chunksize=8)
+        while True:
+            while len(window) < 4 * workers and (batch := list(itertools.islice(it, batch_size))):
+                window.append(pool.apply_async(_process_batch, (batch,)))
+            if not window:
+                return
+            yield from window.popleft().get()
 
 
 def prepare_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, out_parquet: str | os.PathLike,
