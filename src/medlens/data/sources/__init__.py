@@ -92,9 +92,22 @@ def list_adapters() -> list[str]:
 
 
 def get_adapter(cfg: DatasetConfig, *, dataset: str = "?") -> Adapter:
-    """The adapter that reads ``cfg``: its ``adapter`` key, or the source kind itself."""
+    """The adapter that reads ``cfg``: its ``adapter`` key, or the source kind itself.
+
+    A ``kaggle`` source without ``adapter`` whose ``slug`` is some adapter's default slug uses that
+    adapter, so ``slug: nih-chest-xrays/sample`` alone is enough.
+
+    Raises:
+        ConfigError: when the adapter is unknown, or missing for a ``path``/``kaggle`` source.
+    """
     _load_all()
     name = cfg.adapter or cfg.source
+    if cfg.adapter is None and cfg.source == "kaggle" and cfg.slug:
+        name = next((a.name for a in _REGISTRY.values() if a.kaggle_slug == cfg.slug), name)
+    if name in ("path", "kaggle"):
+        raise ConfigError(f"missing required key for source '{cfg.source}'", file="config/config.yaml",
+                          key=f"datasets.{dataset}.adapter",
+                          expected=f"the format of the files, one of {', '.join(sorted(_REGISTRY))}")
     if name not in _REGISTRY:
         raise ConfigError(f"unknown adapter '{name}'", file="config/config.yaml", key=f"datasets.{dataset}.adapter",
                           expected=f"one of {', '.join(sorted(_REGISTRY))}")

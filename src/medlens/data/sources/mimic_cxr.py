@@ -1,0 +1,204 @@
+"""MIMIC-CXR-JPG 2.x with the MIMIC-CXR reports (PhysioNet, credentialed: a ``path`` source only).
+
+Layout (datasets.md section 4): images at ``files/p10/p10000032/s50414267/<dicom_id>.jpg``; the
+per-image ``mimic-cxr-2.0.0-metadata.csv(.gz)`` (view, study date/time) and ``-split.csv(.gz)``
+(``train``/``validate``/``test``, read as train/val/test); the per-study ``-chexpert.csv(.gz)``
+(14 labels in alphabetical order, ``1.0``/``0.0``/``-1.0``/blank, decoded by name with the dataset's
+``uncertain_policy``). Reports come from ``mimic-cxr-reports.zip`` as
+``files/p10/p10000032/s50414267.txt``, next to the study folder; they are looked up under the data
+folder itself and under any ``*report*`` folder within two levels of it, so the two downloads can
+be unpacked side by side.
+
+The text is the report's FINDINGS then IMPRESSION section, split as MIT-LCP's
+``txt/section_parser.py`` does (uppercase headers after a newline and a space; ``CONCLUSION``,
+``FINDINGS AND IMPRESSION`` and misspellings normalised; the last non-empty section of each kind
+wins, as ``create_section_files.py`` does). A report with neither falls back to its last paragraph,
+as MIT-LCP's does, and says so in ``meta["report_sections"]``. ``___`` PHI placeholders are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from medlens.config import FINDINGS, DatasetConfig
+from medlens.data.sources import RawRecord, register_adapter
+from medlens.data.sources.readers import (CsvTable, chexpert_values, find_file, frontal_filter, is_junk,
+                                          load_label_map, normalise_split, normalise_view)
+from medlens.errors import DataError
+
+__all__ = ["split_sections", "report_text", "parse_study_time"]
+
+logger = logging.getLogger(__name__)
+
+_VERSIONS = ("2.0.0", "2.1.0")
+_HEADER = re.compile(r"\n ([A-Z ()/,-]+):\s")
+# section names as MIT-LCP normalises them (only the ones that decide findings/impression)
+_NAMES = {"findings": "findings", "finding": "findings", "impression": "impression", "impressions": "impression",
+          "conclusion": "impression", "findings and impression": "impression", "findings/impression": "impression",
+          "findings/ impression": "impression", "impresson": "impression", "impession": "impression",
+          "impresion": "impression", "findngs": "findings", "finidngs": "findings", "findins": "findings"}
+_FINDINGS_LIKE = re.compile(r"(chest|portable|pa and lat|ap and lateral|two views|frontal|one view|lateral view)")
+
+
+def _normalise(name: str) -> str:
+    name = " ".join(name.lower().split())
+    if name in _NAMES:
+        return _NAMES[name]
+    for main in ("impression", "findings", "history", "comparison", "addendum"):
+        if main in name:
+            return main
+    return "findings" if _FINDINGS_LIKE.search(name) else name
+
+
+def split_sections(report: str) -> list[tuple[str, str]]:
+    """(normalised section name, text) pairs in report order; the text before the first header is ``preamble``."""
+    headers = list(_HEADER.finditer(report))
+    if not headers:
+        return [("full report", report)]
+    sections = [("preamble", report[:headers[0].start(1)])]
+    for i, m in enumerate(headers):
+        end = headers[i + 1].start() if i + 1 < len(headers) else len(report)
+        sections.append((_normalise(m.group(1)), report[m.end():end]))
+    return sections
+
+
+def report_text(report: str) -> tuple[str, list[str]]:
+    """FINDINGS then IMPRESSION of a MIMIC-CXR report; the last paragraph when it has neither.
+
+    Returns:
+        (text with whitespace collapsed, names of the sections used).
+    """
+    found: dict[str, str] = {}
+    sections = split_sections(report)
+    for name, text in sections:
+        if name in ("findings", "impression") and text.strip():
+            found[name] = " ".join(text.split())  # a later section of the same kind wins
+    used = [n for n in ("findings", "impression") if n in found]
+    if used:
+        return " ".join(found[n] for n in used), used
+    paragraphs = [p for p in re.split(r"\n\s*\n", sections[-1][1]) if p.strip()]
+    if len(paragraphs) > 1:
+        return " ".join(paragraphs[-1].split()), ["last_paragraph"]
+    return "", []
+
+
+def parse_study_time(raw: str) -> str | None:
+    """``HH:MM:SS`` from MIMIC's ``StudyTime`` float, whose leading zero is lost (``80556.875`` is 08:05:56)."""
+    try:
+        whole = int(float(raw))
+    except ValueError:
+        return None
+    digits = f"{whole:06d}"
+    if len(digits) != 6 or int(digits[:2]) > 23 or int(digits[2:4]) > 59 or int(digits[4:]) > 59:
+        return None
+    return f"{digits[:2]}:{digits[2:4]}:{digits[4:]}"
+
+
+def _table(root: Path, kind: str, required: tuple) -> CsvTable:
+    names = tuple(f"mimic-cxr-{v}-{kind}.csv{gz}" for v in _VERSIONS for gz in (".gz", ""))
+    return CsvTable(find_file(root, names, max_depth=2, what=f"MIMIC-CXR {kind} table"), required=required)
+
+
+def _report_roots(root: Path) -> list[Path]:
+    roots = [root]
+    for depth_one in sorted(p for p in root.iterdir() if p.is_dir() and not is_junk(p.name)):
+        candidates = [depth_one, *sorted(p for p in depth_one.iterdir() if p.is_dir() and not is_junk(p.name))]
+        roots.extend(p for p in candidates if "report" in p.name.lower() and (p / "files").is_dir())
+    return roots
+
+
+def _study_path(root: Path, subject: str, study: str) -> Path:
+    return root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
+
+
+@register_adapter("mimic_cxr")
+def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
+    """MIMIC-CXR-JPG: FINDINGS/IMPRESSION of the reports, CheXpert labels, official split (validate -> val)."""
+    root = Path(root)
+    columns = load_label_map("chexpert_columns")
+    metadata = _table(root, "metadata", ("dicom_id", "subject_id", "study_id"))
+    split_table = _table(root, "split", ("dicom_id", "split"))
+    chexpert = _table(root, "chexpert", ("subject_id", "study_id"))
+    label_cols = {f: c for c in chexpert.columns if (m := columns.lookup(c)) for f in m}
+    if not label_cols:
+        raise DataError("no CheXpert label columns", file=str(chexpert.path), row=1,
+                        expected=f"columns named {', '.join(FINDINGS)}")
+    splits = _by_key(split_table, "dicom_id", lambda r: normalise_split(r.get("split")))
+    labels_of = _by_key(chexpert, "study_id", lambda r: (r.values, chexpert.ref(r.line)))
+    report_roots = _report_roots(root)
+    logger.info("MIMIC-CXR: %s, %d studies labelled, %d images in the split table, reports searched in %s",
+                metadata.path.name, len(labels_of), len(splits), [str(p) for p in report_roots])
+    reports: dict[str, tuple[str, list[str], str] | None] = {}
+    for row in metadata:
+        dicom, subject, study = row.get("dicom_id"), row.get("subject_id"), row.get("study_id")
+        view = normalise_view(row.get(metadata.column("ViewPosition")))
+        image = _study_path(root, subject, study) / f"{dicom}.jpg"
+        reject, detail = row.problem, row.detail
+        if reject is None and not (dicom and subject.isdigit() and study.isdigit()):
+            reject, detail = "malformed row", "dicom_id, subject_id and study_id must be set (ids are digits)"
+        if reject is None and study not in reports:
+            reports[study] = _read_report(report_roots, subject, study)
+        report = reports.get(study)
+        if reject is None and report is None:
+            reject, detail = "missing report file", f"s{study}.txt not found next to the study folder"
+        elif reject is None and not report[0]:
+            reject, detail = "empty report text", f"{report[2]} has no FINDINGS, IMPRESSION or last paragraph"
+        elif reject is None and not image.is_file():
+            reject, detail = "missing image file", str(image)
+        reject = reject or frontal_filter(cfg.frontal_only, view)
+        text, sections, report_path = report or ("", [], "")
+        values, label_ref = labels_of.get(study, ({}, ""))
+        decoded = chexpert_values(values, label_cols, cfg.uncertain_policy)
+        if reject is None and decoded.invalid:
+            reject, detail = "invalid label value", f"{label_ref}: {decoded.invalid[0][0]}={decoded.invalid[0][1]!r}"
+        meta = {"subject_id": subject, "study_id": study, "report": report_path, "report_sections": sections,
+                "view_position": row.get(metadata.column("ViewPosition")) or None,
+                "procedure": row.get(metadata.column("PerformedProcedureStepDescription")) or None,
+                "study_date": row.get(metadata.column("StudyDate")) or None,
+                "study_time": parse_study_time(row.get(metadata.column("StudyTime"))),
+                "orientation": row.get(metadata.column("PatientOrientationCodeSequence_CodeMeaning")) or None,
+                "negative": decoded.negative, "uncertain": decoded.uncertain,
+                "uncertain_policy": cfg.uncertain_policy, "labelled": study in labels_of}
+        yield RawRecord(
+            native_id=dicom or f"line{row.line}",
+            image=str(image),
+            text=text,
+            labels=decoded.labels,
+            text_source="report",
+            modality="chest_xray",
+            view=view,
+            patient_id=subject or None,
+            study_id=study or None,
+            official_split=splits.get(dicom),
+            meta={k: v for k, v in meta.items() if v is not None},
+            source_ref=metadata.ref(row.line),
+            reject=reject,
+            reject_detail=detail,
+        )
+
+
+def _by_key(table: CsvTable, key: str, value) -> dict:
+    """``{row[key]: value(row)}`` over the usable rows; unusable ones are counted in the log, not hidden."""
+    out, bad = {}, []
+    for row in table:
+        if row.problem is None:
+            out[row.get(key)] = value(row)
+        else:
+            bad.append(f"line {row.line}: {row.problem}")
+    if bad:
+        logger.warning("%s: %d unusable rows ignored (%s); the images they describe get no value from this table",
+                       table.path, len(bad), "; ".join(bad[:3]))
+    return out
+
+
+def _read_report(roots: list[Path], subject: str, study: str) -> tuple[str, list[str], str] | None:
+    for base in roots:
+        path = _study_path(base, subject, study).with_suffix(".txt")
+        if path.is_file():
+            raw = path.read_bytes().decode("utf-8", errors="replace")
+            text, sections = report_text("\n" + raw)  # headers are matched after a newline
+            return text, sections, str(path)
+    return None
