@@ -1,0 +1,67 @@
+"""chest_xray_pneumonia: folder labels and splits, three naming schemes, nested copy and junk ignored."""
+
+from __future__ import annotations
+
+import pytest
+
+from medlens.data.sources.kaggle_pneumonia import parse_filename
+
+from helpers.sources import pneumonia
+from helpers.sources.run import prepare
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pneumonia")
+    fixture = pneumonia.build(tmp / "data")
+    return fixture, prepare(tmp, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia",
+                                          "path": str(fixture.root)})
+
+
+def test_every_image_of_one_tree_is_kept_with_its_label_patient_and_split(result):
+    fixture, out = result
+    assert out.rejected == {}
+    assert set(out.rows) == set(fixture.expected)  # the nested duplicate, __MACOSX and .DS_Store are not read
+    for native_id, (labels, patient, split) in fixture.expected.items():
+        row = out.rows[native_id]
+        assert row["labels"] == labels, native_id
+        assert row["patient_id"] == patient, native_id
+        assert row["meta"]["official_split"] == split, native_id
+        assert row["text_source"] == "from_labels" and row["modality"] == "chest_xray"
+
+
+def test_same_basename_in_two_splits_and_person1_in_train_and_test_stay_apart(result):
+    _, out = result
+    assert out.rows["train/NORMAL/IM-0001-0001.jpeg"]["patient_id"] != out.rows["test/NORMAL/IM-0001-0001.jpeg"]["patient_id"]
+    assert out.rows["train/PNEUMONIA/person1_bacteria_1.jpeg"]["patient_id"] == "train/person1"
+    assert out.rows["test/PNEUMONIA/person1_virus_6.jpeg"]["patient_id"] == "test/person1"
+
+
+def test_subtype_from_the_file_name_reaches_meta_and_text(result):
+    _, out = result
+    for native_id, subtype in pneumonia.SUBTYPES.items():
+        row = out.rows[native_id]
+        assert row["meta"]["pneumonia_type"] == subtype
+        assert "pneumonia" in row["text"].lower()
+    assert "pneumonia_type" not in out.rows["train/NORMAL/IM-0115-0001.jpeg"]["meta"]
+
+
+def test_rgb_and_tiny_images_are_stored_as_grey_png_without_enlarging(result):
+    _, out = result
+    rgb = out.image(pneumonia.RGB_FILE)
+    assert rgb.format == "PNG" and rgb.mode == "L"
+    tiny = out.image(pneumonia.TINY_FILE)
+    assert tiny.size == (18, 14)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("IM-0115-0001.jpeg", ("IM-0115", None)),
+    ("IM-0005-0001-0002.jpeg", ("IM-0005", None)),
+    ("NORMAL2-IM-0262-0001.jpeg", ("NORMAL2-IM-0262", None)),
+    ("person23_bacteria_76.jpeg", ("person23", "bacterial")),
+    ("person1_virus_6.jpeg", ("person1", "viral")),
+    ("VIRUS-1049278-0002.jpeg", ("1049278", "viral")),
+    ("scan.jpeg", (None, None)),
+])
+def test_parse_filename_knows_every_naming_scheme(name, expected):
+    assert parse_filename(name) == expected

@@ -1,0 +1,93 @@
+"""MIMIC-CXR-JPG: FINDINGS/IMPRESSION sections, CheXpert labels by policy, official split with validate -> val."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from medlens.config import SplitConfig
+from medlens.data.sources.mimic_cxr import parse_study_time, report_text
+from medlens.data.split import split_pairs
+
+from helpers.sources import mimic
+from helpers.sources.mimic import D1, D2, D3, D4, D5, D6
+from helpers.sources.run import prepare
+
+
+def run(tmp_path, **settings):
+    fixture = mimic.build(tmp_path / "mimic", gzipped=settings.pop("gzipped", True))
+    return prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root), **settings})
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_every_image_is_a_row_with_its_study_report_patient_and_split(tmp_path, gzipped):
+    out = run(tmp_path, gzipped=gzipped)
+    assert out.rejected == {}
+    assert set(out.rows) == set(mimic.IMAGES)
+    for dicom, (subject, study, view, *_) in mimic.IMAGES.items():
+        row = out.rows[dicom]
+        text, sections = mimic.EXPECTED_TEXT[study]
+        assert row["text"] == text and row["meta"]["report_sections"] == sections, study
+        assert (row["patient_id"], row["study_id"], row["view"]) == (subject, study, view)
+        assert row["text_source"] == "report"
+    splits = {d: out.rows[d]["meta"]["official_split"] for d in mimic.IMAGES}
+    assert splits == {D1: "train", D2: "train", D3: "train", D4: "val", D5: "test", D6: "train"}
+
+
+def test_labels_follow_the_uncertainty_policy(tmp_path):
+    zeros = run(tmp_path / "z")
+    ones = run(tmp_path / "o", uncertain_policy="ones")
+    ignore = run(tmp_path / "i", uncertain_policy="ignore")
+    assert zeros.rows[D1]["labels"] == ["Pleural Effusion"]
+    assert ones.rows[D1]["labels"] == ["Atelectasis", "Pleural Effusion"]
+    assert ignore.rows[D1]["labels"] == ["Pleural Effusion"]
+    assert ignore.rows[D1]["meta"]["uncertain"] == ["Atelectasis"]
+    assert zeros.rows[D1]["meta"]["negative"] == ["Cardiomegaly"]
+    assert zeros.rows[D3]["labels"] == ["No Finding"]
+    assert zeros.rows[D4]["labels"] == ["Edema", "Support Devices"]
+    assert zeros.rows[D5]["labels"] == [] and zeros.rows[D5]["meta"]["labelled"] is True  # every label blank
+    assert zeros.rows[D6]["labels"] == [] and zeros.rows[D6]["meta"]["labelled"] is False  # no label row
+
+
+def test_study_time_without_its_leading_zero_is_read(tmp_path):
+    out = run(tmp_path)
+    assert out.rows[D3]["meta"]["study_time"] == "08:05:56"
+    assert out.rows[D4]["meta"]["study_time"] == "00:12:34"
+    assert out.rows[D1]["meta"]["study_date"] == "21800506"
+
+
+def test_frontal_only_rejects_the_lateral_with_its_reason(tmp_path):
+    out = run(tmp_path, frontal_only=True)
+    assert set(out.rejected) == {D2}
+    assert out.rejected[D2]["reason"] == "filtered: view LATERAL is not frontal (frontal_only)"
+
+
+def test_a_missing_report_is_a_rejected_row(tmp_path):
+    fixture = mimic.build(tmp_path / "mimic")
+    (mimic.study_dir(fixture.root / "mimic-cxr-reports", "10000764", "57375967").with_suffix(".txt")).unlink()
+    out = prepare(tmp_path, "m", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)})
+    assert out.rejected[D4]["reason"] == "missing report file"
+    assert "s57375967.txt" in out.rejected[D4]["detail"]
+
+
+def test_official_split_survives_the_split_stage_without_patient_leakage(tmp_path):
+    out = run(tmp_path)
+    pairs = tmp_path / "pairs.parquet"
+    stats = split_pairs([out.parquet], SplitConfig(official=True), pairs, tmp_path / "dropped.csv",
+                        tmp_path / "split.json")
+    rows = pq.read_table(pairs, columns=["id", "patient_id", "split"]).to_pylist()
+    assert {r["id"].split("/", 1)[1]: r["split"] for r in rows} == {
+        D1: "train", D2: "train", D3: "train", D4: "val", D5: "test", D6: "train"}
+    assert stats["moved_to_keep_patients_together"] == 0
+
+
+def test_report_sections_as_mit_lcp_names_them():
+    report = "\n FINAL REPORT\n CONCLUSION:  Mild edema.\n \n FINDINGS:\n \n \n IMPRESSION:  \n"
+    assert report_text(report) == ("Mild edema.", ["impression"])  # empty sections do not count
+    assert report_text("\n no headers at all") == ("", [])
+
+
+@pytest.mark.parametrize("raw, expected", [("213014.531", "21:30:14"), ("80556.875", "08:05:56"),
+                                           ("5.0", "00:00:05"), ("", None), ("256000", None)])
+def test_parse_study_time(raw, expected):
+    assert parse_study_time(raw) == expected

@@ -1,0 +1,64 @@
+"""NIH ChestX-ray14: both header variants, Kaggle/Box/sample layouts, CheXpert-14 mapping, official split."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from medlens.data.sources.nih import parse_age
+
+from helpers.sources import nih
+from helpers.sources.run import prepare
+
+
+@pytest.mark.parametrize("layout", ["kaggle", "box"])
+def test_full_set_rows_labels_patients_in_both_layouts(tmp_path, layout):
+    fixture = nih.build_full(tmp_path / "nih", layout=layout)
+    out = prepare(tmp_path, "nih", {"source": "path", "adapter": "nih_chest_xray", "path": str(fixture.root)})
+    assert out.rejected == {}
+    assert set(out.rows) == set(nih.FULL_EXPECTED)
+    for native_id, (labels, natives, patient, _) in nih.FULL_EXPECTED.items():
+        row = out.rows[native_id]
+        assert row["labels"] == labels, native_id
+        assert row["meta"]["native_labels"] == natives, native_id
+        assert row["patient_id"] == patient
+        assert row["text_source"] == "from_labels" and row["text"]
+    follow = [out.rows["00000001_000.png"]["meta"]["follow_up"], out.rows["00000001_001.png"]["meta"]["follow_up"]]
+    assert follow == [0, 1]
+    sex = out.rows["00000003_000.png"]["meta"]["sex"]
+    assert sex == "F"  # read from `Patient Gender` (Kaggle) or `Patient Sex` (Box)
+    assert out.rows["00000001_000.png"]["meta"]["original_width"] == 2682.0
+    assert out.rows["00000001_000.png"]["meta"]["original_height"] == 2749.0
+
+
+def test_official_split_lists_and_boxes_give_split_and_side(tmp_path):
+    fixture = nih.build_full(tmp_path / "nih", layout="kaggle")
+    out = prepare(tmp_path, "nih", {"source": "path", "adapter": "nih_chest_xray", "path": str(fixture.root)})
+    for native_id, (*_, split) in nih.FULL_EXPECTED.items():
+        assert out.rows[native_id]["meta"]["official_split"] == split
+    train_patients = {r["patient_id"] for r in out.rows.values() if r["meta"]["official_split"] == "train"}
+    test_patients = {r["patient_id"] for r in out.rows.values() if r["meta"]["official_split"] == "test"}
+    assert not train_patients & test_patients
+    boxed = out.rows["00013118_008.png"]
+    assert {b["label"] for b in boxed["meta"]["bboxes"]} == {"Atelectasis", "Infiltrate"}
+    # the Atelectasis box lies on the image's left, which is the patient's right; the Infiltrate box the other way
+    assert re.search(r"right (basal )?atelectasis", boxed["text"].lower())
+    assert re.search(r"left (pulmonary )?infiltrat", boxed["text"].lower())
+
+
+def test_sample_reads_nnny_ages_and_plain_size_columns(tmp_path):
+    fixture = nih.build_sample(tmp_path / "sample")
+    out = prepare(tmp_path, "s", {"source": "path", "adapter": "nih_chest_xray_sample", "path": str(fixture.root)})
+    assert out.rejected == {}
+    assert set(out.rows) == set(nih.SAMPLE_EXPECTED)
+    for native_id, (labels, patient, age) in nih.SAMPLE_EXPECTED.items():
+        row = out.rows[native_id]
+        assert (row["labels"], row["patient_id"], row["meta"]["age"]) == (labels, patient, age)
+        assert "official_split" not in row["meta"]  # the sample has no split lists
+    assert out.rows["00000013_005.png"]["meta"]["original_width"] == 3056.0
+
+
+@pytest.mark.parametrize("raw, years", [("57", 57.0), ("060Y", 60.0), ("006M", 0.5), ("", None), ("abc", None)])
+def test_parse_age(raw, years):
+    assert parse_age(raw) == years

@@ -1,0 +1,67 @@
+"""PAD-UFES-20: six diagnoses, patients and lesions, blank/UNK never guessed, images across imgs_part_N."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from medlens.errors import DataError
+
+from helpers.sources import pad_ufes
+from helpers.sources.run import prepare
+
+
+@pytest.fixture
+def out(tmp_path):
+    fixture = pad_ufes.build(tmp_path / "pad")
+    return prepare(tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(fixture.root)})
+
+
+def test_every_row_with_its_diagnosis_patient_and_lesion(out):
+    assert out.rejected == {}
+    assert set(out.rows) == set(pad_ufes.EXPECTED)
+    for img_id, (label, patient, study) in pad_ufes.EXPECTED.items():
+        row = out.rows[img_id]
+        assert (row["labels"], row["patient_id"], row["study_id"]) == ([label], patient, study)
+        assert row["modality"] == "dermatology" and row["text_source"] == "from_labels"
+        assert out.image(img_id).format == "JPEG" and out.image(img_id).mode == "RGB"  # RGBA flattened too
+
+
+def test_text_states_recorded_facts_only(out):
+    full = out.rows["PAT_46_881_14.png"]["text"].lower()
+    assert "basal cell carcinoma" in full and "neck" in full and re.search(r"6 (x|by) 5 mm", full)
+    assert "biopsy" in full
+    unk = out.rows["PAT_771_1491_390.png"]["text"].lower()
+    assert "grow" not in unk and "change" not in unk  # UNK answers are not stated either way
+    blank = out.rows["PAT_1516_1765_530.png"]["text"].lower()
+    assert "mm" not in blank and "biopsy" not in blank  # no diameters recorded, not biopsied
+
+
+def test_meta_parses_booleans_numbers_and_spellings(out):
+    excel = out.rows["PAT_9_1_100.png"]["meta"]
+    assert excel["smoke"] is True and excel["drink"] is False and excel["fitzpatrick"] == 2
+    assert excel["background_father"] == "BRAZIL" and excel["diameter_1_mm"] == 10.0
+    assert out.rows["PAT_771_1491_390.png"]["meta"]["grew"] == "unknown"
+    blank = out.rows["PAT_1516_1765_530.png"]["meta"]
+    assert "smoke" not in blank and "gender" not in blank and blank["age"] == 8
+
+
+def test_an_unknown_diagnosis_is_a_rejected_row(tmp_path):
+    rows = list(pad_ufes.ROWS)
+    rows[5] = rows[5].replace(",SEK,", ",DF,")
+    fixture = pad_ufes.build(tmp_path / "pad", rows=rows)
+    out = prepare(tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(fixture.root)})
+    assert set(out.rejected) == {"PAT_12_20_200.png"}
+    rejected = out.rejected["PAT_12_20_200.png"]
+    assert rejected["reason"] == "unknown label 'DF'" and "metadata.csv:7" in rejected["source_ref"]
+    assert "expected one of ACK, BCC, BOD, MEL, NEV, SCC, SEK" in rejected["detail"]
+
+
+def test_unextracted_archives_are_named(tmp_path):
+    root = tmp_path / "pad"
+    (root / "images").mkdir(parents=True)
+    (root / "metadata.csv").write_text(pad_ufes.HEADER + "\n")
+    (root / "images" / "imgs_part_1.zip").write_bytes(b"PK\x05\x06" + b"\x00" * 18)
+    with pytest.raises(DataError, match=r"no \.png images found; the archives \['imgs_part_1\.zip'\] are not extracted"):
+        prepare(tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(root)})

@@ -1,0 +1,93 @@
+"""SLAKE: one VQA row per question, English by default, official split per file, VQA turns in the chat files."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pytest
+
+from medlens.config import ChatConfig, SplitConfig
+from medlens.data.chat_format import IMAGE_TOKEN, convert_to_chat, read_chat
+from medlens.data.split import split_pairs
+
+from helpers.sources import slake
+from helpers.sources.run import prepare
+
+
+def run(tmp_path, **settings):
+    fixture = slake.build(tmp_path / "data", mirror=settings.pop("mirror", False))
+    return prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root), **settings})
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_english_questions_are_kept_and_chinese_ones_counted_as_filtered(tmp_path, mirror):
+    out = run(tmp_path, mirror=mirror)
+    assert set(out.rows) == slake.ENGLISH
+    assert set(out.rejected) == slake.CHINESE
+    assert out.summary.reasons == {"filtered: language zh not in languages": 2}
+    splits = {q: out.rows[q]["meta"]["official_split"] for q in slake.ENGLISH}
+    assert splits == {"0": "train", "1": "train", "3": "train", "4": "val", "5": "test"}
+
+
+def test_rows_carry_question_answer_and_the_image_as_group(tmp_path):
+    out = run(tmp_path)
+    for split, entries in slake.SPLITS.items():
+        for e in entries:
+            if str(e["qid"]) not in out.rows:
+                continue
+            row = out.rows[str(e["qid"])]
+            assert row["text_source"] == "vqa"
+            assert (row["meta"]["question"], row["meta"]["answer"]) == (e["question"], e["answer"])
+            assert row["text"] == f"Question: {e['question']} Answer: {e['answer']}"
+            assert row["patient_id"] == f"img{e['img_id']}"
+            assert row["modality"] == slake.MODALITY[str(e["qid"])]
+    assert out.rows["3"]["meta"]["triple"] == ["vhead", "effect", "ktail"]
+    assert out.rows["3"]["meta"]["base_type"] == "kvqa"
+
+
+def test_languages_setting_keeps_both(tmp_path):
+    out = run(tmp_path, languages=["en", "zh"])
+    assert set(out.rows) == slake.ENGLISH | slake.CHINESE and out.rejected == {}
+    assert out.rows["6"]["meta"]["answer"] == "胸部"
+
+
+def test_malformed_question_record_is_a_rejected_row(tmp_path):
+    splits = json.loads(json.dumps(slake.SPLITS))
+    splits["train"][1]["qid"] = "1"  # a string where the format has an int
+    fixture = slake.build(tmp_path / "data", splits=splits)
+    out = prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root)})
+    assert out.rejected["train[1]"]["reason"] == "malformed entry"
+    assert out.rejected["train[1]"]["detail"] == "field 'qid' is '1'; expected int"
+    assert out.rejected["train[1]"]["source_ref"].endswith("train.json:[1]")
+
+
+def test_vqa_rows_become_question_answer_turns_that_load_back_without_images_crossing_splits(tmp_path):
+    out = run(tmp_path)
+    pairs = tmp_path / "pairs.parquet"
+    split_pairs([out.parquet], SplitConfig(train=0.6, val=0.2, test=0.2), pairs, tmp_path / "d.csv", tmp_path / "s.json")
+    chat = tmp_path / "chat"
+    counts = convert_to_chat(pairs, ChatConfig(), chat)
+    assert sum(counts.values()) == len(slake.ENGLISH)
+    split_of_image: dict[str, set[str]] = defaultdict(set)
+    questions = {}
+    for split in ("train", "val", "test"):
+        for rec in read_chat(chat / f"{split}.jsonl"):
+            user, assistant = rec["messages"]
+            assert user["role"] == "user" and assistant["role"] == "assistant"
+            assert user["content"].count(IMAGE_TOKEN) == len(rec["images"]) == 1  # LLaMA-Factory checks this
+            questions[user["content"].removeprefix(IMAGE_TOKEN)] = assistant["content"]
+            split_of_image[rec["images"][0]].add(split)
+    assert questions == {e["question"]: e["answer"] for es in slake.SPLITS.values() for e in es
+                         if str(e["qid"]) in slake.ENGLISH}
+    assert len(split_of_image) == 3  # three distinct images, each written once
+    assert all(len(s) == 1 for s in split_of_image.values())
+
+
+def test_official_split_keeps_a_shared_image_in_one_split_and_reports_the_moves(tmp_path):
+    out = run(tmp_path)
+    stats = split_pairs([out.parquet], SplitConfig(official=True), tmp_path / "p.parquet", tmp_path / "d.csv",
+                        tmp_path / "s.json")
+    # image 102 is asked about in train (2 questions) and val (1): its train questions move to val
+    assert stats["moved_to_keep_patients_together"] == 2
+    assert stats["rows_per_split"] == {"train": 1, "val": 3, "test": 1}
