@@ -117,7 +117,8 @@ def _longest_first(spans: list[_Span]) -> list[_Span]:
 
 
 def _words_between(tokens: list[str], start: int, end: int) -> int:
-    return sum(1 for t in tokens[start:end] if t[0].isalnum())
+    """Words between two positions; a comma counts as one (it separates "opacity, likely atelectasis")."""
+    return sum(1 for t in tokens[start:end] if t[0].isalnum() or t == ",")
 
 
 @dataclass(frozen=True)
