@@ -176,7 +176,7 @@ def read_json_file(path: Path) -> object:
 
 
 def _walk(root: Path, max_depth: int) -> Iterator[tuple[Path, list[str], list[str]]]:
-    """os.walk, sorted and breadth-ordered by depth, that skips junk folders and files."""
+    """os.walk (top-down, sorted) that skips junk folders and files and stops ``max_depth`` levels down."""
     root = Path(root)
     base = len(root.parts)
     for dirpath, dirnames, filenames in os.walk(root):
@@ -212,18 +212,20 @@ def index_files(root: Path, suffixes: Sequence[str], *, max_depth: int = 8) -> d
     ``imgs_part_N`` folders, so adapters look images up by name. When a name occurs twice the
     shallower path wins and the count of such duplicates is logged.
     """
-    index: dict[str, Path] = {}
+    found: dict[str, tuple[int, str, Path]] = {}
     duplicates = 0
     for here, _, files in _walk(root, max_depth):
+        depth = len(here.parts)
         for f in files:
             if os.path.splitext(f)[1].lower() in suffixes:
-                if f in index:
+                candidate = (depth, str(here), here / f)
+                if f in found:
                     duplicates += 1
-                else:
-                    index[f] = here / f
+                    candidate = min(candidate, found[f])
+                found[f] = candidate
     if duplicates:
         logger.info("%s: %d image names occur more than once; the shallowest copy is used", root, duplicates)
-    return index
+    return {name: path for name, (_, _, path) in found.items()}
 
 
 # --------------------------------------------------------------------------------------------

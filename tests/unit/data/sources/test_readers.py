@@ -1,0 +1,118 @@
+"""readers: CSV quirks become named errors or row problems; file lookup; label maps; CheXpert codes."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from medlens.data.sources import readers as R
+from medlens.errors import ConfigError, DataError
+
+
+def test_bom_trailing_commas_blank_lines_and_gzip_are_read(tmp_path):
+    text = "\ufeffa,b,c,\n1,2,3,\n\n4,5,6,\n"
+    (tmp_path / "t.csv").write_text(text)
+    (tmp_path / "t.csv.gz").write_bytes(gzip.compress(text.encode()))
+    for name in ("t.csv", "t.csv.gz"):
+        table = R.CsvTable(tmp_path / name, required=("a", ("B", "b")))
+        assert table.columns == ["a", "b", "c"] and table.column(("B", "b")) == "b"
+        rows = list(table)
+        assert [(r.line, r.values, r.problem) for r in rows] == [
+            (2, {"a": "1", "b": "2", "c": "3"}, None), (4, {"a": "4", "b": "5", "c": "6"}, None)]
+
+
+def test_a_row_with_too_many_fields_is_a_row_problem(tmp_path):
+    (tmp_path / "t.csv").write_text('a,b\n1,2\n3,"x, y",extra\n5,6\n')
+    rows = list(R.CsvTable(tmp_path / "t.csv"))
+    assert [r.problem for r in rows] == [None, "malformed row", None]
+    assert rows[1].detail == "3 fields; the header has 2"
+
+
+def test_a_quoted_multiline_cell_keeps_the_line_of_its_row(tmp_path):
+    (tmp_path / "t.csv").write_text('id,text\n1,"two\nlines"\n2,one\n')
+    rows = list(R.CsvTable(tmp_path / "t.csv"))
+    assert [(r.line, r.values["text"]) for r in rows] == [(2, "two\nlines"), (4, "one")]
+
+
+def test_header_faults_are_errors_naming_the_file(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match=r"empty\.csv: the file is empty or has no header row; expected a CSV header"):
+        R.CsvTable(tmp_path / "empty.csv", required=("a",))
+    (tmp_path / "latin.csv").write_bytes(b"Path,S\xe9x\n1,2\n")
+    with pytest.raises(DataError, match=r"latin\.csv: row 1: the header holds bytes that are not UTF-8"):
+        R.CsvTable(tmp_path / "latin.csv")
+    with pytest.raises(DataError, match=r"nope\.csv: file not found"):
+        R.CsvTable(tmp_path / "nope.csv")
+
+
+def test_json_syntax_error_names_line_and_column(tmp_path):
+    (tmp_path / "a.json").write_text('{"train": [\n  {"id": 1,}\n]}')
+    with pytest.raises(DataError, match=r"a\.json: row 2: not valid JSON \(.* at column \d+\)"):
+        R.read_json_file(tmp_path / "a.json")
+
+
+def test_find_file_prefers_the_shallowest_and_skips_junk(tmp_path):
+    (tmp_path / "x" / "y").mkdir(parents=True)
+    (tmp_path / "__MACOSX").mkdir()
+    (tmp_path / "__MACOSX" / "labels.csv").write_text("junk")
+    (tmp_path / "x" / "y" / "labels.csv").write_text("deep")
+    (tmp_path / "x" / "labels.csv").write_text("shallow")
+    assert R.find_file(tmp_path, ("labels.csv",)).read_text() == "shallow"
+    with pytest.raises(DataError, match=r"label file not found; expected a file named 'a\.csv' or 'b\.csv' within 3"):
+        R.find_file(tmp_path, ("a.csv", "b.csv"), what="label file")
+
+
+def test_index_files_keeps_the_shallowest_copy(tmp_path):
+    for rel in ("images_001/images/a.png", "a_copy/deeper/more/a.png", "images_002/images/b.PNG", "c.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    index = R.index_files(tmp_path, (".png",))
+    assert index == {"a.png": tmp_path / "images_001/images/a.png", "b.PNG": tmp_path / "images_002/images/b.PNG"}
+
+
+def test_a_label_map_pointing_outside_its_vocabulary_is_a_config_error(tmp_path, monkeypatch):
+    (tmp_path / "bad.yaml").write_text("vocabulary: chexpert14\nlabels:\n  Effusion: [Pleural Efusion]\n")
+    monkeypatch.setattr(R, "resource_path", lambda *parts: tmp_path / parts[-1])
+    R.load_label_map.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"bad\.yaml: labels\.Effusion: 'Effusion' maps to unknown label "
+                                              r"'Pleural Efusion'"):
+            R.load_label_map("bad")
+    finally:
+        R.load_label_map.cache_clear()
+
+
+def test_label_map_lookup_and_case(tmp_path):
+    knee = R.load_label_map("knee_kl")
+    assert knee.map(["0Normal", "severe", "KL2", "7"]) == (["KL0", "KL4", "KL2"], ["7"])
+    nih = R.load_label_map("nih14")
+    assert nih.map(["Hernia", "Effusion"]) == (["Pleural Effusion"], [])
+    assert nih.lookup("effusion") is None  # NIH names are case-sensitive
+
+
+def test_chexpert_codes_by_name_and_policy():
+    columns = {"Edema": "Edema", "Atelectasis": "Atel", "No Finding": "No Finding", "Fracture": "Fracture"}
+    row = {"Edema": "1.0", "Atel": "-1.0", "No Finding": "", "Fracture": "maybe"}
+    zeros = R.chexpert_values(row, columns, "zeros")
+    assert (zeros.labels, zeros.uncertain, zeros.invalid) == (["Edema"], ["Atelectasis"], [("Fracture", "maybe")])
+    assert R.chexpert_values(row, columns, "ones").labels == ["Edema", "Atelectasis"]
+    assert R.chexpert_values({"Edema": "0"}, columns, "zeros").negative == ["Edema"]  # integer 0/1 files too
+
+
+@pytest.mark.parametrize("raw, split", [("validate", "val"), ("Valid", "val"), ("validation", "val"),
+                                        ("train", "train"), ("test", "test"), ("", None), ("holdout", "holdout")])
+def test_normalise_split(raw, split):
+    assert R.normalise_split(raw) == split
+
+
+@pytest.mark.parametrize("raw, view, frontal", [("PA", "PA", True), ("ap supine", "AP SUPINE", True),
+                                                ("L", "LATERAL", False), ("Lateral", "LATERAL", False),
+                                                ("postero-anterior", "PA", True), ("", None, False)])
+def test_views(raw, view, frontal):
+    assert R.normalise_view(raw) == view and R.is_frontal(view) is frontal
+
+
+@pytest.mark.parametrize("raw, value", [("True", True), ("FALSE", False), ("UNK", "unknown"), ("", None), ("3.0", "3.0")])
+def test_parse_bool(raw, value):
+    assert R.parse_bool(raw) == value
