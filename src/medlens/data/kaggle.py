@@ -198,7 +198,7 @@ def _safe_name(raw: str, archive: Path) -> str:
 
 def _entries(archive: Path) -> tuple[list[_Entry], object]:
     if zipfile.is_zipfile(archive):
-        zf = zipfile.ZipFile(archive)
+        zf = zipfile.ZipFile(archive)  # noqa: SIM115 (closed by extract_archive once every entry is written)
         entries = []
         for info in zf.infolist():
             mode = info.external_attr >> 16
@@ -206,7 +206,7 @@ def _entries(archive: Path) -> tuple[list[_Entry], object]:
             entries.append(_Entry(_safe_name(info.filename, archive), info.file_size, kind, info))
         return entries, zf
     try:
-        tf = tarfile.open(archive)
+        tf = tarfile.open(archive)  # noqa: SIM115 (closed by extract_archive)
     except (tarfile.TarError, OSError) as e:
         raise DataError(f"not a readable zip or tar archive ({type(e).__name__}: {e})", file=str(archive),
                         expected="a .zip or .tar(.gz/.bz2/.xz) file") from e

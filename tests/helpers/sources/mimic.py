@@ -49,55 +49,55 @@ CHEXPERT = {
 REPORTS = {
     "50414267": """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
- 
+
  INDICATION:  ___ year old man with cough  // eval pneumonia
- 
+
  TECHNIQUE:  Chest PA and lateral
- 
+
  COMPARISON:  None.
- 
- FINDINGS: 
- 
+
+ FINDINGS:
+
  Small left pleural effusion.  Possible left basilar atelectasis.  Heart size is
  normal.
- 
- IMPRESSION: 
- 
+
+ IMPRESSION:
+
  Small left pleural effusion.
 """,
     "53911762": """                                 FINAL ADDENDUM
  ADDENDUM:  Findings were discussed with Dr. ___ by telephone at 9:00 on ___.
- 
+
  ______________________________________________________________________________
                                  FINAL REPORT
  EXAMINATION:  CHEST (PORTABLE AP)
- 
+
  INDICATION:  ___ with fever.
- 
- FINDINGS: 
- 
+
+ FINDINGS:
+
  Lungs are clear.  No pleural effusion or pneumothorax.  Heart size is normal.
- 
- IMPRESSION: 
- 
+
+ IMPRESSION:
+
  No acute cardiopulmonary process.
 """,
     "57375967": """                                 FINAL REPORT
  INDICATION:  Intubated patient.
- 
+
  FINDINGS AND IMPRESSION:  Moderate pulmonary edema.  Endotracheal tube terminates
  4 cm above the carina.
 """,
     "51029426": """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
- 
+
  IMPRESSION:  No acute intrathoracic process.
 """,
     "56111111": """                                 FINAL REPORT
  PA AND LATERAL CHEST ___
- 
+
  HISTORY:  Shortness of breath.
- 
+
  Heart size is normal.  The lungs are clear.  No effusion.
 """,
 }
@@ -110,6 +110,20 @@ EXPECTED_TEXT = {
     "51029426": ("No acute intrathoracic process.", ["impression"]),
     "56111111": ("Heart size is normal. The lungs are clear. No effusion.", ["last_paragraph"]),
 }
+
+
+def mimic_layout(text: str) -> str:
+    """MIMIC's report layout from plain text: blank lines hold one space and a header alone on its line
+    keeps a space after its colon (written here without trailing blanks, which linters strip)."""
+    out = []
+    for line in text.split("\n"):
+        if not line:
+            out.append(" ")
+        elif line.strip().isupper() and line.rstrip().endswith(":"):
+            out.append(line.rstrip() + " ")
+        else:
+            out.append(line)
+    return "\n".join(out[:-1]) + "\n" if out and out[-1] == " " else "\n".join(out)
 
 
 @dataclass
@@ -145,5 +159,5 @@ def build(root: Path, *, gzipped: bool = True) -> MimicFixture:
         base = root if study == "56111111" else root / "mimic-cxr-reports"
         path = study_dir(base, subject, study).with_suffix(".txt")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_text(mimic_layout(text))
     return MimicFixture(root)

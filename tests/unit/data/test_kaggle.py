@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers.sources import pneumonia
+from helpers.sources.run import prepare
 from medlens.config import DatasetConfig
 from medlens.data import kaggle as K
 from medlens.data.download import download_dataset
 from medlens.errors import ConfigError, DataError, MedlensError
-
-from helpers.sources import pneumonia
-from helpers.sources.run import prepare
 
 SECRET = "0123456789abcdef-not-a-real-key"
 

@@ -26,8 +26,14 @@ from pathlib import Path
 
 from medlens.config import FINDINGS, DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.readers import (CsvTable, chexpert_values, find_file, frontal_filter, load_label_map,
-                                          normalise_view)
+from medlens.data.sources.readers import (
+    CsvTable,
+    chexpert_values,
+    find_file,
+    frontal_filter,
+    load_label_map,
+    normalise_view,
+)
 from medlens.data.text_from_labels import synthesize_text
 from medlens.errors import DataError
 

@@ -24,8 +24,16 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.readers import (CsvTable, find_file, frontal_filter, index_files, load_label_map,
-                                          normalise_split, normalise_view, read_json_file)
+from medlens.data.sources.readers import (
+    CsvTable,
+    find_file,
+    frontal_filter,
+    index_files,
+    load_label_map,
+    normalise_split,
+    normalise_view,
+    read_json_file,
+)
 from medlens.errors import DataError
 
 logger = logging.getLogger(__name__)

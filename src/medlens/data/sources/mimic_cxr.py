@@ -25,8 +25,16 @@ from pathlib import Path
 
 from medlens.config import FINDINGS, DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.readers import (CsvTable, chexpert_values, find_file, frontal_filter, is_junk,
-                                          load_label_map, normalise_split, normalise_view)
+from medlens.data.sources.readers import (
+    CsvTable,
+    chexpert_values,
+    find_file,
+    frontal_filter,
+    is_junk,
+    load_label_map,
+    normalise_split,
+    normalise_view,
+)
 from medlens.errors import DataError
 
 __all__ = ["split_sections", "report_text", "parse_study_time"]

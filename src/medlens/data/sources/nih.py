@@ -20,8 +20,7 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.readers import (CsvTable, find_file, index_files, load_label_map,
-                                          normalise_view)
+from medlens.data.sources.readers import CsvTable, find_file, index_files, load_label_map, normalise_view
 from medlens.data.text_from_labels import synthesize_text
 from medlens.errors import DataError
 

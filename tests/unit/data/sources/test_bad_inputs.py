@@ -15,12 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medlens.errors import DataError
-
 from helpers.sources import chexpert, manifest, nih, pad_ufes, pneumonia
-from helpers.sources.images import (write_corrupt, write_empty, write_jpeg, write_png16, write_png_bomb,
-                                    write_truncated_jpeg)
+from helpers.sources.images import (
+    write_corrupt,
+    write_empty,
+    write_jpeg,
+    write_png16,
+    write_png_bomb,
+    write_truncated_jpeg,
+)
 from helpers.sources.run import prepare
+from medlens.errors import DataError
 
 
 def manifest_with(tmp_path, rows, **settings):

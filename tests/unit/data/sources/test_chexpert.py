@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from medlens.data.sources.chexpert import strip_prefix
-from medlens.data.text_from_labels import load_templates
-
 from helpers.sources import chexpert
 from helpers.sources.run import prepare
+from medlens.data.sources.chexpert import strip_prefix
+from medlens.data.text_from_labels import load_templates
 
 
 def run(tmp_path, **settings):

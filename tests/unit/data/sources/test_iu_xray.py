@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from medlens.errors import DataError
-
 from helpers.sources import iu_xray
 from helpers.sources.run import prepare
+from medlens.errors import DataError
 
 
 def test_kaggle_form_one_row_per_image_with_the_study_report(tmp_path):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from medlens.data.sources.kaggle_pneumonia import parse_filename
-
 from helpers.sources import pneumonia
 from helpers.sources.run import prepare
+from medlens.data.sources.kaggle_pneumonia import parse_filename
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from medlens.data.sources.knee import parse_oai_name
-
 from helpers.sources import knee
 from helpers.sources.run import prepare
+from medlens.data.sources.knee import parse_oai_name
 
 
 def test_oai_rows_labels_patients_sides_and_split(tmp_path):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from medlens.config import SplitConfig
-from medlens.data.sources.mimic_cxr import parse_study_time, report_text
-from medlens.data.split import split_pairs
-
 from helpers.sources import mimic
 from helpers.sources.mimic import D1, D2, D3, D4, D5, D6
 from helpers.sources.run import prepare
+from medlens.config import SplitConfig
+from medlens.data.sources.mimic_cxr import parse_study_time, report_text
+from medlens.data.split import split_pairs
 
 
 def run(tmp_path, **settings):

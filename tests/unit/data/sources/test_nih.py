@@ -6,10 +6,9 @@ import re
 
 import pytest
 
-from medlens.data.sources.nih import parse_age
-
 from helpers.sources import nih
 from helpers.sources.run import prepare
+from medlens.data.sources.nih import parse_age
 
 
 @pytest.mark.parametrize("layout", ["kaggle", "box"])

@@ -6,10 +6,9 @@ import re
 
 import pytest
 
-from medlens.errors import DataError
-
 from helpers.sources import pad_ufes
 from helpers.sources.run import prepare
+from medlens.errors import DataError
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ from collections import defaultdict
 
 import pytest
 
+from helpers.sources import slake
+from helpers.sources.run import prepare
 from medlens.config import ChatConfig, SplitConfig
 from medlens.data.chat_format import IMAGE_TOKEN, convert_to_chat, read_chat
 from medlens.data.split import split_pairs
-
-from helpers.sources import slake
-from helpers.sources.run import prepare
 
 
 def run(tmp_path, **settings):
@@ -32,7 +31,7 @@ def test_english_questions_are_kept_and_chinese_ones_counted_as_filtered(tmp_pat
 
 def test_rows_carry_question_answer_and_the_image_as_group(tmp_path):
     out = run(tmp_path)
-    for split, entries in slake.SPLITS.items():
+    for entries in slake.SPLITS.values():
         for e in entries:
             if str(e["qid"]) not in out.rows:
                 continue

@@ -9,12 +9,11 @@ from collections import defaultdict
 import pyarrow.parquet as pq
 import pytest
 
+from helpers.sources import knee, nih, pad_ufes, pneumonia
+from helpers.sources.run import prepare
 from medlens.config import ChatConfig, SplitConfig
 from medlens.data.chat_format import IMAGE_TOKEN, convert_to_chat, read_chat
 from medlens.data.split import split_pairs
-
-from helpers.sources import knee, nih, pad_ufes, pneumonia
-from helpers.sources.run import prepare
 
 
 @pytest.fixture(scope="module")
