@@ -185,3 +185,18 @@ def test_decoded_images_are_never_enlarged_and_fit_store_size(tmp_path):
     assert out.image("r0").size == (200, 300)  # rotated upright, then longest side 300
     assert out.image("r1").size == (36, 40)
     assert isinstance(out.rows["r0"]["image"], bytes) and Image.open(io.BytesIO(out.rows["r0"]["image"])).format == "PNG"
+
+
+def test_palette_and_rgba_pngs_are_converted(tmp_path):
+    fixture = manifest.build(tmp_path / "mine", [row(0), row(1)])
+    grey = Image.open(fixture.root / "r0.png")
+    grey.convert("P").save(fixture.root / "r0.png", transparency=0)  # a palette PNG with a transparent index
+    rgba = grey.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(fixture.root / "r1.png")
+    out = prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root)})
+    assert out.rejected == {}
+    assert out.image("r0").mode == "L" and out.image("r1").mode == "L"
+    # half-transparent grey over black: about half as bright as the source
+    ratio = np.asarray(out.image("r1"), dtype=float).mean() / np.asarray(grey, dtype=float).mean()
+    assert 0.4 < ratio < 0.6
