@@ -38,7 +38,8 @@ def _target(record: dict[str, Any]) -> tuple[str, str]:
 def score_generations(generated: list[str], references: list[str], cfg: EvalConfig) -> dict[str, Any]:
     """Text metrics and clinical efficacy of one set of generations."""
     return {"n": len(generated), "text": corpus_text_metrics(generated, references),
-            "clinical": clinical_efficacy(generated, references, labeler=cfg.labeler)}
+            "clinical": clinical_efficacy(generated, references, labeler=cfg.labeler,
+                                          n_resamples=cfg.bootstrap_samples, seed=cfg.seed)}
 
 
 def evaluate_decoder(cfg: EvalConfig, chat_dir: str | os.PathLike, decoder_dir: str | os.PathLike, *,

@@ -1,0 +1,233 @@
+"""Clinical efficacy of generated reports: CheXpert labels of generated vs reference reports, scored by F1.
+
+Both sides are labelled by the same labeler (the rule-based one in :mod:`medlens.evaluate.labeler`,
+or a local CheXbert checkpoint), the labels are made binary, and every observation is scored as a
+binary classification with the reference labels as truth. The numbers follow vilmedic's
+``F1CheXbert`` (the scorer most report-generation papers quote): an uncertain label counts as
+positive, an unmentioned one as negative, and micro/macro F1 are given over all 14 observations and
+over the five CheXpert competition observations. Percentile bootstrap CIs over reports come from
+:mod:`medlens.evaluate.bootstrap`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from medlens.config import FINDINGS
+from medlens.errors import ConfigError, DataError
+from medlens.evaluate.bootstrap import percentile_ci, resample_indices
+from medlens.evaluate.labeler import label_report, label_reports, load_rule_labeler
+
+__all__ = ["clinical_efficacy", "create_labeler", "Labeler", "label_report", "label_reports", "binarize", "CHEXPERT5",
+           "UNCERTAIN_POLICIES"]
+
+logger = logging.getLogger(__name__)
+
+# The CheXpert competition observations (Irvin et al. 2019), vilmedic's `target_names_5`.
+CHEXPERT5 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+UNCERTAIN_POLICIES = {
+    "positive": "an uncertain (-1) label counts as positive, as vilmedic's F1CheXbert does for report "
+                "generation (mode 'rrg': uncertain -> 1)",
+    "negative": "an uncertain (-1) label counts as negative",
+}
+
+
+class Labeler(Protocol):
+    """What :func:`clinical_efficacy` needs from a labeler."""
+
+    name: str  # how evaluate.labeler names it: "rules" or "chexbert:<path>"
+
+    def label_texts(self, texts: Sequence[str]) -> list[dict[str, int]]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class _Rules:
+    name = "rules"
+
+    def __init__(self) -> None:
+        self._labeler = load_rule_labeler()
+
+    def label_texts(self, texts: Sequence[str]) -> list[dict[str, int]]:
+        return [self._labeler.label(t) for t in texts]
+
+    def describe(self) -> dict[str, Any]:
+        return self._labeler.describe()
+
+
+def create_labeler(spec: str) -> Labeler:
+    """The labeler named by ``evaluate.labeler``: ``"rules"`` or ``"chexbert:<path to chexbert.pth>"``.
+
+    Raises:
+        ConfigError: for any other value, or a CheXbert checkpoint that cannot be loaded.
+    """
+    if spec == "rules":
+        return _Rules()
+    if isinstance(spec, str) and spec.startswith("chexbert:") and spec[len("chexbert:"):].strip():
+        from medlens.evaluate.chexbert import load_chexbert  # torch and transformers only when asked for
+
+        return load_chexbert(spec[len("chexbert:"):].strip())
+    raise ConfigError(f"unknown labeler {spec!r}", key="evaluate.labeler",
+                      expected="'rules' or 'chexbert:<path to a local chexbert.pth>'")
+
+
+def binarize(labels: Sequence[dict[str, int]], observations: Sequence[str], uncertain: str) -> np.ndarray:
+    """``[N, L]`` bool matrix of label dicts: 1 is positive, -1 follows ``uncertain``, 0 and absent negative.
+
+    Raises:
+        ConfigError: when ``uncertain`` is not one of :data:`UNCERTAIN_POLICIES`.
+    """
+    _check_policy(uncertain)
+    positive = {1, -1} if uncertain == "positive" else {1}
+    return np.array([[d.get(o) in positive for o in observations] for d in labels], dtype=bool).reshape(
+        len(labels), len(observations))
+
+
+def _check_policy(uncertain: str) -> None:
+    if uncertain not in UNCERTAIN_POLICIES:
+        raise ConfigError(f"unknown uncertain-label policy {uncertain!r}", key="uncertain",
+                          expected=f"one of {', '.join(UNCERTAIN_POLICIES)}")
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """2TP / (2TP + FP + FN), NaN where a label is absent from both sides."""
+    denom = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
+
+
+def _counts(ref: np.ndarray, gen: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (ref & gen).sum(axis=axis), (~ref & gen).sum(axis=axis), (ref & ~gen).sum(axis=axis)
+
+
+def _set_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Micro and macro F1 over the last axis (labels) of count arrays; NaN where undefined."""
+    micro = _f1(tp.sum(axis=-1), fp.sum(axis=-1), fn.sum(axis=-1))
+    per_label = _f1(tp, fp, fn)
+    defined = ~np.isnan(per_label)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        macro = np.where(defined.any(axis=-1), np.nansum(per_label, axis=-1) / defined.sum(axis=-1), np.nan)
+    return micro, macro
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return float(num / den) if den else None
+
+
+def _per_label(ref: np.ndarray, gen: np.ndarray, ref_raw: np.ndarray, gen_raw: np.ndarray) -> dict[str, Any]:
+    tp, fp, fn = _counts(ref, gen, axis=0)
+    out = {}
+    for j, obs in enumerate(FINDINGS):
+        support, predicted = int(tp[j] + fn[j]), int(tp[j] + fp[j])
+        reasons = [r for r, on in (("absent from the references", support == 0),
+                                   ("never labelled positive in the generated reports", predicted == 0)) if on]
+        f1 = _f1(tp[j], fp[j], fn[j])
+        out[obs] = {"precision": _ratio(int(tp[j]), predicted), "recall": _ratio(int(tp[j]), support),
+                    "f1": None if np.isnan(f1) else float(f1), "support": support, "n_generated": predicted,
+                    "tp": int(tp[j]), "fp": int(fp[j]), "fn": int(fn[j]),
+                    "n_uncertain_reference": int((ref_raw[:, j] == -1).sum()),
+                    "n_uncertain_generated": int((gen_raw[:, j] == -1).sum()),
+                    "reason": "; ".join(reasons) or None}
+    return out
+
+
+def _label_set(ref: np.ndarray, gen: np.ndarray, cols: list[int], *, n_resamples: int, seed: int,
+               alpha: float) -> dict[str, Any]:
+    r, g = ref[:, cols], gen[:, cols]
+    tp, fp, fn = _counts(r, g, axis=0)
+    micro, macro = _set_scores(tp, fp, fn)
+    dist_micro, dist_macro = [], []
+    for idx in resample_indices(len(r), n_resamples, seed):
+        m, M = _set_scores(*_counts(r[idx], g[idx], axis=1))
+        dist_micro.append(m)
+        dist_macro.append(M)
+    micro_ci = percentile_ci(np.concatenate(dist_micro), alpha)
+    macro_ci = percentile_ci(np.concatenate(dist_macro), alpha)
+    names = [FINDINGS[c] for c in cols]
+    averaged = [n for n, f in zip(names, _f1(tp, fp, fn), strict=True) if not np.isnan(f)]
+    return {
+        "labels": names,
+        "micro": {"precision": _ratio(int(tp.sum()), int(tp.sum() + fp.sum())),
+                  "recall": _ratio(int(tp.sum()), int(tp.sum() + fn.sum())),
+                  "f1": None if np.isnan(micro) else float(micro), "ci_low": micro_ci[0], "ci_high": micro_ci[1],
+                  "n_skipped_resamples": micro_ci[2]},
+        "macro": {"f1": None if np.isnan(macro) else float(macro), "ci_low": macro_ci[0], "ci_high": macro_ci[1],
+                  "n_skipped_resamples": macro_ci[2], "labels": averaged},
+        "exact_match": float((r == g).all(axis=1).mean()),
+    }
+
+
+def _empty_set(cols: list[int]) -> dict[str, Any]:
+    none = {"f1": None, "ci_low": None, "ci_high": None, "n_skipped_resamples": None}
+    return {"labels": [FINDINGS[c] for c in cols], "micro": {"precision": None, "recall": None, **none},
+            "macro": {**none, "labels": []}, "exact_match": None}
+
+
+def clinical_efficacy(generated: Sequence[str], references: Sequence[str], *, labeler: str | Labeler = "rules",
+                      uncertain: str = "positive", n_resamples: int = 1000, seed: int = 0,
+                      alpha: float = 0.05) -> dict[str, Any]:
+    """Per-observation precision/recall/F1 of generated reports against their references, with micro/macro F1.
+
+    Args:
+        generated: the generated reports.
+        references: the reference reports, paired with ``generated``.
+        labeler: ``"rules"``, ``"chexbert:<path>"`` or a labeler object (see :func:`create_labeler`).
+        uncertain: how an uncertain label counts, ``"positive"`` (vilmedic, the default) or ``"negative"``.
+        n_resamples: bootstrap resamples for the CIs of micro and macro F1.
+        seed: seed of the resampling.
+        alpha: 1 - confidence level.
+
+    Returns:
+        ``{"labeler", "labeler_info", "n", "uncertain_policy", "protocol", "per_label": {observation:
+        {"precision", "recall", "f1", "support", "n_generated", "tp", "fp", "fn", "n_uncertain_reference",
+        "n_uncertain_generated", "reason"}}, "chexpert14": {"labels", "micro": {"precision", "recall",
+        "f1", "ci_low", "ci_high", "n_skipped_resamples"}, "macro": {"f1", "ci_low", "ci_high",
+        "n_skipped_resamples", "labels"}, "exact_match"}, "chexpert5": {...}}``. A value that is
+        undefined (recall of an observation absent from the references) is None with a ``reason``.
+
+    Raises:
+        DataError: when the two lists differ in length or hold something other than strings.
+        ConfigError: for an unknown labeler or uncertain-label policy.
+    """
+    if len(generated) != len(references):
+        raise DataError(f"{len(generated)} generated reports for {len(references)} references",
+                        column="generated", expected="one generated report per reference")
+    _check_policy(uncertain)  # before any labelling work
+    lab = create_labeler(labeler) if isinstance(labeler, str) else labeler
+    gen_labels, ref_labels = lab.label_texts(list(generated)), lab.label_texts(list(references))
+    gen, ref = binarize(gen_labels, FINDINGS, uncertain), binarize(ref_labels, FINDINGS, uncertain)
+
+    def raw(labels: list[dict[str, int]]) -> np.ndarray:
+        return np.array([[d.get(o, 0) for o in FINDINGS] for d in labels], dtype=int).reshape(len(labels), len(FINDINGS))
+
+    sets = {"chexpert14": list(range(len(FINDINGS))), "chexpert5": [FINDINGS.index(o) for o in CHEXPERT5]}
+    n = len(generated)
+    scores = {name: _label_set(ref, gen, cols, n_resamples=n_resamples, seed=seed, alpha=alpha) if n else
+              _empty_set(cols) for name, cols in sets.items()}
+    if n == 0:
+        logger.warning("clinical efficacy: no reports to score")
+    return {
+        "labeler": lab.name,
+        "labeler_info": lab.describe(),
+        "n": n,
+        "uncertain_policy": uncertain,
+        "protocol": {
+            "uncertain": UNCERTAIN_POLICIES[uncertain],
+            "unmentioned": "an observation the labeler leaves blank counts as negative",
+            "truth": "labels of the reference reports, by the same labeler",
+            "micro": "TP, FP and FN summed over the set's observations; F1 = 2TP / (2TP + FP + FN)",
+            "macro": "mean per-observation F1 over the observations positive in the references or the "
+                     "generated reports (listed in macro.labels); sklearn's classification_report, which "
+                     "vilmedic uses, also averages observations absent from both as 0, which gives the "
+                     "same number whenever every observation occurs",
+            "chexpert5": list(CHEXPERT5),
+            "ci_method": "percentile bootstrap over reports (generated and reference resampled together)",
+            "n_resamples": n_resamples, "seed": seed, "alpha": alpha,
+        },
+        "per_label": _per_label(ref, gen, raw(ref_labels), raw(gen_labels)),
+        **scores,
+    }
