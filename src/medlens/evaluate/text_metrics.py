@@ -1,0 +1,168 @@
+"""Corpus-level text metrics of generated reports: BLEU-1..4, ROUGE-L, CIDEr-D and METEOR.
+
+Each metric comes from the library the field computes it with, and the JSON records how:
+
+* BLEU-n (sacrebleu, corpus level): ``BLEU(max_ngram_order=n, lowercase=True)``, its own ``13a``
+  tokenisation, reported on 0-1 (sacrebleu's score / 100) like the other metrics here.
+* ROUGE-L (rouge-score): mean over reports of the ROUGE-L F-measure (beta = 1), rouge-score's tokeniser
+  (lower case, non-alphanumerics dropped), no stemming.
+* CIDEr-D (pycocoevalcap's ``CiderScorer``, the coco-caption code: tf-idf n-grams 1..4, clipped counts,
+  Gaussian length penalty with sigma 6, x10); document frequencies come from the references of the
+  corpus scored, so the value depends on the corpus, as in every paper that quotes it.
+* METEOR 1.5 (pycocoevalcap's wrapper of ``meteor-1.5.jar``, English, ``-norm``): it runs under Java,
+  fully offline (the paraphrase table ships in the package); without Java it is None with the reason.
+
+A metric that cannot be computed is None and named under ``not_computed`` with its reason, never 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Sequence
+from importlib.metadata import version
+from typing import Any
+
+from medlens.errors import DataError, MedlensError
+
+__all__ = ["corpus_text_metrics", "corpus_bleu", "corpus_rouge_l", "corpus_cider_d", "corpus_meteor",
+           "cider_tokens"]
+
+logger = logging.getLogger(__name__)
+
+_CIDER_TOKEN = re.compile(r"[a-z0-9]+(?:[-.'/][a-z0-9]+)*")
+
+
+def _check_pairs(generated: Sequence[str], references: Sequence[str]) -> None:
+    if len(generated) != len(references):
+        raise DataError(f"{len(generated)} generated reports for {len(references)} references",
+                        column="generated", expected="one generated report per reference")
+    for name, texts in (("generated", generated), ("reference", references)):
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise DataError(f"{type(texts[bad]).__name__} instead of text", row=bad, column=name,
+                            expected="a string (empty when nothing was generated)")
+
+
+def corpus_bleu(generated: Sequence[str], references: Sequence[str], max_order: int = 4) -> tuple[float, str]:
+    """Corpus BLEU-``max_order`` on 0-1 and sacrebleu's signature (one reference per report)."""
+    from sacrebleu.metrics import BLEU
+
+    bleu = BLEU(max_ngram_order=max_order, lowercase=True)
+    return bleu.corpus_score(list(generated), [list(references)]).score / 100.0, str(bleu.get_signature())
+
+
+def corpus_rouge_l(generated: Sequence[str], references: Sequence[str]) -> float:
+    """Mean ROUGE-L F-measure of the pairs (rouge-score, no stemming)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    scores = [scorer.score(ref, gen)["rougeL"].fmeasure for gen, ref in zip(generated, references, strict=True)]
+    return float(sum(scores) / len(scores))
+
+
+def cider_tokens(text: str) -> str:
+    """Lower-cased words with punctuation dropped, joined by spaces (the input CiderScorer expects).
+
+    coco-caption runs the Stanford PTB tokenizer (Java) first; this keeps the same words (hyphenated
+    words and decimals stay whole, punctuation goes) without needing Java for CIDEr-D.
+    """
+    return " ".join(_CIDER_TOKEN.findall(text.lower()))
+
+
+def corpus_cider_d(generated: Sequence[str], references: Sequence[str]) -> tuple[float | None, str | None]:
+    """CIDEr-D of the corpus, or None and the reason when idf is undefined."""
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    refs = [cider_tokens(r) for r in references]
+    if len(refs) < 2:
+        return None, "CIDEr-D weighs n-grams by their document frequency over the references; needs >= 2 reports"
+    if not any(refs):
+        return None, "every reference is empty"
+    scorer = CiderScorer(n=4, sigma=6.0)
+    for gen, ref in zip(generated, refs, strict=True):
+        scorer += (cider_tokens(gen), [ref])
+    score, _ = scorer.compute_score()
+    return float(score), None
+
+
+def corpus_meteor(generated: Sequence[str], references: Sequence[str]) -> tuple[float | None, str | None]:
+    """METEOR 1.5 of the corpus, or None and the reason when Java is not available.
+
+    Raises:
+        MedlensError: when Java is there but the METEOR process fails.
+    """
+    if shutil.which("java") is None:
+        return None, "java not found on PATH (METEOR 1.5 is a Java program; install a JRE to compute it)"
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    def clean(text: str) -> str:
+        # the jar reads one line per segment, fields separated by "|||"
+        return " ".join(text.replace("|||", " ").split())
+
+    gts = {i: [clean(r)] for i, r in enumerate(references)}
+    res = {i: [clean(g)] for i, g in enumerate(generated)}
+    try:
+        meteor = Meteor()
+        score, _ = meteor.compute_score(gts, res)
+    except (OSError, ValueError) as e:
+        raise MedlensError(f"METEOR (java -jar meteor-1.5.jar) failed: {e}") from e
+    del meteor  # its __del__ stops the Java process now rather than at interpreter exit
+    return float(score), None
+
+
+def corpus_text_metrics(generated: Sequence[str], references: Sequence[str], *,
+                        meteor: bool = True) -> dict[str, Any]:
+    """BLEU-1..4, ROUGE-L, CIDEr-D and METEOR of generated reports against their references.
+
+    Args:
+        generated: the generated reports.
+        references: one reference per generated report.
+        meteor: whether to run METEOR (it starts a Java process, about 10 s).
+
+    Returns:
+        ``{"n", "bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "meteor", "not_computed":
+        {metric: reason}, "protocol": {metric: {...}, "versions": {...}}}``; values are on 0-1
+        except CIDEr-D (0-10). A metric in ``not_computed`` is None.
+
+    Raises:
+        DataError: when the lists differ in length or hold something other than strings.
+    """
+    _check_pairs(generated, references)
+    n = len(generated)
+    out: dict[str, Any] = {"n": n}
+    not_computed: dict[str, str] = {}
+    signature = None
+    if n:
+        for k in (1, 2, 3, 4):
+            out[f"bleu{k}"], signature = corpus_bleu(generated, references, k)
+        out["rouge_l"] = corpus_rouge_l(generated, references)
+        out["cider_d"], reason = corpus_cider_d(generated, references)
+        if reason:
+            not_computed["cider_d"] = reason
+        if meteor:
+            out["meteor"], reason = corpus_meteor(generated, references)
+            if reason:
+                logger.warning("METEOR not computed: %s", reason)
+        else:
+            out["meteor"], reason = None, "not requested (meteor=False)"
+        if reason:
+            not_computed["meteor"] = reason
+    else:
+        for key in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "meteor"):
+            out[key] = None
+            not_computed[key] = "no reports"
+    out["not_computed"] = not_computed
+    out["protocol"] = {
+        "bleu": {"library": "sacrebleu", "level": "corpus", "signature": signature, "scale": "0-1 (score / 100)",
+                 "n_references": 1, "orders": "BLEU-k: geometric mean of 1..k-gram precisions x brevity penalty"},
+        "rouge_l": {"library": "rouge-score", "tokenizer": "rouge-score default (lower case, non-alphanumeric "
+                    "characters split, no stemming)", "aggregate": "mean over reports of the F-measure (beta 1)"},
+        "cider_d": {"library": "pycocoevalcap CiderScorer", "n": 4, "sigma": 6.0, "scale": "0-10",
+                    "tokenizer": "lower case, punctuation dropped (cider_tokens)",
+                    "idf": "document frequencies over this corpus's references"},
+        "meteor": {"library": "pycocoevalcap Meteor (meteor-1.5.jar, -l en -norm)", "aggregate": "corpus"},
+        "versions": {pkg: version(pkg) for pkg in ("sacrebleu", "rouge-score", "pycocoevalcap")},
+    }
+    return out
