@@ -214,6 +214,37 @@ def test_phrase_lists_can_be_loaded_from_another_folder(tmp_path):
         load_rule_labeler(str(tmp_path / "missing"))
 
 
+# NIH-14 names in the text templates without a CheXpert-14 label of their own: what the labeler should find.
+# None: another abnormality, which only rules out "No Finding".
+_TEMPLATE_TARGETS = {"Mass": "Lung Lesion", "Nodule": "Lung Lesion", "Infiltration": "Lung Opacity",
+                     "Pleural Thickening": "Pleural Other", "Emphysema": None, "Fibrosis": None, "Hernia": None}
+# CheXpert reads "suggests" as a hedge, where the template means a positive finding.
+_TEMPLATE_HEDGES = {"The appearance suggests {qualifier} pneumonia."}
+
+
+def _template_cases() -> list[tuple[str, str, str]]:
+    spec = yaml.safe_load(resource_path("text_templates", "chest_xray.yaml").read_text())
+    cases = []
+    for label, entry in spec["labels"].items():
+        for polarity in ("positive", "negative", "uncertain"):
+            for phrase in entry.get(polarity, []):
+                cases.append((label, "uncertain" if phrase in _TEMPLATE_HEDGES else polarity, phrase))
+    cases += [(NF, "positive", phrase) for phrase in spec["normal"] + spec["impression"]["normal"]]
+    return cases
+
+
+@pytest.mark.parametrize("label,polarity,phrase", _template_cases())
+def test_text_synthesised_from_labels_reads_back(label, polarity, phrase):
+    """The reports medlens writes from labels (resources/text_templates) are labelled as they were written."""
+    text = phrase.replace("{side}", "Left").replace("{qualifier}", "viral")
+    labels = label_report(text[0].upper() + text[1:])
+    target = _TEMPLATE_TARGETS.get(label, label)
+    if target is None:
+        assert (NF in labels) == (polarity == "negative"), labels
+    else:
+        assert labels.get(target) == {"positive": 1, "negative": 0, "uncertain": -1}[polarity], labels
+
+
 # A sample of the real clinical notes in ../shared/realdata (every 9th distinct text in manifest order),
 # each read by hand and labelled the way the CheXpert rules label a report: an unmentioned observation
 # is left out, a hedged one is -1, and "No Finding" is 1 when nothing abnormal is said.
