@@ -46,19 +46,6 @@ class Labeler(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
-class _Rules:
-    name = "rules"
-
-    def __init__(self) -> None:
-        self._labeler = load_rule_labeler()
-
-    def label_texts(self, texts: Sequence[str]) -> list[dict[str, int]]:
-        return [self._labeler.label(t) for t in texts]
-
-    def describe(self) -> dict[str, Any]:
-        return self._labeler.describe()
-
-
 def create_labeler(spec: str) -> Labeler:
     """The labeler named by ``evaluate.labeler``: ``"rules"`` or ``"chexbert:<path to chexbert.pth>"``.
 
@@ -66,7 +53,7 @@ def create_labeler(spec: str) -> Labeler:
         ConfigError: for any other value, or a CheXbert checkpoint that cannot be loaded.
     """
     if spec == "rules":
-        return _Rules()
+        return load_rule_labeler()
     if isinstance(spec, str) and spec.startswith("chexbert:") and spec[len("chexbert:"):].strip():
         from medlens.evaluate.chexbert import load_chexbert  # torch and transformers only when asked for
 

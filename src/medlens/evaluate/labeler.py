@@ -143,6 +143,7 @@ class RuleLabeler:
         mentions: the parsed ``mentions.yaml``.
         modifiers: the parsed ``modifiers.yaml``.
         source: where they came from (for messages and the protocol).
+        sha256: digest of the files they were read from (for the protocol).
 
     Raises:
         ConfigError: when a phrase list names an unknown observation or anatomy group, or a cue group
@@ -151,8 +152,9 @@ class RuleLabeler:
 
     name = "rules"
 
-    def __init__(self, mentions: dict[str, Any], modifiers: dict[str, Any], *, source: str = "<dict>"):
-        self.source = source
+    def __init__(self, mentions: dict[str, Any], modifiers: dict[str, Any], *, source: str = "<dict>",
+                 sha256: str | None = None):
+        self.source, self.sha256 = source, sha256
         observations = _require(mentions, "observations", dict, source)
         allowed = [f for f in FINDINGS if f != NO_FINDING]
         mention_entries: list[tuple[str, Any]] = []
@@ -185,8 +187,12 @@ class RuleLabeler:
                                    for p in _phrases(spec, "terms", f"anatomy.{g}", source))
         self._attributes = _PhraseIndex((p, (g, pol)) for g, spec in anatomy.items()
                                         for pol in _POLARITY for p in _phrases(spec, pol, f"anatomy.{g}", source))
-        self._anatomy_window = (int(mentions.get("anatomy_window_before", 3)),
-                                int(mentions.get("anatomy_window_after", 6)))
+        window = mentions.get("anatomy_window")
+        if not (isinstance(window, dict) and all(isinstance(window.get(k), int) and window[k] >= 0
+                                                 for k in ("before", "after"))):
+            raise ConfigError(f"anatomy_window is {window!r}", file=source, key="anatomy_window",
+                              expected="{before: <words>, after: <words>}, integers >= 0")
+        self._anatomy_window = (window["before"], window["after"])
 
         cue_entries = [(p, _Cue("pseudo", "both", 0)) for p in _phrases(modifiers, "pseudo", "", source)]
         cue_entries += [(p, _Cue("terminator", "both", 0)) for p in _phrases(modifiers, "terminators", "", source)]
@@ -233,7 +239,11 @@ class RuleLabeler:
     def describe(self) -> dict[str, Any]:
         """What produced the labels, for the protocol of every number computed from them."""
         return {"name": "medlens rule-based CheXpert-style labeler", "phrases": self.source,
-                "phrases_sha256": _digest(self.source)}
+                "phrases_sha256": self.sha256}
+
+    def label_texts(self, texts: Iterable[str]) -> list[dict[str, int]]:
+        """:meth:`label` of each text."""
+        return [self.label(t) for t in texts]
 
     def _label_sentence(self, tokens: list[str]) -> list[tuple[_Mention, int]]:
         cues = _longest_first(self._cues.find(tokens))
@@ -337,16 +347,6 @@ def _phrases(d: dict[str, Any], key: str, where: str, source: str) -> list[str]:
     return value
 
 
-def _digest(source: str) -> str | None:
-    paths = [Path(p) for p in source.split(", ")]
-    if not all(p.is_file() for p in paths):
-        return None
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=4)
 def load_rule_labeler(directory: str | None = None) -> RuleLabeler:
     """The labeler from ``mentions.yaml`` and ``modifiers.yaml`` in ``directory`` (default: the shipped lists).
@@ -356,15 +356,17 @@ def load_rule_labeler(directory: str | None = None) -> RuleLabeler:
     """
     paths = ([Path(directory) / "mentions.yaml", Path(directory) / "modifiers.yaml"] if directory else
              [resource_path("labeler", "mentions.yaml"), resource_path("labeler", "modifiers.yaml")])
-    loaded = []
+    loaded, digest = [], hashlib.sha256()
     for path in paths:
         if not path.is_file():
             raise ConfigError("phrase list not found", file=str(path), expected="mentions.yaml and modifiers.yaml")
+        raw = path.read_bytes()
+        digest.update(raw)
         try:
-            loaded.append(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+            loaded.append(yaml.safe_load(raw.decode("utf-8")) or {})
         except yaml.YAMLError as e:
             raise ConfigError(f"not valid YAML: {e}", file=str(path)) from e
-    return RuleLabeler(loaded[0], loaded[1], source=", ".join(str(p) for p in paths))
+    return RuleLabeler(loaded[0], loaded[1], source=", ".join(str(p) for p in paths), sha256=digest.hexdigest())
 
 
 def label_report(text: str) -> dict[str, int]:

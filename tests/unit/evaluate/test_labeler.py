@@ -194,6 +194,13 @@ def test_unquoted_yaml_boolean_is_a_config_error():
         RuleLabeler(mentions, modifiers, source="m.yaml")
 
 
+def test_missing_anatomy_window_is_a_config_error():
+    mentions, modifiers = _lists()
+    del mentions["anatomy_window"]
+    with pytest.raises(ConfigError, match="anatomy_window"):
+        RuleLabeler(mentions, modifiers, source="m.yaml")
+
+
 def test_bad_cue_direction_is_a_config_error():
     mentions, modifiers = _lists()
     modifiers["uncertainty"][0]["direction"] = "sideways"
