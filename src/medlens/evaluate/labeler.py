@@ -161,9 +161,10 @@ class RuleLabeler:
         unmention_entries: list[tuple[str, Any]] = []
         self._anatomy_of: dict[str, list[str]] = defaultdict(list)
         for obs, spec in observations.items():
-            if obs not in allowed:
-                raise ConfigError(f"unknown observation '{obs}'", file=source, key=f"observations.{obs}",
-                                  expected=f"one of {', '.join(allowed)} (No Finding is derived)")
+            if obs not in allowed or not isinstance(spec, dict):
+                raise ConfigError(f"unknown observation '{obs}' or no phrases", file=source,
+                                  key=f"observations.{obs}", expected=f"one of {', '.join(allowed)} (No Finding "
+                                  "is derived), each a mapping with mention/unmention/anatomy")
             mention_entries += [(p, obs) for p in _phrases(spec, "mention", f"observations.{obs}", source)]
             unmention_entries += [(p, obs) for p in _phrases(spec, "unmention", f"observations.{obs}", source)]
             if spec.get("anatomy"):
