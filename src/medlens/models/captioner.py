@@ -38,19 +38,21 @@ class CaptionerConfig(PretrainedConfig):
         preprocess_cfg: open_clip ``preprocess_cfg`` (size, mean, std, interpolation).
         decoder: keyword arguments of ``transformers.GPT2Config`` (``add_cross_attention`` is forced on).
         freeze_vision: keep the tower's weights fixed during training.
+        num_image_tokens: tokens the tower yields per image (prefix + patches).
     """
 
     model_type = "medlens_captioner"
 
     def __init__(self, vision_cfg: dict | None = None, embed_dim: int = 0, vision_width: int = 0,
                  preprocess_cfg: dict | None = None, decoder: dict | None = None, freeze_vision: bool = False,
-                 **kwargs: Any):
+                 num_image_tokens: int = 0, **kwargs: Any):
         self.vision_cfg = vision_cfg or {}
         self.embed_dim = embed_dim
         self.vision_width = vision_width
         self.preprocess_cfg = preprocess_cfg or {}
         self.decoder = {**(decoder or {}), "add_cross_attention": True}
         self.freeze_vision = freeze_vision
+        self.num_image_tokens = num_image_tokens
         super().__init__(**kwargs)
 
 
@@ -89,6 +91,9 @@ class Captioner(PreTrainedModel):
         dec_cfg = GPT2Config(**config.decoder)
         # tower width -> decoder width; the norm gives cross-attention unit-scale keys from the first step
         self.bridge = nn.Sequential(nn.Linear(config.vision_width, dec_cfg.n_embd), nn.LayerNorm(dec_cfg.n_embd))
+        # where each image token sits: GPT-2's cross-attention has no positions of its own, and a tower
+        # trained from scratch carries little, so findings that differ by place (left vs right) need it
+        self.image_pos = nn.Parameter(torch.zeros(1, config.num_image_tokens, dec_cfg.n_embd))
         self.decoder = GPT2LMHeadModel(dec_cfg)
         if config.freeze_vision:
             self.visual.requires_grad_(False)
@@ -100,6 +105,8 @@ class Captioner(PreTrainedModel):
         if bridge is not None and module is bridge[0]:
             nn.init.normal_(module.weight, std=0.02)
             nn.init.zeros_(module.bias)
+        if module is self:
+            nn.init.normal_(self.image_pos, std=0.02)
 
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> [B, T, n_embd] tokens the decoder attends to."""
@@ -108,7 +115,7 @@ class Captioner(PreTrainedModel):
                 tokens = vision_tokens(self.visual, pixel_values)
         else:
             tokens = vision_tokens(self.visual, pixel_values)
-        return self.bridge(tokens)
+        return self.bridge(tokens) + self.image_pos  # [B, T, n_embd]
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs: Any):
@@ -205,10 +212,10 @@ def build_captioner(cfg: DecoderConfig, tokenizer, encoder_dir=None) -> Captione
     probe = _build_vision_tower(model_cfg["embed_dim"], vision_cfg)
     size = vision_cfg.get("image_size", 224)
     with torch.no_grad():
-        width = vision_tokens(probe.eval(), torch.zeros(1, 3, size, size)).shape[-1]
+        _, n_tokens, width = vision_tokens(probe.eval(), torch.zeros(1, 3, size, size)).shape
     config = CaptionerConfig(
         vision_cfg=vision_cfg, embed_dim=model_cfg["embed_dim"], vision_width=width, preprocess_cfg=preprocess_cfg,
-        freeze_vision=cfg.freeze_vision,
+        freeze_vision=cfg.freeze_vision, num_image_tokens=n_tokens,
         decoder={"vocab_size": len(tokenizer), "n_positions": cfg.max_length, "n_embd": cfg.hidden_size,
                  "n_layer": cfg.num_layers, "n_head": cfg.num_heads, "bos_token_id": tokenizer.bos_token_id,
                  "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},

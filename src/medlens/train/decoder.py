@@ -30,25 +30,14 @@ from medlens.data.chat_format import IMAGE_TOKEN, read_chat
 from medlens.data.images import load_image
 from medlens.errors import ConfigError, DataError
 from medlens.io import atomic_dir
+from medlens.train.precision import resolve_precision
 
 __all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "train_bpe_tokenizer", "MetricsCsvCallback",
-           "resolve_precision", "training_arguments"]
+           "training_arguments"]
 
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU (warned once)."""
-    if precision != "auto":
-        if precision in ("bf16", "fp16") and not torch.cuda.is_available():
-            logger.warning("precision %s requested but no GPU is available; training in fp32", precision)
-            return "fp32"
-        return precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
 
 
 def assistant_text(record: dict[str, Any]) -> str:
