@@ -13,12 +13,14 @@ widest extent of the lung fields).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Anatomy", "Acquisition", "Frame", "Geometry", "build_geometry", "side_sign", "row_extent"]
+__all__ = ["Anatomy", "Acquisition", "Frame", "Geometry", "build_geometry", "side_sign", "row_extent", "ellipse",
+           "bezier", "smooth_outline"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Anatomy:
     dome_y: tuple[float, float]  # (right, left) tops of the hemidiaphragm domes
     cp_drop: float  # the costophrenic angles lie this far below the domes
     medial: float  # half-width of the mediastinum where it meets the lungs
-    heart_ctr: float  # cardiothoracic ratio of the heart on a PA view, before any enlargement
+    heart_ctr: float  # the patient's cardiothoracic ratio on a PA film (an AP film magnifies it)
     heart_aspect: float  # height / width of the heart outline before tilting
     heart_tilt: float  # degrees; the long axis points down to the patient's left
     heart_right_share: float  # share of the heart width on the patient's right of the midline
@@ -69,9 +71,12 @@ def side_sign(side: str) -> int:
 
 @dataclass(frozen=True)
 class Frame:
-    """Maps canonical points to pixel coordinates of a ``size`` x ``size`` image."""
+    """Maps canonical points to pixel coordinates of a ``size`` x ``size`` image.
 
-    size: int
+    ``size`` may be fractional: a half-resolution grid of an odd-sized image has side ``size / 2``.
+    """
+
+    size: float
     scale: float
     rotation: float
     shift: tuple[float, float]
@@ -114,14 +119,40 @@ def row_extent(poly: np.ndarray, y: float) -> tuple[float, float] | None:
     return float(xs.min()), float(xs.max())
 
 
-def _bezier(p0, p1, p2, n: int = 12) -> np.ndarray:
-    t = np.linspace(0.0, 1.0, n)[:, None]
-    return (1 - t) ** 2 * np.asarray(p0) + 2 * (1 - t) * t * np.asarray(p1) + t ** 2 * np.asarray(p2)
+def smooth_outline(poly: np.ndarray, rounds: int = 2) -> np.ndarray:
+    """Chaikin corner cutting: rounds off a closed polygon's corners (shoulders, axillae)."""
+    for _ in range(rounds):
+        nxt = np.roll(poly, -1, axis=0)
+        poly = np.stack([0.75 * poly + 0.25 * nxt, 0.25 * poly + 0.75 * nxt], axis=1).reshape(-1, 2)
+    return poly
 
 
-def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 40, tilt: float = 0.0) -> np.ndarray:
+@functools.lru_cache(maxsize=64)
+def _bezier_weights(n: int) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, n)
+    return np.stack([(1 - t) ** 2, 2 * (1 - t) * t, t ** 2], axis=1)  # (n, 3)
+
+
+def bezier(p0, p1, p2, n: int = 12) -> np.ndarray:
+    """``n`` points of the quadratic Bezier curve from ``p0`` to ``p2`` pulled towards ``p1``.
+
+    Control points of shape (2,) give (n, 2); stacks of shape (k, 2) give k curves, (k, n, 2).
+    """
+    w = _bezier_weights(n)
+    p0, p1, p2 = (np.asarray(p, dtype=np.float64)[..., None, :] for p in (p0, p1, p2))
+    return w[:, :1] * p0 + w[:, 1:2] * p1 + w[:, 2:] * p2
+
+
+@functools.lru_cache(maxsize=64)
+def _circle(n: int) -> tuple[np.ndarray, np.ndarray]:
     t = np.linspace(0, 2 * math.pi, n, endpoint=False)
-    x, y = rx * np.cos(t), ry * np.sin(t)
+    return np.cos(t), np.sin(t)
+
+
+def ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 40, tilt: float = 0.0) -> np.ndarray:
+    """Polygon of an ellipse centred at (cx, cy) with radii (rx, ry), turned ``tilt`` degrees."""
+    cos, sin = _circle(n)
+    x, y = rx * cos, ry * sin
     c, s = math.cos(math.radians(tilt)), math.sin(math.radians(tilt))
     return np.stack([cx + c * x - s * y, cy + s * x + c * y], axis=1)
 
@@ -129,10 +160,11 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 40, tilt: floa
 class Geometry:
     """Outlines of one study's anatomy in canonical coordinates (built by :func:`build_geometry`)."""
 
-    def __init__(self, anat: Anatomy, acq: Acquisition, ctr: float):
+    def __init__(self, anat: Anatomy, acq: Acquisition, ctr: float, elevation: tuple[float, float] = (0.0, 0.0)):
         self.anat, self.acq, self.ctr = anat, acq, ctr
         lift = 0.02 if acq.view == "AP" else 0.0  # AP films are usually taken supine, at shallower inspiration
-        self.dome = {"right": anat.dome_y[0] + acq.inspiration - lift, "left": anat.dome_y[1] + acq.inspiration - lift}
+        self.dome = {side: anat.dome_y[i] + acq.inspiration - lift - elevation[i]
+                     for i, side in enumerate(("right", "left"))}
         self.half_width = {"right": anat.half_width[0], "left": anat.half_width[1]}
         self.thorax_width = anat.half_width[0] + anat.half_width[1]
         self.top = anat.apex_y
@@ -227,7 +259,7 @@ class Geometry:
                  (a.cx - half - 0.095, shoulder + 0.2), (a.cx - half - 0.02, shoulder + 0.24),
                  (a.cx - half, 0.6), (a.cx - half + 0.02, 0.95), (a.cx - half + 0.035, 1.06)]
         left = [(2 * a.cx - x, y) for x, y in reversed(right)]
-        return np.array(right + left)
+        return smooth_outline(np.array(right + left))
 
     def mediastinum(self) -> list[np.ndarray]:
         """Superior mediastinum down to the heart, with the aortic knob on the patient's left."""
@@ -235,7 +267,7 @@ class Geometry:
         top_heart = self.heart_box[1] + 0.03
         band = np.array([(a.cx - a.medial, -0.05), (a.cx + a.medial, -0.05), (a.cx + a.medial, top_heart),
                          (a.cx - a.medial, top_heart)])
-        knob = _ellipse(a.cx + a.medial + 0.005, self.heart_box[1] - 0.045, 0.03, 0.026)
+        knob = ellipse(a.cx + a.medial - 0.015, self.heart_box[1] - 0.05, 0.032, 0.045)
         return [band, knob]
 
     def trachea(self) -> list[np.ndarray]:
@@ -259,28 +291,27 @@ class Geometry:
                                  (a.cx - 0.036, y0 + step - 0.01)]))
         return out
 
-    def posterior_ribs(self, side: str) -> list[np.ndarray]:
+    def posterior_ribs(self, side: str) -> np.ndarray:
+        """(10, n, 2): from the spine up and out, then curving down along the lateral chest wall."""
         a, sg, w = self.anat, side_sign(side), self.half_width[side]
-        out = []
-        for i in range(10):
-            y = self.top - 0.02 + i * a.rib_spacing
-            out.append(_bezier((a.cx + sg * 0.035, y), (a.cx + sg * 0.55 * w, y - 0.055),
-                               (a.cx + sg * (w + 0.015), y + 0.045 + 0.004 * i)))
-        return out
+        i = np.arange(10)[:, None]
+        y = self.top - 0.02 + i * a.rib_spacing
+        one = np.ones_like(y)
+        return bezier(np.hstack([(a.cx + sg * 0.035) * one, y]), np.hstack([(a.cx + sg * 0.55 * w) * one, y - 0.055]),
+                      np.hstack([(a.cx + sg * (w + 0.015)) * one, y + 0.045 + 0.004 * i]))
 
-    def anterior_ribs(self, side: str) -> list[np.ndarray]:
+    def anterior_ribs(self, side: str) -> np.ndarray:
+        """(6, 8, 2): faint, from the lateral wall down and in towards the sternum."""
         a, sg, w = self.anat, side_sign(side), self.half_width[side]
-        out = []
-        for i in range(6):
-            y = self.top + 0.06 + i * a.rib_spacing * 1.15
-            out.append(_bezier((a.cx + sg * (w + 0.01), y), (a.cx + sg * 0.65 * w, y + 0.02),
-                               (a.cx + sg * 0.25 * w, y + 0.1), n=8))
-        return out
+        y = self.top + 0.06 + np.arange(6)[:, None] * a.rib_spacing * 1.15
+        one = np.ones_like(y)
+        return bezier(np.hstack([(a.cx + sg * (w + 0.01)) * one, y]), np.hstack([(a.cx + sg * 0.65 * w) * one, y + 0.02]),
+                      np.hstack([(a.cx + sg * 0.25 * w) * one, y + 0.1]), n=8)
 
     def clavicle(self, side: str) -> np.ndarray:
         a, sg, w = self.anat, side_sign(side), self.half_width[side]
         y = a.clavicle_y - (0.035 if self.acq.view == "AP" else 0.0)  # AP projects the clavicles higher
-        return _bezier((a.cx + sg * 0.03, y + 0.012), (a.cx + sg * 0.5 * w, y + 0.03),
+        return bezier((a.cx + sg * 0.03, y + 0.012), (a.cx + sg * 0.5 * w, y + 0.03),
                        (a.cx + sg * (w + a.soft_tissue + 0.04), y - 0.02), n=10)
 
     def scapula(self, side: str) -> np.ndarray:
@@ -294,17 +325,25 @@ class Geometry:
     def humeral_head(self, side: str) -> np.ndarray:
         a, sg = self.anat, side_sign(side)
         half = self.half_width[side] + a.soft_tissue
-        return _ellipse(a.cx + sg * (half + 0.065), a.clavicle_y + 0.03, 0.045, 0.05)
+        return ellipse(a.cx + sg * (half + 0.065), a.clavicle_y + 0.03, 0.045, 0.05)
 
     def gastric_bubble(self) -> np.ndarray:
         a = self.anat
-        return _ellipse(a.cx + 0.5 * self.half_width["left"], self.dome["left"] + 0.05, 0.05, 0.025)
+        return ellipse(a.cx + 0.5 * self.half_width["left"], self.dome["left"] + 0.05, 0.05, 0.025)
 
     def breast(self, side: str) -> np.ndarray:
         a, sg, w = self.anat, side_sign(side), self.half_width[side]
-        return _ellipse(a.cx + sg * 0.62 * w, self.dome[side] - 0.01, 0.17, 0.1, n=36)
+        return ellipse(a.cx + sg * 0.62 * w, self.dome[side] - 0.01, 0.17, 0.1, n=36)
 
 
-def build_geometry(anat: Anatomy, acq: Acquisition, ctr: float) -> Geometry:
-    """Outlines of the study: ``ctr`` is the rendered cardiothoracic ratio (AP magnification included)."""
-    return Geometry(anat, acq, ctr)
+def build_geometry(anat: Anatomy, acq: Acquisition, ctr: float,
+                   elevation: tuple[float, float] = (0.0, 0.0)) -> Geometry:
+    """Outlines of the study.
+
+    Args:
+        anat: the patient's body plan.
+        acq: the study's acquisition.
+        ctr: the rendered cardiothoracic ratio (AP magnification included).
+        elevation: how far the (right, left) hemidiaphragm is raised by volume loss, canonical units.
+    """
+    return Geometry(anat, acq, ctr, elevation)

@@ -14,7 +14,7 @@ from medlens.errors import ConfigError
 
 __all__ = [
     "SAMPLED_FINDINGS", "DERIVED_FINDINGS", "PATIENT_FINDINGS", "LABELS", "SIDES", "LOBES",
-    "DEFAULT_PREVALENCE", "DEFAULT_CO_OCCURRENCE", "MM_PER_UNIT", "CTR_MARGIN", "CTR_RANGE",
+    "DEFAULT_PREVALENCE", "DEFAULT_CO_OCCURRENCE", "MM_PER_UNIT", "CTR_MARGIN", "CTR_RANGE", "AP_MAGNIFICATION",
     "check_synthetic_config", "resolved_prevalence", "resolved_co_occurrence",
 ]
 
@@ -47,7 +47,8 @@ DEFAULT_CO_OCCURRENCE = {
 
 MM_PER_UNIT = 400.0  # the image side spans a 40 cm detector; canonical units are fractions of it
 CTR_MARGIN = 0.03  # rendered ratios keep this distance from the threshold, so the label is visible
-CTR_RANGE = (0.36, 0.70)  # rendered cardiothoracic ratios stay inside this range
+CTR_RANGE = (0.32, 0.72)  # rendered cardiothoracic ratios stay inside this range
+AP_MAGNIFICATION = 1.1  # an AP film widens the heart shadow by about a tenth (the heart lies far from the detector)
 IMAGE_SIZE_RANGE = (48, 4096)
 CTR_THRESHOLD_RANGE = (0.42, 0.62)
 
