@@ -1,5 +1,7 @@
 # medlens: raw datasets -> prepared pairs -> encoder -> decoder -> evaluation -> report.
 # The rules live in workflow/rules/ (graph order); every helper lives in workflow/rules/common.smk.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 from medlens.config import validate_against_schema
@@ -12,7 +14,8 @@ configfile: "config/config.yaml"
 
 # messages name the file the user edited (a --configfile replaces the default)
 CONFIG_FILE = (workflow.overwrite_configfiles or ["config/config.yaml"])[-1]
-validate_against_schema(config, "workflow/schemas/config.schema.yaml", source=CONFIG_FILE)
+SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"  # found from any working directory (-d)
+validate_against_schema(config, SCHEMAS / "config.schema.yaml", source=CONFIG_FILE)
 
 
 include: "workflow/rules/common.smk"

@@ -1,12 +1,11 @@
 # Helpers only (no rules): configuration loading and validation, wildcard constraints,
 # input functions get_<thing>, params functions <stage>_params, and final_outputs().
 from functools import cache
-from pathlib import Path
 
 from medlens.config import ExperimentConfig, load_experiment, load_pipeline, to_dict
 from medlens.errors import ConfigError
 
-EXPERIMENT_SCHEMA = "workflow/schemas/experiment.schema.yaml"
+EXPERIMENT_SCHEMA = SCHEMAS / "experiment.schema.yaml"
 PIPELINE = load_pipeline(config, source=CONFIG_FILE)
 EXPERIMENTS_DIR = Path(PIPELINE.experiments_dir)
 

@@ -22,7 +22,7 @@ from medlens.config import EvalConfig, to_dict
 from medlens.data.images import load_image
 from medlens.evaluate.linear_probe import LABEL_SETS, linear_probe
 from medlens.evaluate.retrieval import retrieval_recall
-from medlens.evaluate.zero_shot import per_label_auc, zero_shot_probabilities
+from medlens.evaluate.zero_shot import evaluate_zero_shot
 from medlens.io import atomic_path, write_json
 
 __all__ = ["evaluate_encoder", "encode_rows", "label_matrix"]
@@ -62,11 +62,10 @@ def _encode_texts(encoder, texts: Sequence[str], batch_size: int = 256) -> np.nd
 
 
 def _zero_shot_and_retrieval(encoder, rows: list[dict], feats: np.ndarray, cfg: EvalConfig) -> dict[str, Any]:
-    labels = [lab for lab in cfg.zero_shot.labels]
-    scores = zero_shot_probabilities(feats, lambda t: _encode_texts(encoder, t), labels,
-                                     templates=cfg.zero_shot.templates, logit_scale=encoder.logit_scale)
-    zero_shot = per_label_auc(scores, label_matrix(rows, labels), labels, n_resamples=cfg.bootstrap_samples,
-                              seed=cfg.seed)
+    labels = list(cfg.zero_shot.labels)
+    zero_shot = evaluate_zero_shot(feats, lambda t: _encode_texts(encoder, t), label_matrix(rows, labels), labels,
+                                   templates=cfg.zero_shot.templates, logit_scale=encoder.logit_scale,
+                                   n_resamples=cfg.bootstrap_samples, seed=cfg.seed)
     texts = [r["text"] for r in rows]
     retrieval = retrieval_recall(feats, _encode_texts(encoder, texts), texts, ks=cfg.recall_ks,
                                  n_resamples=cfg.bootstrap_samples, seed=cfg.seed)

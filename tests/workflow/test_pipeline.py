@@ -1,0 +1,142 @@
+"""The whole DAG on the tiny configuration: outputs, caching, determinism, DAG rendering (issue #3)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from workflow.conftest import make_workdir, snakemake
+
+pytestmark = pytest.mark.slow
+
+EXPERIMENT_OUTPUTS = [
+    "data/pairs.parquet", "data/dropped.csv", "data/split.json", "data/chat/train.jsonl", "data/chat/val.jsonl",
+    "data/chat/test.jsonl", "encoder/open_clip_config.json", "encoder/open_clip_model.safetensors",
+    "encoder/metrics.csv", "decoder/medlens.json", "decoder/metrics.csv", "decoder/encoder_final/vision.safetensors",
+    "eval/encoder.json", "eval/encoder_per_label.csv", "eval/encoder_roc.csv", "eval/decoder.json",
+    "eval/generations.jsonl", "eval/decoder_per_label.csv", "report.html",
+]
+RULES = ["download", "prepare_datasets", "split", "convert_to_chat_format", "train_encoder", "train_decoder",
+         "evaluate_encoder", "evaluate_decoder", "report"]
+
+
+def planned_jobs(workdir) -> dict[str, int]:
+    """Rule -> job count of a dry run (Snakemake's "Job stats" table)."""
+    out = snakemake(workdir, "-n", "--quiet", "rules", "results/report.html").stdout
+    jobs = {}
+    for line in out.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def test_every_rule_output_exists_and_is_well_formed(tiny_run):
+    results = tiny_run / "results"
+    for name in ("synthetic_cxr", "synthetic_ext"):
+        table = pq.read_table(results / "prepared" / f"{name}.parquet")
+        assert table.num_rows > 0 and (results / "prepared" / f"{name}.rejected.csv").exists()
+        assert (results / "raw" / name / ".complete").exists()
+    for rel in EXPERIMENT_OUTPUTS:
+        assert (results / "tiny" / rel).stat().st_size > 0, rel
+    assert (results / "report.html").stat().st_size > 0
+    assert {p.name for p in (results / "paper").iterdir()} >= {"summary.csv", "summary.tex"}
+    for rule in RULES:  # every rule has its log and benchmark
+        assert any((results / "logs" / rule).iterdir()), rule
+        assert any((results / "benchmarks" / rule).iterdir()), rule
+
+    pairs = pq.read_table(results / "tiny" / "data" / "pairs.parquet").to_pylist()
+    by_patient = {}
+    for row in pairs:
+        by_patient.setdefault(row["patient_id"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in by_patient.values())  # patient-level split
+    enc = json.loads((results / "tiny" / "eval" / "encoder.json").read_text())
+    assert 0 <= enc["zero_shot"]["mean"]["auc"] <= 1 and enc["protocol"]["templates"]
+    assert "synthetic_ext" in enc["external"]
+    assert {"recall@1", "recall@5", "recall@10"} <= set(enc["retrieval"]["image_to_text"])
+    dec = json.loads((results / "tiny" / "eval" / "decoder.json").read_text())
+    assert {"bleu4", "rouge_l", "cider_d"} <= set(dec["overall"]["text"])
+    assert dec["overall"]["clinical"]["labeler"] == "rules" and dec["protocol"]["decoding"]
+    gens = [json.loads(line) for line in (results / "tiny" / "eval" / "generations.jsonl").open()]
+    assert gens and all({"id", "image", "reference", "generated"} <= set(g) for g in gens)
+    with open(results / "paper" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["experiment"] for r in rows] == ["tiny"]
+    html = (results / "report.html").read_text()
+    assert "tiny" in html and "<table" in html
+
+
+def test_second_run_has_nothing_to_do(tiny_run):
+    out = snakemake(tiny_run, "-n", "results/report.html").stdout
+    assert "Nothing to be done" in out, out[-2000:]
+
+
+def _edit(workdir, rel, edit):
+    path = workdir / rel
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.fixture
+def copy_of_run(tiny_run, tmp_path):
+    """The finished tiny run's working directory, copied so that a test can edit its config."""
+    shutil.copytree(tiny_run, tmp_path / "run", symlinks=True)
+    return tmp_path / "run"
+
+
+def test_a_decoder_edit_reruns_only_the_decoder_and_what_follows(copy_of_run):
+    _edit(copy_of_run, "experiments/tiny.yaml", lambda d: d["decoder"]["trainer"].update(learning_rate=1e-3))
+    assert planned_jobs(copy_of_run) == {"train_decoder": 1, "evaluate_decoder": 1, "report": 1}
+
+
+def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_data_rule(copy_of_run):
+    _edit(copy_of_run, "experiments/tiny.yaml", lambda d: d["encoder"].update(lr=5e-4))
+    assert planned_jobs(copy_of_run) == {"train_encoder": 1, "evaluate_encoder": 1, "train_decoder": 1,
+                                         "evaluate_decoder": 1, "report": 1}
+
+
+def test_a_dataset_edit_reruns_from_prepare_for_that_dataset_only(copy_of_run):
+    _edit(copy_of_run, "config.yaml", lambda d: d["datasets"]["synthetic_cxr"]["synthetic"].update(seed=1))
+    jobs = planned_jobs(copy_of_run)
+    assert jobs == {"prepare_datasets": 1, "split": 1, "convert_to_chat_format": 1, "train_encoder": 1,
+                    "evaluate_encoder": 1, "train_decoder": 1, "evaluate_decoder": 1, "report": 1}
+    out = snakemake(copy_of_run, "-n", "results/report.html").stdout
+    assert "results/prepared/synthetic_cxr.parquet" in out and "results/prepared/synthetic_ext.parquet" not in out
+
+
+def test_same_seed_gives_identical_metrics(copy_of_run):
+    results = copy_of_run / "results" / "tiny" / "eval"
+    before = {p: (results / p).read_bytes() for p in ("encoder.json", "decoder.json", "generations.jsonl")}
+    snakemake(copy_of_run, "--cores", "2", "--forcerun", "train_encoder", "results/report.html")
+    after = {p: (results / p).read_bytes() for p in before}
+    assert after == before
+
+
+def test_the_dag_renders_to_svg_with_graphviz(tiny_run, tmp_path):
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz's dot is not installed (.ci/run installs it)")
+    dag = snakemake(tiny_run, "--dag", "results/report.html").stdout
+    svg = subprocess.run(["dot", "-Tsvg"], input=dag, capture_output=True, text=True, check=True).stdout
+    assert svg.lstrip().startswith("<?xml") and "train_encoder" in svg and "prepare_datasets" in svg
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["encoder"].update(learning_rate=0.1), "encoder.learning_rate: unknown key 'learning_rate'"),
+    (lambda d: d["encoder"].update(steps="many"), "encoder.steps"),
+    (lambda d: d.update(datasets=["synthetic_cxr", "mimic"]), "datasets[1]: unknown dataset 'mimic'"),
+], ids=["unknown-key", "wrong-type", "unknown-dataset"])
+def test_config_mistakes_stop_the_run_before_any_job_with_the_key_path(tmp_path, edit, message):
+    workdir = make_workdir(tmp_path / "bad")
+    _edit(workdir, "experiments/tiny.yaml", edit)
+    proc = snakemake(workdir, "-n", "results/report.html", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists()
