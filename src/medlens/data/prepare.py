@@ -208,5 +208,5 @@ def prepare_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, o
 
 def read_prepared_summary(path: str | os.PathLike) -> dict:
     """The counts and config stored in a prepared parquet's metadata."""
-    meta = pq.read_schema(path).metadata or {}
+    meta = pq.read_metadata(path).metadata or {}  # the footer's key-value pairs (not the Arrow schema's)
     return json.loads(meta[SUMMARY_KEY]) if SUMMARY_KEY in meta else {}

@@ -40,3 +40,13 @@ def test_the_pool_reads_ahead_only_a_few_batches(tmp_path):
     assert first[0].native_id == "0" and first[4] is None
     assert pulled <= 4 * 2 * 8 + 8  # the window, not the 10,000 records
     results.close()
+
+
+def test_counts_and_config_travel_in_the_parquet_footer(tmp_path):
+    rows = _rows(6)
+    rows[2]["text"] = ""
+    fixture = manifest.build(tmp_path / "mine", rows)
+    out = prepare(tmp_path / "out", "mine", {"source": "manifest", "path": str(fixture.root)}, workers=1)
+    summary = P.read_prepared_summary(out.parquet)
+    assert (summary["dataset"], summary["read"], summary["kept"], summary["rejected"]) == ("mine", 6, 5, 1)
+    assert summary["reasons"] == {"empty text": 1} and summary["config"]["source"] == "manifest"
