@@ -301,3 +301,18 @@ def test_every_real_note_is_labelled(realdata):
 def test_hand_checked_real_notes(realdata, row_id):
     texts = {r["id"]: r["text"] for r in _manifest(realdata)}
     assert label_report(texts[row_id]) == HAND_CHECKED[row_id]
+
+
+def test_labeler_reads_the_phantom_reports_back_to_their_true_labels():
+    """Issue #7: >= 0.95 micro-F1 against the synthetic_cxr reports' true labels (scored on the phantom's labels)."""
+    from medlens.data.phantom import LABELS, sample_reports
+
+    pairs = sample_reports(400, seed=11)
+    predicted = label_reports([text for text, _ in pairs])
+    tp = fp = fn = 0
+    for found, (_, truth) in zip(predicted, pairs, strict=True):
+        positive = {label for label, value in found.items() if value in (1, -1)}
+        tp += len(positive & set(truth))
+        fp += len((positive - set(truth)) & set(LABELS))
+        fn += len(set(truth) - positive)
+    assert 2 * tp / (2 * tp + fp + fn) >= 0.95
