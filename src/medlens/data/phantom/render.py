@@ -31,7 +31,7 @@ COARSE_FROM = 160  # images at least this large draw their broad structures at h
 
 # Density of each structure (soft tissue of an average build = 0.5).
 _BODY, _LUNG_AIR, _HEART, _MEDIASTINUM, _TRACHEA = 0.5, 0.38, 0.36, 0.06, 0.1
-_SPINE, _BONE, _VESSEL, _HILUM, _BREAST, _BUBBLE = 0.03, 0.08, 0.09, 0.08, 0.07, 0.16
+_SPINE, _BONE, _VESSEL, _HILUM, _BREAST, _BUBBLE = 0.03, 0.08, 0.1, 0.08, 0.07, 0.16
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def _vessels(cv: Canvas, geo: Geometry, seed: int) -> np.ndarray:
     for side in SIDES:
         for gen, segs in enumerate(vessel_paths(geo, side, seed)):
             pts = cv.frame.px(segs.reshape(-1, 2)).reshape(len(segs), -1).tolist()
-            w, fill = cv.width(widths[gen]), (255, 190, 120)[gen]
+            w, fill = cv.width(widths[gen]), (255, 215, 170)[gen]
             for flat in pts:
                 d.line(flat, fill=fill, width=w)
     return cv.finish(img, blur=0.7)

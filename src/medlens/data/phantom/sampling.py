@@ -283,7 +283,7 @@ def _sample_ctr(rng: np.random.Generator, enlarged: bool, threshold: float) -> f
 
 def _sample_acquisition(rng: np.random.Generator, ap_fraction: float) -> Acquisition:
     view = "AP" if rng.random() < ap_fraction else "PA"
-    lo = _uniform(rng, 0.0, 0.06)
+    lo = _uniform(rng, 0.0, 0.04)
     return Acquisition(
         view=view,
         scale=_uniform(rng, 0.96, 1.02) * (1.02 if view == "AP" else 1.0),
@@ -291,7 +291,7 @@ def _sample_acquisition(rng: np.random.Generator, ap_fraction: float) -> Acquisi
         shift=(_uniform(rng, -0.012, 0.012), _uniform(rng, -0.012, 0.012)),
         inspiration=_uniform(rng, -0.02, 0.02),
         gain=_uniform(rng, 0.93, 1.07),
-        window=(lo, lo + _uniform(rng, 0.62, 0.72)),
+        window=(lo, lo + _uniform(rng, 0.66, 0.76)),
         gamma=_uniform(rng, 0.85, 1.2),
         noise=_uniform(rng, 0.008, 0.025),
         blur=_uniform(rng, 0.4, 1.0),
