@@ -160,3 +160,13 @@ def test_missing_phrasings_are_a_config_error(tmp_path, monkeypatch):
             load_report_templates()
     finally:
         load_report_templates.cache_clear()
+
+
+def test_the_project_labeler_reads_back_exactly_the_labels():
+    """medlens' CheXpert-style labeler finds each report's labels and nothing else: no uncertain hedges,
+    no class the phantoms never label (Lung Opacity from "opacity" or "haziness", for instance)."""
+    from medlens.evaluate.labeler import label_reports
+
+    pairs = sample_reports(600, seed=13)
+    for found, (text, truth) in zip(label_reports([text for text, _ in pairs]), pairs, strict=True):
+        assert {label for label, value in found.items() if value != 0} == set(truth), text
