@@ -87,24 +87,17 @@ class Frame:
 
     def px(self, pts: np.ndarray) -> np.ndarray:
         """Canonical (N, 2) -> pixel (N, 2); pixel centres sit at integer coordinates (PIL's convention)."""
-        c, s = math.cos(math.radians(self.rotation)), math.sin(math.radians(self.rotation))
+        k = self.scale * self.size
+        c, s = k * math.cos(math.radians(self.rotation)), k * math.sin(math.radians(self.rotation))
         d = np.asarray(pts, dtype=np.float64) - 0.5
-        x = self.scale * (c * d[:, 0] - s * d[:, 1]) + 0.5 + self.shift[0]
-        y = self.scale * (s * d[:, 0] + c * d[:, 1]) + 0.5 + self.shift[1]
-        return np.stack([x, y], axis=1) * self.size - 0.5
+        out = np.empty_like(d)
+        out[:, 0] = c * d[:, 0] - s * d[:, 1] + ((0.5 + self.shift[0]) * self.size - 0.5)
+        out[:, 1] = s * d[:, 0] + c * d[:, 1] + ((0.5 + self.shift[1]) * self.size - 0.5)
+        return out
 
     def length(self, units: float) -> float:
         """A canonical length in pixels."""
         return units * self.scale * self.size
-
-    def canonical_grid(self, box: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Canonical (x, y) of the pixel centres inside ``box`` = (x0, y0, x1, y1), float32 arrays."""
-        x0, y0, x1, y1 = box or (0, 0, self.size, self.size)
-        c, s = math.cos(math.radians(self.rotation)), math.sin(math.radians(self.rotation))
-        u = ((np.arange(x0, x1, dtype=np.float32) + 0.5) / self.size - 0.5 - self.shift[0]) / self.scale
-        v = ((np.arange(y0, y1, dtype=np.float32) + 0.5) / self.size - 0.5 - self.shift[1]) / self.scale
-        uu, vv = u[None, :], v[:, None]
-        return (c * uu + s * vv + 0.5).astype(np.float32), (-s * uu + c * vv + 0.5).astype(np.float32)
 
 
 def row_extent(poly: np.ndarray, y: float) -> tuple[float, float] | None:

@@ -42,9 +42,13 @@ class Canvas:
 
     def flat_many(self, shapes: list[np.ndarray]) -> list[list[float]]:
         """:meth:`flat` of many shapes with one transform (one call per shape costs more than drawing them)."""
-        pts = self.frame.px(np.concatenate(shapes))
-        ends = np.cumsum([len(s) for s in shapes])[:-1]
-        return [part.ravel().tolist() for part in np.split(pts, ends)]
+        flat = self.frame.px(np.concatenate(shapes)).ravel().tolist()
+        out, start = [], 0
+        for shape in shapes:
+            end = start + 2 * len(shape)
+            out.append(flat[start:end])
+            start = end
+        return out
 
     def width(self, units: float, minimum: int = 1) -> int:
         """A canonical length as a PIL line width."""
