@@ -182,7 +182,7 @@ class Geometry:
         width = self.ctr * self.thorax_width
         pts *= width / (pts[:, 0].max() - pts[:, 0].min())
         pts[:, 0] += a.cx - a.heart_right_share * width - pts[:, 0].min()
-        pts[:, 1] += self.dome["left"] + 0.015 - pts[:, 1].max()
+        pts[:, 1] += self.dome["left"] + 0.03 - pts[:, 1].max()  # the heart sits on the diaphragm, below its dome
         return pts
 
     def cp_angle(self, side: str) -> tuple[float, float]:

@@ -133,7 +133,7 @@ def draw_edema(cv: Canvas, e: Edema, field: dict[str, np.ndarray], seed: int) ->
     """Bilateral perihilar haze fading towards the periphery (the "bat wing" of alveolar edema)."""
     geo = cv.geo
     rng = np.random.default_rng(seed)
-    wings = [ellipse(geo.hilum[s][0] + side_sign(s) * 0.03, geo.hilum[s][1], 0.11, 0.17, n=32) for s in field]
+    wings = [ellipse(geo.hilum[s][0] + side_sign(s) * 0.05, geo.hilum[s][1], 0.11, 0.17, n=32) for s in field]
     haze = cv.polygons(wings, blur=18.0) * (field["right"] + field["left"])
     return _EDEMA[e.severity] * haze * (0.85 + 0.15 * cv.smooth_noise(rng, 8))
 

@@ -185,7 +185,7 @@ def test_edema_is_bilateral_and_perihilar(studies):
     for s in pick(studies, lambda s: s.findings.edema is not None and not s.findings.effusions):
         diff = pixels(s) - without(s, edema=None)
         right, left = side_half(s, diff)
-        assert min(right, left) > 0.4 * max(right, left)
+        assert min(right, left) > 0.25 * max(right, left)  # an enlarged heart hides part of the left hilum
         assert diff.mean() > 1.0
 
 
