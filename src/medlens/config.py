@@ -137,6 +137,13 @@ class EncoderConfig:
     preset: str = "tiny"  # YAML preset under medlens/models/presets/encoder
     model: str = "medlens-tiny"  # open_clip model-config name
     pretrained: str | None = None  # open_clip pretrained tag, hf-hub:..., local-dir:... or file
+    pretrained_image: str | None = None  # vision-tower weights through timm: timm tag, hf-hub:... or file
+    pretrained_text_model: str | None = None  # open_clip model whose text tower gives pretrained_text, e.g. ViT-B-32-quickgelu
+    pretrained_text: str | None = None  # its weights: open_clip tag, hf-hub:..., local-dir:... or file
+    reset_logit_scale: bool = False  # after loading weights, restart logit scale/bias at their init values
+    tokenizer: str | None = None  # Hugging Face tokenizer (hub id or folder) of HF-tokenizer text towers; None: the model's
+    image_mean: list[float] | None = None  # input normalisation; None: the vision tower's own (timm), else CLIP's
+    image_std: list[float] | None = None  # input normalisation; None: the vision tower's own (timm), else CLIP's
     image_size: int = 64  # model input side in pixels
     context_length: int = 77  # text tokens; longer contexts extend the positional embedding
     loss: Literal["clip", "siglip"] = "clip"  # InfoNCE (ClipLoss) or sigmoid (SigLipLoss)
@@ -160,6 +167,9 @@ class EncoderConfig:
     grad_clip: float | None = 1.0  # max gradient norm
     lock_image: bool = False  # freeze the image tower (LiT)
     lock_text: bool = False  # freeze the text tower
+    lock_image_unlocked_groups: int = 0  # with lock_image: the last N layer groups stay trainable
+    lock_text_unlocked_layers: int = 0  # with lock_text: the last N layers stay trainable
+    grad_checkpointing: bool = False  # recompute activations in backward: less memory, slower steps
     random_crop_scale: float = 0.8  # RandomResizedCrop lower scale bound; 1.0 disables
     hflip: bool = False  # horizontal flip; swaps left/right in the paired text when enabled
     log_every: int = 20  # steps between progress lines

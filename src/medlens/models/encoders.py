@@ -24,7 +24,8 @@ from torch import nn
 from medlens.config import EncoderConfig
 from medlens.errors import ConfigError
 
-__all__ = ["create_encoder", "image_transform", "save_encoder", "load_encoder", "Encoder", "CLIP_MEAN", "CLIP_STD"]
+__all__ = ["create_encoder", "create_tokenizer", "image_transform", "save_encoder", "load_encoder", "Encoder",
+           "CLIP_MEAN", "CLIP_STD"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,36 +61,101 @@ def _model_cfg(cfg: EncoderConfig) -> dict[str, Any]:
     return model_cfg
 
 
-def create_encoder(cfg: EncoderConfig) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """Build the encoder of ``cfg`` (random init, or ``cfg.pretrained`` weights) on the CPU.
+def create_encoder(cfg: EncoderConfig, *, device: str | torch.device = "cpu",
+                   ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Build the encoder of ``cfg``: random init, whole-model weights, or separate tower weights.
 
     Args:
-        cfg: encoder settings; ``model`` names an open_clip config, ``pretrained`` an open_clip tag,
-            ``hf-hub:``/``local-dir:`` source or a checkpoint file.
+        cfg: encoder settings; ``model`` names an open_clip config; ``pretrained`` (whole model),
+            ``pretrained_image`` (timm vision tower) and ``pretrained_text_model``/``pretrained_text``
+            (text tower) name weights (:mod:`medlens.models.pretrained`).
+        device: where the model is built; ``"meta"`` builds the architecture without memory (no weights).
 
     Returns:
         ``(model, model_cfg, preprocess_cfg)``: the open_clip model, the config that rebuilds it and
         the preprocessing it expects (both are written by :func:`save_encoder`).
 
     Raises:
-        ConfigError: unknown model, or pretrained weights that cannot be loaded.
+        ConfigError: unknown model, weights that cannot be loaded or do not fit, bad normalisation.
     """
     import open_clip
 
+    from medlens.models import pretrained
+
     model_cfg = _model_cfg(cfg)
+    pretrained.check_tower_sources(model_cfg, cfg.pretrained_image, cfg.pretrained_text_model, cfg.pretrained_text)
     kwargs = {k: model_cfg[k] for k in ("init_logit_scale", "init_logit_bias") if k in model_cfg}
+    weights = pretrained.resolve_weights(cfg.pretrained, key="encoder.pretrained")
     try:
-        model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, force_image_size=cfg.image_size,
-                                       force_context_length=cfg.context_length, output_dict=True, **kwargs)
+        # timm towers load at their native size; create_model then resizes them (set_input_size).
+        # Built under the device context, so "meta" never allocates or initialises weights.
+        with torch.device(device):
+            model = open_clip.create_model(cfg.model, pretrained=weights, force_image_size=cfg.image_size,
+                                           force_context_length=cfg.context_length, output_dict=True,
+                                           device=device, **kwargs)
     except (RuntimeError, OSError, ValueError) as e:
         raise ConfigError(f"cannot build '{cfg.model}' with pretrained={cfg.pretrained!r} ({e})",
                           key="encoder.pretrained",
                           expected="an open_clip pretrained tag, hf-hub:<repo>, local-dir:<folder> or a checkpoint "
                                    "file reachable from here (set HF_HUB_OFFLINE=1 to fail fast offline)") from e
     _set_timm_input_size(model, cfg.image_size)
-    preprocess_cfg = {"size": cfg.image_size, "mode": "RGB", "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
+    if cfg.pretrained_image:
+        pretrained.load_image_tower(model, cfg.pretrained_image)
+    if cfg.pretrained_text:
+        pretrained.load_text_tower(model, cfg.pretrained_text_model, cfg.pretrained_text)
+    if cfg.reset_logit_scale:  # seed 002 restarts temperature and bias even from pretrained weights
+        with torch.no_grad():
+            model.logit_scale.fill_(model_cfg["init_logit_scale"])
+            if getattr(model, "logit_bias", None) is not None:
+                model.logit_bias.fill_(model_cfg["init_logit_bias"])
+    mean, std = _normalisation(cfg, model)
+    preprocess_cfg = {"size": cfg.image_size, "mode": "RGB", "mean": mean, "std": std,
                       "interpolation": "bicubic", "resize_mode": "shortest"}
     return model, model_cfg, preprocess_cfg
+
+
+def _normalisation(cfg: EncoderConfig, model: nn.Module) -> tuple[list[float], list[float]]:
+    """``image_mean``/``image_std``, else the timm tower's own statistics (pretrained_cfg), else CLIP's."""
+    trunk_cfg = getattr(getattr(model.visual, "trunk", None), "pretrained_cfg", None) or {}
+    mean = cfg.image_mean or list(trunk_cfg.get("mean", CLIP_MEAN))
+    std = cfg.image_std or list(trunk_cfg.get("std", CLIP_STD))
+    for key, value in (("image_mean", mean), ("image_std", std)):
+        if len(value) != 3 or (key == "image_std" and min(value) <= 0):
+            raise ConfigError(f"{value} is not a per-channel {key[6:]}", key=f"encoder.{key}",
+                              expected="three numbers (R, G, B)" + (", all positive" if key == "image_std" else ""))
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+def create_tokenizer(cfg: EncoderConfig, model_cfg: dict[str, Any]):
+    """The tokenizer of the text tower: open_clip's BPE, or the Hugging Face tokenizer the model config names.
+
+    A Hugging Face tokenizer is read from ``cfg.tokenizer``, else from a ``local-dir:`` weights folder that
+    holds one, else from the config's ``hf_tokenizer_name`` (e.g. ``timm/ViT-B-16-SigLIP``). open_clip's
+    ``get_tokenizer`` is not used for those: it looks the name up on the Hub only.
+
+    Raises:
+        ConfigError: the tokenizer cannot be loaded, or ``tokenizer`` is set for a BPE text tower.
+    """
+    import open_clip
+    from open_clip.tokenizer import HFTokenizer
+
+    from medlens.models.pretrained import local_dir
+
+    text_cfg = model_cfg["text_cfg"]
+    if not text_cfg.get("hf_tokenizer_name"):
+        if cfg.tokenizer:
+            raise ConfigError(f"'{cfg.model}' uses open_clip's BPE tokenizer", key="encoder.tokenizer",
+                              expected="null (only text towers with hf_tokenizer_name take a Hugging Face tokenizer)")
+        return open_clip.get_tokenizer(cfg.model, context_length=cfg.context_length)
+    folder = local_dir(cfg.pretrained)
+    source = cfg.tokenizer or (str(folder) if folder and (folder / "tokenizer_config.json").is_file()
+                               else text_cfg["hf_tokenizer_name"])
+    try:
+        return HFTokenizer(source, context_length=cfg.context_length, tokenizer_mode=text_cfg.get("tokenizer_mode"),
+                           **text_cfg.get("tokenizer_kwargs", {}))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load the tokenizer '{source}' ({e})", key="encoder.tokenizer",
+                          expected="a Hugging Face tokenizer id reachable or cached, or a local folder") from e
 
 
 def image_transform(preprocess_cfg: dict[str, Any], *, train: bool, crop_scale: float = 1.0):
@@ -107,8 +173,13 @@ def image_transform(preprocess_cfg: dict[str, Any], *, train: bool, crop_scale: 
 
 
 def save_encoder(model: nn.Module, path: str | os.PathLike, model_cfg: dict[str, Any],
-                 preprocess_cfg: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``model`` (or ``state_dict``) in open_clip's ``local-dir:`` layout."""
+                 preprocess_cfg: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None,
+                 tokenizer: Any = None) -> None:
+    """Write ``model`` (or ``state_dict``) in open_clip's ``local-dir:`` layout.
+
+    A Hugging Face tokenizer is saved beside the weights: open_clip's ``get_tokenizer("local-dir:...")``
+    reads it from that folder, so the encoder reloads offline.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -117,6 +188,8 @@ def save_encoder(model: nn.Module, path: str | os.PathLike, model_cfg: dict[str,
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, path / WEIGHTS_NAME)
     (path / CONFIG_NAME).write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg},
                                                indent=2) + "\n")
+    if model_cfg["text_cfg"].get("hf_tokenizer_name") and hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(str(path))
 
 
 @dataclass

@@ -155,7 +155,11 @@ def _train_step(model, loss_fn, micro_batches, accelerator) -> float:
 @torch.no_grad()
 def evaluate(model, loader, loss_fn, accelerator, targets: np.ndarray, zero_shot: ZeroShotConfig | None, tokenizer,
              eval_labels: list[str]) -> dict[str, float]:
-    """Validation loss (mean over batches) and zero-shot mean AUC over ``eval_labels`` (no CIs: a training signal)."""
+    """Validation loss (mean over batches) and zero-shot mean AUC over ``eval_labels`` (no CIs: a training signal).
+
+    Runs on one process: ``model`` is the unwrapped model and ``loss_fn`` a single-process loss (a
+    DDP forward or a gathering loss on one rank alone would wait forever for the others).
+    """
     from sklearn.metrics import roc_auc_score
 
     from medlens.evaluate.zero_shot import zero_shot_logits
@@ -170,11 +174,10 @@ def evaluate(model, loader, loss_fn, accelerator, targets: np.ndarray, zero_shot
         feats.append(img.float().cpu().numpy())
     metrics = {"val/loss": float(np.mean(losses)) if losses else float("nan")}
     if zero_shot is not None and eval_labels:
-        unwrapped = accelerator.unwrap_model(model)
 
         def encode_text(prompts: list[str]) -> np.ndarray:
             tokens = tokenizer(prompts).to(accelerator.device)
-            return unwrapped.encode_text(tokens, normalize=True).float().cpu().numpy()
+            return model.encode_text(tokens, normalize=True).float().cpu().numpy()
 
         logits = zero_shot_logits(np.concatenate(feats), encode_text, eval_labels, zero_shot.templates)
         log_odds = logits[..., 0] - logits[..., 1]
@@ -188,6 +191,14 @@ def _is_better(value: float, best: float | None, metric: str) -> bool:
     if value is None or math.isnan(value):
         return False
     return best is None or (value > best if metric.endswith("auc") else value < best)
+
+
+def _lock_towers(model, cfg: EncoderConfig) -> None:
+    """LiT-style locking through open_clip's own ``lock_*_tower`` (last N groups/layers may stay trainable)."""
+    if cfg.lock_image:
+        model.lock_image_tower(unlocked_groups=cfg.lock_image_unlocked_groups)
+    if cfg.lock_text:
+        model.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked_layers)
 
 
 def _collate(tokenizer):
@@ -214,11 +225,10 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
     Raises:
         TrainingInterrupted: after saving a checkpoint on SIGTERM/SIGUSR1.
     """
-    import open_clip
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from medlens.models.encoders import create_encoder, image_transform, save_encoder
+    from medlens.models.encoders import create_encoder, create_tokenizer, image_transform, save_encoder
 
     precision = resolve_precision(cfg.precision)
     accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision),
@@ -227,11 +237,10 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
     out_dir, rank, world = Path(out_dir), accelerator.process_index, accelerator.num_processes
     ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
     model, model_cfg, preprocess_cfg = create_encoder(cfg)
-    if cfg.lock_image:  # LiT: train the text tower against a fixed image tower
-        model.lock_image_tower()
-    if cfg.lock_text:
-        model.lock_text_tower()
-    tokenizer = open_clip.get_tokenizer(cfg.model, context_length=cfg.context_length)
+    _lock_towers(model, cfg)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    tokenizer = create_tokenizer(cfg, model_cfg)
 
     train_table = read_split(pairs_path, "train")
     val_table = read_split(pairs_path, "val", columns=("id", "image", "text", "labels"))
@@ -259,8 +268,10 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
                    if 0 < sum(lab in row for row in val_labels) < len(val_labels)]
     targets = np.array([[lab in row for lab in eval_labels] for row in val_labels], dtype=np.int64)
     loss_fn = ContrastiveLoss(cfg.loss, rank=rank, world_size=world)
+    val_loss_fn = ContrastiveLoss(cfg.loss)  # validation runs on the main process alone
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    metrics_csv = _MetricsCsv(ckpt_dir / "metrics.csv", state.step if state.step else None)
+    metrics_csv = (_MetricsCsv(ckpt_dir / "metrics.csv", state.step if state.step else None)
+                   if accelerator.is_main_process else None)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("encoder config:\n%s", json.dumps(to_dict(cfg), indent=2))
@@ -271,18 +282,20 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
 
     unwrapped = accelerator.unwrap_model(model)
     last_metrics: dict[str, float] = {}
+    eval_step = None  # the same on every rank (last_metrics is filled on the main process only)
 
     def validate_and_checkpoint(do_eval: bool) -> None:
-        nonlocal last_metrics
+        nonlocal last_metrics, eval_step
+        eval_step = state.step if do_eval else eval_step
         if do_eval and val_loader is not None and accelerator.is_main_process:
-            last_metrics = evaluate(model, val_loader, loss_fn, accelerator, targets, zero_shot, tokenizer,
+            last_metrics = evaluate(unwrapped, val_loader, val_loss_fn, accelerator, targets, zero_shot, tokenizer,
                                     eval_labels)
             metrics_csv.write({"step": state.step, "samples": state.samples_seen, **last_metrics})
             logger.info("eval at step %d: %s", state.step, " | ".join(f"{k} {v:.4f}" for k, v in last_metrics.items()))
             value = last_metrics.get(cfg.best_metric)
             if _is_better(value, state.best_metric, cfg.best_metric):
                 state.best_metric, state.best_step = value, state.step
-                save_encoder(unwrapped, ckpt_dir / "best", model_cfg, preprocess_cfg)
+                save_encoder(unwrapped, ckpt_dir / "best", model_cfg, preprocess_cfg, tokenizer=tokenizer)
         if accelerator.is_main_process:
             save_checkpoint(ckpt_dir / "last.pt", model=unwrapped, optimizer=optimizer, state=state,
                             config=to_dict(cfg), scaler=accelerator.scaler)
@@ -300,6 +313,11 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = _train_step(model, loss_fn, micro, accelerator)
+            # one collective per step: the processes' loss shares (their mean is the global batch's loss)
+            # and the stop flag, so that every rank stops at the same step
+            shared = accelerator.reduce(torch.tensor([loss, float(signals.received is not None)],
+                                                     device=accelerator.device), reduction="sum")
+            loss, stop = shared[0].item() / world, shared[1].item() > 0
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -323,8 +341,6 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
                                        "samples": state.samples_seen, "train/loss": loss, "lr": lr,
                                        "logit_scale": scale, "samples_per_s": rate,
                                        "logit_bias": None if bias is None else float(bias.detach())})
-            stop = torch.tensor(float(signals.received is not None), device=accelerator.device)
-            stop = accelerator.reduce(stop, reduction="sum").item() > 0  # every rank stops at the same step
             at_eval = state.step % cfg.eval_every == 0 or state.step == steps
             if stop or at_eval or state.step % cfg.checkpoint_every == 0:
                 validate_and_checkpoint(do_eval=at_eval and not stop)
@@ -334,19 +350,19 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
             t_data = time.perf_counter()
     if state.step < steps:
         raise MedlensError(f"the data loader ended at step {state.step} of {steps}")
-    if not last_metrics:  # resumed from a checkpoint taken after the last step: validate the final weights
+    if eval_step != state.step:  # resumed from a checkpoint taken after the last step: validate the final weights
         validate_and_checkpoint(do_eval=True)
     logger.info("trained %d steps in %.1fs", state.step, time.perf_counter() - t0)
 
     if accelerator.is_main_process:
-        _write_output(out_dir, ckpt_dir, unwrapped, model_cfg, preprocess_cfg, cfg, state, last_metrics,
+        _write_output(out_dir, ckpt_dir, unwrapped, model_cfg, preprocess_cfg, tokenizer, cfg, state, last_metrics,
                       n_train=train_table.num_rows, n_val=val_table.num_rows, zero_shot=zero_shot, steps=steps)
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # the encoder is in out_dir; resume state is no longer needed
     accelerator.wait_for_everyone()
     return TrainResult(state.step, state.best_step, state.best_metric, last_metrics)
 
 
-def _write_output(out_dir: Path, ckpt_dir: Path, model, model_cfg, preprocess_cfg, cfg: EncoderConfig,
+def _write_output(out_dir: Path, ckpt_dir: Path, model, model_cfg, preprocess_cfg, tokenizer, cfg: EncoderConfig,
                   state: TrainState, final: dict[str, float], *, n_train: int, n_val: int,
                   zero_shot: ZeroShotConfig | None, steps: int) -> None:
     """The finished folder: best weights as open_clip_model.safetensors, last weights, metrics, card."""
@@ -354,7 +370,7 @@ def _write_output(out_dir: Path, ckpt_dir: Path, model, model_cfg, preprocess_cf
 
     best = ckpt_dir / "best" / WEIGHTS_NAME
     with atomic_dir(out_dir) as tmp:
-        save_encoder(model, tmp, model_cfg, preprocess_cfg)
+        save_encoder(model, tmp, model_cfg, preprocess_cfg, tokenizer=tokenizer)
         os.replace(tmp / WEIGHTS_NAME, tmp / "last.safetensors")
         shutil.copy(best if best.exists() else tmp / "last.safetensors", tmp / WEIGHTS_NAME)
         shutil.copy(ckpt_dir / "metrics.csv", tmp / "metrics.csv")
