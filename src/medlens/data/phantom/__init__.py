@@ -8,11 +8,11 @@ these pieces: :func:`sample_studies` draws the population from a :class:`~medlen
 
 from medlens.data.phantom.render import PhantomImage, render_study, render_with_masks
 from medlens.data.phantom.report import Report, Statement, load_report_templates, sample_reports, write_report
-from medlens.data.phantom.sampling import Findings, Study, sample_studies, study_labels, study_meta
+from medlens.data.phantom.sampling import Findings, Study, sample_studies, study_labels
 from medlens.data.phantom.vocabulary import LABELS, SAMPLED_FINDINGS, check_synthetic_config
 
 __all__ = [
     "sample_studies", "render_study", "render_with_masks", "write_report", "sample_reports", "study_labels",
-    "study_meta", "check_synthetic_config", "load_report_templates", "PhantomImage", "Study", "Findings",
+    "check_synthetic_config", "load_report_templates", "PhantomImage", "Study", "Findings",
     "Report", "Statement", "LABELS", "SAMPLED_FINDINGS",
 ]

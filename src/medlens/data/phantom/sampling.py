@@ -13,8 +13,7 @@ the pixels are three views of one record.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from medlens.data.phantom.vocabulary import (
     CTR_RANGE,
     LABELS,
     MM_PER_UNIT,
+    PATIENT_FINDINGS,
     SAMPLED_FINDINGS,
     check_synthetic_config,
     resolved_co_occurrence,
@@ -34,10 +34,8 @@ from medlens.data.phantom.vocabulary import (
 
 __all__ = [
     "Effusion", "Lesion", "Consolidation", "Pneumothorax", "Edema", "Atelectasis", "Device", "Findings",
-    "Study", "sample_studies", "study_labels", "study_meta", "conditional_probabilities", "LOBE_REGIONS", "SIZES",
+    "Study", "sample_studies", "study_labels", "conditional_probabilities", "LOBE_REGIONS",
 ]
-
-SIZES = ("small", "moderate", "large")
 
 # Where each lobe projects on a frontal film, as (u, v) ranges of Geometry.lung_point:
 # u runs medial (0) to lateral (1), v apex (0) to dome (1). The middle lobe borders the right heart
@@ -216,7 +214,7 @@ def sample_studies(cfg: SyntheticConfig) -> list[Study]:
     studies = []
     for p in range(cfg.n_patients):
         rng = np.random.default_rng([cfg.seed, 1, p])
-        chronic = _draw_present(rng, probs, parents, {}, only=("Cardiomegaly", "Lung Lesion"))
+        chronic = _draw_present(rng, probs, parents, {}, only=PATIENT_FINDINGS)
         anatomy = _sample_anatomy(rng, _sample_ctr(rng, chronic["Cardiomegaly"], cfg.cardiomegaly_ctr))
         lesions = _sample_lesions(rng) if chronic["Lung Lesion"] else ()
         pid = f"p{p:0{width}d}"
@@ -395,30 +393,3 @@ def _sample_findings(rng: np.random.Generator, present: dict[str, bool], ctr: fl
                     consolidation=consolidation, lesions=lesions, pneumothorax=pneumothorax, edema=edema,
                     atelectasis=atelectasis, devices=devices)
 
-
-def study_meta(study: Study) -> dict[str, Any]:
-    """What the study shows, as JSON-ready values for the prepared parquet's ``meta`` column."""
-    f, r4 = study.findings, (lambda x: round(float(x), 4))
-    meta: dict[str, Any] = {
-        "view": study.acquisition.view,
-        "cardiothoracic_ratio": r4(f.ctr),
-        "cardiomegaly": f.cardiomegaly,
-        "effusions": [{"side": e.side, "size": e.size, "height": r4(e.height)} for e in f.effusions],
-        "lesions": [{"side": les.side, "lobe": les.lobe, "size_mm": les.size_mm, "kind": les.kind,
-                     "lobulated": les.lobulated} for les in f.lesions],
-        "devices": [{k: v for k, v in asdict(d).items() if v is not None} for d in f.devices],
-    }
-    if f.consolidation is not None:
-        c = f.consolidation
-        meta["consolidation"] = {"side": c.side, "lobe": c.lobe, "pneumonia": c.pneumonia,
-                                 "radius_mm": int(round(c.radius * MM_PER_UNIT))}
-    if f.pneumothorax is not None:
-        p = f.pneumothorax
-        meta["pneumothorax"] = {"side": p.side, "size": p.size, "rim_mm": p.rim_mm}
-    if f.edema is not None:
-        meta["edema"] = {"severity": f.edema.severity, "septal_lines": f.edema.septal_lines}
-    if f.atelectasis is not None:
-        a = f.atelectasis
-        meta["atelectasis"] = {"sides": list(a.sides), "zone": a.zone, "kind": a.kind,
-                               "elevation_mm": int(round(a.elevation * MM_PER_UNIT))}
-    return meta

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medlens.config import SyntheticConfig
-from medlens.data.phantom.sampling import conditional_probabilities, sample_studies, study_labels, study_meta
+from medlens.data.phantom.sampling import conditional_probabilities, sample_studies, study_labels
 from medlens.data.phantom.vocabulary import (
     AP_MAGNIFICATION,
     CTR_MARGIN,
@@ -159,12 +159,3 @@ def test_findings_are_drawable(population):
         for les in f.lesions:
             assert 5 <= les.size_mm <= 40 and les.lobe.startswith(les.side)
 
-
-def test_meta_describes_what_was_drawn(population):
-    _, studies = population
-    s = next(s for s in studies if s.findings.effusions and s.findings.lesions)
-    meta = study_meta(s)
-    assert meta["cardiothoracic_ratio"] == pytest.approx(s.findings.ctr)
-    assert [e["side"] for e in meta["effusions"]] == [e.side for e in s.findings.effusions]
-    assert [les["size_mm"] for les in meta["lesions"]] == [les.size_mm for les in s.findings.lesions]
-    assert all(les["lobe"] for les in meta["lesions"])

@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from medlens.config import FINDINGS, DatasetConfig, SyntheticConfig, from_dict
+from medlens.data.phantom import sample_studies
 from medlens.data.prepare import prepare_dataset, read_prepared_summary
 from medlens.data.sources import get_adapter, list_adapters
+from medlens.data.sources.synthetic_cxr import study_meta
 from medlens.errors import ConfigError
 
 
@@ -86,3 +88,13 @@ def test_unknown_keys_fail_when_the_config_is_read():
     with pytest.raises(ConfigError, match=r"datasets\.phantoms\.synthetic\.n_imgs"):
         from_dict(DatasetConfig, {"source": "synthetic_cxr", "synthetic": {"n_imgs": 5}}, source="config/config.yaml",
                   prefix="datasets.phantoms")
+
+
+def test_meta_describes_what_was_drawn():
+    studies = sample_studies(SyntheticConfig(n_images=2000, n_patients=2000, seed=11))
+    s = next(s for s in studies if s.findings.effusions and s.findings.lesions)
+    meta = study_meta(s)
+    assert meta["cardiothoracic_ratio"] == pytest.approx(s.findings.ctr)
+    assert [e["side"] for e in meta["effusions"]] == [e.side for e in s.findings.effusions]
+    assert [les["size_mm"] for les in meta["lesions"]] == [les.size_mm for les in s.findings.lesions]
+    assert all(les["lobe"] for les in meta["lesions"])
