@@ -126,7 +126,7 @@ def draw_pneumothorax_rim(cv: Canvas, ptx: Pneumothorax, lung: np.ndarray) -> tu
     """
     inner = cv.polygons([collapsed_lung(cv, ptx)[0]], blur=0.6)
     rim = np.clip(lung - inner, 0.0, 1.0)
-    return -0.07 * rim + 0.05 * inner * lung, rim
+    return -0.1 * rim + 0.06 * inner * lung, rim
 
 
 def draw_edema(cv: Canvas, e: Edema, field: dict[str, np.ndarray], seed: int) -> np.ndarray:
