@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # Share of the air replaced.
-_FLUID, _AIRSPACE, _BAND, _SEPTAL, _PLEURAL_EDGE = 0.95, 0.95, 0.9, 0.45, 0.4
+_FLUID, _AIRSPACE, _BAND, _SEPTAL, _PLEURAL_EDGE = 0.95, 0.95, 1.0, 0.45, 0.4
 _EDEMA = {"mild": 0.4, "moderate": 0.58}
 # Density (soft tissue = 0.5): radio-opaque stripes and catheters are denser than bone.
 _DEVICE, _TUBE = 0.55, 0.1

@@ -383,7 +383,7 @@ def _sample_findings(rng: np.random.Generator, present: dict[str, bool], ctr: fl
         zone = "mid" if max((wet.get(s, 0.0) for s in sides), default=0.0) > 0.2 else "lower"
         v = _uniform(rng, 0.62, 0.72) if zone == "lower" else _uniform(rng, 0.3, 0.4)
         atelectasis = Atelectasis(sides, zone, _pick(rng, {"plate-like": 1, "linear": 1, "subsegmental": 1}), v,
-                                  _uniform(rng, -8.0, 8.0), _uniform(rng, 0.03, 0.045) if zone == "lower" else 0.0)
+                                  _uniform(rng, -8.0, 8.0), _uniform(rng, 0.035, 0.05) if zone == "lower" else 0.0)
     devices = _sample_devices(rng) if present["Support Devices"] else ()
     severity = None
     if present["Cardiomegaly"]:
