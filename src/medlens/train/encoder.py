@@ -260,7 +260,8 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
     val_loader = None
     if val_table.num_rows:
         val_set = PairsDataset(val_table, image_transform(preprocess_cfg, train=False))
-        val_loader = DataLoader(val_set, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+        # the global batch: validation runs on one process, and its loss must not depend on how many train
+        val_loader = DataLoader(val_set, batch_size=cfg.batch_size * world, num_workers=cfg.num_workers,
                                 collate_fn=_collate(tokenizer))
     val_labels = val_table["labels"].to_pylist()
     # labels with both classes in val (an AUC needs positives and negatives)

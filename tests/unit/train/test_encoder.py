@@ -119,3 +119,43 @@ def test_too_few_pairs_for_one_batch_is_a_clear_error(pairs, tmp_path):
 
     with pytest.raises(DataError, match="global batch of 512"):
         train_encoder(EncoderConfig(**{**TINY, "batch_size": 512}, steps=2), pairs, tmp_path / "e")
+
+
+@pytest.mark.slow  # a run in one process and one in two (two more interpreters): ~30 s on two idle cores
+def test_two_gloo_processes_train_the_weights_one_process_trains(pairs, tmp_path):
+    """Ranks split each global micro-batch, gather features for the loss and average gradients (DDP):
+    with accumulation, validation and checkpoints on the way, the result is the single-process run's."""
+    from helpers.two_process import launch
+
+    fields = {**TINY, "accum_steps": 2, "steps": 3, "eval_every": 2, "checkpoint_every": 2, "seed": 5}
+    single = train_encoder(EncoderConfig(**fields), pairs, tmp_path / "one")
+    launch("train", json.dumps({**fields, "batch_size": TINY["batch_size"] // 2}), str(pairs), str(tmp_path / "two"))
+    assert single.steps == 3
+    one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    for k in one:
+        assert torch.allclose(one[k], two[k], atol=2e-5), k
+    rows = []
+    for run in ("one", "two"):
+        with open(tmp_path / run / "metrics.csv") as f:
+            rows.append([(r["step"], r["train/loss"], r["val/loss"]) for r in csv.DictReader(f)])
+    assert len(rows[0]) == len(rows[1]) == 4  # train and validation rows at steps 2 and 3
+    for a, b in zip(*rows, strict=True):
+        assert a[0] == b[0]
+        for x, y in zip(a[1:], b[1:], strict=True):
+            assert (x == y == "") or float(x) == pytest.approx(float(y), rel=1e-4)
+    assert not (tmp_path / "two.ckpt").exists()
+
+
+def test_lit_locking_leaves_the_last_groups_trainable():
+    from medlens.models.encoders import create_encoder
+
+    model, _, _ = create_encoder(EncoderConfig(**TINY))
+    # open_clip's groups end with the projection, then the last block
+    enc._lock_towers(model, EncoderConfig(**TINY, lock_image=True, lock_image_unlocked_groups=2, lock_text=True,
+                                          lock_text_unlocked_layers=2))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"visual.proj", "text_projection", "logit_scale"} <= trainable
+    assert "visual.transformer.resblocks.3.attn.in_proj_weight" in trainable  # the last of 4 blocks
+    assert "visual.transformer.resblocks.0.attn.in_proj_weight" not in trainable
+    assert "transformer.resblocks.2.attn.in_proj_weight" in trainable  # the last of 3 text layers
+    assert "transformer.resblocks.1.attn.in_proj_weight" not in trainable and "token_embedding.weight" not in trainable

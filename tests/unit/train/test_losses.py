@@ -58,3 +58,35 @@ def test_siglip_without_bias_and_unknown_kind_are_rejected():
         ContrastiveLoss("siglip")(img, txt, torch.tensor(10.0))
     with pytest.raises(ValueError, match="unknown contrastive loss"):
         ContrastiveLoss("triplet")
+
+
+@pytest.fixture(scope="module")
+def two_process_losses(tmp_path_factory):
+    from helpers.two_process import launch
+
+    out = tmp_path_factory.mktemp("two_process_losses")
+    launch("losses", str(out))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_two_gloo_processes_give_the_single_process_loss_and_gradients(two_process_losses, kind):
+    """Each process holds half of a global batch; open_clip's gathering makes it the single-process batch."""
+    from helpers.two_process import global_features
+
+    img, txt = (x.clone().requires_grad_(True) for x in global_features())
+    scale, bias = torch.tensor(10.0, requires_grad=True), torch.tensor(-5.0, requires_grad=True)
+    loss = ContrastiveLoss(kind)(img, txt, scale, bias)["contrastive_loss"]
+    loss.backward()
+    ranks = [torch.load(two_process_losses / f"{kind}_rank{r}.pt") for r in (0, 1)]
+    assert all(r["world"] == 2 for r in ranks)
+    # a rank's loss covers its own rows against the whole batch; the mean over ranks is the global loss
+    assert sum(r["loss"] for r in ranks) / 2 == pytest.approx(loss.item(), rel=1e-6)
+    assert abs(ranks[0]["loss"] - ranks[1]["loss"]) > 1e-4  # the halves really differ
+    # gathering with gradients returns every rank's gradient to the rows it came from; data-parallel
+    # training then averages over ranks, which gives the single-process gradient
+    assert torch.allclose(torch.cat([r["img_grad"] for r in ranks]) / 2, img.grad, atol=1e-6)
+    assert torch.allclose(torch.cat([r["txt_grad"] for r in ranks]) / 2, txt.grad, atol=1e-6)
+    assert (ranks[0]["scale_grad"] + ranks[1]["scale_grad"]) / 2 == pytest.approx(scale.grad.item(), rel=1e-5)
+    if kind == "siglip":
+        assert (ranks[0]["bias_grad"] + ranks[1]["bias_grad"]) / 2 == pytest.approx(bias.grad.item(), rel=1e-5)
