@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 
 from medlens.errors import DataError
 
-__all__ = ["load_image", "fit_longest_side", "encode_image", "MAX_PIXELS", "GREY_MODALITIES"]
+__all__ = ["load_image", "fit_longest_side", "encode_image", "prepare_image", "MAX_PIXELS", "GREY_MODALITIES"]
 
 # Decompression-bomb guard: the largest real inputs (MIMIC, CheXpert full-res) are ~4k x 4k.
 MAX_PIXELS = 64_000_000
@@ -140,6 +140,28 @@ def fit_longest_side(img: Image.Image, size: int) -> Image.Image:
     scale = size / max(img.size)
     new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     return img.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def prepare_image(src: ImageSource, *, modality: str, store_size: int) -> Image.Image:
+    """What ``prepare_datasets`` makes of one source image; inference calls it too, so they cannot drift.
+
+    The image is decoded single-channel for the X-ray modalities (``GREY_MODALITIES``) and RGB for
+    photographs, then shrunk so its longest side is at most ``store_size``. Store it with
+    :func:`encode_image`; training decodes those bytes with ``load_image(..., grey=False)``.
+
+    Args:
+        src: anything :func:`load_image` accepts.
+        modality: the dataset's modality, e.g. ``chest_xray`` or ``dermatology``.
+        store_size: the dataset's ``store_size`` (longest side in pixels).
+
+    Returns:
+        An 8-bit ``L`` or ``RGB`` image, at most ``store_size`` on its longest side.
+
+    Raises:
+        DataError: naming the file when it cannot be read (see :func:`load_image`).
+    """
+    grey = modality in GREY_MODALITIES
+    return fit_longest_side(load_image(src, grey=grey, draft_size=store_size), store_size)
 
 
 def encode_image(img: Image.Image) -> bytes:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medlens.config import DatasetConfig, to_dict
-from medlens.data.images import GREY_MODALITIES, encode_image, fit_longest_side, load_image
+from medlens.data.images import encode_image, prepare_image
 from medlens.data.schema import PREPARED_SCHEMA, REJECTED_COLUMNS, SPLITS, TEXT_SOURCES
 from medlens.data.sources import RawRecord, data_root, get_adapter
 from medlens.errors import DataError, MedlensError
@@ -71,8 +71,7 @@ def _process(args: tuple[RawRecord, int]) -> tuple[RawRecord, bytes | None, int,
         return rec, None, 0, 0, None, ""  # the source already knows it is unusable: no decoding
     try:
         src = rec.image() if callable(rec.image) else rec.image
-        grey = rec.modality in GREY_MODALITIES
-        img = fit_longest_side(load_image(src, grey=grey, draft_size=store_size), store_size)
+        img = prepare_image(src, modality=rec.modality, store_size=store_size)
         return rec, encode_image(img), img.width, img.height, None, ""
     except DataError as e:
         return rec, None, 0, 0, "unreadable image", str(e)
