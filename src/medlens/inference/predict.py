@@ -1,0 +1,206 @@
+"""Running trained models on new images: zero-shot labels, generated reports and embeddings.
+
+Each function takes the model folder and a list of :class:`~medlens.inference.inputs.ImageInput`,
+prepares every image as training did (:func:`~medlens.inference.inputs.model_input`), and returns
+plain records plus the inputs that failed, so one unreadable file never stops the others.
+Zero-shot classification goes through :func:`medlens.evaluate.zero_shot.zero_shot_probabilities`
+with the prompt set and the logit scale ``evaluate_encoder`` uses, so the probabilities printed
+are the ones the evaluation ranked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medlens.config import GenerationConfig, from_dict
+from medlens.errors import ConfigError
+from medlens.evaluate.zero_shot import DEFAULT_TEMPLATES, build_prompts, zero_shot_probabilities
+from medlens.inference.inputs import Failure, ImageInput, Preprocessing, load_batches, read_medlens_json
+from medlens.io import atomic_path
+
+__all__ = ["zero_shot_setup", "classify_images", "generation_settings", "generate_reports", "training_prompt",
+           "embed_images", "EMBED_METADATA_KEY"]
+
+logger = logging.getLogger(__name__)
+
+EMBED_METADATA_KEY = b"medlens.embed"
+
+
+def zero_shot_setup(encoder_dir: str | os.PathLike, labels: Sequence[str] | None = None,
+                    prompts: str | None = None) -> tuple[list[str], str]:
+    """The labels and prompt set to classify with: those given, else the ones the encoder was evaluated with.
+
+    ``medlens.json``'s ``zero_shot`` entry is the experiment's ``evaluate.zero_shot`` (training
+    validated with it and ``evaluate_encoder`` reports it), so the defaults reproduce the evaluation.
+
+    Raises:
+        ConfigError: no labels given and none recorded, or labels the prompt set has no prompts for.
+    """
+    recorded = read_medlens_json(encoder_dir).get("zero_shot") or {}
+    labels = list(labels) if labels else list(recorded.get("labels") or [])
+    if not labels:
+        raise ConfigError(f"'{encoder_dir}' records no zero-shot labels", key="--labels",
+                          expected="the labels to score, e.g. --labels Cardiomegaly 'Pleural Effusion'")
+    templates = prompts or recorded.get("templates") or DEFAULT_TEMPLATES
+    build_prompts(labels, templates)  # fails now, before any image is read, on a label without prompts
+    return labels, templates
+
+
+def _image_features(encoder, items: Sequence[ImageInput], prep: Preprocessing, batch_size: int
+                    ) -> tuple[list[ImageInput], np.ndarray, list[Failure]]:
+    done, feats, failures = [], [], []
+    for loaded, failed in load_batches(items, prep, batch_size):
+        failures.extend(failed)
+        if loaded:
+            done.extend(item for item, _ in loaded)
+            feats.append(encoder.encode_images([img for _, img in loaded]).float().cpu().numpy())
+    dim = int(encoder.model_cfg["embed_dim"])
+    return done, (np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)), failures
+
+
+def _encode_texts(encoder, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    return np.concatenate([encoder.encode_texts(list(texts[i:i + batch_size])).float().cpu().numpy()
+                           for i in range(0, len(texts), batch_size)])
+
+
+def classify_images(encoder, items: Sequence[ImageInput], prep: Preprocessing, labels: Sequence[str],
+                    templates: str, *, batch_size: int = 64) -> tuple[list[dict[str, Any]], list[Failure]]:
+    """Zero-shot probability of each label for each image.
+
+    Args:
+        encoder: from :func:`medlens.models.encoders.load_encoder`.
+        items: the images.
+        prep: how training prepared its images.
+        labels: label names (see :func:`zero_shot_setup`).
+        templates: prompt set name or YAML path.
+        batch_size: images encoded at once.
+
+    Returns:
+        ``(records, failures)``; a record is ``{"id", "image", "probabilities": {label: p}}``, where
+        ``p = exp(pos) / (exp(pos) + exp(neg))`` with the encoder's own logit scale (CheXzero's rule).
+    """
+    done, feats, failures = _image_features(encoder, items, prep, batch_size)
+    if not done:
+        return [], failures
+    probs = zero_shot_probabilities(feats, lambda t: _encode_texts(encoder, t), list(labels), templates,
+                                    logit_scale=encoder.logit_scale)  # [N, L]
+    records = [{"id": item.id, "image": str(item.path),
+                "probabilities": {lab: float(p) for lab, p in zip(labels, row, strict=True)}}
+               for item, row in zip(done, probs, strict=True)]
+    return records, failures
+
+
+def training_prompt(decoder_dir: str | os.PathLike) -> str | None:
+    """The user turn a decoder was trained to answer with a report, read from its experiment's chat data.
+
+    The prompt of report/caption rows is the experiment's ``chat.prompt``; VQA rows carry their own
+    questions, so a row counts only when ``pairs.parquet`` says its text is not a VQA answer.
+
+    Returns:
+        The prompt without the image mark, or None when the experiment's data is not next to the folder.
+    """
+    from medlens.data.chat_format import IMAGE_TOKEN
+
+    data = Path(decoder_dir).parent / "data"
+    chat, pairs = data / "chat" / "train.jsonl", data / "pairs.parquet"
+    if not chat.is_file() or not pairs.is_file():
+        return None
+    table = pq.read_table(pairs, columns=["id", "text_source"])
+    report_ids = {i for i, s in zip(table["id"].to_pylist(), table["text_source"].to_pylist(), strict=True)
+                  if s != "vqa"}
+    with open(chat, encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            if record.get("id") in report_ids:
+                user = next(m["content"] for m in record["messages"] if m["role"] == "user")
+                return user.replace(IMAGE_TOKEN, "")
+    return None
+
+
+def generation_settings(decoder_dir: str | os.PathLike, **overrides: Any) -> tuple[GenerationConfig, str]:
+    """The decoding settings ``evaluate_decoder`` used for this decoder, with ``overrides`` (None ones dropped).
+
+    Returns:
+        ``(settings, where the defaults came from)``: ``eval/decoder.json``'s ``protocol.decoding``
+        when the experiment was evaluated, else :class:`~medlens.config.GenerationConfig`'s defaults.
+    """
+    evaluation = Path(decoder_dir).parent / "eval" / "decoder.json"
+    base, source = GenerationConfig(), "medlens defaults"
+    if evaluation.is_file():
+        decoding = json.loads(evaluation.read_text()).get("protocol", {}).get("decoding")
+        if decoding:
+            base = from_dict(GenerationConfig, decoding, source=str(evaluation), prefix="protocol.decoding")
+            source = str(evaluation)
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None}), source
+
+
+def generate_reports(generator, items: Sequence[ImageInput], prep: Preprocessing, *,
+                     generation: GenerationConfig, prompt: str | None = None, batch_size: int = 8
+                     ) -> tuple[list[dict[str, Any]], list[Failure]]:
+    """One generated report per image.
+
+    Args:
+        generator: from :func:`medlens.models.generator.load_generator`.
+        items: the images.
+        prep: how training prepared its images.
+        generation: decoding settings.
+        prompt: the user turn for VLM decoders (the captioner ignores it).
+        batch_size: images per ``generate`` call.
+
+    Returns:
+        ``(records, failures)``; a record is ``{"id", "image", "report"}``.
+    """
+    records, failures = [], []
+    for loaded, failed in load_batches(items, prep, batch_size):
+        failures.extend(failed)
+        if not loaded:
+            continue
+        texts = generator.generate([img for _, img in loaded], [prompt] * len(loaded) if prompt else None,
+                                   generation=generation, batch_size=batch_size)
+        records.extend({"id": item.id, "image": str(item.path), "report": text}
+                       for (item, _), text in zip(loaded, texts, strict=True))
+    return records, failures
+
+
+def embed_images(encoder, items: Sequence[ImageInput], prep: Preprocessing, out: str | os.PathLike, *,
+                 with_text: bool = False, batch_size: int = 64, model_dir: str | None = None
+                 ) -> tuple[int, list[Failure]]:
+    """Write unit-norm image (and text) embeddings of ``items`` to a parquet file.
+
+    Columns: ``id``, ``path``, ``image_embedding`` (fixed-size list of float32), and with ``with_text``
+    also ``text`` and ``text_embedding``. The file's key-value metadata ``medlens.embed`` records the
+    model folder, the preprocessing, the embedding size and the ids that failed. Failed inputs are
+    left out of the file and returned.
+
+    Returns:
+        ``(rows written, failures)``; nothing is written when no input could be read.
+    """
+    done, feats, failures = _image_features(encoder, items, prep, batch_size)
+    if not done:
+        return 0, failures
+    dim = feats.shape[1]
+    columns = {"id": pa.array([i.id for i in done], pa.string()),
+               "path": pa.array([str(i.path) for i in done], pa.string()),
+               "image_embedding": pa.FixedSizeListArray.from_arrays(pa.array(feats.astype(np.float32).ravel()), dim)}
+    if with_text:
+        texts = [i.text or "" for i in done]
+        text_feats = _encode_texts(encoder, texts).astype(np.float32)
+        columns["text"] = pa.array(texts, pa.string())
+        columns["text_embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(text_feats.ravel()), dim)
+    meta = {"model": model_dir, "preprocessing": prep.as_dict(), "embed_dim": dim, "normalized": True,
+            "logit_scale": encoder.logit_scale, "n": len(done), "failed": [f.id for f in failures]}
+    table = pa.table(columns).replace_schema_metadata({EMBED_METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    logger.info("wrote %d embeddings of size %d to %s", len(done), dim, out)
+    return len(done), failures

@@ -1,0 +1,40 @@
+"""A small experiment folder laid out as the pipeline writes it: results/<exp>/{data,encoder}, results/prepared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from helpers.encoders import save_tiny_open_clip
+from helpers.pairs import write_pairs
+from medlens.data.prepare import SUMMARY_KEY
+from medlens.data.schema import PREPARED_SCHEMA
+
+STORE_SIZE = 48
+LABELS = ["Cardiomegaly", "Pleural Effusion"]
+
+
+def write_prepared(path: Path, store_size: int) -> Path:
+    """An empty prepared parquet whose footer holds the dataset config, as prepare_dataset writes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = pq.ParquetWriter(path, PREPARED_SCHEMA)
+    writer.write_table(PREPARED_SCHEMA.empty_table())
+    writer.add_key_value_metadata({SUMMARY_KEY: json.dumps({"config": {"store_size": store_size}}).encode()})
+    writer.close()
+    return path
+
+
+def make_experiment(results: Path) -> Path:
+    """results/exp: pairs of dataset 'toy' (chest_xray, 40 px) stored at STORE_SIZE px, and a tiny encoder."""
+    exp = results / "exp"
+    (exp / "data").mkdir(parents=True)
+    write_pairs(exp / "data" / "pairs.parquet", n=20, size=40)
+    write_prepared(results / "prepared" / "toy.parquet", STORE_SIZE)
+    encoder = save_tiny_open_clip(exp / "encoder")
+    (encoder / "medlens.json").write_text(json.dumps({"kind": "open_clip", "steps": 3, "best_metric": "val/loss",
+                                                      "best_value": 1.5, "best_step": 2, "config": {"preset": "tiny"},
+                                                      "zero_shot": {"labels": LABELS, "templates": "report"}}))
+    (encoder / "README.md").write_text("# tiny encoder\n\n- trained for a test\n")
+    return exp
