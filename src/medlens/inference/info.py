@@ -1,0 +1,195 @@
+"""``medlens info``: what one experiment folder (``results/<experiment>``) holds.
+
+Read from the files the stages wrote (``data/split.json``, each model's ``medlens.json`` and
+``metrics.csv``, ``eval/*.json``, ``results/benchmarks``), never recomputed; a stage that has
+not run shows as missing, not as zero. Parameter counts come from the safetensors headers, so
+no weights are loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from medlens.errors import ConfigError
+from medlens.report.collect import dig, read_benchmark, read_metrics_csv
+
+__all__ = ["summarise_experiment", "format_summary"]
+
+_STAGES = ("split", "convert_to_chat_format", "train_encoder", "train_decoder", "evaluate_encoder",
+           "evaluate_decoder")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _parameters(path: Path) -> int | None:
+    """Number of parameters in a safetensors file, from its header (None for other formats)."""
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(path), framework="np") as f:
+        for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            n = 1
+            for dim in f.get_slice(key).get_shape():
+                n *= dim
+            total += n
+    return total
+
+
+def _checkpoints(folder: Path) -> list[dict[str, Any]]:
+    """Weight files of a model folder (its sub-folders too, e.g. a decoder's ``encoder_final``)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES
+                   and p.name != "training_args.bin")
+    return [{"file": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "parameters": _parameters(p)}
+            for p in files]
+
+
+def _model(folder: Path) -> dict[str, Any] | None:
+    if not folder.is_dir():
+        return None
+    info_path = folder / "medlens.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    curves = read_metrics_csv(folder / "metrics.csv")
+    described = {k: info.get(k) for k in ("kind", "steps", "best_metric", "best_value", "best_step", "summary",
+                                          "zero_shot", "weights") if info.get(k) is not None}
+    return {"path": str(folder), **described, "config": info.get("config"),
+            "last_metrics": curves[-1] if curves else None, "checkpoints": _checkpoints(folder),
+            "bytes": _size(folder)}
+
+
+def _ci(section: Any, key: str = "auc") -> dict[str, Any] | None:
+    if not isinstance(section, dict) or section.get(key) is None:
+        return None
+    return {k: section.get(k) for k in (key, "ci_low", "ci_high")}
+
+
+def _evaluation(folder: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    enc_path, dec_path = folder / "encoder.json", folder / "decoder.json"
+    if enc_path.is_file():
+        enc = json.loads(enc_path.read_text())
+        out["encoder"] = {
+            "split": enc.get("split"), "n": enc.get("n"),
+            "zero_shot_auc": _ci(dig(enc, "zero_shot.mean")),
+            "retrieval": {d: {k: dig(enc, f"retrieval.{d}.{k}.value") for k in dig(enc, f"retrieval.{d}") or {}
+                              if k.startswith("recall@")} for d in ("image_to_text", "text_to_image")},
+            "linear_probe_auc": {k: _ci(v.get("mean")) for k, v in (enc.get("linear_probe") or {}).items()},
+            "external_zero_shot_auc": {k: _ci(dig(v, "zero_shot.mean")) for k, v in (enc.get("external") or {}).items()},
+            "prompt_set": dig(enc, "protocol.templates"),
+        }
+    if dec_path.is_file():
+        dec = json.loads(dec_path.read_text())
+        out["decoder"] = {
+            "split": dec.get("split"), "n": dec.get("n"),
+            "text": {k: v for k, v in (dig(dec, "overall.text") or {}).items()
+                     if k != "n" and (v is None or isinstance(v, int | float))},
+            "clinical_micro_f1": {k: dig(dec, f"overall.clinical.{k}.micro.f1") for k in ("chexpert14", "chexpert5")},
+            "labeler": dig(dec, "overall.clinical.labeler"),
+        }
+    return out
+
+
+def summarise_experiment(exp_dir: str | os.PathLike) -> dict[str, Any]:
+    """Everything ``medlens info`` shows about ``results/<experiment>``.
+
+    Returns:
+        ``{"experiment", "path", "data", "encoder", "decoder", "evaluation", "benchmarks", "bytes"}``;
+        a part whose stage has not run is None (or empty).
+
+    Raises:
+        ConfigError: when the folder holds none of an experiment's outputs.
+    """
+    exp = Path(exp_dir)
+    parts = [exp / p for p in ("data", "encoder", "decoder", "eval")]
+    if not exp.is_dir() or not any(p.exists() for p in parts):
+        raise ConfigError(f"'{exp}' is not an experiment folder",
+                          expected="results/<experiment> holding data/, encoder/, decoder/ or eval/")
+    split_path = exp / "data" / "split.json"
+    split = json.loads(split_path.read_text()) if split_path.is_file() else None
+    benchmarks = {stage: read_benchmark(exp.parent / "benchmarks" / stage / f"{exp.name}.tsv") for stage in _STAGES}
+    return {
+        "experiment": exp.name, "path": str(exp),
+        "data": None if split is None else {"rows_per_split": split.get("rows_per_split"),
+                                             "patients": split.get("patients"), "dropped": split.get("dropped")},
+        "encoder": _model(exp / "encoder"), "decoder": _model(exp / "decoder"),
+        "evaluation": _evaluation(exp / "eval"),
+        "benchmarks": {k: v for k, v in benchmarks.items() if v is not None},
+        "bytes": _size(exp),
+    }
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict) and "auc" in value:
+        return f"{value['auc']:.3f} [{value['ci_low']:.3f}, {value['ci_high']:.3f}]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "missing" if value is None else str(value)
+
+
+def _model_lines(title: str, model: dict[str, Any] | None) -> list[str]:
+    if model is None:
+        return [f"{title}: not trained"]
+    cfg = model.get("config") or {}
+    head = f"{title}: {model['path']} ({_human(model['bytes'])})"
+    lines = [head, f"  kind {model.get('kind', 'open_clip')}, preset {cfg.get('preset')}, "
+                   f"model {cfg.get('model') or cfg.get('vision_model')}"]
+    if "steps" in model:
+        lines.append(f"  {model['steps']} steps; best {model.get('best_metric')} = {_fmt(model.get('best_value'))} "
+                     f"at step {model.get('best_step')}")
+    if "summary" in model:
+        lines.append("  " + ", ".join(f"{k} {_fmt(v)}" for k, v in model["summary"].items()))
+    for ck in model["checkpoints"]:
+        params = f", {ck['parameters']:,} parameters" if ck["parameters"] is not None else ""
+        lines.append(f"  checkpoint {ck['file']}: {_human(ck['bytes'])}{params}")
+    return lines
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as a few readable lines (``--format json`` prints the dict itself)."""
+    lines = [f"experiment {summary['experiment']}: {summary['path']} ({_human(summary['bytes'])})"]
+    data = summary["data"]
+    lines.append("data: not split" if data is None else
+                 f"data: {data['rows_per_split']} rows per split, {data['patients']} patients, "
+                 f"{data['dropped']} dropped")
+    lines += _model_lines("encoder", summary["encoder"])
+    lines += _model_lines("decoder", summary["decoder"])
+    enc, dec = summary["evaluation"].get("encoder"), summary["evaluation"].get("decoder")
+    if enc:
+        lines.append(f"encoder evaluation ({enc['split']}, n={enc['n']}, prompts {enc['prompt_set']}): "
+                     f"zero-shot AUC {_fmt(enc['zero_shot_auc'])}")
+        for direction, recalls in enc["retrieval"].items():
+            lines.append(f"  {direction}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in recalls.items()))
+        for name, value in enc["linear_probe_auc"].items():
+            lines.append(f"  linear probe {name}: AUC {_fmt(value)}")
+        for name, value in enc["external_zero_shot_auc"].items():
+            lines.append(f"  external {name}: zero-shot AUC {_fmt(value)}")
+    else:
+        lines.append("encoder evaluation: missing")
+    if dec:
+        text = ", ".join(f"{k} {_fmt(v)}" for k, v in dec["text"].items())
+        clinical = ", ".join(f"{k} {_fmt(v)}" for k, v in dec["clinical_micro_f1"].items())
+        lines += [f"decoder evaluation ({dec['split']}, n={dec['n']}): {text}",
+                  f"  clinical micro-F1 ({dec['labeler']} labeler): {clinical}"]
+    else:
+        lines.append("decoder evaluation: missing")
+    if summary["benchmarks"]:
+        lines.append("run time: " + ", ".join(f"{k} {_fmt(v.get('seconds'))} s"
+                                              for k, v in summary["benchmarks"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""ONNX export: both towers match PyTorch within the stated tolerance, and the card says how to feed them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.experiment import LABELS
+from medlens.errors import MedlensError
+from medlens.evaluate.zero_shot import build_prompts
+from medlens.inference import export as export_module
+from medlens.inference.export import DEFAULT_ATOL, IMAGE_FILE, TEXT_FILE, export_onnx
+from medlens.inference.inputs import Preprocessing
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed here; the export cannot be checked")
+
+PREP = Preprocessing("chest_xray", 48, "test")
+
+
+@pytest.fixture(scope="module")
+def exported(experiment, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "export"
+    return out, export_onnx(experiment / "encoder", out, PREP, labels=LABELS, templates="report")
+
+
+def test_towers_match_pytorch_on_new_inputs(experiment, exported):
+    from medlens.models.encoders import load_encoder
+
+    out, record = exported
+    assert record["verification"]["atol"] == DEFAULT_ATOL
+    assert max(record["verification"]["max_abs_diff"].values()) <= DEFAULT_ATOL
+    encoder = load_encoder(experiment / "encoder", device="cpu")
+    pixels = torch.rand(5, 3, 32, 32)  # a batch size the export never saw
+    tokens = encoder.tokenizer(["The heart is enlarged.", "No pleural effusion.", "x", "Cardiomegaly.", "y"])
+    image = ort.InferenceSession(str(out / IMAGE_FILE)).run(None, {"pixel_values": pixels.numpy()})[0]
+    text = ort.InferenceSession(str(out / TEXT_FILE)).run(None, {"input_ids": tokens.numpy()})[0]
+    np.testing.assert_allclose(image, encoder.model.encode_image(pixels, normalize=True).detach().numpy(),
+                               atol=DEFAULT_ATOL, rtol=0)
+    np.testing.assert_allclose(text, encoder.encode_texts(["The heart is enlarged.", "No pleural effusion.", "x",
+                                                           "Cardiomegaly.", "y"]).numpy(), atol=DEFAULT_ATOL, rtol=0)
+
+
+def test_card_and_record_state_input_size_normalisation_and_prompts(exported):
+    out, record = exported
+    card = (out / "README.md").read_text()
+    assert card.startswith("# tiny encoder")  # the encoder's own card, extended
+    assert "input size: 32 x 32 px" in card
+    assert "mean [0.5, 0.5, 0.5] and std [0.25, 0.25, 0.25]" in card
+    assert "at most 48 px" in card and "decode grey" in card
+    assert "| Cardiomegaly | Cardiomegaly.; The heart is enlarged. | No cardiomegaly.; Heart size is normal. |" in card
+    assert f"tolerance {DEFAULT_ATOL:g}" in card
+    saved = json.loads((out / "export.json").read_text())
+    assert saved["files"][IMAGE_FILE]["input"]["pixel_values"] == ["batch", 3, 32, 32]
+    assert saved["files"][TEXT_FILE]["input"]["input_ids"] == ["batch", 32]
+    assert saved["zero_shot"]["prompts"] == {k: {"positive": p, "negative": n}
+                                             for k, (p, n) in build_prompts(LABELS, "report").items()}
+    assert (out / "open_clip_config.json").is_file()
+
+
+def test_a_graph_outside_the_tolerance_writes_nothing(experiment, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "_max_diff", lambda *a: 0.5)
+    with pytest.raises(MedlensError, match=r"differ by .*'image': 0.5.*nothing was written"):
+        export_onnx(experiment / "encoder", tmp_path / "out", PREP, labels=LABELS, templates="report")
+    assert not (tmp_path / "out").exists()
