@@ -11,7 +11,6 @@ import subprocess
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from workflow.conftest import make_workdir, snakemake
 
 pytestmark = pytest.mark.slow

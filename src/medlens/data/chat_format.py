@@ -14,6 +14,7 @@ next to the files lets LLaMA-Factory use the folder directly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -68,8 +69,8 @@ def convert_to_chat(pairs_path: str | os.PathLike, cfg: ChatConfig, out_dir: str
     counts: Counter[str] = Counter()
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
-        files = {s: open(tmp / f"{s}.jsonl", "w", encoding="utf-8") for s in SPLITS}
-        try:
+        with contextlib.ExitStack() as stack:
+            files = {s: stack.enter_context(open(tmp / f"{s}.jsonl", "w", encoding="utf-8")) for s in SPLITS}
             pf = pq.ParquetFile(pairs_path)
             for i in range(pf.num_row_groups):
                 for row in pf.read_row_group(i, columns=_COLUMNS).to_pylist():
@@ -84,9 +85,6 @@ def convert_to_chat(pairs_path: str | os.PathLike, cfg: ChatConfig, out_dir: str
                               "images": [name], "labels": row["labels"]}
                     files[row["split"]].write(json.dumps(record, ensure_ascii=False) + "\n")
                     counts[row["split"]] += 1
-        finally:
-            for f in files.values():
-                f.close()
         info = {f"medlens_{s}": {"file_name": f"{s}.jsonl", "formatting": "sharegpt",
                                  "columns": {"messages": "messages", "images": "images"},
                                  "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",

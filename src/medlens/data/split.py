@@ -23,7 +23,6 @@ import os
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -209,18 +208,17 @@ def split_pairs(prepared: Sequence[str | os.PathLike], cfg: SplitConfig, out_pai
         raise DataError(f"id '{duplicates[0]}' occurs in more than one prepared dataset",
                         file=", ".join(map(str, prepared)), expected="unique ids across an experiment's datasets")
     split_of, dropped, stats = assign_splits(meta, cfg)
-    with atomic_path(out_pairs) as tmp:
-        with pq.ParquetWriter(tmp, PAIRS_SCHEMA, compression="zstd") as writer:
-            for path in prepared:
-                pf = pq.ParquetFile(path)
-                for i in range(pf.num_row_groups):
-                    group = pf.read_row_group(i).select(PREPARED_SCHEMA.names).cast(PREPARED_SCHEMA)
-                    ids = group.column("id").to_pylist()
-                    mask = pa.array([i in split_of for i in ids])
-                    group = group.filter(mask)
-                    if group.num_rows:
-                        splits = pa.array([split_of[i] for i in group.column("id").to_pylist()], pa.string())
-                        writer.write_table(group.append_column(PAIRS_SCHEMA.field("split"), splits))
+    with atomic_path(out_pairs) as tmp, pq.ParquetWriter(tmp, PAIRS_SCHEMA, compression="zstd") as writer:
+        for path in prepared:
+            pf = pq.ParquetFile(path)
+            for i in range(pf.num_row_groups):
+                group = pf.read_row_group(i).select(PREPARED_SCHEMA.names).cast(PREPARED_SCHEMA)
+                ids = group.column("id").to_pylist()
+                mask = pa.array([i in split_of for i in ids])
+                group = group.filter(mask)
+                if group.num_rows:
+                    splits = pa.array([split_of[i] for i in group.column("id").to_pylist()], pa.string())
+                    writer.write_table(group.append_column(PAIRS_SCHEMA.field("split"), splits))
     with atomic_path(out_dropped) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "dataset", "reason"])

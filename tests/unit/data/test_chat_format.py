@@ -6,12 +6,11 @@ import json
 
 import pytest
 
+from helpers.prepared import png
 from medlens.config import ChatConfig, SplitConfig
 from medlens.data.chat_format import IMAGE_TOKEN, convert_to_chat, read_chat
 from medlens.data.split import split_pairs
 from medlens.errors import DataError
-
-from helpers.prepared import png
 
 
 @pytest.fixture

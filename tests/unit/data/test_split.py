@@ -9,11 +9,10 @@ from collections import Counter, defaultdict
 import pyarrow.parquet as pq
 import pytest
 
+from helpers.prepared import population
 from medlens.config import SplitConfig
 from medlens.data.split import split_pairs
 from medlens.errors import ConfigError, DataError
-
-from helpers.prepared import population
 
 
 def run(make_prepared, tmp_path, rows_by_dataset, cfg):

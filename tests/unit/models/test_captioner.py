@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers.encoders import save_tiny_open_clip
 from PIL import Image
 
+from helpers.encoders import save_tiny_open_clip
 from medlens.config import DecoderConfig, TrainerConfig
 from medlens.models.captioner import Captioner, build_captioner, caption_transform, load_vision_encoder
 from medlens.train.decoder import CaptionCollator, train_bpe_tokenizer
