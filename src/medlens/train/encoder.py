@@ -80,7 +80,9 @@ def create_optimizer(model: torch.nn.Module, cfg: EncoderConfig) -> torch.optim.
               {"params": [p for _, p in params if id(p) not in ids], "weight_decay": cfg.weight_decay}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    # the fused kernel updates all tensors in one pass: ~6x faster than the per-tensor loop for medlens-tiny
+    # on CPU (benchmarks/bench_encoder.py), and faster on GPUs too; the same AdamW update
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
 
 
 class _Signals:

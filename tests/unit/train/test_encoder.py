@@ -154,8 +154,10 @@ def test_lit_locking_leaves_the_last_groups_trainable():
     enc._lock_towers(model, EncoderConfig(**TINY, lock_image=True, lock_image_unlocked_groups=2, lock_text=True,
                                           lock_text_unlocked_layers=2))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    last_image, last_text = len(model.visual.transformer.resblocks) - 1, len(model.transformer.resblocks) - 1
     assert {"visual.proj", "text_projection", "logit_scale"} <= trainable
-    assert "visual.transformer.resblocks.3.attn.in_proj_weight" in trainable  # the last of 4 blocks
-    assert "visual.transformer.resblocks.0.attn.in_proj_weight" not in trainable
-    assert "transformer.resblocks.2.attn.in_proj_weight" in trainable  # the last of 3 text layers
-    assert "transformer.resblocks.1.attn.in_proj_weight" not in trainable and "token_embedding.weight" not in trainable
+    assert f"visual.transformer.resblocks.{last_image}.attn.in_proj_weight" in trainable
+    assert f"visual.transformer.resblocks.{last_image - 1}.attn.in_proj_weight" not in trainable
+    assert f"transformer.resblocks.{last_text}.attn.in_proj_weight" in trainable
+    assert f"transformer.resblocks.{last_text - 1}.attn.in_proj_weight" not in trainable
+    assert "token_embedding.weight" not in trainable and "visual.conv1.weight" not in trainable
