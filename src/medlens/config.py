@@ -27,6 +27,9 @@ __all__ = [
     "ResourcesConfig",
     "EncoderConfig",
     "TrainerConfig",
+    "LoraConfig",
+    "QuantizationConfig",
+    "AugmentConfig",
     "DecoderConfig",
     "ZeroShotConfig",
     "LinearProbeConfig",
@@ -207,6 +210,45 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters of a VLM; every key is the ``peft.LoraConfig`` field of that name (task type: causal LM)."""
+
+    r: int = 8  # rank of the update matrices
+    lora_alpha: int = 16  # the update is scaled by lora_alpha / r
+    lora_dropout: float = 0.05  # dropout on the adapter input
+    # module name suffixes, or one regular expression over full module names
+    target_modules: list[str] | str = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    bias: Literal["none", "all", "lora_only"] = "none"  # which biases train
+    modules_to_save: list[str] | None = None  # modules trained in full and saved with the adapter
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """Loading a VLM quantised (QLoRA); every key is the ``transformers.BitsAndBytesConfig`` field of that name."""
+
+    load_in_4bit: bool = False  # 4-bit weights (QLoRA)
+    load_in_8bit: bool = False  # 8-bit weights (LLM.int8)
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"  # NF4 suits normally distributed weights
+    bnb_4bit_use_double_quant: bool = False  # quantise the quantisation constants too
+    bnb_4bit_compute_dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # float32 on CPU whatever is set
+    llm_int8_skip_modules: list[str] | None = None  # modules kept unquantised (lm_head always is)
+
+    def __post_init__(self):
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ConfigError("load_in_4bit and load_in_8bit are both set", key="decoder.quantization",
+                              expected="at most one of them")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Light image augmentation of VLM training images (validation images are never augmented)."""
+
+    hflip: float = 0.0  # probability of a horizontal flip; left/right are swapped in the target text
+    rotate_degrees: float = 0.0  # random rotation within +-this many degrees
+    brightness: float = 0.0  # random brightness factor within 1 +- this
+
+
+@dataclass(frozen=True)
 class DecoderConfig:
     """Report generator: the LAPVQA-style captioner or a Hugging Face VLM (``train_decoder``)."""
 
@@ -222,12 +264,32 @@ class DecoderConfig:
     num_heads: int = 4  # captioner decoder heads
     tokenizer: str | None = None  # "gpt2" or a path; None trains a BPE tokenizer on the train reports
     vocab_size: int = 2000  # size of the trained BPE tokenizer
-    max_length: int = 128  # tokens per target text (prompt excluded)
+    max_length: int = 128  # captioner: tokens per target text; vlm: whole sequence (image, prompt and target tokens)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on capable GPUs, else fp32
     early_stopping_patience: int | None = None  # evaluations without improvement before stopping
     early_stopping_threshold: float = 0.0  # minimum validation-loss improvement that counts
+    finetune: Literal["lora", "full"] = "lora"  # vlm: train LoRA adapters or every weight
+    lora: LoraConfig = field(default_factory=LoraConfig)  # vlm with finetune lora: peft.LoraConfig
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)  # vlm: BitsAndBytesConfig
+    merge_adapters: bool = False  # vlm: also write the base model with the adapters merged in
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # vlm: training image augmentation
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # Hugging Face Trainer settings
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what one train_decoder job asks for
+
+    def __post_init__(self):
+        # conflicting options fail when the config is read, not after the model has loaded
+        if self.kind != "vlm":
+            return
+        if self.model is None:
+            raise ConfigError("kind 'vlm' needs a model", key="decoder.model",
+                              expected="a Hugging Face image-text-to-text model id or local folder")
+        quantized = self.quantization.load_in_4bit or self.quantization.load_in_8bit
+        if quantized and self.finetune == "full":
+            raise ConfigError("quantised weights cannot be fine-tuned in full", key="decoder.finetune",
+                              expected="'lora' with quantization, or no quantization with 'full'")
+        if self.merge_adapters and self.finetune != "lora":
+            raise ConfigError("merge_adapters is set but there are no adapters", key="decoder.merge_adapters",
+                              expected="false, or finetune: lora")
 
 
 @dataclass(frozen=True)
