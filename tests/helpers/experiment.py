@@ -38,3 +38,14 @@ def make_experiment(results: Path) -> Path:
                                                       "zero_shot": {"labels": LABELS, "templates": "report"}}))
     (encoder / "README.md").write_text("# tiny encoder\n\n- trained for a test\n")
     return exp
+
+
+class RecordingGenerator:
+    """Stands in for a decoder (``load_generator``'s result): records its calls, answers with mode and size."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, images, prompts=None, generation=None, batch_size=8):
+        self.calls.append((images, prompts, generation))
+        return [f"{im.mode} {im.size[0]}x{im.size[1]}" for im in images]

@@ -8,19 +8,45 @@ no weights are loaded.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from medlens.errors import ConfigError
-from medlens.report.collect import dig, read_benchmark, read_metrics_csv
 
 __all__ = ["summarise_experiment", "format_summary"]
 
 _STAGES = ("split", "convert_to_chat_format", "train_encoder", "train_decoder", "evaluate_encoder",
            "evaluate_decoder")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def dig(obj: Any, path: str) -> Any:
+    """``obj["a"]["b"]`` for ``path="a.b"``; None when any step is missing."""
+    for key in path.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _last_row(path: Path, delimiter: str = ",") -> dict[str, float] | None:
+    """The last row of a metrics.csv or Snakemake benchmark TSV, its numeric cells as floats."""
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter=delimiter))
+    if not rows:
+        return None
+    out = {}
+    for key, value in rows[-1].items():
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            continue  # empty cells (metrics not logged at that step) and h:m:s strings
+    return out
 
 
 def _size(path: Path) -> int:
@@ -58,11 +84,10 @@ def _model(folder: Path) -> dict[str, Any] | None:
         return None
     info_path = folder / "medlens.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    curves = read_metrics_csv(folder / "metrics.csv")
     described = {k: info.get(k) for k in ("kind", "steps", "best_metric", "best_value", "best_step", "summary",
                                           "zero_shot", "weights") if info.get(k) is not None}
     return {"path": str(folder), **described, "config": info.get("config"),
-            "last_metrics": curves[-1] if curves else None, "checkpoints": _checkpoints(folder),
+            "last_metrics": _last_row(folder / "metrics.csv"), "checkpoints": _checkpoints(folder),
             "bytes": _size(folder)}
 
 
@@ -115,7 +140,7 @@ def summarise_experiment(exp_dir: str | os.PathLike) -> dict[str, Any]:
                           expected="results/<experiment> holding data/, encoder/, decoder/ or eval/")
     split_path = exp / "data" / "split.json"
     split = json.loads(split_path.read_text()) if split_path.is_file() else None
-    benchmarks = {stage: read_benchmark(exp.parent / "benchmarks" / stage / f"{exp.name}.tsv") for stage in _STAGES}
+    benchmarks = {stage: _last_row(exp.parent / "benchmarks" / stage / f"{exp.name}.tsv", "\t") for stage in _STAGES}
     return {
         "experiment": exp.name, "path": str(exp),
         "data": None if split is None else {"rows_per_split": split.get("rows_per_split"),
@@ -190,6 +215,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     else:
         lines.append("decoder evaluation: missing")
     if summary["benchmarks"]:
-        lines.append("run time: " + ", ".join(f"{k} {_fmt(v.get('seconds'))} s"
+        lines.append("run time: " + ", ".join(f"{k} {_fmt(v.get('s'))} s"
                                               for k, v in summary["benchmarks"].items()))
     return "\n".join(lines)

@@ -24,9 +24,11 @@ import pyarrow.parquet as pq
 
 from medlens.config import GenerationConfig, from_dict
 from medlens.errors import ConfigError
-from medlens.evaluate.zero_shot import DEFAULT_TEMPLATES, build_prompts, zero_shot_probabilities
 from medlens.inference.inputs import Failure, ImageInput, Preprocessing, load_batches, read_medlens_json
 from medlens.io import atomic_path
+
+# medlens.evaluate.zero_shot is imported where it is used: it pulls in scikit-learn, which
+# `medlens embed` and `medlens generate` do not need (the command's start-up time is mostly imports).
 
 __all__ = ["zero_shot_setup", "classify_images", "generation_settings", "generate_reports", "training_prompt",
            "embed_images", "EMBED_METADATA_KEY"]
@@ -46,6 +48,8 @@ def zero_shot_setup(encoder_dir: str | os.PathLike, labels: Sequence[str] | None
     Raises:
         ConfigError: no labels given and none recorded, or labels the prompt set has no prompts for.
     """
+    from medlens.evaluate.zero_shot import DEFAULT_TEMPLATES, build_prompts
+
     recorded = read_medlens_json(encoder_dir).get("zero_shot") or {}
     labels = list(labels) if labels else list(recorded.get("labels") or [])
     if not labels:
@@ -89,6 +93,8 @@ def classify_images(encoder, items: Sequence[ImageInput], prep: Preprocessing, l
         ``(records, failures)``; a record is ``{"id", "image", "probabilities": {label: p}}``, where
         ``p = exp(pos) / (exp(pos) + exp(neg))`` with the encoder's own logit scale (CheXzero's rule).
     """
+    from medlens.evaluate.zero_shot import zero_shot_probabilities
+
     done, feats, failures = _image_features(encoder, items, prep, batch_size)
     if not done:
         return [], failures

@@ -49,7 +49,7 @@ def test_summary_reads_config_metrics_checkpoints_and_sizes(exp):
     assert ev["zero_shot_auc"] == {"auc": 0.71, "ci_low": 0.6, "ci_high": 0.8}
     assert ev["retrieval"] == {"image_to_text": {"recall@1": 0.25}, "text_to_image": {"recall@1": 0.5}}
     assert ev["linear_probe_auc"]["chexpert5"]["auc"] == 0.9 and ev["external_zero_shot_auc"]["ext"]["auc"] == 0.55
-    assert summary["benchmarks"]["train_encoder"]["seconds"] == 12.5
+    assert summary["benchmarks"]["train_encoder"] == {"s": 12.5, "max_rss": 900.0}
     assert summary["bytes"] > enc["bytes"] > enc["checkpoints"][0]["bytes"]
 
 

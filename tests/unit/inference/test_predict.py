@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from helpers.experiment import LABELS, STORE_SIZE
+from helpers.experiment import LABELS, STORE_SIZE, RecordingGenerator
 from medlens.config import GenerationConfig
 from medlens.data.images import encode_image, prepare_image
 from medlens.errors import ConfigError
@@ -99,19 +99,8 @@ def test_nothing_is_written_when_no_image_can_be_read(encoder, tmp_path):
     assert not (tmp_path / "e.parquet").exists()
 
 
-class _RecordingGenerator:
-    """Stands in for a decoder: records what it is given and answers with the image size."""
-
-    def __init__(self):
-        self.calls = []
-
-    def generate(self, images, prompts=None, generation=None, batch_size=8):
-        self.calls.append((images, prompts, generation))
-        return [f"{im.mode} {im.size[0]}x{im.size[1]}" for im in images]
-
-
 def test_reports_come_back_per_image_with_prepared_inputs(images):
-    gen = _RecordingGenerator()
+    gen = RecordingGenerator()
     settings = GenerationConfig(num_beams=3)
     records, failures = generate_reports(gen, images, Preprocessing("chest_xray", 32, "t"), generation=settings,
                                          prompt="Describe:", batch_size=2)

@@ -1,0 +1,258 @@
+"""The ``medlens`` command: run trained models on new images, export encoders, summarise experiments.
+
+Subcommands are thin: they parse options, call :mod:`medlens.inference`, and write the records.
+Every image goes through the preprocessing of training (``medlens.data.images.prepare_image``),
+with the modality and store size read from the experiment the model came from.
+
+Exit status: 0 when everything worked; 1 when an input or the model failed (every other input is
+still processed, and each failure is reported on stderr naming its file); 2 for usage errors
+(bad options, a folder that is not a model, an unknown prompt set or label).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from medlens.errors import ConfigError, MedlensError
+
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def _add_preprocessing(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("preprocessing (read from the model's experiment when not given)")
+    g.add_argument("--modality", help="modality of the inputs, e.g. chest_xray (decides grey or RGB decoding)")
+    g.add_argument("--store-size", type=_positive_int, help="longest side the training images were stored at")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per forward pass (default 16)")
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("text", "jsonl"), default="text", help="output format (default text)")
+    p.add_argument("--out", type=Path, help="write to this file instead of stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (also used to document them)."""
+    parser = argparse.ArgumentParser(prog="medlens", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and library warnings")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="write a report for each image with a trained decoder")
+    p.add_argument("--model", type=Path, required=True, help="decoder folder, results/<experiment>/decoder")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/16-bit/TIFF/DICOM files")
+    p.add_argument("--num-beams", type=_positive_int, help="beam width; 1 is greedy")
+    p.add_argument("--max-new-tokens", type=_positive_int, help="longest report, in tokens")
+    p.add_argument("--repetition-penalty", type=_positive_float, help=">1 discourages repeated tokens")
+    p.add_argument("--prompt", help="user turn for VLM decoders (default: the one they were trained with)")
+    _add_output(p)
+    _add_preprocessing(p)
+
+    p = sub.add_parser("classify", help="zero-shot probability of each label for each image")
+    p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/16-bit/TIFF/DICOM files")
+    p.add_argument("--labels", nargs="+", help="labels to score (default: the ones the encoder was evaluated on)")
+    p.add_argument("--prompts", help="prompt set name under resources/prompts or a YAML file "
+                                     "(default: the set the encoder was evaluated with)")
+    _add_output(p)
+    _add_preprocessing(p)
+
+    p = sub.add_parser("embed", help="write image (and text) embeddings to a parquet file")
+    p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
+    p.add_argument("--images", type=Path, required=True,
+                   help="a folder (searched recursively) or a manifest CSV with columns path[, id, text]")
+    p.add_argument("--out", type=Path, required=True, help="the parquet file to write")
+    p.add_argument("--text", action="store_true", help="also embed the manifest's 'text' column")
+    _add_preprocessing(p)
+
+    p = sub.add_parser("info", help="summarise what an experiment produced")
+    p.add_argument("experiment", type=Path, metavar="EXPERIMENT", help="results/<experiment>")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+
+    p = sub.add_parser("export", help="export an encoder's image and text towers, verified against PyTorch")
+    p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default onnx)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (replaced when it exists)")
+    p.add_argument("--atol", type=_positive_float, help="largest allowed |export - torch| per feature (default 1e-4)")
+    p.add_argument("--opset", type=_positive_int, help="ONNX opset (default 17)")
+    p.add_argument("--labels", nargs="+", help="labels whose prompts the model card records (default: evaluated ones)")
+    p.add_argument("--prompts", help="their prompt set (default: the set the encoder was evaluated with)")
+    g = p.add_argument_group("preprocessing recorded in the model card (read from the experiment when not given)")
+    g.add_argument("--modality")
+    g.add_argument("--store-size", type=_positive_int)
+    return parser
+
+
+class _Report:
+    """Failures reported on stderr as they are found, counted for the exit status."""
+
+    def __init__(self, command: str):
+        self.command, self.failed = command, 0
+
+    def failures(self, failures) -> None:
+        for f in failures:
+            self.failed += 1
+            print(f"medlens {self.command}: error: {f.error}", file=sys.stderr)
+
+    def status(self, total: int) -> int:
+        if self.failed:
+            print(f"medlens {self.command}: {self.failed} of {total} inputs failed", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
+
+
+def _write(records: list[dict[str, Any]], failures, fmt: str, out: Path | None, text_block) -> None:
+    """Records as JSON lines (failures too, with their error) or as readable blocks."""
+    stream: TextIO = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115 (closed below)
+    try:
+        if fmt == "jsonl":
+            for rec in [*records, *({"id": f.id, "image": f.path, "error": f.error} for f in failures)]:
+                stream.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        else:
+            for rec in records:
+                stream.write(f"==> {rec['image']} <==\n{text_block(rec)}\n\n")
+    finally:
+        if out:
+            stream.close()
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from medlens.inference import list_images, resolve_preprocessing
+    from medlens.inference.predict import generate_reports, generation_settings, training_prompt
+    from medlens.models.generator import load_generator
+
+    prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
+    generation, _ = generation_settings(args.model, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
+                                        repetition_penalty=args.repetition_penalty)
+    generator = load_generator(args.model)
+    items = list_images(args.images)
+    records, failures = generate_reports(generator, items, prep, generation=generation,
+                                         prompt=args.prompt or training_prompt(args.model),
+                                         batch_size=args.batch_size)
+    report = _Report("generate")
+    report.failures(failures)
+    _write(records, failures, args.format, args.out, lambda r: r["report"])
+    return report.status(len(items))
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from medlens.inference import list_images, resolve_preprocessing
+    from medlens.inference.predict import classify_images, zero_shot_setup
+    from medlens.models.encoders import load_encoder
+
+    encoder = load_encoder(args.model)  # first: a folder that is not an encoder is the clearest error
+    labels, templates = zero_shot_setup(args.model, args.labels, args.prompts)
+    prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
+    items = list_images(args.images)
+    records, failures = classify_images(encoder, items, prep, labels, templates, batch_size=args.batch_size)
+    report = _Report("classify")
+    report.failures(failures)
+    width = max(len(lab) for lab in labels)
+    _write(records, failures, args.format, args.out,
+           lambda r: "\n".join(f"{lab:<{width}}  {p:.4f}" for lab, p in r["probabilities"].items()))
+    return report.status(len(items))
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from medlens.inference import list_images, resolve_preprocessing
+    from medlens.inference.predict import embed_images
+    from medlens.models.encoders import load_encoder
+
+    items = list_images(args.images, with_text=args.text)
+    prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
+    encoder = load_encoder(args.model)
+    written, failures = embed_images(encoder, items, prep, args.out, with_text=args.text,
+                                     batch_size=args.batch_size, model_dir=str(args.model))
+    report = _Report("embed")
+    report.failures(failures)
+    print(f"wrote {written} embeddings to {args.out}" if written else "no image could be read; nothing written",
+          file=sys.stderr)
+    return report.status(len(items))
+
+
+def _info(args: argparse.Namespace) -> int:
+    from medlens.inference.info import format_summary, summarise_experiment
+
+    summary = summarise_experiment(args.experiment)
+    print(json.dumps(summary, indent=2, default=str) if args.format == "json" else format_summary(summary))
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from medlens.inference import resolve_preprocessing
+    from medlens.inference.export import DEFAULT_ATOL, DEFAULT_OPSET, export_onnx
+    from medlens.inference.predict import zero_shot_setup
+
+    labels, templates = zero_shot_setup(args.model, args.labels, args.prompts)
+    prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
+    record = export_onnx(args.model, args.out, prep, labels=labels, templates=templates,
+                         atol=args.atol or DEFAULT_ATOL, opset=args.opset or DEFAULT_OPSET)
+    ver = record["verification"]
+    print(f"exported {', '.join(record['files'])} to {args.out} (opset {record['opset']}); max |onnx - torch| "
+          f"image {ver['max_abs_diff']['image']:.2e}, text {ver['max_abs_diff']['text']:.2e} "
+          f"<= {ver['atol']:g}; model card {args.out / 'README.md'}")
+    return EXIT_OK
+
+
+_COMMANDS = {"generate": _generate, "classify": _classify, "embed": _embed, "info": _info, "export": _export}
+
+
+class _DropMisleading(logging.Filter):
+    """open_clip warns "initialized randomly" for ``local-dir:`` models that load_encoder fills right after."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+def _setup_logging(verbose: bool) -> None:
+    from medlens.log import setup_logging
+
+    setup_logging(None, level=logging.INFO if verbose else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropMisleading())
+    if not verbose:
+        import warnings
+
+        warnings.simplefilter("ignore")  # library deprecation notes are noise to someone running a model
+        # read by transformers and huggingface_hub when they are imported (importing them here costs a second)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``medlens`` command; returns the exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return _COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"medlens {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except MedlensError as e:
+        print(f"medlens {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The ``medlens`` command in process: options, exit statuses, output formats (subprocess runs: tests/workflow)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers.experiment import LABELS, RecordingGenerator, make_experiment
+from medlens import cli
+from medlens.config import GenerationConfig
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    return make_experiment(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(autouse=True)
+def _keep_test_logging(monkeypatch):
+    # main() configures the root logger and warning filters for a terminal; pytest owns them here
+    monkeypatch.setattr(cli, "_setup_logging", lambda verbose: None)
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("argv", [
+    ["classify", "x.png"],  # no --model
+    ["generate", "--model", "m"],  # no image
+    ["embed", "--model", "m", "--images", "d", "--out", "o", "--batch-size", "0"],
+    ["generate", "--model", "m", "x.png", "--format", "csv"],
+    ["export", "--model", "m", "--out", "o", "--format", "tflite"],
+    ["generate", "--model", "m", "x.png", "--repetition-penalty", "-1"],
+])
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == cli.EXIT_USAGE
+    assert "error:" in capsys.readouterr().err
+
+
+def test_classify_prints_each_label_and_reports_failures(experiment, image, capsys):
+    status = cli.main(["classify", "--model", str(experiment / "encoder"), str(image), str(image.with_name("no.png"))])
+    out, err = capsys.readouterr()
+    assert status == cli.EXIT_FAILED
+    header, *lines = out.strip().split("\n")
+    assert header == f"==> {image} <=="
+    assert [line.rsplit(None, 1)[0] for line in lines] == LABELS
+    assert all(0 < float(line.rsplit(None, 1)[1]) < 1 for line in lines)
+    assert f"medlens classify: error: {image.with_name('no.png')}: image file not found" in err
+    assert "1 of 2 inputs failed" in err
+
+
+def test_a_folder_that_is_not_a_model_is_a_usage_error(experiment, image, capsys):
+    assert cli.main(["classify", "--model", str(experiment / "data"), str(image)]) == cli.EXIT_USAGE
+    assert "is not an encoder folder" in capsys.readouterr().err
+    assert cli.main(["info", str(experiment / "data")]) == cli.EXIT_USAGE
+    assert cli.main(["embed", "--model", str(experiment / "encoder"), "--images", str(image.parent), "--out",
+                     str(image.parent / "e.parquet"), "--text"]) == cli.EXIT_USAGE
+    assert "has no texts" in capsys.readouterr().err
+
+
+def test_generate_passes_decoding_options_and_prompt(experiment, image, tmp_path, monkeypatch):
+    gen = RecordingGenerator()
+    monkeypatch.setattr("medlens.models.generator.load_generator", lambda path: gen)
+    out = tmp_path / "reports.txt"
+    status = cli.main(["generate", "--model", str(experiment / "decoder"), str(image), "--num-beams", "3",
+                       "--max-new-tokens", "5", "--repetition-penalty", "1.2", "--prompt", "Findings?",
+                       "--out", str(out)])
+    assert status == cli.EXIT_OK
+    (images, prompts, generation), = gen.calls
+    assert generation == GenerationConfig(max_new_tokens=5, num_beams=3, repetition_penalty=1.2)
+    assert prompts == ["Findings?"]
+    assert out.read_text() == f"==> {image} <==\nRGB 48x32\n\n"  # 60x40 shrunk to the experiment's 48 px
+
+
+def test_generate_jsonl_has_one_line_per_input_errors_included(experiment, image, monkeypatch, capsys):
+    monkeypatch.setattr("medlens.models.generator.load_generator", lambda path: RecordingGenerator())
+    status = cli.main(["generate", "--model", str(experiment / "decoder"), str(image), "gone.png", "--format",
+                       "jsonl"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert status == cli.EXIT_FAILED
+    assert lines[0] == {"id": str(image), "image": str(image), "report": "RGB 48x32"}
+    assert lines[1]["id"] == "gone.png" and lines[1]["error"].startswith("gone.png: image file not found")
+
+
+def test_info_prints_the_summary(experiment, capsys):
+    assert cli.main(["info", str(experiment)]) == cli.EXIT_OK
+    assert "decoder: not trained" in capsys.readouterr().out
+    assert cli.main(["info", str(experiment), "--format", "json"]) == cli.EXIT_OK
+    assert json.loads(capsys.readouterr().out)["encoder"]["steps"] == 3
