@@ -9,6 +9,7 @@ number of loader workers (a plain ``DataLoader(shuffle=True)`` cannot promise th
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -64,13 +65,17 @@ class PairsDataset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, str]:
         index, aug_seed = item if isinstance(item, tuple) else (item, None)
-        image: Image.Image = load_image(self.images[index].as_py(), grey=False)
+        data = self.images[index].as_py()
+        # a grey X-ray stays single-channel until the transform has cropped and resized it (open_clip's
+        # transform converts to RGB last): the same pixels for a third of the resampling work
+        grey = Image.open(io.BytesIO(data)).mode == "L"
+        image: Image.Image = load_image(data, grey=grey)
         text = self.texts[index]
         if aug_seed is None:
             return self.transform(image), text
         # torchvision draws crops from torch's global RNG: seed it per sample, without leaking out
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(aug_seed)
+            torch.default_generator.manual_seed(aug_seed)  # torch.manual_seed also visits every accelerator: 100x dearer
             if self.hflip and torch.rand(()) < 0.5:
                 image, text = ImageOps.mirror(image), swap_laterality(text)
             return self.transform(image), text
