@@ -54,7 +54,8 @@ def runs(tiny_run, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         "export": ["export", "--model", enc, "--format", "onnx", "--out", str(folder / "onnx")],
         "usage": ["classify", "--model", enc],
     }
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    # one thread each: the commands already run side by side, and tiny models gain nothing from more
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     procs = {k: subprocess.Popen([MEDLENS, *args], cwd=folder, env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True) for k, args in commands.items()}
     done = {}
