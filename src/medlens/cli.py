@@ -55,7 +55,10 @@ def _add_output(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (also used to document them)."""
-    parser = argparse.ArgumentParser(prog="medlens", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="medlens", description="Run trained medlens models on new images, export encoders, summarise experiments.",
+        epilog="exit status: 0 ok; 1 when an input or the model failed (the other inputs are still processed); "
+               "2 for usage errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and library warnings")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
