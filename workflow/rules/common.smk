@@ -72,7 +72,7 @@ def _all_datasets(name):
 def experiment_files(name):
     """Paths of everything the report reads for one experiment (all are inputs of the report rule)."""
     return {
-        "prepared": [f"results/prepared/{d}.parquet" for d in _all_datasets(name)],
+        "prepared": {d: f"results/prepared/{d}.parquet" for d in _all_datasets(name)},
         "pairs": f"results/{name}/data/pairs.parquet",
         "split": f"results/{name}/data/split.json",
         "chat": f"results/{name}/data/chat",
@@ -89,7 +89,7 @@ def report_inputs(wildcards):
     files = set()
     for name in RUN:
         for value in experiment_files(name).values():
-            files.update([value] if isinstance(value, str) else value)
+            files.update(value.values() if isinstance(value, dict) else [value])
     return sorted(files)
 
 
@@ -140,22 +140,36 @@ def evaluate_decoder_params(wildcards):
 
 
 def report_params(wildcards):
-    """Per experiment: its resolved config, the files it produced and the benchmark file of each stage."""
+    """Per experiment: its resolved config, the files it produced, and each stage's benchmark and log.
+
+    Benchmarks and logs are not inputs (no rule declares them); the report shows them as missing when absent.
+    """
+    from medlens.report.claims import load_seed_claims
+
     stages = ["split", "convert_to_chat_format", "train_encoder", "train_decoder", "evaluate_encoder", "evaluate_decoder"]
-    return {
-        name: {
-            "config": to_dict(experiment(name)),
+    params = {}
+    for name in RUN:
+        exp = experiment(name)
+        if exp.report.seed_claims is not None:
+            try:  # an unknown name fails here, before any job runs, naming the experiment file
+                load_seed_claims(exp.report.seed_claims)
+            except ConfigError as e:
+                raise ConfigError(e.problem, file=str(EXPERIMENTS_DIR / f"{name}.yaml"), key="report.seed_claims",
+                                  expected=e.expected) from e
+        datasets = _all_datasets(name)
+        params[name] = {
+            "config": to_dict(exp),
             "files": {
                 **experiment_files(name),
                 "benchmarks": {
-                    **{f"download/{d}": f"results/benchmarks/download/{d}.tsv" for d in _all_datasets(name)},
-                    **{f"prepare_datasets/{d}": f"results/benchmarks/prepare_datasets/{d}.tsv" for d in _all_datasets(name)},
+                    **{f"download/{d}": f"results/benchmarks/download/{d}.tsv" for d in datasets},
+                    **{f"prepare_datasets/{d}": f"results/benchmarks/prepare_datasets/{d}.tsv" for d in datasets},
                     **{s: f"results/benchmarks/{s}/{name}.tsv" for s in stages},
                 },
+                "logs": {s: f"results/logs/{s}/{name}.log" for s in ("train_encoder", "train_decoder")},
             },
         }
-        for name in RUN
-    }
+    return params
 
 
 def stage_resources(stage, key):

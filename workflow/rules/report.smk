@@ -2,10 +2,33 @@ rule report:
     input:
         report_inputs,
     output:
-        html=report("results/report.html", caption="../report/report.rst", category="Report"),
-        pages=expand("results/{experiment}/report.html", experiment=RUN),
-        summary_csv="results/paper/summary.csv",
-        summary_tex="results/paper/summary.tex",
+        html=report(
+            "results/report.html",
+            caption="../report/report.rst",
+            category="Report",
+            labels={"page": "all experiments"},
+        ),
+        pages=[
+            report(
+                f"results/{name}/report.html",
+                caption="../report/experiment_page.rst",
+                category="Report",
+                labels={"page": name},
+            )
+            for name in RUN
+        ],
+        summary_csv=report(
+            "results/paper/summary.csv",
+            caption="../report/paper_table.rst",
+            category="Report",
+            labels={"page": "paper table (CSV)"},
+        ),
+        summary_tex=report(
+            "results/paper/summary.tex",
+            caption="../report/paper_table.rst",
+            category="Report",
+            labels={"page": "paper table (LaTeX)"},
+        ),
     log:
         "results/logs/report/report.log",
     benchmark:

@@ -5,22 +5,20 @@ A value that is missing stays ``None`` and is shown as missing, never as zero.
 
 from __future__ import annotations
 
-import base64
 import csv
-import io
 import json
 import logging
+import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from PIL import Image
 
-from medlens.data.images import load_image
 from medlens.data.prepare import read_prepared_summary
 
-__all__ = ["collect_experiment", "dig", "summary_row", "thumbnail", "read_metrics_csv", "read_benchmark"]
+__all__ = ["collect_experiment", "dig", "read_metrics_csv", "source_split_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +32,8 @@ def dig(obj: Any, path: str) -> Any:
     return obj
 
 
-def thumbnail(src: Any, size: int = 160) -> str:
-    """A data: URI of a small PNG (images are inlined so the page makes no request)."""
-    img = load_image(src, grey=False)
-    img.thumbnail((size, size), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, float]]:
-    """A training ``metrics.csv`` as rows of floats (empty cells dropped)."""
+    """A training ``metrics.csv`` as rows of floats; empty and non-finite cells are left out of their row."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -54,115 +43,81 @@ def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, float]]:
             parsed = {}
             for k, v in row.items():
                 try:
-                    parsed[k] = float(v)
+                    x = float(v)
                 except (TypeError, ValueError):
                     continue
+                if math.isfinite(x):
+                    parsed[k] = x
             rows.append(parsed)
     return rows
 
 
-def read_benchmark(path: str | os.PathLike) -> dict[str, Any] | None:
-    """Wall time (s), peak RSS (MB) and finish time of one Snakemake ``benchmark:`` file."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if not rows:
-        return None
-    row = rows[-1]
-
-    def num(key: str) -> float | None:
-        try:
-            return float(row.get(key, ""))
-        except ValueError:
-            return None
-
-    return {"seconds": num("s"), "max_rss_mb": num("max_rss"), "finished": os.path.getmtime(path)}
-
-
-def _examples(generations: Path, chat_dir: Path, n: int) -> list[dict[str, Any]]:
-    examples = []
-    if not generations.is_file():
-        return examples
-    with open(generations, encoding="utf-8") as f:
-        for line in f:
-            if len(examples) >= n:
-                break
-            g = json.loads(line)
-            image = chat_dir / g["image"]
-            examples.append({**g, "thumbnail": thumbnail(image) if image.is_file() else None})
-    return examples
-
-
-def _image_strip(pairs: Path, n: int = 8) -> list[dict[str, Any]]:
+def source_split_counts(pairs: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """Rows of ``pairs.parquet`` per source dataset and split: ``{dataset: {split: n}}``."""
+    pairs = Path(pairs)
     if not pairs.is_file():
-        return []
-    pf = pq.ParquetFile(pairs)
-    rows = pf.read_row_group(0, columns=["id", "image", "labels"]).slice(0, n).to_pylist() if pf.num_row_groups else []
-    return [{"id": r["id"], "labels": r["labels"], "thumbnail": thumbnail(r["image"], 120)} for r in rows]
+        return {}
+    table = pq.read_table(pairs, columns=["dataset", "split"])
+    counts = Counter(zip(table.column("dataset").to_pylist(), table.column("split").to_pylist(), strict=True))
+    out: dict[str, dict[str, int]] = {}
+    for (dataset, split), n in sorted(counts.items()):
+        out.setdefault(dataset, {})[split] = n
+    return out
 
 
-def collect_experiment(name: str, files: dict[str, str], experiment: dict[str, Any], *,
+def _load_json(path: str | None) -> Any:
+    return json.loads(Path(path).read_text()) if path and Path(path).is_file() else None
+
+
+def collect_experiment(name: str, files: dict[str, Any], experiment: dict[str, Any], *,
                        n_examples: int = 6) -> dict[str, Any]:
     """Everything the report shows for one experiment.
 
     Args:
         name: the experiment name.
-        files: paths of its outputs (split, pairs, chat, encoder, decoder, eval JSONs, prepared parquets,
-            generations, benchmarks).
+        files: paths of its outputs, as ``report_params`` in ``workflow/rules/common.smk`` lists them:
+            ``prepared`` ({dataset: parquet}), ``pairs``, ``split``, ``chat``, ``encoder``, ``decoder``,
+            ``encoder_eval``, ``decoder_eval``, ``generations``, ``benchmarks`` ({stage: tsv}) and
+            ``logs`` ({stage: log}).
         experiment: the experiment's resolved configuration (``ExperimentConfig`` as a dict).
         n_examples: generated-vs-reference examples shown.
-    """
-    def load(key: str) -> Any:
-        path = files.get(key)
-        return json.loads(Path(path).read_text()) if path and Path(path).is_file() else None
 
-    prepared = []
-    for path in files.get("prepared", []):
-        summary = read_prepared_summary(path)
-        summary.pop("config", None)
-        prepared.append(summary)
+    Returns:
+        A dict of plain values; whatever is absent is None or empty.
+    """
+    from medlens.report.examples import generation_examples, image_strip, retrieval_examples
+    from medlens.report.provenance import input_checksums, read_benchmark, seeds_of, stage_device
+
+    prepared, dataset_seeds = [], {}
+    for dataset, path in files.get("prepared", {}).items():
+        summary = read_prepared_summary(path) if Path(path).is_file() else {}
+        dataset_seeds.update(seeds_of(summary.pop("config", {}), f"datasets.{dataset}"))
+        prepared.append({"dataset": dataset, "read": summary.get("read"), "kept": summary.get("kept"),
+                         "rejected": summary.get("rejected"), "reasons": summary.get("reasons") or {}})
+    encoder_eval = _load_json(files.get("encoder_eval"))
+    pairs = files.get("pairs", "")
+    logs = files.get("logs", {})
     return {
         "name": name,
+        "title": (experiment.get("report") or {}).get("title") or name,
         "description": experiment.get("description", ""),
         "config": experiment,
         "datasets": experiment.get("datasets", []),
         "encoder_preset": dig(experiment, "encoder.preset"),
         "decoder_preset": dig(experiment, "decoder.preset"),
         "prepared": prepared,
-        "split": load("split"),
-        "encoder_eval": load("encoder_eval"),
-        "decoder_eval": load("decoder_eval"),
+        "source_split_counts": source_split_counts(pairs),
+        "split": _load_json(files.get("split")),
+        "encoder_eval": encoder_eval,
+        "decoder_eval": _load_json(files.get("decoder_eval")),
         "encoder_curves": read_metrics_csv(Path(files["encoder"]) / "metrics.csv") if "encoder" in files else [],
         "decoder_curves": read_metrics_csv(Path(files["decoder"]) / "metrics.csv") if "decoder" in files else [],
-        "examples": _examples(Path(files.get("generations", "")), Path(files.get("chat", "")), n_examples),
-        "strip": _image_strip(Path(files.get("pairs", ""))),
-        "benchmarks": {rule: read_benchmark(path) for rule, path in files.get("benchmarks", {}).items()},
-    }
-
-
-def summary_row(exp: dict[str, Any]) -> dict[str, Any]:
-    """One paper-table row: what was trained on what, and its headline numbers (None when missing)."""
-    enc, dec = exp.get("encoder_eval") or {}, exp.get("decoder_eval") or {}
-    return {
-        "experiment": exp["name"],
-        "datasets": ", ".join(exp["datasets"]),
-        "encoder": exp["encoder_preset"],
-        "decoder": exp["decoder_preset"],
-        "zero_shot_auc": dig(enc, "zero_shot.mean.auc"),
-        "zero_shot_auc_ci_low": dig(enc, "zero_shot.mean.ci_low"),
-        "zero_shot_auc_ci_high": dig(enc, "zero_shot.mean.ci_high"),
-        "probe_auc_chexpert5": dig(enc, "linear_probe.chexpert5.mean.auc"),
-        "probe_auc_chexpert14": dig(enc, "linear_probe.chexpert14.mean.auc"),
-        "probe_auc_nih14": dig(enc, "linear_probe.nih14.mean.auc"),
-        **{f"i2t_r@{k}": dig(enc, f"retrieval.image_to_text.recall@{k}.value") for k in (1, 5, 10)},
-        **{f"t2i_r@{k}": dig(enc, f"retrieval.text_to_image.recall@{k}.value") for k in (1, 5, 10)},
-        **{f"bleu{k}": dig(dec, f"overall.text.bleu{k}") for k in (1, 2, 3, 4)},
-        "rouge_l": dig(dec, "overall.text.rouge_l"),
-        "cider_d": dig(dec, "overall.text.cider_d"),
-        "clinical_f1_micro_14": dig(dec, "overall.clinical.chexpert14.micro.f1"),
-        "clinical_f1_macro_14": dig(dec, "overall.clinical.chexpert14.macro.f1"),
-        "clinical_f1_micro_5": dig(dec, "overall.clinical.chexpert5.micro.f1"),
-        "clinical_f1_macro_5": dig(dec, "overall.clinical.chexpert5.macro.f1"),
+        "examples": generation_examples(files.get("generations", ""), files.get("chat", ""), n_examples),
+        "retrieval_examples": retrieval_examples(encoder_eval, pairs),
+        "strip": image_strip(pairs),
+        "benchmarks": {stage: {**(read_benchmark(path) or {"missing": True}), "device": stage_device(logs[stage])
+                               if stage in logs else None} for stage, path in files.get("benchmarks", {}).items()},
+        "seeds": {**seeds_of(experiment), **dataset_seeds},
+        "checksums": input_checksums({**{f"prepared/{d}": p for d, p in files.get("prepared", {}).items()},
+                                      "pairs": pairs}),
     }
