@@ -19,7 +19,13 @@ rule prepare_datasets:
         marker=rules.download.output.marker,
     output:
         parquet="results/prepared/{dataset}.parquet",
-        rejected="results/prepared/{dataset}.rejected.csv",
+        rejected=report(
+            "results/prepared/{dataset}.rejected.csv",
+            caption="../report/rejected.rst",
+            category="Data",
+            subcategory="rejected rows",
+            labels={"dataset": "{dataset}", "table": "rejected rows"},
+        ),
     log:
         "results/logs/prepare_datasets/{dataset}.log",
     benchmark:
@@ -39,8 +45,20 @@ rule split:
         prepared=get_prepared,
     output:
         pairs="results/{experiment}/data/pairs.parquet",
-        dropped="results/{experiment}/data/dropped.csv",
-        stats="results/{experiment}/data/split.json",
+        dropped=report(
+            "results/{experiment}/data/dropped.csv",
+            caption="../report/dropped.rst",
+            category="Data",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "table": "rows dropped by the split"},
+        ),
+        stats=report(
+            "results/{experiment}/data/split.json",
+            caption="../report/split.rst",
+            category="Data",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "table": "split statistics"},
+        ),
     log:
         "results/logs/split/{experiment}.log",
     benchmark:

@@ -3,7 +3,14 @@ rule train_decoder:
         unpack(get_decoder_encoder),
         chat=rules.convert_to_chat_format.output.chat,
     output:
-        decoder=directory("results/{experiment}/decoder"),
+        decoder=report(
+            directory("results/{experiment}/decoder"),
+            patterns=["{file,metrics\\.csv}"],
+            caption="../report/training_metrics.rst",
+            category="Training",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "stage": "decoder"},
+        ),
     log:
         "results/logs/train_decoder/{experiment}.log",
     benchmark:

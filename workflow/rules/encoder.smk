@@ -2,7 +2,14 @@ rule train_encoder:
     input:
         pairs=rules.split.output.pairs,
     output:
-        encoder=directory("results/{experiment}/encoder"),
+        encoder=report(
+            directory("results/{experiment}/encoder"),
+            patterns=["{file,metrics\\.csv}"],
+            caption="../report/training_metrics.rst",
+            category="Training",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "stage": "encoder"},
+        ),
     log:
         "results/logs/train_encoder/{experiment}.log",
     benchmark:

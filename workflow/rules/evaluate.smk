@@ -4,9 +4,27 @@ rule evaluate_encoder:
         encoder=rules.train_encoder.output.encoder,
         external=get_external_prepared,
     output:
-        metrics="results/{experiment}/eval/encoder.json",
-        per_label="results/{experiment}/eval/encoder_per_label.csv",
-        roc="results/{experiment}/eval/encoder_roc.csv",
+        metrics=report(
+            "results/{experiment}/eval/encoder.json",
+            caption="../report/encoder_metrics.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "table": "encoder metrics"},
+        ),
+        per_label=report(
+            "results/{experiment}/eval/encoder_per_label.csv",
+            caption="../report/encoder_per_label.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "table": "AUC per label"},
+        ),
+        roc=report(
+            "results/{experiment}/eval/encoder_roc.csv",
+            caption="../report/encoder_roc.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "table": "ROC points"},
+        ),
     log:
         "results/logs/evaluate_encoder/{experiment}.log",
     benchmark:
@@ -27,9 +45,27 @@ rule evaluate_decoder:
         chat=rules.convert_to_chat_format.output.chat,
         decoder=rules.train_decoder.output.decoder,
     output:
-        metrics="results/{experiment}/eval/decoder.json",
-        generations="results/{experiment}/eval/generations.jsonl",
-        per_label="results/{experiment}/eval/decoder_per_label.csv",
+        metrics=report(
+            "results/{experiment}/eval/decoder.json",
+            caption="../report/decoder_metrics.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "table": "decoder metrics"},
+        ),
+        generations=report(
+            "results/{experiment}/eval/generations.jsonl",
+            caption="../report/generations.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "table": "generated reports"},
+        ),
+        per_label=report(
+            "results/{experiment}/eval/decoder_per_label.csv",
+            caption="../report/decoder_per_label.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "table": "clinical F1 per label"},
+        ),
     log:
         "results/logs/evaluate_decoder/{experiment}.log",
     benchmark:
