@@ -1,0 +1,193 @@
+"""The rendered report: escaping of hostile text, one summary row per experiment, missing shown as missing."""
+
+from __future__ import annotations
+
+import csv
+import html.parser
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from medlens.errors import ConfigError
+from medlens.report.claims import load_seed_claims
+from medlens.report.collect import collect_experiment
+from medlens.report.render import build_report, curve_plots, write_report
+from medlens.report.tables import SUMMARY_COLUMNS
+
+KEYS = [k for k, _ in SUMMARY_COLUMNS]
+
+HOSTILE = "<script>alert(1)</script> </table></td> \"quoted\" 'single' & <img src=x onerror=alert(2)>"
+
+
+class _Elements(html.parser.HTMLParser):
+    """Every start tag of a page, and the rows of the summary table as text."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.summary_rows: list[list[str]] = []
+        self._in_summary = self._in_body = False
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if tag == "table" and attrs.get("id") == "summary-table":
+            self._in_summary = True
+        elif self._in_summary and tag == "tbody":
+            self._in_body = True
+        elif self._in_body and tag == "tr":
+            self.summary_rows.append([])
+        elif self._in_body and tag == "td":
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self.summary_rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "table" and self._in_summary:
+            self._in_summary = self._in_body = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(path) -> _Elements:
+    parser = _Elements()
+    parser.feed(Path(path).read_text(encoding="utf-8"))
+    return parser
+
+
+def outputs(tmp_path, names):
+    return {"out_html": tmp_path / "out" / "report.html",
+            "out_pages": [tmp_path / "out" / name / "report.html" for name in names],
+            "out_csv": tmp_path / "out" / "paper" / "summary.csv", "out_tex": tmp_path / "out" / "paper" / "summary.tex"}
+
+
+def render(tmp_path, env_info, specs):
+    """collect + write_report for ``{name: (files, config)}``; returns the output paths."""
+    out = outputs(tmp_path, list(specs))
+    experiments = []
+    for name, (files, config) in specs.items():
+        exp = collect_experiment(name, files, config)
+        exp["seed_claims"] = load_seed_claims(config["report"]["seed_claims"]) if config["report"]["seed_claims"] \
+            else None
+        experiments.append(exp)
+    write_report(experiments, env_info=env_info, **out)
+    return out
+
+
+def test_hostile_report_text_and_label_are_shown_as_text(tmp_path, make_experiment, env_info):
+    files, config = make_experiment("evil", texts=["plain", HOSTILE, "other", "more"],
+                                    labels={HOSTILE: HOSTILE, "Edema": "Edema"})
+    config["description"] = HOSTILE
+    out = render(tmp_path, env_info, {"evil": (files, config)})
+    for page in (out["out_html"], out["out_pages"][0]):
+        text = Path(page).read_text(encoding="utf-8")
+        elements = parse(page)
+        assert not [t for t, _ in elements.tags if t == "script"]  # neither the template nor the data adds one
+        assert not [a for _, a in elements.tags if "onerror" in a]
+        assert all(src.startswith("data:image/png;base64,") for t, a in elements.tags if t == "img"
+                   for src in [a["src"]])
+        # the text is there, escaped, in the generations, retrieval examples, label tables and the ROC legend
+        assert text.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4
+        assert "&lt;/table&gt;&lt;/td&gt;" in text and "&#34;quoted&#34;" in text and "&#39;single&#39;" in text
+        assert "<script>alert(1)" not in text and "</table></td> \"quoted" not in text
+        assert len(elements.summary_rows) == 1 and len(elements.summary_rows[0]) == 21  # the table is whole
+
+
+def _json_value(files, which, path):
+    value = json.loads(Path(files[f"{which}_eval"]).read_text())
+    for key in path.split("."):
+        value = value[key]
+    return value
+
+
+def test_two_experiments_give_two_rows_with_the_json_numbers_in_html_csv_and_latex(tmp_path, make_experiment,
+                                                                                    env_info):
+    specs = {"alpha": make_experiment("alpha", zero_shot_auc=0.61234, probe=0.70111, bleu4=0.12345, f1=0.33333),
+             "beta": make_experiment("beta", zero_shot_auc=0.87654, probe=0.91919, bleu4=0.05432, f1=0.55555)}
+    out = render(tmp_path, env_info, specs)
+
+    with open(out["out_csv"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["experiment"] for r in rows] == ["alpha", "beta"]
+    checked = {"zero_shot_auc": ("encoder", "zero_shot.mean.auc"),
+               "zero_shot_auc_ci_low": ("encoder", "zero_shot.mean.ci_low"),
+               "probe_auc_chexpert5": ("encoder", "linear_probe.chexpert5.mean.auc"),
+               "i2t_r@5": ("encoder", "retrieval.image_to_text.recall@5.value"),
+               "bleu4": ("decoder", "overall.text.bleu4"), "rouge_l": ("decoder", "overall.text.rouge_l"),
+               "cider_d": ("decoder", "overall.text.cider_d"),
+               "clinical_f1_micro_14": ("decoder", "overall.clinical.chexpert14.micro.f1"),
+               "clinical_f1_macro_5": ("decoder", "overall.clinical.chexpert5.macro.f1")}
+    tex_rows = [line for line in Path(out["out_tex"]).read_text().splitlines() if line.startswith(("alpha", "beta"))]
+    html_rows = parse(out["out_html"]).summary_rows
+    assert len(tex_rows) == 2 and len(html_rows) == 2
+    keys = KEYS
+    for row, tex, cells, (files, _) in zip(rows, tex_rows, html_rows, specs.values(), strict=True):
+        tex_cells = [c.strip() for c in tex.removesuffix(r"\\").split(" & ")]
+        for key, (which, path) in checked.items():
+            expected = _json_value(files, which, path)
+            assert float(row[key]) == expected, key  # CSV: full precision
+            if key in keys:
+                assert tex_cells[keys.index(key)].split(" [")[0] == f"{expected:.3f}", key
+                assert cells[keys.index(key)].split(" [")[0] == f"{expected:.3f}", key
+    # each experiment's own page has its own row only
+    assert [r[0] for r in parse(out["out_pages"][1]).summary_rows] == ["beta"]
+
+
+def test_a_missing_metric_is_shown_as_missing_never_zero(tmp_path, make_experiment, env_info):
+    files, config = make_experiment("partial", probe=None, bleu4=None)
+    out = render(tmp_path, env_info, {"partial": (files, config)})
+    keys = KEYS
+    cells = parse(out["out_html"]).summary_rows[0]
+    for key in ("probe_auc_chexpert5", "probe_auc_nih14", "bleu4"):
+        assert cells[keys.index(key)] == "missing", key
+    assert cells[keys.index("bleu3")] == "0.200"  # present metrics are printed
+    with open(out["out_csv"], newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["bleu4"] == "" and row["probe_auc_chexpert5"] == "" and row["bleu3"] == "0.2"
+    tex = next(line for line in Path(out["out_tex"]).read_text().splitlines() if line.startswith("partial"))
+    assert tex.split(" & ")[keys.index("bleu4")] == "--"
+    page = Path(out["out_html"]).read_text()
+    # the report-generation table says so too, and no 0.000 stands in for BLEU-4 anywhere
+    assert re.search(r"BLEU-4</td><td><span class=\"missing\">missing</span>", page)
+    assert "no benchmark file" in page  # a stage without its benchmark file
+
+
+def test_seed_claims_sit_beside_the_measured_figures(tmp_path, make_experiment, env_info):
+    files, config = make_experiment("seeded", seed_claims="siglip_base")
+    page = Path(render(tmp_path, env_info, {"seeded": (files, config)})["out_pages"][0]).read_text()
+    claims = page[page.index('<table class="claims">'):]
+    claims = claims[:claims.index("</table>")]
+    # 001's 11.5 -> 5.3 beside the first and last logged encoder loss of metrics.csv (11.0 and 4.0)
+    assert re.search(r"11\.5 <span class=\"badge\">claimed</span></td><td>11\.000</td><td>-0\.500</td>", claims)
+    assert re.search(r"5\.3 <span class=\"badge\">claimed</span></td><td>4\.000</td><td>-1\.300</td>", claims)
+    assert "002_ecaa274c7483d533.txt" in claims and "Step 100: Loss = 11.5" in claims
+
+
+def test_a_claim_medlens_does_not_measure_is_missing(tmp_path, make_experiment, env_info):
+    files, config = make_experiment("lap", seed_claims="lapvqa_captioner")
+    page = Path(render(tmp_path, env_info, {"lap": (files, config)})["out_pages"][0]).read_text()
+    claims = page[page.index('<table class="claims">'):]
+    assert re.search(r"0\.686 <span class=\"badge\">claimed</span></td><td><span class=\"missing\">missing</span>",
+                     claims)  # the fabricated CheXpert-5 probe of the encoder is not the captioner's tower
+
+
+def test_curves_plot_loss_lr_temperature_and_validation_against_step():
+    rows = [{"step": 1.0, "train/loss": 3.0, "lr": 1e-3, "logit_scale": 10.0, "val/loss": 2.0, "val/auc": 0.6},
+            {"step": 2.0, "train/loss": 2.0, "lr": 5e-4, "logit_scale": 20.0}]
+    plots = curve_plots("encoder", rows)
+    assert set(plots) == {"loss", "lr", "temperature", "validation"}
+    assert all(svg.startswith("<svg") for svg in plots.values())
+    assert "val/auc" in plots["validation"] and "val/loss" in plots["loss"]
+    assert curve_plots("decoder", []) == {}
+
+
+def test_build_report_rejects_an_unknown_seed_system(tmp_path, make_experiment):
+    files, config = make_experiment("x", seed_claims="no_such_seed")
+    with pytest.raises(ConfigError, match="unknown seed system 'no_such_seed'.*lapvqa_captioner"):
+        build_report({"x": {"files": files, "config": config}}, **outputs(tmp_path, ["x"]))

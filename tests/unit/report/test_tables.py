@@ -1,0 +1,42 @@
+"""The paper table: rows from the evaluation JSONs, CSV at full precision, LaTeX escaped and rounded."""
+
+from __future__ import annotations
+
+import csv
+
+from medlens.report.tables import CSV_COLUMNS, SUMMARY_COLUMNS, latex_table, summary_row, write_paper_tables
+
+
+def _exp(name, enc=None, dec=None):
+    return {"name": name, "datasets": ["a", "b"], "encoder_preset": "tiny", "decoder_preset": None,
+            "encoder_eval": enc, "decoder_eval": dec}
+
+
+def test_row_reads_every_metric_and_leaves_absent_ones_none():
+    row = summary_row(_exp("x", enc={"zero_shot": {"mean": {"auc": 0.8, "ci_low": 0.7, "ci_high": 0.9}},
+                                     "linear_probe": {"single_label": {"accuracy": {"value": 0.6}}}},
+                           dec={"overall": {"text": {"bleu4": 0, "rouge_l": "n/a"}}}))
+    assert row["datasets"] == "a, b" and row["decoder"] is None
+    assert (row["zero_shot_auc"], row["probe_accuracy"], row["bleu4"]) == (0.8, 0.6, 0.0)  # a real 0 stays 0
+    assert row["rouge_l"] is None and row["probe_auc_nih14"] is None and row["clinical_f1_micro_5"] is None
+    assert set(CSV_COLUMNS) <= set(row)
+
+
+def test_latex_escapes_names_and_writes_missing_as_dashes():
+    row = summary_row(_exp("a_b&c%", enc={"zero_shot": {"mean": {"auc": 0.81234, "ci_low": 0.7, "ci_high": 0.9}}}))
+    line = latex_table([row]).splitlines()[-3]
+    cells = [c.strip() for c in line.removesuffix(r"\\").split(" & ")]  # an escaped \& has no spaces
+    assert cells[0] == r"a\_b\&c\%" and len(cells) == len(SUMMARY_COLUMNS)
+    assert cells[3] == "--"  # no decoder
+    assert cells[4] == "0.812 [0.70, 0.90]"
+    assert cells[5:] == ["--"] * (len(SUMMARY_COLUMNS) - 5)
+
+
+def test_csv_round_trips_full_precision(tmp_path):
+    value = 0.123456789012345
+    row = summary_row(_exp("x", dec={"overall": {"text": {"bleu1": value}}}))
+    write_paper_tables([row], tmp_path / "s.csv", tmp_path / "s.tex")
+    with open(tmp_path / "s.csv", newline="") as f:
+        got = next(csv.DictReader(f))
+    assert float(got["bleu1"]) == value and got["bleu2"] == ""
+    assert (tmp_path / "s.tex").read_text().count(r"\\") == 2  # header and one row
