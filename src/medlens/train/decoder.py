@@ -66,7 +66,11 @@ def load_tokenizer(cfg: DecoderConfig, train_texts: list[str]):
 
     try:
         tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: a folder without tokenizer files
+        if not Path(cfg.tokenizer).exists():  # a hub id (e.g. "gpt2") out of reach: seed 004's fallback
+            logger.warning("tokenizer '%s' cannot be loaded (%s); training a %d-token BPE tokenizer on the "
+                           "training reports instead", cfg.tokenizer, e, cfg.vocab_size)
+            return train_bpe_tokenizer(train_texts, cfg.vocab_size)
         raise ConfigError(f"tokenizer '{cfg.tokenizer}' cannot be loaded ({e})", key="decoder.tokenizer",
                           expected="a local tokenizer folder, a hub id reachable from here, or null to train one") from e
     if tok.pad_token is None:  # GPT-2 has no pad token; its end-of-text token serves as pad, bos and eos
@@ -121,6 +125,17 @@ class MetricsCsvCallback(TrainerCallback):
     def __init__(self, path: Path):
         self.path = path
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        # a run resumed from checkpoint-N repeats the steps logged after N before it was killed: drop those rows
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= state.global_step]
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["step", "epoch", *self.KEYS.values()])
+            w.writeheader()
+            w.writerows(rows)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
@@ -146,6 +161,8 @@ def training_arguments(cfg: DecoderConfig, ckpt_dir: Path, has_val: bool) -> Tra
         logging_strategy="steps", metric_for_best_model="eval_loss" if has_val else None, greater_is_better=False,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
         report_to="none", remove_unused_columns=False, disable_tqdm=not sys.stderr.isatty(),
+        # non-reentrant checkpointing needs no input that requires grad (frozen embeddings under LoRA)
+        gradient_checkpointing_kwargs={"use_reentrant": False}, label_names=["labels"],
     )
 
 
