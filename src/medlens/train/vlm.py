@@ -1,0 +1,260 @@
+"""``train_vlm``: fine-tune a Hugging Face vision-language model on chat JSONL (seeds 001/002 and 003).
+
+LoRA or QLoRA through PEFT (``LoraConfig``, bitsandbytes 4-bit with ``prepare_model_for_kbit_training``)
+or full fine-tuning, with the Hugging Face Trainer owning the loop, precision, accumulation, gradient
+checkpointing, checkpoints, resume and early stopping. medlens supplies the dataset, the collator
+(prompt laid out by :class:`medlens.models.vlm.PromptFormat`; labels -100 on prompt, image and padding
+tokens; only the answer is ever cut to fit ``max_length``) and the ``metrics.csv`` callback.
+
+TRL's SFTTrainer is not used: medlens needs its own collator for the label mask anyway, and the
+plain Trainer keeps one code path for the captioner and the VLMs.
+
+Output folder: the PEFT adapter (or, when merged or fully fine-tuned, ``save_pretrained`` weights;
+the adapter then sits in ``adapter/``), the processor, ``metrics.csv`` and ``medlens.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from transformers import EarlyStoppingCallback, Trainer, set_seed
+from transformers.utils import logging as hf_logging
+
+from medlens import __version__
+from medlens.config import AugmentConfig, DecoderConfig, to_dict
+from medlens.data.chat_format import read_chat
+from medlens.data.datasets import swap_laterality
+from medlens.data.images import load_image
+from medlens.errors import ConfigError, DataError
+from medlens.io import atomic_dir
+from medlens.models.vlm import PromptFormat, load_processor, load_vlm, pad_rows
+from medlens.train.decoder import MetricsCsvCallback, training_arguments
+from medlens.train.precision import resolve_precision
+
+__all__ = ["train_vlm", "VLMDataset", "VLMCollator", "split_conversation", "augment_image"]
+
+logger = logging.getLogger(__name__)
+
+
+def split_conversation(record: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """(messages before the last assistant turn, that turn's text): the prompt and the target."""
+    last = max(i for i, m in enumerate(record["messages"]) if m["role"] == "assistant")
+    return record["messages"][:last], record["messages"][last]["content"]
+
+
+def augment_image(image, text: str, cfg: AugmentConfig):
+    """The seed's light augmentations (seed 003), drawn from torch's RNG (the Trainer seeds it).
+
+    A flip is laterality-aware: left and right are swapped in the text, so the report still
+    describes the picture (seed 003 mirrored freely, which puts a left effusion on the right).
+    """
+    from PIL import ImageEnhance, ImageOps
+
+    if cfg.hflip and torch.rand(()) < cfg.hflip:
+        image, text = ImageOps.mirror(image), swap_laterality(text)
+    if cfg.rotate_degrees:
+        angle = float(torch.empty(()).uniform_(-cfg.rotate_degrees, cfg.rotate_degrees))
+        image = image.rotate(angle, resample=2)  # bilinear; the corners fill black like a collimated film
+    if cfg.brightness:
+        image = ImageEnhance.Brightness(image).enhance(float(torch.empty(()).uniform_(1 - cfg.brightness,
+                                                                                       1 + cfg.brightness)))
+    return image, text
+
+
+class VLMDataset(Dataset):
+    """Conversations of one chat JSONL as ``{"images", "messages", "target"}`` (images decoded, RGB).
+
+    Args:
+        records: rows from :func:`medlens.data.chat_format.read_chat`.
+        augment: augmentation of training images; None for evaluation.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], augment: AugmentConfig | None = None):
+        self.records, self.augment = records, augment
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rec = self.records[i]
+        messages, target = split_conversation(rec)
+        images = [load_image(p, grey=False) for p in rec["images"]]
+        if self.augment is not None and len(images) == 1:
+            images[0], target = augment_image(images[0], target, self.augment)
+        return {"images": images, "messages": messages, "target": target}
+
+
+@dataclasses.dataclass
+class VLMCollator:
+    """Prompt tokens (from the processor) + answer tokens, labels only on the answer, padded on the right.
+
+    Args:
+        fmt: the model's prompt layout.
+        max_length: longest sequence, image and prompt tokens included; only answers are cut.
+    """
+
+    fmt: PromptFormat
+    max_length: int
+
+    def example(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One conversation as model inputs with ``labels`` (batch of one)."""
+        row = self.fmt.prompt_inputs(item["images"], item["messages"])
+        n_prompt = row["input_ids"].shape[1]
+        room = self.max_length - n_prompt
+        if room <= 0:
+            n_image = int((row["input_ids"] == self.fmt.image_token_id).sum()) if self.fmt.image_token_id else 0
+            raise ConfigError(f"the prompt alone is {n_prompt} tokens ({n_image} of them image tokens)",
+                              key="decoder.max_length", expected=f"more than {n_prompt}, so the answer fits")
+        target = torch.tensor([self.fmt.target_ids(item["target"])[:room]])  # [1, T]
+        n = target.shape[1]
+        for key, value in row.items():
+            if key == "input_ids":
+                row[key] = torch.cat([value, target], dim=1)
+            elif key == "attention_mask":
+                row[key] = torch.cat([value, torch.ones_like(target)], dim=1)
+            elif key == "token_type_ids":
+                row[key] = torch.cat([value, torch.full_like(target, self.fmt.suffix_token_type(value))], dim=1)
+            elif key in ("cross_attention_mask", "mm_token_type_ids"):
+                # answer tokens see what the last prompt token sees, as GenerationMixin extends these
+                row[key] = torch.cat([value, value[:, -1:].expand(-1, n, *value.shape[2:])], dim=1)
+        labels = torch.cat([torch.full((1, n_prompt), -100), target], dim=1)
+        if self.fmt.image_token_id is not None:
+            labels[row["input_ids"] == self.fmt.image_token_id] = -100
+        row["labels"] = labels
+        return row
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return pad_rows([self.example(item) for item in batch], self.fmt.tokenizer.pad_token_id, side="right")
+
+
+def _log_lengths(collator: VLMCollator, dataset: VLMDataset, records: list[dict[str, Any]]) -> None:
+    """Log the prompt length and how many training answers ``max_length`` cuts (tokenizer only, no images)."""
+    probe = collator.example(dataset[0])
+    n_prompt = int((probe["labels"] == -100).sum())
+    room = collator.max_length - n_prompt
+    lengths = [len(collator.fmt.target_ids(split_conversation(r)[1])) for r in records]
+    cut = sum(n > room for n in lengths)
+    logger.info("prompt %d tokens (image tokens included); answers: median %d, max %d tokens; %d fit in "
+                "max_length %d", n_prompt, sorted(lengths)[len(lengths) // 2], max(lengths), room, collator.max_length)
+    if cut:
+        logger.warning("%d of %d training answers are longer than the %d tokens max_length leaves and will be cut",
+                       cut, len(lengths), room)
+
+
+def _peft_model(model, cfg: DecoderConfig):
+    """Wrap ``model`` in LoRA adapters (after preparing a quantised model for k-bit training)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.quantization.load_in_4bit or cfg.quantization.load_in_8bit:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = LoraConfig(**dataclasses.asdict(cfg.lora), task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def _write_output(tmp: Path, trainer: Trainer, cfg: DecoderConfig, processor, info: dict[str, Any]) -> None:
+    """Adapter (or full weights), merged weights when asked, processor; into the temporary output folder."""
+    if cfg.finetune == "full":
+        trainer.save_model(str(tmp))
+        info["weights"] = "full"
+    elif cfg.merge_adapters:
+        from peft import PeftModel
+
+        trainer.save_model(str(tmp / "adapter"))
+        # merge into unquantised base weights: merging into 4-bit weights would round the update away
+        base = load_vlm(cfg, training=False, quantize=False)
+        merged = PeftModel.from_pretrained(base, str(tmp / "adapter")).merge_and_unload()
+        merged.save_pretrained(str(tmp))
+        info["weights"] = "merged"
+    else:
+        trainer.save_model(str(tmp))
+        info["weights"] = "adapter"
+    processor.save_pretrained(str(tmp))
+
+
+def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Fine-tune ``cfg.model`` on ``chat/train.jsonl`` (validation loss on ``val.jsonl``).
+
+    Args:
+        cfg: the resolved decoder settings (``kind: vlm``).
+        chat_dir: ``results/{experiment}/data/chat``.
+        out_dir: ``results/{experiment}/decoder``.
+
+    Returns:
+        A summary (steps, losses, best checkpoint, trainable parameters).
+
+    Raises:
+        ConfigError: a model that cannot be loaded, or settings the Trainer rejects.
+        DataError: an empty training split.
+    """
+    if not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
+    set_seed(cfg.trainer.seed)
+    chat_dir, out_dir = Path(chat_dir), Path(out_dir)
+    train_records, val_records = read_chat(chat_dir / "train.jsonl"), read_chat(chat_dir / "val.jsonl")
+    if not train_records:
+        raise DataError("no training conversations", file=str(chat_dir / "train.jsonl"),
+                        expected="at least one row in the train split")
+    if cfg.early_stopping_patience and val_records and not cfg.trainer.load_best_model_at_end:
+        raise ConfigError("early stopping needs the best checkpoint tracked", key="decoder.trainer.load_best_model_at_end",
+                          expected="true when decoder.early_stopping_patience is set")
+    logger.info("decoder config:\n%s", json.dumps(to_dict(cfg), indent=2))
+    logger.info("conversations: train %d, val %d", len(train_records), len(val_records))
+
+    ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
+    try:
+        args = training_arguments(cfg, ckpt_dir, bool(val_records))
+    except ValueError as e:  # e.g. save_steps not a multiple of eval_steps with load_best_model_at_end
+        raise ConfigError(str(e), key="decoder.trainer") from e
+    processor = load_processor(cfg.model)
+    fmt = PromptFormat(processor)
+    model = load_vlm(cfg, training=True)
+    if cfg.finetune == "lora":
+        model = _peft_model(model, cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("%s: %s parameters, %s trainable (%s); device %s; precision %s; prompt layout: %s",
+                cfg.model, f"{n_params:,}", f"{n_train:,}", cfg.finetune, "cuda" if torch.cuda.is_available() else "cpu",
+                resolve_precision(cfg.precision), "chat template" if fmt.chat else "PaliGemma prefix/suffix")
+
+    train_set = VLMDataset(train_records, cfg.augment)
+    collator = VLMCollator(fmt, cfg.max_length)
+    _log_lengths(collator, VLMDataset(train_records), train_records)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = ckpt_dir / "metrics.csv"
+    resume = any(ckpt_dir.glob("checkpoint-*"))
+    if not resume and metrics_path.exists():
+        metrics_path.unlink()
+    callbacks = [MetricsCsvCallback(metrics_path)]
+    if cfg.early_stopping_patience and val_records:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
+    trainer = Trainer(model=model, args=args, train_dataset=train_set,
+                      eval_dataset=VLMDataset(val_records) if val_records else None, data_collator=collator,
+                      callbacks=callbacks)
+    if resume:
+        logger.info("resuming from the last checkpoint in %s", ckpt_dir)
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    summary = {"global_step": result.global_step, "train_loss": result.training_loss,
+               "best_checkpoint": trainer.state.best_model_checkpoint, "best_val_loss": trainer.state.best_metric,
+               "trainable_parameters": n_train}
+    logger.info("decoder trained: %s", summary)
+
+    first_system = next((m["content"] for m in train_records[0]["messages"] if m["role"] == "system"), None)
+    info = {"medlens_version": __version__, "kind": "vlm", "config": to_dict(cfg), "summary": summary,
+            "base_model": cfg.model, "system": first_system, "prompt_layout": "chat" if fmt.chat else "prefix"}
+    with atomic_dir(out_dir) as tmp:
+        _write_output(tmp, trainer, cfg, processor, info)
+        shutil.copy(metrics_path, tmp / "metrics.csv")
+        (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is in out_dir; resume state is no longer needed
+    return summary
