@@ -20,7 +20,13 @@ from medlens.report.claims import compare_claims, load_seed_claims
 from medlens.report.collect import collect_experiment, dig
 from medlens.report.plots import line_plot, roc_plot
 from medlens.report.provenance import environment
-from medlens.report.tables import SUMMARY_COLUMNS, TEXT_COLUMNS, summary_row, write_paper_tables
+from medlens.report.tables import (
+    HEADER_GROUPS,
+    SUMMARY_COLUMNS,
+    TEXT_COLUMNS,
+    summary_row,
+    write_paper_tables,
+)
 from medlens.resources import resource_path
 
 __all__ = ["build_report", "write_report", "curve_plots"]
@@ -98,7 +104,7 @@ def write_report(experiments: Sequence[dict[str, Any]], *, out_html: str | os.Pa
     """
     template = _environment().get_template("report.html.j2")
     context = {"provenance": env_info if env_info is not None else environment(), "columns": SUMMARY_COLUMNS,
-               "text_columns": TEXT_COLUMNS}
+               "text_columns": TEXT_COLUMNS, "header_groups": HEADER_GROUPS}
     rows = [summary_row(e) for e in experiments]
     for exp in experiments:
         exp["plots"] = _plots(exp)

@@ -15,7 +15,8 @@ from typing import Any
 from medlens.io import atomic_path
 from medlens.report.collect import dig
 
-__all__ = ["SUMMARY_COLUMNS", "CSV_COLUMNS", "METRIC_PATHS", "summary_row", "write_paper_tables", "latex_table"]
+__all__ = ["SUMMARY_COLUMNS", "HEADER_GROUPS", "TEXT_COLUMNS", "CSV_COLUMNS", "METRIC_PATHS", "summary_row",
+           "write_paper_tables", "latex_table"]
 
 # summary key -> (evaluation, dotted key path into eval/encoder.json or eval/decoder.json)
 METRIC_PATHS: dict[str, tuple[str, str]] = {
@@ -50,6 +51,16 @@ SUMMARY_COLUMNS = [
     ("clinical_f1_micro_5", "F1 micro-5"), ("clinical_f1_macro_5", "F1 macro-5"),
 ]
 TEXT_COLUMNS = 4  # experiment, data, encoder, decoder
+# the HTML header groups the metric columns under one heading each, so the short titles fit a screen
+HEADER_GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
+    ("Zero-shot", [("zero_shot_auc", "AUC")]),
+    ("Linear probe", [("probe_auc_chexpert5", "CheXpert-5"), ("probe_auc_nih14", "NIH-14"), ("probe_accuracy", "acc.")]),
+    ("Image → text", [("i2t_r@1", "R@1"), ("i2t_r@5", "R@5"), ("i2t_r@10", "R@10")]),
+    ("BLEU", [("bleu1", "1"), ("bleu2", "2"), ("bleu3", "3"), ("bleu4", "4")]),
+    ("Report text", [("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D")]),
+    ("Clinical F1-14", [("clinical_f1_micro_14", "micro"), ("clinical_f1_macro_14", "macro")]),
+    ("Clinical F1-5", [("clinical_f1_micro_5", "micro"), ("clinical_f1_macro_5", "macro")]),
+]
 # the CSV holds every number at full precision, CIs and the second retrieval direction included
 CSV_COLUMNS = [k for k, _ in SUMMARY_COLUMNS[:TEXT_COLUMNS]] + list(METRIC_PATHS)
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import csv
 
-from medlens.report.tables import CSV_COLUMNS, SUMMARY_COLUMNS, latex_table, summary_row, write_paper_tables
+from medlens.report.tables import (
+    CSV_COLUMNS,
+    HEADER_GROUPS,
+    SUMMARY_COLUMNS,
+    TEXT_COLUMNS,
+    latex_table,
+    summary_row,
+    write_paper_tables,
+)
 
 
 def _exp(name, enc=None, dec=None):
@@ -40,3 +48,8 @@ def test_csv_round_trips_full_precision(tmp_path):
         got = next(csv.DictReader(f))
     assert float(got["bleu1"]) == value and got["bleu2"] == ""
     assert (tmp_path / "s.tex").read_text().count(r"\\") == 2  # header and one row
+
+
+def test_the_html_header_groups_cover_the_metric_columns_in_order():
+    grouped = [key for _, cols in HEADER_GROUPS for key, _ in cols]
+    assert grouped == [key for key, _ in SUMMARY_COLUMNS[TEXT_COLUMNS:]]
