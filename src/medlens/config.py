@@ -175,6 +175,7 @@ class EncoderConfig:
     grad_checkpointing: bool = False  # recompute activations in backward: less memory, slower steps
     random_crop_scale: float = 0.8  # RandomResizedCrop lower scale bound; 1.0 disables
     hflip: bool = False  # horizontal flip; swaps left/right in the paired text when enabled
+    text_sampling: Literal["full", "sentence", "sentences"] = "full"  # training text: report, one sentence, subset
     log_every: int = 20  # steps between progress lines
     eval_every: int = 100  # steps between validation (loss, zero-shot AUC)
     checkpoint_every: int = 100  # steps between resumable checkpoints

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, Sampler
 from medlens.data.images import load_image
 from medlens.errors import DataError
 
-__all__ = ["PairsDataset", "StepBatchSampler", "swap_laterality", "read_split"]
+__all__ = ["PairsDataset", "StepBatchSampler", "swap_laterality", "read_split", "split_sentences", "sample_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,35 @@ _SWAP = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LE
 def swap_laterality(text: str) -> str:
     """Swap the words left and right (case kept): the text of a horizontally flipped image."""
     return _SIDE.sub(lambda m: _SWAP[m.group(0)], text)
+
+
+_SECTION = re.compile(r"\b[A-Z][A-Z ]{2,}:\s*")  # FINDINGS:, IMPRESSION:, COMPARISON: ...
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a report, section headers removed."""
+    return [s.strip() for s in _SENTENCE_END.split(_SECTION.sub(" ", text)) if s.strip()]
+
+
+def sample_text(text: str, mode: str, generator: torch.Generator | None = None) -> str:
+    """The training text of one sample under ``encoder.text_sampling``.
+
+    ``full`` keeps the report; ``sentence`` takes one random sentence (ConVIRT, Zhang et al. 2020,
+    arXiv:2010.00747), so the text tower learns sentence-level embeddings like the zero-shot prompts;
+    ``sentences`` keeps each sentence with probability 1/2 (at least one), in order.
+    """
+    if mode == "full":
+        return text
+    sentences = split_sentences(text)
+    if len(sentences) <= 1:
+        return text
+    if mode == "sentence":
+        return sentences[int(torch.randint(len(sentences), (), generator=generator))]
+    keep = torch.rand(len(sentences), generator=generator) < 0.5
+    if not keep.any():
+        keep[int(torch.randint(len(sentences), (), generator=generator))] = True
+    return " ".join(s for s, k in zip(sentences, keep.tolist(), strict=True) if k)
 
 
 def read_split(pairs_path: str | os.PathLike, split: str, columns: tuple[str, ...] = ("id", "image", "text")):
@@ -51,14 +80,15 @@ class PairsDataset(Dataset):
         table: an Arrow table with ``image`` (encoded bytes) and ``text`` columns.
         transform: the encoder's image transform (``medlens.models.encoders.image_transform``).
         hflip: flip half the images horizontally and swap left/right in their text.
+        text_sampling: ``full``, ``sentence`` or ``sentences`` (see :func:`sample_text`); training only.
     """
 
-    def __init__(self, table, transform, *, hflip: bool = False):
+    def __init__(self, table, transform, *, hflip: bool = False, text_sampling: str = "full"):
         if table.num_rows == 0:
             raise DataError("no rows in this split", column="split", expected="at least one image-text pair")
         self.images = table["image"]
         self.texts = table["text"].to_pylist()
-        self.transform, self.hflip = transform, hflip
+        self.transform, self.hflip, self.text_sampling = transform, hflip, text_sampling
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -78,7 +108,7 @@ class PairsDataset(Dataset):
             torch.default_generator.manual_seed(aug_seed)  # torch.manual_seed also visits every accelerator: 100x dearer
             if self.hflip and torch.rand(()) < 0.5:
                 image, text = ImageOps.mirror(image), swap_laterality(text)
-            return self.transform(image), text
+            return self.transform(image), sample_text(text, self.text_sampling)
 
 
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):

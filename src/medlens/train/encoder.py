@@ -248,7 +248,7 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
     val_table = read_split(pairs_path, "val", columns=("id", "image", "text", "labels"))
     steps = total_steps(cfg, train_table.num_rows, world)
     train_set = PairsDataset(train_table, image_transform(preprocess_cfg, train=True, crop_scale=cfg.random_crop_scale),
-                             hflip=cfg.hflip)
+                             hflip=cfg.hflip, text_sampling=cfg.text_sampling)
     optimizer = create_optimizer(model, cfg)
     state = TrainState()
     if (ckpt_dir / "last.pt").exists():

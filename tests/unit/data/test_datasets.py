@@ -59,3 +59,29 @@ def test_empty_split_is_an_error(tmp_path):
     table = read_split(write_pairs(tmp_path / "p.parquet", n=10), "nonexistent")
     with pytest.raises(DataError, match="no rows"):
         PairsDataset(table, lambda im: im)
+
+
+REPORT = "FINDINGS: Small left pleural effusion. Heart size is normal. IMPRESSION: Left pleural effusion."
+
+
+def test_sentences_are_split_without_section_headers():
+    from medlens.data.datasets import split_sentences
+
+    assert split_sentences(REPORT) == ["Small left pleural effusion.", "Heart size is normal.", "Left pleural effusion."]
+
+
+def test_text_sampling_modes_draw_sentences_reproducibly():
+    from medlens.data.datasets import sample_text, split_sentences
+
+    sentences = split_sentences(REPORT)
+    assert sample_text(REPORT, "full") == REPORT
+    draws = {sample_text(REPORT, "sentence", torch.Generator().manual_seed(s)) for s in range(40)}
+    assert draws == set(sentences)
+    for seed in range(40):
+        subset = sample_text(REPORT, "sentences", torch.Generator().manual_seed(seed))
+        kept = split_sentences(subset)
+        assert kept and all(k in sentences for k in kept)
+        assert kept == [s for s in sentences if s in kept]  # order kept
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert sample_text(REPORT, "sentences", g1) == sample_text(REPORT, "sentences", g2)
+    assert sample_text("One sentence only", "sentence") == "One sentence only"
