@@ -61,10 +61,12 @@ def test_chexzero_set_is_the_chexzero_pair_for_other_labels():
     assert build_prompts(["Atelectasis"], "chexzero")["Atelectasis"] == (["Atelectasis"], ["no Atelectasis"])
 
 
-def test_report_set_is_laterality_free_sentences():
+def test_report_set_is_sentences_whose_ensembles_favour_neither_side():
     for pos, neg in build_prompts(list(FINDINGS), "report").values():
-        for p in (*pos, *neg):
-            assert p.endswith(".") and not {"left", "right", "bilateral"} & set(p.lower().rstrip(".").split())
+        for side in (pos, neg):
+            words = [set(p.lower().rstrip(".").split()) for p in side]
+            assert all(p.endswith(".") for p in side)
+            assert sum("left" in w for w in words) == sum("right" in w for w in words), side
 
 
 def test_default_template_refuses_a_negated_label():
