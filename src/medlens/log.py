@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
@@ -18,9 +19,13 @@ def setup_logging(path: str | None = None, level: int = logging.INFO) -> None:
     Python warnings are routed into the log too, so a degraded path shows once in the job log.
     """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    fmt, rank = _FORMAT, os.environ.get("RANK")
+    if rank is not None:  # one of the processes of a multi-GPU job (medlens.launch): they share the job's log
+        fmt = _FORMAT.replace("%(name)s", f"rank {rank} | %(name)s")
     if path:
-        handlers = [logging.FileHandler(path, mode="w")]
-    logging.basicConfig(level=level, format=_FORMAT, datefmt="%Y-%m-%d %H:%M:%S", handlers=handlers, force=True)
+        # the job's first process truncates the log; the processes torchrun starts after it append
+        handlers = [logging.FileHandler(path, mode="a" if rank is not None else "w")]
+    logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S", handlers=handlers, force=True)
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     # These libraries are chatty at INFO about things a user cannot act on.
