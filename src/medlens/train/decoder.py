@@ -4,7 +4,8 @@ medlens supplies the dataset (chat JSONL from ``convert_to_chat_format``), a col
 padding to -100, and a callback that writes ``metrics.csv``; the Trainer owns the loop, devices,
 precision, accumulation, checkpoints, resume and early stopping. Resumable checkpoints live in a
 sibling folder ``<out_dir>.ckpt/`` that Snakemake does not delete, so a killed or preempted job
-resumes where it stopped; the finished model is written to ``out_dir`` atomically.
+resumes where it stopped; :class:`PreemptionCallback` also writes one when SLURM signals
+(SIGTERM/SIGUSR1). The finished model is written to ``out_dir`` atomically.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,11 @@ from medlens.data.chat_format import IMAGE_TOKEN, read_chat
 from medlens.data.images import load_image
 from medlens.errors import ConfigError, DataError
 from medlens.io import atomic_dir
+from medlens.train.encoder import TrainingInterrupted
 from medlens.train.precision import resolve_precision
 
 __all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "train_bpe_tokenizer", "MetricsCsvCallback",
-           "training_arguments"]
+           "PreemptionCallback", "training_arguments"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +153,52 @@ class MetricsCsvCallback(TrainerCallback):
             w.writerow({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **row})
 
 
+class PreemptionCallback(TrainerCallback):
+    """On SIGTERM/SIGUSR1 (SLURM's warning before preemption or the time limit), finish the step, save a
+    checkpoint and raise :class:`TrainingInterrupted`; the rerun resumes from that checkpoint.
+
+    Raising from ``on_save`` leaves ``Trainer.train`` right after the checkpoint is written: the
+    end-of-training work (loading the best model, pruning checkpoints) would cost time the job may
+    not have, and ``save_total_limit: 1`` would delete the new checkpoint. Use it as a context manager
+    around ``trainer.train`` so that the handlers are installed only while training.
+    """
+
+    def __init__(self, ckpt_dir: Path):
+        self.ckpt_dir = ckpt_dir
+        self.received: int | None = None
+        self.stopping = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stop = self.received is not None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every process stops at the same step (the signal reaches them at different moments)
+            flag = torch.tensor([float(stop)], device=args.device)
+            torch.distributed.all_reduce(flag)
+            stop = flag.item() > 0
+        if stop:
+            self.stopping = control.should_save = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.stopping:
+            raise TrainingInterrupted(f"stopped by signal {self.received} at step {state.global_step}/"
+                                      f"{state.max_steps}; checkpoint in {self.ckpt_dir}; rerun to resume")
+        return control
+
+
 def training_arguments(cfg: DecoderConfig, ckpt_dir: Path, has_val: bool) -> TrainingArguments:
     """``cfg.trainer`` as TrainingArguments (same names), plus what medlens decides: precision, evaluation, logging."""
     precision = resolve_precision(cfg.precision)
@@ -207,8 +256,9 @@ def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str 
     metrics_path = ckpt_dir / "metrics.csv"
     resume = any(ckpt_dir.glob("checkpoint-*"))
     if not resume and metrics_path.exists():
-        metrics_path.unlink()
-    callbacks = [MetricsCsvCallback(metrics_path)]
+        metrics_path.unlink(missing_ok=True)  # every process of a multi-GPU job gets here
+    preemption = PreemptionCallback(ckpt_dir)
+    callbacks = [MetricsCsvCallback(metrics_path), preemption]
     if cfg.early_stopping_patience and val_records:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
     trainer = Trainer(
@@ -219,18 +269,21 @@ def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str 
     )
     if resume:
         logger.info("resuming from the last checkpoint in %s", ckpt_dir)
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    with preemption:
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
     summary = {"global_step": result.global_step, "train_loss": result.training_loss,
                "best_checkpoint": trainer.state.best_model_checkpoint, "best_val_loss": trainer.state.best_metric}
     logger.info("decoder trained: %s", summary)
 
-    with atomic_dir(out_dir) as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        model.save_vision_encoder(tmp / "encoder_final")
-        shutil.copy(metrics_path, tmp / "metrics.csv")
-        (tmp / "medlens.json").write_text(json.dumps(
-            {"medlens_version": __version__, "kind": cfg.kind, "config": to_dict(cfg), "summary": summary,
-             "image_token": IMAGE_TOKEN}, indent=2, sort_keys=True, default=str) + "\n")
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is in out_dir; resume state is no longer needed
+    if trainer.is_world_process_zero():  # one process writes the output (the others hold the same weights)
+        with atomic_dir(out_dir) as tmp:
+            trainer.save_model(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            model.save_vision_encoder(tmp / "encoder_final")
+            shutil.copy(metrics_path, tmp / "metrics.csv")
+            (tmp / "medlens.json").write_text(json.dumps(
+                {"medlens_version": __version__, "kind": cfg.kind, "config": to_dict(cfg), "summary": summary,
+                 "image_token": IMAGE_TOKEN}, indent=2, sort_keys=True, default=str) + "\n")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is in out_dir; resume state is no longer needed
+    trainer.accelerator.wait_for_everyone()
     return summary

@@ -37,7 +37,7 @@ from medlens.data.images import load_image
 from medlens.errors import ConfigError, DataError
 from medlens.io import atomic_dir
 from medlens.models.vlm import PromptFormat, load_processor, load_vlm, pad_rows
-from medlens.train.decoder import MetricsCsvCallback, training_arguments
+from medlens.train.decoder import MetricsCsvCallback, PreemptionCallback, training_arguments
 from medlens.train.precision import resolve_precision
 
 __all__ = ["train_vlm", "VLMDataset", "VLMCollator", "split_conversation", "augment_image"]
@@ -234,8 +234,9 @@ def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os
     metrics_path = ckpt_dir / "metrics.csv"
     resume = any(ckpt_dir.glob("checkpoint-*"))
     if not resume and metrics_path.exists():
-        metrics_path.unlink()
-    callbacks = [MetricsCsvCallback(metrics_path)]
+        metrics_path.unlink(missing_ok=True)  # every process of a multi-GPU job gets here
+    preemption = PreemptionCallback(ckpt_dir)
+    callbacks = [MetricsCsvCallback(metrics_path), preemption]
     if cfg.early_stopping_patience and val_records:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
     trainer = Trainer(model=model, args=args, train_dataset=train_set,
@@ -243,7 +244,8 @@ def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os
                       callbacks=callbacks)
     if resume:
         logger.info("resuming from the last checkpoint in %s", ckpt_dir)
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    with preemption:
+        result = trainer.train(resume_from_checkpoint=True if resume else None)
     summary = {"global_step": result.global_step, "train_loss": result.training_loss,
                "best_checkpoint": trainer.state.best_model_checkpoint, "best_val_loss": trainer.state.best_metric,
                "trainable_parameters": n_train}
@@ -252,9 +254,11 @@ def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os
     first_system = next((m["content"] for m in train_records[0]["messages"] if m["role"] == "system"), None)
     info = {"medlens_version": __version__, "kind": "vlm", "config": to_dict(cfg), "summary": summary,
             "base_model": cfg.model, "system": first_system, "prompt_layout": "chat" if fmt.chat else "prefix"}
-    with atomic_dir(out_dir) as tmp:
-        _write_output(tmp, trainer, cfg, processor, info)
-        shutil.copy(metrics_path, tmp / "metrics.csv")
-        (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is in out_dir; resume state is no longer needed
+    if trainer.is_world_process_zero():  # one process writes the output (the others hold the same weights)
+        with atomic_dir(out_dir) as tmp:
+            _write_output(tmp, trainer, cfg, processor, info)
+            shutil.copy(metrics_path, tmp / "metrics.csv")
+            (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is in out_dir; resume state is no longer needed
+    trainer.accelerator.wait_for_everyone()
     return summary

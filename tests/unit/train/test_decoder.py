@@ -1,14 +1,25 @@
-"""train_decoder helpers: the tokenizer fallback of seed 004 (GPT-2 when reachable, else BPE on the reports)."""
+"""train_decoder: the tokenizer fallback of seed 004 (GPT-2 when reachable, else BPE on the reports), and a
+checkpoint on SLURM's signal that the rerun resumes from exactly."""
 
 from __future__ import annotations
 
+import csv
 import logging
+import os
+import signal
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
-from medlens.config import DecoderConfig
+from helpers.pairs import write_pairs
+from medlens.config import ChatConfig, DecoderConfig, TrainerConfig
+from medlens.data.chat_format import convert_to_chat
 from medlens.errors import ConfigError
+from medlens.models import captioner
+from medlens.train import decoder as dec
 from medlens.train.decoder import load_tokenizer
+from medlens.train.encoder import TrainingInterrupted
 
 REPORTS = ["The heart is enlarged.", "No pleural effusion.", "Lungs are clear."] * 4
 
@@ -24,3 +35,52 @@ def test_an_unreachable_hub_tokenizer_falls_back_to_bpe_on_the_reports_with_a_wa
 def test_a_local_tokenizer_folder_that_does_not_load_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match=r"decoder\.tokenizer: tokenizer '.*' cannot be loaded"):
         load_tokenizer(DecoderConfig(tokenizer=str(tmp_path)), REPORTS)
+
+
+@pytest.fixture(scope="module")
+def chat(tmp_path_factory):
+    root = tmp_path_factory.mktemp("captioner")
+    convert_to_chat(write_pairs(root / "pairs.parquet", n=40), ChatConfig(), root / "chat")
+    return root / "chat"
+
+
+def test_a_signal_saves_a_checkpoint_at_that_step_and_the_rerun_ends_with_the_same_weights(chat, tmp_path,
+                                                                                          monkeypatch):
+    """SLURM's SIGTERM mid-run: the Trainer finishes the step, checkpoints it (between scheduled saves) and
+    stops; the rerun resumes there and ends bit for bit where an uninterrupted run ends."""
+    # The training crop draws from torch's global RNG, and the loader collates one batch ahead of the step, so
+    # a resumed run crops that batch again with other numbers (as after any Trainer checkpoint). Without the
+    # crop everything else must resume exactly.
+    real_transform = captioner.caption_transform
+    monkeypatch.setattr(captioner, "caption_transform", lambda config, train: real_transform(config, train=False))
+    trainer = TrainerConfig(per_device_train_batch_size=4, per_device_eval_batch_size=4, max_steps=6, warmup_steps=1,
+                            logging_steps=1, eval_steps=100, save_steps=100, load_best_model_at_end=False,
+                            dataloader_num_workers=0)
+    cfg = DecoderConfig(init_from_encoder=False, hidden_size=32, num_layers=1, num_heads=2, vocab_size=300,
+                        max_length=32, image_size=32, trainer=trainer)
+    dec.train_decoder(cfg, chat, tmp_path / "full")
+
+    real_call, calls = dec.CaptionCollator.__call__, {"n": 0}
+
+    def signalled(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 4:  # SLURM's warning arrives mid-run (accelerate's loader collates a batch ahead: step 3)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_call(self, batch)
+
+    monkeypatch.setattr(dec.CaptionCollator, "__call__", signalled)
+    with pytest.raises(TrainingInterrupted, match="signal 15 at step 3/6"):
+        dec.train_decoder(cfg, chat, tmp_path / "resumed")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was only there while training
+    assert [p.name for p in (tmp_path / "resumed.ckpt").glob("checkpoint-*")] == ["checkpoint-3"]  # none scheduled
+    assert not (tmp_path / "resumed").exists()
+
+    monkeypatch.setattr(dec.CaptionCollator, "__call__", real_call)
+    summary = dec.train_decoder(cfg, chat, tmp_path / "resumed")
+    assert summary["global_step"] == 6
+    full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    assert full.keys() == resumed.keys()
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+    with open(tmp_path / "resumed" / "metrics.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f) if r["train/loss"]] == [1, 2, 3, 4, 5, 6]
