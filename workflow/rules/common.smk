@@ -172,12 +172,17 @@ def report_params(wildcards):
     return params
 
 
-def stage_resources(stage, key):
-    """A training/evaluation job's request, read from the experiment's encoder/decoder `resources`."""
+def stage_resources(stage, key, at_most=None):
+    """A training/evaluation job's request, read from the experiment's encoder/decoder `resources`.
+
+    `at_most` caps it: evaluation runs in one process, and more than one GPU would sit idle.
+    """
 
     def get(wildcards, attempt=1):
         res = getattr(experiment(wildcards.experiment), stage).resources
         value = getattr(res, key)
+        if at_most is not None:
+            value = min(value, at_most)
         # retries ask for more memory and time (a job killed for either gets what it lacked)
         return value * attempt if key in ("mem_mb", "runtime") else value
 

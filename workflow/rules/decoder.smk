@@ -17,7 +17,7 @@ rule train_decoder:
         "results/benchmarks/train_decoder/{experiment}.tsv"
     params:
         decoder=decoder_params,
-    threads: 2
+    threads: stage_resources("decoder", "cpus")
     resources:
         gpu=stage_resources("decoder", "gpus"),
         mem_mb=stage_resources("decoder", "mem_mb"),

@@ -17,7 +17,7 @@ rule train_encoder:
     params:
         encoder=encoder_params,
         zero_shot=encoder_zero_shot_params,
-    threads: 2
+    threads: stage_resources("encoder", "cpus")
     resources:
         gpu=stage_resources("encoder", "gpus"),
         mem_mb=stage_resources("encoder", "mem_mb"),

@@ -31,9 +31,9 @@ rule evaluate_encoder:
         "results/benchmarks/evaluate_encoder/{experiment}.tsv"
     params:
         evaluate=evaluate_encoder_params,
-    threads: 2
+    threads: stage_resources("encoder", "cpus")
     resources:
-        gpu=stage_resources("encoder", "gpus"),
+        gpu=stage_resources("encoder", "gpus", at_most=1),
         mem_mb=stage_resources("encoder", "mem_mb"),
         runtime=60,
     script:
@@ -72,9 +72,9 @@ rule evaluate_decoder:
         "results/benchmarks/evaluate_decoder/{experiment}.tsv"
     params:
         evaluate=evaluate_decoder_params,
-    threads: 2
+    threads: stage_resources("decoder", "cpus")
     resources:
-        gpu=stage_resources("decoder", "gpus"),
+        gpu=stage_resources("decoder", "gpus", at_most=1),
         mem_mb=stage_resources("decoder", "mem_mb"),
         runtime=120,
     script:
