@@ -1,8 +1,10 @@
-"""Run by the tests under ``torchrun --nproc_per_node 2`` (CPU, gloo), the way a job launches medlens.
+"""Two CPU processes joined by gloo, for the tests.
 
 ``losses OUT``: each rank takes its half of a fixed global batch of features and writes its
-ContrastiveLoss value and feature gradients, for the clip and the siglip loss.
-``train CONFIG_JSON PAIRS OUT``: ``train_encoder`` with the EncoderConfig fields in CONFIG_JSON.
+ContrastiveLoss value and feature gradients, for the clip and the siglip loss. :func:`fork` runs it in
+two processes forked from the test (they inherit its imports, so they start in milliseconds).
+``train CONFIG_JSON PAIRS OUT``: ``train_encoder`` with the EncoderConfig fields in CONFIG_JSON, run
+by :func:`launch` under ``torchrun --nproc_per_node 2``, the way a job launches medlens.
 """
 
 from __future__ import annotations
@@ -47,6 +49,39 @@ def train(config_json: str, pairs: str, out: str) -> None:
     from medlens.train.encoder import train_encoder
 
     train_encoder(EncoderConfig(**json.loads(config_json)), pairs, out)
+
+
+def _forked_rank(rank: int, world: int, port: int, out: Path) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    losses(out)
+
+
+def fork(out: Path, world: int = 2, timeout: int = 120) -> None:
+    """Run ``losses`` in ``world`` forked processes that meet through torch's env:// rendezvous."""
+    import multiprocessing
+    import socket
+
+    import open_clip.loss  # noqa: F401  imported once here; the forked ranks inherit it
+
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_forked_rank, args=(r, world, port, out)) for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    codes = [p.exitcode for p in procs]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    if codes != [0] * world:
+        raise AssertionError(f"forked ranks exited with {codes}")
 
 
 def launch(*args: str, timeout: int = 600) -> None:

@@ -62,10 +62,10 @@ def test_siglip_without_bias_and_unknown_kind_are_rejected():
 
 @pytest.fixture(scope="module")
 def two_process_losses(tmp_path_factory):
-    from helpers.two_process import launch
+    from helpers.two_process import fork
 
     out = tmp_path_factory.mktemp("two_process_losses")
-    launch("losses", str(out))
+    fork(out)
     return out
 
 
