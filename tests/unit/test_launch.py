@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -56,3 +57,11 @@ def test_a_process_torchrun_started_trains_without_launching_again():
 def test_the_torchrun_command_runs_the_given_script_with_its_arguments():
     assert torchrun_command(4, ["s.py", "--x", "1"], python="py") == [
         "py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "s.py", "--x", "1"]
+
+
+def test_what_a_script_imports_before_choosing_its_gpus_leaves_torch_unloaded():
+    """CUDA reads CUDA_VISIBLE_DEVICES once; the modules imported before launch/claim_gpus must not start it."""
+    code = ("import sys, medlens.config, medlens.devices, medlens.launch, medlens.log; "
+            "print(sorted(m for m in ('torch', 'bitsandbytes', 'transformers') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
