@@ -209,6 +209,13 @@ class TrainerConfig:
     gradient_checkpointing: bool = False  # trade compute for activation memory
     seed: int = 0  # initialisation and shuffling
 
+    def __post_init__(self):
+        # the Trainer only checks this when training starts; a config error should stop the dry run
+        if self.load_best_model_at_end and self.save_steps % self.eval_steps:
+            raise ConfigError(f"save_steps {self.save_steps} is not a multiple of eval_steps {self.eval_steps}",
+                              key="decoder.trainer.save_steps",
+                              expected="a multiple of eval_steps when load_best_model_at_end is true")
+
 
 @dataclass(frozen=True)
 class LoraConfig:

@@ -113,5 +113,12 @@ def test_experiment_keys_override_the_preset_key_by_key():
     merged = C.resolve_preset("decoder", {"preset": "tiny_captioner", "trainer": {"max_steps": 7}}, source="x.yaml")
     cfg = C.from_dict(C.DecoderConfig, merged)
     assert cfg.trainer.max_steps == 7
-    assert cfg.trainer.learning_rate == 5e-4  # still the preset's value
+    preset = C.load_yaml(C.PRESETS_DIR / "decoder" / "tiny_captioner.yaml")
+    assert cfg.trainer.learning_rate == preset["trainer"]["learning_rate"]  # still the preset's value
     assert cfg.resources.mem_mb == 4000
+
+
+def test_checkpoints_that_miss_the_evaluations_fail_when_the_config_is_built():
+    with pytest.raises(ConfigError, match="decoder.trainer.save_steps: save_steps 100 is not a multiple of eval_steps 300"):
+        C.from_dict(C.TrainerConfig, {"save_steps": 100, "eval_steps": 300})
+    assert C.from_dict(C.TrainerConfig, {"save_steps": 100, "eval_steps": 300, "load_best_model_at_end": False})

@@ -102,6 +102,12 @@ def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_dat
                                          "evaluate_decoder": 1, "report": 1}
 
 
+def test_editing_memory_or_time_requests_reruns_nothing(copy_of_run):
+    _edit(copy_of_run, "experiments/tiny.yaml",
+          lambda d: d["encoder"].update(resources={"mem_mb": 12000, "runtime": 240, "cpus": 4}))
+    assert planned_jobs(copy_of_run) == {}
+
+
 def test_a_dataset_edit_reruns_from_prepare_for_that_dataset_only(copy_of_run):
     _edit(copy_of_run, "config.yaml", lambda d: d["datasets"]["synthetic_cxr"]["synthetic"].update(seed=1))
     jobs = planned_jobs(copy_of_run)

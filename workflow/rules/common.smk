@@ -114,8 +114,16 @@ def chat_params(wildcards):
     return to_dict(experiment(wildcards.experiment).chat)
 
 
+def _stage_params(stage):
+    """A training stage's settings without the scheduler's memory, time and CPU requests: those do not
+    change what is trained, so editing them must not rerun it (the GPU count stays: it sets the global batch)."""
+    params = to_dict(stage)
+    params["resources"] = {"gpus": stage.resources.gpus}
+    return params
+
+
 def encoder_params(wildcards):
-    return to_dict(experiment(wildcards.experiment).encoder)
+    return _stage_params(experiment(wildcards.experiment).encoder)
 
 
 def encoder_zero_shot_params(wildcards):
@@ -124,7 +132,7 @@ def encoder_zero_shot_params(wildcards):
 
 
 def decoder_params(wildcards):
-    return to_dict(experiment(wildcards.experiment).decoder)
+    return _stage_params(experiment(wildcards.experiment).decoder)
 
 
 def evaluate_encoder_params(wildcards):
