@@ -50,7 +50,8 @@ def test_card_and_record_state_input_size_normalisation_and_prompts(exported):
     assert "input size: 32 x 32 px" in card
     assert "mean [0.5, 0.5, 0.5] and std [0.25, 0.25, 0.25]" in card
     assert "at most 48 px" in card and "decode grey" in card
-    assert "| Cardiomegaly | Cardiomegaly.; The heart is enlarged. | No cardiomegaly.; Heart size is normal. |" in card
+    pos, neg = build_prompts(["Cardiomegaly"], "report")["Cardiomegaly"]
+    assert f"| Cardiomegaly | {'; '.join(pos)} | {'; '.join(neg)} |" in card
     assert f"tolerance {DEFAULT_ATOL:g}" in card
     saved = json.loads((out / "export.json").read_text())
     assert saved["files"][IMAGE_FILE]["input"]["pixel_values"] == ["batch", 3, 32, 32]
