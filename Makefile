@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $@
 
 dag: $(STAMP)
-	$(BIN)/snakemake --dag results/report.html | dot -Tsvg > results/dag.svg
+	$(BIN)/snakemake results/report.html --dag | dot -Tsvg > results/dag.svg
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow/scripts benchmarks

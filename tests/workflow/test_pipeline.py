@@ -28,7 +28,7 @@ RULES = ["download", "prepare_datasets", "split", "convert_to_chat_format", "tra
 
 def planned_jobs(workdir) -> dict[str, int]:
     """Rule -> job count of a dry run (Snakemake's "Job stats" table)."""
-    out = snakemake(workdir, "-n", "--quiet", "rules", "results/report.html").stdout
+    out = snakemake(workdir, "results/report.html", "-n", "--quiet", "rules").stdout
     jobs = {}
     for line in out.splitlines():
         m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
@@ -128,7 +128,7 @@ def test_same_seed_gives_identical_metrics(copy_of_run):
 def test_the_dag_renders_to_svg_with_graphviz(tiny_run, tmp_path):
     if shutil.which("dot") is None:
         pytest.skip("graphviz's dot is not installed (.ci/run installs it)")
-    dag = snakemake(tiny_run, "--dag", "results/report.html").stdout
+    dag = snakemake(tiny_run, "results/report.html", "--dag").stdout
     svg = subprocess.run(["dot", "-Tsvg"], input=dag, capture_output=True, text=True, check=True).stdout
     assert svg.lstrip().startswith("<?xml") and "train_encoder" in svg and "prepare_datasets" in svg
 
