@@ -28,7 +28,8 @@ RULES = ["download", "prepare_datasets", "split", "convert_to_chat_format", "tra
 
 def planned_jobs(workdir) -> dict[str, int]:
     """Rule -> job count of a dry run (Snakemake's "Job stats" table)."""
-    out = snakemake(workdir, "results/report.html", "-n", "--quiet", "rules").stdout
+    proc = snakemake(workdir, "results/report.html", "-n", "--quiet", "rules")
+    out = proc.stdout + proc.stderr  # Snakemake 9 logs the table to stderr
     jobs = {}
     for line in out.splitlines():
         m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
