@@ -165,8 +165,10 @@ def report_params(wildcards):
                 raise ConfigError(e.problem, file=str(EXPERIMENTS_DIR / f"{name}.yaml"), key="report.seed_claims",
                                   expected=e.expected) from e
         datasets = _all_datasets(name)
+        config_view = to_dict(exp)  # without memory/time/CPU requests, as for the training rules
+        config_view["encoder"], config_view["decoder"] = _stage_params(exp.encoder), _stage_params(exp.decoder)
         params[name] = {
-            "config": to_dict(exp),
+            "config": config_view,
             "files": {
                 **experiment_files(name),
                 "benchmarks": {

@@ -65,3 +65,16 @@ def test_compare_gives_the_difference_only_when_both_exist():
     rows = compare_claims(claims, {"encoder_eval": {"x": 1.25}})
     assert [(r["measured"], r["difference"]) for r in rows] == [(1.25, 0.25), (None, None)]
     assert rows[0]["measured_ref"] == "encoder_eval:x"
+
+
+def test_each_seed_experiment_sets_its_claims_beside_its_own_numbers(repo):
+    """A seed preset's report shows the seed's figures next to medlens's (report.seed_claims)."""
+    from medlens.config import load_experiment
+
+    schema = repo / "workflow" / "schemas" / "experiment.schema.yaml"
+    for name in list_seed_claims():
+        exp = load_experiment(repo / "config" / "experiments" / f"{name}.yaml", schema_path=schema)
+        assert exp.report.seed_claims == name
+        load_seed_claims(exp.report.seed_claims)
+    demo = load_experiment(repo / "config" / "experiments" / "demo.yaml", schema_path=schema)
+    assert demo.report.seed_claims is None  # the demo reproduces no seed
