@@ -84,10 +84,19 @@ def load_tokenizer(cfg: DecoderConfig, train_texts: list[str]):
 
 
 class CaptionDataset(Dataset):
-    """Image + target report pairs from one chat JSONL, images through the tower's transform."""
+    """Image + target report pairs from one chat JSONL, images through the tower's transform.
 
-    def __init__(self, records: list[dict[str, Any]], transform):
-        self.records, self.transform = records, transform
+    A random transform draws from a generator seeded by (seed, epoch, index), not from torch's global
+    RNG: the Trainer's loader reads a batch ahead, so with the global RNG a resumed run would crop the
+    batch after the checkpoint differently from an uninterrupted run. The Trainer (through accelerate's
+    loader) calls :meth:`set_epoch` before each epoch, also in a resumed one.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], transform, seed: int = 0):
+        self.records, self.transform, self.seed, self.epoch = records, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -95,7 +104,10 @@ class CaptionDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
         image = load_image(rec["images"][0], grey=False)
-        return {"pixel_values": self.transform(image), "text": assistant_text(rec)}
+        with torch.random.fork_rng(devices=[]):  # torchvision's random transforms read the global CPU RNG
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i)
+            pixels = self.transform(image)
+        return {"pixel_values": pixels, "text": assistant_text(rec)}
 
 
 @dataclasses.dataclass
@@ -263,7 +275,7 @@ def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str 
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
     trainer = Trainer(
         model=model, args=training_arguments(cfg, ckpt_dir, bool(val_records)),
-        train_dataset=CaptionDataset(train_records, caption_transform(model.config, train=True)),
+        train_dataset=CaptionDataset(train_records, caption_transform(model.config, train=True), cfg.trainer.seed),
         eval_dataset=CaptionDataset(val_records, caption_transform(model.config, train=False)) if val_records else None,
         data_collator=CaptionCollator(tokenizer, cfg.max_length), callbacks=callbacks,
     )

@@ -16,7 +16,6 @@ from helpers.pairs import write_pairs
 from medlens.config import ChatConfig, DecoderConfig, TrainerConfig
 from medlens.data.chat_format import convert_to_chat
 from medlens.errors import ConfigError
-from medlens.models import captioner
 from medlens.train import decoder as dec
 from medlens.train.decoder import load_tokenizer
 from medlens.train.encoder import TrainingInterrupted
@@ -48,11 +47,8 @@ def test_a_signal_saves_a_checkpoint_at_that_step_and_the_rerun_ends_with_the_sa
                                                                                           monkeypatch):
     """SLURM's SIGTERM mid-run: the Trainer finishes the step, checkpoints it (between scheduled saves) and
     stops; the rerun resumes there and ends bit for bit where an uninterrupted run ends."""
-    # The training crop draws from torch's global RNG, and the loader collates one batch ahead of the step, so
-    # a resumed run crops that batch again with other numbers (as after any Trainer checkpoint). Without the
-    # crop everything else must resume exactly.
-    real_transform = captioner.caption_transform
-    monkeypatch.setattr(captioner, "caption_transform", lambda config, train: real_transform(config, train=False))
+    # the training transform's random crop is on: it must resume exactly too, though the loader collates one
+    # batch ahead of the step
     trainer = TrainerConfig(per_device_train_batch_size=4, per_device_eval_batch_size=4, max_steps=6, warmup_steps=1,
                             logging_steps=1, eval_steps=100, save_steps=100, load_best_model_at_end=False,
                             dataloader_num_workers=0)
