@@ -64,6 +64,11 @@ def test_every_rule_output_exists_and_is_well_formed(tiny_run):
     dec = json.loads((results / "tiny" / "eval" / "decoder.json").read_text())
     assert {"bleu4", "rouge_l", "cider_d"} <= set(dec["overall"]["text"])
     assert dec["overall"]["clinical"]["labeler"] == "rules" and dec["protocol"]["decoding"]
+    # the captioner's own tower is probed too (seed 004); the tiny captioner keeps the encoder's tower frozen,
+    # so its probe must equal evaluate_encoder's
+    assert enc["linear_probe"] and set(dec["encoder_final_probe"]) == set(enc["linear_probe"])
+    for name, probe in enc["linear_probe"].items():
+        assert dec["encoder_final_probe"][name]["mean"]["auc"] == pytest.approx(probe["mean"]["auc"], abs=1e-6), name
     gens = [json.loads(line) for line in (results / "tiny" / "eval" / "generations.jsonl").open()]
     assert gens and all({"id", "image", "reference", "generated"} <= set(g) for g in gens)
     with open(results / "paper" / "summary.csv") as f:

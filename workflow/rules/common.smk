@@ -144,7 +144,7 @@ def evaluate_encoder_params(wildcards):
 def evaluate_decoder_params(wildcards):
     ev = experiment(wildcards.experiment).evaluate
     return {k: to_dict(getattr(ev, k)) for k in ("split", "bootstrap_samples", "seed", "generation", "labeler",
-                                                  "max_samples")}
+                                                  "linear_probe", "max_samples")}
 
 
 def report_params(wildcards):

@@ -43,6 +43,7 @@ rule evaluate_encoder:
 rule evaluate_decoder:
     input:
         chat=rules.convert_to_chat_format.output.chat,
+        pairs=rules.split.output.pairs,  # labels for the probe of a captioner's own tower
         decoder=rules.train_decoder.output.decoder,
     output:
         metrics=report(

@@ -43,7 +43,7 @@ def score_generations(generated: list[str], references: list[str], cfg: EvalConf
 
 
 def evaluate_decoder(cfg: EvalConfig, chat_dir: str | os.PathLike, decoder_dir: str | os.PathLike, *,
-                     out_json: str | os.PathLike, out_generations: str | os.PathLike,
+                     pairs: str | os.PathLike | None = None, out_json: str | os.PathLike, out_generations: str | os.PathLike,
                      out_per_label: str | os.PathLike) -> dict[str, Any]:
     """Generate for ``chat/{cfg.split}.jsonl`` and score against the references.
 
@@ -51,6 +51,8 @@ def evaluate_decoder(cfg: EvalConfig, chat_dir: str | os.PathLike, decoder_dir: 
         cfg: evaluation settings (split, decoding, labeler, bootstrap, max_samples).
         chat_dir: ``results/{experiment}/data/chat``.
         decoder_dir: ``results/{experiment}/decoder``.
+        pairs: ``results/{experiment}/data/pairs.parquet``; with it, a decoder that saved its own image tower
+            (``encoder_final/``, the captioner) has that tower linear-probed as ``encoder_final_probe``.
         out_json, out_generations, out_per_label: the rule's outputs.
 
     Returns:
@@ -84,6 +86,11 @@ def evaluate_decoder(cfg: EvalConfig, chat_dir: str | os.PathLike, decoder_dir: 
         "protocol": {"decoding": to_dict(cfg.generation), "labeler": overall["clinical"].get("labeler"),
                      "chat_file": str(chat_path), "max_samples": cfg.max_samples, "seed": cfg.seed},
     }
+    tower = Path(decoder_dir) / "encoder_final"
+    if pairs is not None and cfg.linear_probe.enabled and (tower / "vision.safetensors").is_file():
+        from medlens.evaluate.encoder import probe_image_tower
+
+        result["encoder_final_probe"] = probe_image_tower(cfg, pairs, tower)
     write_json(result, out_json)
     with atomic_path(out_per_label) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)

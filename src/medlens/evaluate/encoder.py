@@ -25,7 +25,7 @@ from medlens.evaluate.retrieval import retrieval_recall
 from medlens.evaluate.zero_shot import evaluate_zero_shot
 from medlens.io import atomic_path, write_json
 
-__all__ = ["evaluate_encoder", "encode_rows", "label_matrix"]
+__all__ = ["evaluate_encoder", "encode_rows", "label_matrix", "probe_image_tower"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,41 @@ def evaluate_encoder(cfg: EvalConfig, pairs_path: str | os.PathLike, encoder_dir
     logger.info("zero-shot mean AUC %s; recall %s", result["zero_shot"].get("mean"),
                 {k: v for k, v in result["retrieval"].items() if k.startswith(("i2t", "t2i"))})
     return result
+
+
+class _ImageTower:
+    """``encode_images`` of a bare open_clip image tower, e.g. the captioner's ``decoder/encoder_final``."""
+
+    def __init__(self, tower_dir: str | os.PathLike):
+        import torch
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        from medlens.models.captioner import load_vision_encoder
+
+        visual, preprocess_cfg = load_vision_encoder(tower_dir)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.visual = visual.to(self.device)
+        self.transform = image_transform_v2(PreprocessCfg(**preprocess_cfg), is_train=False)
+
+    def encode_images(self, images: list[Any]):
+        import torch
+
+        with torch.no_grad():
+            pixels = torch.stack([self.transform(im) for im in images]).to(self.device)
+            return torch.nn.functional.normalize(self.visual(pixels), dim=-1)  # pooled, as open_clip's encode_image
+
+
+def probe_image_tower(cfg: EvalConfig, pairs_path: str | os.PathLike, tower_dir: str | os.PathLike) -> dict[str, Any]:
+    """The linear probes of ``evaluate_encoder`` on a bare image tower's frozen features.
+
+    Seed 004 (LAPVQA) probes its captioner's own tower; ``train_decoder`` writes that tower to
+    ``decoder/encoder_final/``.
+    """
+    tower = _ImageTower(tower_dir)
+    rows = {s: _read_rows(pairs_path, s, cfg.max_samples, cfg.seed) for s in ("train", "val", cfg.split)}
+    feats = {s: encode_rows(tower, r) for s, r in rows.items()}
+    return _probes(rows["train"], rows["val"], rows[cfg.split],
+                   {"train": feats["train"], "val": feats["val"], "test": feats[cfg.split]}, cfg)
 
 
 def _write_tables(result: dict[str, Any], out_per_label, out_roc) -> None:
