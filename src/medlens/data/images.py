@@ -49,8 +49,13 @@ def _from_dicom(path: Path) -> Image.Image:
     except ImportError as e:
         raise DataError("DICOM input needs pydicom", file=str(path),
                         expected="`pip install pydicom` (the medlens[dicom] extra)") from e
-    ds = pydicom.dcmread(str(path))
-    arr = ds.pixel_array.astype(np.float64)
+    try:
+        ds = pydicom.dcmread(str(path))
+        arr = ds.pixel_array.astype(np.float64)
+    except (pydicom.errors.InvalidDicomError, AttributeError, ValueError, NotImplementedError, RuntimeError) as e:
+        # not DICOM, no pixel data, or a compressed transfer syntax without its decoder plugin
+        raise DataError(f"DICOM cannot be decoded ({type(e).__name__}: {e})", file=str(path),
+                        expected="a DICOM file with pixel data pydicom can decode") from e
     if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
         arr = arr.max() - arr  # MONOCHROME1 stores inverted grey levels
     return Image.fromarray(_window_to_uint8(arr), mode="L")

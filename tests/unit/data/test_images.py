@@ -55,3 +55,45 @@ def test_bytes_and_paths_give_the_same_image(tmp_path):
     from_bytes = prepare_image((tmp_path / "a.png").read_bytes(), modality="knee_xray", store_size=32)
     assert np.array_equal(np.asarray(from_path), np.asarray(from_bytes))
     assert load_image(encode_image(from_path), grey=False).size == (32, 32)
+
+
+def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2"):
+    """A minimal uncompressed 16-bit CR image, as a modality writes it."""
+    pydicom = pytest.importorskip("pydicom", reason="DICOM input needs pydicom (the test extra installs it)")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PhotometricInterpretation, ds.SamplesPerPixel = "CR", photometric, 1
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path).pixel_array.shape == pixels.shape
+
+
+def test_dicom_12_bit_is_windowed_to_8_bit_and_monochrome1_inverted(tmp_path):
+    pixels = np.tile(np.linspace(100, 4000, 48).astype(np.uint16), (32, 1))  # a left-to-right ramp
+    _write_dicom(tmp_path / "m2.dcm", pixels)
+    _write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1")
+    m2, m1 = (np.asarray(load_image(tmp_path / f"{n}.dcm")) for n in ("m2", "m1"))
+    assert m2.dtype == np.uint8 and m2.shape == (32, 48)
+    assert m2[0, 0] == 0 and m2[0, -1] == 255 and np.all(np.diff(m2[0].astype(int)) >= 0)
+    assert np.array_equal(m1, 255 - m2)  # MONOCHROME1 stores dark as high values
+    rgb = load_image(tmp_path / "m2.dcm", grey=False)
+    assert rgb.mode == "RGB" and np.array_equal(np.asarray(rgb)[..., 0], m2)
+    stored = prepare_image(tmp_path / "m2.dcm", modality="chest_xray", store_size=24)
+    assert max(stored.size) == 24  # the prepare path reads DICOM through the same function
+
+
+def test_a_dcm_file_that_is_not_dicom_names_the_file(tmp_path):
+    pytest.importorskip("pydicom", reason="DICOM input needs pydicom (the test extra installs it)")
+    bad = tmp_path / "scan.dcm"
+    bad.write_bytes(b"not a dicom file at all" * 10)
+    with pytest.raises(DataError) as err:
+        load_image(bad)
+    assert err.value.file == str(bad) and "DICOM" in str(err.value)
