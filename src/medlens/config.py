@@ -207,6 +207,9 @@ class TrainerConfig:
     load_best_model_at_end: bool = True  # keep the checkpoint with the lowest validation loss
     dataloader_num_workers: int = 2  # data-loader processes
     gradient_checkpointing: bool = False  # trade compute for activation memory
+    # random batches, or batches of similar report lengths (less padding: about half the tokens of a random batch
+    # of phantom reports), still shuffled
+    train_sampling_strategy: Literal["random", "group_by_length"] = "random"
     seed: int = 0  # initialisation and shuffling
 
     def __post_init__(self):

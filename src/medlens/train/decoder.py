@@ -35,7 +35,7 @@ from medlens.io import atomic_dir
 from medlens.train.encoder import TrainingInterrupted
 from medlens.train.precision import resolve_precision
 
-__all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "train_bpe_tokenizer", "MetricsCsvCallback",
+__all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "CaptionTrainer", "train_bpe_tokenizer", "MetricsCsvCallback",
            "PreemptionCallback", "training_arguments"]
 
 logger = logging.getLogger(__name__)
@@ -92,8 +92,9 @@ class CaptionDataset(Dataset):
     loader) calls :meth:`set_epoch` before each epoch, also in a resumed one.
     """
 
-    def __init__(self, records: list[dict[str, Any]], transform, seed: int = 0):
+    def __init__(self, records: list[dict[str, Any]], transform, seed: int = 0, lengths: list[int] | None = None):
         self.records, self.transform, self.seed, self.epoch = records, transform, seed, 0
+        self.lengths = lengths  # target token counts, for length-grouped batches
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -211,6 +212,23 @@ class PreemptionCallback(TrainerCallback):
         return control
 
 
+class CaptionTrainer(Trainer):
+    """The Trainer, given the report lengths for ``train_sampling_strategy: group_by_length``.
+
+    The Trainer reads lengths from a ``datasets.Dataset`` column or else by loading every item, which here
+    means decoding every image; :class:`CaptionDataset` counts the report tokens once instead.
+    """
+
+    def _get_train_sampler(self, train_dataset=None):
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and getattr(dataset, "lengths", None):
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=dataset.lengths)
+        return super()._get_train_sampler(train_dataset)
+
+
 def training_arguments(cfg: DecoderConfig, ckpt_dir: Path, has_val: bool) -> TrainingArguments:
     """``cfg.trainer`` as TrainingArguments (same names), plus what medlens decides: precision, evaluation, logging."""
     precision = resolve_precision(cfg.precision)
@@ -273,9 +291,13 @@ def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str 
     callbacks = [MetricsCsvCallback(metrics_path), preemption]
     if cfg.early_stopping_patience and val_records:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
-    trainer = Trainer(
+    lengths = None
+    if cfg.trainer.train_sampling_strategy == "group_by_length":
+        lengths = [len(ids) for ids in tokenizer([assistant_text(r) for r in train_records])["input_ids"]]
+    trainer = CaptionTrainer(
         model=model, args=training_arguments(cfg, ckpt_dir, bool(val_records)),
-        train_dataset=CaptionDataset(train_records, caption_transform(model.config, train=True), cfg.trainer.seed),
+        train_dataset=CaptionDataset(train_records, caption_transform(model.config, train=True), cfg.trainer.seed,
+                                     lengths),
         eval_dataset=CaptionDataset(val_records, caption_transform(model.config, train=False)) if val_records else None,
         data_collator=CaptionCollator(tokenizer, cfg.max_length), callbacks=callbacks,
     )
