@@ -25,9 +25,22 @@ def setup_logging(path: str | None = None, level: int = logging.INFO) -> None:
     if path:
         # the job's first process truncates the log; the processes torchrun starts after it append
         handlers = [logging.FileHandler(path, mode="a" if rank is not None else "w")]
+        _log_uncaught_errors()
     logging.basicConfig(level=level, format=fmt, datefmt="%Y-%m-%d %H:%M:%S", handlers=handlers, force=True)
     logging.captureWarnings(True)
     warnings.simplefilter("default")
     # These libraries are chatty at INFO about things a user cannot act on.
     for name in ("PIL", "matplotlib", "urllib3", "filelock", "httpx", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _log_uncaught_errors() -> None:
+    """Write an uncaught error's traceback to the job's log as well as to the console (where SLURM may not keep it)."""
+    console_hook = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        if not issubclass(exc_type, KeyboardInterrupt):
+            logging.getLogger("medlens").error("the job failed", exc_info=(exc_type, exc, tb))
+        console_hook(exc_type, exc, tb)
+
+    sys.excepthook = hook

@@ -228,6 +228,10 @@ class CaptionTrainer(Trainer):
                                         lengths=dataset.lengths)
         return super()._get_train_sampler(train_dataset)
 
+    def _get_eval_sampler(self, eval_dataset):
+        # in order: the validation loss must not depend on (or draw from) the training RNG
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
 
 def training_arguments(cfg: DecoderConfig, ckpt_dir: Path, has_val: bool) -> TrainingArguments:
     """``cfg.trainer`` as TrainingArguments (same names), plus what medlens decides: precision, evaluation, logging."""

@@ -43,15 +43,16 @@ def chat(tmp_path_factory):
     return root / "chat"
 
 
+@pytest.mark.parametrize("sampling", ["random", "group_by_length"])
 def test_a_signal_saves_a_checkpoint_at_that_step_and_the_rerun_ends_with_the_same_weights(chat, tmp_path,
-                                                                                          monkeypatch):
+                                                                                          monkeypatch, sampling):
     """SLURM's SIGTERM mid-run: the Trainer finishes the step, checkpoints it (between scheduled saves) and
     stops; the rerun resumes there and ends bit for bit where an uninterrupted run ends."""
     # the training transform's random crop is on: it must resume exactly too, though the loader collates one
     # batch ahead of the step
     trainer = TrainerConfig(per_device_train_batch_size=4, per_device_eval_batch_size=4, max_steps=6, warmup_steps=1,
                             logging_steps=1, eval_steps=100, save_steps=100, load_best_model_at_end=False,
-                            dataloader_num_workers=0)
+                            dataloader_num_workers=0, train_sampling_strategy=sampling)
     cfg = DecoderConfig(init_from_encoder=False, hidden_size=32, num_layers=1, num_heads=2, vocab_size=300,
                         max_length=32, image_size=32, trainer=trainer)
     dec.train_decoder(cfg, chat, tmp_path / "full")
@@ -80,3 +81,23 @@ def test_a_signal_saves_a_checkpoint_at_that_step_and_the_rerun_ends_with_the_sa
         assert torch.equal(full[k], resumed[k]), k
     with open(tmp_path / "resumed" / "metrics.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f) if r["train/loss"]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_length_grouped_batches_pad_less_and_cover_every_report_without_loading_an_image(tmp_path):
+    from transformers import TrainingArguments
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    lengths = [int(n) for n in torch.randint(5, 150, (640,), generator=torch.Generator().manual_seed(0))]
+    dataset = dec.CaptionDataset([{"images": ["never-read.png"]}] * 640, transform=None, lengths=lengths)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=32, use_cpu=True, report_to="none",
+                             train_sampling_strategy="group_by_length")
+    trainer = dec.CaptionTrainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=dataset)
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler)
+    order = list(sampler)
+    assert sorted(order) == list(range(640))
+
+    def mean_padded(indices):  # tokens a batch of 32 pads to, per sample
+        return sum(max(lengths[i] for i in indices[k:k + 32]) for k in range(0, 640, 32)) / 20
+
+    assert mean_padded(order) < 0.8 * mean_padded(list(range(640)))
