@@ -99,6 +99,19 @@ def _probes(train: list[dict], val: list[dict], test: list[dict], feats: dict[st
     return probes
 
 
+def _encode_splits(encoder, pairs_path, cfg: EvalConfig) -> tuple[dict[str, list[dict]], dict[str, np.ndarray]]:
+    """Rows and image features of train, val and the evaluated split."""
+    rows = {s: _read_rows(pairs_path, s, cfg.max_samples, cfg.seed) for s in ("train", "val", cfg.split)}
+    feats = {s: encode_rows(encoder, r) for s, r in rows.items()}
+    logger.info("encoded images: %s", {s: len(r) for s, r in rows.items()})
+    return rows, feats
+
+
+def _split_probes(rows: dict[str, list[dict]], feats: dict[str, np.ndarray], cfg: EvalConfig) -> dict[str, Any]:
+    return _probes(rows["train"], rows["val"], rows[cfg.split],
+                   {"train": feats["train"], "val": feats["val"], "test": feats[cfg.split]}, cfg)
+
+
 def evaluate_encoder(cfg: EvalConfig, pairs_path: str | os.PathLike, encoder_dir: str | os.PathLike, *,
                      external: Sequence[str | os.PathLike] = (), out_json: str | os.PathLike,
                      out_per_label: str | os.PathLike, out_roc: str | os.PathLike) -> dict[str, Any]:
@@ -110,14 +123,11 @@ def evaluate_encoder(cfg: EvalConfig, pairs_path: str | os.PathLike, encoder_dir
     from medlens.models.encoders import load_encoder
 
     encoder = load_encoder(encoder_dir)
-    rows = {s: _read_rows(pairs_path, s, cfg.max_samples, cfg.seed) for s in ("train", "val", cfg.split)}
-    feats = {s: encode_rows(encoder, r) for s, r in rows.items()}
-    logger.info("encoded images: %s", {s: len(r) for s, r in rows.items()})
+    rows, feats = _encode_splits(encoder, pairs_path, cfg)
     result: dict[str, Any] = {"split": cfg.split, **_zero_shot_and_retrieval(encoder, rows[cfg.split],
                                                                               feats[cfg.split], cfg)}
     if cfg.linear_probe.enabled:
-        result["linear_probe"] = _probes(rows["train"], rows["val"], rows[cfg.split],
-                                         {"train": feats["train"], "val": feats["val"], "test": feats[cfg.split]}, cfg)
+        result["linear_probe"] = _split_probes(rows, feats, cfg)
     result["external"] = {}
     for path in external:
         ext_rows = _read_rows(path, None, cfg.max_samples, cfg.seed)
@@ -140,14 +150,14 @@ class _ImageTower:
 
     def __init__(self, tower_dir: str | os.PathLike):
         import torch
-        from open_clip.transform import PreprocessCfg, image_transform_v2
 
         from medlens.models.captioner import load_vision_encoder
+        from medlens.models.encoders import image_transform
 
         visual, preprocess_cfg = load_vision_encoder(tower_dir)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.visual = visual.to(self.device)
-        self.transform = image_transform_v2(PreprocessCfg(**preprocess_cfg), is_train=False)
+        self.transform = image_transform(preprocess_cfg, train=False)
 
     def encode_images(self, images: list[Any]):
         import torch
@@ -163,11 +173,7 @@ def probe_image_tower(cfg: EvalConfig, pairs_path: str | os.PathLike, tower_dir:
     Seed 004 (LAPVQA) probes its captioner's own tower; ``train_decoder`` writes that tower to
     ``decoder/encoder_final/``.
     """
-    tower = _ImageTower(tower_dir)
-    rows = {s: _read_rows(pairs_path, s, cfg.max_samples, cfg.seed) for s in ("train", "val", cfg.split)}
-    feats = {s: encode_rows(tower, r) for s, r in rows.items()}
-    return _probes(rows["train"], rows["val"], rows[cfg.split],
-                   {"train": feats["train"], "val": feats["val"], "test": feats[cfg.split]}, cfg)
+    return _split_probes(*_encode_splits(_ImageTower(tower_dir), pairs_path, cfg), cfg)
 
 
 def _write_tables(result: dict[str, Any], out_per_label, out_roc) -> None:
