@@ -230,7 +230,13 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from medlens.models.encoders import create_encoder, create_tokenizer, image_transform, save_encoder
+    from medlens.models.encoders import (
+        create_encoder,
+        create_tokenizer,
+        image_transform,
+        save_encoder,
+        skip_text_padding,
+    )
 
     precision = resolve_precision(cfg.precision)
     accelerator = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision),
@@ -240,6 +246,8 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
     ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
     model, model_cfg, preprocess_cfg = create_encoder(cfg)
     _lock_towers(model, cfg)
+    if skip_text_padding(model):
+        logger.info("text tower runs on each batch's longest text, not the whole context (exact for this tower)")
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     tokenizer = create_tokenizer(cfg, model_cfg)

@@ -99,3 +99,40 @@ def test_normalisation_can_be_set_and_is_checked():
     assert create_encoder(EncoderConfig(image_size=32))[2]["mean"] == [0.48145466, 0.4578275, 0.40821073]  # CLIP's
     with pytest.raises(ConfigError, match=r"encoder\.image_std: .*; expected three numbers \(R, G, B\), all positive"):
         create_encoder(EncoderConfig(image_size=32, image_std=[0.2, 0.0, 0.2]))
+
+
+def test_texts_are_encoded_without_their_padding_where_that_cannot_change_a_feature_or_gradient():
+    from medlens.models.encoders import create_tokenizer, skip_text_padding
+
+    cfg = _preset("tiny")
+    model, model_cfg, _ = create_encoder(cfg)
+    tokenizer = create_tokenizer(cfg, model_cfg)
+    tokens = tokenizer(["Small left pleural effusion.", "Heart size is normal. The lungs are clear."])
+    assert tokens.shape[1] == cfg.context_length and tokens[:, 20:].eq(0).all()  # mostly padding
+    images = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+
+    def features_and_grads():
+        model.zero_grad()
+        out = model(images, tokens)
+        (out["text_features"] * torch.arange(out["text_features"].shape[1])).sum().backward()
+        return out["text_features"].detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                               if p.grad is not None and n != "positional_embedding"}
+
+    full, full_grads = features_and_grads()
+    assert skip_text_padding(model)
+    seen = []
+    model.transformer.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    cut, cut_grads = features_and_grads()
+    assert seen == [int(tokens.ne(0).sum(1).max())]  # the tower ran on the longest text only
+    torch.testing.assert_close(cut, full, rtol=1e-4, atol=1e-5)
+    for name, grad in full_grads.items():  # equal to float rounding (a millionth of the largest entry)
+        assert (cut_grads[name] - grad).abs().max() <= 1e-5 * grad.abs().max(), name
+
+
+def test_towers_where_padding_matters_keep_open_clip_text_encoding(tmp_path):
+    from medlens.models.encoders import skip_text_padding
+
+    # SigLIP's text tower is not causal and pools the last position: padding is part of its input
+    model, _, _ = create_encoder(_preset("siglip_base", **NO_WEIGHTS), device="meta")
+    assert not skip_text_padding(model)
+    assert "encode_text" not in vars(model)
