@@ -273,6 +273,9 @@ class DecoderConfig:
     hidden_size: int = 256  # captioner decoder width
     num_layers: int = 2  # captioner decoder layers
     num_heads: int = 4  # captioner decoder heads
+    dropout: float = 0.1  # captioner: GPT-2's residual, embedding and attention dropout
+    # captioner with trainer.train_sampling_strategy group_by_length: batches per length-sorted pool
+    length_group_batches: int = 4
     tokenizer: str | None = None  # "gpt2" or a path; None trains a BPE tokenizer on the train reports
     vocab_size: int = 2000  # size of the trained BPE tokenizer
     max_length: int = 128  # captioner: tokens per target text; vlm: whole sequence (image, prompt and target tokens)

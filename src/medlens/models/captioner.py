@@ -119,9 +119,14 @@ class Captioner(PreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs: Any):
-        """Cross-entropy over report tokens (GPT-2 shifts ``labels`` itself; -100 is ignored)."""
+        """Cross-entropy over report tokens (GPT-2 shifts ``labels`` itself; -100 is ignored).
+
+        ``kwargs`` reach GPT-2's loss: the Trainer passes ``num_items_in_batch`` (the target tokens of the whole
+        accumulated step) and then leaves the loss unscaled, so the loss must be divided by it here.
+        """
         return self.decoder(input_ids=input_ids, attention_mask=attention_mask,
-                            encoder_hidden_states=self.encode(pixel_values), labels=labels, return_dict=True)
+                            encoder_hidden_states=self.encode(pixel_values), labels=labels, return_dict=True,
+                            **kwargs)
 
     @torch.no_grad()
     def generate(self, pixel_values: torch.Tensor, **generate_kwargs: Any) -> torch.Tensor:
@@ -217,7 +222,11 @@ def build_captioner(cfg: DecoderConfig, tokenizer, encoder_dir=None) -> Captione
         vision_cfg=vision_cfg, embed_dim=model_cfg["embed_dim"], vision_width=width, preprocess_cfg=preprocess_cfg,
         freeze_vision=cfg.freeze_vision, num_image_tokens=n_tokens,
         decoder={"vocab_size": len(tokenizer), "n_positions": cfg.max_length, "n_embd": cfg.hidden_size,
-                 "n_layer": cfg.num_layers, "n_head": cfg.num_heads, "bos_token_id": tokenizer.bos_token_id,
+                 "n_layer": cfg.num_layers, "n_head": cfg.num_heads, "resid_pdrop": cfg.dropout,
+                 "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
+                 # GPT-2's tanh GELU as torch's one fused kernel: the same function as "gelu_new", which spends
+                 # a sixth of a CPU training step on its separate elementwise ops
+                 "activation_function": "gelu_pytorch_tanh", "bos_token_id": tokenizer.bos_token_id,
                  "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )

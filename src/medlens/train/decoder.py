@@ -35,7 +35,7 @@ from medlens.io import atomic_dir
 from medlens.train.encoder import TrainingInterrupted
 from medlens.train.precision import resolve_precision
 
-__all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "CaptionTrainer", "train_bpe_tokenizer", "MetricsCsvCallback",
+__all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "CaptionTrainer", "LengthBucketSampler", "train_bpe_tokenizer", "MetricsCsvCallback",
            "PreemptionCallback", "training_arguments"]
 
 logger = logging.getLogger(__name__)
@@ -212,20 +212,50 @@ class PreemptionCallback(TrainerCallback):
         return control
 
 
-class CaptionTrainer(Trainer):
-    """The Trainer, given the report lengths for ``train_sampling_strategy: group_by_length``.
+class LengthBucketSampler(torch.utils.data.Sampler[int]):
+    """Shuffled batches of similar report lengths: less padding, with steps in random order.
 
-    The Trainer reads lengths from a ``datasets.Dataset`` column or else by loading every item, which here
-    means decoding every image; :class:`CaptionDataset` counts the report tokens once instead.
+    The samples are shuffled, cut into pools of ``pool_batches`` batches, each pool sorted by length and
+    cut into batches, and the batches shuffled. Hand-written because the Trainer's ``LengthGroupedSampler``
+    leaves each pool's batches in descending length order (its longest batch first, to fail early on
+    memory), so consecutive steps sweep from long reports to short ones; phantom report length tracks the
+    findings, and that order cost clinical F1 (docs/benchmarks.md). Draws from torch's global RNG, as the
+    Trainer's own samplers do (a resumed run restores it).
     """
 
-    def _get_train_sampler(self, train_dataset=None):
-        from transformers.trainer_pt_utils import LengthGroupedSampler
+    def __init__(self, lengths: list[int], batch_size: int, pool_batches: int):
+        self.lengths, self.batch_size, self.pool = lengths, batch_size, batch_size * max(1, pool_batches)
 
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths)).tolist()
+        batches = []
+        for start in range(0, len(order), self.pool):
+            pool = sorted(order[start:start + self.pool], key=self.lengths.__getitem__)
+            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        # only the very last batch can be short; it stays last so that every other batch is whole
+        tail = [batches.pop()] if len(batches[-1]) < self.batch_size else []
+        shuffled = [batches[i] for i in torch.randperm(len(batches)).tolist()] + tail
+        return iter([i for batch in shuffled for i in batch])
+
+
+class CaptionTrainer(Trainer):
+    """The Trainer, with medlens's length-bucketed batches for ``train_sampling_strategy: group_by_length``.
+
+    The report lengths come from :class:`CaptionDataset` (the Trainer would otherwise measure them by loading
+    every item, which here means decoding every image).
+    """
+
+    def __init__(self, *args, length_group_batches: int = 4, **kwargs):
+        self.length_group_batches = length_group_batches
+        super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.train_sampling_strategy == "group_by_length" and getattr(dataset, "lengths", None):
-            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                        lengths=dataset.lengths)
+            return LengthBucketSampler(dataset.lengths, self.args.train_batch_size, self.length_group_batches)
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset):
@@ -304,6 +334,7 @@ def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str 
                                      lengths),
         eval_dataset=CaptionDataset(val_records, caption_transform(model.config, train=False)) if val_records else None,
         data_collator=CaptionCollator(tokenizer, cfg.max_length), callbacks=callbacks,
+        length_group_batches=cfg.length_group_batches,
     )
     if resume:
         logger.info("resuming from the last checkpoint in %s", ckpt_dir)
