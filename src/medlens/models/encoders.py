@@ -68,7 +68,8 @@ def skip_text_padding(model: nn.Module) -> bool:
     Only open_clip's own ``CLIP`` with a causal BPE text tower pooled at the end-of-text token (argmax of
     the ids) qualifies; other towers (Hugging Face text models, SigLIP's last-token pooling, CoCa) are
     left as they are. The weights and state dict are untouched; ``model.forward`` picks the method up,
-    so it also holds under DDP. Returns whether it applied.
+    so it also holds under DDP. Training uses it; :func:`load_encoder` does not, because the cut depends
+    on the input's values, which an ONNX trace would freeze. Returns whether it applied.
     """
     import types
 
@@ -283,7 +284,6 @@ def load_encoder(path: str | os.PathLike, *, device: str | torch.device | None =
     model = open_clip.create_model(f"local-dir:{path}", load_weights=False, output_dict=True)
     _set_timm_input_size(model, model_cfg["vision_cfg"].get("image_size", 224))
     model.load_state_dict(load_file(path / WEIGHTS_NAME))
-    skip_text_padding(model)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
     return Encoder(model.to(device).eval(), tokenizer, image_transform(preprocess_cfg, train=False), model_cfg,
