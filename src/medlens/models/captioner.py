@@ -225,7 +225,7 @@ def build_captioner(cfg: DecoderConfig, tokenizer, encoder_dir=None) -> Captione
                  "n_layer": cfg.num_layers, "n_head": cfg.num_heads, "resid_pdrop": cfg.dropout,
                  "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
                  # GPT-2's tanh GELU as torch's one fused kernel: the same function as "gelu_new", which spends
-                 # a sixth of a CPU training step on its separate elementwise ops
+                 # a fifth of a CPU training step on its separate elementwise ops
                  "activation_function": "gelu_pytorch_tanh", "bos_token_id": tokenizer.bos_token_id,
                  "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

@@ -35,8 +35,8 @@ from medlens.io import atomic_dir
 from medlens.train.encoder import TrainingInterrupted
 from medlens.train.precision import resolve_precision
 
-__all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "CaptionTrainer", "LengthBucketSampler", "train_bpe_tokenizer", "MetricsCsvCallback",
-           "PreemptionCallback", "training_arguments"]
+__all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "CaptionTrainer", "LengthBucketSampler",
+           "train_bpe_tokenizer", "MetricsCsvCallback", "PreemptionCallback", "training_arguments"]
 
 logger = logging.getLogger(__name__)
 
