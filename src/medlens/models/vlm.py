@@ -32,7 +32,8 @@ from medlens.data.images import load_image
 from medlens.errors import ConfigError
 from medlens.train.precision import resolve_precision
 
-__all__ = ["PromptFormat", "TOKEN_KEYS", "pad_rows", "load_processor", "load_vlm", "bnb_config", "VLMGenerator"]
+__all__ = ["PromptFormat", "TOKEN_KEYS", "pad_rows", "load_processor", "load_vlm", "bnb_config",
+           "unquantised_modules", "VLMGenerator"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "token_type_ids", "mm_token_type_ids", "cross_attention_mask")
 _PAD_VALUES = {"labels": -100}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# bitsandbytes' 4-bit quantisation block along a layer's input (BitsAndBytesConfig has no setting for it),
+# and the rows its AVX512-BF16 CPU kernel packs together (block_n in _convert_weight_packed_for_cpu)
+_BNB_4BIT_BLOCK, _BNB_CPU_ROWS = 64, 32
 
 
 def _text_of(content: Any) -> str:
@@ -167,17 +171,45 @@ def compute_dtype(cfg: DecoderConfig) -> torch.dtype:
     return wanted
 
 
-def bnb_config(cfg: DecoderConfig):
-    """``cfg.quantization`` as a ``BitsAndBytesConfig`` (same field names), or None when not quantised."""
+def unquantised_modules(source: str, configured: list[str] | None) -> list[str]:
+    """The modules a 4-bit load keeps in full precision: transformers' own choice (the output head and what
+    is tied to it), the configured ones, and every linear layer bitsandbytes cannot pack for its CPU kernel.
+
+    bitsandbytes 0.50 repacks 4-bit weights for its AVX512-BF16 CPU kernel (used in evaluation and
+    generation) in blocks of 64 inputs by 32 outputs, and fails on a layer of any other shape (``shape
+    '[32, 0]' is invalid``, ``N must be divisible by block_n``): such a layer would load on one CPU and
+    crash on the next. Real VLMs have none (their widths are multiples of 64); small test models do. The
+    model is built on the meta device to list them, so no weight is read.
+    """
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.quantizers.base import get_keys_to_not_convert
+
+    with init_empty_weights():
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(source))
+    narrow = [name for name, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and (m.in_features % _BNB_4BIT_BLOCK or m.out_features % _BNB_CPU_ROWS)]
+    return sorted({*get_keys_to_not_convert(model), *(configured or []), *narrow})
+
+
+def bnb_config(cfg: DecoderConfig, source: str | None = None):
+    """``cfg.quantization`` as a ``BitsAndBytesConfig`` (same field names), or None when not quantised.
+
+    Args:
+        cfg: decoder settings.
+        source: the model the config will load; for 4-bit, its layers that bitsandbytes cannot hold in
+            4 bits on every CPU are kept unquantised (:func:`unquantised_modules`).
+    """
     q = cfg.quantization
     if not (q.load_in_4bit or q.load_in_8bit):
         return None
     from transformers import BitsAndBytesConfig
 
+    skip = unquantised_modules(source, q.llm_int8_skip_modules) if q.load_in_4bit and source else q.llm_int8_skip_modules
     return BitsAndBytesConfig(load_in_4bit=q.load_in_4bit, load_in_8bit=q.load_in_8bit,
                               bnb_4bit_quant_type=q.bnb_4bit_quant_type,
                               bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
-                              bnb_4bit_compute_dtype=compute_dtype(cfg), llm_int8_skip_modules=q.llm_int8_skip_modules)
+                              bnb_4bit_compute_dtype=compute_dtype(cfg), llm_int8_skip_modules=skip)
 
 
 def _device_index() -> int | str:
@@ -208,7 +240,11 @@ def load_vlm(cfg: DecoderConfig, *, training: bool, path: str | os.PathLike | No
     from transformers import AutoModelForImageTextToText
 
     source = str(path if path is not None else cfg.model)
-    quant = bnb_config(cfg) if quantize else None
+    try:
+        quant = bnb_config(cfg, source) if quantize else None
+    except OSError as e:
+        raise ConfigError(f"model '{source}' cannot be loaded ({e})", key="decoder.model",
+                          expected="a local model folder, or a hub id reachable from here") from e
     precision = resolve_precision(cfg.precision)
     if quant is not None:
         dtype = compute_dtype(cfg)

@@ -17,7 +17,7 @@ from medlens.config import (
     resolve_preset,
 )
 from medlens.models.registry import list_decoder_presets
-from medlens.models.vlm import PromptFormat, VLMGenerator, load_processor, pad_rows
+from medlens.models.vlm import PromptFormat, VLMGenerator, load_processor, pad_rows, unquantised_modules
 
 CORPUS = ["The heart is enlarged. No pleural effusion.", "Heart size is normal. Right pleural effusion.",
           "Describe this medical image:", "Is there an effusion?"] * 5
@@ -53,6 +53,24 @@ def test_pad_rows_pads_tokens_on_the_chosen_side_and_everything_else_at_the_end(
     assert left["input_ids"].tolist() == [[0, 5, 6], [7, 8, 9]]
     assert left["cross_attention_mask"][0, :, 0].tolist() == [[0, 0], [1, 0], [1, 0]]
     assert left["pixel_values"][0].tolist() == [[1, 1], [0, 0]]  # per-image tensors never pad on the left
+
+
+@pytest.mark.parametrize("family", ["paligemma", "mllama"])
+def test_4bit_loads_keep_layers_bitsandbytes_cannot_pack_on_every_cpu_and_the_output_head(family, bases):
+    # bitsandbytes' AVX512-BF16 CPU path repacks 4-bit weights in blocks of 64 inputs x 32 outputs: a layer of
+    # another shape quantised on one CPU crashes on the next, so it stays in full precision everywhere
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    with init_empty_weights():
+        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(bases[family]))
+    linear = {n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    kept = unquantised_modules(bases[family], ["multi_modal_projector"])
+    narrow = {n for n, (k, n_out) in linear.items() if k % 64 or n_out % 32}
+    assert narrow and narrow <= set(kept)  # the tiny vision towers are 32 wide
+    assert "lm_head" in kept and "multi_modal_projector" in kept  # transformers' default survives a configured list
+    assert (set(kept) - narrow) & set(linear) <= {"lm_head", "multi_modal_projector"}  # no other layer is spared
+    assert any(n not in kept for n in linear)  # the rest is quantised
 
 
 def test_prompt_layouts(bases):

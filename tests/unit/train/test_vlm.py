@@ -200,7 +200,11 @@ def test_qlora_4bit_on_cpu_trains_and_merges(chat, bases, tmp_path):
     cfg = replace(vlm_config(bases["paligemma"], gradient_checkpointing=True), quantization=q, merge_adapters=True)
     quantized = load_vlm(cfg, training=True)
     n4 = sum(isinstance(m, bnb.nn.Linear4bit) for m in quantized.modules())
-    assert n4 > 20 and quantized.is_loaded_in_4bit
+    assert n4 > 10 and quantized.is_loaded_in_4bit
+    # the 32-wide vision layers stay unquantised (unquantised_modules): the evaluation below runs
+    # bitsandbytes' inference path, which on an AVX512-BF16 CPU cannot repack them
+    assert all(m.in_features % 64 == 0 and m.out_features % 32 == 0
+               for m in quantized.modules() if isinstance(m, bnb.nn.Linear4bit))
 
     train_vlm(cfg, chat, tmp_path / "decoder")
     out = tmp_path / "decoder"
