@@ -9,10 +9,13 @@ LOCK        ?= requirements.lock
 CONSTRAINTS ?= constraints.txt
 PROFILE     ?= profiles/local
 BIN         := $(VENV)/bin
+# a failing command in a pipe fails the recipe
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 # A stamp that changes whenever what is installed would change.
 STAMP       := $(VENV)/.medlens-installed
 
-.PHONY: report test venv lock dag lint format clean
+.PHONY: report test venv lock dag lint clean
 
 report: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/snakemake --profile $(PROFILE) results/report.html
@@ -39,8 +42,8 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $@
 
-# Re-resolve the lock: every package the pipeline, the tests and the benchmarks install, for Linux and
-# macOS on Python 3.11+, with hashes. Versions already in the lock are kept where they still fit;
+# Re-resolve the lock: every package the pipeline, the tests and the benchmarks install, on Python 3.11+
+# (one universal file; Linux x86-64 is the platform tested), with hashes. Versions already in the lock are kept where they still fit;
 # `make lock UPGRADE=1` takes the newest that fit. For another CUDA build of torch, see the README.
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 --generate-hashes \

@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from medlens import environment
 from medlens.config import EvalConfig, to_dict
 from medlens.data.chat_format import read_chat
 from medlens.evaluate.clinical import clinical_efficacy
@@ -91,6 +92,7 @@ def evaluate_decoder(cfg: EvalConfig, chat_dir: str | os.PathLike, decoder_dir: 
         from medlens.evaluate.encoder import probe_image_tower
 
         result["encoder_final_probe"] = probe_image_tower(cfg, pairs, tower)
+    result["environment"] = environment.record()
     write_json(result, out_json)
     with atomic_path(out_per_label) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)

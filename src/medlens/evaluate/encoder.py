@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from medlens import environment
 from medlens.config import EvalConfig, to_dict
 from medlens.data.images import load_image
 from medlens.evaluate.linear_probe import LABEL_SETS, linear_probe
@@ -138,6 +139,7 @@ def evaluate_encoder(cfg: EvalConfig, pairs_path: str | os.PathLike, encoder_dir
                           "logit_scale": encoder.logit_scale, "recall_ks": cfg.recall_ks,
                           "bootstrap_samples": cfg.bootstrap_samples, "seed": cfg.seed,
                           "config": to_dict(cfg)}
+    result["environment"] = environment.record()
     write_json(result, out_json)
     _write_tables(result, out_per_label, out_roc)
     logger.info("zero-shot mean AUC %s; recall %s", result["zero_shot"].get("mean"),

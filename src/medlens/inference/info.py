@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medlens.environment import LockDifferences
 from medlens.errors import ConfigError
 
 __all__ = ["summarise_experiment", "format_summary"]
@@ -86,7 +87,7 @@ def _model(folder: Path) -> dict[str, Any] | None:
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     described = {k: info.get(k) for k in ("kind", "steps", "best_metric", "best_value", "best_step", "summary",
                                           "zero_shot", "weights") if info.get(k) is not None}
-    return {"path": str(folder), **described, "config": info.get("config"),
+    return {"path": str(folder), **described, "config": info.get("config"), "environment": info.get("environment"),
             "last_metrics": _last_row(folder / "metrics.csv"), "checkpoints": _checkpoints(folder),
             "bytes": _size(folder)}
 
@@ -123,12 +124,21 @@ def _evaluation(folder: Path) -> dict[str, Any]:
     return out
 
 
+def _environments(folder: Path, encoder: dict[str, Any] | None, decoder: dict[str, Any] | None) -> dict[str, Any]:
+    """The environment each stage recorded (``medlens.environment.record``): lock, its hash, every package."""
+    out = {"train_encoder": (encoder or {}).get("environment"), "train_decoder": (decoder or {}).get("environment")}
+    for stage, name in (("evaluate_encoder", "encoder.json"), ("evaluate_decoder", "decoder.json")):
+        path = folder / "eval" / name
+        out[stage] = json.loads(path.read_text()).get("environment") if path.is_file() else None
+    return out
+
+
 def summarise_experiment(exp_dir: str | os.PathLike) -> dict[str, Any]:
     """Everything ``medlens info`` shows about ``results/<experiment>``.
 
     Returns:
-        ``{"experiment", "path", "data", "encoder", "decoder", "evaluation", "benchmarks", "bytes"}``;
-        a part whose stage has not run is None (or empty).
+        ``{"experiment", "path", "data", "encoder", "decoder", "evaluation", "environments", "benchmarks",
+        "bytes"}``; a part whose stage has not run is None (or empty).
 
     Raises:
         ConfigError: when the folder holds none of an experiment's outputs.
@@ -141,12 +151,13 @@ def summarise_experiment(exp_dir: str | os.PathLike) -> dict[str, Any]:
     split_path = exp / "data" / "split.json"
     split = json.loads(split_path.read_text()) if split_path.is_file() else None
     benchmarks = {stage: _last_row(exp.parent / "benchmarks" / stage / f"{exp.name}.tsv", "\t") for stage in _STAGES}
+    encoder, decoder = _model(exp / "encoder"), _model(exp / "decoder")
     return {
         "experiment": exp.name, "path": str(exp),
         "data": None if split is None else {"rows_per_split": split.get("rows_per_split"),
                                              "patients": split.get("patients"), "dropped": split.get("dropped")},
-        "encoder": _model(exp / "encoder"), "decoder": _model(exp / "decoder"),
-        "evaluation": _evaluation(exp / "eval"),
+        "encoder": encoder, "decoder": decoder,
+        "evaluation": _evaluation(exp / "eval"), "environments": _environments(exp, encoder, decoder),
         "benchmarks": {k: v for k, v in benchmarks.items() if v is not None},
         "bytes": _size(exp),
     }
@@ -186,6 +197,27 @@ def _model_lines(title: str, model: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _environment_lines(environments: dict[str, Any]) -> list[str]:
+    """Each stage's lock and whether it matched, then every package of the first stage that recorded them."""
+    lines, packages = [], None
+    for stage, rec in environments.items():
+        if rec is None:
+            lines.append(f"environment of {stage}: not recorded")
+            continue
+        if not rec.get("lock"):
+            state = "and no lock"
+        elif rec.get("matches_lock"):
+            state = "as locked"
+        else:
+            state = "DIFFERING FROM THE LOCK: " + "; ".join(LockDifferences(**(rec.get("differences") or {})).lines())
+        lines.append(f"environment of {stage}: lock {rec.get('lock')} sha256 {str(rec.get('lock_sha256'))[:12]}, "
+                     f"Python {rec.get('python')}, {len(rec.get('packages') or {})} packages {state}")
+        packages = packages or (stage, rec.get("packages"))
+    if packages and packages[1]:
+        lines.append(f"packages of {packages[0]}: " + ", ".join(f"{k}=={v}" for k, v in packages[1].items()))
+    return lines
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a few readable lines (``--format json`` prints the dict itself)."""
     lines = [f"experiment {summary['experiment']}: {summary['path']} ({_human(summary['bytes'])})"]
@@ -214,6 +246,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                   f"  clinical micro-F1 ({dec['labeler']} labeler): {clinical}"]
     else:
         lines.append("decoder evaluation: missing")
+    lines += _environment_lines(summary["environments"])
     if summary["benchmarks"]:
         lines.append("run time: " + ", ".join(f"{k} {_fmt(v.get('s'))} s"
                                               for k, v in summary["benchmarks"].items()))

@@ -86,7 +86,7 @@ def collect_experiment(name: str, files: dict[str, Any], experiment: dict[str, A
         A dict of plain values; whatever is absent is None or empty.
     """
     from medlens.report.examples import generation_examples, image_strip, retrieval_examples
-    from medlens.report.provenance import input_checksums, read_benchmark, seeds_of, stage_device
+    from medlens.report.provenance import input_checksums, read_benchmark, seeds_of, stage_device, stage_environment
 
     prepared, dataset_seeds = [], {}
     for dataset, path in files.get("prepared", {}).items():
@@ -95,6 +95,13 @@ def collect_experiment(name: str, files: dict[str, Any], experiment: dict[str, A
         prepared.append({"dataset": dataset, "read": summary.get("read"), "kept": summary.get("kept"),
                          "rejected": summary.get("rejected"), "reasons": summary.get("reasons") or {}})
     encoder_eval = _load_json(files.get("encoder_eval"))
+    decoder_eval = _load_json(files.get("decoder_eval"))
+    outputs = {"train_encoder": ("encoder", lambda p: _load_json(str(Path(p) / "medlens.json"))),
+               "train_decoder": ("decoder", lambda p: _load_json(str(Path(p) / "medlens.json"))),
+               "evaluate_encoder": ("encoder_eval", lambda p: encoder_eval),
+               "evaluate_decoder": ("decoder_eval", lambda p: decoder_eval)}
+    # the environment each stage ran in, as it recorded it (stages may have run on other machines)
+    environments = {stage: stage_environment(read(files[key])) for stage, (key, read) in outputs.items() if key in files}
     pairs = files.get("pairs", "")
     logs = files.get("logs", {})
     return {
@@ -109,7 +116,8 @@ def collect_experiment(name: str, files: dict[str, Any], experiment: dict[str, A
         "source_split_counts": source_split_counts(pairs),
         "split": _load_json(files.get("split")),
         "encoder_eval": encoder_eval,
-        "decoder_eval": _load_json(files.get("decoder_eval")),
+        "decoder_eval": decoder_eval,
+        "environments": environments,
         "encoder_curves": read_metrics_csv(Path(files["encoder"]) / "metrics.csv") if "encoder" in files else [],
         "decoder_curves": read_metrics_csv(Path(files["decoder"]) / "metrics.csv") if "decoder" in files else [],
         "examples": generation_examples(files.get("generations", ""), files.get("chat", ""), n_examples),

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib.metadata
 import os
 import platform
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medlens import __version__
+from medlens import environment as python_environment
 from medlens.io import sha256_file
 
-__all__ = ["environment", "git_state", "read_benchmark", "stage_device", "input_checksums", "seeds_of", "PACKAGES"]
+__all__ = ["environment", "git_state", "read_benchmark", "stage_device", "input_checksums", "seeds_of",
+           "stage_environment", "lock_warnings", "PACKAGES"]
 
-PACKAGES = ("torch", "torchvision", "open_clip_torch", "timm", "transformers", "tokenizers", "peft", "accelerate",
+# the packages named first in the report; every other installed one follows
+PACKAGES = ("torch", "torchvision", "open-clip-torch", "timm", "transformers", "tokenizers", "peft", "accelerate",
             "bitsandbytes", "snakemake", "polars", "pyarrow", "numpy", "pillow", "scikit-learn", "sacrebleu",
             "rouge-score", "pycocoevalcap", "matplotlib", "jinja2")
 # the source checkout medlens runs from (an editable install); the pipeline's working directory may be elsewhere
@@ -79,18 +81,63 @@ def _gpus() -> list[str]:
 
 
 def environment() -> dict[str, Any]:
-    """The code and machine the report was built with (training may have run elsewhere: see stage devices)."""
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            packages[name] = None
+    """The code and machine the report was built with (training may have run elsewhere: see stage devices).
+
+    ``packages`` is every installed distribution with its version (the main ones first) and ``lock`` the
+    lock this environment was installed from and how the environment departs from it
+    (:func:`medlens.environment.record`).
+    """
+    rec = python_environment.record()
+    installed = rec.pop("packages")
+    packages = {name: installed.get(name) for name in PACKAGES}
+    packages.update((name, version) for name, version in installed.items() if name not in packages)
     return {"medlens": __version__, **git_state(), "python": platform.python_version(),
             "platform": platform.platform(), "host": platform.node() or None, "cpu": _cpu_model(),
             "cpu_count": os.cpu_count(), "memory_gib": _memory_gib(), "gpus": _gpus(),
-            "slurm_job": os.environ.get("SLURM_JOB_ID"), "packages": packages,
+            "slurm_job": os.environ.get("SLURM_JOB_ID"), "packages": packages, "lock": rec,
             "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def stage_environment(output: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``environment`` a stage recorded in its output (a model's ``medlens.json``, an ``eval/*.json``),
+    without the package list; None when the output is absent or older than the record."""
+    rec = (output or {}).get("environment")
+    if not isinstance(rec, Mapping):
+        return None
+    return {k: rec.get(k) for k in ("lock", "lock_sha256", "matches_lock", "differences", "python")} | {
+        "n_packages": len(rec.get("packages") or {})}
+
+
+def lock_warnings(report_env: Mapping[str, Any], experiments: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Why the report's numbers may not come from its locked environment: each stage (and the report
+    itself) that ran with packages differing from its lock, with another lock, or without a record."""
+    own = report_env.get("lock") or {}
+    warnings = []
+    if not own.get("lock"):
+        warnings.append("the report was built in an environment with no lock (install with make venv)")
+    elif not own.get("matches_lock"):
+        warnings.append("the report was built with packages that differ from its lock: "
+                        + "; ".join(_difference_lines(own.get("differences"))))
+    for exp in experiments:
+        for stage, rec in (exp.get("environments") or {}).items():
+            where = f"{exp['name']}: {stage}"
+            if rec is None:
+                warnings.append(f"{where} recorded no environment (written by an older medlens; rerun it)")
+            elif not rec.get("lock"):
+                warnings.append(f"{where} ran in an environment with no lock")
+            elif not rec.get("matches_lock"):
+                warnings.append(f"{where} ran with packages that differ from its lock: "
+                                + "; ".join(_difference_lines(rec.get("differences"))))
+            elif own.get("lock_sha256") and rec.get("lock_sha256") != own["lock_sha256"]:
+                warnings.append(f"{where} ran from another lock (sha256 {str(rec.get('lock_sha256'))[:12]}, "
+                                f"this report's is {own['lock_sha256'][:12]})")
+    return warnings
+
+
+def _difference_lines(differences: Mapping[str, Any] | None) -> list[str]:
+    d = differences or {}
+    return python_environment.LockDifferences(d.get("missing") or [], d.get("different") or [],
+                                              d.get("extra") or []).lines()
 
 
 def read_benchmark(path: str | os.PathLike) -> dict[str, Any] | None:

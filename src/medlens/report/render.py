@@ -19,7 +19,7 @@ from medlens.io import atomic_path
 from medlens.report.claims import compare_claims, load_seed_claims
 from medlens.report.collect import collect_experiment, dig
 from medlens.report.plots import line_plot, roc_plot
-from medlens.report.provenance import environment
+from medlens.report.provenance import environment, lock_warnings
 from medlens.report.tables import (
     HEADER_GROUPS,
     SUMMARY_COLUMNS,
@@ -113,9 +113,11 @@ def write_report(experiments: Sequence[dict[str, Any]], *, out_html: str | os.Pa
     for exp, row, page in zip(experiments, rows, out_pages, strict=True):
         with atomic_path(page) as tmp:
             tmp.write_text(template.render(title=f"medlens: {exp['title']}", experiments=[exp], rows=[row],
-                                           **context), encoding="utf-8")
+                                           lock_warnings=lock_warnings(context["provenance"], [exp]), **context),
+                           encoding="utf-8")
     with atomic_path(out_html) as tmp:
-        tmp.write_text(template.render(title="medlens report", experiments=list(experiments), rows=rows, **context),
+        tmp.write_text(template.render(title="medlens report", experiments=list(experiments), rows=rows,
+                                       lock_warnings=lock_warnings(context["provenance"], experiments), **context),
                        encoding="utf-8")
     write_paper_tables(rows, out_csv, out_tex)
     logger.info("report written for %d experiment(s): %s", len(experiments), out_html)

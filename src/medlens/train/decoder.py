@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.utils import logging as hf_logging
 
-from medlens import __version__
+from medlens import __version__, environment
 from medlens.config import DecoderConfig, to_dict
 from medlens.data.chat_format import IMAGE_TOKEN, read_chat
 from medlens.data.images import load_image
@@ -352,7 +352,7 @@ def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str 
             shutil.copy(metrics_path, tmp / "metrics.csv")
             (tmp / "medlens.json").write_text(json.dumps(
                 {"medlens_version": __version__, "kind": cfg.kind, "config": to_dict(cfg), "summary": summary,
-                 "image_token": IMAGE_TOKEN}, indent=2, sort_keys=True, default=str) + "\n")
+                 "image_token": IMAGE_TOKEN, "environment": environment.record()}, indent=2, sort_keys=True, default=str) + "\n")
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is in out_dir; resume state is no longer needed
     trainer.accelerator.wait_for_everyone()
     return summary

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from medlens import __version__
+from medlens import __version__, environment
 from medlens.config import EncoderConfig, ZeroShotConfig, to_dict
 from medlens.data.datasets import PairsDataset, StepBatchSampler, read_split
 from medlens.errors import ConfigError, MedlensError
@@ -390,7 +390,8 @@ def _write_output(out_dir: Path, ckpt_dir: Path, model, model_cfg, preprocess_cf
                 "best_step": state.best_step, "final_validation": final, "n_train": n_train, "n_val": n_val,
                 "zero_shot": to_dict(zero_shot) if zero_shot else None,
                 "weights": {WEIGHTS_NAME: f"best by {cfg.best_metric}" if best.exists() else "last",
-                            "last.safetensors": f"after step {state.step}"}}
+                            "last.safetensors": f"after step {state.step}"},
+                "environment": environment.record()}
         (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
         with atomic_path(tmp / "README.md") as card:
             card.write_text(_model_card(info, preprocess_cfg, model_cfg, steps))

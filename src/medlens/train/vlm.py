@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from transformers import EarlyStoppingCallback, Trainer, set_seed
 from transformers.utils import logging as hf_logging
 
-from medlens import __version__
+from medlens import __version__, environment
 from medlens.config import AugmentConfig, DecoderConfig, to_dict
 from medlens.data.chat_format import read_chat
 from medlens.data.datasets import swap_laterality
@@ -253,7 +253,8 @@ def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os
 
     first_system = next((m["content"] for m in train_records[0]["messages"] if m["role"] == "system"), None)
     info = {"medlens_version": __version__, "kind": "vlm", "config": to_dict(cfg), "summary": summary,
-            "base_model": cfg.model, "system": first_system, "prompt_layout": "chat" if fmt.chat else "prefix"}
+            "base_model": cfg.model, "system": first_system, "prompt_layout": "chat" if fmt.chat else "prefix",
+            "environment": environment.record()}
     if trainer.is_world_process_zero():  # one process writes the output (the others hold the same weights)
         with atomic_dir(out_dir) as tmp:
             _write_output(tmp, trainer, cfg, processor, info)

@@ -65,3 +65,24 @@ def test_text_shows_the_numbers_and_says_what_is_missing(exp):
 def test_a_folder_that_is_no_experiment_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="is not an experiment folder"):
         summarise_experiment(tmp_path)
+
+
+def test_info_names_each_stage_lock_and_every_package_that_produced_the_numbers(exp):
+    from medlens.environment import record
+
+    rec = record()
+    info = json.loads((exp / "encoder" / "medlens.json").read_text())
+    (exp / "encoder" / "medlens.json").write_text(json.dumps({**info, "environment": rec}))
+    drifted = {**rec, "matches_lock": False,
+               "differences": {"missing": ["numpy"], "different": [], "extra": [{"name": "kernels", "installed": "1"}]}}
+    enc_eval = json.loads((exp / "eval" / "encoder.json").read_text())
+    (exp / "eval" / "encoder.json").write_text(json.dumps({**enc_eval, "environment": drifted}))
+    summary = summarise_experiment(exp)
+    assert summary["environments"]["train_encoder"]["packages"]["torch"] == rec["packages"]["torch"]
+    text = format_summary(summary)
+    assert f"environment of train_encoder: lock {rec['lock']} sha256 {rec['lock_sha256'][:12]}" in text
+    assert "environment of evaluate_encoder: lock" in text and "DIFFERING FROM THE LOCK: numpy locked, not " \
+           "installed; kernels 1 installed, not in the lock" in text
+    assert "environment of train_decoder: not recorded" in text
+    packages = next(line for line in text.splitlines() if line.startswith("packages of train_encoder: "))
+    assert f"torch=={rec['packages']['torch']}" in packages and packages.count("==") == len(rec["packages"])

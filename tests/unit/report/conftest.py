@@ -14,9 +14,11 @@ from PIL import Image
 from medlens.data.prepare import SUMMARY_KEY
 from medlens.data.schema import PAIRS_SCHEMA, PREPARED_SCHEMA
 
+LOCK = {"lock": "requirements.lock", "lock_sha256": "a" * 64, "matches_lock": True,
+        "differences": {"missing": [], "different": [], "extra": []}, "python": "3.x"}
 _ENV_INFO = {"medlens": "0.1.0", "commit": "0" * 40, "dirty": False, "python": "3.x", "platform": "test",
             "host": "test", "cpu": "test CPU", "cpu_count": 2, "memory_gib": 1.0, "gpus": [], "slurm_job": None,
-            "packages": {"torch": "2.x"}, "generated": "2026-01-01 00:00 UTC"}
+            "packages": {"torch": "2.x"}, "lock": LOCK, "generated": "2026-01-01 00:00 UTC"}
 
 
 def _png(value: int) -> bytes:
@@ -62,7 +64,8 @@ def make_experiment(tmp_path):
 
     def make(name: str, *, texts: list[str] | None = None, labels: dict[str, str] | None = None,
              zero_shot_auc: float = 0.75, probe: float | None = 0.8, bleu4: float | None = 0.1, f1: float = 0.3,
-             seed_claims: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+             seed_claims: str | None = None, environment: dict[str, Any] | None = None
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
         root = tmp_path / name
         (root / "data" / "chat" / "images").mkdir(parents=True)
         (root / "eval").mkdir()
@@ -83,9 +86,12 @@ def make_experiment(tmp_path):
         (root / "data" / "split.json").write_text(json.dumps({
             "rows_per_split": {"train": 1, "val": 0, "test": len(test)}, "patients": len(rows), "dropped": 0,
             "dropped_classes": [], "labels_per_split": {"train": {label_names[0]: 1}, "test": {label_names[1]: 1}}}))
+        # what each stage records of its environment (medlens.environment.record)
+        env = {**LOCK, "packages": {"torch": "2.x"}, **(environment or {})}
         (root / "eval" / "encoder.json").write_text(json.dumps(
-            encoder_eval(len(test), zero_shot_auc=zero_shot_auc, labels=labels, probe=probe)))
-        (root / "eval" / "decoder.json").write_text(json.dumps(decoder_eval(len(test), bleu4=bleu4, f1=f1)))
+            {**encoder_eval(len(test), zero_shot_auc=zero_shot_auc, labels=labels, probe=probe), "environment": env}))
+        (root / "eval" / "decoder.json").write_text(json.dumps({**decoder_eval(len(test), bleu4=bleu4, f1=f1),
+                                                                "environment": env}))
         with open(root / "eval" / "generations.jsonl", "w", encoding="utf-8") as f:
             for i, r in enumerate(test):
                 image = f"images/{i}.png"
@@ -94,6 +100,7 @@ def make_experiment(tmp_path):
                                     "generated": f"generated {i}: {r['text']}"}) + "\n")
         for stage in ("encoder", "decoder"):
             (root / stage).mkdir()
+            (root / stage / "medlens.json").write_text(json.dumps({"environment": env}))
             (root / stage / "metrics.csv").write_text(
                 "step,train/loss,lr,logit_scale,val/loss\n1,11.0,0.001,14.3,\n2,6.0,0.0005,14.5,5.5\n3,4.0,0.0001,,\n")
         bench = root / "bench.tsv"

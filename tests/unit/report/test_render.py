@@ -191,3 +191,37 @@ def test_build_report_rejects_an_unknown_seed_system(tmp_path, make_experiment):
     files, config = make_experiment("x", seed_claims="no_such_seed")
     with pytest.raises(ConfigError, match="unknown seed system 'no_such_seed'.*lapvqa_captioner"):
         build_report({"x": {"files": files, "config": config}}, **outputs(tmp_path, ["x"]))
+
+
+def test_a_stage_run_with_another_package_version_is_flagged_at_the_top(tmp_path, make_experiment, env_info):
+    drifted = {"matches_lock": False, "differences": {"missing": [], "extra": [],
+                                                      "different": [{"name": "transformers", "locked": "5.24.0",
+                                                                     "installed": "5.25.0"}]}}
+    specs = {"locked": make_experiment("locked"), "drifted": make_experiment("drifted", environment=drifted)}
+    out = render(tmp_path, env_info, specs)
+    page = Path(out["out_html"]).read_text()
+    alarm = re.search(r'<div class="alarm" id="lock-warning">(.*?)</div>', page, re.S)
+    assert alarm and page.index('id="lock-warning"') < page.index('id="summary"')  # before any number
+    assert alarm.group(1).count("drifted:") == 4  # both trainings and both evaluations
+    assert "drifted: train_encoder ran with packages that differ from its lock: transformers 5.25.0 installed, " \
+           "5.24.0 locked" in alarm.group(1) and "locked:" not in alarm.group(1)
+    assert 'id="lock-sha256">' + "a" * 64 in page
+    assert "lock-warning" not in Path(out["out_pages"][0]).read_text()  # the locked experiment's own page is clean
+
+
+def test_a_stage_from_another_lock_or_without_a_record_is_flagged(tmp_path, make_experiment, env_info):
+    files, config = make_experiment("other", environment={"lock_sha256": "b" * 64})
+    Path(files["decoder"], "medlens.json").write_text("{}")  # written before stages recorded their environment
+    page = Path(render(tmp_path, env_info, {"other": (files, config)})["out_html"]).read_text()
+    assert "other: train_encoder ran from another lock (sha256 bbbbbbbbbbbb, this report&#39;s is aaaaaaaaaaaa)" in page
+    assert "other: train_decoder recorded no environment" in page
+
+
+def test_the_real_environment_lists_every_installed_package_and_its_lock(repo):
+    from medlens.environment import installed_packages
+    from medlens.report.provenance import environment
+
+    env = environment()
+    assert set(env["packages"]) == set(installed_packages()) | {"open-clip-torch"}
+    assert list(env["packages"])[:2] == ["torch", "torchvision"]
+    assert env["lock"]["lock_sha256"] and "packages" not in env["lock"]
