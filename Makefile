@@ -9,6 +9,7 @@ LOCK        ?= requirements.lock
 CONSTRAINTS ?= constraints.txt
 PROFILE     ?= profiles/local
 BIN         := $(VENV)/bin
+UV          ?= $(BIN)/uv
 # a failing command in a pipe fails the recipe
 SHELL       := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
@@ -25,28 +26,22 @@ test: $(STAMP)
 
 venv: $(STAMP)
 
-# The environment is exactly the lock: every package at its locked version and hash, nothing resolved
-# on the day (--no-deps), then medlens itself without dependencies. `medlens.environment check` fails
-# when the result differs from the lock (a package left over from an older install is listed), and the
-# lock used is kept in the venv so that reports and `medlens info` can name it.
-# Bytecode is compiled on every core after the install (pip does it in one process, 2:37 -> 2:25 on 2
-# cores): where PYTHONDONTWRITEBYTECODE is set nothing compiled at import is kept, and every job would
-# compile torch again. A file only newer Pythons parse (torch ships one) fails to compile, as under pip.
-$(STAMP): $(LOCK) pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-compile --require-hashes --no-deps -r $(LOCK) 2>&1 \
-		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
+# The environment is exactly the lock (env/install.sh, shared with the container recipes), then medlens
+# itself without dependencies; `medlens.environment check` fails when the result differs from the lock
+# (a package left over from an older install is listed).
+$(STAMP): $(LOCK) pyproject.toml env/install.sh
+	PYTHON=$(PYTHON) env/install.sh $(VENV) $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-compile --no-deps --no-build-isolation -e .
-	cp $(LOCK) $(VENV)/medlens.lock
-	$(BIN)/python -m medlens.environment check --lock $(VENV)/medlens.lock
-	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
+	$(BIN)/python -m medlens.environment check
 	touch $@
 
 # Re-resolve the lock: every package the pipeline, the tests and the benchmarks install, on Python 3.11+
-# (one universal file; Linux x86-64 is the platform tested), with hashes. Versions already in the lock are kept where they still fit;
-# `make lock UPGRADE=1` takes the newest that fit. For another CUDA build of torch, see the README.
-lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --python-version 3.11 --generate-hashes \
+# (one universal file; Linux x86-64 is the platform tested), with hashes. Versions already in the lock are
+# kept where they still fit; `make lock UPGRADE=1` takes the newest that fit. Another CUDA build of torch:
+# README, "Another CUDA version".
+lock:
+	@test -x $(UV) || { echo "make lock runs uv from the environment: run make venv first, or pass UV=/path/to/uv" >&2; exit 1; }
+	$(UV) pip compile pyproject.toml --all-extras --universal --python-version 3.11 --generate-hashes \
 		--constraints $(CONSTRAINTS) $(if $(UPGRADE),--upgrade) \
 		$(if $(TORCH_BACKEND),--torch-backend $(TORCH_BACKEND) --emit-index-url) \
 		--custom-compile-command "make lock" --output-file $(LOCK)

@@ -1,5 +1,6 @@
 # medlens: raw datasets -> prepared pairs -> encoder -> decoder -> evaluation -> report.
 # The rules live in workflow/rules/ (graph order); every helper lives in workflow/rules/common.smk.
+import os
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -15,10 +16,22 @@ configfile: "config/config.yaml"
 # messages name the file the user edited (a --configfile replaces the default)
 CONFIG_FILE = (workflow.overwrite_configfiles or ["config/config.yaml"])[-1]
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"  # found from any working directory (-d)
+SRC = Path(workflow.basedir) / "src"
 validate_against_schema(config, SCHEMAS / "config.schema.yaml", source=CONFIG_FILE)
 
 
 include: "workflow/rules/common.smk"
+
+
+# Under `snakemake --sdm apptainer` every job runs in this image of requirements.lock (env/medlens.def);
+# without --sdm jobs run in the current environment. Either way they import medlens from this checkout:
+# jobs inherit this process's environment (the image holds the locked packages, not medlens).
+container: PIPELINE.container
+
+
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])))
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/encoder.smk"
 include: "workflow/rules/decoder.smk"

@@ -379,6 +379,8 @@ class PipelineConfig:
     run: list[str]  # experiments (file stems in experiments_dir) built by results/report.html
     datasets: dict[str, DatasetConfig]  # dataset definitions, by name
     experiments_dir: str = "config/experiments"  # where experiment YAML files live
+    # the Apptainer image jobs run in under `snakemake --sdm apptainer` (built from env/medlens.def)
+    container: str = "medlens.sif"
 
 
 # --------------------------------------------------------------------------------------------

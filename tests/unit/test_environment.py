@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import subprocess
+import sys
+import tomllib
+import zipfile
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -112,3 +117,48 @@ def test_a_package_at_another_version_fails_the_check(repo, tmp_path, capsys):
     assert f"torch {torch} installed, 0.0.1 locked" in capsys.readouterr().err
     rec = record(lock)
     assert not rec["matches_lock"] and rec["differences"]["different"][0]["name"] == "torch"
+
+
+def _wheel(folder, name: str, version: str):
+    """A one-module pure-Python wheel, built by hand (no network, no build backend)."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": f"VERSION = '{version}'\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(path, "w") as z:
+        for arc, text in files.items():
+            z.writestr(arc, text)
+    return path
+
+
+def test_env_install_sh_installs_exactly_the_lock_and_refuses_a_wrong_hash(repo, tmp_path):
+    # the script make venv and both container recipes run (env/medlens.def, env/Dockerfile)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    digest = hashlib.sha256(_wheel(wheels, "demo_pkg", "1.0").read_bytes()).hexdigest()
+    _wheel(wheels, "demo_pkg", "2.0")  # newer, and not what the lock says
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"demo-pkg==1.0 \\\n    --hash=sha256:{digest}\n")
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
+    venv = tmp_path / "venv"
+    proc = subprocess.run([str(repo / "env" / "install.sh"), str(venv), str(lock)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    version = subprocess.run([str(venv / "bin" / "python"), "-c", "import demo_pkg; print(demo_pkg.VERSION)"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert version == "1.0" and (venv / "medlens.lock").read_text() == lock.read_text()
+
+    lock.write_text(f"demo-pkg==2.0 \\\n    --hash=sha256:{digest}\n")  # a file that is not the one locked
+    proc = subprocess.run([str(repo / "env" / "install.sh"), str(tmp_path / "v2"), str(lock)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "THESE PACKAGES DO NOT MATCH THE HASHES" in proc.stderr + proc.stdout
+
+
+def test_the_container_recipes_and_make_venv_install_through_the_same_script(repo):
+    assert "env/install.sh $(VENV) $(LOCK)" in (repo / "Makefile").read_text()
+    for recipe in ("medlens.def", "Dockerfile"):
+        text = (repo / "env" / recipe).read_text()
+        assert "/opt/medlens/install.sh /opt/medlens/venv /opt/medlens/requirements.lock" in text, recipe
+        assert "requirements.lock" in text.split("install.sh /opt")[0], recipe  # copied in before the install

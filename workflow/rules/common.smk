@@ -13,7 +13,10 @@ EXPERIMENTS_DIR = Path(PIPELINE.experiments_dir)
 def _check_experiment(name, exp):
     """Every dataset an experiment names must be defined in config.yaml."""
     source = str(EXPERIMENTS_DIR / f"{name}.yaml")
-    for key, names in (("datasets", exp.datasets), ("evaluate.external_datasets", exp.evaluate.external_datasets)):
+    for key, names in (
+        ("datasets", exp.datasets),
+        ("evaluate.external_datasets", exp.evaluate.external_datasets),
+    ):
         for i, dataset in enumerate(names):
             if dataset not in PIPELINE.datasets:
                 raise ConfigError(
@@ -31,7 +34,9 @@ def experiment(name) -> ExperimentConfig:
     path = EXPERIMENTS_DIR / f"{name}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-        raise ConfigError(f"experiment '{name}' not found", file=CONFIG_FILE, key="run", expected=f"one of {available}")
+        raise ConfigError(
+            f"experiment '{name}' not found", file=CONFIG_FILE, key="run", expected=f"one of {available}"
+        )
     return _check_experiment(name, load_experiment(path, schema_path=EXPERIMENT_SCHEMA))
 
 
@@ -39,6 +44,7 @@ def experiment(name) -> ExperimentConfig:
 RUN = list(PIPELINE.run)
 for _name in RUN:
     experiment(_name)
+
 
 wildcard_constraints:
     dataset="|".join(sorted(PIPELINE.datasets)),
@@ -53,7 +59,9 @@ def get_prepared(wildcards):
 
 
 def get_external_prepared(wildcards):
-    return [f"results/prepared/{d}.parquet" for d in experiment(wildcards.experiment).evaluate.external_datasets]
+    return [
+        f"results/prepared/{d}.parquet" for d in experiment(wildcards.experiment).evaluate.external_datasets
+    ]
 
 
 def get_decoder_encoder(wildcards):
@@ -116,7 +124,8 @@ def chat_params(wildcards):
 
 def _stage_params(stage):
     """A training stage's settings without the scheduler's memory, time and CPU requests: those do not
-    change what is trained, so editing them must not rerun it (the GPU count stays: it sets the global batch)."""
+    change what is trained, so editing them must not rerun it (the GPU count stays: it sets the global batch).
+    """
     params = to_dict(stage)
     params["resources"] = {"gpus": stage.resources.gpus}
     return params
@@ -137,14 +146,35 @@ def decoder_params(wildcards):
 
 def evaluate_encoder_params(wildcards):
     ev = experiment(wildcards.experiment).evaluate
-    return {k: to_dict(getattr(ev, k)) for k in ("split", "external_datasets", "recall_ks", "bootstrap_samples",
-                                                  "seed", "zero_shot", "linear_probe", "max_samples")}
+    return {
+        k: to_dict(getattr(ev, k))
+        for k in (
+            "split",
+            "external_datasets",
+            "recall_ks",
+            "bootstrap_samples",
+            "seed",
+            "zero_shot",
+            "linear_probe",
+            "max_samples",
+        )
+    }
 
 
 def evaluate_decoder_params(wildcards):
     ev = experiment(wildcards.experiment).evaluate
-    return {k: to_dict(getattr(ev, k)) for k in ("split", "bootstrap_samples", "seed", "generation", "labeler",
-                                                  "linear_probe", "max_samples")}
+    return {
+        k: to_dict(getattr(ev, k))
+        for k in (
+            "split",
+            "bootstrap_samples",
+            "seed",
+            "generation",
+            "labeler",
+            "linear_probe",
+            "max_samples",
+        )
+    }
 
 
 def report_params(wildcards):
@@ -154,7 +184,14 @@ def report_params(wildcards):
     """
     from medlens.report.claims import load_seed_claims
 
-    stages = ["split", "convert_to_chat_format", "train_encoder", "train_decoder", "evaluate_encoder", "evaluate_decoder"]
+    stages = [
+        "split",
+        "convert_to_chat_format",
+        "train_encoder",
+        "train_decoder",
+        "evaluate_encoder",
+        "evaluate_decoder",
+    ]
     params = {}
     for name in RUN:
         exp = experiment(name)
@@ -162,18 +199,27 @@ def report_params(wildcards):
             try:  # an unknown name fails here, before any job runs, naming the experiment file
                 load_seed_claims(exp.report.seed_claims)
             except ConfigError as e:
-                raise ConfigError(e.problem, file=str(EXPERIMENTS_DIR / f"{name}.yaml"), key="report.seed_claims",
-                                  expected=e.expected) from e
+                raise ConfigError(
+                    e.problem,
+                    file=str(EXPERIMENTS_DIR / f"{name}.yaml"),
+                    key="report.seed_claims",
+                    expected=e.expected,
+                ) from e
         datasets = _all_datasets(name)
         config_view = to_dict(exp)  # without memory/time/CPU requests, as for the training rules
-        config_view["encoder"], config_view["decoder"] = _stage_params(exp.encoder), _stage_params(exp.decoder)
+        config_view["encoder"], config_view["decoder"] = _stage_params(exp.encoder), _stage_params(
+            exp.decoder
+        )
         params[name] = {
             "config": config_view,
             "files": {
                 **experiment_files(name),
                 "benchmarks": {
                     **{f"download/{d}": f"results/benchmarks/download/{d}.tsv" for d in datasets},
-                    **{f"prepare_datasets/{d}": f"results/benchmarks/prepare_datasets/{d}.tsv" for d in datasets},
+                    **{
+                        f"prepare_datasets/{d}": f"results/benchmarks/prepare_datasets/{d}.tsv"
+                        for d in datasets
+                    },
                     **{s: f"results/benchmarks/{s}/{name}.tsv" for s in stages},
                 },
                 "logs": {s: f"results/logs/{s}/{name}.log" for s in ("train_encoder", "train_decoder")},

@@ -86,7 +86,13 @@ def collect_experiment(name: str, files: dict[str, Any], experiment: dict[str, A
         A dict of plain values; whatever is absent is None or empty.
     """
     from medlens.report.examples import generation_examples, image_strip, retrieval_examples
-    from medlens.report.provenance import input_checksums, read_benchmark, seeds_of, stage_device, stage_environment
+    from medlens.report.provenance import (
+        input_checksums,
+        read_benchmark,
+        seeds_of,
+        stage_device,
+        stage_environment,
+    )
 
     prepared, dataset_seeds = [], {}
     for dataset, path in files.get("prepared", {}).items():

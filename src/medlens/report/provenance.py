@@ -35,7 +35,7 @@ _DEVICE_LINE = re.compile(r"device ([^\s,;]+)[,;] precision ([^\s,;]+)(?:, (\d+)
 
 
 def _iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def git_state(repo: str | os.PathLike = _REPO) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def environment() -> dict[str, Any]:
             "platform": platform.platform(), "host": platform.node() or None, "cpu": _cpu_model(),
             "cpu_count": os.cpu_count(), "memory_gib": _memory_gib(), "gpus": _gpus(),
             "slurm_job": os.environ.get("SLURM_JOB_ID"), "packages": packages, "lock": rec,
-            "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 def stage_environment(output: Mapping[str, Any] | None) -> dict[str, Any] | None:
