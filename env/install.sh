@@ -5,6 +5,7 @@
 # lock kept in the environment (VENV/medlens.lock) so that what runs there can name the lock it came from.
 # Used by `make venv` (which then adds medlens itself) and by the container recipes in this folder.
 set -euo pipefail
+unset PYTHONPATH  # the environment alone is checked, not what a PYTHONPATH adds to it
 venv=${1:?usage: env/install.sh VENV LOCK}
 lock=${2:?usage: env/install.sh VENV LOCK}
 test -x "$venv/bin/python" || "${PYTHON:-python3}" -m venv "$venv"

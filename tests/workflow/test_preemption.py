@@ -12,10 +12,10 @@ import signal
 import subprocess
 
 import pytest
-import torch
 from workflow.conftest import SNAKEMAKE, make_workdir, snakemake
 
 from helpers.jobs import assert_same_encoder, edit_experiment, last_step, script_pids, wait_for
+from medlens.train.checkpoint import read_checkpoint_info
 
 pytestmark = pytest.mark.slow
 
@@ -58,13 +58,13 @@ def test_sigterm_mid_training_checkpoints_and_the_rerun_resumes_to_the_same_weig
     text = log.read_text()
     step = int(re.search(r"checkpoint saved at step (\d+)", text).group(1))
     assert 3 <= step < STEPS and last_step(log) == step  # stopped at the end of the step the signal came in
-    ckpt = torch.load(workdir / "results" / "tiny" / "encoder.ckpt" / "last.pt", weights_only=False)
+    ckpt = read_checkpoint_info(workdir / "results" / "tiny" / "encoder.ckpt" / "last")
     assert ckpt["state"]["step"] == step
     assert not (workdir / "results" / "tiny" / "encoder").exists()
 
     snakemake(workdir, "--cores", "2", "results/tiny/encoder")
     text = log.read_text()
-    assert f"resuming from results/tiny/encoder.ckpt/last.pt at step {step}" in text
+    assert f"resuming from results/tiny/encoder.ckpt/last at step {step}" in text
     assert f"step {step + 1}/{STEPS}" in text and f"step {step}/{STEPS}" not in text
     assert_same_encoder(reference, workdir / "results" / "tiny" / "encoder")
     assert not (workdir / "results" / "tiny" / "encoder.ckpt").exists()

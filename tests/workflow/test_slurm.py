@@ -169,7 +169,7 @@ def test_a_cancelled_training_job_is_resubmitted_and_resumes_to_the_uninterrupte
     assert run.jobs[encoder_jobs[1]]["JobState"] == "COMPLETED"
     assert 3 <= run.stopped_at < STEPS
     log = (run.workdir / "results" / "logs" / "train_encoder" / "tiny.log").read_text()
-    assert f"resuming from results/tiny/encoder.ckpt/last.pt at step {run.stopped_at}" in log
+    assert f"resuming from results/tiny/encoder.ckpt/last at step {run.stopped_at}" in log
 
     # the same training, uninterrupted, on this machine (same config, data, threads and code)
     reference = make_workdir(tmp_path / "reference")

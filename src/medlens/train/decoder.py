@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import shutil
 import signal
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from torch.utils.data import Dataset
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.utils import logging as hf_logging
@@ -30,8 +32,9 @@ from medlens import __version__, environment
 from medlens.config import DecoderConfig, to_dict
 from medlens.data.chat_format import IMAGE_TOKEN, read_chat
 from medlens.data.images import load_image
-from medlens.errors import ConfigError, DataError
+from medlens.errors import ConfigError, DataError, MedlensError
 from medlens.io import atomic_dir
+from medlens.train.checkpoint import claim_trainer_checkpoints, resume_config
 from medlens.train.encoder import TrainingInterrupted
 from medlens.train.precision import resolve_precision
 
@@ -39,6 +42,9 @@ __all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "CaptionTrainer
            "train_bpe_tokenizer", "MetricsCsvCallback", "PreemptionCallback", "training_arguments"]
 
 logger = logging.getLogger(__name__)
+# settings that change how a run is carried out, not what it computes: editing them keeps its checkpoints
+RUN_ONLY = ("resources", "trainer.dataloader_num_workers", "trainer.logging_steps", "trainer.save_steps",
+            "trainer.save_total_limit", "trainer.report_to")
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 
@@ -279,6 +285,24 @@ def training_arguments(cfg: DecoderConfig, ckpt_dir: Path, has_val: bool) -> Tra
     )
 
 
+def run_trainer(trainer: Any, preemption: PreemptionCallback, ckpt_dir: Path, resume: bool) -> Any:
+    """``trainer.train()``, resuming from the last checkpoint in ``ckpt_dir`` when ``resume``.
+
+    Raises:
+        MedlensError: naming the folder when a checkpoint holds anything but data: the Trainer reads them
+            with ``torch.load(weights_only=True)``, which refuses code rather than running it.
+        TrainingInterrupted: after the checkpoint written on SIGTERM/SIGUSR1.
+    """
+    if resume:
+        logger.info("resuming from the last checkpoint in %s", ckpt_dir)
+    with preemption:
+        try:
+            return trainer.train(resume_from_checkpoint=True if resume else None)
+        except pickle.UnpicklingError as e:
+            raise MedlensError(f"{ckpt_dir}: a resume checkpoint holds something other than tensors and was not "
+                               f"loaded ({str(e).splitlines()[0]}); delete {ckpt_dir} to start over") from e
+
+
 def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                   encoder_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train the configured decoder on ``chat/train.jsonl`` (validation on ``val.jsonl``).
@@ -316,11 +340,12 @@ def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str 
                 f"{n_train:,}", "cuda" if torch.cuda.is_available() else "cpu", resolve_precision(cfg.precision))
 
     ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = ckpt_dir / "metrics.csv"
-    resume = any(ckpt_dir.glob("checkpoint-*"))
-    if not resume and metrics_path.exists():
-        metrics_path.unlink(missing_ok=True)  # every process of a multi-GPU job gets here
+    with PartialState().main_process_first():  # the main process decides (and cleans up) before the others look
+        inputs = {"train.jsonl": chat_dir / "train.jsonl", "val.jsonl": chat_dir / "val.jsonl",
+                  "encoder": Path(encoder_dir) / "open_clip_model.safetensors" if encoder_dir else None}
+        run = resume_config(to_dict(cfg), RUN_ONLY, inputs)
+        resume = claim_trainer_checkpoints(ckpt_dir, run, key_prefix="decoder")
     preemption = PreemptionCallback(ckpt_dir)
     callbacks = [MetricsCsvCallback(metrics_path), preemption]
     if cfg.early_stopping_patience and val_records:
@@ -336,10 +361,7 @@ def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str 
         data_collator=CaptionCollator(tokenizer, cfg.max_length), callbacks=callbacks,
         length_group_batches=cfg.length_group_batches,
     )
-    if resume:
-        logger.info("resuming from the last checkpoint in %s", ckpt_dir)
-    with preemption:
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = run_trainer(trainer, preemption, ckpt_dir, resume)
     summary = {"global_step": result.global_step, "train_loss": result.training_loss,
                "best_checkpoint": trainer.state.best_model_checkpoint, "best_val_loss": trainer.state.best_metric}
     logger.info("decoder trained: %s", summary)

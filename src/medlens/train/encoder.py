@@ -35,7 +35,15 @@ from medlens.config import EncoderConfig, ZeroShotConfig, to_dict
 from medlens.data.datasets import PairsDataset, StepBatchSampler, read_split
 from medlens.errors import ConfigError, MedlensError
 from medlens.io import atomic_dir, atomic_path
-from medlens.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from medlens.train.checkpoint import (
+    TrainState,
+    checkpoint_config_diff,
+    discard_checkpoint,
+    load_checkpoint,
+    read_checkpoint_info,
+    resume_config,
+    save_checkpoint,
+)
 from medlens.train.losses import ContrastiveLoss
 from medlens.train.precision import resolve_precision
 from medlens.train.schedules import lr_at
@@ -258,10 +266,9 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
     train_set = PairsDataset(train_table, image_transform(preprocess_cfg, train=True, crop_scale=cfg.random_crop_scale),
                              hflip=cfg.hflip, text_sampling=cfg.text_sampling)
     optimizer = create_optimizer(model, cfg)
-    state = TrainState()
-    if (ckpt_dir / "last.pt").exists():
-        state = load_checkpoint(ckpt_dir / "last.pt", model=model, optimizer=optimizer)
-        logger.info("resuming from %s at step %d", ckpt_dir / "last.pt", state.step)
+    run = resume_config(to_dict(cfg), _RUN_ONLY, {"pairs": pairs_path})  # what this run's checkpoints belong to
+    with accelerator.main_process_first():  # the main process discards a stale checkpoint before the others look
+        state = _resume(ckpt_dir, run, model, optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
     sampler = StepBatchSampler(len(train_set), cfg.batch_size, steps, accum_steps=cfg.accum_steps, seed=cfg.seed,
                                start_step=state.step, rank=rank, world_size=world)
@@ -308,8 +315,8 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
                 state.best_metric, state.best_step = value, state.step
                 save_encoder(unwrapped, ckpt_dir / "best", model_cfg, preprocess_cfg, tokenizer=tokenizer)
         if accelerator.is_main_process:
-            save_checkpoint(ckpt_dir / "last.pt", model=unwrapped, optimizer=optimizer, state=state,
-                            config=to_dict(cfg), scaler=accelerator.scaler)
+            save_checkpoint(ckpt_dir / "last", model=unwrapped, optimizer=optimizer, state=state,
+                            config=run, scaler=accelerator.scaler)
         accelerator.wait_for_everyone()
 
     model.train()
@@ -357,7 +364,7 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
                 validate_and_checkpoint(do_eval=at_eval and not stop)
             if stop:
                 raise TrainingInterrupted(f"stopped by signal {signals.received} at step {state.step}/{steps}; "
-                                          f"checkpoint in {ckpt_dir / 'last.pt'}; rerun to resume")
+                                          f"checkpoint in {ckpt_dir / 'last'}; rerun to resume")
             t_data = time.perf_counter()
     if state.step < steps:
         raise MedlensError(f"the data loader ended at step {state.step} of {steps}")
@@ -371,6 +378,31 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # the encoder is in out_dir; resume state is no longer needed
     accelerator.wait_for_everyone()
     return TrainResult(state.step, state.best_step, state.best_metric, last_metrics)
+
+
+# settings that change how a run is carried out, not what it computes: editing them keeps its checkpoint
+_RUN_ONLY = ("resources", "num_workers", "log_every", "checkpoint_every")
+
+
+def _resume(ckpt_dir: Path, run: dict[str, Any], model, optimizer) -> TrainState:
+    """The state to start from: the checkpoint's when it was written for these settings, else a fresh one.
+
+    A checkpoint of other settings (an edit after an interrupted run) is discarded with a warning naming
+    the differing keys; resuming it would continue the old run under the new name.
+    """
+    info = read_checkpoint_info(ckpt_dir / "last")
+    if info is None:
+        return TrainState()
+    changed = checkpoint_config_diff(info, run)
+    if changed:
+        logger.warning("not resuming %s: it was written for other settings (%s differ); starting over",
+                       ckpt_dir / "last", ", ".join(f"encoder.{k}" for k in changed))
+        discard_checkpoint(ckpt_dir / "last")
+        shutil.rmtree(ckpt_dir / "best", ignore_errors=True)
+        return TrainState()
+    state = load_checkpoint(ckpt_dir / "last", model=model, optimizer=optimizer)
+    logger.info("resuming from %s at step %d", ckpt_dir / "last", state.step)
+    return state
 
 
 def _write_output(out_dir: Path, ckpt_dir: Path, model, model_cfg, preprocess_cfg, tokenizer, cfg: EncoderConfig,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from torch.utils.data import Dataset
 from transformers import EarlyStoppingCallback, Trainer, set_seed
 from transformers.utils import logging as hf_logging
@@ -37,7 +38,14 @@ from medlens.data.images import load_image
 from medlens.errors import ConfigError, DataError
 from medlens.io import atomic_dir
 from medlens.models.vlm import PromptFormat, load_processor, load_vlm, pad_rows
-from medlens.train.decoder import MetricsCsvCallback, PreemptionCallback, training_arguments
+from medlens.train.checkpoint import claim_trainer_checkpoints, resume_config
+from medlens.train.decoder import (
+    RUN_ONLY,
+    MetricsCsvCallback,
+    PreemptionCallback,
+    run_trainer,
+    training_arguments,
+)
 from medlens.train.precision import resolve_precision
 
 __all__ = ["train_vlm", "VLMDataset", "VLMCollator", "split_conversation", "augment_image"]
@@ -230,11 +238,11 @@ def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os
     train_set = VLMDataset(train_records, cfg.augment)
     collator = VLMCollator(fmt, cfg.max_length)
     _log_lengths(collator, VLMDataset(train_records), train_records)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = ckpt_dir / "metrics.csv"
-    resume = any(ckpt_dir.glob("checkpoint-*"))
-    if not resume and metrics_path.exists():
-        metrics_path.unlink(missing_ok=True)  # every process of a multi-GPU job gets here
+    with PartialState().main_process_first():  # the main process decides (and cleans up) before the others look
+        run = resume_config(to_dict(cfg), RUN_ONLY, {"train.jsonl": chat_dir / "train.jsonl",
+                                                     "val.jsonl": chat_dir / "val.jsonl"})
+        resume = claim_trainer_checkpoints(ckpt_dir, run, key_prefix="decoder")
     preemption = PreemptionCallback(ckpt_dir)
     callbacks = [MetricsCsvCallback(metrics_path), preemption]
     if cfg.early_stopping_patience and val_records:
@@ -242,10 +250,7 @@ def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os
     trainer = Trainer(model=model, args=args, train_dataset=train_set,
                       eval_dataset=VLMDataset(val_records) if val_records else None, data_collator=collator,
                       callbacks=callbacks)
-    if resume:
-        logger.info("resuming from the last checkpoint in %s", ckpt_dir)
-    with preemption:
-        result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = run_trainer(trainer, preemption, ckpt_dir, resume)
     summary = {"global_step": result.global_step, "train_loss": result.training_loss,
                "best_checkpoint": trainer.state.best_model_checkpoint, "best_val_loss": trainer.state.best_metric,
                "trainable_parameters": n_train}

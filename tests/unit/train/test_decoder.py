@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from helpers.pairs import write_pairs
 from medlens.config import ChatConfig, DecoderConfig, TrainerConfig
 from medlens.data.chat_format import convert_to_chat
-from medlens.errors import ConfigError
+from medlens.errors import ConfigError, MedlensError
 from medlens.train import decoder as dec
 from medlens.train.decoder import load_tokenizer
 from medlens.train.encoder import TrainingInterrupted
@@ -129,3 +129,62 @@ def test_gradient_accumulation_takes_the_same_step_as_one_batch_of_the_same_repo
         weights[name] = load_file(tmp_path / name / "model.safetensors")
     for k in weights["one"]:
         torch.testing.assert_close(weights["accumulated"][k], weights["one"][k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def _interrupted(chat, tmp_path, monkeypatch, cfg):
+    """A run of ``cfg`` stopped by SIGTERM at step 3, leaving ``run.ckpt/checkpoint-3``."""
+    real_call, calls = dec.CaptionCollator.__call__, {"n": 0}
+
+    def signalled(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_call(self, batch)
+
+    monkeypatch.setattr(dec.CaptionCollator, "__call__", signalled)
+    with pytest.raises(TrainingInterrupted):
+        dec.train_decoder(cfg, chat, tmp_path / "run")
+    monkeypatch.setattr(dec.CaptionCollator, "__call__", real_call)
+    return tmp_path / "run.ckpt"
+
+
+def _small(**trainer):
+    args = dict(per_device_train_batch_size=4, per_device_eval_batch_size=4, max_steps=6, warmup_steps=1,
+                logging_steps=1, eval_steps=100, save_steps=100, load_best_model_at_end=False, dataloader_num_workers=0)
+    return DecoderConfig(init_from_encoder=False, hidden_size=32, num_layers=1, num_heads=2, vocab_size=300,
+                         max_length=32, image_size=32, trainer=TrainerConfig(**{**args, **trainer}))
+
+
+def test_an_edit_after_a_kill_starts_the_decoder_over_and_a_logging_edit_resumes(chat, tmp_path, monkeypatch, caplog):
+    import dataclasses
+
+    cfg = _small()
+    ckpt = _interrupted(chat, tmp_path, monkeypatch, cfg)
+    edited = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, learning_rate=1e-3))
+    with caplog.at_level(logging.INFO):
+        dec.train_decoder(edited, chat, tmp_path / "run")
+    assert f"not resuming the checkpoints in {ckpt}: they were written for other settings " \
+           "(decoder.trainer.learning_rate differ); starting over" in caplog.text
+    assert "resuming from the last checkpoint" not in caplog.text
+    dec.train_decoder(edited, chat, tmp_path / "fresh")
+    a, b = load_file(tmp_path / "fresh" / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    caplog.clear()
+    _interrupted(chat, tmp_path / "again", monkeypatch, cfg)
+    with caplog.at_level(logging.INFO):  # how often it logs is not what it computes
+        dec.train_decoder(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, logging_steps=2)), chat,
+                          tmp_path / "again" / "run")
+    assert "resuming from the last checkpoint" in caplog.text
+
+
+def test_a_planted_pickle_in_a_decoder_checkpoint_is_refused_not_run(chat, tmp_path, monkeypatch):
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    ckpt = _interrupted(chat, tmp_path, monkeypatch, _small())
+    torch.save({"state": Boom()}, ckpt / "checkpoint-3" / "optimizer.pt")
+    with pytest.raises(MedlensError, match=r"run\.ckpt: a resume checkpoint holds something other than tensors"):
+        dec.train_decoder(_small(), chat, tmp_path / "run")
+    assert not (tmp_path / "pwned").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 from helpers.pairs import write_pairs
 from medlens.config import EncoderConfig, ZeroShotConfig
 from medlens.train import encoder as enc
+from medlens.train.checkpoint import read_checkpoint_info
 from medlens.train.encoder import TrainingInterrupted, train_encoder
 
 TINY = dict(image_size=32, context_length=24, batch_size=8, warmup_steps=2, log_every=2, num_workers=0)
@@ -73,7 +75,7 @@ def test_interrupted_run_resumes_and_ends_with_the_same_weights(pairs, tmp_path,
     with pytest.raises(TrainingInterrupted, match="step 5/6"):
         train_encoder(cfg, pairs, tmp_path / "resumed")
     assert not (tmp_path / "resumed").exists()
-    ckpt = torch.load(tmp_path / "resumed.ckpt" / "last.pt", weights_only=False)
+    ckpt = read_checkpoint_info(tmp_path / "resumed.ckpt" / "last")
     assert ckpt["state"]["step"] == 5 and ckpt["config"]["seed"] == 3
     monkeypatch.setattr(enc, "lr_at", real_lr_at)
 
@@ -87,6 +89,52 @@ def test_interrupted_run_resumes_and_ends_with_the_same_weights(pairs, tmp_path,
         steps = [int(r["step"]) for r in csv.DictReader(f) if r["train/loss"]]
     assert steps == [2, 4, 6]  # the rows before the interruption are kept, none repeated
     assert not (tmp_path / "resumed.ckpt").exists()
+
+
+def _interrupt_at(monkeypatch, at_step):
+    real_lr_at = enc.lr_at
+
+    def lr_with_preemption(step, c, total):
+        if step == at_step:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real_lr_at(step, c, total)
+
+    monkeypatch.setattr(enc, "lr_at", lr_with_preemption)
+    return real_lr_at
+
+
+@pytest.mark.parametrize("edit", [{"seed": 4}, {"lr": 2e-3}, {"image_size": 48}],
+                         ids=["seed", "lr", "image_size"])
+def test_an_edit_after_a_kill_starts_over_instead_of_resuming_the_old_run(pairs, tmp_path, monkeypatch, caplog, edit):
+    cfg = EncoderConfig(**TINY, steps=6, eval_every=3, checkpoint_every=3, seed=3)
+    real_lr_at = _interrupt_at(monkeypatch, 2)
+    with pytest.raises(TrainingInterrupted, match="step 3/6"):
+        train_encoder(cfg, pairs, tmp_path / "run")
+    monkeypatch.setattr(enc, "lr_at", real_lr_at)
+
+    edited = dataclasses.replace(cfg, **edit)
+    with caplog.at_level("INFO", logger="medlens.train.encoder"):
+        result = train_encoder(edited, pairs, tmp_path / "run")
+    assert result.steps == 6
+    key = next(iter(edit))
+    assert f"not resuming {tmp_path / 'run.ckpt' / 'last'}: it was written for other settings (encoder.{key} " \
+           "differ); starting over" in caplog.text
+    assert "resuming from" not in caplog.text
+    fresh = train_encoder(edited, pairs, tmp_path / "fresh")  # the edited run, never interrupted
+    assert fresh.steps == 6
+    a, b = _weights(tmp_path / "fresh"), _weights(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_edit_of_how_the_run_is_carried_out_still_resumes(pairs, tmp_path, monkeypatch, caplog):
+    cfg = EncoderConfig(**TINY, steps=6, eval_every=3, checkpoint_every=3, seed=3)
+    real_lr_at = _interrupt_at(monkeypatch, 2)
+    with pytest.raises(TrainingInterrupted):
+        train_encoder(cfg, pairs, tmp_path / "run")
+    monkeypatch.setattr(enc, "lr_at", real_lr_at)
+    with caplog.at_level("INFO", logger="medlens.train.encoder"):
+        train_encoder(dataclasses.replace(cfg, log_every=1, checkpoint_every=2), pairs, tmp_path / "run")
+    assert f"resuming from {tmp_path / 'run.ckpt' / 'last'} at step 3" in caplog.text
 
 
 def test_output_folder_loads_with_open_clip_and_records_the_run(pairs, tmp_path):
