@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from medlens.errors import ConfigError, MedlensError
+from medlens.io import atomic_path, check_output
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
 
@@ -50,7 +51,12 @@ def _add_preprocessing(p: argparse.ArgumentParser) -> None:
 
 def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "jsonl"), default="text", help="output format (default text)")
-    p.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    p.add_argument("--out", type=Path, help="write to this file instead of stdout (a new file unless --overwrite)")
+    _add_overwrite(p)
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (never a model folder)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
     p.add_argument("--images", type=Path, required=True,
                    help="a folder (searched recursively) or a manifest CSV with columns path[, id, text]")
-    p.add_argument("--out", type=Path, required=True, help="the parquet file to write")
+    p.add_argument("--out", type=Path, required=True, help="the parquet file to write (a new file unless --overwrite)")
+    _add_overwrite(p)
     p.add_argument("--text", action="store_true", help="also embed the manifest's 'text' column")
     _add_preprocessing(p)
 
@@ -96,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export an encoder's image and text towers, verified against PyTorch")
     p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default onnx)")
-    p.add_argument("--out", type=Path, required=True, help="folder to write (replaced when it exists)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder to write (a new or empty one unless --overwrite)")
+    _add_overwrite(p)
     p.add_argument("--atol", type=_positive_float, help="largest allowed |export - torch| per feature (default 1e-4)")
     p.add_argument("--opset", type=_positive_int, help="ONNX opset (default 17)")
     p.add_argument("--labels", nargs="+", help="labels whose prompts the model card records (default: evaluated ones)")
@@ -126,18 +135,28 @@ class _Report:
 
 
 def _write(records: list[dict[str, Any]], failures, fmt: str, out: Path | None, text_block) -> None:
-    """Records as JSON lines (failures too, with their error) or as readable blocks."""
-    stream: TextIO = open(out, "w", encoding="utf-8") if out else sys.stdout  # noqa: SIM115 (closed below)
-    try:
+    """Records as JSON lines (failures too, with their error) or as readable blocks; a file is written
+    whole or not at all."""
+
+    def write(stream: TextIO) -> None:
         if fmt == "jsonl":
             for rec in [*records, *({"id": f.id, "image": f.path, "error": f.error} for f in failures)]:
                 stream.write(json.dumps(rec, ensure_ascii=False) + "\n")
         else:
             for rec in records:
                 stream.write(f"==> {rec['image']} <==\n{text_block(rec)}\n\n")
-    finally:
-        if out:
-            stream.close()
+
+    if out is None:
+        write(sys.stdout)
+        return
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as stream:
+        write(stream)
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """A file ``--out`` may be new, or replaced with ``--overwrite``; never a device, a link or the model."""
+    if args.out is not None:
+        check_output(args.out, overwrite=args.overwrite, protect=[args.model])
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -145,6 +164,7 @@ def _generate(args: argparse.Namespace) -> int:
     from medlens.inference.predict import generate_reports, generation_settings, training_prompt
     from medlens.models.generator import load_generator
 
+    _check_out(args)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
     generation, _ = generation_settings(args.model, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
                                         repetition_penalty=args.repetition_penalty)
@@ -164,6 +184,7 @@ def _classify(args: argparse.Namespace) -> int:
     from medlens.inference.predict import classify_images, zero_shot_setup
     from medlens.models.encoders import load_encoder
 
+    _check_out(args)
     encoder = load_encoder(args.model)  # first: a folder that is not an encoder is the clearest error
     labels, templates = zero_shot_setup(args.model, args.labels, args.prompts)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
@@ -182,6 +203,7 @@ def _embed(args: argparse.Namespace) -> int:
     from medlens.inference.predict import embed_images
     from medlens.models.encoders import load_encoder
 
+    _check_out(args)
     items = list_images(args.images, with_text=args.text)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
     encoder = load_encoder(args.model)
@@ -207,6 +229,7 @@ def _export(args: argparse.Namespace) -> int:
     from medlens.inference.export import DEFAULT_ATOL, DEFAULT_OPSET, export_onnx
     from medlens.inference.predict import zero_shot_setup
 
+    check_output(args.out, folder=True, overwrite=args.overwrite, protect=[args.model])
     labels, templates = zero_shot_setup(args.model, args.labels, args.prompts)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
     record = export_onnx(args.model, args.out, prep, labels=labels, templates=templates,

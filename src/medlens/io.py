@@ -10,11 +10,11 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "sha256_file"]
+__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "sha256_file", "check_output"]
 
 
 @contextlib.contextmanager
@@ -84,3 +84,39 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def check_output(path: str | os.PathLike, *, folder: bool = False, overwrite: bool = False,
+                 protect: Sequence[str | os.PathLike] = ()) -> Path:
+    """Refuse an output target whose replacement would destroy what the command did not create.
+
+    Args:
+        path: the file (or, with ``folder``, the folder) a command will write, atomically.
+        folder: whether the output is a folder.
+        overwrite: the user's consent (``--overwrite``) to replace an existing file or non-empty folder.
+        protect: folders the command reads (a model): the output may not be, hold or sit in one.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ConfigError: naming ``--out`` and the path, whatever ``overwrite`` says for a device, a link, a
+            file of the other kind or a protected folder; without ``overwrite`` for an existing target.
+    """
+    from medlens.errors import ConfigError
+
+    p = Path(path)
+    target = p.resolve()
+    for guarded in protect:
+        guarded = Path(guarded).resolve()
+        if target == guarded or guarded in target.parents or target in guarded.parents:
+            raise ConfigError(f"'{p}' would be written over the model folder {guarded}", key="--out",
+                              expected="a path outside the model it reads")
+    kind = "folder" if folder else "regular file"
+    if p.is_symlink() or (p.exists() and not (p.is_dir() if folder else p.is_file())):
+        raise ConfigError(f"'{p}' exists and is not a {kind}" + (" (a link)" if p.is_symlink() else ""),
+                          key="--out", expected=f"a new path or an existing {kind}")
+    if p.exists() and not overwrite and (not folder or any(p.iterdir())):
+        raise ConfigError(f"'{p}' already exists" + (" and is not empty" if folder else ""), key="--out",
+                          expected="a new path, or --overwrite to replace it")
+    return p

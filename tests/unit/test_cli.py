@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -96,3 +97,42 @@ def test_info_prints_the_summary(experiment, capsys):
     assert "decoder: not trained" in capsys.readouterr().out
     assert cli.main(["info", str(experiment), "--format", "json"]) == cli.EXIT_OK
     assert json.loads(capsys.readouterr().out)["encoder"]["steps"] == 3
+
+
+def test_outputs_never_destroy_what_the_command_did_not_create(experiment, image, tmp_path, capsys):
+    enc = str(experiment / "encoder")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    existing = tmp_path / "labels.jsonl"
+    existing.write_text("earlier results\n")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(existing)
+    refused = {
+        "a non-empty folder": (["export", "--model", enc, "--out", str(mine)], "already exists and is not empty"),
+        "the model's own folder": (["export", "--model", enc, "--out", enc, "--overwrite"],
+                                   "would be written over the model folder"),
+        "a folder holding the model": (["export", "--model", enc, "--out", str(experiment), "--overwrite"],
+                                       "would be written over the model folder"),
+        "an existing file": (["classify", "--model", enc, str(image), "--out", str(existing)],
+                             "already exists; expected a new path, or --overwrite to replace it"),
+        "a device or pipe": (["classify", "--model", enc, str(image), "--out", str(fifo), "--overwrite"],
+                             "exists and is not a regular file"),
+        "a link": (["embed", "--model", enc, "--images", str(image.parent), "--out", str(link), "--overwrite"],
+                   "is not a regular file (a link)"),
+        "a file for a folder": (["export", "--model", enc, "--out", str(existing), "--overwrite"],
+                                "exists and is not a folder"),
+    }
+    for case, (argv, message) in refused.items():
+        assert cli.main(argv) == cli.EXIT_USAGE, case
+        err = capsys.readouterr().err
+        assert "--out: " in err and message in err, (case, err)
+    assert (mine / "notes.txt").read_text() == "the user's own file" and existing.read_text() == "earlier results\n"
+    assert (experiment / "encoder" / "open_clip_model.safetensors").is_file() and fifo.exists()
+
+    assert cli.main(["classify", "--model", enc, str(image), "--format", "jsonl", "--out", str(existing),
+                     "--overwrite"]) == cli.EXIT_OK  # consent given: replaced, whole
+    assert json.loads(existing.read_text().splitlines()[0])["probabilities"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "labels.jsonl", "link.jsonl", "mine", "x.png"]
