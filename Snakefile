@@ -14,7 +14,7 @@ configfile: "config/config.yaml"
 
 
 # messages name the file the user edited (a --configfile replaces the default)
-CONFIG_FILE = (workflow.overwrite_configfiles or ["config/config.yaml"])[-1]
+CONFIG_FILE = str((workflow.overwrite_configfiles or ["config/config.yaml"])[-1])
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"  # found from any working directory (-d)
 SRC = Path(workflow.basedir) / "src"
 validate_against_schema(config, SCHEMAS / "config.schema.yaml", source=CONFIG_FILE)

@@ -9,6 +9,7 @@ Snakefile imports this module while it builds the DAG (a dry run must stay fast)
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -556,7 +557,11 @@ def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) 
     data = dict(data)
     for kind in ("encoder", "decoder"):
         data[kind] = resolve_preset(kind, data.get(kind, {}), source=str(path))
-    return from_dict(ExperimentConfig, data, source=str(path))
+    cfg = from_dict(ExperimentConfig, data, source=str(path))
+    if schema_path is not None:  # the presets' values keep the bounds too
+        validate_against_schema(json.loads(json.dumps(to_dict(cfg), default=str)), schema_path,
+                                source=f"{path} (with its presets)")
+    return cfg
 
 
 def load_pipeline(data: dict[str, Any], *, source: str = "config/config.yaml") -> PipelineConfig:

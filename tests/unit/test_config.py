@@ -122,3 +122,19 @@ def test_checkpoints_that_miss_the_evaluations_fail_when_the_config_is_built():
     with pytest.raises(ConfigError, match="decoder.trainer.save_steps: save_steps 100 is not a multiple of eval_steps 300"):
         C.from_dict(C.TrainerConfig, {"save_steps": 100, "eval_steps": 300})
     assert C.from_dict(C.TrainerConfig, {"save_steps": 100, "eval_steps": 300, "load_best_model_at_end": False})
+
+
+def test_presets_are_held_to_the_schema_bounds_too(tmp_path, repo, monkeypatch):
+    # a value out of bounds reaches the config through a preset as well as through the experiment file
+    from medlens import config as C
+
+    real = C.resolve_preset
+
+    def bad_preset(kind, section, *, source):
+        out = real(kind, section, source=source)
+        return {**out, "batch_size": 0} if kind == "encoder" else out
+
+    monkeypatch.setattr(C, "resolve_preset", bad_preset)
+    with pytest.raises(C.ConfigError, match=r"demo\.yaml \(with its presets\): encoder\.batch_size: 0 is less than"):
+        C.load_experiment(repo / "config" / "experiments" / "demo.yaml",
+                          schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml")

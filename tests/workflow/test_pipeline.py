@@ -140,14 +140,20 @@ def test_the_dag_renders_to_svg_with_graphviz(tiny_run, tmp_path):
     assert svg.lstrip().startswith("<?xml") and "train_encoder" in svg and "prepare_datasets" in svg
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d["encoder"].update(learning_rate=0.1), "encoder.learning_rate: unknown key 'learning_rate'"),
-    (lambda d: d["encoder"].update(steps="many"), "encoder.steps"),
-    (lambda d: d.update(datasets=["synthetic_cxr", "mimic"]), "datasets[1]: unknown dataset 'mimic'"),
-], ids=["unknown-key", "wrong-type", "unknown-dataset"])
-def test_config_mistakes_stop_the_run_before_any_job_with_the_key_path(tmp_path, edit, message):
+@pytest.mark.parametrize("file, edit, message", [
+    ("experiments/tiny.yaml", lambda d: d["encoder"].update(learning_rate=0.1),
+     "encoder.learning_rate: unknown key 'learning_rate'"),
+    ("experiments/tiny.yaml", lambda d: d["encoder"].update(steps="many"), "encoder.steps"),
+    ("experiments/tiny.yaml", lambda d: d.update(datasets=["synthetic_cxr", "mimic"]),
+     "datasets[1]: unknown dataset 'mimic'"),
+    ("experiments/tiny.yaml", lambda d: d["encoder"].update(batch_size=-4),
+     "tiny.yaml: encoder.batch_size: -4 is less than the minimum of 1"),
+    ("config.yaml", lambda d: d["datasets"]["synthetic_cxr"].update(store_size=-1),  # the file given to --configfile
+     "config.yaml: datasets.synthetic_cxr.store_size: -1 is less than the minimum of 16"),
+], ids=["unknown-key", "wrong-type", "unknown-dataset", "out-of-bounds", "configfile"])
+def test_config_mistakes_stop_the_run_before_any_job_with_the_key_path(tmp_path, file, edit, message):
     workdir = make_workdir(tmp_path / "bad")
-    _edit(workdir, "experiments/tiny.yaml", edit)
+    _edit(workdir, file, edit)
     proc = snakemake(workdir, "-n", "results/report.html", check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
