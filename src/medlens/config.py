@@ -87,6 +87,8 @@ class DatasetConfig:
     slug: str | None = None  # Kaggle dataset slug; the adapter's default when unset
     path: str | None = None  # folder holding the data (path, manifest sources)
     manifest: str = "manifest.csv"  # CSV inside `path` for the manifest source
+    # manifest source: read image paths that lead outside `path` (../, absolute paths, links out of it)
+    allow_outside_paths: bool = False
     store_size: int = 320  # longest side of stored images, in pixels
     min_text_chars: int = 5  # shorter texts are rejected
     max_text_chars: int = 4000  # longer texts are rejected

@@ -16,6 +16,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -52,10 +53,19 @@ class PrepareSummary:
                 "reasons": dict(sorted(self.reasons.items()))}
 
 
+# C0/C1 control characters that whitespace normalisation leaves (NUL, escape, backspace...): text holding
+# them was damaged on the way (a binary file, a bad export), not written by a radiologist
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+# what spreadsheet and pandas exports write for an empty cell; never a finding
+_EMPTY_LABELS = frozenset({"nan", "none", "null", "n/a", "na", "<na>"})
+
+
 def _check_text(text: str | None, cfg: DatasetConfig) -> tuple[str | None, str | None]:
     """Return (clean text, rejection reason)."""
     if text is None or not str(text).strip():
         return None, "empty text"
+    if _CONTROL.search(str(text)):
+        return None, "control characters in text"
     text = " ".join(str(text).split())
     if len(text) < cfg.min_text_chars:
         return None, f"text shorter than {cfg.min_text_chars} characters"
@@ -160,7 +170,12 @@ def prepare_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, o
                 elif reason:
                     reject(rec, reason, detail)
                 elif text_reason:
-                    reject(rec, text_reason, (rec.text or "")[:80])
+                    raw = rec.text or ""
+                    reject(rec, text_reason, (repr(raw) if text_reason.startswith("control") else raw)[:80])
+                elif not rec.native_id.isprintable() or not rec.native_id.strip():
+                    reject(rec, "invalid id", repr(rec.native_id)[:80])
+                elif bad_labels := [lab for lab in rec.labels if lab.strip().lower() in _EMPTY_LABELS]:
+                    reject(rec, "invalid label", f"{bad_labels[0]!r} is how an export writes an empty cell")
                 elif rid in seen_ids:
                     reject(rec, "duplicate id", rid)
                 elif rec.text_source not in TEXT_SOURCES:
@@ -197,9 +212,12 @@ def prepare_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, o
             writer.close()
         if summary.read != summary.kept + summary.rejected:
             raise MedlensError(f"{name}: read {read} records but kept {kept} + rejected {summary.rejected}")
-        if kept == 0:
-            raise MedlensError(f"{name}: no usable records out of {read} read from {root}; "
-                               f"see {out_rejected} for the reasons ({dict(reasons)})")
+    if kept == 0:  # the job fails and Snakemake removes its outputs: the reasons go where it does not look
+        failed = Path(out_rejected).with_name(Path(out_rejected).name.removesuffix(".csv") + ".failed.csv")
+        os.replace(out_rejected, failed)
+        Path(out_parquet).unlink()
+        raise MedlensError(f"{name}: no usable records out of {read} read from {root}; "
+                           f"see {failed} for each row's reason ({dict(reasons)})")
     logger.info("dataset '%s': read %d = kept %d + rejected %d %s", name, read, kept, summary.rejected,
                 dict(sorted(reasons.items())))
     return summary

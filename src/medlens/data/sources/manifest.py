@@ -5,7 +5,9 @@ path relative to the folder, or absolute) and ``text``. Optional columns: ``id``
 path is the id), ``labels`` (``|``-separated, any vocabulary), ``patient_id``, ``study_id``,
 ``view``, ``split`` (train/val/test; ``validate``/``valid`` are read as val), ``modality``
 (default ``chest_xray``) and ``text_source`` (default ``report``). Every other column is kept in
-``meta``. Clusters often stage data by hand, so this is the way in for any folder a user has.
+``meta``. Clusters often stage data by hand, so this is the way in for any folder a user has. Image
+paths must stay inside the folder (``../`` and links out of it are rejected rows) unless the dataset
+sets ``allow_outside_paths: true``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,16 @@ from medlens.data.sources.readers import CsvTable, frontal_filter, normalise_spl
 _KNOWN = ("id", "image", "text", "labels", "patient_id", "study_id", "view", "split", "modality", "text_source")
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path``, links followed, lies in ``folder`` (already resolved)."""
+    return path.resolve() == folder or folder in path.resolve().parents
+
+
 @register_adapter("manifest")
 def manifest_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     """A folder plus a CSV of image, text, labels and optional patient_id, study_id, view, split."""
     table = CsvTable(Path(root) / cfg.manifest, required=("image", "text"))
+    inside = Path(root).resolve()
     extra = [c for c in table.columns if c not in _KNOWN]
     for row in table:
         ref = table.ref(row.line)
@@ -34,6 +42,8 @@ def manifest_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         path = Path(image) if Path(image).is_absolute() else Path(root) / image
         reject = row.problem
         detail = row.detail
+        if reject is None and image and not cfg.allow_outside_paths and not _inside(path, inside):
+            reject, detail = "image outside the dataset folder", f"{image} (allow_outside_paths: true reads it)"
         if reject is None and table.column("id") and not row.get("id"):
             reject, detail = "missing id", "the id cell is empty"
         elif reject is None and not image:

@@ -88,11 +88,18 @@ class CsvTable:
     columns: list[str] = field(init=False)
     _text: str = field(init=False, repr=False)
     _resolved: dict[str | tuple[str, ...], str] = field(init=False, repr=False)
+    _header_lines: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self._text = _read_text(self.path)
-        header = next(csv.reader(io.StringIO(self._text, newline="")), None)
+        reader = csv.reader(io.StringIO(self._text, newline=""))
+        try:
+            header = next(reader, None)
+        except csv.Error as e:
+            raise DataError(f"the header cannot be parsed ({e})", file=str(self.path), row=1,
+                            expected="a CSV header row") from e
+        self._header_lines = reader.line_num
         if not header or not any(h.strip() for h in header):
             raise DataError("the file is empty or has no header row", file=str(self.path),
                             expected="a CSV header with the columns " + self._describe(self.required))
@@ -103,6 +110,11 @@ class CsvTable:
         while header and not header[-1].strip():
             header.pop()
         self.columns = [h.strip() for h in header]
+        repeated = sorted({c for c in self.columns if c and self.columns.count(c) > 1})
+        if repeated:  # which of the two columns a value came from would be a silent choice
+            raise DataError(f"the header repeats the column '{repeated[0]}' (columns "
+                            f"{', '.join(str(i + 1) for i, c in enumerate(self.columns) if c == repeated[0])})",
+                            file=str(self.path), row=1, expected="each column named once")
         self._resolved = {}
         for spec in self.required:
             self._resolved[spec] = self._resolve(spec, required=True)
@@ -135,12 +147,34 @@ class CsvTable:
         return f"{self.path}:{line}"
 
     def __iter__(self) -> Iterator[CsvRow]:
-        reader = csv.reader(io.StringIO(self._text, newline=""))
-        next(reader)
+        """Every record after the header, each with the line it starts on.
+
+        The csv module alone loses records silently or dies on them: a quote never closed swallows every
+        following line into one field, and a field over its size limit raises for the whole file. Records
+        are parsed strictly (a quoted field must close before a delimiter or the end of a line), and one
+        the parser refuses becomes a row problem on its first line; reading resumes on the next line, so
+        that every record is either kept or rejected.
+        """
+        lines = [line + "\n" for line in self._text.split("\n")]  # str.splitlines would also split on \u2028
+        lines[-1] = lines[-1][:-1]
         n = len(self.columns)
-        start = reader.line_num + 1
-        for fields in reader:
-            line, start = start, reader.line_num + 1
+        pos = self._header_lines
+        while pos is not None and pos < len(lines):
+            pos = yield from self._records(lines, pos, n)
+
+    def _records(self, lines: list[str], pos: int, n: int) -> Iterator[CsvRow]:
+        """Records from line index ``pos`` on; returns the index to resume from after a bad record, else None."""
+        reader = csv.reader(iter(lines[pos:]), strict=True)
+        start = pos + 1  # 1-based line of the next record
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return None
+            except csv.Error as e:
+                yield CsvRow(start, {}, "malformed record", _csv_problem(str(e), pos + reader.line_num))
+                return start  # resume on the line after this record's first
+            line, start = start, pos + reader.line_num + 1
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue  # a blank line is not a record
             while len(fields) > n and not fields[-1].strip():
@@ -155,6 +189,15 @@ class CsvTable:
                 bad = next(f for f in fields if _SURROGATE.search(f))
                 row.detail = repr(bad.encode("utf-8", errors="surrogateescape"))[:120]
             yield row
+
+
+def _csv_problem(message: str, line: int) -> str:
+    """What the csv module's complaint means for the record it was reading."""
+    if "unexpected end of data" in message:
+        return "a quote opened in this record is never closed (it would swallow every line to the end of the file)"
+    if "expected after" in message:
+        return f"a quoted field does not end at a delimiter (line {line}); a quote inside it is not doubled"
+    return f"the CSV parser refused it ({message})"
 
 
 def read_json_file(path: Path) -> object:

@@ -25,7 +25,7 @@ from helpers.sources.images import (
     write_truncated_jpeg,
 )
 from helpers.sources.run import prepare
-from medlens.errors import DataError
+from medlens.errors import DataError, MedlensError
 
 
 def manifest_with(tmp_path, rows, **settings):
@@ -200,3 +200,74 @@ def test_palette_and_rgba_pngs_are_converted(tmp_path):
     # half-transparent grey over black: about half as bright as the source
     ratio = np.asarray(out.image("r1"), dtype=float).mean() / np.asarray(grey, dtype=float).mean()
     assert 0.4 < ratio < 0.6
+
+
+def _manifest_text(tmp_path, text, images=("r0", "r1", "r2", "r3", "r4")):
+    fixture = manifest.build(tmp_path / "mine", [row(int(i[1:])) for i in images])
+    (fixture.root / "manifest.csv").write_text(text)
+    return fixture
+
+
+def test_an_unclosed_quote_rejects_one_record_and_keeps_the_rest(tmp_path):
+    fixture = _manifest_text(tmp_path, 'id,image,text\nr0,r0.png,Clear.\nr1,r1.png,"Effusion.\n'
+                                       'r2,r2.png,Clear.\nr3,r3.png,Clear.\nr4,r4.png,Clear.\n')
+    out = prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root)})
+    assert out.summary.read == 5 and set(out.rows) == {"r0", "r2", "r3", "r4"}  # csv alone reads 2 records
+    [bad] = out.rejected.values()
+    assert bad["reason"] == "malformed record" and bad["source_ref"].endswith("manifest.csv:3")
+    assert "never closed" in bad["detail"]
+
+
+def test_a_megabyte_cell_is_one_rejected_record_not_a_dead_dataset(tmp_path):
+    fixture = _manifest_text(tmp_path, f"id,image,text\nr0,r0.png,Clear.\nr1,r1.png,{'x' * 1_000_000}\n"
+                                       "r2,r2.png,Clear.\n", images=("r0", "r1", "r2"))
+    out = prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root)})
+    assert out.summary.read == 3 and set(out.rows) == {"r0", "r2"}
+    [bad] = out.rejected.values()
+    assert bad["source_ref"].endswith("manifest.csv:3") and "field larger than field limit" in bad["detail"]
+
+
+def test_a_repeated_column_stops_the_dataset_naming_it(tmp_path):
+    fixture = _manifest_text(tmp_path, "id,image,text,image\nr0,r0.png,Clear.,r1.png\n")
+    with pytest.raises(DataError, match=r"manifest\.csv: row 1: the header repeats the column 'image'"):
+        prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root)})
+
+
+def test_image_paths_leading_out_of_the_folder_are_rejected_unless_allowed(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    manifest.build(outside, [row(7)])  # a readable image outside the dataset folder
+    fixture = manifest.build(tmp_path / "mine", [row(0), row(1, image="../elsewhere/r7.png"),
+                                                  row(2, image=str(outside / "r7.png")), row(3)])
+    (fixture.root / "r3.png").unlink()
+    (fixture.root / "r3.png").symlink_to(outside / "r7.png")  # a link out of the folder
+    out = prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root)})
+    assert set(out.rows) == {"r0"}
+    assert {k: v["reason"] for k, v in out.rejected.items()} == {k: "image outside the dataset folder"
+                                                                  for k in ("r1", "r2", "r3")}
+    assert "allow_outside_paths: true" in out.rejected["r1"]["detail"]
+    allowed = prepare(tmp_path / "allowed", "mine", {"source": "manifest", "path": str(fixture.root),
+                                                      "allow_outside_paths": True})
+    assert set(allowed.rows) == {"r0", "r1", "r2", "r3"}
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({"labels": "nan"}, "invalid label"),
+    ({"labels": "Cardiomegaly|NaN"}, "invalid label"),
+    ({"id": "r1\nr9"}, "invalid id"),
+    ({"text": "Clear lungs.\x00\x00"}, "control characters in text"),
+    ({"text": "Clear \x1b[31mlungs"}, "control characters in text"),
+], ids=["nan", "nan-among-labels", "newline-in-id", "nul-in-text", "escape-in-text"])
+def test_values_an_export_damaged_are_rejected_rows(tmp_path, overrides, reason):
+    out = manifest_with(tmp_path, [row(0), row(1, **overrides)])
+    assert set(out.rows) == {"r0"} and [r["reason"] for r in out.rejected.values()] == [reason]
+
+
+def test_a_dataset_with_every_row_rejected_leaves_the_reasons_where_the_message_says(tmp_path):
+    fixture = manifest.build(tmp_path / "mine", [row(0, text=""), row(1, text=" ")])
+    with pytest.raises(MedlensError, match=r"no usable records out of 2 .*see (\S+mine\.rejected\.failed\.csv) for "
+                                           r"each row's reason") as err:
+        prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root)})
+    failed = tmp_path / "out" / "mine.rejected.failed.csv"
+    assert str(failed) in str(err.value) and failed.read_text().count("empty text") == 2
+    assert not (tmp_path / "out" / "mine.parquet").exists()

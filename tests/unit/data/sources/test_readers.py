@@ -116,3 +116,37 @@ def test_views(raw, view, frontal):
 @pytest.mark.parametrize("raw, value", [("True", True), ("FALSE", False), ("UNK", "unknown"), ("", None), ("3.0", "3.0")])
 def test_parse_bool(raw, value):
     assert R.parse_bool(raw) == value
+
+
+def test_an_unclosed_quote_loses_no_record(tmp_path):
+    # csv alone reads these 5 records as 2: the quote on line 3 swallows every line after it
+    (tmp_path / "t.csv").write_text('id,text\n1,fine\n2,"never closed\n3,three\n4,four\n5,five\n')
+    rows = list(R.CsvTable(tmp_path / "t.csv"))
+    assert [(r.line, r.problem) for r in rows] == [(2, None), (3, "malformed record"), (4, None), (5, None),
+                                                   (6, None)]
+    assert "a quote opened in this record is never closed" in rows[1].detail
+    assert [r.values["text"] for r in rows if not r.problem] == ["fine", "three", "four", "five"]
+    (tmp_path / "t.csv").write_text('id,text\n1,"open\n2,two\n3,"three"\n4,four\n')  # closes at a later quote
+    rows = list(R.CsvTable(tmp_path / "t.csv"))
+    assert [(r.line, r.problem) for r in rows] == [(2, "malformed record"), (3, None), (4, None), (5, None)]
+
+
+def test_a_field_over_the_parser_limit_is_one_rejected_record(tmp_path):
+    (tmp_path / "t.csv").write_text("id,text\n1,ok\n2," + "x" * 1_000_000 + "\n3,ok\n")
+    rows = list(R.CsvTable(tmp_path / "t.csv"))
+    assert [(r.line, r.problem) for r in rows] == [(2, None), (3, "malformed record"), (4, None)]
+    assert "field larger than field limit" in rows[1].detail
+
+
+def test_a_legitimate_multiline_report_stays_one_record(tmp_path):
+    (tmp_path / "t.csv").write_text('id,text\n1,"FINDINGS:\nNo effusion, no pneumothorax.\n\nIMPRESSION: normal"\n'
+                                    '2,"x\u2028y"\n')
+    rows = list(R.CsvTable(tmp_path / "t.csv"))
+    assert [(r.line, r.problem) for r in rows] == [(2, None), (6, None)]
+    assert rows[0].values["text"].endswith("IMPRESSION: normal") and rows[1].values["text"] == "x\u2028y"
+
+
+def test_a_repeated_header_column_is_an_error_not_a_silent_choice(tmp_path):
+    (tmp_path / "t.csv").write_text("image,text,image\na.png,x,b.png\n")
+    with pytest.raises(DataError, match=r"t\.csv: row 1: the header repeats the column 'image' \(columns 1, 3\)"):
+        R.CsvTable(tmp_path / "t.csv")
