@@ -34,8 +34,8 @@ def _window_to_uint8(arr: np.ndarray) -> np.ndarray:
     """Min-max window a 16-bit or float array to 8 bits (as MIMIC-CXR-JPG was made from DICOM)."""
     arr = arr.astype(np.float64)
     finite = np.isfinite(arr)
-    if not finite.any():
-        raise ValueError("image has no finite pixel values")
+    if not finite.all():  # a pixel with no value: windowing would make it black and pass the image on as sound
+        raise ValueError(f"image holds {int((~finite).sum())} NaN or infinite pixel values of {arr.size}")
     lo, hi = np.percentile(arr[finite], [0.5, 99.5])
     if hi <= lo:
         lo, hi = float(arr[finite].min()), float(arr[finite].max())
@@ -124,6 +124,10 @@ def load_image(src: ImageSource, *, grey: bool = True, draft_size: int | None = 
                 img.draft("L" if grey else "RGB", (draft_size, draft_size))
             img = ImageOps.exif_transpose(img)
             img.load()
+        if img.width * img.height > MAX_PIXELS:
+            raise DataError(f"image is too large ({img.width}x{img.height})", file=name,
+                            expected=f"at most {MAX_PIXELS:,} pixels")
+        return _normalise_mode(img, grey)
     except DataError:
         raise
     except Image.DecompressionBombError as e:
@@ -132,10 +136,6 @@ def load_image(src: ImageSource, *, grey: bool = True, draft_size: int | None = 
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as e:  # PIL's corrupt-file errors
         raise DataError(f"image cannot be decoded ({type(e).__name__}: {e})", file=name,
                         expected="a readable PNG/JPEG/TIFF/DICOM") from e
-    if img.width * img.height > MAX_PIXELS:
-        raise DataError(f"image is too large ({img.width}x{img.height})", file=name,
-                        expected=f"at most {MAX_PIXELS:,} pixels")
-    return _normalise_mode(img, grey)
 
 
 def fit_longest_side(img: Image.Image, size: int) -> Image.Image:

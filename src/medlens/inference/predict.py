@@ -48,14 +48,24 @@ def zero_shot_setup(encoder_dir: str | os.PathLike, labels: Sequence[str] | None
     Raises:
         ConfigError: no labels given and none recorded, or labels the prompt set has no prompts for.
     """
-    from medlens.evaluate.zero_shot import DEFAULT_TEMPLATES, build_prompts
+    from medlens.evaluate.zero_shot import DEFAULT_TEMPLATES, build_prompts, load_prompt_templates
 
     recorded = read_medlens_json(encoder_dir).get("zero_shot") or {}
-    labels = list(labels) if labels else list(recorded.get("labels") or [])
+    known = list(recorded.get("labels") or [])
+    templates = prompts or recorded.get("templates") or DEFAULT_TEMPLATES
+    if labels and not prompts:
+        # a label outside what the model was evaluated on and what its prompt set names would be scored through
+        # the generic "{label}" template: a number for a word the model never saw ("Banana")
+        named = [*known, *load_prompt_templates(templates)["labels"]]
+        unknown = [lab for lab in labels if lab not in named]
+        if unknown:
+            raise ConfigError(f"no prompts for '{unknown[0]}': the model was evaluated on other labels",
+                              key="--labels", expected=f"one of {', '.join(dict.fromkeys(named))}; or a prompt "
+                                                        "set of your own for new labels (--prompts my_prompts.yaml)")
+    labels = list(labels) if labels else known
     if not labels:
         raise ConfigError(f"'{encoder_dir}' records no zero-shot labels", key="--labels",
                           expected="the labels to score, e.g. --labels Cardiomegaly 'Pleural Effusion'")
-    templates = prompts or recorded.get("templates") or DEFAULT_TEMPLATES
     build_prompts(labels, templates)  # fails now, before any image is read, on a label without prompts
     return labels, templates
 

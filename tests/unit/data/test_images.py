@@ -97,3 +97,14 @@ def test_a_dcm_file_that_is_not_dicom_names_the_file(tmp_path):
     with pytest.raises(DataError) as err:
         load_image(bad)
     assert err.value.file == str(bad) and "DICOM" in str(err.value)
+
+
+def test_an_image_with_nan_pixels_is_a_data_error_not_a_black_image(tmp_path):
+    # one such file among many used to stop medlens classify/embed/generate with a raw ValueError
+    for name, fill in (("half.tif", 20), ("all.tif", 40)):
+        arr = np.ones((40, 40), np.float32)
+        arr[:fill] = np.nan
+        Image.fromarray(arr, mode="F").save(tmp_path / name)
+        with pytest.raises(DataError, match=rf"{name}: image cannot be decoded \(ValueError: image holds "
+                                            rf"{fill * 40} NaN or infinite pixel values of 1600\)"):
+            load_image(tmp_path / name)

@@ -53,6 +53,10 @@ def test_zero_shot_defaults_are_what_the_encoder_was_evaluated_with(experiment):
         zero_shot_setup(experiment / "encoder", prompts="no_such_set")
     with pytest.raises(ConfigError, match="--labels"):
         zero_shot_setup(experiment / "data")  # no medlens.json: nothing recorded
+    with pytest.raises(ConfigError, match=r"--labels: no prompts for 'Banana': the model was evaluated on other "
+                                          r"labels; expected one of .*Cardiomegaly.*--prompts my_prompts\.yaml"):
+        zero_shot_setup(experiment / "encoder", ["Cardiomegaly", "Banana"])
+    assert zero_shot_setup(experiment / "encoder", ["Pneumonia"]) == (["Pneumonia"], "report")  # in the prompt set
 
 
 def test_classify_gives_the_evaluation_probabilities(experiment, encoder, images):
