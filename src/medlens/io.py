@@ -7,6 +7,7 @@ finished, or Snakemake and resume logic would trust it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -17,22 +18,65 @@ from typing import Any
 __all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "sha256_file", "check_output"]
 
 
+# errors that say the output location cannot take the output, whatever was being written
+_WRITE_FAULTS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                 errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
+
+
+@contextlib.contextmanager
+def _write_faults(path: Path) -> Iterator[None]:
+    """Turn a full disk, a quota or a read-only folder while writing ``path`` into a MedlensError naming it."""
+    try:
+        yield
+    except OSError as e:
+        # a refused read of some input is that input's problem, not the output's
+        out, failed = path.resolve(), Path(e.filename).resolve() if e.filename else None
+        elsewhere = failed is not None and not (failed in (out, *out.parents) or failed.parent == out.parent)
+        if e.errno not in _WRITE_FAULTS or (e.errno in (errno.EACCES, errno.EROFS) and elsewhere):
+            raise
+        from medlens.errors import MedlensError
+
+        raise MedlensError(f"{path}: cannot be written: {_WRITE_FAULTS[e.errno]} ({e.filename or path}); "
+                           "free space, or point the output at a writable folder") from e
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it to ``path`` when the block succeeds.
+
+    A temporary file that a killed process left for the same path is removed first.
 
     Args:
         path: the final file path.
 
     Yields:
         The temporary path to write to. It is removed if the block raises.
+
+    Raises:
+        MedlensError: naming ``path`` when its folder cannot take it (disk full, quota, read-only).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with _write_faults(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in final.parent.glob(f".{final.name}.partial-*"):
+            pid = stale.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                stale.unlink(missing_ok=True)
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
-        yield tmp
-        os.replace(tmp, final)
+        with _write_faults(final):
+            yield tmp
+            os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -45,13 +89,15 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     An existing ``path`` is replaced only after the new folder is complete.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    with _write_faults(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
     try:
-        yield tmp
+        with _write_faults(final):
+            yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

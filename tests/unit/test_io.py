@@ -1,0 +1,48 @@
+"""Atomic outputs: whole or absent, leftovers of killed writers removed, write faults named."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from medlens import io as mio
+from medlens.errors import MedlensError
+
+
+def test_a_full_disk_is_an_error_naming_the_output_and_leaves_nothing(tmp_path, monkeypatch):
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(mio.os, "replace", full)
+    with pytest.raises(MedlensError, match=r"out\.json: cannot be written: the disk is full .*free space"), \
+            mio.atomic_path(tmp_path / "out.json") as tmp:
+        tmp.write_text("{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_folder_is_named_but_an_unreadable_input_stays_its_own_error(tmp_path, monkeypatch):
+    real_mkdir = mio.Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if self == tmp_path / "ro":
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(mio.Path, "mkdir", read_only)
+    with pytest.raises(MedlensError, match=r"ro/x\.csv: cannot be written: the file system is read-only"):
+        with mio.atomic_dir(tmp_path / "ro" / "x.csv"):
+            pass
+    with pytest.raises(PermissionError), mio.atomic_path(tmp_path / "out" / "y.csv"):
+        raise PermissionError(errno.EACCES, "Permission denied", "/elsewhere/input.csv")
+
+
+def test_a_killed_writer_leaves_no_partial_file_behind_the_next_write(tmp_path):
+    dead = tmp_path / ".out.parquet.partial-999999999"  # no such process
+    live = tmp_path / f".out.parquet.partial-{os.getppid()}"  # a running one may still be writing
+    dead.write_text("half")
+    live.write_text("half")
+    with mio.atomic_path(tmp_path / "out.parquet") as tmp:
+        tmp.write_text("whole")
+    assert not dead.exists() and live.exists() and (tmp_path / "out.parquet").read_text() == "whole"
