@@ -31,9 +31,9 @@ def test_a_read_only_folder_is_named_but_an_unreadable_input_stays_its_own_error
         return real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(mio.Path, "mkdir", read_only)
-    with pytest.raises(MedlensError, match=r"ro/x\.csv: cannot be written: the file system is read-only"):
-        with mio.atomic_dir(tmp_path / "ro" / "x.csv"):
-            pass
+    with pytest.raises(MedlensError, match=r"ro/x\.csv: cannot be written: the file system is read-only"), \
+            mio.atomic_dir(tmp_path / "ro" / "x.csv"):
+        pass
     with pytest.raises(PermissionError), mio.atomic_path(tmp_path / "out" / "y.csv"):
         raise PermissionError(errno.EACCES, "Permission denied", "/elsewhere/input.csv")
 
