@@ -44,6 +44,9 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 _ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 DOWNLOAD_DIR = ".download"  # hidden, so adapters (which skip hidden names) never read the archives
 _CHUNK = 1 << 20
+# the most an archive may expand: image archives barely compress (about 1x), text and CSV about 10x, a zip
+# bomb 1000x and more
+_MAX_EXPANSION = 100
 
 _HOW_TO = ("Kaggle credentials: create an API token at https://www.kaggle.com/settings/api and either "
            "save kaggle.json as ~/.kaggle/kaggle.json (chmod 600; KAGGLE_CONFIG_DIR moves that folder), "
@@ -241,6 +244,33 @@ def _iter_files(entries: list[_Entry]) -> Iterator[_Entry]:
     return (e for e in entries if e.kind == "file" and e.name)
 
 
+def _human(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _check_expansion(archive: Path, entries: list[_Entry], dest: Path) -> None:
+    """DataError before anything is written when the archive would expand more than any real dataset archive
+    does (a decompression bomb) or more than the disk under ``dest`` holds. The declared sizes bind: zip
+    and tar readers stop each entry at its declared size."""
+    total = sum(e.size for e in _iter_files(entries))
+    packed = max(archive.stat().st_size, 1)
+    if total > _MAX_EXPANSION * packed:
+        raise DataError(f"the archive would expand {packed:,} bytes into {total:,} ({total / packed:,.0f} times)",
+                        file=str(archive), expected=f"at most {_MAX_EXPANSION} times (image archives barely "
+                                                    "compress); an archive this compressible is a decompression "
+                                                    "bomb and was not extracted")
+    free = shutil.disk_usage(dest).free
+    needed = sum(e.size for e in _iter_files(entries)  # what an interrupted run left complete is not written again
+                 if not ((dest / e.name).is_file() and (dest / e.name).stat().st_size == e.size))
+    if needed > free:
+        raise DataError(f"the archive needs {_human(needed)} but {dest} has {_human(free)} free",
+                        file=str(archive), expected="room for the extracted files; nothing was extracted")
+
+
 def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> ExtractResult:
     """Extract a zip or tar archive into ``dest`` safely and resumably.
 
@@ -267,6 +297,7 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Extr
     links = sum(e.kind in ("link", "other") for e in entries)
     files = resumed = 0
     try:
+        _check_expansion(archive, entries, dest)
         for entry in entries:
             if entry.kind == "dir" and entry.name:
                 _inside(dest / entry.name, root).mkdir(parents=True, exist_ok=True)

@@ -194,6 +194,35 @@ def test_absolute_and_climbing_entries_are_refused(tmp_path, name):
         K.extract_archive(archive, tmp_path / "dest")
 
 
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_a_decompression_bomb_is_refused_before_anything_is_written(tmp_path, kind):
+    archive = tmp_path / f"bomb.{kind}"
+    zeros = b"\0" * (50 * 2**20)  # 50 MB of zeros pack into ~50 KB
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("a.png", zeros)
+    else:
+        with tarfile.open(archive, "w:gz") as t:
+            info = tarfile.TarInfo("a.png")
+            info.size = len(zeros)
+            t.addfile(info, io.BytesIO(zeros))
+    dest = tmp_path / "dest"
+    with pytest.raises(DataError, match=rf"bomb\.{kind.replace('.', '[.]')}: the archive would expand [\d,]+ bytes into "
+                                        r"52,428,800 \([\d,]+ times\); expected at most 100 times"):
+        K.extract_archive(archive, dest)
+    assert list(dest.iterdir()) == []
+
+
+def test_an_archive_larger_than_the_free_disk_is_refused(tmp_path, monkeypatch):
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.png", os.urandom(4096))
+    monkeypatch.setattr(K.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=1000, total=1000, used=0))
+    with pytest.raises(DataError, match=r"big\.zip: the archive needs 4\.0 KiB but .*dest has 1,000 bytes free"):
+        K.extract_archive(archive, tmp_path / "dest")
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
 def test_tar_with_parent_entry_is_refused(tmp_path):
     archive = tmp_path / "evil.tar.gz"
     with tarfile.open(archive, "w:gz") as t:
