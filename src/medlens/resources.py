@@ -20,8 +20,13 @@ def resource_path(*parts: str) -> Path:
     """Path of a shipped asset, e.g. ``resource_path("prompts", "chexzero.yaml")``.
 
     Raises:
-        ConfigError: when the asset does not exist, listing what the folder holds.
+        ConfigError: when a part is not a plain name (a user's value must not walk out of resources/), or
+            when the asset does not exist, listing what its resources/ folder holds.
     """
+    for part in parts:
+        if not part or part in (".", "..") or "/" in part or "\\" in part or "\0" in part:
+            raise ConfigError(f"'{part}' is not the name of a shipped resource",
+                              expected="a plain name such as 'chexzero' (or a path to a .yaml file of your own)")
     path = RESOURCES_DIR.joinpath(*parts)
     if not path.exists():
         parent = path.parent

@@ -138,3 +138,12 @@ def test_presets_are_held_to_the_schema_bounds_too(tmp_path, repo, monkeypatch):
     with pytest.raises(C.ConfigError, match=r"demo\.yaml \(with its presets\): encoder\.batch_size: 0 is less than"):
         C.load_experiment(repo / "config" / "experiments" / "demo.yaml",
                           schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml")
+
+
+def test_a_resource_name_cannot_walk_out_of_resources_or_list_other_folders():
+    from medlens.resources import resource_path
+
+    with pytest.raises(ConfigError, match=r"'\.\./\.\./\.\./etc/x\.yaml' is not the name of a shipped resource"):
+        resource_path("prompts", "../../../etc/x.yaml")
+    with pytest.raises(ConfigError, match=r"resource 'prompts/nope\.yaml' not found .*expected one of chexzero\.yaml"):
+        resource_path("prompts", "nope.yaml")
