@@ -21,20 +21,12 @@ from PIL import Image, ImageOps
 from torch.utils.data import Dataset, Sampler
 
 from medlens.data.images import load_image
+from medlens.data.laterality import mirror_laterality
 from medlens.errors import DataError
 
-__all__ = ["PairsDataset", "StepBatchSampler", "swap_laterality", "read_split", "split_sentences", "sample_text"]
+__all__ = ["PairsDataset", "StepBatchSampler", "read_split", "split_sentences", "sample_text"]
 
 logger = logging.getLogger(__name__)
-
-_SIDE = re.compile(r"\b(left|right|Left|Right|LEFT|RIGHT)\b")
-_SWAP = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LEFT": "RIGHT", "RIGHT": "LEFT"}
-
-
-def swap_laterality(text: str) -> str:
-    """Swap the words left and right (case kept): the text of a horizontally flipped image."""
-    return _SIDE.sub(lambda m: _SWAP[m.group(0)], text)
-
 
 _SECTION = re.compile(r"\b[A-Z][A-Z ]{2,}:\s*")  # FINDINGS:, IMPRESSION:, COMPARISON: ...
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -79,7 +71,8 @@ class PairsDataset(Dataset):
     Args:
         table: an Arrow table with ``image`` (encoded bytes) and ``text`` columns.
         transform: the encoder's image transform (``medlens.models.encoders.image_transform``).
-        hflip: flip half the images horizontally and swap left/right in their text.
+        hflip: flip half the images horizontally with their text mirrored (:func:`mirror_laterality`);
+            a sample whose text cannot be mirrored exactly is never flipped.
         text_sampling: ``full``, ``sentence`` or ``sentences`` (see :func:`sample_text`); training only.
     """
 
@@ -106,8 +99,9 @@ class PairsDataset(Dataset):
         # torchvision draws crops from torch's global RNG: seed it per sample, without leaking out
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(aug_seed)  # torch.manual_seed also visits every accelerator: 100x dearer
-            if self.hflip and torch.rand(()) < 0.5:
-                image, text = ImageOps.mirror(image), swap_laterality(text)
+            # the draw happens for every sample, so a text that cannot be mirrored leaves the others' alone
+            if self.hflip and torch.rand(()) < 0.5 and (mirrored := mirror_laterality(text)) is not None:
+                image, text = ImageOps.mirror(image), mirrored
             return self.transform(image), sample_text(text, self.text_sampling)
 
 

@@ -33,20 +33,20 @@ from transformers.utils import logging as hf_logging
 from medlens import __version__, environment
 from medlens.config import AugmentConfig, DecoderConfig, to_dict
 from medlens.data.chat_format import read_chat
-from medlens.data.datasets import swap_laterality
 from medlens.data.images import load_image
+from medlens.data.laterality import mirror_laterality
 from medlens.errors import ConfigError, DataError
 from medlens.io import atomic_dir
 from medlens.models.vlm import PromptFormat, load_processor, load_vlm, pad_rows
+from medlens.precision import resolve_precision
 from medlens.train.checkpoint import claim_trainer_checkpoints, resume_config
-from medlens.train.decoder import (
+from medlens.train.trainer import (
     RUN_ONLY,
     MetricsCsvCallback,
     PreemptionCallback,
     run_trainer,
     training_arguments,
 )
-from medlens.train.precision import resolve_precision
 
 __all__ = ["train_vlm", "VLMDataset", "VLMCollator", "split_conversation", "augment_image"]
 
@@ -62,13 +62,14 @@ def split_conversation(record: dict[str, Any]) -> tuple[list[dict[str, Any]], st
 def augment_image(image, text: str, cfg: AugmentConfig):
     """The seed's light augmentations (seed 003), drawn from torch's RNG (the Trainer seeds it).
 
-    A flip is laterality-aware: left and right are swapped in the text, so the report still
-    describes the picture (seed 003 mirrored freely, which puts a left effusion on the right).
+    A flip is laterality-aware: every side the text names is mirrored with the image, and a text that
+    cannot be mirrored exactly is not flipped (seed 003 mirrored freely, which puts a left effusion on the
+    right; :func:`~medlens.data.laterality.mirror_laterality`).
     """
     from PIL import ImageEnhance, ImageOps
 
-    if cfg.hflip and torch.rand(()) < cfg.hflip:
-        image, text = ImageOps.mirror(image), swap_laterality(text)
+    if cfg.hflip and torch.rand(()) < cfg.hflip and (mirrored := mirror_laterality(text)) is not None:
+        image, text = ImageOps.mirror(image), mirrored
     if cfg.rotate_degrees:
         angle = float(torch.empty(()).uniform_(-cfg.rotate_degrees, cfg.rotate_degrees))
         image = image.rotate(angle, resample=2)  # bilinear; the corners fill black like a collimated film
