@@ -40,6 +40,7 @@ __all__ = [
     "ExperimentConfig",
     "PipelineConfig",
     "from_dict",
+    "dig",
     "load_yaml",
     "load_experiment",
     "resolve_preset",
@@ -334,6 +335,14 @@ class GenerationConfig:
     repetition_penalty: float = 1.0  # >1 discourages repeating tokens
     no_repeat_ngram_size: int = 0  # forbid repeating n-grams of this size (0: off)
 
+    def generate_kwargs(self) -> dict[str, Any]:
+        """These settings as ``GenerationMixin.generate`` keyword arguments."""
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
+                                  "repetition_penalty": self.repetition_penalty}
+        if self.no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
+        return kwargs
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -548,6 +557,15 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     for key, value in override.items():
         out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+def dig(obj: Any, path: str) -> Any:
+    """``obj["a"]["b"]...`` for ``path="a.b"``; None when any step is missing."""
+    for key in path.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
 
 
 def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) -> ExperimentConfig:

@@ -1,4 +1,5 @@
-"""Choosing the numeric precision of a training run from the config and the hardware."""
+"""Choosing the numeric precision of a run from the config and the hardware (training, and loading a model
+in the half precision it will run in)."""
 
 from __future__ import annotations
 

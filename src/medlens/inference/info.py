@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medlens.config import dig
 from medlens.environment import LockDifferences
 from medlens.errors import ConfigError
 
@@ -22,15 +23,6 @@ __all__ = ["summarise_experiment", "format_summary"]
 _STAGES = ("split", "convert_to_chat_format", "train_encoder", "train_decoder", "evaluate_encoder",
            "evaluate_decoder")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
-def dig(obj: Any, path: str) -> Any:
-    """``obj["a"]["b"]`` for ``path="a.b"``; None when any step is missing."""
-    for key in path.split("."):
-        if not isinstance(obj, dict) or key not in obj:
-            return None
-        obj = obj[key]
-    return obj
 
 
 def _last_row(path: Path, delimiter: str = ",") -> dict[str, float] | None:

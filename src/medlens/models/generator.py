@@ -20,7 +20,7 @@ from medlens.config import GenerationConfig
 from medlens.data.images import load_image
 from medlens.errors import ConfigError
 
-__all__ = ["ReportGenerator", "CaptionerGenerator", "load_generator", "decoding_kwargs"]
+__all__ = ["ReportGenerator", "CaptionerGenerator", "load_generator"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +28,6 @@ logger = logging.getLogger(__name__)
 class ReportGenerator(Protocol):
     def generate(self, images: Sequence[Any], prompts: Sequence[str] | None = None,
                  generation: GenerationConfig = ..., batch_size: int = ...) -> list[str]: ...
-
-
-def decoding_kwargs(generation: GenerationConfig) -> dict[str, Any]:
-    """``GenerationConfig`` as ``GenerationMixin.generate`` keyword arguments."""
-    kwargs: dict[str, Any] = {"max_new_tokens": generation.max_new_tokens, "num_beams": generation.num_beams,
-                              "repetition_penalty": generation.repetition_penalty}
-    if generation.no_repeat_ngram_size:
-        kwargs["no_repeat_ngram_size"] = generation.no_repeat_ngram_size
-    return kwargs
 
 
 def _device() -> torch.device:
@@ -69,7 +60,7 @@ class CaptionerGenerator:
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             pixels = torch.stack([self.transform(load_image(im, grey=False)) for im in chunk]).to(self.model.device)
-            ids = self.model.generate(pixels, **decoding_kwargs(generation))
+            ids = self.model.generate(pixels, **generation.generate_kwargs())
             out.extend(t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
         return out
 

@@ -30,7 +30,7 @@ from medlens.config import DecoderConfig, GenerationConfig, from_dict
 from medlens.data.chat_format import IMAGE_TOKEN
 from medlens.data.images import load_image
 from medlens.errors import ConfigError
-from medlens.train.precision import resolve_precision
+from medlens.precision import resolve_precision
 
 __all__ = ["PromptFormat", "TOKEN_KEYS", "pad_rows", "load_processor", "load_vlm", "bnb_config",
            "unquantised_modules", "VLMGenerator"]
@@ -302,8 +302,6 @@ class VLMGenerator:
     def generate_ids(self, images: Sequence[Any], prompts: Sequence[str | None],
                      generation: GenerationConfig) -> torch.Tensor:
         """Token ids generated after the prompts of one batch: [B, new tokens], padded after each stop."""
-        from medlens.models.generator import decoding_kwargs
-
         tok = self.fmt.tokenizer
         rows = [self.fmt.prompt_inputs([load_image(im, grey=False)], self._messages(p))
                 for im, p in zip(images, prompts, strict=True)]
@@ -311,7 +309,7 @@ class VLMGenerator:
         batch = {k: v.to(self.model.device) for k, v in batch.items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
-        ids = self.model.generate(**batch, **decoding_kwargs(generation), do_sample=False,
+        ids = self.model.generate(**batch, **generation.generate_kwargs(), do_sample=False,
                                   eos_token_id=[*self.fmt.stop_token_ids, tok.eos_token_id],
                                   pad_token_id=tok.pad_token_id)
         return ids[:, batch["input_ids"].shape[1]:]

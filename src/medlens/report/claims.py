@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
+from medlens.config import dig
 from medlens.errors import ConfigError
-from medlens.report.collect import dig
 from medlens.resources import resource_path
 
 __all__ = ["load_seed_claims", "list_seed_claims", "compare_claims", "measured_value", "SOURCES"]

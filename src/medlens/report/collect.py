@@ -16,20 +16,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from medlens.config import dig
 from medlens.data.prepare import read_prepared_summary
 
-__all__ = ["collect_experiment", "dig", "read_metrics_csv", "source_split_counts"]
+__all__ = ["collect_experiment", "read_metrics_csv", "source_split_counts"]
 
 logger = logging.getLogger(__name__)
-
-
-def dig(obj: Any, path: str) -> Any:
-    """``obj["a"]["b"]...`` for ``path="a.b"``; None when any step is missing."""
-    for key in path.split("."):
-        if not isinstance(obj, dict) or key not in obj:
-            return None
-        obj = obj[key]
-    return obj
 
 
 def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, float]]:

@@ -15,9 +15,10 @@ from typing import Any
 import jinja2
 import yaml
 
+from medlens.config import dig
 from medlens.io import atomic_path
 from medlens.report.claims import compare_claims, load_seed_claims
-from medlens.report.collect import collect_experiment, dig
+from medlens.report.collect import collect_experiment
 from medlens.report.plots import line_plot, roc_plot
 from medlens.report.provenance import environment, lock_warnings
 from medlens.report.tables import (

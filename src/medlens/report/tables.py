@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from medlens.config import dig
 from medlens.io import atomic_path
-from medlens.report.collect import dig
 
 __all__ = ["SUMMARY_COLUMNS", "HEADER_GROUPS", "TEXT_COLUMNS", "CSV_COLUMNS", "METRIC_PATHS", "summary_row",
            "write_paper_tables", "latex_table"]

@@ -1,23 +1,19 @@
 """``train_decoder``: train the report generator with the Hugging Face Trainer.
 
-medlens supplies the dataset (chat JSONL from ``convert_to_chat_format``), a collator that sets
-padding to -100, and a callback that writes ``metrics.csv``; the Trainer owns the loop, devices,
-precision, accumulation, checkpoints, resume and early stopping. Resumable checkpoints live in a
-sibling folder ``<out_dir>.ckpt/`` that Snakemake does not delete, so a killed or preempted job
-resumes where it stopped; :class:`PreemptionCallback` also writes one when SLURM signals
-(SIGTERM/SIGUSR1). The finished model is written to ``out_dir`` atomically.
+This module holds the captioner's parts (tokenizer, dataset, collator, length-bucketed batches) and the
+dispatch to :func:`medlens.train.vlm.train_vlm` for the VLMs; the Trainer run both share (arguments,
+``metrics.csv``, preemption, resume) is :mod:`medlens.train.trainer`. Resumable checkpoints live in a
+sibling folder ``<out_dir>.ckpt/`` that Snakemake does not delete, so a killed or preempted job resumes
+where it stopped. The finished model is written to ``out_dir`` atomically.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
 import os
-import pickle
 import shutil
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,27 +21,29 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from torch.utils.data import Dataset
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, Trainer, set_seed
 from transformers.utils import logging as hf_logging
 
 from medlens import __version__, environment
 from medlens.config import DecoderConfig, to_dict
 from medlens.data.chat_format import IMAGE_TOKEN, read_chat
 from medlens.data.images import load_image
-from medlens.errors import ConfigError, DataError, MedlensError
+from medlens.errors import ConfigError, DataError
 from medlens.io import atomic_dir
+from medlens.precision import resolve_precision
 from medlens.train.checkpoint import claim_trainer_checkpoints, resume_config
-from medlens.train.encoder import TrainingInterrupted
-from medlens.train.precision import resolve_precision
+from medlens.train.trainer import (
+    RUN_ONLY,
+    MetricsCsvCallback,
+    PreemptionCallback,
+    run_trainer,
+    training_arguments,
+)
 
 __all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "CaptionTrainer", "LengthBucketSampler",
-           "train_bpe_tokenizer", "MetricsCsvCallback", "PreemptionCallback", "training_arguments"]
+           "train_bpe_tokenizer"]
 
 logger = logging.getLogger(__name__)
-# settings that change how a run is carried out, not what it computes: editing them keeps its checkpoints
-RUN_ONLY = ("resources", "trainer.dataloader_num_workers", "trainer.logging_steps", "trainer.save_steps",
-            "trainer.save_total_limit", "trainer.report_to")
-
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 
 
@@ -139,85 +137,6 @@ class CaptionCollator:
                 "attention_mask": attention, "labels": labels}
 
 
-class MetricsCsvCallback(TrainerCallback):
-    """Append every Trainer log (train loss, lr, eval loss) to ``metrics.csv`` under medlens's key names."""
-
-    KEYS = {"loss": "train/loss", "learning_rate": "lr", "grad_norm": "grad_norm", "eval_loss": "val/loss"}
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        # a run resumed from checkpoint-N repeats the steps logged after N before it was killed: drop those rows
-        if not state.is_world_process_zero or not self.path.exists():
-            return
-        with open(self.path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= state.global_step]
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["step", "epoch", *self.KEYS.values()])
-            w.writeheader()
-            w.writerows(rows)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        row = {new: logs[old] for old, new in self.KEYS.items() if old in logs}
-        if not row:
-            return
-        new_file = not self.path.exists()
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["step", "epoch", *self.KEYS.values()])
-            if new_file:
-                w.writeheader()
-            w.writerow({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **row})
-
-
-class PreemptionCallback(TrainerCallback):
-    """On SIGTERM/SIGUSR1 (SLURM's warning before preemption or the time limit), finish the step, save a
-    checkpoint and raise :class:`TrainingInterrupted`; the rerun resumes from that checkpoint.
-
-    Raising from ``on_save`` leaves ``Trainer.train`` right after the checkpoint is written: the
-    end-of-training work (loading the best model, pruning checkpoints) would cost time the job may
-    not have, and ``save_total_limit: 1`` would delete the new checkpoint. Use it as a context manager
-    around ``trainer.train`` so that the handlers are installed only while training.
-    """
-
-    def __init__(self, ckpt_dir: Path):
-        self.ckpt_dir = ckpt_dir
-        self.received: int | None = None
-        self.stopping = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def on_step_end(self, args, state, control, **kwargs):
-        stop = self.received is not None
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # every process stops at the same step (the signal reaches them at different moments)
-            flag = torch.tensor([float(stop)], device=args.device)
-            torch.distributed.all_reduce(flag)
-            stop = flag.item() > 0
-        if stop:
-            self.stopping = control.should_save = True
-        return control
-
-    def on_save(self, args, state, control, **kwargs):
-        if self.stopping:
-            raise TrainingInterrupted(f"stopped by signal {self.received} at step {state.global_step}/"
-                                      f"{state.max_steps}; checkpoint in {self.ckpt_dir}; rerun to resume")
-        return control
-
-
 class LengthBucketSampler(torch.utils.data.Sampler[int]):
     """Shuffled batches of similar report lengths: less padding, with steps in random order.
 
@@ -267,40 +186,6 @@ class CaptionTrainer(Trainer):
     def _get_eval_sampler(self, eval_dataset):
         # in order: the validation loss must not depend on (or draw from) the training RNG
         return torch.utils.data.SequentialSampler(eval_dataset)
-
-
-def training_arguments(cfg: DecoderConfig, ckpt_dir: Path, has_val: bool) -> TrainingArguments:
-    """``cfg.trainer`` as TrainingArguments (same names), plus what medlens decides: precision, evaluation, logging."""
-    precision = resolve_precision(cfg.precision)
-    kwargs = dataclasses.asdict(cfg.trainer)
-    if not has_val:  # without a validation split there is no best model to pick
-        kwargs["load_best_model_at_end"] = False
-    return TrainingArguments(
-        output_dir=str(ckpt_dir), **kwargs, eval_strategy="steps" if has_val else "no", save_strategy="steps",
-        logging_strategy="steps", metric_for_best_model="eval_loss" if has_val else None, greater_is_better=False,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
-        report_to="none", remove_unused_columns=False, disable_tqdm=not sys.stderr.isatty(),
-        # non-reentrant checkpointing needs no input that requires grad (frozen embeddings under LoRA)
-        gradient_checkpointing_kwargs={"use_reentrant": False}, label_names=["labels"],
-    )
-
-
-def run_trainer(trainer: Any, preemption: PreemptionCallback, ckpt_dir: Path, resume: bool) -> Any:
-    """``trainer.train()``, resuming from the last checkpoint in ``ckpt_dir`` when ``resume``.
-
-    Raises:
-        MedlensError: naming the folder when a checkpoint holds anything but data: the Trainer reads them
-            with ``torch.load(weights_only=True)``, which refuses code rather than running it.
-        TrainingInterrupted: after the checkpoint written on SIGTERM/SIGUSR1.
-    """
-    if resume:
-        logger.info("resuming from the last checkpoint in %s", ckpt_dir)
-    with preemption:
-        try:
-            return trainer.train(resume_from_checkpoint=True if resume else None)
-        except pickle.UnpicklingError as e:
-            raise MedlensError(f"{ckpt_dir}: a resume checkpoint holds something other than tensors and was not "
-                               f"loaded ({str(e).splitlines()[0]}); delete {ckpt_dir} to start over") from e
 
 
 def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os.PathLike, *,

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from medlens.config import EncoderConfig, ZeroShotConfig, to_dict
 from medlens.data.datasets import PairsDataset, StepBatchSampler, read_split
 from medlens.errors import ConfigError, MedlensError
 from medlens.io import atomic_dir, atomic_path
+from medlens.precision import resolve_precision
 from medlens.train.checkpoint import (
     TrainState,
     checkpoint_config_diff,
@@ -45,8 +45,8 @@ from medlens.train.checkpoint import (
     save_checkpoint,
 )
 from medlens.train.losses import ContrastiveLoss
-from medlens.train.precision import resolve_precision
 from medlens.train.schedules import lr_at
+from medlens.train.signals import StopSignals, TrainingInterrupted, truncate_metrics
 
 __all__ = ["train_encoder", "TrainResult", "TrainingInterrupted", "create_optimizer", "total_steps",
            "METRIC_COLUMNS"]
@@ -55,10 +55,6 @@ logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ["step", "epoch", "samples", "train/loss", "lr", "logit_scale", "logit_bias", "samples_per_s",
                   "val/loss", "val/zero_shot_auc"]
-
-
-class TrainingInterrupted(MedlensError):
-    """Raised after a checkpoint was saved on SIGTERM/SIGUSR1; the job fails and is resumed on rerun."""
 
 
 @dataclasses.dataclass
@@ -93,39 +89,12 @@ def create_optimizer(model: torch.nn.Module, cfg: EncoderConfig) -> torch.optim.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
 
 
-class _Signals:
-    """Remembers SIGTERM/SIGUSR1 (SLURM's warning before preemption or the time limit) until the step ends."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 class _MetricsCsv:
     """``metrics.csv`` with fixed columns; on resume, rows after the resumed step are dropped."""
 
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
-        rows = []
-        if resume_step is not None and path.exists():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
+        truncate_metrics(path, resume_step, METRIC_COLUMNS)
 
     def write(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", newline="") as f:
@@ -321,7 +290,7 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
 
     model.train()
     micro, ema, t_data, t0 = [], None, time.perf_counter(), time.perf_counter()
-    with _Signals() as signals:
+    with StopSignals() as signals:
         for images, texts in loader:
             micro.append((images.to(accelerator.device), texts.to(accelerator.device)))
             if len(micro) < cfg.accum_steps:

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-from medlens.config import FINDINGS
+from medlens.config import FINDINGS, dig
 from medlens.errors import ConfigError, DataError
 from medlens.evaluate.clinical import CHEXPERT5, binarize, clinical_efficacy, create_labeler
-from medlens.report.collect import dig
 
 
 class TableLabeler:

@@ -18,7 +18,7 @@ from medlens.data.chat_format import convert_to_chat
 from medlens.errors import ConfigError, MedlensError
 from medlens.train import decoder as dec
 from medlens.train.decoder import load_tokenizer
-from medlens.train.encoder import TrainingInterrupted
+from medlens.train.signals import TrainingInterrupted
 
 REPORTS = ["The heart is enlarged.", "No pleural effusion.", "Lungs are clear."] * 4
 
