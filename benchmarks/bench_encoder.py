@@ -105,9 +105,9 @@ def run_medlens(data: Path, steps: int, workers: int, skip: int) -> float:
         return clock.attach(model), model_cfg, preprocess_cfg
 
     encoders.create_encoder = create_and_clock
-    cfg = EncoderConfig(model=MODEL, image_size=IMAGE_SIZE, context_length=CONTEXT, batch_size=BATCH, steps=steps,
-                        lr=LR, weight_decay=WD, warmup_steps=WARMUP, random_crop_scale=CROP, precision="fp32",
-                        num_workers=workers, eval_every=10 * steps, checkpoint_every=10 * steps, log_every=100)
+    cfg = EncoderConfig(model=MODEL, image_size=IMAGE_SIZE, context_length=CONTEXT, per_device_train_batch_size=BATCH, max_steps=steps,
+                        learning_rate=LR, weight_decay=WD, warmup_steps=WARMUP, random_crop_scale=CROP, precision="fp32",
+                        dataloader_num_workers=workers, eval_steps=10 * steps, save_steps=10 * steps, logging_steps=100)
     with tempfile.TemporaryDirectory() as out:
         train_encoder(cfg, data / "pairs.parquet", Path(out) / "encoder")
     return clock.rate(skip)

@@ -156,35 +156,35 @@ class EncoderConfig:
     loss: Literal["clip", "siglip"] = "clip"  # InfoNCE (ClipLoss) or sigmoid (SigLipLoss)
     init_temperature: float = 0.07  # logit_scale starts at log(1 / init_temperature)
     init_logit_bias: float | None = None  # SigLIP bias (-10); None for the clip loss
-    optimizer: Literal["adamw", "sgd"] = "adamw"  # SGD (CheXzero) or AdamW
-    lr: float = 1e-3  # peak learning rate
+    optim: Literal["adamw_torch", "sgd"] = "adamw_torch"  # SGD (CheXzero) or AdamW (the Trainer's names)
+    learning_rate: float = 1e-3  # peak learning rate
     weight_decay: float = 0.1  # not applied to norms, biases, logit scale/bias
     momentum: float = 0.9  # SGD only
-    beta1: float = 0.9  # AdamW only
-    beta2: float = 0.98  # AdamW only
-    eps: float = 1e-6  # AdamW only
-    batch_size: int = 64  # per process, per micro-batch
-    accum_steps: int = 1  # micro-batches per optimizer step; all are negatives of each other
-    steps: int | None = 300  # optimizer steps; when None, `epochs` decides
-    epochs: float | None = None  # passes over train when steps is None
+    adam_beta1: float = 0.9  # AdamW only
+    adam_beta2: float = 0.98  # AdamW only
+    adam_epsilon: float = 1e-6  # AdamW only
+    per_device_train_batch_size: int = 64  # per process, per micro-batch
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step; all are negatives of each other
+    max_steps: int | None = 300  # optimizer steps; when None, `num_train_epochs` decides
+    num_train_epochs: float | None = None  # passes over train when max_steps is None
     warmup_steps: int | None = 30  # linear warmup; when None, `warmup_ratio` decides
     warmup_ratio: float = 0.0  # share of steps used for warmup when warmup_steps is None
-    schedule: Literal["cosine", "constant"] = "cosine"  # after warmup
+    lr_scheduler_type: Literal["cosine", "constant"] = "cosine"  # after warmup
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on capable GPUs, else fp32
-    grad_clip: float | None = 1.0  # max gradient norm
+    max_grad_norm: float | None = 1.0  # max gradient norm
     lock_image: bool = False  # freeze the image tower (LiT)
     lock_text: bool = False  # freeze the text tower
     lock_image_unlocked_groups: int = 0  # with lock_image: the last N layer groups stay trainable
     lock_text_unlocked_layers: int = 0  # with lock_text: the last N layers stay trainable
-    grad_checkpointing: bool = False  # recompute activations in backward: less memory, slower steps
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, slower steps
     random_crop_scale: float = 0.8  # RandomResizedCrop lower scale bound; 1.0 disables
     hflip: bool = False  # horizontal flip; swaps left/right in the paired text when enabled
     text_sampling: Literal["full", "sentence", "sentences"] = "full"  # training text: report, one sentence, subset
-    log_every: int = 20  # steps between progress lines
-    eval_every: int = 100  # steps between validation (loss, zero-shot AUC)
-    checkpoint_every: int = 100  # steps between resumable checkpoints
-    best_metric: Literal["val/loss", "val/zero_shot_auc"] = "val/loss"  # selects the best checkpoint
-    num_workers: int = 2  # data-loader processes
+    logging_steps: int = 20  # steps between progress lines
+    eval_steps: int = 100  # steps between validation (loss, zero-shot AUC)
+    save_steps: int = 100  # steps between resumable checkpoints
+    metric_for_best_model: Literal["val/loss", "val/zero_shot_auc"] = "val/loss"  # selects the best checkpoint
+    dataloader_num_workers: int = 2  # data-loader processes
     seed: int = 0  # initialisation, shuffling and augmentation
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what one train_encoder job asks for
 
@@ -453,6 +453,24 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
 T = typing.TypeVar("T")
 
 
+# The encoder's training settings carry the Hugging Face Trainer's names, as the decoder's do (one vocabulary
+# across stages); an experiment written with an old name is told the new one.
+RENAMED = {"encoder": {
+    "lr": "learning_rate", "beta1": "adam_beta1", "beta2": "adam_beta2", "eps": "adam_epsilon",
+    "batch_size": "per_device_train_batch_size", "accum_steps": "gradient_accumulation_steps",
+    "steps": "max_steps", "epochs": "num_train_epochs", "schedule": "lr_scheduler_type", "grad_clip": "max_grad_norm",
+    "log_every": "logging_steps", "eval_every": "eval_steps", "checkpoint_every": "save_steps",
+    "best_metric": "metric_for_best_model", "num_workers": "dataloader_num_workers", "optimizer": "optim",
+    "grad_checkpointing": "gradient_checkpointing"}}
+
+
+def _raise_renamed(section: str, key: str, source: str) -> None:
+    new = RENAMED.get(section, {}).get(key)
+    if new is not None:
+        raise ConfigError(f"'{key}' is now called '{new}' (the Hugging Face Trainer's name)", file=source,
+                          key=f"{section}.{key}", expected=new)
+
+
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "<dict>", prefix: str = "") -> T:
     """Build the dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types.
 
@@ -473,6 +491,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "<dict>", pre
     path = (prefix + ".") if prefix else ""
     unknown = sorted(set(data) - names)
     if unknown:
+        _raise_renamed(prefix, unknown[0], source)
         raise ConfigError(f"unknown key '{unknown[0]}'", file=source, key=path + unknown[0],
                           expected=f"one of {', '.join(sorted(names))}")
     kwargs = {}
@@ -526,6 +545,8 @@ def validate_against_schema(data: dict[str, Any], schema_path: str | Path, *, so
         extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
         key = ".".join(filter(None, [key, extra[0] if extra else ""]))
         allowed = ", ".join(sorted(err.schema.get("properties", {})))
+        if extra:
+            _raise_renamed(".".join(str(p) for p in err.absolute_path), extra[0], source)
         raise ConfigError(f"unknown key '{extra[0] if extra else '?'}'", file=source, key=key or None,
                           expected=f"one of {allowed}")
     if err.validator == "required":

@@ -74,7 +74,7 @@ def test_schema_matches_dataclasses(repo, cls, schema_file):
 
 
 def test_unknown_key_names_the_dotted_path():
-    with pytest.raises(ConfigError, match=r"demo\.yaml: encoder\.lrr: unknown key 'lrr'; expected one of .*\blr\b"):
+    with pytest.raises(ConfigError, match=r"demo\.yaml: encoder\.lrr: unknown key 'lrr'; expected one of .*\blearning_rate\b"):
         C.from_dict(C.ExperimentConfig, {"datasets": ["a"], "encoder": {"lrr": 1}}, source="demo.yaml")
 
 
@@ -100,8 +100,8 @@ def test_schema_validation_reports_the_key_path(repo, tmp_path):
     with pytest.raises(ConfigError, match=r"e\.yaml: evaluate\.zero_shot\.colour: unknown key 'colour'"):
         C.validate_against_schema({"datasets": ["a"], "evaluate": {"zero_shot": {"colour": 1}}}, schema,
                                   source="e.yaml")
-    with pytest.raises(ConfigError, match=r"e\.yaml: encoder\.batch_size: 'big' is not of type 'integer'"):
-        C.validate_against_schema({"datasets": ["a"], "encoder": {"batch_size": "big"}}, schema, source="e.yaml")
+    with pytest.raises(ConfigError, match=r"e\.yaml: encoder\.per_device_train_batch_size: 'big' is not of type 'integer'"):
+        C.validate_against_schema({"datasets": ["a"], "encoder": {"per_device_train_batch_size": "big"}}, schema, source="e.yaml")
 
 
 def test_unknown_preset_lists_the_available_ones():
@@ -132,10 +132,10 @@ def test_presets_are_held_to_the_schema_bounds_too(tmp_path, repo, monkeypatch):
 
     def bad_preset(kind, section, *, source):
         out = real(kind, section, source=source)
-        return {**out, "batch_size": 0} if kind == "encoder" else out
+        return {**out, "per_device_train_batch_size": 0} if kind == "encoder" else out
 
     monkeypatch.setattr(C, "resolve_preset", bad_preset)
-    with pytest.raises(C.ConfigError, match=r"demo\.yaml \(with its presets\): encoder\.batch_size: 0 is less than"):
+    with pytest.raises(C.ConfigError, match=r"demo\.yaml \(with its presets\): encoder\.per_device_train_batch_size: 0 is less than"):
         C.load_experiment(repo / "config" / "experiments" / "demo.yaml",
                           schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml")
 
@@ -147,3 +147,15 @@ def test_a_resource_name_cannot_walk_out_of_resources_or_list_other_folders():
         resource_path("prompts", "../../../etc/x.yaml")
     with pytest.raises(ConfigError, match=r"resource 'prompts/nope\.yaml' not found .*expected one of chexzero\.yaml"):
         resource_path("prompts", "nope.yaml")
+
+
+@pytest.mark.parametrize("old, new", [("lr", "learning_rate"), ("steps", "max_steps"), ("grad_clip", "max_grad_norm"),
+                                      ("eval_every", "eval_steps"), ("checkpoint_every", "save_steps")])
+def test_an_old_training_setting_name_is_told_its_new_one(repo, old, new):
+    # the encoder's settings carry the Hugging Face Trainer's names, like the decoder's
+    schema = repo / "workflow" / "schemas" / "experiment.schema.yaml"
+    for check in (lambda d: C.validate_against_schema(d, schema, source="x.yaml"),
+                  lambda d: C.from_dict(C.ExperimentConfig, d, source="x.yaml")):
+        with pytest.raises(ConfigError, match=rf"x\.yaml: encoder\.{old}: '{old}' is now called '{new}' \(the "
+                                              rf"Hugging Face Trainer's name\); expected {new}"):
+            check({"datasets": ["a"], "encoder": {old: 1}})

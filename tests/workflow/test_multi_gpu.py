@@ -22,7 +22,7 @@ def planned(out: str, rule: str) -> str:
 
 
 def two_gpus(d):
-    d["encoder"].update(steps=4, eval_every=4, checkpoint_every=4, log_every=1, resources={"gpus": 2})
+    d["encoder"].update(max_steps=4, eval_steps=4, save_steps=4, logging_steps=1, resources={"gpus": 2})
     d["decoder"]["trainer"].update(max_steps=4, eval_steps=4, save_steps=4, logging_steps=1)
     d["decoder"]["resources"] = {"gpus": 2}
 

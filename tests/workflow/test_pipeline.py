@@ -103,7 +103,7 @@ def test_a_decoder_edit_reruns_only_the_decoder_and_what_follows(copy_of_run):
 
 
 def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_data_rule(copy_of_run):
-    _edit(copy_of_run, "experiments/tiny.yaml", lambda d: d["encoder"].update(lr=5e-4))
+    _edit(copy_of_run, "experiments/tiny.yaml", lambda d: d["encoder"].update(learning_rate=5e-4))
     assert planned_jobs(copy_of_run) == {"train_encoder": 1, "evaluate_encoder": 1, "train_decoder": 1,
                                          "evaluate_decoder": 1, "report": 1}
 
@@ -141,13 +141,13 @@ def test_the_dag_renders_to_svg_with_graphviz(tiny_run, tmp_path):
 
 
 @pytest.mark.parametrize("file, edit, message", [
-    ("experiments/tiny.yaml", lambda d: d["encoder"].update(learning_rate=0.1),
-     "encoder.learning_rate: unknown key 'learning_rate'"),
-    ("experiments/tiny.yaml", lambda d: d["encoder"].update(steps="many"), "encoder.steps"),
+    ("experiments/tiny.yaml", lambda d: d["encoder"].update(learning_rte=0.1),
+     "encoder.learning_rte: unknown key 'learning_rte'"),
+    ("experiments/tiny.yaml", lambda d: d["encoder"].update(max_steps="many"), "encoder.max_steps"),
     ("experiments/tiny.yaml", lambda d: d.update(datasets=["synthetic_cxr", "mimic"]),
      "datasets[1]: unknown dataset 'mimic'"),
-    ("experiments/tiny.yaml", lambda d: d["encoder"].update(batch_size=-4),
-     "tiny.yaml: encoder.batch_size: -4 is less than the minimum of 1"),
+    ("experiments/tiny.yaml", lambda d: d["encoder"].update(per_device_train_batch_size=-4),
+     "tiny.yaml: encoder.per_device_train_batch_size: -4 is less than the minimum of 1"),
     ("config.yaml", lambda d: d["datasets"]["synthetic_cxr"].update(store_size=-1),  # the file given to --configfile
      "config.yaml: datasets.synthetic_cxr.store_size: -1 is less than the minimum of 16"),
 ], ids=["unknown-key", "wrong-type", "unknown-dataset", "out-of-bounds", "configfile"])

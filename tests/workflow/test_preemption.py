@@ -24,7 +24,7 @@ STEPS = 30
 
 def short_encoder(d):
     # no scheduled checkpoint: the only one is the signal's
-    d["encoder"].update(steps=STEPS, eval_every=STEPS, checkpoint_every=1000, log_every=1)
+    d["encoder"].update(max_steps=STEPS, eval_steps=STEPS, save_steps=1000, logging_steps=1)
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def slurm_test_profile(partition: str, path: Path) -> Path:
 def light(d):
     """GPU requests on the four GPU stages (the cluster's fake GPUs; torch sees none and runs on the CPU), a
     training run long enough to cancel mid-way, short evaluations."""
-    d["encoder"].update(steps=STEPS, eval_every=STEPS, checkpoint_every=1000, log_every=1, resources={"gpus": 1})
+    d["encoder"].update(max_steps=STEPS, eval_steps=STEPS, save_steps=1000, logging_steps=1, resources={"gpus": 1})
     d["decoder"]["trainer"].update(max_steps=8, eval_steps=8, save_steps=8, logging_steps=2)
     d["decoder"]["resources"] = {"gpus": 1}
     d["evaluate"]["bootstrap_samples"] = 10

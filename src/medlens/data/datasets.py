@@ -127,7 +127,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         self.global_batch = batch_size * world_size
         if n < self.global_batch:
             raise DataError(f"only {n} training pairs for a global batch of {self.global_batch}",
-                            expected="at least one full batch: lower encoder.batch_size or add data")
+                            expected="at least one full batch: lower encoder.per_device_train_batch_size or add data")
         self.n, self.batch_size, self.steps, self.accum = n, batch_size, steps, accum_steps
         self.seed, self.start_step, self.rank = seed, start_step, rank
         self.per_epoch = n // self.global_batch

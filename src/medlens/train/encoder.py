@@ -67,12 +67,13 @@ class TrainResult:
 
 def total_steps(cfg: EncoderConfig, n_train: int, world_size: int) -> int:
     """Optimizer steps of the run: ``steps``, or ``epochs`` passes over the training pairs."""
-    if cfg.steps is not None:
-        return cfg.steps
-    if cfg.epochs is None:
-        raise ConfigError("neither steps nor epochs is set", key="encoder.steps", expected="one of them")
-    per_epoch = n_train // (cfg.batch_size * world_size * cfg.accum_steps)
-    return max(1, math.ceil(cfg.epochs * per_epoch))
+    if cfg.max_steps is not None:
+        return cfg.max_steps
+    if cfg.num_train_epochs is None:
+        raise ConfigError("neither max_steps nor num_train_epochs is set", key="encoder.max_steps",
+                          expected="one of them")
+    per_epoch = n_train // (cfg.per_device_train_batch_size * world_size * cfg.gradient_accumulation_steps)
+    return max(1, math.ceil(cfg.num_train_epochs * per_epoch))
 
 
 def create_optimizer(model: torch.nn.Module, cfg: EncoderConfig) -> torch.optim.Optimizer:
@@ -82,11 +83,11 @@ def create_optimizer(model: torch.nn.Module, cfg: EncoderConfig) -> torch.optim.
     ids = {id(p) for p in no_decay}
     groups = [{"params": no_decay, "weight_decay": 0.0},
               {"params": [p for _, p in params if id(p) not in ids], "weight_decay": cfg.weight_decay}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optim == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum)
     # the fused kernel updates all tensors in one pass: ~6x faster than the per-tensor loop for medlens-tiny
     # on CPU (benchmarks/bench_encoder.py), and faster on GPUs too; the same AdamW update
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, fused=True)
 
 
 class _MetricsCsv:
@@ -225,7 +226,7 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
     _lock_towers(model, cfg)
     if skip_text_padding(model):
         logger.info("text tower runs on each batch's longest text, not the whole context (exact for this tower)")
-    if cfg.grad_checkpointing:
+    if cfg.gradient_checkpointing:
         model.set_grad_checkpointing(True)
     tokenizer = create_tokenizer(cfg, model_cfg)
 
@@ -239,15 +240,15 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
     with accelerator.main_process_first():  # the main process discards a stale checkpoint before the others look
         state = _resume(ckpt_dir, run, model, optimizer)
     model, optimizer = accelerator.prepare(model, optimizer)
-    sampler = StepBatchSampler(len(train_set), cfg.batch_size, steps, accum_steps=cfg.accum_steps, seed=cfg.seed,
+    sampler = StepBatchSampler(len(train_set), cfg.per_device_train_batch_size, steps, accum_steps=cfg.gradient_accumulation_steps, seed=cfg.seed,
                                start_step=state.step, rank=rank, world_size=world)
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=_collate(tokenizer),
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.dataloader_num_workers, collate_fn=_collate(tokenizer),
                         persistent_workers=False, pin_memory=torch.cuda.is_available())
     val_loader = None
     if val_table.num_rows:
         val_set = PairsDataset(val_table, image_transform(preprocess_cfg, train=False))
         # the global batch: validation runs on one process, and its loss must not depend on how many train
-        val_loader = DataLoader(val_set, batch_size=cfg.batch_size * world, num_workers=cfg.num_workers,
+        val_loader = DataLoader(val_set, batch_size=cfg.per_device_train_batch_size * world, num_workers=cfg.dataloader_num_workers,
                                 collate_fn=_collate(tokenizer))
     val_labels = val_table["labels"].to_pylist()
     # labels with both classes in val (an AUC needs positives and negatives)
@@ -265,7 +266,7 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
     logger.info("model %s: %s parameters (%s trainable); device %s, precision %s, %d process(es)", cfg.model,
                 f"{n_params:,}", f"{n_train:,}", accelerator.device, precision, world)
     logger.info("pairs: train %d, val %d; %d steps of %d x %d x %d pairs", train_table.num_rows, val_table.num_rows,
-                steps, cfg.batch_size, world, cfg.accum_steps)
+                steps, cfg.per_device_train_batch_size, world, cfg.gradient_accumulation_steps)
 
     unwrapped = accelerator.unwrap_model(model)
     last_metrics: dict[str, float] = {}
@@ -279,8 +280,8 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
                                     eval_labels)
             metrics_csv.write({"step": state.step, "samples": state.samples_seen, **last_metrics})
             logger.info("eval at step %d: %s", state.step, " | ".join(f"{k} {v:.4f}" for k, v in last_metrics.items()))
-            value = last_metrics.get(cfg.best_metric)
-            if _is_better(value, state.best_metric, cfg.best_metric):
+            value = last_metrics.get(cfg.metric_for_best_model)
+            if _is_better(value, state.best_metric, cfg.metric_for_best_model):
                 state.best_metric, state.best_step = value, state.step
                 save_encoder(unwrapped, ckpt_dir / "best", model_cfg, preprocess_cfg, tokenizer=tokenizer)
         if accelerator.is_main_process:
@@ -293,7 +294,7 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
     with StopSignals() as signals:
         for images, texts in loader:
             micro.append((images.to(accelerator.device), texts.to(accelerator.device)))
-            if len(micro) < cfg.accum_steps:
+            if len(micro) < cfg.gradient_accumulation_steps:
                 continue
             data_time, t_step = time.perf_counter() - t_data, time.perf_counter()
             lr = lr_at(state.step, cfg, steps)
@@ -305,19 +306,19 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
             shared = accelerator.reduce(torch.tensor([loss, float(signals.received is not None)],
                                                      device=accelerator.device), reduction="sum")
             loss, stop = shared[0].item() / world, shared[1].item() > 0
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():  # CLIP's clamp: the scale may not exceed 100
                 unwrapped.logit_scale.clamp_(0, math.log(100))
             micro = []
             state.step += 1
-            state.samples_seen += cfg.batch_size * cfg.accum_steps * world
+            state.samples_seen += cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world
             ema = loss if ema is None else 0.9 * ema + 0.1 * loss
-            if state.step % cfg.log_every == 0 or state.step == steps:
+            if state.step % cfg.logging_steps == 0 or state.step == steps:
                 batch_time = time.perf_counter() - t_step
-                rate = cfg.batch_size * cfg.accum_steps * world / max(1e-9, batch_time + data_time)
+                rate = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world / max(1e-9, batch_time + data_time)
                 scale = float(unwrapped.logit_scale.detach().exp())
                 bias = getattr(unwrapped, "logit_bias", None)
                 logger.info("step %d/%d (%.0f%%) | loss %.4f (ema %.4f) | lr %.2e | scale %.2f | %.0f samples/s "
@@ -328,8 +329,8 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
                                        "samples": state.samples_seen, "train/loss": loss, "lr": lr,
                                        "logit_scale": scale, "samples_per_s": rate,
                                        "logit_bias": None if bias is None else float(bias.detach())})
-            at_eval = state.step % cfg.eval_every == 0 or state.step == steps
-            if stop or at_eval or state.step % cfg.checkpoint_every == 0:
+            at_eval = state.step % cfg.eval_steps == 0 or state.step == steps
+            if stop or at_eval or state.step % cfg.save_steps == 0:
                 validate_and_checkpoint(do_eval=at_eval and not stop)
             if stop:
                 raise TrainingInterrupted(f"stopped by signal {signals.received} at step {state.step}/{steps}; "
@@ -350,7 +351,7 @@ def train_encoder(cfg: EncoderConfig, pairs_path: str | os.PathLike, out_dir: st
 
 
 # settings that change how a run is carried out, not what it computes: editing them keeps its checkpoint
-_RUN_ONLY = ("resources", "num_workers", "log_every", "checkpoint_every")
+_RUN_ONLY = ("resources", "dataloader_num_workers", "logging_steps", "save_steps")
 
 
 def _resume(ckpt_dir: Path, run: dict[str, Any], model, optimizer) -> TrainState:
@@ -387,10 +388,10 @@ def _write_output(out_dir: Path, ckpt_dir: Path, model, model_cfg, preprocess_cf
         shutil.copy(best if best.exists() else tmp / "last.safetensors", tmp / WEIGHTS_NAME)
         shutil.copy(ckpt_dir / "metrics.csv", tmp / "metrics.csv")
         info = {"medlens_version": __version__, "kind": "open_clip", "config": to_dict(cfg), "steps": state.step,
-                "samples_seen": state.samples_seen, "best_metric": cfg.best_metric, "best_value": state.best_metric,
+                "samples_seen": state.samples_seen, "best_metric": cfg.metric_for_best_model, "best_value": state.best_metric,
                 "best_step": state.best_step, "final_validation": final, "n_train": n_train, "n_val": n_val,
                 "zero_shot": to_dict(zero_shot) if zero_shot else None,
-                "weights": {WEIGHTS_NAME: f"best by {cfg.best_metric}" if best.exists() else "last",
+                "weights": {WEIGHTS_NAME: f"best by {cfg.metric_for_best_model}" if best.exists() else "last",
                             "last.safetensors": f"after step {state.step}"},
                 "environment": environment.record()}
         (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
@@ -405,7 +406,7 @@ def _model_card(info: dict[str, Any], preprocess_cfg: dict[str, Any], model_cfg:
         f"# medlens encoder: preset `{cfg['preset']}` (open_clip `{cfg['model']}`)", "",
         "Load with `open_clip.create_model('local-dir:<this folder>')` or `medlens.models.encoders.load_encoder`.", "",
         f"- trained: {info['steps']} of {steps} steps, {info['samples_seen']:,} pairs seen; {info['n_train']} train / "
-        f"{info['n_val']} validation pairs; loss `{cfg['loss']}`, optimizer `{cfg['optimizer']}` lr {cfg['lr']}",
+        f"{info['n_val']} validation pairs; loss `{cfg['loss']}`, optimizer `{cfg['optim']}` learning rate {cfg['learning_rate']}",
         f"- weights: `open_clip_model.safetensors` = {info['weights']['open_clip_model.safetensors']} "
         f"(step {info['best_step']}, {info['best_metric']} = {info['best_value']}); `last.safetensors` = final step",
         f"- input: {preprocess_cfg['size']} px RGB, {preprocess_cfg['interpolation']} resize, mean "

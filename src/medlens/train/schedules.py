@@ -21,9 +21,9 @@ def lr_at(step: int, cfg: EncoderConfig, total_steps: int) -> float:
     warmup = warmup_steps(cfg, total_steps)
     # 1) linear warmup from lr/warmup to lr
     if step < warmup:
-        return cfg.lr * (step + 1) / warmup
+        return cfg.learning_rate * (step + 1) / warmup
     # 2) after warmup: constant, or cosine decay to 0 at the last step
-    if cfg.schedule == "constant":
-        return cfg.lr
+    if cfg.lr_scheduler_type == "constant":
+        return cfg.learning_rate
     progress = (step - warmup) / max(1, total_steps - warmup)
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 0.5 * cfg.learning_rate * (1.0 + math.cos(math.pi * min(1.0, progress)))

@@ -45,7 +45,7 @@ def test_ranks_split_each_global_batch_and_together_cover_the_single_process_bat
 
 
 def test_sampler_refuses_a_dataset_smaller_than_one_batch():
-    with pytest.raises(DataError, match="lower encoder.batch_size"):
+    with pytest.raises(DataError, match="lower encoder.per_device_train_batch_size"):
         StepBatchSampler(5, 8, steps=1)
 
 

@@ -58,7 +58,7 @@ def test_siglip_preset_is_b16_at_448_px_with_sigmoid_loss_parameters():
 
 def test_hybrid_at_tiny_width_trains_every_tower_through_the_same_code_path(tmp_path):
     name = register_twin(tmp_path, "medlens-dinov3-b16-clip-b32", "medlens-test-hybrid-train", HYBRID_CHANGES)
-    cfg = EncoderConfig(model=name, image_size=32, context_length=24, batch_size=4)
+    cfg = EncoderConfig(model=name, image_size=32, context_length=24, per_device_train_batch_size=4)
     model, _, _ = create_encoder(cfg)
     assert (model.visual.head.proj.in_features, model.visual.head.proj.out_features) == (192, 64)
     images, tokens = torch.randn(4, 3, 32, 32), torch.randint(1, 400, (4, 24))
@@ -79,16 +79,16 @@ def test_seed_experiments_select_their_presets_with_the_seed_numbers(repo):
         assert set(exp.datasets) | set(exp.evaluate.external_datasets) <= defined
         assert exp.encoder.hflip is False
     h = hybrid.encoder
-    assert (h.preset, h.optimizer, h.lr, h.momentum, h.weight_decay, h.batch_size, h.steps) == (
-        "hybrid_dinov3_clip", "sgd", 1e-4, 0.9, 0.0, 64, 25000)
-    assert (h.loss, h.init_temperature, h.context_length, h.image_size, h.eval_every) == ("clip", 0.07, 77, 224, 500)
+    assert (h.preset, h.optim, h.learning_rate, h.momentum, h.weight_decay, h.per_device_train_batch_size,
+            h.max_steps) == ("hybrid_dinov3_clip", "sgd", 1e-4, 0.9, 0.0, 64, 25000)
+    assert (h.loss, h.init_temperature, h.context_length, h.image_size, h.eval_steps) == ("clip", 0.07, 77, 224, 500)
     assert hybrid.evaluate.external_datasets == ["chexpert"]
     s = siglip.encoder
     assert (s.preset, s.loss, s.image_size, s.context_length, s.init_logit_bias) == ("siglip_base", "siglip", 448, 64,
                                                                                      -10.0)
-    assert (s.optimizer, s.lr, s.batch_size, s.accum_steps, s.epochs, s.warmup_ratio, s.schedule, s.grad_clip) == (
-        "adamw", 1e-4, 8, 8, 2.0, 0.1, "cosine", 1.0)
-    assert s.best_metric == "val/loss" and s.steps is None and s.warmup_steps is None
+    assert (s.optim, s.learning_rate, s.per_device_train_batch_size, s.gradient_accumulation_steps, s.num_train_epochs,
+            s.warmup_ratio, s.lr_scheduler_type, s.max_grad_norm) == ("adamw_torch", 1e-4, 8, 8, 2.0, 0.1, "cosine", 1.0)
+    assert s.metric_for_best_model == "val/loss" and s.max_steps is None and s.warmup_steps is None
     assert set(siglip.datasets) == {"knee_mendeley", "pad_ufes_20", "slake"}
 
 

@@ -19,7 +19,7 @@ from medlens.train import encoder as enc
 from medlens.train.checkpoint import read_checkpoint_info
 from medlens.train.encoder import TrainingInterrupted, train_encoder
 
-TINY = dict(image_size=32, context_length=24, batch_size=8, warmup_steps=2, log_every=2, num_workers=0)
+TINY = dict(image_size=32, context_length=24, per_device_train_batch_size=8, warmup_steps=2, logging_steps=2, dataloader_num_workers=0)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_accumulated_step_has_the_gradients_of_one_big_batch():
     from medlens.models.encoders import create_encoder
     from medlens.train.losses import ContrastiveLoss
 
-    model, _, _ = create_encoder(EncoderConfig(**{**TINY, "accum_steps": 2}))
+    model, _, _ = create_encoder(EncoderConfig(**{**TINY, "gradient_accumulation_steps": 2}))
     twin = copy.deepcopy(model)
     acc = Accelerator(cpu=True)
     loss_fn = ContrastiveLoss("clip")
@@ -60,7 +60,7 @@ def _weights(path):
 
 
 def test_interrupted_run_resumes_and_ends_with_the_same_weights(pairs, tmp_path, monkeypatch):
-    cfg = EncoderConfig(**TINY, steps=6, eval_every=3, checkpoint_every=3, seed=3)
+    cfg = EncoderConfig(**TINY, max_steps=6, eval_steps=3, save_steps=3, seed=3)
     full = train_encoder(cfg, pairs, tmp_path / "full")
     assert full.steps == 6
 
@@ -103,10 +103,10 @@ def _interrupt_at(monkeypatch, at_step):
     return real_lr_at
 
 
-@pytest.mark.parametrize("edit", [{"seed": 4}, {"lr": 2e-3}, {"image_size": 48}],
+@pytest.mark.parametrize("edit", [{"seed": 4}, {"learning_rate": 2e-3}, {"image_size": 48}],
                          ids=["seed", "lr", "image_size"])
 def test_an_edit_after_a_kill_starts_over_instead_of_resuming_the_old_run(pairs, tmp_path, monkeypatch, caplog, edit):
-    cfg = EncoderConfig(**TINY, steps=6, eval_every=3, checkpoint_every=3, seed=3)
+    cfg = EncoderConfig(**TINY, max_steps=6, eval_steps=3, save_steps=3, seed=3)
     real_lr_at = _interrupt_at(monkeypatch, 2)
     with pytest.raises(TrainingInterrupted, match="step 3/6"):
         train_encoder(cfg, pairs, tmp_path / "run")
@@ -127,13 +127,13 @@ def test_an_edit_after_a_kill_starts_over_instead_of_resuming_the_old_run(pairs,
 
 
 def test_an_edit_of_how_the_run_is_carried_out_still_resumes(pairs, tmp_path, monkeypatch, caplog):
-    cfg = EncoderConfig(**TINY, steps=6, eval_every=3, checkpoint_every=3, seed=3)
+    cfg = EncoderConfig(**TINY, max_steps=6, eval_steps=3, save_steps=3, seed=3)
     real_lr_at = _interrupt_at(monkeypatch, 2)
     with pytest.raises(TrainingInterrupted):
         train_encoder(cfg, pairs, tmp_path / "run")
     monkeypatch.setattr(enc, "lr_at", real_lr_at)
     with caplog.at_level("INFO", logger="medlens.train.encoder"):
-        train_encoder(dataclasses.replace(cfg, log_every=1, checkpoint_every=2), pairs, tmp_path / "run")
+        train_encoder(dataclasses.replace(cfg, logging_steps=1, save_steps=2), pairs, tmp_path / "run")
     assert f"resuming from {tmp_path / 'run.ckpt' / 'last'} at step 3" in caplog.text
 
 
@@ -142,7 +142,7 @@ def test_output_folder_loads_with_open_clip_and_records_the_run(pairs, tmp_path)
 
     from medlens.models.encoders import load_encoder
 
-    cfg = EncoderConfig(**TINY, steps=4, eval_every=2, checkpoint_every=4, best_metric="val/zero_shot_auc")
+    cfg = EncoderConfig(**TINY, max_steps=4, eval_steps=2, save_steps=4, metric_for_best_model="val/zero_shot_auc")
     result = train_encoder(cfg, pairs, tmp_path / "enc", zero_shot=ZeroShotConfig(templates="report"))
     out = tmp_path / "enc"
     assert {"open_clip_config.json", "open_clip_model.safetensors", "last.safetensors", "metrics.csv", "README.md",
@@ -166,7 +166,7 @@ def test_too_few_pairs_for_one_batch_is_a_clear_error(pairs, tmp_path):
     from medlens.errors import DataError
 
     with pytest.raises(DataError, match="global batch of 512"):
-        train_encoder(EncoderConfig(**{**TINY, "batch_size": 512}, steps=2), pairs, tmp_path / "e")
+        train_encoder(EncoderConfig(**{**TINY, "per_device_train_batch_size": 512}, max_steps=2), pairs, tmp_path / "e")
 
 
 @pytest.mark.slow  # a run in one process and one in two (two more interpreters): ~30 s on two idle cores
@@ -175,9 +175,9 @@ def test_two_gloo_processes_train_the_weights_one_process_trains(pairs, tmp_path
     with accumulation, validation and checkpoints on the way, the result is the single-process run's."""
     from helpers.two_process import launch
 
-    fields = {**TINY, "accum_steps": 2, "steps": 3, "eval_every": 2, "checkpoint_every": 2, "seed": 5}
+    fields = {**TINY, "gradient_accumulation_steps": 2, "max_steps": 3, "eval_steps": 2, "save_steps": 2, "seed": 5}
     single = train_encoder(EncoderConfig(**fields), pairs, tmp_path / "one")
-    launch("train", json.dumps({**fields, "batch_size": TINY["batch_size"] // 2}), str(pairs), str(tmp_path / "two"))
+    launch("train", json.dumps({**fields, "per_device_train_batch_size": TINY["per_device_train_batch_size"] // 2}), str(pairs), str(tmp_path / "two"))
     assert single.steps == 3
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for k in one:

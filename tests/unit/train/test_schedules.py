@@ -7,7 +7,7 @@ from medlens.train.schedules import lr_at, warmup_steps
 
 
 def test_warmup_rises_linearly_then_cosine_decays_to_zero():
-    cfg = EncoderConfig(lr=1e-3, warmup_steps=10, schedule="cosine")
+    cfg = EncoderConfig(learning_rate=1e-3, warmup_steps=10, lr_scheduler_type="cosine")
     lrs = [lr_at(s, cfg, 110) for s in range(110)]
     assert lrs[0] == pytest.approx(1e-4)
     assert lrs[9] == pytest.approx(1e-3)
@@ -18,7 +18,7 @@ def test_warmup_rises_linearly_then_cosine_decays_to_zero():
 
 
 def test_warmup_ratio_is_used_when_steps_unset_and_constant_schedule_stays():
-    cfg = EncoderConfig(lr=2e-4, warmup_steps=None, warmup_ratio=0.1, schedule="constant")
+    cfg = EncoderConfig(learning_rate=2e-4, warmup_steps=None, warmup_ratio=0.1, lr_scheduler_type="constant")
     assert warmup_steps(cfg, 600) == 60
     assert lr_at(59, cfg, 600) == pytest.approx(2e-4)
     assert lr_at(599, cfg, 600) == pytest.approx(2e-4)
