@@ -36,8 +36,16 @@ import time
 from pathlib import Path
 
 MODEL, IMAGE_SIZE, CONTEXT, BATCH, LR, WD, WARMUP, CROP = "medlens-tiny", 64, 77, 64, 1e-3, 0.1, 3, 0.9
-FINDINGS = ["The heart is enlarged.", "Heart size is normal.", "Small left pleural effusion.", "No effusion.",
-            "Right upper lobe nodule.", "The lungs are clear.", "Mild pulmonary edema.", "No pneumothorax."]
+FINDINGS = [
+    "The heart is enlarged.",
+    "Heart size is normal.",
+    "Small left pleural effusion.",
+    "No effusion.",
+    "Right upper lobe nodule.",
+    "The lungs are clear.",
+    "Mild pulmonary edema.",
+    "No pneumothorax.",
+]
 
 
 def write_data(folder: Path, n_train: int, n_val: int, seed: int = 0) -> None:
@@ -62,9 +70,24 @@ def write_data(folder: Path, n_train: int, n_val: int, seed: int = 0) -> None:
         img.save(buf, format="PNG", compress_level=1)
         text = " ".join(FINDINGS[k] for k in picks)
         split = "train" if i < n_train else "val"
-        rows.append({"id": f"bench/{i}", "dataset": "bench", "patient_id": f"p{i}", "study_id": None,
-                     "image": buf.getvalue(), "width": 320, "height": 320, "modality": "chest_xray", "view": "PA",
-                     "text": text, "text_source": "report", "labels": ["No Finding"], "meta": "{}", "split": split})
+        rows.append(
+            {
+                "id": f"bench/{i}",
+                "dataset": "bench",
+                "patient_id": f"p{i}",
+                "study_id": None,
+                "image": buf.getvalue(),
+                "width": 320,
+                "height": 320,
+                "modality": "chest_xray",
+                "view": "PA",
+                "text": text,
+                "text_source": "report",
+                "labels": ["No Finding"],
+                "meta": "{}",
+                "split": split,
+            }
+        )
         if split == "train":
             path = folder / "images" / f"{i}.png"
             path.write_bytes(buf.getvalue())
@@ -83,7 +106,9 @@ class StepClock:
         self.stamps: list[float] = []
 
     def attach(self, model):
-        model.register_forward_pre_hook(lambda m, args: self.stamps.append(time.perf_counter()) if m.training else None)
+        model.register_forward_pre_hook(
+            lambda m, args: self.stamps.append(time.perf_counter()) if m.training else None
+        )
         return model
 
     def rate(self, skip: int) -> float:
@@ -105,9 +130,22 @@ def run_medlens(data: Path, steps: int, workers: int, skip: int) -> float:
         return clock.attach(model), model_cfg, preprocess_cfg
 
     encoders.create_encoder = create_and_clock
-    cfg = EncoderConfig(model=MODEL, image_size=IMAGE_SIZE, context_length=CONTEXT, per_device_train_batch_size=BATCH, max_steps=steps,
-                        learning_rate=LR, weight_decay=WD, warmup_steps=WARMUP, random_crop_scale=CROP, precision="fp32",
-                        dataloader_num_workers=workers, eval_steps=10 * steps, save_steps=10 * steps, logging_steps=100)
+    cfg = EncoderConfig(
+        model=MODEL,
+        image_size=IMAGE_SIZE,
+        context_length=CONTEXT,
+        per_device_train_batch_size=BATCH,
+        max_steps=steps,
+        learning_rate=LR,
+        weight_decay=WD,
+        warmup_steps=WARMUP,
+        random_crop_scale=CROP,
+        precision="fp32",
+        dataloader_num_workers=workers,
+        eval_steps=10 * steps,
+        save_steps=10 * steps,
+        logging_steps=100,
+    )
     with tempfile.TemporaryDirectory() as out:
         train_encoder(cfg, data / "pairs.parquet", Path(out) / "encoder")
     return clock.rate(skip)
@@ -127,12 +165,50 @@ def run_open_clip(data: Path, steps: int, workers: int, skip: int) -> float:
 
     oc_main.create_model_and_transforms = create_and_clock
     with tempfile.TemporaryDirectory() as logs:
-        oc_main.main(["--train-data", str(data / "train.csv"), "--dataset-type", "csv", "--csv-img-key", "filepath",
-                      "--csv-caption-key", "title", "--model", MODEL, "--force-image-size", str(IMAGE_SIZE),
-                      "--force-context-length", str(CONTEXT), "--batch-size", str(BATCH), "--epochs", "1",
-                      "--lr", str(LR), "--wd", str(WD), "--warmup", str(WARMUP), "--grad-clip-norm", "1.0",
-                      "--precision", "fp32", "--workers", str(workers), "--seed", "0", "--logs", logs,
-                      "--name", "bench", "--report-to", "", "--log-every-n-steps", "100"])
+        oc_main.main(
+            [
+                "--train-data",
+                str(data / "train.csv"),
+                "--dataset-type",
+                "csv",
+                "--csv-img-key",
+                "filepath",
+                "--csv-caption-key",
+                "title",
+                "--model",
+                MODEL,
+                "--force-image-size",
+                str(IMAGE_SIZE),
+                "--force-context-length",
+                str(CONTEXT),
+                "--batch-size",
+                str(BATCH),
+                "--epochs",
+                "1",
+                "--lr",
+                str(LR),
+                "--wd",
+                str(WD),
+                "--warmup",
+                str(WARMUP),
+                "--grad-clip-norm",
+                "1.0",
+                "--precision",
+                "fp32",
+                "--workers",
+                str(workers),
+                "--seed",
+                "0",
+                "--logs",
+                logs,
+                "--name",
+                "bench",
+                "--report-to",
+                "",
+                "--log-every-n-steps",
+                "100",
+            ]
+        )
     return clock.rate(skip)
 
 
@@ -150,8 +226,12 @@ def run_loader(data: Path, steps: int, workers: int, skip: int) -> float:
     table = read_split(data / "pairs.parquet", "train")
     dataset = PairsDataset(table, image_transform(preprocess_cfg, train=True, crop_scale=CROP))
     sampler = StepBatchSampler(len(dataset), BATCH, steps)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                        collate_fn=_collate(create_tokenizer(cfg, model_cfg)))
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=_collate(create_tokenizer(cfg, model_cfg)),
+    )
     stamps = []
     for _ in loader:
         stamps.append(time.perf_counter())
@@ -170,8 +250,15 @@ def run_gpu(batch: int, steps: int) -> dict:
 
     if not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device")
-    none = {"pretrained": None, "pretrained_image": None, "pretrained_text_model": None, "pretrained_text": None}
-    cfg = from_dict(EncoderConfig, resolve_preset("encoder", {"preset": "hybrid_dinov3_clip", **none}, source="bench"))
+    none = {
+        "pretrained": None,
+        "pretrained_image": None,
+        "pretrained_text_model": None,
+        "pretrained_text": None,
+    }
+    cfg = from_dict(
+        EncoderConfig, resolve_preset("encoder", {"preset": "hybrid_dinov3_clip", **none}, source="bench")
+    )
     accelerator = Accelerator(mixed_precision="bf16")
     model, _, _ = create_encoder(cfg)
     optimizer = create_optimizer(model, cfg)
@@ -190,16 +277,35 @@ def run_gpu(batch: int, steps: int) -> dict:
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     warm = sorted(times[2:]) or times
-    return {"device": torch.cuda.get_device_name(), "batch": batch, "image_size": cfg.image_size,
-            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1), "loss": round(loss, 4),
-            "median_step_s": round(warm[len(warm) // 2], 4), "images_per_s": round(batch / warm[len(warm) // 2], 1),
-            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "torch": torch.__version__}
+    return {
+        "device": torch.cuda.get_device_name(),
+        "batch": batch,
+        "image_size": cfg.image_size,
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "loss": round(loss, 4),
+        "median_step_s": round(warm[len(warm) // 2], 4),
+        "images_per_s": round(batch / warm[len(warm) // 2], 1),
+        "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "torch": torch.__version__,
+    }
 
 
 def _child(kind: str, data: str, steps: int, workers: int, skip: int) -> float:
     """Run one contender in a fresh interpreter (no shared caches, threads or imports between them)."""
-    cmd = [sys.executable, __file__, "--child", kind, "--data", data, "--steps", str(steps), "--workers", str(workers),
-           "--skip", str(skip)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--data",
+        data,
+        "--steps",
+        str(steps),
+        "--workers",
+        str(workers),
+        "--skip",
+        str(skip),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if done.returncode:
         raise SystemExit(f"{kind} failed:\n{done.stderr[-4000:]}")
@@ -209,12 +315,16 @@ def _child(kind: str, data: str, steps: int, workers: int, skip: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per training run")
-    parser.add_argument("--skip", type=int, default=5, help="steps left out of the timing window at the start")
+    parser.add_argument(
+        "--skip", type=int, default=5, help="steps left out of the timing window at the start"
+    )
     parser.add_argument("--workers", type=int, default=2, help="data-loader processes of both contenders")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each contender")
     parser.add_argument("--gpu", action="store_true", help="time the full-size hybrid preset in bf16 instead")
     parser.add_argument("--gpu-batch", type=int, default=64, help="--gpu: images per step")
-    parser.add_argument("--gpu-steps", type=int, default=12, help="--gpu: steps timed (the first 2 are warm-up)")
+    parser.add_argument(
+        "--gpu-steps", type=int, default=12, help="--gpu: steps timed (the first 2 are warm-up)"
+    )
     parser.add_argument("--child", choices=["medlens", "open_clip", "loader"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -241,24 +351,41 @@ def main() -> None:
     from medlens.models.registry import OPEN_CLIP_CONFIGS_DIR
 
     model_cfg = json.loads((OPEN_CLIP_CONFIGS_DIR / f"{MODEL}.json").read_text())
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after")
-    print(f"model {MODEL} at {IMAGE_SIZE} px, context {CONTEXT}, batch {BATCH}: vision {model_cfg['vision_cfg']}, "
-          f"text {model_cfg['text_cfg']}")
-    print(f"`--steps {args.steps} --skip {args.skip} --workers {args.workers} --rounds {args.rounds}`; "
-          f"all rates (steps/s): {json.dumps({k: [round(x, 3) for x in v] for k, v in rates.items()})}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after"
+    )
+    print(
+        f"model {MODEL} at {IMAGE_SIZE} px, context {CONTEXT}, batch {BATCH}: vision {model_cfg['vision_cfg']}, "
+        f"text {model_cfg['text_cfg']}"
+    )
+    print(
+        f"`--steps {args.steps} --skip {args.skip} --workers {args.workers} --rounds {args.rounds}`; "
+        f"all rates (steps/s): {json.dumps({k: [round(x, 3) for x in v] for k, v in rates.items()})}\n"
+    )
     median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
     # each round runs the two back to back, so the ratio within a round sees (nearly) the same machine load
     paired = sorted(m / o for m, o in zip(rates["medlens"], rates["open_clip"], strict=True))
-    print(f"medlens / open_clip_train per round: {', '.join(f'{r:.2f}' for r in paired)}; "
-          f"median {paired[len(paired) // 2]:.2f}x; medlens faster in {sum(r > 1 for r in paired)} of {args.rounds}\n")
-    print("| run | steps/s (best of rounds) | pairs/s | vs open_clip_train | median steps/s | vs open_clip_train |")
+    print(
+        f"medlens / open_clip_train per round: {', '.join(f'{r:.2f}' for r in paired)}; "
+        f"median {paired[len(paired) // 2]:.2f}x; medlens faster in {sum(r > 1 for r in paired)} of {args.rounds}\n"
+    )
+    print(
+        "| run | steps/s (best of rounds) | pairs/s | vs open_clip_train | median steps/s | vs open_clip_train |"
+    )
     print("|---|---|---|---|---|---|")
-    for kind, label in (("open_clip", "open_clip_train (`open_clip_train.main`)"), ("medlens", "medlens `train_encoder`")):
-        print(f"| {label} | {best[kind]:.3f} | {best[kind] * BATCH:.0f} | {best[kind] / best['open_clip']:.2f}x "
-              f"| {median[kind]:.3f} | {median[kind] / median['open_clip']:.2f}x |")
-    print(f"| medlens training loader alone | {loader:.3f} batches/s | {loader * BATCH:.0f} | "
-          f"{loader / best['medlens']:.1f}x medlens's best step rate | | |")
+    for kind, label in (
+        ("open_clip", "open_clip_train (`open_clip_train.main`)"),
+        ("medlens", "medlens `train_encoder`"),
+    ):
+        print(
+            f"| {label} | {best[kind]:.3f} | {best[kind] * BATCH:.0f} | {best[kind] / best['open_clip']:.2f}x "
+            f"| {median[kind]:.3f} | {median[kind] / median['open_clip']:.2f}x |"
+        )
+    print(
+        f"| medlens training loader alone | {loader:.3f} batches/s | {loader * BATCH:.0f} | "
+        f"{loader / best['medlens']:.1f}x medlens's best step rate | | |"
+    )
 
 
 if __name__ == "__main__":

@@ -48,9 +48,19 @@ def build_decoder(preset: str, n_positions: int) -> tuple[GPT2LMHeadModel, Decod
     cfg = from_dict(DecoderConfig, resolve_preset("decoder", {"preset": preset}, source=preset))
     n_image, vocab = SIZES[preset]
     torch.manual_seed(0)
-    dec = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=max(cfg.max_length, n_positions),
-                                     n_embd=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads,
-                                     add_cross_attention=True, bos_token_id=0, eos_token_id=1, pad_token_id=2))
+    dec = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=vocab,
+            n_positions=max(cfg.max_length, n_positions),
+            n_embd=cfg.hidden_size,
+            n_layer=cfg.num_layers,
+            n_head=cfg.num_heads,
+            add_cross_attention=True,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=2,
+        )
+    )
     return dec.eval(), cfg, n_image
 
 
@@ -61,9 +71,17 @@ def time_generate(dec, enc: torch.Tensor, new_tokens: int, use_cache: bool, repe
     best_wall = best_cpu = float("inf")
     for _ in range(repeats):
         w0, c0 = time.perf_counter(), time.process_time()
-        out = dec.generate(input_ids=bos, attention_mask=torch.ones_like(bos), encoder_hidden_states=enc,
-                           max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                           use_cache=use_cache, pad_token_id=2, eos_token_id=1)
+        out = dec.generate(
+            input_ids=bos,
+            attention_mask=torch.ones_like(bos),
+            encoder_hidden_states=enc,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            use_cache=use_cache,
+            pad_token_id=2,
+            eos_token_id=1,
+        )
         best_wall = min(best_wall, time.perf_counter() - w0)
         best_cpu = min(best_cpu, time.process_time() - c0)
     return best_wall, best_cpu, out
@@ -86,37 +104,41 @@ def run(new_tokens: int, batches: list[int], repeats: int, threads: int) -> str:
             ratios.append(ratio_cpu)
             if min(ratio_wall, ratio_cpu) < 3:
                 below.append(f"{preset} at batch {batch} ({ratio_wall:.1f}x wall, {ratio_cpu:.1f}x CPU)")
-            rows.append(f"| {preset} ({cfg.num_layers}x{cfg.hidden_size}, {n_params / 1e6:.1f} M) | {n_image} | {batch} "
-                        f"| {n_tok / uncached[0]:.0f} | {n_tok / cached[0]:.0f} | {ratio_wall:.1f}x "
-                        f"| {n_tok / uncached[1]:.0f} | {n_tok / cached[1]:.0f} | {ratio_cpu:.1f}x "
-                        f"| {'yes' if same else 'NO'} |")
+            rows.append(
+                f"| {preset} ({cfg.num_layers}x{cfg.hidden_size}, {n_params / 1e6:.1f} M) | {n_image} | {batch} "
+                f"| {n_tok / uncached[0]:.0f} | {n_tok / cached[0]:.0f} | {ratio_wall:.1f}x "
+                f"| {n_tok / uncached[1]:.0f} | {n_tok / cached[1]:.0f} | {ratio_cpu:.1f}x "
+                f"| {'yes' if same else 'NO'} |"
+            )
     load_after = os.getloadavg()[0]
-    return "\n".join([
-        f"{TITLE} ({dt.date.today().isoformat()})",
-        "",
-        f"`benchmarks/bench_generation.py --new-tokens {new_tokens} --batch {' '.join(map(str, batches))} "
-        f"--repeats {repeats} --threads {threads}`: greedy decoding from BOS of exactly {new_tokens} tokens, "
-        f"best of {repeats} runs per cell, image tokens fixed (the tower runs once per batch either way). "
-        f"Machine: {_cpu_name()}, {os.cpu_count()} cores, CPU only; Python "
-        f"{platform.python_version()}, torch {torch.__version__}, {threads} torch thread(s). Load average (1 min) "
-        f"{load_before:.2f} before, {load_after:.2f} after (shared machine: wall time includes waiting for a core; "
-        "CPU time is the process's own).",
-        "",
-        "| decoder | image tokens | batch | tokens/s no cache (wall) | tokens/s cache (wall) | speed-up (wall) "
-        "| tokens/s no cache (CPU) | tokens/s cache (CPU) | speed-up (CPU) | same tokens |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"By CPU time (the steadier measure on a shared machine) the KV cache is {min(ratios):.1f}x to "
-        f"{max(ratios):.1f}x faster at {new_tokens} new tokens; "
-        + (f"below the 3x target: {'; '.join(below)}. " if below else "every cell meets the 3x target. ")
-        + "Without the cache every step re-runs self-attention over all earlier tokens and recomputes the "
-        "cross-attention keys and values of every image token, so the gap grows with the batch, the number of "
-        "image tokens and the number of generated tokens; a decoder as small as the demo's spends most of a "
-        "batch-1 step on costs the cache does not remove (one-token matrix products, generate's per-step "
-        "bookkeeping).",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"{TITLE} ({dt.date.today().isoformat()})",
+            "",
+            f"`benchmarks/bench_generation.py --new-tokens {new_tokens} --batch {' '.join(map(str, batches))} "
+            f"--repeats {repeats} --threads {threads}`: greedy decoding from BOS of exactly {new_tokens} tokens, "
+            f"best of {repeats} runs per cell, image tokens fixed (the tower runs once per batch either way). "
+            f"Machine: {_cpu_name()}, {os.cpu_count()} cores, CPU only; Python "
+            f"{platform.python_version()}, torch {torch.__version__}, {threads} torch thread(s). Load average (1 min) "
+            f"{load_before:.2f} before, {load_after:.2f} after (shared machine: wall time includes waiting for a core; "
+            "CPU time is the process's own).",
+            "",
+            "| decoder | image tokens | batch | tokens/s no cache (wall) | tokens/s cache (wall) | speed-up (wall) "
+            "| tokens/s no cache (CPU) | tokens/s cache (CPU) | speed-up (CPU) | same tokens |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"By CPU time (the steadier measure on a shared machine) the KV cache is {min(ratios):.1f}x to "
+            f"{max(ratios):.1f}x faster at {new_tokens} new tokens; "
+            + (f"below the 3x target: {'; '.join(below)}. " if below else "every cell meets the 3x target. ")
+            + "Without the cache every step re-runs self-attention over all earlier tokens and recomputes the "
+            "cross-attention keys and values of every image token, so the gap grows with the batch, the number of "
+            "image tokens and the number of generated tokens; a decoder as small as the demo's spends most of a "
+            "batch-1 step on costs the cache does not remove (one-token matrix products, generate's per-step "
+            "bookkeeping).",
+            "",
+        ]
+    )
 
 
 def write_section(path: Path, section: str) -> None:
@@ -125,7 +147,7 @@ def write_section(path: Path, section: str) -> None:
     start = text.find(TITLE)
     if start >= 0:
         end = text.find("\n## ", start + len(TITLE))
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)

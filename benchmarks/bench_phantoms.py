@@ -65,26 +65,33 @@ def run(n: int, size: int) -> str:
         (f"render images ({size} px)", render_wall, render_cpu, n),
         ("encode PNG (as prepare does; first 200)", png_wall, png_cpu, 200),
     ]
-    table = ["| step | images | wall s | CPU s | images/s (wall) | images/s (CPU) |", "|---|---|---|---|---|---|"]
+    table = [
+        "| step | images | wall s | CPU s | images/s (wall) | images/s (CPU) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, wall, cpu, count in rows:
-        table.append(f"| {name} | {count} | {wall:.2f} | {cpu:.2f} | {count / wall:.0f} | {count / cpu:.0f} |")
+        table.append(
+            f"| {name} | {count} | {wall:.2f} | {cpu:.2f} | {count / wall:.0f} | {count / cpu:.0f} |"
+        )
     verdict = "meets" if 1.0 / per_image[1] >= 100 else "misses"
-    return "\n".join([
-        f"{TITLE} ({dt.date.today().isoformat()})",
-        "",
-        f"`benchmarks/bench_phantoms.py --n {n} --size {size}`: {n} phantoms of {cfg.n_patients} patients "
-        f"(default prevalences, seed 0), rendered one after the other in one process pinned to core {core}. "
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-        f"numpy {np.__version__}, Pillow {PIL.__version__}. Load average (1 min) {load_before:.2f} before, "
-        f"{load_after:.2f} after (the machine is shared with other engineers' jobs, so wall time includes "
-        f"waiting for the core; CPU time is the renderer's own).",
-        "",
-        *table,
-        "",
-        f"Rendering: {1000 * per_image[0]:.1f} ms/image wall, {1000 * per_image[1]:.1f} ms/image CPU, i.e. "
-        f"{1 / per_image[1]:.0f} images/s on one core by CPU time, which {verdict} the target of 100 images/s.",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"{TITLE} ({dt.date.today().isoformat()})",
+            "",
+            f"`benchmarks/bench_phantoms.py --n {n} --size {size}`: {n} phantoms of {cfg.n_patients} patients "
+            f"(default prevalences, seed 0), rendered one after the other in one process pinned to core {core}. "
+            f"Machine: {_cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+            f"numpy {np.__version__}, Pillow {PIL.__version__}. Load average (1 min) {load_before:.2f} before, "
+            f"{load_after:.2f} after (the machine is shared with other engineers' jobs, so wall time includes "
+            f"waiting for the core; CPU time is the renderer's own).",
+            "",
+            *table,
+            "",
+            f"Rendering: {1000 * per_image[0]:.1f} ms/image wall, {1000 * per_image[1]:.1f} ms/image CPU, i.e. "
+            f"{1 / per_image[1]:.0f} images/s on one core by CPU time, which {verdict} the target of 100 images/s.",
+            "",
+        ]
+    )
 
 
 def write_section(path: Path, section: str) -> None:
@@ -93,7 +100,7 @@ def write_section(path: Path, section: str) -> None:
     start = text.find(TITLE)
     if start >= 0:
         end = text.find("\n## ", start + len(TITLE))
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text)

@@ -50,8 +50,10 @@ def _radiograph(seed: int) -> Image.Image:
     y, x = np.mgrid[0:h, 0:SIZE].astype(np.float32)
     cx, cy = SIZE / 2 + rng.normal(0, 20), h / 2 + rng.normal(0, 20)
     body = 170 - 60 * ((x - cx) / (SIZE * 0.55)) ** 2
-    lungs = sum(np.exp(-(((x - (cx + s * SIZE * 0.18)) / (SIZE * 0.13)) ** 2 + ((y - cy) / (h * 0.3)) ** 2))
-                for s in (-1, 1))
+    lungs = sum(
+        np.exp(-(((x - (cx + s * SIZE * 0.18)) / (SIZE * 0.13)) ** 2 + ((y - cy) / (h * 0.3)) ** 2))
+        for s in (-1, 1)
+    )
     ribs = 8 * np.sin(y / (h / 28) + rng.uniform(0, 6)) * lungs
     img = body - 90 * lungs + ribs + rng.normal(0, 4, (h, SIZE))
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), mode="L")
@@ -78,8 +80,15 @@ def generate(folder: Path, n: int, workers: int) -> list[str]:
         w = csv.writer(f)
         w.writerow(["id", "image", "text", "labels", "patient_id"])
         for i, name in enumerate(names):
-            w.writerow([f"b{i:05d}", f"images/{name}", f"Synthetic radiograph number {i}. Lungs are clear.",
-                        "No Finding", f"p{i // 2}"])
+            w.writerow(
+                [
+                    f"b{i:05d}",
+                    f"images/{name}",
+                    f"Synthetic radiograph number {i}. Lungs are clear.",
+                    "No Finding",
+                    f"p{i // 2}",
+                ]
+            )
     return names
 
 
@@ -96,7 +105,9 @@ class PeakMemory:
         while not self._stop.is_set():
             try:
                 self.parent = max(self.parent, me.memory_info().rss)
-                self.children = max(self.children, sum(c.memory_info().rss for c in me.children(recursive=True)))
+                self.children = max(
+                    self.children, sum(c.memory_info().rss for c in me.children(recursive=True))
+                )
             except psutil.NoSuchProcess:
                 pass  # a worker exited between listing and reading
             self._stop.wait(self.interval)
@@ -125,8 +136,9 @@ def naive(folder: Path, names: list[str], out: Path) -> float:
 def medlens(folder: Path, out: Path, workers: int, limit: int | None) -> tuple[float, int]:
     cfg = DatasetConfig(source="manifest", path=str(folder), store_size=STORE, limit=limit)
     start = time.perf_counter()
-    summary = prepare_dataset(cfg, "bench", out / "raw", out / "bench.parquet", out / "bench.rejected.csv",
-                              workers=workers)
+    summary = prepare_dataset(
+        cfg, "bench", out / "raw", out / "bench.parquet", out / "bench.rejected.csv", workers=workers
+    )
     return time.perf_counter() - start, summary.kept
 
 
@@ -134,8 +146,10 @@ def stored_kib(out: Path, naive_out: Path) -> tuple[float, float]:
     """Mean stored image size in KiB: (naive PNG files, images in the prepared parquet)."""
     files = list(naive_out.glob("*.png"))
     images = pq.read_table(out / "bench.parquet", columns=["image"]).column("image")
-    return (sum(f.stat().st_size for f in files) / len(files) / 1024,
-            pc.mean(pc.binary_length(images)).as_py() / 1024)
+    return (
+        sum(f.stat().st_size for f in files) / len(files) / 1024,
+        pc.mean(pc.binary_length(images)).as_py() / 1024,
+    )
 
 
 def _mib(n: int) -> str:
@@ -147,7 +161,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="images (half PNG, half JPEG)")
     parser.add_argument("--workers", type=int, default=2, help="prepare_dataset processes")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the generated images here (reused)")
-    parser.add_argument("--rounds", type=int, default=1, help="alternating naive/medlens rounds; the best of each counts")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="alternating naive/medlens rounds; the best of each counts"
+    )
     parser.add_argument("--append", type=Path, default=None, help="append the Markdown section to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -178,8 +194,14 @@ def main() -> None:
 
     rate_naive, rate_full = args.n / t_naive, args.n / t_full
     kib_naive, kib_medlens = stored_kib(workdir / "medlens_out", workdir / "naive_out")
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
     lines = [
         f"## prepare_datasets vs a naive PIL loop ({dt.date.today().isoformat()})",
         "",

@@ -44,27 +44,37 @@ def _positive_float(text: str) -> float:
 
 def _add_preprocessing(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("preprocessing (read from the model's experiment when not given)")
-    g.add_argument("--modality", help="modality of the inputs, e.g. chest_xray (decides grey or RGB decoding)")
+    g.add_argument(
+        "--modality", help="modality of the inputs, e.g. chest_xray (decides grey or RGB decoding)"
+    )
     g.add_argument("--store-size", type=_positive_int, help="longest side the training images were stored at")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per forward pass (default 16)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=16, help="images per forward pass (default 16)"
+    )
 
 
 def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("text", "jsonl"), default="text", help="output format (default text)")
-    p.add_argument("--out", type=Path, help="write to this file instead of stdout (a new file unless --overwrite)")
+    p.add_argument(
+        "--out", type=Path, help="write to this file instead of stdout (a new file unless --overwrite)"
+    )
     _add_overwrite(p)
 
 
 def _add_overwrite(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (never a model folder)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out (never a model folder)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (also used to document them)."""
     parser = argparse.ArgumentParser(
-        prog="medlens", description="Run trained medlens models on new images, export encoders, summarise experiments.",
+        prog="medlens",
+        description="Run trained medlens models on new images, export encoders, summarise experiments.",
         epilog="exit status: 0 ok; 1 when an input or the model failed (the other inputs are still processed); "
-               "2 for usage errors")
+        "2 for usage errors",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and library warnings")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -81,17 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("classify", help="zero-shot probability of each label for each image")
     p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/16-bit/TIFF/DICOM files")
-    p.add_argument("--labels", nargs="+", help="labels to score (default: the ones the encoder was evaluated on)")
-    p.add_argument("--prompts", help="prompt set name under resources/prompts or a YAML file "
-                                     "(default: the set the encoder was evaluated with)")
+    p.add_argument(
+        "--labels", nargs="+", help="labels to score (default: the ones the encoder was evaluated on)"
+    )
+    p.add_argument(
+        "--prompts",
+        help="prompt set name under resources/prompts or a YAML file "
+        "(default: the set the encoder was evaluated with)",
+    )
     _add_output(p)
     _add_preprocessing(p)
 
     p = sub.add_parser("embed", help="write image (and text) embeddings to a parquet file")
     p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
-    p.add_argument("--images", type=Path, required=True,
-                   help="a folder (searched recursively) or a manifest CSV with columns path[, id, text]")
-    p.add_argument("--out", type=Path, required=True, help="the parquet file to write (a new file unless --overwrite)")
+    p.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        help="a folder (searched recursively) or a manifest CSV with columns path[, id, text]",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="the parquet file to write (a new file unless --overwrite)"
+    )
     _add_overwrite(p)
     p.add_argument("--text", action="store_true", help="also embed the manifest's 'text' column")
     _add_preprocessing(p)
@@ -103,14 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export an encoder's image and text towers, verified against PyTorch")
     p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default onnx)")
-    p.add_argument("--out", type=Path, required=True,
-                   help="folder to write (a new or empty one unless --overwrite)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="folder to write (a new or empty one unless --overwrite)"
+    )
     _add_overwrite(p)
-    p.add_argument("--atol", type=_positive_float, help="largest allowed |export - torch| per feature (default 1e-4)")
+    p.add_argument(
+        "--atol", type=_positive_float, help="largest allowed |export - torch| per feature (default 1e-4)"
+    )
     p.add_argument("--opset", type=_positive_int, help="ONNX opset (default 17)")
-    p.add_argument("--labels", nargs="+", help="labels whose prompts the model card records (default: evaluated ones)")
+    p.add_argument(
+        "--labels", nargs="+", help="labels whose prompts the model card records (default: evaluated ones)"
+    )
     p.add_argument("--prompts", help="their prompt set (default: the set the encoder was evaluated with)")
-    g = p.add_argument_group("preprocessing recorded in the model card (read from the experiment when not given)")
+    g = p.add_argument_group(
+        "preprocessing recorded in the model card (read from the experiment when not given)"
+    )
     g.add_argument("--modality")
     g.add_argument("--store-size", type=_positive_int)
     return parser
@@ -166,13 +194,22 @@ def _generate(args: argparse.Namespace) -> int:
 
     _check_out(args)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
-    generation, _ = generation_settings(args.model, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-                                        repetition_penalty=args.repetition_penalty)
+    generation, _ = generation_settings(
+        args.model,
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+        repetition_penalty=args.repetition_penalty,
+    )
     generator = load_generator(args.model)
     items = list_images(args.images)
-    records, failures = generate_reports(generator, items, prep, generation=generation,
-                                         prompt=args.prompt or training_prompt(args.model),
-                                         batch_size=args.batch_size)
+    records, failures = generate_reports(
+        generator,
+        items,
+        prep,
+        generation=generation,
+        prompt=args.prompt or training_prompt(args.model),
+        batch_size=args.batch_size,
+    )
     report = _Report("generate")
     report.failures(failures)
     _write(records, failures, args.format, args.out, lambda r: r["report"])
@@ -193,8 +230,13 @@ def _classify(args: argparse.Namespace) -> int:
     report = _Report("classify")
     report.failures(failures)
     width = max(len(lab) for lab in labels)
-    _write(records, failures, args.format, args.out,
-           lambda r: "\n".join(f"{lab:<{width}}  {p:.4f}" for lab, p in r["probabilities"].items()))
+    _write(
+        records,
+        failures,
+        args.format,
+        args.out,
+        lambda r: "\n".join(f"{lab:<{width}}  {p:.4f}" for lab, p in r["probabilities"].items()),
+    )
     return report.status(len(items))
 
 
@@ -207,12 +249,21 @@ def _embed(args: argparse.Namespace) -> int:
     items = list_images(args.images, with_text=args.text)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
     encoder = load_encoder(args.model)
-    written, failures = embed_images(encoder, items, prep, args.out, with_text=args.text,
-                                     batch_size=args.batch_size, model_dir=str(args.model))
+    written, failures = embed_images(
+        encoder,
+        items,
+        prep,
+        args.out,
+        with_text=args.text,
+        batch_size=args.batch_size,
+        model_dir=str(args.model),
+    )
     report = _Report("embed")
     report.failures(failures)
-    print(f"wrote {written} embeddings to {args.out}" if written else "no image could be read; nothing written",
-          file=sys.stderr)
+    print(
+        f"wrote {written} embeddings to {args.out}" if written else "no image could be read; nothing written",
+        file=sys.stderr,
+    )
     return report.status(len(items))
 
 
@@ -232,12 +283,21 @@ def _export(args: argparse.Namespace) -> int:
     check_output(args.out, folder=True, overwrite=args.overwrite, protect=[args.model])
     labels, templates = zero_shot_setup(args.model, args.labels, args.prompts)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
-    record = export_onnx(args.model, args.out, prep, labels=labels, templates=templates,
-                         atol=args.atol or DEFAULT_ATOL, opset=args.opset or DEFAULT_OPSET)
+    record = export_onnx(
+        args.model,
+        args.out,
+        prep,
+        labels=labels,
+        templates=templates,
+        atol=args.atol or DEFAULT_ATOL,
+        opset=args.opset or DEFAULT_OPSET,
+    )
     ver = record["verification"]
-    print(f"exported {', '.join(record['files'])} to {args.out} (opset {record['opset']}); max |onnx - torch| "
-          f"image {ver['max_abs_diff']['image']:.2e}, text {ver['max_abs_diff']['text']:.2e} "
-          f"<= {ver['atol']:g}; model card {args.out / 'README.md'}")
+    print(
+        f"exported {', '.join(record['files'])} to {args.out} (opset {record['opset']}); max |onnx - torch| "
+        f"image {ver['max_abs_diff']['image']:.2e}, text {ver['max_abs_diff']['text']:.2e} "
+        f"<= {ver['atol']:g}; model card {args.out / 'README.md'}"
+    )
     return EXIT_OK
 
 

@@ -54,9 +54,20 @@ PRESETS_DIR = PACKAGE_DIR / "models" / "presets"
 
 # The CheXpert-14 observation names, in the labeler's output order: the one chest X-ray vocabulary.
 FINDINGS = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",
-    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
-    "Fracture", "Support Devices",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 )
 
 
@@ -69,14 +80,22 @@ class SyntheticConfig:
     """Settings of the ``synthetic_cxr`` phantom source (see ``medlens.data.sources.synthetic_cxr``)."""
 
     n_images: int = 2000  # number of radiographs rendered
-    n_patients: int = 800  # patients, at most n_images; each has one or more studies with the same base anatomy
+    n_patients: int = (
+        800  # patients, at most n_images; each has one or more studies with the same base anatomy
+    )
     image_size: int = 320  # rendered side length in pixels, in [48, 4096] (the store size by default)
     seed: int = 0  # everything (anatomy, findings, phrasing, noise) follows from this seed
     ap_fraction: float = 0.3  # share of AP views; the rest are PA
-    prevalence: dict[str, float] = field(default_factory=dict)  # finding -> share of studies; unset keep defaults
-    co_occurrence: dict[str, float] = field(default_factory=dict)  # "Child|Parent" -> lift of P(child | parent)
+    prevalence: dict[str, float] = field(
+        default_factory=dict
+    )  # finding -> share of studies; unset keep defaults
+    co_occurrence: dict[str, float] = field(
+        default_factory=dict
+    )  # "Child|Parent" -> lift of P(child | parent)
     pneumonia_fraction: float = 0.5  # share of consolidations whose impression says pneumonia
-    cardiomegaly_ctr: float = 0.5  # cardiothoracic ratio above which the heart is called enlarged, in [0.42, 0.62]
+    cardiomegaly_ctr: float = (
+        0.5  # cardiothoracic ratio above which the heart is called enlarged, in [0.42, 0.62]
+    )
 
 
 @dataclass(frozen=True)
@@ -145,12 +164,20 @@ class EncoderConfig:
     model: str = "medlens-tiny"  # open_clip model-config name
     pretrained: str | None = None  # open_clip pretrained tag, hf-hub:..., local-dir:... or file
     pretrained_image: str | None = None  # vision-tower weights through timm: timm tag, hf-hub:... or file
-    pretrained_text_model: str | None = None  # open_clip model whose text tower gives pretrained_text, e.g. ViT-B-32-quickgelu
+    pretrained_text_model: str | None = (
+        None  # open_clip model whose text tower gives pretrained_text, e.g. ViT-B-32-quickgelu
+    )
     pretrained_text: str | None = None  # its weights: open_clip tag, hf-hub:..., local-dir:... or file
     reset_logit_scale: bool = False  # after loading weights, restart logit scale/bias at their init values
-    tokenizer: str | None = None  # Hugging Face tokenizer (hub id or folder) of HF-tokenizer text towers; None: the model's
-    image_mean: list[float] | None = None  # input normalisation; None: the vision tower's own (timm), else CLIP's
-    image_std: list[float] | None = None  # input normalisation; None: the vision tower's own (timm), else CLIP's
+    tokenizer: str | None = (
+        None  # Hugging Face tokenizer (hub id or folder) of HF-tokenizer text towers; None: the model's
+    )
+    image_mean: list[float] | None = (
+        None  # input normalisation; None: the vision tower's own (timm), else CLIP's
+    )
+    image_std: list[float] | None = (
+        None  # input normalisation; None: the vision tower's own (timm), else CLIP's
+    )
     image_size: int = 64  # model input side in pixels
     context_length: int = 77  # text tokens; longer contexts extend the positional embedding
     loss: Literal["clip", "siglip"] = "clip"  # InfoNCE (ClipLoss) or sigmoid (SigLipLoss)
@@ -179,11 +206,15 @@ class EncoderConfig:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, slower steps
     random_crop_scale: float = 0.8  # RandomResizedCrop lower scale bound; 1.0 disables
     hflip: bool = False  # horizontal flip; swaps left/right in the paired text when enabled
-    text_sampling: Literal["full", "sentence", "sentences"] = "full"  # training text: report, one sentence, subset
+    text_sampling: Literal["full", "sentence", "sentences"] = (
+        "full"  # training text: report, one sentence, subset
+    )
     logging_steps: int = 20  # steps between progress lines
     eval_steps: int = 100  # steps between validation (loss, zero-shot AUC)
     save_steps: int = 100  # steps between resumable checkpoints
-    metric_for_best_model: Literal["val/loss", "val/zero_shot_auc"] = "val/loss"  # selects the best checkpoint
+    metric_for_best_model: Literal["val/loss", "val/zero_shot_auc"] = (
+        "val/loss"  # selects the best checkpoint
+    )
     dataloader_num_workers: int = 2  # data-loader processes
     seed: int = 0  # initialisation, shuffling and augmentation
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what one train_encoder job asks for
@@ -219,9 +250,11 @@ class TrainerConfig:
     def __post_init__(self):
         # the Trainer only checks this when training starts; a config error should stop the dry run
         if self.load_best_model_at_end and self.save_steps % self.eval_steps:
-            raise ConfigError(f"save_steps {self.save_steps} is not a multiple of eval_steps {self.eval_steps}",
-                              key="decoder.trainer.save_steps",
-                              expected="a multiple of eval_steps when load_best_model_at_end is true")
+            raise ConfigError(
+                f"save_steps {self.save_steps} is not a multiple of eval_steps {self.eval_steps}",
+                key="decoder.trainer.save_steps",
+                expected="a multiple of eval_steps when load_best_model_at_end is true",
+            )
 
 
 @dataclass(frozen=True)
@@ -245,13 +278,18 @@ class QuantizationConfig:
     load_in_8bit: bool = False  # 8-bit weights (LLM.int8)
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"  # NF4 suits normally distributed weights
     bnb_4bit_use_double_quant: bool = False  # quantise the quantisation constants too
-    bnb_4bit_compute_dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # float32 on CPU whatever is set
+    bnb_4bit_compute_dtype: Literal["float32", "float16", "bfloat16"] = (
+        "float32"  # float32 on CPU whatever is set
+    )
     llm_int8_skip_modules: list[str] | None = None  # modules kept unquantised (lm_head always is)
 
     def __post_init__(self):
         if self.load_in_4bit and self.load_in_8bit:
-            raise ConfigError("load_in_4bit and load_in_8bit are both set", key="decoder.quantization",
-                              expected="at most one of them")
+            raise ConfigError(
+                "load_in_4bit and load_in_8bit are both set",
+                key="decoder.quantization",
+                expected="at most one of them",
+            )
 
 
 @dataclass(frozen=True)
@@ -268,9 +306,13 @@ class DecoderConfig:
     """Report generator: the LAPVQA-style captioner or a Hugging Face VLM (``train_decoder``)."""
 
     preset: str = "tiny_captioner"  # YAML preset under medlens/models/presets/decoder
-    kind: Literal["captioner", "vlm"] = "captioner"  # medlens captioner or a Hugging Face image-text-to-text model
+    kind: Literal["captioner", "vlm"] = (
+        "captioner"  # medlens captioner or a Hugging Face image-text-to-text model
+    )
     model: str | None = None  # VLM: hub id or local path
-    vision_model: str = "medlens-tiny"  # captioner: open_clip model config of the tower when not taken from the encoder
+    vision_model: str = (
+        "medlens-tiny"  # captioner: open_clip model config of the tower when not taken from the encoder
+    )
     init_from_encoder: bool = True  # captioner: vision tower weights from train_encoder's output
     freeze_vision: bool = False  # captioner: keep the vision tower frozen
     image_size: int | None = None  # captioner input side; None: the tower's own size
@@ -282,7 +324,9 @@ class DecoderConfig:
     length_group_batches: int = 4
     tokenizer: str | None = None  # "gpt2" or a path; None trains a BPE tokenizer on the train reports
     vocab_size: int = 2000  # size of the trained BPE tokenizer
-    max_length: int = 128  # captioner: tokens per target text; vlm: whole sequence (image, prompt and target tokens)
+    max_length: int = (
+        128  # captioner: tokens per target text; vlm: whole sequence (image, prompt and target tokens)
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on capable GPUs, else fp32
     early_stopping_patience: int | None = None  # evaluations without improvement before stopping
     early_stopping_threshold: float = 0.0  # minimum validation-loss improvement that counts
@@ -299,15 +343,24 @@ class DecoderConfig:
         if self.kind != "vlm":
             return
         if self.model is None:
-            raise ConfigError("kind 'vlm' needs a model", key="decoder.model",
-                              expected="a Hugging Face image-text-to-text model id or local folder")
+            raise ConfigError(
+                "kind 'vlm' needs a model",
+                key="decoder.model",
+                expected="a Hugging Face image-text-to-text model id or local folder",
+            )
         quantized = self.quantization.load_in_4bit or self.quantization.load_in_8bit
         if quantized and self.finetune == "full":
-            raise ConfigError("quantised weights cannot be fine-tuned in full", key="decoder.finetune",
-                              expected="'lora' with quantization, or no quantization with 'full'")
+            raise ConfigError(
+                "quantised weights cannot be fine-tuned in full",
+                key="decoder.finetune",
+                expected="'lora' with quantization, or no quantization with 'full'",
+            )
         if self.merge_adapters and self.finetune != "lora":
-            raise ConfigError("merge_adapters is set but there are no adapters", key="decoder.merge_adapters",
-                              expected="false, or finetune: lora")
+            raise ConfigError(
+                "merge_adapters is set but there are no adapters",
+                key="decoder.merge_adapters",
+                expected="false, or finetune: lora",
+            )
 
 
 @dataclass(frozen=True)
@@ -337,8 +390,11 @@ class GenerationConfig:
 
     def generate_kwargs(self) -> dict[str, Any]:
         """These settings as ``GenerationMixin.generate`` keyword arguments."""
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams,
-                                  "repetition_penalty": self.repetition_penalty}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+            "repetition_penalty": self.repetition_penalty,
+        }
         if self.no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
         return kwargs
@@ -350,7 +406,9 @@ class EvalConfig:
 
     split: Literal["val", "test"] = "test"  # split the metrics are reported on
     external_datasets: list[str] = field(default_factory=list)  # datasets evaluated, never trained on
-    recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # K of image->text and text->image recall@K
+    recall_ks: list[int] = field(
+        default_factory=lambda: [1, 5, 10]
+    )  # K of image->text and text->image recall@K
     bootstrap_samples: int = 1000  # resamples for 95% confidence intervals
     seed: int = 0  # bootstrap resampling
     zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)  # CheXzero-style prompts
@@ -423,15 +481,20 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
                 return _convert(value, arg, key, source)
             except ConfigError as e:
                 errors.append(e)
-        raise errors[0] if len(errors) == 1 else ConfigError(
-            f"{value!r} has the wrong type", file=source, key=key, expected=_type_name(tp))
+        raise (
+            errors[0]
+            if len(errors) == 1
+            else ConfigError(f"{value!r} has the wrong type", file=source, key=key, expected=_type_name(tp))
+        )
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"unknown {value!r}", file=source, key=key, expected=f"one of {_type_name(tp)}")
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{value!r} is not a mapping", file=source, key=key, expected="a mapping of settings")
+            raise ConfigError(
+                f"{value!r} is not a mapping", file=source, key=key, expected="a mapping of settings"
+            )
         return from_dict(tp, value, source=source, prefix=key)
     if origin is list:
         if not isinstance(value, list):
@@ -455,20 +518,38 @@ T = typing.TypeVar("T")
 
 # The encoder's training settings carry the Hugging Face Trainer's names, as the decoder's do (one vocabulary
 # across stages); an experiment written with an old name is told the new one.
-RENAMED = {"encoder": {
-    "lr": "learning_rate", "beta1": "adam_beta1", "beta2": "adam_beta2", "eps": "adam_epsilon",
-    "batch_size": "per_device_train_batch_size", "accum_steps": "gradient_accumulation_steps",
-    "steps": "max_steps", "epochs": "num_train_epochs", "schedule": "lr_scheduler_type", "grad_clip": "max_grad_norm",
-    "log_every": "logging_steps", "eval_every": "eval_steps", "checkpoint_every": "save_steps",
-    "best_metric": "metric_for_best_model", "num_workers": "dataloader_num_workers", "optimizer": "optim",
-    "grad_checkpointing": "gradient_checkpointing"}}
+RENAMED = {
+    "encoder": {
+        "lr": "learning_rate",
+        "beta1": "adam_beta1",
+        "beta2": "adam_beta2",
+        "eps": "adam_epsilon",
+        "batch_size": "per_device_train_batch_size",
+        "accum_steps": "gradient_accumulation_steps",
+        "steps": "max_steps",
+        "epochs": "num_train_epochs",
+        "schedule": "lr_scheduler_type",
+        "grad_clip": "max_grad_norm",
+        "log_every": "logging_steps",
+        "eval_every": "eval_steps",
+        "checkpoint_every": "save_steps",
+        "best_metric": "metric_for_best_model",
+        "num_workers": "dataloader_num_workers",
+        "optimizer": "optim",
+        "grad_checkpointing": "gradient_checkpointing",
+    }
+}
 
 
 def _raise_renamed(section: str, key: str, source: str) -> None:
     new = RENAMED.get(section, {}).get(key)
     if new is not None:
-        raise ConfigError(f"'{key}' is now called '{new}' (the Hugging Face Trainer's name)", file=source,
-                          key=f"{section}.{key}", expected=new)
+        raise ConfigError(
+            f"'{key}' is now called '{new}' (the Hugging Face Trainer's name)",
+            file=source,
+            key=f"{section}.{key}",
+            expected=new,
+        )
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "<dict>", prefix: str = "") -> T:
@@ -492,15 +573,20 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "<dict>", pre
     unknown = sorted(set(data) - names)
     if unknown:
         _raise_renamed(prefix, unknown[0], source)
-        raise ConfigError(f"unknown key '{unknown[0]}'", file=source, key=path + unknown[0],
-                          expected=f"one of {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"unknown key '{unknown[0]}'",
+            file=source,
+            key=path + unknown[0],
+            expected=f"one of {', '.join(sorted(names))}",
+        )
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
             kwargs[f.name] = _convert(data[f.name], hints[f.name], path + f.name, source)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError("missing required key", file=source, key=path + f.name,
-                              expected=_type_name(hints[f.name]))
+            raise ConfigError(
+                "missing required key", file=source, key=path + f.name, expected=_type_name(hints[f.name])
+            )
     return cls(**kwargs)
 
 
@@ -547,15 +633,21 @@ def validate_against_schema(data: dict[str, Any], schema_path: str | Path, *, so
         allowed = ", ".join(sorted(err.schema.get("properties", {})))
         if extra:
             _raise_renamed(".".join(str(p) for p in err.absolute_path), extra[0], source)
-        raise ConfigError(f"unknown key '{extra[0] if extra else '?'}'", file=source, key=key or None,
-                          expected=f"one of {allowed}")
+        raise ConfigError(
+            f"unknown key '{extra[0] if extra else '?'}'",
+            file=source,
+            key=key or None,
+            expected=f"one of {allowed}",
+        )
     if err.validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         raise ConfigError("missing required key", file=source, key=".".join(filter(None, [key, missing])))
     raise ConfigError(err.message, file=source, key=key or None)
 
 
-def resolve_preset(kind: Literal["encoder", "decoder"], section: dict[str, Any], *, source: str) -> dict[str, Any]:
+def resolve_preset(
+    kind: Literal["encoder", "decoder"], section: dict[str, Any], *, source: str
+) -> dict[str, Any]:
     """Merge an experiment's ``encoder:``/``decoder:`` section over its preset YAML.
 
     The preset gives the recipe (e.g. seed 000's numbers); keys in the experiment override it.
@@ -565,8 +657,12 @@ def resolve_preset(kind: Literal["encoder", "decoder"], section: dict[str, Any],
     path = preset_dir / f"{preset}.yaml"
     if not path.exists():
         available = sorted(p.stem for p in preset_dir.glob("*.yaml"))
-        raise ConfigError(f"unknown preset '{preset}'", file=source, key=f"{kind}.preset",
-                          expected=f"one of {', '.join(available)}")
+        raise ConfigError(
+            f"unknown preset '{preset}'",
+            file=source,
+            key=f"{kind}.preset",
+            expected=f"one of {', '.join(available)}",
+        )
     merged = _deep_merge(load_yaml(path), section)
     merged["preset"] = preset
     return merged
@@ -576,7 +672,11 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     """``override`` on top of ``base``; nested mappings merge key by key (``trainer.max_steps`` keeps the rest)."""
     out = dict(base)
     for key, value in override.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
     return out
 
 
@@ -600,8 +700,11 @@ def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) 
         data[kind] = resolve_preset(kind, data.get(kind, {}), source=str(path))
     cfg = from_dict(ExperimentConfig, data, source=str(path))
     if schema_path is not None:  # the presets' values keep the bounds too
-        validate_against_schema(json.loads(json.dumps(to_dict(cfg), default=str)), schema_path,
-                                source=f"{path} (with its presets)")
+        validate_against_schema(
+            json.loads(json.dumps(to_dict(cfg), default=str)),
+            schema_path,
+            source=f"{path} (with its presets)",
+        )
     return cfg
 
 

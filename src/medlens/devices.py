@@ -56,9 +56,15 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def claim_gpus(n: int, *, environ: MutableMapping[str, str] = os.environ, devices: list[str] | None = None,
-               lock_dir: str | os.PathLike | None = None, timeout: float | None = None,
-               poll: float = 5.0) -> list[str]:
+def claim_gpus(
+    n: int,
+    *,
+    environ: MutableMapping[str, str] = os.environ,
+    devices: list[str] | None = None,
+    lock_dir: str | os.PathLike | None = None,
+    timeout: float | None = None,
+    poll: float = 5.0,
+) -> list[str]:
     """Give this process ``n`` GPUs of its own by setting ``CUDA_VISIBLE_DEVICES`` (call before CUDA starts).
 
     Under SLURM (``SLURM_JOB_ID`` set) the scheduler's choice stands. Elsewhere, ``n`` free devices are
@@ -95,9 +101,12 @@ def claim_gpus(n: int, *, environ: MutableMapping[str, str] = os.environ, device
         logger.warning("the job asks for %d GPU(s) but none is visible; it runs on the CPU", n)
         return []
     if n > len(pool):
-        raise ConfigError(f"the job asks for {n} GPUs but {len(pool)} are visible ({','.join(pool)})",
-                          key="resources.gpus", expected=f"at most {len(pool)} (the local profile's `gpu` "
-                          "resource should not exceed the machine's GPUs)")
+        raise ConfigError(
+            f"the job asks for {n} GPUs but {len(pool)} are visible ({','.join(pool)})",
+            key="resources.gpus",
+            expected=f"at most {len(pool)} (the local profile's `gpu` "
+            "resource should not exceed the machine's GPUs)",
+        )
     directory = Path(lock_dir or environ.get(LOCK_DIR_ENV) or _DEFAULT_LOCK_DIR)
     directory.mkdir(parents=True, exist_ok=True)
     start, waiting = time.monotonic(), False
@@ -114,17 +123,25 @@ def claim_gpus(n: int, *, environ: MutableMapping[str, str] = os.environ, device
         for _, fd in claimed:  # never hold some devices while waiting for others (two jobs would deadlock)
             os.close(fd)
         if timeout is not None and time.monotonic() - start >= timeout:
-            raise MedlensError(f"{n} of the GPUs {','.join(pool)} were not free within {timeout:.0f} s "
-                               f"(lock files in {directory})")
+            raise MedlensError(
+                f"{n} of the GPUs {','.join(pool)} were not free within {timeout:.0f} s "
+                f"(lock files in {directory})"
+            )
         if not waiting:
-            logger.info("waiting for %d free GPU(s) of %s (held by other jobs; lock files in %s)", n,
-                        ",".join(pool), directory)
+            logger.info(
+                "waiting for %d free GPU(s) of %s (held by other jobs; lock files in %s)",
+                n,
+                ",".join(pool),
+                directory,
+            )
             waiting = True
         time.sleep(poll)
     _held.extend(fd for _, fd in claimed)
     names = [device for device, _ in claimed]
     environ["CUDA_VISIBLE_DEVICES"] = ",".join(names)
-    logger.info("GPU(s) %s claimed (CUDA_VISIBLE_DEVICES=%s)", ",".join(names), environ["CUDA_VISIBLE_DEVICES"])
+    logger.info(
+        "GPU(s) %s claimed (CUDA_VISIBLE_DEVICES=%s)", ",".join(names), environ["CUDA_VISIBLE_DEVICES"]
+    )
     return names
 
 

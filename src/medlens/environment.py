@@ -46,9 +46,11 @@ class LockDifferences:
 
     def lines(self) -> list[str]:
         """One human-readable line per difference."""
-        return ([f"{d['name']} {d['installed']} installed, {d['locked']} locked" for d in self.different]
-                + [f"{name} locked, not installed" for name in self.missing]
-                + [f"{d['name']} {d['installed']} installed, not in the lock" for d in self.extra])
+        return (
+            [f"{d['name']} {d['installed']} installed, {d['locked']} locked" for d in self.different]
+            + [f"{name} locked, not installed" for name in self.missing]
+            + [f"{d['name']} {d['installed']} installed, not in the lock" for d in self.extra]
+        )
 
 
 def _requirement_lines(text: str) -> list[tuple[int, str]]:
@@ -84,7 +86,9 @@ def read_lock(path: str | os.PathLike, *, all_environments: bool = False) -> dic
         try:
             req = Requirement(line)
         except InvalidRequirement as e:
-            raise ConfigError(f"{path}:{number}: not a requirement ({e})", expected="name==version ; marker") from e
+            raise ConfigError(
+                f"{path}:{number}: not a requirement ({e})", expected="name==version ; marker"
+            ) from e
         spec = list(req.specifier)
         if len(spec) != 1 or spec[0].operator != "==" or "*" in spec[0].version:
             raise ConfigError(f"{path}:{number}: '{line}' is not an exact pin", expected="name==version")
@@ -99,16 +103,23 @@ def installed_packages() -> dict[str, str]:
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"]
         if name:
-            found.setdefault(canonicalize_name(name), dist.version)  # the first on sys.path is the one imported
+            found.setdefault(
+                canonicalize_name(name), dist.version
+            )  # the first on sys.path is the one imported
     return dict(sorted(found.items()))
 
 
 def compare(locked: dict[str, str], installed: dict[str, str]) -> LockDifferences:
     """What ``installed`` has that ``locked`` does not, and the reverse (pip and medlens itself ignored)."""
     missing = sorted(name for name in locked if name not in installed and name not in _NOT_LOCKED)
-    different = [{"name": n, "locked": locked[n], "installed": installed[n]} for n in sorted(locked)
-                 if n in installed and n not in _NOT_LOCKED and installed[n] != locked[n]]
-    extra = [{"name": n, "installed": v} for n, v in installed.items() if n not in locked and n not in _NOT_LOCKED]
+    different = [
+        {"name": n, "locked": locked[n], "installed": installed[n]}
+        for n in sorted(locked)
+        if n in installed and n not in _NOT_LOCKED and installed[n] != locked[n]
+    ]
+    extra = [
+        {"name": n, "installed": v} for n, v in installed.items() if n not in locked and n not in _NOT_LOCKED
+    ]
     return LockDifferences(missing, different, extra)
 
 
@@ -135,10 +146,15 @@ def record(lock: str | os.PathLike | None = None) -> dict[str, Any]:
     path = Path(lock) if lock is not None else find_lock()
     installed = installed_packages()
     differences = compare(read_lock(path), installed) if path is not None else None
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "lock": None if path is None else str(path), "lock_sha256": None if path is None else _sha256(path),
-            "matches_lock": differences is not None and not differences,
-            "differences": None if differences is None else asdict(differences), "packages": installed}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "lock": None if path is None else str(path),
+        "lock_sha256": None if path is None else _sha256(path),
+        "matches_lock": differences is not None and not differences,
+        "differences": None if differences is None else asdict(differences),
+        "packages": installed,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     at another version; packages the lock does not have are listed as a warning."""
     parser = argparse.ArgumentParser(prog="python -m medlens.environment")
     parser.add_argument("command", choices=["check"])
-    parser.add_argument("--lock", help="the lock to compare with (default: the one this environment came from)")
+    parser.add_argument(
+        "--lock", help="the lock to compare with (default: the one this environment came from)"
+    )
     args = parser.parse_args(argv)
     path = Path(args.lock) if args.lock else find_lock()
     if path is None or not path.is_file():
@@ -156,12 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     for line in diff.lines():
         print(f"  {line}", file=sys.stderr)
     if diff.missing or diff.different:
-        print(f"this environment is not the lock {path}: reinstall it (rm -r .venv && make venv)", file=sys.stderr)
+        print(
+            f"this environment is not the lock {path}: reinstall it (rm -r .venv && make venv)",
+            file=sys.stderr,
+        )
         return 1
     if diff.extra:
         names = " ".join(d["name"] for d in diff.extra)
-        print(f"WARNING: packages the lock {path} does not have are installed; results built here will be marked "
-              f"as not matching the lock. Remove them with: pip uninstall {names}", file=sys.stderr)
+        print(
+            f"WARNING: packages the lock {path} does not have are installed; results built here will be marked "
+            f"as not matching the lock. Remove them with: pip uninstall {names}",
+            file=sys.stderr,
+        )
     else:
         print(f"environment matches {path} (sha256 {_sha256(path)[:12]})")
     return 0

@@ -28,8 +28,9 @@ class ConfigError(MedlensError):
         expected: the allowed values or range.
     """
 
-    def __init__(self, problem: str, *, file: str | None = None, key: str | None = None,
-                 expected: str | None = None):
+    def __init__(
+        self, problem: str, *, file: str | None = None, key: str | None = None, expected: str | None = None
+    ):
         self.file, self.key, self.problem, self.expected = file, key, problem, expected
         super().__init__(_format(file, key, problem, expected))
 
@@ -45,11 +46,21 @@ class DataError(MedlensError):
         expected: what the format requires.
     """
 
-    def __init__(self, problem: str, *, file: str | None = None, row: str | int | None = None,
-                 column: str | None = None, expected: str | None = None):
+    def __init__(
+        self,
+        problem: str,
+        *,
+        file: str | None = None,
+        row: str | int | None = None,
+        column: str | None = None,
+        expected: str | None = None,
+    ):
         self.file, self.row, self.column, self.problem, self.expected = file, row, column, problem, expected
         where = None
         if row is not None or column is not None:
-            where = " ".join(x for x in (f"row {row}" if row is not None else "",
-                                          f"column '{column}'" if column else "") if x)
+            where = " ".join(
+                x
+                for x in (f"row {row}" if row is not None else "", f"column '{column}'" if column else "")
+                if x
+            )
         super().__init__(_format(file, where, problem, expected))

@@ -19,8 +19,12 @@ __all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "sha256_file"
 
 
 # errors that say the output location cannot take the output, whatever was being written
-_WRITE_FAULTS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-                 errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
+_WRITE_FAULTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+}
 
 
 @contextlib.contextmanager
@@ -36,8 +40,10 @@ def _write_faults(path: Path) -> Iterator[None]:
             raise
         from medlens.errors import MedlensError
 
-        raise MedlensError(f"{path}: cannot be written: {_WRITE_FAULTS[e.errno]} ({e.filename or path}); "
-                           "free space, or point the output at a writable folder") from e
+        raise MedlensError(
+            f"{path}: cannot be written: {_WRITE_FAULTS[e.errno]} ({e.filename or path}); "
+            "free space, or point the output at a writable folder"
+        ) from e
 
 
 def _alive(pid: int) -> bool:
@@ -132,8 +138,13 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_output(path: str | os.PathLike, *, folder: bool = False, overwrite: bool = False,
-                 protect: Sequence[str | os.PathLike] = ()) -> Path:
+def check_output(
+    path: str | os.PathLike,
+    *,
+    folder: bool = False,
+    overwrite: bool = False,
+    protect: Sequence[str | os.PathLike] = (),
+) -> Path:
     """Refuse an output target whose replacement would destroy what the command did not create.
 
     Args:
@@ -156,13 +167,22 @@ def check_output(path: str | os.PathLike, *, folder: bool = False, overwrite: bo
     for guarded in protect:
         guarded = Path(guarded).resolve()
         if target == guarded or guarded in target.parents or target in guarded.parents:
-            raise ConfigError(f"'{p}' would be written over the model folder {guarded}", key="--out",
-                              expected="a path outside the model it reads")
+            raise ConfigError(
+                f"'{p}' would be written over the model folder {guarded}",
+                key="--out",
+                expected="a path outside the model it reads",
+            )
     kind = "folder" if folder else "regular file"
     if p.is_symlink() or (p.exists() and not (p.is_dir() if folder else p.is_file())):
-        raise ConfigError(f"'{p}' exists and is not a {kind}" + (" (a link)" if p.is_symlink() else ""),
-                          key="--out", expected=f"a new path or an existing {kind}")
+        raise ConfigError(
+            f"'{p}' exists and is not a {kind}" + (" (a link)" if p.is_symlink() else ""),
+            key="--out",
+            expected=f"a new path or an existing {kind}",
+        )
     if p.exists() and not overwrite and (not folder or any(p.iterdir())):
-        raise ConfigError(f"'{p}' already exists" + (" and is not empty" if folder else ""), key="--out",
-                          expected="a new path, or --overwrite to replace it")
+        raise ConfigError(
+            f"'{p}' already exists" + (" and is not empty" if folder else ""),
+            key="--out",
+            expected="a new path, or --overwrite to replace it",
+        )
     return p

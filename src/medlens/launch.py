@@ -35,8 +35,13 @@ def torchrun_command(nprocs: int, argv: Sequence[str], python: str = sys.executa
     return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nprocs}", *argv]
 
 
-def launch(gpus: int, *, argv: Sequence[str] | None = None, environ: MutableMapping[str, str] = os.environ,
-           execve: Callable[[str, list[str], dict[str, str]], None] = os.execve) -> None:
+def launch(
+    gpus: int,
+    *,
+    argv: Sequence[str] | None = None,
+    environ: MutableMapping[str, str] = os.environ,
+    execve: Callable[[str, list[str], dict[str, str]], None] = os.execve,
+) -> None:
     """Claim the job's GPUs; with more than one, re-run the calling script as one process per GPU.
 
     Returns in every process that trains: at once for zero or one GPU and in each torchrun worker.

@@ -25,12 +25,16 @@ def resource_path(*parts: str) -> Path:
     """
     for part in parts:
         if not part or part in (".", "..") or "/" in part or "\\" in part or "\0" in part:
-            raise ConfigError(f"'{part}' is not the name of a shipped resource",
-                              expected="a plain name such as 'chexzero' (or a path to a .yaml file of your own)")
+            raise ConfigError(
+                f"'{part}' is not the name of a shipped resource",
+                expected="a plain name such as 'chexzero' (or a path to a .yaml file of your own)",
+            )
     path = RESOURCES_DIR.joinpath(*parts)
     if not path.exists():
         parent = path.parent
         have = sorted(p.name for p in parent.iterdir()) if parent.is_dir() else []
-        raise ConfigError(f"resource '{'/'.join(parts)}' not found in {RESOURCES_DIR}",
-                          expected=f"one of {', '.join(have)}" if have else "a file under resources/")
+        raise ConfigError(
+            f"resource '{'/'.join(parts)}' not found in {RESOURCES_DIR}",
+            expected=f"one of {', '.join(have)}" if have else "a file under resources/",
+        )
     return path

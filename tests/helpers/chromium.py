@@ -41,8 +41,8 @@ class Browser:
     def __init__(self, binary: str, timeout: float = 30.0):
         self.timeout = timeout
         self._profile = tempfile.mkdtemp(prefix="medlens-chromium-")
-        cmd_r, self._cmd_w = os.pipe()   # we write commands, Chromium reads them as fd 3
-        self._evt_r, evt_w = os.pipe()   # Chromium writes fd 4, we read
+        cmd_r, self._cmd_w = os.pipe()  # we write commands, Chromium reads them as fd 3
+        self._evt_r, evt_w = os.pipe()  # Chromium writes fd 4, we read
 
         def child_fds():
             os.dup2(cmd_r, 3)
@@ -50,12 +50,29 @@ class Browser:
 
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
         self._proc = subprocess.Popen(
-            [binary, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--mute-audio",
-             f"--user-data-dir={self._profile}", "about:blank"],
-            preexec_fn=child_fds, pass_fds=(3, 4), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE)
+            [
+                binary,
+                "--headless",
+                "--remote-debugging-pipe",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--mute-audio",
+                f"--user-data-dir={self._profile}",
+                "about:blank",
+            ],
+            preexec_fn=child_fds,
+            pass_fds=(3, 4),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         os.close(cmd_r)
         os.close(evt_w)
         self._buf = b""
@@ -91,12 +108,16 @@ class Browser:
                 raise TimeoutError(f"no DevTools message within {timeout} s")
             chunk = os.read(self._evt_r, 1 << 20)
             if not chunk:
-                raise EOFError(f"Chromium exited: {self._proc.stderr.read().decode(errors='replace')[-2000:]}")
+                raise EOFError(
+                    f"Chromium exited: {self._proc.stderr.read().decode(errors='replace')[-2000:]}"
+                )
             self._buf += chunk
         message, self._buf = self._buf.split(b"\0", 1)
         return json.loads(message)
 
-    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None
+    ) -> dict[str, Any]:
         """Send one command and return its result; events that arrive meanwhile go to ``events``."""
         self._next_id += 1
         message = {"id": self._next_id, "method": method, "params": params or {}}
@@ -134,8 +155,11 @@ class Browser:
         session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Network", "Runtime", "Log"):
             self.call(f"{domain}.enable", session=session)
-        self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
-                                                         "mobile": False}, session=session)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         start = len(self.events)
         self.call("Page.navigate", {"url": url}, session=session)
         self.wait_for("Page.loadEventFired")
@@ -150,8 +174,11 @@ class Page:
         self.browser, self.session, self._first = browser, session, first_event
 
     def _events(self, *methods: str) -> list[dict[str, Any]]:
-        return [e["params"] for e in self.browser.events[self._first:]
-                if e.get("sessionId") == self.session and e.get("method") in methods]
+        return [
+            e["params"]
+            for e in self.browser.events[self._first :]
+            if e.get("sessionId") == self.session and e.get("method") in methods
+        ]
 
     @property
     def requested_urls(self) -> list[str]:
@@ -161,17 +188,24 @@ class Page:
     @property
     def errors(self) -> list[str]:
         """Console errors, uncaught exceptions and browser log entries of level error or warning."""
-        out = [f"console.{e['type']}: {e.get('args')}" for e in self._events("Runtime.consoleAPICalled")
-               if e["type"] in ("error", "warning", "assert")]
+        out = [
+            f"console.{e['type']}: {e.get('args')}"
+            for e in self._events("Runtime.consoleAPICalled")
+            if e["type"] in ("error", "warning", "assert")
+        ]
         out += [f"exception: {e['exceptionDetails']}" for e in self._events("Runtime.exceptionThrown")]
-        out += [f"{e['entry']['source']} {e['entry']['level']}: {e['entry']['text']}"
-                for e in self._events("Log.entryAdded") if e["entry"]["level"] in ("error", "warning")]
+        out += [
+            f"{e['entry']['source']} {e['entry']['level']}: {e['entry']['text']}"
+            for e in self._events("Log.entryAdded")
+            if e["entry"]["level"] in ("error", "warning")
+        ]
         return out
 
     def evaluate(self, expression: str) -> Any:
         """The JSON value of a JavaScript expression (DevTools evaluation is not subject to the page's CSP)."""
-        result = self.browser.call("Runtime.evaluate", {"expression": expression, "returnByValue": True},
-                                   session=self.session)
+        result = self.browser.call(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=self.session
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -185,10 +219,21 @@ class Page:
         metrics = self.browser.call("Page.getLayoutMetrics", session=self.session)
         size = metrics["cssContentSize"]
         height = size["height"] if max_height is None else min(size["height"], max_height)
-        shot = self.browser.call("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": metrics["cssLayoutViewport"]["clientWidth"], "height": height,
-                     "scale": 1}}, session=self.session)
+        shot = self.browser.call(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {
+                    "x": 0,
+                    "y": 0,
+                    "width": metrics["cssLayoutViewport"]["clientWidth"],
+                    "height": height,
+                    "scale": 1,
+                },
+            },
+            session=self.session,
+        )
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
@@ -196,6 +241,7 @@ class Page:
 
     def print_pdf(self) -> bytes:
         """The page printed to PDF with its own ``@page`` size."""
-        result = self.browser.call("Page.printToPDF", {"preferCSSPageSize": True, "printBackground": False},
-                                   session=self.session)
+        result = self.browser.call(
+            "Page.printToPDF", {"preferCSSPageSize": True, "printBackground": False}, session=self.session
+        )
         return base64.b64decode(result["data"])

@@ -22,8 +22,17 @@ def save_tiny_open_clip(path: str | Path, seed: int = 0) -> Path:
     model = open_clip.CLIP(**TINY_MODEL_CFG)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path / "open_clip_model.safetensors")
-    preprocess = {"size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "interpolation": "bicubic",
-                  "resize_mode": "shortest"}
-    (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_MODEL_CFG, "preprocess_cfg": preprocess}))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, path / "open_clip_model.safetensors"
+    )
+    preprocess = {
+        "size": 32,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+    (path / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": TINY_MODEL_CFG, "preprocess_cfg": preprocess})
+    )
     return path

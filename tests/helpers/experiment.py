@@ -33,9 +33,19 @@ def make_experiment(results: Path) -> Path:
     write_pairs(exp / "data" / "pairs.parquet", n=20, size=40)
     write_prepared(results / "prepared" / "toy.parquet", STORE_SIZE)
     encoder = save_tiny_open_clip(exp / "encoder")
-    (encoder / "medlens.json").write_text(json.dumps({"kind": "open_clip", "steps": 3, "best_metric": "val/loss",
-                                                      "best_value": 1.5, "best_step": 2, "config": {"preset": "tiny"},
-                                                      "zero_shot": {"labels": LABELS, "templates": "report"}}))
+    (encoder / "medlens.json").write_text(
+        json.dumps(
+            {
+                "kind": "open_clip",
+                "steps": 3,
+                "best_metric": "val/loss",
+                "best_value": 1.5,
+                "best_step": 2,
+                "config": {"preset": "tiny"},
+                "zero_shot": {"labels": LABELS, "templates": "report"},
+            }
+        )
+    )
     (encoder / "README.md").write_text("# tiny encoder\n\n- trained for a test\n")
     return exp
 

@@ -20,8 +20,13 @@ def edit_experiment(workdir: Path, edit: Callable[[dict], None]) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout: float, poll: float = 0.2,
-             alive: Callable[[], bool] = lambda: True) -> object:
+def wait_for(
+    predicate: Callable[[], object],
+    what: str,
+    timeout: float,
+    poll: float = 0.2,
+    alive: Callable[[], bool] = lambda: True,
+) -> object:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s or once ``alive()`` is False."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -50,8 +55,11 @@ def script_pids(workdir: Path, rule: str) -> list[int]:
         except OSError:  # gone, or not a process
             continue
         args = [a.decode(errors="replace") for a in argv if a]
-        if args and "python" in Path(args[0]).name and any(
-                a.startswith(marker) and a.endswith(f".{rule}.py") for a in args[1:]):
+        if (
+            args
+            and "python" in Path(args[0]).name
+            and any(a.startswith(marker) and a.endswith(f".{rule}.py") for a in args[1:])
+        ):
             pids.append(int(proc.name))
     return pids
 

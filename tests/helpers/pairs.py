@@ -36,10 +36,24 @@ def write_pairs(path: str | Path, n: int = 120, seed: int = 0, size: int = 40) -
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         split = "train" if i < n * 0.7 else "val" if i < n * 0.85 else "test"
-        rows.append({"id": f"toy/{i}", "dataset": "toy", "patient_id": f"p{i}", "study_id": None,
-                     "image": buf.getvalue(), "width": size, "height": size, "modality": "chest_xray", "view": "PA",
-                     "text": " ".join(text), "text_source": "report", "labels": labels or ["No Finding"],
-                     "meta": "{}", "split": split})
+        rows.append(
+            {
+                "id": f"toy/{i}",
+                "dataset": "toy",
+                "patient_id": f"p{i}",
+                "study_id": None,
+                "image": buf.getvalue(),
+                "width": size,
+                "height": size,
+                "modality": "chest_xray",
+                "view": "PA",
+                "text": " ".join(text),
+                "text_source": "report",
+                "labels": labels or ["No Finding"],
+                "meta": "{}",
+                "split": split,
+            }
+        )
     path = Path(path)
     pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), path)
     return path

@@ -27,12 +27,23 @@ def make_prepared(tmp_path):
     def write(name: str, rows: list[dict]) -> str:
         records = []
         for i, r in enumerate(rows):
-            records.append({
-                "id": f"{name}/{r['id']}", "dataset": name, "patient_id": r.get("patient"), "study_id": None,
-                "image": r.get("image", png(i % 256)), "width": 8, "height": 8, "modality": "chest_xray",
-                "view": "PA", "text": r.get("text", f"report {r['id']}"), "text_source": r.get("text_source", "report"),
-                "labels": r.get("labels", []), "meta": json.dumps(r.get("meta", {})),
-            })
+            records.append(
+                {
+                    "id": f"{name}/{r['id']}",
+                    "dataset": name,
+                    "patient_id": r.get("patient"),
+                    "study_id": None,
+                    "image": r.get("image", png(i % 256)),
+                    "width": 8,
+                    "height": 8,
+                    "modality": "chest_xray",
+                    "view": "PA",
+                    "text": r.get("text", f"report {r['id']}"),
+                    "text_source": r.get("text_source", "report"),
+                    "labels": r.get("labels", []),
+                    "meta": json.dumps(r.get("meta", {})),
+                }
+            )
         path = tmp_path / f"{name}.parquet"
         pq.write_table(pa.Table.from_pylist(records, schema=PREPARED_SCHEMA), path, row_group_size=7)
         return str(path)
@@ -45,8 +56,10 @@ def population(n_patients: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for p in range(n_patients):
-        labels = rng.choice([["No Finding"]] * 6 + [["Cardiomegaly"], ["Pleural Effusion"],
-                                                    ["Cardiomegaly", "Pleural Effusion"]])
+        labels = rng.choice(
+            [["No Finding"]] * 6
+            + [["Cardiomegaly"], ["Pleural Effusion"], ["Cardiomegaly", "Pleural Effusion"]]
+        )
         if p % 40 == 0:
             labels = ["Pneumothorax"]
         for s in range(rng.randint(1, 3)):

@@ -15,22 +15,32 @@ from medlens.models.registry import OPEN_CLIP_CONFIGS_DIR, register_open_clip_co
 TINY_TEXT = {"width": 64, "heads": 2, "layers": 2, "context_length": 24}
 
 # timm's smallest DINOv3 (192-d): the 768->512 bridge of the preset becomes 192->64
-HYBRID_CHANGES = {"embed_dim": 64,
-                  "vision_cfg": {"image_size": 32, "timm_model_name": "vit_tiny_patch16_dinov3_qkvb"},
-                  "text_cfg": TINY_TEXT}
+HYBRID_CHANGES = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "timm_model_name": "vit_tiny_patch16_dinov3_qkvb"},
+    "text_cfg": TINY_TEXT,
+}
 # the donor of the text tower: an open_clip CLIP (quick_gelu, like OpenAI's ViT-B-32) with the same text tower
-CLIP_DONOR_CFG = {"embed_dim": 64, "quick_gelu": True,
-                  "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-                  "text_cfg": {**TINY_TEXT, "vocab_size": 49408}}
+CLIP_DONOR_CFG = {
+    "embed_dim": 64,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {**TINY_TEXT, "vocab_size": 49408},
+}
 # a ViT with learned absolute position embeddings at 224 px, like SigLIP's webli tower (no projection: 192-d)
-SIGLIP_CHANGES = {"embed_dim": 192, "vision_cfg": {"timm_model_name": "vit_tiny_patch16_224"},
-                  "text_cfg": {"width": 64, "heads": 2, "layers": 2, "hf_tokenizer_name": "medlens-test/tiny-sig"}}
+SIGLIP_CHANGES = {
+    "embed_dim": 192,
+    "vision_cfg": {"timm_model_name": "vit_tiny_patch16_224"},
+    "text_cfg": {"width": 64, "heads": 2, "layers": 2, "hf_tokenizer_name": "medlens-test/tiny-sig"},
+}
 
 
 def _merge(base: dict, changes: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in changes.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
     return out
 
 
@@ -60,9 +70,17 @@ def make_tokenizer(folder: Path, corpus: list[str]):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<pad>", "</s>", "<unk>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
     fast.save_pretrained(folder)
     return fast
 

@@ -22,8 +22,10 @@ GLOBAL_BATCH, DIM = 8, 16
 def global_features(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit-norm image and text features of the whole batch, the same on every process."""
     g = torch.Generator().manual_seed(seed)
-    return (F.normalize(torch.randn(GLOBAL_BATCH, DIM, generator=g), dim=-1),
-            F.normalize(torch.randn(GLOBAL_BATCH, DIM, generator=g), dim=-1))
+    return (
+        F.normalize(torch.randn(GLOBAL_BATCH, DIM, generator=g), dim=-1),
+        F.normalize(torch.randn(GLOBAL_BATCH, DIM, generator=g), dim=-1),
+    )
 
 
 def losses(out: Path) -> None:
@@ -39,8 +41,17 @@ def losses(out: Path) -> None:
         scale, bias = torch.tensor(10.0, requires_grad=True), torch.tensor(-5.0, requires_grad=True)
         loss = ContrastiveLoss(kind, rank=rank, world_size=world)(img, txt, scale, bias)["contrastive_loss"]
         loss.backward()
-        torch.save({"loss": loss.item(), "img_grad": img.grad, "txt_grad": txt.grad, "scale_grad": scale.grad,
-                    "bias_grad": bias.grad, "world": world}, out / f"{kind}_rank{rank}.pt")
+        torch.save(
+            {
+                "loss": loss.item(),
+                "img_grad": img.grad,
+                "txt_grad": txt.grad,
+                "scale_grad": scale.grad,
+                "bias_grad": bias.grad,
+                "world": world,
+            },
+            out / f"{kind}_rank{rank}.pt",
+        )
     dist.destroy_process_group()
 
 
@@ -54,8 +65,13 @@ def train(config_json: str, pairs: str, out: str) -> None:
 def _forked_rank(rank: int, world: int, port: int, out: Path) -> None:
     import os
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     losses(out)
 
@@ -90,10 +106,21 @@ def launch(*args: str, timeout: int = 600) -> None:
     import subprocess
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__, *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        __file__,
+        *args,
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode:
-        raise AssertionError(f"torchrun failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}")
+        raise AssertionError(
+            f"torchrun failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+        )
 
 
 if __name__ == "__main__":

@@ -31,10 +31,18 @@ def _tokenizer(specials: list[str], corpus: list[str], bos: str, eos: str, pad: 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                        show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token="<unk>")
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token="<unk>"
+    )
 
 
 def save_tiny_paligemma(path: str | Path, corpus: list[str], seed: int = 0) -> Path:
@@ -53,13 +61,39 @@ def save_tiny_paligemma(path: str | Path, corpus: list[str], seed: int = 0) -> P
     ip.image_seq_length = (32 // 8) ** 2  # PaliGemmaProcessor requires it
     proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)
     vocab = len(proc.tokenizer)
-    ids = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
-    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                image_size=32, patch_size=8)
-    text = GemmaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=1, head_dim=16, initializer_range=INIT_STD, **ids)
-    cfg = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=proc.image_token_id,
-                          projection_dim=64, hidden_size=64, vocab_size=vocab, pad_token_id=tok.pad_token_id)
+    ids = {
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    vision = SiglipVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+    )
+    text = GemmaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        initializer_range=INIT_STD,
+        **ids,
+    )
+    cfg = PaliGemmaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=proc.image_token_id,
+        projection_dim=64,
+        hidden_size=64,
+        vocab_size=vocab,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(seed)
     model = PaliGemmaForConditionalGeneration(cfg)
     model.generation_config.update(**ids)
@@ -80,20 +114,54 @@ def save_tiny_mllama(path: str | Path, corpus: list[str], seed: int = 0) -> Path
         MllamaVisionConfig,
     )
 
-    specials = ["<|finetune_right_pad_id|>", "<|eot_id|>", "<|begin_of_text|>", "<unk>", "<|image|>",
-                "<|python_tag|>", "<|start_header_id|>", "<|end_header_id|>"]
+    specials = [
+        "<|finetune_right_pad_id|>",
+        "<|eot_id|>",
+        "<|begin_of_text|>",
+        "<unk>",
+        "<|image|>",
+        "<|python_tag|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+    ]
     tok = _tokenizer(specials, corpus, "<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>")
-    proc = MllamaProcessor(image_processor=MllamaImageProcessor(size={"height": 32, "width": 32}, max_image_tiles=2),
-                           tokenizer=tok, chat_template=LLAMA_CHAT_TEMPLATE)
-    ids = {"pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id}
-    vision = MllamaVisionConfig(hidden_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=4,
-                                intermediate_size=64, intermediate_layers_indices=[0], vision_output_dim=64,
-                                image_size=32, patch_size=8, max_num_tiles=2,
-                                supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]])
-    text = MllamaTextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                            cross_attention_layers=[1], num_attention_heads=4, num_key_value_heads=2,
-                            initializer_range=INIT_STD, **ids)
-    cfg = MllamaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<|image|>"))
+    proc = MllamaProcessor(
+        image_processor=MllamaImageProcessor(size={"height": 32, "width": 32}, max_image_tiles=2),
+        tokenizer=tok,
+        chat_template=LLAMA_CHAT_TEMPLATE,
+    )
+    ids = {
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    vision = MllamaVisionConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_global_layers=1,
+        attention_heads=4,
+        intermediate_size=64,
+        intermediate_layers_indices=[0],
+        vision_output_dim=64,
+        image_size=32,
+        patch_size=8,
+        max_num_tiles=2,
+        supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]],
+    )
+    text = MllamaTextConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        cross_attention_layers=[1],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        initializer_range=INIT_STD,
+        **ids,
+    )
+    cfg = MllamaConfig(
+        vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<|image|>")
+    )
     torch.manual_seed(seed)
     model = MllamaForConditionalGeneration(cfg)
     model.generation_config.update(**ids)

@@ -54,7 +54,9 @@ def import_graph() -> dict[str, set[str]]:
                     base = ".".join([*up, *([node.module] if node.module else [])])
                 subs = {f"{base}.{a.name}" for a in node.names if _is_module(f"{base}.{a.name}")}
                 graph[mod] |= subs or {base}
-        graph[mod] = {d for d in graph[mod] if d.startswith("medlens") and not mod.startswith(d + ".")} - {mod}
+        graph[mod] = {d for d in graph[mod] if d.startswith("medlens") and not mod.startswith(d + ".")} - {
+            mod
+        }
     return graph
 
 
@@ -114,6 +116,10 @@ def test_building_the_dag_imports_nothing_heavy(repo):
     sources = [repo / "Snakefile", *sorted((repo / "workflow" / "rules").glob("*.smk"))]
     modules = sorted({m for s in sources for m in re.findall(r"from (medlens[\w.]*) import", s.read_text())})
     assert modules and "medlens.config" in modules
-    code = f"import sys; [__import__(m) for m in {modules!r}]; print(sorted(set(sys.modules) & {set(HEAVY)!r}))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    code = (
+        f"import sys; [__import__(m) for m in {modules!r}]; print(sorted(set(sys.modules) & {set(HEAVY)!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]", f"{modules} import {out}"

@@ -32,14 +32,17 @@ def image(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("argv", [
-    ["classify", "x.png"],  # no --model
-    ["generate", "--model", "m"],  # no image
-    ["embed", "--model", "m", "--images", "d", "--out", "o", "--batch-size", "0"],
-    ["generate", "--model", "m", "x.png", "--format", "csv"],
-    ["export", "--model", "m", "--out", "o", "--format", "tflite"],
-    ["generate", "--model", "m", "x.png", "--repetition-penalty", "-1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["classify", "x.png"],  # no --model
+        ["generate", "--model", "m"],  # no image
+        ["embed", "--model", "m", "--images", "d", "--out", "o", "--batch-size", "0"],
+        ["generate", "--model", "m", "x.png", "--format", "csv"],
+        ["export", "--model", "m", "--out", "o", "--format", "tflite"],
+        ["generate", "--model", "m", "x.png", "--repetition-penalty", "-1"],
+    ],
+)
 def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
@@ -48,7 +51,9 @@ def test_usage_errors_exit_2(argv, capsys):
 
 
 def test_classify_prints_each_label_and_reports_failures(experiment, image, capsys):
-    status = cli.main(["classify", "--model", str(experiment / "encoder"), str(image), str(image.with_name("no.png"))])
+    status = cli.main(
+        ["classify", "--model", str(experiment / "encoder"), str(image), str(image.with_name("no.png"))]
+    )
     out, err = capsys.readouterr()
     assert status == cli.EXIT_FAILED
     header, *lines = out.strip().split("\n")
@@ -63,8 +68,21 @@ def test_a_folder_that_is_not_a_model_is_a_usage_error(experiment, image, capsys
     assert cli.main(["classify", "--model", str(experiment / "data"), str(image)]) == cli.EXIT_USAGE
     assert "is not an encoder folder" in capsys.readouterr().err
     assert cli.main(["info", str(experiment / "data")]) == cli.EXIT_USAGE
-    assert cli.main(["embed", "--model", str(experiment / "encoder"), "--images", str(image.parent), "--out",
-                     str(image.parent / "e.parquet"), "--text"]) == cli.EXIT_USAGE
+    assert (
+        cli.main(
+            [
+                "embed",
+                "--model",
+                str(experiment / "encoder"),
+                "--images",
+                str(image.parent),
+                "--out",
+                str(image.parent / "e.parquet"),
+                "--text",
+            ]
+        )
+        == cli.EXIT_USAGE
+    )
     assert "has no texts" in capsys.readouterr().err
 
 
@@ -72,11 +90,26 @@ def test_generate_passes_decoding_options_and_prompt(experiment, image, tmp_path
     gen = RecordingGenerator()
     monkeypatch.setattr("medlens.models.generator.load_generator", lambda path: gen)
     out = tmp_path / "reports.txt"
-    status = cli.main(["generate", "--model", str(experiment / "decoder"), str(image), "--num-beams", "3",
-                       "--max-new-tokens", "5", "--repetition-penalty", "1.2", "--prompt", "Findings?",
-                       "--out", str(out)])
+    status = cli.main(
+        [
+            "generate",
+            "--model",
+            str(experiment / "decoder"),
+            str(image),
+            "--num-beams",
+            "3",
+            "--max-new-tokens",
+            "5",
+            "--repetition-penalty",
+            "1.2",
+            "--prompt",
+            "Findings?",
+            "--out",
+            str(out),
+        ]
+    )
     assert status == cli.EXIT_OK
-    (images, prompts, generation), = gen.calls
+    ((images, prompts, generation),) = gen.calls
     assert generation == GenerationConfig(max_new_tokens=5, num_beams=3, repetition_penalty=1.2)
     assert prompts == ["Findings?"]
     assert out.read_text() == f"==> {image} <==\nRGB 48x32\n\n"  # 60x40 shrunk to the experiment's 48 px
@@ -84,8 +117,9 @@ def test_generate_passes_decoding_options_and_prompt(experiment, image, tmp_path
 
 def test_generate_jsonl_has_one_line_per_input_errors_included(experiment, image, monkeypatch, capsys):
     monkeypatch.setattr("medlens.models.generator.load_generator", lambda path: RecordingGenerator())
-    status = cli.main(["generate", "--model", str(experiment / "decoder"), str(image), "gone.png", "--format",
-                       "jsonl"])
+    status = cli.main(
+        ["generate", "--model", str(experiment / "decoder"), str(image), "gone.png", "--format", "jsonl"]
+    )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert status == cli.EXIT_FAILED
     assert lines[0] == {"id": str(image), "image": str(image), "report": "RGB 48x32"}
@@ -111,28 +145,65 @@ def test_outputs_never_destroy_what_the_command_did_not_create(experiment, image
     link = tmp_path / "link.jsonl"
     link.symlink_to(existing)
     refused = {
-        "a non-empty folder": (["export", "--model", enc, "--out", str(mine)], "already exists and is not empty"),
-        "the model's own folder": (["export", "--model", enc, "--out", enc, "--overwrite"],
-                                   "would be written over the model folder"),
-        "a folder holding the model": (["export", "--model", enc, "--out", str(experiment), "--overwrite"],
-                                       "would be written over the model folder"),
-        "an existing file": (["classify", "--model", enc, str(image), "--out", str(existing)],
-                             "already exists; expected a new path, or --overwrite to replace it"),
-        "a device or pipe": (["classify", "--model", enc, str(image), "--out", str(fifo), "--overwrite"],
-                             "exists and is not a regular file"),
-        "a link": (["embed", "--model", enc, "--images", str(image.parent), "--out", str(link), "--overwrite"],
-                   "is not a regular file (a link)"),
-        "a file for a folder": (["export", "--model", enc, "--out", str(existing), "--overwrite"],
-                                "exists and is not a folder"),
+        "a non-empty folder": (
+            ["export", "--model", enc, "--out", str(mine)],
+            "already exists and is not empty",
+        ),
+        "the model's own folder": (
+            ["export", "--model", enc, "--out", enc, "--overwrite"],
+            "would be written over the model folder",
+        ),
+        "a folder holding the model": (
+            ["export", "--model", enc, "--out", str(experiment), "--overwrite"],
+            "would be written over the model folder",
+        ),
+        "an existing file": (
+            ["classify", "--model", enc, str(image), "--out", str(existing)],
+            "already exists; expected a new path, or --overwrite to replace it",
+        ),
+        "a device or pipe": (
+            ["classify", "--model", enc, str(image), "--out", str(fifo), "--overwrite"],
+            "exists and is not a regular file",
+        ),
+        "a link": (
+            ["embed", "--model", enc, "--images", str(image.parent), "--out", str(link), "--overwrite"],
+            "is not a regular file (a link)",
+        ),
+        "a file for a folder": (
+            ["export", "--model", enc, "--out", str(existing), "--overwrite"],
+            "exists and is not a folder",
+        ),
     }
     for case, (argv, message) in refused.items():
         assert cli.main(argv) == cli.EXIT_USAGE, case
         err = capsys.readouterr().err
         assert "--out: " in err and message in err, (case, err)
-    assert (mine / "notes.txt").read_text() == "the user's own file" and existing.read_text() == "earlier results\n"
+    assert (
+        mine / "notes.txt"
+    ).read_text() == "the user's own file" and existing.read_text() == "earlier results\n"
     assert (experiment / "encoder" / "open_clip_model.safetensors").is_file() and fifo.exists()
 
-    assert cli.main(["classify", "--model", enc, str(image), "--format", "jsonl", "--out", str(existing),
-                     "--overwrite"]) == cli.EXIT_OK  # consent given: replaced, whole
+    assert (
+        cli.main(
+            [
+                "classify",
+                "--model",
+                enc,
+                str(image),
+                "--format",
+                "jsonl",
+                "--out",
+                str(existing),
+                "--overwrite",
+            ]
+        )
+        == cli.EXIT_OK
+    )  # consent given: replaced, whole
     assert json.loads(existing.read_text().splitlines()[0])["probabilities"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "labels.jsonl", "link.jsonl", "mine", "x.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "fifo",
+        "labels.jsonl",
+        "link.jsonl",
+        "mine",
+        "x.png",
+    ]

@@ -39,9 +39,14 @@ def _walk(cls, schema: dict, path: str):
     assert "required" in schema, f"{path}: every object lists its required keys"
     props = schema["properties"]
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    assert set(props) == set(fields), f"{path}: schema keys {sorted(props)} != dataclass fields {sorted(fields)}"
-    required = {n for n, f in fields.items()
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    assert set(props) == set(fields), (
+        f"{path}: schema keys {sorted(props)} != dataclass fields {sorted(fields)}"
+    )
+    required = {
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     assert set(schema["required"]) == required, f"{path}: required keys differ"
     hints = typing.get_type_hints(cls)
     for name, f in fields.items():
@@ -50,8 +55,11 @@ def _walk(cls, schema: dict, path: str):
         assert _schema_types(prop) == _expected_types(hints[name]), f"{key}: types differ"
         tp = hints[name]
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        literal = tp if typing.get_origin(tp) is Literal else next(
-            (a for a in args if typing.get_origin(a) is Literal), None)
+        literal = (
+            tp
+            if typing.get_origin(tp) is Literal
+            else next((a for a in args if typing.get_origin(a) is Literal), None)
+        )
         if literal is not None:
             allowed = set(typing.get_args(literal)) | ({None} if type(None) in typing.get_args(tp) else set())
             assert set(prop["enum"]) == allowed, f"{key}: enum differs"
@@ -66,20 +74,26 @@ def _walk(cls, schema: dict, path: str):
             assert prop.get("default", "<absent>") == f.default_factory(), f"{key}: default differs"
 
 
-@pytest.mark.parametrize("cls, schema_file", [(C.PipelineConfig, "config.schema.yaml"),
-                                                (C.ExperimentConfig, "experiment.schema.yaml")])
+@pytest.mark.parametrize(
+    "cls, schema_file",
+    [(C.PipelineConfig, "config.schema.yaml"), (C.ExperimentConfig, "experiment.schema.yaml")],
+)
 def test_schema_matches_dataclasses(repo, cls, schema_file):
     schema = yaml.safe_load((repo / "workflow" / "schemas" / schema_file).read_text())
     _walk(cls, schema, "")
 
 
 def test_unknown_key_names_the_dotted_path():
-    with pytest.raises(ConfigError, match=r"demo\.yaml: encoder\.lrr: unknown key 'lrr'; expected one of .*\blearning_rate\b"):
+    with pytest.raises(
+        ConfigError, match=r"demo\.yaml: encoder\.lrr: unknown key 'lrr'; expected one of .*\blearning_rate\b"
+    ):
         C.from_dict(C.ExperimentConfig, {"datasets": ["a"], "encoder": {"lrr": 1}}, source="demo.yaml")
 
 
 def test_wrong_type_names_the_key_and_the_type():
-    with pytest.raises(ConfigError, match=r"x\.yaml: split\.train: 'a lot' has the wrong type; expected float"):
+    with pytest.raises(
+        ConfigError, match=r"x\.yaml: split\.train: 'a lot' has the wrong type; expected float"
+    ):
         C.from_dict(C.ExperimentConfig, {"datasets": ["a"], "split": {"train": "a lot"}}, source="x.yaml")
 
 
@@ -98,10 +112,15 @@ def test_integers_are_accepted_for_floats_but_booleans_are_not_integers():
 def test_schema_validation_reports_the_key_path(repo, tmp_path):
     schema = repo / "workflow" / "schemas" / "experiment.schema.yaml"
     with pytest.raises(ConfigError, match=r"e\.yaml: evaluate\.zero_shot\.colour: unknown key 'colour'"):
-        C.validate_against_schema({"datasets": ["a"], "evaluate": {"zero_shot": {"colour": 1}}}, schema,
-                                  source="e.yaml")
-    with pytest.raises(ConfigError, match=r"e\.yaml: encoder\.per_device_train_batch_size: 'big' is not of type 'integer'"):
-        C.validate_against_schema({"datasets": ["a"], "encoder": {"per_device_train_batch_size": "big"}}, schema, source="e.yaml")
+        C.validate_against_schema(
+            {"datasets": ["a"], "evaluate": {"zero_shot": {"colour": 1}}}, schema, source="e.yaml"
+        )
+    with pytest.raises(
+        ConfigError, match=r"e\.yaml: encoder\.per_device_train_batch_size: 'big' is not of type 'integer'"
+    ):
+        C.validate_against_schema(
+            {"datasets": ["a"], "encoder": {"per_device_train_batch_size": "big"}}, schema, source="e.yaml"
+        )
 
 
 def test_unknown_preset_lists_the_available_ones():
@@ -110,7 +129,9 @@ def test_unknown_preset_lists_the_available_ones():
 
 
 def test_experiment_keys_override_the_preset_key_by_key():
-    merged = C.resolve_preset("decoder", {"preset": "tiny_captioner", "trainer": {"max_steps": 7}}, source="x.yaml")
+    merged = C.resolve_preset(
+        "decoder", {"preset": "tiny_captioner", "trainer": {"max_steps": 7}}, source="x.yaml"
+    )
     cfg = C.from_dict(C.DecoderConfig, merged)
     assert cfg.trainer.max_steps == 7
     preset = C.load_yaml(C.PRESETS_DIR / "decoder" / "tiny_captioner.yaml")
@@ -119,9 +140,13 @@ def test_experiment_keys_override_the_preset_key_by_key():
 
 
 def test_checkpoints_that_miss_the_evaluations_fail_when_the_config_is_built():
-    with pytest.raises(ConfigError, match="decoder.trainer.save_steps: save_steps 100 is not a multiple of eval_steps 300"):
+    with pytest.raises(
+        ConfigError, match="decoder.trainer.save_steps: save_steps 100 is not a multiple of eval_steps 300"
+    ):
         C.from_dict(C.TrainerConfig, {"save_steps": 100, "eval_steps": 300})
-    assert C.from_dict(C.TrainerConfig, {"save_steps": 100, "eval_steps": 300, "load_best_model_at_end": False})
+    assert C.from_dict(
+        C.TrainerConfig, {"save_steps": 100, "eval_steps": 300, "load_best_model_at_end": False}
+    )
 
 
 def test_presets_are_held_to_the_schema_bounds_too(tmp_path, repo, monkeypatch):
@@ -135,27 +160,49 @@ def test_presets_are_held_to_the_schema_bounds_too(tmp_path, repo, monkeypatch):
         return {**out, "per_device_train_batch_size": 0} if kind == "encoder" else out
 
     monkeypatch.setattr(C, "resolve_preset", bad_preset)
-    with pytest.raises(C.ConfigError, match=r"demo\.yaml \(with its presets\): encoder\.per_device_train_batch_size: 0 is less than"):
-        C.load_experiment(repo / "config" / "experiments" / "demo.yaml",
-                          schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml")
+    with pytest.raises(
+        C.ConfigError,
+        match=r"demo\.yaml \(with its presets\): encoder\.per_device_train_batch_size: 0 is less than",
+    ):
+        C.load_experiment(
+            repo / "config" / "experiments" / "demo.yaml",
+            schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml",
+        )
 
 
 def test_a_resource_name_cannot_walk_out_of_resources_or_list_other_folders():
     from medlens.resources import resource_path
 
-    with pytest.raises(ConfigError, match=r"'\.\./\.\./\.\./etc/x\.yaml' is not the name of a shipped resource"):
+    with pytest.raises(
+        ConfigError, match=r"'\.\./\.\./\.\./etc/x\.yaml' is not the name of a shipped resource"
+    ):
         resource_path("prompts", "../../../etc/x.yaml")
-    with pytest.raises(ConfigError, match=r"resource 'prompts/nope\.yaml' not found .*expected one of chexzero\.yaml"):
+    with pytest.raises(
+        ConfigError, match=r"resource 'prompts/nope\.yaml' not found .*expected one of chexzero\.yaml"
+    ):
         resource_path("prompts", "nope.yaml")
 
 
-@pytest.mark.parametrize("old, new", [("lr", "learning_rate"), ("steps", "max_steps"), ("grad_clip", "max_grad_norm"),
-                                      ("eval_every", "eval_steps"), ("checkpoint_every", "save_steps")])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("lr", "learning_rate"),
+        ("steps", "max_steps"),
+        ("grad_clip", "max_grad_norm"),
+        ("eval_every", "eval_steps"),
+        ("checkpoint_every", "save_steps"),
+    ],
+)
 def test_an_old_training_setting_name_is_told_its_new_one(repo, old, new):
     # the encoder's settings carry the Hugging Face Trainer's names, like the decoder's
     schema = repo / "workflow" / "schemas" / "experiment.schema.yaml"
-    for check in (lambda d: C.validate_against_schema(d, schema, source="x.yaml"),
-                  lambda d: C.from_dict(C.ExperimentConfig, d, source="x.yaml")):
-        with pytest.raises(ConfigError, match=rf"x\.yaml: encoder\.{old}: '{old}' is now called '{new}' \(the "
-                                              rf"Hugging Face Trainer's name\); expected {new}"):
+    for check in (
+        lambda d: C.validate_against_schema(d, schema, source="x.yaml"),
+        lambda d: C.from_dict(C.ExperimentConfig, d, source="x.yaml"),
+    ):
+        with pytest.raises(
+            ConfigError,
+            match=rf"x\.yaml: encoder\.{old}: '{old}' is now called '{new}' \(the "
+            rf"Hugging Face Trainer's name\); expected {new}",
+        ):
             check({"datasets": ["a"], "encoder": {old: 1}})

@@ -38,12 +38,20 @@ def test_a_job_waits_while_the_devices_are_held_and_gets_them_once_freed(tmp_pat
 
 def test_a_claim_held_by_another_process_is_respected_and_freed_when_it_exits(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from medlens.devices import claim_gpus
             print(claim_gpus(1, environ={{}}, devices=["0", "1"], lock_dir={str(tmp_path)!r}), flush=True)
             sys.stdin.readline()
-        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "['0']"
         assert claim_gpus(1, environ={}, devices=["0", "1"], lock_dir=tmp_path, timeout=0) == ["1"]
@@ -78,5 +86,7 @@ def test_a_cpu_job_sees_no_gpu_and_a_machine_without_gpus_runs_on_the_cpu(tmp_pa
 
 
 def test_asking_for_more_gpus_than_the_machine_has_names_the_setting(tmp_path):
-    with pytest.raises(ConfigError, match=r"resources.gpus: the job asks for 3 GPUs but 2 are visible \(0,1\)"):
+    with pytest.raises(
+        ConfigError, match=r"resources.gpus: the job asks for 3 GPUs but 2 are visible \(0,1\)"
+    ):
         claim_gpus(3, environ={}, devices=["0", "1"], lock_dir=tmp_path)

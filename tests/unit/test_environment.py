@@ -51,21 +51,26 @@ def test_every_requirement_of_pyproject_is_locked_within_its_bounds(repo, direct
     for req in direct:
         name = canonicalize_name(req.name)
         assert name in locked, f"{req.name} is in pyproject.toml but not in requirements.lock: run make lock"
-        assert req.specifier.contains(locked[name], prereleases=True), \
+        assert req.specifier.contains(locked[name], prereleases=True), (
             f"requirements.lock pins {name}=={locked[name]}, outside pyproject.toml's {req}: run make lock"
+        )
 
 
 def test_the_lock_holds_nothing_pyproject_no_longer_asks_for(repo, direct):
     lock_text = (repo / "requirements.lock").read_text()
     asked = {canonicalize_name(r.name) for r in direct}
     stale = _via_project(lock_text) - asked
-    assert not stale, f"requirements.lock has {sorted(stale)} for medlens, which pyproject.toml no longer names"
+    assert not stale, (
+        f"requirements.lock has {sorted(stale)} for medlens, which pyproject.toml no longer names"
+    )
     assert asked <= _via_project(lock_text)
 
 
 def test_the_lock_pins_every_package_with_hashes_and_follows_the_constraints(repo):
     text = (repo / "requirements.lock").read_text()
-    pins = re.findall(r"^([A-Za-z0-9_.-]+==\S+)[^\n]*\\\n((?:\s+--hash=sha256:[0-9a-f]{64}[^\n]*\n)+)", text, re.M)
+    pins = re.findall(
+        r"^([A-Za-z0-9_.-]+==\S+)[^\n]*\\\n((?:\s+--hash=sha256:[0-9a-f]{64}[^\n]*\n)+)", text, re.M
+    )
     assert len(pins) == len(re.findall(r"^[A-Za-z0-9_.-]+==", text, re.M)) > 100
     locked = read_lock(repo / "requirements.lock", all_environments=True)
     for line in (repo / "constraints.txt").read_text().splitlines():
@@ -80,10 +85,12 @@ def test_the_lock_pins_every_package_with_hashes_and_follows_the_constraints(rep
 
 def test_lock_lines_are_read_with_their_markers(tmp_path):
     lock = tmp_path / "requirements.lock"
-    lock.write_text("a==1.0 ; python_version < '3'  \\\n    --hash=sha256:" + "0" * 64 + "\n"
-                    "    # via medlens\n"
-                    "A==2.0 ; python_version >= '3' \\\n    --hash=sha256:" + "1" * 64 + "\n"
-                    "Some_Thing==3 \\\n    --hash=sha256:" + "2" * 64 + " \\\n    --hash=sha256:" + "3" * 64 + "\n")
+    lock.write_text(
+        "a==1.0 ; python_version < '3'  \\\n    --hash=sha256:" + "0" * 64 + "\n"
+        "    # via medlens\n"
+        "A==2.0 ; python_version >= '3' \\\n    --hash=sha256:" + "1" * 64 + "\n"
+        "Some_Thing==3 \\\n    --hash=sha256:" + "2" * 64 + " \\\n    --hash=sha256:" + "3" * 64 + "\n"
+    )
     assert read_lock(lock) == {"a": "2.0", "some-thing": "3"}
     lock.write_text("a>=1.0\n")
     with pytest.raises(ConfigError, match=r"requirements.lock:1: 'a>=1.0' is not an exact pin"):
@@ -91,12 +98,17 @@ def test_lock_lines_are_read_with_their_markers(tmp_path):
 
 
 def test_differences_name_each_package_and_what_was_expected():
-    diff = compare({"torch": "2.14.1", "numpy": "2.4.6", "pip": "1"},
-                   {"torch": "2.15.0", "kernels": "0.19.1", "medlens": "0.1.0"})
+    diff = compare(
+        {"torch": "2.14.1", "numpy": "2.4.6", "pip": "1"},
+        {"torch": "2.15.0", "kernels": "0.19.1", "medlens": "0.1.0"},
+    )
     assert diff.different == [{"name": "torch", "locked": "2.14.1", "installed": "2.15.0"}]
     assert diff.missing == ["numpy"] and diff.extra == [{"name": "kernels", "installed": "0.19.1"}]
-    assert diff.lines() == ["torch 2.15.0 installed, 2.14.1 locked", "numpy locked, not installed",
-                            "kernels 0.19.1 installed, not in the lock"]
+    assert diff.lines() == [
+        "torch 2.15.0 installed, 2.14.1 locked",
+        "numpy locked, not installed",
+        "kernels 0.19.1 installed, not in the lock",
+    ]
     assert not compare({"a": "1"}, {"a": "1", "medlens": "0.1.0"})
 
 
@@ -123,9 +135,11 @@ def _wheel(folder, name: str, version: str):
     """A one-module pure-Python wheel, built by hand (no network, no build backend)."""
     path = folder / f"{name}-{version}-py3-none-any.whl"
     info = f"{name}-{version}.dist-info"
-    files = {f"{name}/__init__.py": f"VERSION = '{version}'\n",
-             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files = {
+        f"{name}/__init__.py": f"VERSION = '{version}'\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
     files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in [*files, f"{info}/RECORD"])
     with zipfile.ZipFile(path, "w") as z:
         for arc, text in files.items():
@@ -143,16 +157,30 @@ def test_env_install_sh_installs_exactly_the_lock_and_refuses_a_wrong_hash(repo,
     lock.write_text(f"demo-pkg==1.0 \\\n    --hash=sha256:{digest}\n")
     env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
     venv = tmp_path / "venv"
-    proc = subprocess.run([str(repo / "env" / "install.sh"), str(venv), str(lock)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [str(repo / "env" / "install.sh"), str(venv), str(lock)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
-    version = subprocess.run([str(venv / "bin" / "python"), "-c", "import demo_pkg; print(demo_pkg.VERSION)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import demo_pkg; print(demo_pkg.VERSION)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert version == "1.0" and (venv / "medlens.lock").read_text() == lock.read_text()
 
     lock.write_text(f"demo-pkg==2.0 \\\n    --hash=sha256:{digest}\n")  # a file that is not the one locked
-    proc = subprocess.run([str(repo / "env" / "install.sh"), str(tmp_path / "v2"), str(lock)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(repo / "env" / "install.sh"), str(tmp_path / "v2"), str(lock)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "THESE PACKAGES DO NOT MATCH THE HASHES" in proc.stderr + proc.stdout
 
 

@@ -16,8 +16,10 @@ def test_a_full_disk_is_an_error_naming_the_output_and_leaves_nothing(tmp_path, 
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
 
     monkeypatch.setattr(mio.os, "replace", full)
-    with pytest.raises(MedlensError, match=r"out\.json: cannot be written: the disk is full .*free space"), \
-            mio.atomic_path(tmp_path / "out.json") as tmp:
+    with (
+        pytest.raises(MedlensError, match=r"out\.json: cannot be written: the disk is full .*free space"),
+        mio.atomic_path(tmp_path / "out.json") as tmp,
+    ):
         tmp.write_text("{}")
     assert list(tmp_path.iterdir()) == []
 
@@ -31,8 +33,10 @@ def test_a_read_only_folder_is_named_but_an_unreadable_input_stays_its_own_error
         return real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(mio.Path, "mkdir", read_only)
-    with pytest.raises(MedlensError, match=r"ro/x\.csv: cannot be written: the file system is read-only"), \
-            mio.atomic_dir(tmp_path / "ro" / "x.csv"):
+    with (
+        pytest.raises(MedlensError, match=r"ro/x\.csv: cannot be written: the file system is read-only"),
+        mio.atomic_dir(tmp_path / "ro" / "x.csv"),
+    ):
         pass
     with pytest.raises(PermissionError), mio.atomic_path(tmp_path / "out" / "y.csv"):
         raise PermissionError(errno.EACCES, "Permission denied", "/elsewhere/input.csv")

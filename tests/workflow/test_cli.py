@@ -27,15 +27,22 @@ IMAGES = ("a.png", "a.jpg", "b16.png", "corrupt.png", "missing.png")
 
 
 def _inputs(tiny_run: Path, folder: Path) -> None:
-    rows = [r for r in pq.read_table(tiny_run / EXP / "data" / "pairs.parquet", columns=["id", "image", "split"])
-            .to_pylist() if r["split"] == "test"][:2]
+    rows = [
+        r
+        for r in pq.read_table(
+            tiny_run / EXP / "data" / "pairs.parquet", columns=["id", "image", "split"]
+        ).to_pylist()
+        if r["split"] == "test"
+    ][:2]
     first, second = (Image.open(io.BytesIO(r["image"])) for r in rows)
     (folder / "a.png").write_bytes(rows[0]["image"])  # the stored bytes: what evaluation read for this image
     first.convert("RGB").save(folder / "a.jpg", quality=95)
     Image.fromarray(np.asarray(second, dtype=np.uint16) * 257).save(folder / "b16.png")  # mode I;16
     (folder / "corrupt.png").write_bytes(rows[0]["image"][:60])  # truncated inside the first chunk
-    (folder / "manifest.csv").write_text("path,id,text\na.png,first,The heart is enlarged.\n"
-                                         "corrupt.png,broken,No effusion.\nb16.png,second,Normal chest radiograph.\n")
+    (folder / "manifest.csv").write_text(
+        "path,id,text\na.png,first,The heart is enlarged.\n"
+        "corrupt.png,broken,No effusion.\nb16.png,second,Normal chest radiograph.\n"
+    )
     (folder / "ids.json").write_text(json.dumps([r["id"] for r in rows]))
 
 
@@ -46,18 +53,39 @@ def runs(tiny_run, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     enc, dec = str(tiny_run / EXP / "encoder"), str(tiny_run / EXP / "decoder")
     images = [str(folder / n) for n in IMAGES]
     commands = {
-        "classify": ["classify", "--model", enc, *images, "--format", "jsonl", "--out", str(folder / "labels.jsonl")],
+        "classify": [
+            "classify",
+            "--model",
+            enc,
+            *images,
+            "--format",
+            "jsonl",
+            "--out",
+            str(folder / "labels.jsonl"),
+        ],
         "generate": ["generate", "--model", dec, *images, "--format", "jsonl"],
-        "embed": ["embed", "--model", enc, "--images", str(folder / "manifest.csv"), "--out",
-                  str(folder / "emb.parquet"), "--text"],
+        "embed": [
+            "embed",
+            "--model",
+            enc,
+            "--images",
+            str(folder / "manifest.csv"),
+            "--out",
+            str(folder / "emb.parquet"),
+            "--text",
+        ],
         "info": ["info", str(tiny_run / EXP), "--format", "json"],
         "export": ["export", "--model", enc, "--format", "onnx", "--out", str(folder / "onnx")],
         "usage": ["classify", "--model", enc],
     }
     # one thread each: the commands already run side by side, and tiny models gain nothing from more
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    procs = {k: subprocess.Popen([MEDLENS, *args], cwd=folder, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for k, args in commands.items()}
+    procs = {
+        k: subprocess.Popen(
+            [MEDLENS, *args], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for k, args in commands.items()
+    }
     done = {}
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=600)
@@ -111,7 +139,9 @@ def test_embed_writes_ids_paths_and_both_embeddings(runs, tiny_run):
     table = pq.read_table(folder / "emb.parquet")
     assert table["id"].to_pylist() == ["first", "second"]
     assert table["text"].to_pylist() == ["The heart is enlarged.", "Normal chest radiograph."]
-    dim = json.loads((tiny_run / EXP / "encoder" / "open_clip_config.json").read_text())["model_cfg"]["embed_dim"]
+    dim = json.loads((tiny_run / EXP / "encoder" / "open_clip_config.json").read_text())["model_cfg"][
+        "embed_dim"
+    ]
     for column in ("image_embedding", "text_embedding"):
         vectors = np.stack(table[column].to_numpy(zero_copy_only=False))
         assert vectors.shape == (2, dim)
@@ -139,7 +169,9 @@ def _card_recipe(path: Path, pp: dict) -> np.ndarray:
     img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BICUBIC)
     left, top = (img.width - size) // 2, (img.height - size) // 2
     pixels = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
-    return ((pixels - np.array(pp["mean"], np.float32)) / np.array(pp["std"], np.float32)).transpose(2, 0, 1)[None]
+    return ((pixels - np.array(pp["mean"], np.float32)) / np.array(pp["std"], np.float32)).transpose(2, 0, 1)[
+        None
+    ]
 
 
 def test_onnx_export_is_verified_and_usable_from_its_card_alone(runs, tiny_run):
@@ -151,7 +183,10 @@ def test_onnx_export_is_verified_and_usable_from_its_card_alone(runs, tiny_run):
     assert max(record["verification"]["max_abs_diff"].values()) <= record["verification"]["atol"] == 1e-4
     pp = record["preprocess_cfg"]
     card = (folder / "onnx" / "README.md").read_text()
-    assert f"input size: {pp['size']} x {pp['size']} px" in card and f"mean {pp['mean']} and std {pp['std']}" in card
+    assert (
+        f"input size: {pp['size']} x {pp['size']} px" in card
+        and f"mean {pp['mean']} and std {pp['std']}" in card
+    )
     assert "resize the shortest side to fit and centre-crop" in card
     zero_shot = json.loads((tiny_run / EXP / "encoder" / "medlens.json").read_text())["zero_shot"]
     assert record["zero_shot"]["templates"] == zero_shot["templates"]
@@ -161,7 +196,9 @@ def test_onnx_export_is_verified_and_usable_from_its_card_alone(runs, tiny_run):
     session = ort.InferenceSession(str(folder / "onnx" / "image_encoder.onnx"))
     onnx_vector = session.run(None, {"pixel_values": _card_recipe(folder / "a.png", pp)})[0][0]
     table = pq.read_table(folder / "emb.parquet")
-    np.testing.assert_allclose(onnx_vector, np.asarray(table["image_embedding"][0].as_py()), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        onnx_vector, np.asarray(table["image_embedding"][0].as_py()), atol=1e-4, rtol=0
+    )
 
 
 def test_usage_errors_exit_2(runs):

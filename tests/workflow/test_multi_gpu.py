@@ -44,7 +44,9 @@ def test_two_gpus_train_as_two_processes_that_share_the_log_and_write_one_output
     assert re.search(r"rank 0 \| medlens.train.encoder \| step 4/4", encoder)
     decoder = (logs / "train_decoder" / "tiny.log").read_text()
     assert "starting 2 processes" in decoder
-    assert {int(r) for r in re.findall(r"rank (\d) \| medlens.train.decoder \| decoder trained", decoder)} == {0, 1}
+    assert {
+        int(r) for r in re.findall(r"rank (\d) \| medlens.train.decoder \| decoder trained", decoder)
+    } == {0, 1}
     for stage, name in (("encoder", "open_clip_model.safetensors"), ("decoder", "model.safetensors")):
         assert (workdir / "results" / "tiny" / stage / name).stat().st_size > 0
         assert not (workdir / "results" / "tiny" / f"{stage}.ckpt").exists()
@@ -52,15 +54,33 @@ def test_two_gpus_train_as_two_processes_that_share_the_log_and_write_one_output
 
 @pytest.mark.parametrize("declared, expected", [("1", 1), ("2", 2)])
 def test_a_machine_declaring_fewer_gpus_gives_the_job_that_many(workdir, declared, expected):
-    out = snakemake(workdir, "-n", "--cores", "2", "results/tiny/encoder", "--forcerun", "train_encoder",
-                    "--resources", f"gpu={declared}").stdout
+    out = snakemake(
+        workdir,
+        "-n",
+        "--cores",
+        "2",
+        "results/tiny/encoder",
+        "--forcerun",
+        "train_encoder",
+        "--resources",
+        f"gpu={declared}",
+    ).stdout
     job = planned(out, "train_encoder")
     assert re.search(rf"resources: .*\bgpu={expected}\b", job), job
 
 
 def test_evaluation_asks_for_one_gpu_whatever_training_got(workdir):
-    out = snakemake(workdir, "-n", "--cores", "2", "results/report.html", "--resources", "gpu=2", "--forcerun",
-                    "train_encoder").stdout
+    out = snakemake(
+        workdir,
+        "-n",
+        "--cores",
+        "2",
+        "results/report.html",
+        "--resources",
+        "gpu=2",
+        "--forcerun",
+        "train_encoder",
+    ).stdout
     assert re.search(r"resources: .*\bgpu=2\b", planned(out, "train_decoder"))
     for rule in ("evaluate_encoder", "evaluate_decoder"):
         job = planned(out, rule)

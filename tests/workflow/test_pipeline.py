@@ -16,14 +16,37 @@ from workflow.conftest import make_workdir, snakemake
 pytestmark = pytest.mark.slow
 
 EXPERIMENT_OUTPUTS = [
-    "data/pairs.parquet", "data/dropped.csv", "data/split.json", "data/chat/train.jsonl", "data/chat/val.jsonl",
-    "data/chat/test.jsonl", "encoder/open_clip_config.json", "encoder/open_clip_model.safetensors",
-    "encoder/metrics.csv", "decoder/medlens.json", "decoder/metrics.csv", "decoder/encoder_final/vision.safetensors",
-    "eval/encoder.json", "eval/encoder_per_label.csv", "eval/encoder_roc.csv", "eval/decoder.json",
-    "eval/generations.jsonl", "eval/decoder_per_label.csv", "report.html",
+    "data/pairs.parquet",
+    "data/dropped.csv",
+    "data/split.json",
+    "data/chat/train.jsonl",
+    "data/chat/val.jsonl",
+    "data/chat/test.jsonl",
+    "encoder/open_clip_config.json",
+    "encoder/open_clip_model.safetensors",
+    "encoder/metrics.csv",
+    "decoder/medlens.json",
+    "decoder/metrics.csv",
+    "decoder/encoder_final/vision.safetensors",
+    "eval/encoder.json",
+    "eval/encoder_per_label.csv",
+    "eval/encoder_roc.csv",
+    "eval/decoder.json",
+    "eval/generations.jsonl",
+    "eval/decoder_per_label.csv",
+    "report.html",
 ]
-RULES = ["download", "prepare_datasets", "split", "convert_to_chat_format", "train_encoder", "train_decoder",
-         "evaluate_encoder", "evaluate_decoder", "report"]
+RULES = [
+    "download",
+    "prepare_datasets",
+    "split",
+    "convert_to_chat_format",
+    "train_encoder",
+    "train_decoder",
+    "evaluate_encoder",
+    "evaluate_decoder",
+    "report",
+]
 
 
 def planned_jobs(workdir) -> dict[str, int]:
@@ -68,7 +91,9 @@ def test_every_rule_output_exists_and_is_well_formed(tiny_run):
     # so its probe must equal evaluate_encoder's
     assert enc["linear_probe"] and set(dec["encoder_final_probe"]) == set(enc["linear_probe"])
     for name, probe in enc["linear_probe"].items():
-        assert dec["encoder_final_probe"][name]["mean"]["auc"] == pytest.approx(probe["mean"]["auc"], abs=1e-6), name
+        assert dec["encoder_final_probe"][name]["mean"]["auc"] == pytest.approx(
+            probe["mean"]["auc"], abs=1e-6
+        ), name
     gens = [json.loads(line) for line in (results / "tiny" / "eval" / "generations.jsonl").open()]
     assert gens and all({"id", "image", "reference", "generated"} <= set(g) for g in gens)
     with open(results / "paper" / "summary.csv") as f:
@@ -104,21 +129,37 @@ def test_a_decoder_edit_reruns_only_the_decoder_and_what_follows(copy_of_run):
 
 def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_data_rule(copy_of_run):
     _edit(copy_of_run, "experiments/tiny.yaml", lambda d: d["encoder"].update(learning_rate=5e-4))
-    assert planned_jobs(copy_of_run) == {"train_encoder": 1, "evaluate_encoder": 1, "train_decoder": 1,
-                                         "evaluate_decoder": 1, "report": 1}
+    assert planned_jobs(copy_of_run) == {
+        "train_encoder": 1,
+        "evaluate_encoder": 1,
+        "train_decoder": 1,
+        "evaluate_decoder": 1,
+        "report": 1,
+    }
 
 
 def test_editing_memory_or_time_requests_reruns_nothing(copy_of_run):
-    _edit(copy_of_run, "experiments/tiny.yaml",
-          lambda d: d["encoder"].update(resources={"mem_mb": 12000, "runtime": 240, "cpus": 4}))
+    _edit(
+        copy_of_run,
+        "experiments/tiny.yaml",
+        lambda d: d["encoder"].update(resources={"mem_mb": 12000, "runtime": 240, "cpus": 4}),
+    )
     assert planned_jobs(copy_of_run) == {}
 
 
 def test_a_dataset_edit_reruns_from_prepare_for_that_dataset_only(copy_of_run):
     _edit(copy_of_run, "config.yaml", lambda d: d["datasets"]["synthetic_cxr"]["synthetic"].update(seed=1))
     jobs = planned_jobs(copy_of_run)
-    assert jobs == {"prepare_datasets": 1, "split": 1, "convert_to_chat_format": 1, "train_encoder": 1,
-                    "evaluate_encoder": 1, "train_decoder": 1, "evaluate_decoder": 1, "report": 1}
+    assert jobs == {
+        "prepare_datasets": 1,
+        "split": 1,
+        "convert_to_chat_format": 1,
+        "train_encoder": 1,
+        "evaluate_encoder": 1,
+        "train_decoder": 1,
+        "evaluate_decoder": 1,
+        "report": 1,
+    }
     proc = snakemake(copy_of_run, "results/report.html", "-n")
     prepared = re.findall(r"output: (results/prepared/\S+?)\.parquet", proc.stdout + proc.stderr)
     assert prepared == ["results/prepared/synthetic_cxr"]
@@ -140,17 +181,33 @@ def test_the_dag_renders_to_svg_with_graphviz(tiny_run, tmp_path):
     assert svg.lstrip().startswith("<?xml") and "train_encoder" in svg and "prepare_datasets" in svg
 
 
-@pytest.mark.parametrize("file, edit, message", [
-    ("experiments/tiny.yaml", lambda d: d["encoder"].update(learning_rte=0.1),
-     "encoder.learning_rte: unknown key 'learning_rte'"),
-    ("experiments/tiny.yaml", lambda d: d["encoder"].update(max_steps="many"), "encoder.max_steps"),
-    ("experiments/tiny.yaml", lambda d: d.update(datasets=["synthetic_cxr", "mimic"]),
-     "datasets[1]: unknown dataset 'mimic'"),
-    ("experiments/tiny.yaml", lambda d: d["encoder"].update(per_device_train_batch_size=-4),
-     "tiny.yaml: encoder.per_device_train_batch_size: -4 is less than the minimum of 1"),
-    ("config.yaml", lambda d: d["datasets"]["synthetic_cxr"].update(store_size=-1),  # the file given to --configfile
-     "config.yaml: datasets.synthetic_cxr.store_size: -1 is less than the minimum of 16"),
-], ids=["unknown-key", "wrong-type", "unknown-dataset", "out-of-bounds", "configfile"])
+@pytest.mark.parametrize(
+    "file, edit, message",
+    [
+        (
+            "experiments/tiny.yaml",
+            lambda d: d["encoder"].update(learning_rte=0.1),
+            "encoder.learning_rte: unknown key 'learning_rte'",
+        ),
+        ("experiments/tiny.yaml", lambda d: d["encoder"].update(max_steps="many"), "encoder.max_steps"),
+        (
+            "experiments/tiny.yaml",
+            lambda d: d.update(datasets=["synthetic_cxr", "mimic"]),
+            "datasets[1]: unknown dataset 'mimic'",
+        ),
+        (
+            "experiments/tiny.yaml",
+            lambda d: d["encoder"].update(per_device_train_batch_size=-4),
+            "tiny.yaml: encoder.per_device_train_batch_size: -4 is less than the minimum of 1",
+        ),
+        (
+            "config.yaml",
+            lambda d: d["datasets"]["synthetic_cxr"].update(store_size=-1),  # the file given to --configfile
+            "config.yaml: datasets.synthetic_cxr.store_size: -1 is less than the minimum of 16",
+        ),
+    ],
+    ids=["unknown-key", "wrong-type", "unknown-dataset", "out-of-bounds", "configfile"],
+)
 def test_config_mistakes_stop_the_run_before_any_job_with_the_key_path(tmp_path, file, edit, message):
     workdir = make_workdir(tmp_path / "bad")
     _edit(workdir, file, edit)

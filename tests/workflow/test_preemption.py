@@ -44,11 +44,26 @@ def test_sigterm_mid_training_checkpoints_and_the_rerun_resumes_to_the_same_weig
     log = workdir / "results" / "logs" / "train_encoder" / "tiny.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     with open(workdir / "interrupted.out", "w") as out:
-        proc = subprocess.Popen([*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"),
-                                 "--cores", "2", "results/tiny/encoder"], cwd=workdir, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                *SNAKEMAKE,
+                "-d",
+                str(workdir),
+                "--configfile",
+                str(workdir / "config.yaml"),
+                "--cores",
+                "2",
+                "results/tiny/encoder",
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            wait_for(lambda: last_step(log) >= 3, "training step 3", timeout=600, alive=lambda: proc.poll() is None)
+            wait_for(
+                lambda: last_step(log) >= 3, "training step 3", timeout=600, alive=lambda: proc.poll() is None
+            )
             [pid] = script_pids(workdir, "train_encoder")
             os.kill(pid, signal.SIGTERM)
             assert proc.wait(timeout=300) != 0  # the job fails, so that it is run again

@@ -20,12 +20,21 @@ def realdata_run(realdata, tmp_path_factory):
     workdir = make_workdir(tmp_path_factory.mktemp("realdata"))
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     config["run"] = ["real"]
-    config["datasets"] = {"realdata": {"source": "manifest", "path": str(realdata), "manifest": "manifest.csv",
-                                       "store_size": 64, "max_text_chars": 2000}}
+    config["datasets"] = {
+        "realdata": {
+            "source": "manifest",
+            "path": str(realdata),
+            "manifest": "manifest.csv",
+            "store_size": 64,
+            "max_text_chars": 2000,
+        }
+    }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     experiment = yaml.safe_load((workdir / "experiments" / "tiny.yaml").read_text())
     experiment["datasets"] = ["realdata"]
-    experiment["evaluate"].update(external_datasets=[], bootstrap_samples=20, generation={"max_new_tokens": 24})
+    experiment["evaluate"].update(
+        external_datasets=[], bootstrap_samples=20, generation={"max_new_tokens": 24}
+    )
     experiment["encoder"].update(max_steps=12, eval_steps=12, save_steps=12)  # the data path is under test,
     experiment["decoder"]["trainer"].update(max_steps=12, eval_steps=12, save_steps=12)  # not the learning
     (workdir / "experiments" / "real.yaml").write_text(yaml.safe_dump(experiment, sort_keys=False))

@@ -46,7 +46,9 @@ def test_report_opens_offline_with_no_request_and_no_error(tiny_run, browser, pa
     assert tab.evaluate("document.querySelectorAll('.plot svg path').length") > 10  # the plots drew lines
     generation = "document.querySelectorAll('.example-generation img.thumb')"
     assert tab.evaluate(f"{generation}.length") >= 1
-    assert tab.evaluate(f"[...{generation}].every(i => i.complete && i.naturalWidth > 0)")  # data: images decoded
+    assert tab.evaluate(
+        f"[...{generation}].every(i => i.complete && i.naturalWidth > 0)"
+    )  # data: images decoded
     assert tab.evaluate("document.querySelectorAll('.example-retrieval .match').length") >= 1
     assert tab.evaluate("document.querySelectorAll('script').length") == 0
 
@@ -57,10 +59,13 @@ def test_report_opens_offline_with_no_request_and_no_error(tiny_run, browser, pa
 
 
 def test_report_prints_within_an_a4_landscape_page(tiny_run, browser):
-    tab = browser.open((tiny_run / "results" / "report.html").resolve().as_uri(), width=PRINT_WIDTH_PX, height=700)
+    tab = browser.open(
+        (tiny_run / "results" / "report.html").resolve().as_uri(), width=PRINT_WIDTH_PX, height=700
+    )
     tab.emulate_media("print")
-    widest = tab.evaluate("Math.max(...[...document.querySelectorAll('main *')].map("
-                          "e => e.getBoundingClientRect().right))")
+    widest = tab.evaluate(
+        "Math.max(...[...document.querySelectorAll('main *')].map(e => e.getBoundingClientRect().right))"
+    )
     assert widest <= PRINT_WIDTH_PX + 1, widest  # nothing is cut off at the right edge of the paper
     assert tab.evaluate("getComputedStyle(document.querySelector('nav')).display") == "none"
     assert tab.evaluate("getComputedStyle(document.querySelector('pre.config')).maxHeight") == "none"

@@ -38,11 +38,15 @@ def _unavailable(reason: str):
 def gpu_partition() -> str:
     """A partition of the running cluster whose nodes have GPUs (GRES), or skip saying why there is none."""
     if shutil.which("sinfo") is None:
-        _unavailable("SLURM is not installed (no sinfo); .ci/run installs it and starts a one-node cluster "
-                     "with .ci/setup_slurm.sh")
+        _unavailable(
+            "SLURM is not installed (no sinfo); .ci/run installs it and starts a one-node cluster "
+            "with .ci/setup_slurm.sh"
+        )
     info = subprocess.run(["sinfo", "-h", "-o", "%P %G %a"], capture_output=True, text=True, timeout=30)
     if info.returncode != 0:
-        _unavailable(f"no SLURM controller answers ({info.stderr.strip()}); start one with .ci/setup_slurm.sh")
+        _unavailable(
+            f"no SLURM controller answers ({info.stderr.strip()}); start one with .ci/setup_slurm.sh"
+        )
     parts = [line.split() for line in info.stdout.splitlines() if "gpu" in line and line.endswith(" up")]
     if not parts:
         _unavailable(f"no partition is up with GPUs as generic resources:\n{info.stdout}")
@@ -50,7 +54,9 @@ def gpu_partition() -> str:
     min_age = re.search(r"MinJobAge\s*=\s*(\d+)", config)
     if not min_age or int(min_age.group(1)) < 60:
         # the plugin reads job states from squeue (no accounting here), and finished jobs must stay listed
-        _unavailable(f"MinJobAge is {min_age.group(1) if min_age else 'unknown'}; the squeue status check needs >= 60")
+        _unavailable(
+            f"MinJobAge is {min_age.group(1) if min_age else 'unknown'}; the squeue status check needs >= 60"
+        )
     return parts[0][0].rstrip("*")
 
 
@@ -59,8 +65,15 @@ def slurm_test_profile(partition: str, path: Path) -> Path:
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     profile["default-resources"]["slurm_partition"] = partition
     del profile["default-resources"]["slurm_account"]
-    profile.update({"slurm-no-account": True, "slurm-status-command": "squeue",
-                    "slurm-init-seconds-before-status-checks": 1, "max-threads": os.cpu_count(), "latency-wait": 5})
+    profile.update(
+        {
+            "slurm-no-account": True,
+            "slurm-status-command": "squeue",
+            "slurm-init-seconds-before-status-checks": 1,
+            "max-threads": os.cpu_count(),
+            "latency-wait": 5,
+        }
+    )
     path.mkdir()
     (path / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     return path
@@ -69,7 +82,9 @@ def slurm_test_profile(partition: str, path: Path) -> Path:
 def light(d):
     """GPU requests on the four GPU stages (the cluster's fake GPUs; torch sees none and runs on the CPU), a
     training run long enough to cancel mid-way, short evaluations."""
-    d["encoder"].update(max_steps=STEPS, eval_steps=STEPS, save_steps=1000, logging_steps=1, resources={"gpus": 1})
+    d["encoder"].update(
+        max_steps=STEPS, eval_steps=STEPS, save_steps=1000, logging_steps=1, resources={"gpus": 1}
+    )
     d["decoder"]["trainer"].update(max_steps=8, eval_steps=8, save_steps=8, logging_steps=2)
     d["decoder"]["resources"] = {"gpus": 1}
     d["evaluate"]["bootstrap_samples"] = 10
@@ -90,7 +105,9 @@ class SlurmRun:
 
 
 def _scontrol(job: str) -> dict[str, str]:
-    out = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["scontrol", "-o", "show", "job", job], capture_output=True, text=True, timeout=30
+    ).stdout
     return dict(re.findall(r"(\w+(?:/\w+)?)=(\S*)", out))
 
 
@@ -107,9 +124,23 @@ def slurm_run(tmp_path_factory) -> SlurmRun:
     run = SlurmRun(workdir, -1, "")
     with open(out_path, "w") as out:
         # --verbose: Snakemake prints each sbatch command line
-        proc = subprocess.Popen([*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "config.yaml"),
-                                 "--profile", str(profile), "--verbose", "results/report.html"], cwd=workdir,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                *SNAKEMAKE,
+                "-d",
+                str(workdir),
+                "--configfile",
+                str(workdir / "config.yaml"),
+                "--profile",
+                str(profile),
+                "--verbose",
+                "results/report.html",
+            ],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 1800
         try:
             while proc.poll() is None and time.monotonic() < deadline:
@@ -118,13 +149,20 @@ def slurm_run(tmp_path_factory) -> SlurmRun:
                     if job not in run.jobs or run.jobs[job].get("JobState") in ("PENDING", "RUNNING"):
                         run.jobs[job] = _scontrol(job) or run.jobs.get(job, {})
                 if run.cancelled is None and last_step(log) >= 3:
-                    [job] = [j for j, info in run.jobs.items() if info.get("Comment", "").startswith(
-                        "rule_train_encoder_") and info.get("JobState") not in ("COMPLETED", "FAILED", "CANCELLED")]
+                    [job] = [
+                        j
+                        for j, info in run.jobs.items()
+                        if info.get("Comment", "").startswith("rule_train_encoder_")
+                        and info.get("JobState") not in ("COMPLETED", "FAILED", "CANCELLED")
+                    ]
                     subprocess.run(["scancel", job], check=True, timeout=30)
                     run.cancelled = job
                     # read before the resubmitted job starts the log afresh
-                    saved = wait_for(lambda: re.search(r"checkpoint saved at step (\d+)", log.read_text()),
-                                     "the checkpoint written on SIGTERM", timeout=120)
+                    saved = wait_for(
+                        lambda: re.search(r"checkpoint saved at step (\d+)", log.read_text()),
+                        "the checkpoint written on SIGTERM",
+                        timeout=120,
+                    )
                     run.stopped_at = int(saved.group(1))
                 time.sleep(0.5)
         finally:
@@ -160,9 +198,13 @@ def test_gpu_stages_ask_slurm_for_their_gpu_and_data_stages_for_none(slurm_run):
         assert ("--signal=TERM@600" in line) == (rule in ("train_encoder", "train_decoder")), line
 
 
-def test_a_cancelled_training_job_is_resubmitted_and_resumes_to_the_uninterrupted_weights(slurm_run, tmp_path):
+def test_a_cancelled_training_job_is_resubmitted_and_resumes_to_the_uninterrupted_weights(
+    slurm_run, tmp_path
+):
     run = slurm_run
-    assert run.cancelled is not None and run.stopped_at is not None, "train_encoder ended before it was cancelled"
+    assert run.cancelled is not None and run.stopped_at is not None, (
+        "train_encoder ended before it was cancelled"
+    )
     encoder_jobs = sorted((j for j in run.jobs if run.rule_of(j) == "train_encoder"), key=int)
     assert encoder_jobs[0] == run.cancelled and len(encoder_jobs) == 2
     assert run.jobs[run.cancelled]["JobState"] == "CANCELLED"
@@ -176,4 +218,6 @@ def test_a_cancelled_training_job_is_resubmitted_and_resumes_to_the_uninterrupte
     shutil.copy(run.workdir / "experiments" / "tiny.yaml", reference / "experiments" / "tiny.yaml")
     snakemake(reference, "--cores", "2", "results/tiny/encoder")
     assert "resuming" not in (reference / "results" / "logs" / "train_encoder" / "tiny.log").read_text()
-    assert_same_encoder(reference / "results" / "tiny" / "encoder", run.workdir / "results" / "tiny" / "encoder")
+    assert_same_encoder(
+        reference / "results" / "tiny" / "encoder", run.workdir / "results" / "tiny" / "encoder"
+    )

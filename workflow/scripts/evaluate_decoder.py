@@ -10,5 +10,12 @@ claim_gpus(snakemake.resources.gpu)  # this job's GPU only
 from medlens.evaluate.decoder import evaluate_decoder  # noqa: E402
 
 cfg = from_dict(EvalConfig, snakemake.params.evaluate, prefix="evaluate")
-evaluate_decoder(cfg, snakemake.input.chat, snakemake.input.decoder, pairs=snakemake.input.pairs, out_json=snakemake.output.metrics,
-                 out_generations=snakemake.output.generations, out_per_label=snakemake.output.per_label)
+evaluate_decoder(
+    cfg,
+    snakemake.input.chat,
+    snakemake.input.decoder,
+    pairs=snakemake.input.pairs,
+    out_json=snakemake.output.metrics,
+    out_generations=snakemake.output.generations,
+    out_per_label=snakemake.output.per_label,
+)

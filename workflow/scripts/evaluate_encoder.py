@@ -10,6 +10,12 @@ claim_gpus(snakemake.resources.gpu)  # this job's GPU only
 from medlens.evaluate.encoder import evaluate_encoder  # noqa: E402
 
 cfg = from_dict(EvalConfig, snakemake.params.evaluate, prefix="evaluate")
-evaluate_encoder(cfg, snakemake.input.pairs, snakemake.input.encoder, external=list(snakemake.input.external),
-                 out_json=snakemake.output.metrics, out_per_label=snakemake.output.per_label,
-                 out_roc=snakemake.output.roc)
+evaluate_encoder(
+    cfg,
+    snakemake.input.pairs,
+    snakemake.input.encoder,
+    external=list(snakemake.input.external),
+    out_json=snakemake.output.metrics,
+    out_per_label=snakemake.output.per_label,
+    out_roc=snakemake.output.roc,
+)

@@ -7,8 +7,17 @@ from medlens.data.prepare import prepare_dataset
 from medlens.log import setup_logging
 
 setup_logging(snakemake.log[0])
-cfg = from_dict(DatasetConfig, snakemake.params.dataset, source="config/config.yaml",
-                prefix=f"datasets.{snakemake.wildcards.dataset}")
-prepare_dataset(cfg, snakemake.wildcards.dataset, raw_dir=Path(snakemake.input.marker).parent,
-                out_parquet=snakemake.output.parquet, out_rejected=snakemake.output.rejected,
-                workers=snakemake.threads)
+cfg = from_dict(
+    DatasetConfig,
+    snakemake.params.dataset,
+    source="config/config.yaml",
+    prefix=f"datasets.{snakemake.wildcards.dataset}",
+)
+prepare_dataset(
+    cfg,
+    snakemake.wildcards.dataset,
+    raw_dir=Path(snakemake.input.marker).parent,
+    out_parquet=snakemake.output.parquet,
+    out_rejected=snakemake.output.rejected,
+    workers=snakemake.threads,
+)

@@ -6,5 +6,10 @@ from medlens.log import setup_logging
 
 setup_logging(snakemake.log[0])
 cfg = from_dict(SplitConfig, snakemake.params.split, prefix="split")
-split_pairs(list(snakemake.input.prepared), cfg, out_pairs=snakemake.output.pairs,
-            out_dropped=snakemake.output.dropped, out_stats=snakemake.output.stats)
+split_pairs(
+    list(snakemake.input.prepared),
+    cfg,
+    out_pairs=snakemake.output.pairs,
+    out_dropped=snakemake.output.dropped,
+    out_stats=snakemake.output.stats,
+)

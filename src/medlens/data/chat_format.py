@@ -42,20 +42,31 @@ def _image_ext(data: bytes) -> str:
     return ".png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"
 
 
-def build_messages(text: str, text_source: str, meta: dict[str, Any], cfg: ChatConfig) -> list[dict[str, str]]:
+def build_messages(
+    text: str, text_source: str, meta: dict[str, Any], cfg: ChatConfig
+) -> list[dict[str, str]]:
     """The conversation for one row: a VQA turn for ``vqa`` rows, else the configured prompt and the text."""
     if text_source == "vqa":
         if "question" not in meta or "answer" not in meta:
-            raise DataError("vqa row without meta.question/meta.answer", column="meta",
-                            expected="the question and answer of the VQA pair")
+            raise DataError(
+                "vqa row without meta.question/meta.answer",
+                column="meta",
+                expected="the question and answer of the VQA pair",
+            )
         user, assistant = meta["question"], meta["answer"]
     else:
         user, assistant = cfg.prompt, text
     messages = [{"role": "system", "content": cfg.system}] if cfg.system else []
-    return [*messages, {"role": "user", "content": IMAGE_TOKEN + user}, {"role": "assistant", "content": assistant}]
+    return [
+        *messages,
+        {"role": "user", "content": IMAGE_TOKEN + user},
+        {"role": "assistant", "content": assistant},
+    ]
 
 
-def convert_to_chat(pairs_path: str | os.PathLike, cfg: ChatConfig, out_dir: str | os.PathLike) -> dict[str, int]:
+def convert_to_chat(
+    pairs_path: str | os.PathLike, cfg: ChatConfig, out_dir: str | os.PathLike
+) -> dict[str, int]:
     """Write one JSONL per split plus the referenced images into ``out_dir`` (atomically).
 
     Args:
@@ -80,16 +91,30 @@ def convert_to_chat(pairs_path: str | os.PathLike, cfg: ChatConfig, out_dir: str
                     if not target.exists():
                         target.write_bytes(image)
                     meta = json.loads(row["meta"])
-                    record = {"id": row["id"], "dataset": row["dataset"],
-                              "messages": build_messages(row["text"], row["text_source"], meta, cfg),
-                              "images": [name], "labels": row["labels"]}
+                    record = {
+                        "id": row["id"],
+                        "dataset": row["dataset"],
+                        "messages": build_messages(row["text"], row["text_source"], meta, cfg),
+                        "images": [name],
+                        "labels": row["labels"],
+                    }
                     files[row["split"]].write(json.dumps(record, ensure_ascii=False) + "\n")
                     counts[row["split"]] += 1
-        info = {f"medlens_{s}": {"file_name": f"{s}.jsonl", "formatting": "sharegpt",
-                                 "columns": {"messages": "messages", "images": "images"},
-                                 "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                                          "assistant_tag": "assistant", "system_tag": "system"}}
-                for s in SPLITS}
+        info = {
+            f"medlens_{s}": {
+                "file_name": f"{s}.jsonl",
+                "formatting": "sharegpt",
+                "columns": {"messages": "messages", "images": "images"},
+                "tags": {
+                    "role_tag": "role",
+                    "content_tag": "content",
+                    "user_tag": "user",
+                    "assistant_tag": "assistant",
+                    "system_tag": "system",
+                },
+            }
+            for s in SPLITS
+        }
         (tmp / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
     logger.info("chat conversations per split: %s", dict(counts))
     return {s: counts.get(s, 0) for s in SPLITS}
@@ -109,16 +134,30 @@ def read_chat(path: str | os.PathLike) -> list[dict[str, Any]]:
                 rec = json.loads(line)
                 messages, images = rec["messages"], rec["images"]
             except (json.JSONDecodeError, KeyError) as e:
-                raise DataError(f"malformed conversation ({e})", file=str(path), row=n,
-                                expected="a JSON object with 'messages' and 'images'") from e
+                raise DataError(
+                    f"malformed conversation ({e})",
+                    file=str(path),
+                    row=n,
+                    expected="a JSON object with 'messages' and 'images'",
+                ) from e
             resolved = [path.parent / p for p in images]
             for p in resolved:
                 if not p.is_file():
-                    raise DataError(f"image '{p}' not found", file=str(path), row=n, column="images",
-                                    expected="paths relative to the JSONL file")
+                    raise DataError(
+                        f"image '{p}' not found",
+                        file=str(path),
+                        row=n,
+                        column="images",
+                        expected="paths relative to the JSONL file",
+                    )
             roles = [m["role"] for m in messages]
             if "assistant" not in roles or "user" not in roles:
-                raise DataError(f"roles {roles} lack a user or assistant turn", file=str(path), row=n,
-                                column="messages", expected="a user turn and an assistant turn")
+                raise DataError(
+                    f"roles {roles} lack a user or assistant turn",
+                    file=str(path),
+                    row=n,
+                    column="messages",
+                    expected="a user turn and an assistant turn",
+                )
             records.append({**rec, "images": [str(p) for p in resolved]})
     return records

@@ -98,7 +98,9 @@ class PairsDataset(Dataset):
             return self.transform(image), text
         # torchvision draws crops from torch's global RNG: seed it per sample, without leaking out
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(aug_seed)  # torch.manual_seed also visits every accelerator: 100x dearer
+            torch.default_generator.manual_seed(
+                aug_seed
+            )  # torch.manual_seed also visits every accelerator: 100x dearer
             # the draw happens for every sample, so a text that cannot be mirrored leaves the others' alone
             if self.hflip and torch.rand(()) < 0.5 and (mirrored := mirror_laterality(text)) is not None:
                 image, text = ImageOps.mirror(image), mirrored
@@ -122,12 +124,24 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         rank, world_size: this process and the number of processes.
     """
 
-    def __init__(self, n: int, batch_size: int, steps: int, *, accum_steps: int = 1, seed: int = 0,
-                 start_step: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        steps: int,
+        *,
+        accum_steps: int = 1,
+        seed: int = 0,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.global_batch = batch_size * world_size
         if n < self.global_batch:
-            raise DataError(f"only {n} training pairs for a global batch of {self.global_batch}",
-                            expected="at least one full batch: lower encoder.per_device_train_batch_size or add data")
+            raise DataError(
+                f"only {n} training pairs for a global batch of {self.global_batch}",
+                expected="at least one full batch: lower encoder.per_device_train_batch_size or add data",
+            )
         self.n, self.batch_size, self.steps, self.accum = n, batch_size, steps, accum_steps
         self.seed, self.start_step, self.rank = seed, start_step, rank
         self.per_epoch = n // self.global_batch
@@ -145,6 +159,6 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             if e != epoch:
                 epoch, order = e, self._order(e)
             lo = b * self.global_batch + self.rank * self.batch_size
-            idx = order[lo:lo + self.batch_size].tolist()
+            idx = order[lo : lo + self.batch_size].tolist()
             # one seed per (epoch, sample): augmentations are reproducible and differ between epochs
             yield [(i, (self.seed * 1_000_003 + e) * 1_000_003 + i) for i in idx]

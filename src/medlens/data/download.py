@@ -22,20 +22,33 @@ logger = logging.getLogger(__name__)
 
 def _check_folder(cfg: DatasetConfig, name: str) -> Path:
     if not cfg.path:
-        raise ConfigError("missing required key", file="config/config.yaml", key=f"datasets.{name}.path",
-                          expected=f"the folder holding the data for source '{cfg.source}'")
+        raise ConfigError(
+            "missing required key",
+            file="config/config.yaml",
+            key=f"datasets.{name}.path",
+            expected=f"the folder holding the data for source '{cfg.source}'",
+        )
     root = Path(cfg.path).expanduser()
     if not root.is_dir():
-        raise ConfigError(f"folder '{root}' does not exist", file="config/config.yaml",
-                          key=f"datasets.{name}.path", expected="an existing folder")
+        raise ConfigError(
+            f"folder '{root}' does not exist",
+            file="config/config.yaml",
+            key=f"datasets.{name}.path",
+            expected="an existing folder",
+        )
     if cfg.source == "manifest" and not (root / cfg.manifest).is_file():
-        raise ConfigError(f"manifest '{root / cfg.manifest}' not found", file="config/config.yaml",
-                          key=f"datasets.{name}.manifest", expected="a CSV file inside `path`")
+        raise ConfigError(
+            f"manifest '{root / cfg.manifest}' not found",
+            file="config/config.yaml",
+            key=f"datasets.{name}.manifest",
+            expected="a CSV file inside `path`",
+        )
     return root.resolve()
 
 
-def download_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike,
-                     marker: str | os.PathLike) -> None:
+def download_dataset(
+    cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, marker: str | os.PathLike
+) -> None:
     """Fetch (kaggle), check (path, manifest) or do nothing for (synthetic_cxr) one dataset.
 
     Args:

@@ -34,7 +34,9 @@ def _window_to_uint8(arr: np.ndarray) -> np.ndarray:
     """Min-max window a 16-bit or float array to 8 bits (as MIMIC-CXR-JPG was made from DICOM)."""
     arr = arr.astype(np.float64)
     finite = np.isfinite(arr)
-    if not finite.all():  # a pixel with no value: windowing would make it black and pass the image on as sound
+    if (
+        not finite.all()
+    ):  # a pixel with no value: windowing would make it black and pass the image on as sound
         raise ValueError(f"image holds {int((~finite).sum())} NaN or infinite pixel values of {arr.size}")
     lo, hi = np.percentile(arr[finite], [0.5, 99.5])
     if hi <= lo:
@@ -47,15 +49,27 @@ def _from_dicom(path: Path) -> Image.Image:
     try:
         import pydicom
     except ImportError as e:
-        raise DataError("DICOM input needs pydicom", file=str(path),
-                        expected="`pip install pydicom` (the medlens[dicom] extra)") from e
+        raise DataError(
+            "DICOM input needs pydicom",
+            file=str(path),
+            expected="`pip install pydicom` (the medlens[dicom] extra)",
+        ) from e
     try:
         ds = pydicom.dcmread(str(path))
         arr = ds.pixel_array.astype(np.float64)
-    except (pydicom.errors.InvalidDicomError, AttributeError, ValueError, NotImplementedError, RuntimeError) as e:
+    except (
+        pydicom.errors.InvalidDicomError,
+        AttributeError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+    ) as e:
         # not DICOM, no pixel data, or a compressed transfer syntax without its decoder plugin
-        raise DataError(f"DICOM cannot be decoded ({type(e).__name__}: {e})", file=str(path),
-                        expected="a DICOM file with pixel data pydicom can decode") from e
+        raise DataError(
+            f"DICOM cannot be decoded ({type(e).__name__}: {e})",
+            file=str(path),
+            expected="a DICOM file with pixel data pydicom can decode",
+        ) from e
     if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
         arr = arr.max() - arr  # MONOCHROME1 stores inverted grey levels
     return Image.fromarray(_window_to_uint8(arr), mode="L")
@@ -118,24 +132,41 @@ def load_image(src: ImageSource, *, grey: bool = True, draft_size: int | None = 
                 img = _open(io.BytesIO(src))
             # checked on the declared size, before any pixel is decoded (PIL only errors above 2x the limit)
             if img.width * img.height > MAX_PIXELS:
-                raise DataError(f"image is too large ({img.width}x{img.height})", file=name,
-                                expected=f"at most {MAX_PIXELS:,} pixels")
+                raise DataError(
+                    f"image is too large ({img.width}x{img.height})",
+                    file=name,
+                    expected=f"at most {MAX_PIXELS:,} pixels",
+                )
             if draft_size and img.format == "JPEG":
                 img.draft("L" if grey else "RGB", (draft_size, draft_size))
             img = ImageOps.exif_transpose(img)
             img.load()
         if img.width * img.height > MAX_PIXELS:
-            raise DataError(f"image is too large ({img.width}x{img.height})", file=name,
-                            expected=f"at most {MAX_PIXELS:,} pixels")
+            raise DataError(
+                f"image is too large ({img.width}x{img.height})",
+                file=name,
+                expected=f"at most {MAX_PIXELS:,} pixels",
+            )
         return _normalise_mode(img, grey)
     except DataError:
         raise
     except Image.DecompressionBombError as e:
-        raise DataError(f"image is too large ({e})", file=name,
-                        expected=f"at most {MAX_PIXELS:,} pixels") from e
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as e:  # PIL's corrupt-file errors
-        raise DataError(f"image cannot be decoded ({type(e).__name__}: {e})", file=name,
-                        expected="a readable PNG/JPEG/TIFF/DICOM") from e
+        raise DataError(
+            f"image is too large ({e})", file=name, expected=f"at most {MAX_PIXELS:,} pixels"
+        ) from e
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        EOFError,
+        IndexError,
+        struct.error,
+    ) as e:  # PIL's corrupt-file errors
+        raise DataError(
+            f"image cannot be decoded ({type(e).__name__}: {e})",
+            file=name,
+            expected="a readable PNG/JPEG/TIFF/DICOM",
+        ) from e
 
 
 def fit_longest_side(img: Image.Image, size: int) -> Image.Image:

@@ -48,9 +48,11 @@ _CHUNK = 1 << 20
 # bomb 1000x and more
 _MAX_EXPANSION = 100
 
-_HOW_TO = ("Kaggle credentials: create an API token at https://www.kaggle.com/settings/api and either "
-           "save kaggle.json as ~/.kaggle/kaggle.json (chmod 600; KAGGLE_CONFIG_DIR moves that folder), "
-           "or export KAGGLE_USERNAME and KAGGLE_KEY, or export KAGGLE_API_TOKEN")
+_HOW_TO = (
+    "Kaggle credentials: create an API token at https://www.kaggle.com/settings/api and either "
+    "save kaggle.json as ~/.kaggle/kaggle.json (chmod 600; KAGGLE_CONFIG_DIR moves that folder), "
+    "or export KAGGLE_USERNAME and KAGGLE_KEY, or export KAGGLE_API_TOKEN"
+)
 
 
 def find_credentials(env: Mapping[str, str] | None = None, home: Path | None = None) -> str:
@@ -79,14 +81,18 @@ def find_credentials(env: Mapping[str, str] | None = None, home: Path | None = N
         return str(token_file)
     path = config_dir / "kaggle.json"
     if not path.is_file():
-        raise ConfigError(f"no Kaggle credentials found (checked KAGGLE_USERNAME/KAGGLE_KEY, KAGGLE_API_TOKEN "
-                          f"and {path})", key="credentials", expected=_HOW_TO)
+        raise ConfigError(
+            f"no Kaggle credentials found (checked KAGGLE_USERNAME/KAGGLE_KEY, KAGGLE_API_TOKEN and {path})",
+            key="credentials",
+            expected=_HOW_TO,
+        )
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         # the parser's message can quote the file's text, i.e. the key: report only the exception type
-        raise ConfigError(f"{path} is not readable JSON ({type(e).__name__})", key="credentials",
-                          expected=_HOW_TO) from None
+        raise ConfigError(
+            f"{path} is not readable JSON ({type(e).__name__})", key="credentials", expected=_HOW_TO
+        ) from None
     if not isinstance(data, dict) or not data.get("username") or not data.get("key"):
         raise ConfigError(f"{path} lacks 'username' or 'key'", key="credentials", expected=_HOW_TO)
     return str(path)
@@ -102,11 +108,19 @@ def resolve_slug(cfg: DatasetConfig, name: str) -> str:
 
     slug = cfg.slug or get_adapter(cfg, dataset=name).kaggle_slug
     if not slug:
-        raise ConfigError("missing required key", file="config/config.yaml", key=f"datasets.{name}.slug",
-                          expected=f"a Kaggle slug 'owner/dataset'; adapter '{cfg.adapter}' has no default")
+        raise ConfigError(
+            "missing required key",
+            file="config/config.yaml",
+            key=f"datasets.{name}.slug",
+            expected=f"a Kaggle slug 'owner/dataset'; adapter '{cfg.adapter}' has no default",
+        )
     if not _SLUG.match(slug):
-        raise ConfigError(f"'{slug}' is not a Kaggle dataset slug", file="config/config.yaml",
-                          key=f"datasets.{name}.slug", expected="'owner/dataset', e.g. nih-chest-xrays/sample")
+        raise ConfigError(
+            f"'{slug}' is not a Kaggle dataset slug",
+            file="config/config.yaml",
+            key=f"datasets.{name}.slug",
+            expected="'owner/dataset', e.g. nih-chest-xrays/sample",
+        )
     return slug
 
 
@@ -152,15 +166,22 @@ def download_kaggle(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike) -
             api.authenticate()
             api.dataset_download_files(slug, path=str(download), unzip=False, quiet=True)
     except SystemExit as e:  # the client exits when it rejects the credentials
-        raise ConfigError(f"the Kaggle client refused the credentials from {where}", key="credentials",
-                          expected=_HOW_TO) from e
+        raise ConfigError(
+            f"the Kaggle client refused the credentials from {where}", key="credentials", expected=_HOW_TO
+        ) from e
     except Exception as e:  # the client raises requests/HTTP/ValueError types for network and access errors
-        raise MedlensError(f"datasets.{name}: downloading Kaggle dataset '{slug}' failed "
-                           f"({type(e).__name__}: {e}); check the slug, that you accepted its rules on "
-                           f"kaggle.com, and that api.kaggle.com is reachable") from e
-    archives = sorted(p for p in download.iterdir() if p.is_file() and p.name.lower().endswith(_ARCHIVE_SUFFIXES))
+        raise MedlensError(
+            f"datasets.{name}: downloading Kaggle dataset '{slug}' failed "
+            f"({type(e).__name__}: {e}); check the slug, that you accepted its rules on "
+            f"kaggle.com, and that api.kaggle.com is reachable"
+        ) from e
+    archives = sorted(
+        p for p in download.iterdir() if p.is_file() and p.name.lower().endswith(_ARCHIVE_SUFFIXES)
+    )
     if not archives:
-        raise MedlensError(f"datasets.{name}: the Kaggle client wrote no archive for '{slug}' into {download}")
+        raise MedlensError(
+            f"datasets.{name}: the Kaggle client wrote no archive for '{slug}' into {download}"
+        )
     files = 0
     for archive in archives:
         result = extract_archive(archive, raw_dir)
@@ -193,9 +214,12 @@ def _safe_name(raw: str, archive: Path) -> str:
     name = raw.replace("\\", "/")
     parts = PurePosixPath(name).parts
     if name.startswith("/") or _DRIVE.match(name) or ".." in parts:
-        raise DataError(f"archive entry '{raw}' points outside the extraction folder (absolute path or '..')",
-                        file=str(archive), row=raw,
-                        expected="entries with relative paths inside the archive; the archive was not extracted")
+        raise DataError(
+            f"archive entry '{raw}' points outside the extraction folder (absolute path or '..')",
+            file=str(archive),
+            row=raw,
+            expected="entries with relative paths inside the archive; the archive was not extracted",
+        )
     return "/".join(p for p in parts if p not in ("", "."))
 
 
@@ -211,12 +235,22 @@ def _entries(archive: Path) -> tuple[list[_Entry], object]:
     try:
         tf = tarfile.open(archive)  # noqa: SIM115 (closed by extract_archive)
     except (tarfile.TarError, OSError) as e:
-        raise DataError(f"not a readable zip or tar archive ({type(e).__name__}: {e})", file=str(archive),
-                        expected="a .zip or .tar(.gz/.bz2/.xz) file") from e
+        raise DataError(
+            f"not a readable zip or tar archive ({type(e).__name__}: {e})",
+            file=str(archive),
+            expected="a .zip or .tar(.gz/.bz2/.xz) file",
+        ) from e
     entries = []
     for info in tf.getmembers():
-        kind = ("dir" if info.isdir() else "file" if info.isfile() else
-                "link" if info.issym() or info.islnk() else "other")
+        kind = (
+            "dir"
+            if info.isdir()
+            else "file"
+            if info.isfile()
+            else "link"
+            if info.issym() or info.islnk()
+            else "other"
+        )
         entries.append(_Entry(_safe_name(info.name, archive), info.size, kind, info))
     return entries, tf
 
@@ -225,8 +259,11 @@ def _inside(target: Path, root: Path) -> Path:
     """``target`` after resolving links; DataError when a link already on disk leads it out of ``root``."""
     resolved = target.resolve()
     if not resolved.is_relative_to(root):
-        raise DataError(f"'{target}' resolves to '{resolved}', outside the extraction folder (through a link)",
-                        file=str(target), expected=f"paths inside {root}")
+        raise DataError(
+            f"'{target}' resolves to '{resolved}', outside the extraction folder (through a link)",
+            file=str(target),
+            expected=f"paths inside {root}",
+        )
     return resolved
 
 
@@ -235,8 +272,12 @@ def _open_member(container: object, entry: _Entry) -> IO[bytes]:
         return container.open(entry.handle)
     stream = container.extractfile(entry.handle)
     if stream is None:
-        raise DataError(f"entry '{entry.name}' has no data", file=str(container.name), row=entry.name,
-                        expected="a regular file")
+        raise DataError(
+            f"entry '{entry.name}' has no data",
+            file=str(container.name),
+            row=entry.name,
+            expected="a regular file",
+        )
     return stream
 
 
@@ -259,16 +300,25 @@ def _check_expansion(archive: Path, entries: list[_Entry], dest: Path) -> None:
     total = sum(e.size for e in _iter_files(entries))
     packed = max(archive.stat().st_size, 1)
     if total > _MAX_EXPANSION * packed:
-        raise DataError(f"the archive would expand {packed:,} bytes into {total:,} ({total / packed:,.0f} times)",
-                        file=str(archive), expected=f"at most {_MAX_EXPANSION} times (image archives barely "
-                                                    "compress); an archive this compressible is a decompression "
-                                                    "bomb and was not extracted")
+        raise DataError(
+            f"the archive would expand {packed:,} bytes into {total:,} ({total / packed:,.0f} times)",
+            file=str(archive),
+            expected=f"at most {_MAX_EXPANSION} times (image archives barely "
+            "compress); an archive this compressible is a decompression "
+            "bomb and was not extracted",
+        )
     free = shutil.disk_usage(dest).free
-    needed = sum(e.size for e in _iter_files(entries)  # what an interrupted run left complete is not written again
-                 if not ((dest / e.name).is_file() and (dest / e.name).stat().st_size == e.size))
+    needed = sum(
+        e.size
+        for e in _iter_files(entries)  # what an interrupted run left complete is not written again
+        if not ((dest / e.name).is_file() and (dest / e.name).stat().st_size == e.size)
+    )
     if needed > free:
-        raise DataError(f"the archive needs {_human(needed)} but {dest} has {_human(free)} free",
-                        file=str(archive), expected="room for the extracted files; nothing was extracted")
+        raise DataError(
+            f"the archive needs {_human(needed)} but {dest} has {_human(free)} free",
+            file=str(archive),
+            expected="room for the extracted files; nothing was extracted",
+        )
 
 
 def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> ExtractResult:
@@ -312,13 +362,20 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> Extr
             with _open_member(container, entry) as src, atomic_path(target) as tmp, open(tmp, "wb") as out:
                 shutil.copyfileobj(src, out, _CHUNK)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
-        raise DataError(f"archive is corrupt or truncated ({type(e).__name__}: {e})", file=str(archive),
-                        expected="a complete archive; delete it and download again") from e
+        raise DataError(
+            f"archive is corrupt or truncated ({type(e).__name__}: {e})",
+            file=str(archive),
+            expected="a complete archive; delete it and download again",
+        ) from e
     finally:
         container.close()
     if links:
-        logger.warning("%s: %d link or special entries were not created (links could lead outside %s)", archive.name,
-                       links, dest)
+        logger.warning(
+            "%s: %d link or special entries were not created (links could lead outside %s)",
+            archive.name,
+            links,
+            dest,
+        )
     with atomic_path(marker) as tmp:
         tmp.write_text(json.dumps({"archive": archive.name, "files": files, "skipped_links": links}) + "\n")
     logger.info("%s: extracted %d files into %s (%d already complete)", archive.name, files, dest, resumed)

@@ -21,12 +21,26 @@ __all__ = ["mirror_laterality"]
 
 # whole words and abbreviations, each with its mirror (lower case; the case of the match is kept)
 _MIRROR = {
-    "left": "right", "right": "left",
-    "leftward": "rightward", "rightward": "leftward", "leftwards": "rightwards", "rightwards": "leftwards",
-    "lt": "rt", "rt": "lt",
-    "lul": "rul", "rul": "lul", "lll": "rll", "rll": "lll",  # upper and lower lobes
-    "luq": "ruq", "ruq": "luq", "llq": "rlq", "rlq": "llq",  # abdominal quadrants
-    "lue": "rue", "rue": "lue", "lle": "rle", "rle": "lle",  # upper and lower extremities
+    "left": "right",
+    "right": "left",
+    "leftward": "rightward",
+    "rightward": "leftward",
+    "leftwards": "rightwards",
+    "rightwards": "leftwards",
+    "lt": "rt",
+    "rt": "lt",
+    "lul": "rul",
+    "rul": "lul",
+    "lll": "rll",
+    "rll": "lll",  # upper and lower lobes
+    "luq": "ruq",
+    "ruq": "luq",
+    "llq": "rlq",
+    "rlq": "llq",  # abdominal quadrants
+    "lue": "rue",
+    "rue": "lue",
+    "lle": "rle",
+    "rle": "lle",  # upper and lower extremities
 }
 _SIDES = re.compile(r"\b(" + "|".join(sorted(_MIRROR, key=len, reverse=True)) + r")\b", re.IGNORECASE)
 _PREFIX = re.compile(r"\b(dextro|levo)(?=[a-z-])", re.IGNORECASE)
@@ -35,8 +49,9 @@ _PREFIX_MIRROR = {"dextro": "levo", "levo": "dextro"}
 _UNMIRRORABLE = re.compile(r"\b(middle\s+lobes?|rml|lingula|lingular|[RL])\b", re.IGNORECASE)
 _LONE_LETTER = re.compile(r"\b[RL]\b")
 # "left" as a verb: a catheter left in place is on no side
-_VERB_LEFT = re.compile(r"\bleft(?=\s+(?:in\s+place|in\s+situ|behind|untouched|unchanged|alone|open)\b)",
-                        re.IGNORECASE)
+_VERB_LEFT = re.compile(
+    r"\bleft(?=\s+(?:in\s+place|in\s+situ|behind|untouched|unchanged|alone|open)\b)", re.IGNORECASE
+)
 
 
 def _same_case(word: str, like: str) -> str:

@@ -49,8 +49,13 @@ class PrepareSummary:
     reasons: dict[str, int]
 
     def as_dict(self) -> dict:
-        return {"dataset": self.dataset, "read": self.read, "kept": self.kept, "rejected": self.rejected,
-                "reasons": dict(sorted(self.reasons.items()))}
+        return {
+            "dataset": self.dataset,
+            "read": self.read,
+            "kept": self.kept,
+            "rejected": self.rejected,
+            "reasons": dict(sorted(self.reasons.items())),
+        }
 
 
 # C0/C1 control characters that whitespace normalisation leaves (NUL, escape, backspace...): text holding
@@ -115,8 +120,15 @@ def _pool_map(items: Iterable[tuple[RawRecord, int]], workers: int, batch_size: 
             yield from window.popleft().get()
 
 
-def prepare_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, out_parquet: str | os.PathLike,
-                    out_rejected: str | os.PathLike, *, workers: int = 1) -> PrepareSummary:
+def prepare_dataset(
+    cfg: DatasetConfig,
+    name: str,
+    raw_dir: str | os.PathLike,
+    out_parquet: str | os.PathLike,
+    out_rejected: str | os.PathLike,
+    *,
+    workers: int = 1,
+) -> PrepareSummary:
     """Prepare one dataset into the shared parquet contract.
 
     Args:
@@ -135,7 +147,9 @@ def prepare_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, o
     """
     adapter = get_adapter(cfg, dataset=name)
     root = data_root(cfg, Path(raw_dir))
-    logger.info("preparing dataset '%s' with adapter '%s' from %s (%d workers)", name, adapter.name, root, workers)
+    logger.info(
+        "preparing dataset '%s' with adapter '%s' from %s (%d workers)", name, adapter.name, root, workers
+    )
 
     seen_ids: set[str] = set()
     seen_content: dict[tuple[str, str], str] = {}
@@ -151,8 +165,11 @@ def prepare_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, o
             read += 1
             yield rec, cfg.store_size
 
-    with atomic_path(out_parquet) as tmp_parquet, atomic_path(out_rejected) as tmp_rejected, \
-            open(tmp_rejected, "w", newline="") as rej_file:
+    with (
+        atomic_path(out_parquet) as tmp_parquet,
+        atomic_path(out_rejected) as tmp_rejected,
+        open(tmp_rejected, "w", newline="") as rej_file,
+    ):
         rejected = csv.writer(rej_file)
         rejected.writerow(REJECTED_COLUMNS)
         writer = pq.ParquetWriter(tmp_parquet, PREPARED_SCHEMA, compression="zstd")
@@ -193,12 +210,23 @@ def prepare_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, o
                     meta = dict(rec.meta)
                     if rec.official_split is not None:
                         meta["official_split"] = rec.official_split
-                    batch.append({
-                        "id": rid, "dataset": name, "patient_id": rec.patient_id, "study_id": rec.study_id,
-                        "image": image, "width": width, "height": height, "modality": rec.modality,
-                        "view": rec.view, "text": text, "text_source": rec.text_source,
-                        "labels": sorted(set(rec.labels)), "meta": json.dumps(meta, sort_keys=True),
-                    })
+                    batch.append(
+                        {
+                            "id": rid,
+                            "dataset": name,
+                            "patient_id": rec.patient_id,
+                            "study_id": rec.study_id,
+                            "image": image,
+                            "width": width,
+                            "height": height,
+                            "modality": rec.modality,
+                            "view": rec.view,
+                            "text": text,
+                            "text_source": rec.text_source,
+                            "labels": sorted(set(rec.labels)),
+                            "meta": json.dumps(meta, sort_keys=True),
+                        }
+                    )
                     kept += 1
                     if len(batch) >= ROW_GROUP:
                         writer.write_table(pa.Table.from_pylist(batch, schema=PREPARED_SCHEMA))
@@ -206,8 +234,13 @@ def prepare_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, o
             if batch:
                 writer.write_table(pa.Table.from_pylist(batch, schema=PREPARED_SCHEMA))
             summary = PrepareSummary(name, read, kept, sum(reasons.values()), dict(reasons))
-            writer.add_key_value_metadata({SUMMARY_KEY: json.dumps(
-                {**summary.as_dict(), "config": to_dict(cfg), "adapter": adapter.name}, sort_keys=True).encode()})
+            writer.add_key_value_metadata(
+                {
+                    SUMMARY_KEY: json.dumps(
+                        {**summary.as_dict(), "config": to_dict(cfg), "adapter": adapter.name}, sort_keys=True
+                    ).encode()
+                }
+            )
         finally:
             writer.close()
         if summary.read != summary.kept + summary.rejected:
@@ -216,10 +249,18 @@ def prepare_dataset(cfg: DatasetConfig, name: str, raw_dir: str | os.PathLike, o
         failed = Path(out_rejected).with_name(Path(out_rejected).name.removesuffix(".csv") + ".failed.csv")
         os.replace(out_rejected, failed)
         Path(out_parquet).unlink()
-        raise MedlensError(f"{name}: no usable records out of {read} read from {root}; "
-                           f"see {failed} for each row's reason ({dict(reasons)})")
-    logger.info("dataset '%s': read %d = kept %d + rejected %d %s", name, read, kept, summary.rejected,
-                dict(sorted(reasons.items())))
+        raise MedlensError(
+            f"{name}: no usable records out of {read} read from {root}; "
+            f"see {failed} for each row's reason ({dict(reasons)})"
+        )
+    logger.info(
+        "dataset '%s': read %d = kept %d + rejected %d %s",
+        name,
+        read,
+        kept,
+        summary.rejected,
+        dict(sorted(reasons.items())),
+    )
     return summary
 
 

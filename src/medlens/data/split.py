@@ -48,7 +48,9 @@ def read_metadata(paths: Sequence[str | os.PathLike]) -> pa.Table:
         schema = pq.read_schema(path)
         missing = [c for c in PREPARED_SCHEMA.names if c not in schema.names]
         if missing:
-            raise DataError(f"missing columns {missing}", file=str(path), expected="the prepared-parquet schema")
+            raise DataError(
+                f"missing columns {missing}", file=str(path), expected="the prepared-parquet schema"
+            )
         tables.append(pq.read_table(path, columns=_META_COLUMNS))
     return pa.concat_tables(tables)
 
@@ -79,8 +81,9 @@ def _subsample(ids_by_class: dict[str, list[str]], max_samples: int, rng: random
     return keep
 
 
-def _ratio_split(groups: dict[str, list[int]], strata: dict[str, str], weights: Sequence[float],
-                 rng: random.Random) -> dict[str, str]:
+def _ratio_split(
+    groups: dict[str, list[int]], strata: dict[str, str], weights: Sequence[float], rng: random.Random
+) -> dict[str, str]:
     """Assign patient groups to splits so each stratum's rows follow ``weights`` (greedy on deficit).
 
     Hand-written because sklearn's StratifiedGroupKFold only makes equal-sized folds, not 80/10/10 or 95/5.
@@ -102,15 +105,22 @@ def _ratio_split(groups: dict[str, list[int]], strata: dict[str, str], weights: 
         for g in members:
             # the split furthest below its share of this stratum takes the group; ties go to the split
             # furthest below its share overall, so small strata do not all round towards the same split
-            split = max(open_splits, key=lambda s: (round(share[s] * total - filled[s], 9),
-                                                    share[s] * grand_total - grand_filled[s]))
+            split = max(
+                open_splits,
+                key=lambda s: (
+                    round(share[s] * total - filled[s], 9),
+                    share[s] * grand_total - grand_filled[s],
+                ),
+            )
             assignment[g] = split
             filled[split] += len(groups[g])
             grand_filled[split] += len(groups[g])
     return assignment
 
 
-def assign_splits(meta: pa.Table, cfg: SplitConfig) -> tuple[dict[str, str], list[tuple[str, str, str]], dict]:
+def assign_splits(
+    meta: pa.Table, cfg: SplitConfig
+) -> tuple[dict[str, str], list[tuple[str, str, str]], dict]:
     """Decide every row's split.
 
     Args:
@@ -122,8 +132,11 @@ def assign_splits(meta: pa.Table, cfg: SplitConfig) -> tuple[dict[str, str], lis
     """
     weights = [cfg.train, cfg.val, cfg.test]
     if any(w < 0 for w in weights) or abs(sum(weights) - 1.0) > 1e-6:
-        raise ConfigError(f"split shares {weights} do not sum to 1", key="split.train/val/test",
-                          expected="non-negative shares summing to 1, e.g. 0.8/0.1/0.1 or 0.95/0.05/0")
+        raise ConfigError(
+            f"split shares {weights} do not sum to 1",
+            key="split.train/val/test",
+            expected="non-negative shares summing to 1, e.g. 0.8/0.1/0.1 or 0.95/0.05/0",
+        )
     rows = meta.to_pylist()
     rng = random.Random(cfg.seed)
     dropped: list[tuple[str, str, str]] = []
@@ -133,8 +146,12 @@ def assign_splits(meta: pa.Table, cfg: SplitConfig) -> tuple[dict[str, str], lis
         ids_by_class[_class_key(r["labels"])].append(r["id"])
     rare = {c for c, ids in ids_by_class.items() if len(ids) < cfg.min_samples_per_class}
     for c in sorted(rare):
-        logger.warning("dropping class '%s': %d rows < min_samples_per_class %d", c, len(ids_by_class[c]),
-                       cfg.min_samples_per_class)
+        logger.warning(
+            "dropping class '%s': %d rows < min_samples_per_class %d",
+            c,
+            len(ids_by_class[c]),
+            cfg.min_samples_per_class,
+        )
     keep = {i for c, ids in ids_by_class.items() if c not in rare for i in ids}
     if cfg.max_samples is not None and len(keep) > cfg.max_samples:
         kept_classes = {c: ids for c, ids in ids_by_class.items() if c not in rare}
@@ -142,8 +159,11 @@ def assign_splits(meta: pa.Table, cfg: SplitConfig) -> tuple[dict[str, str], lis
     for r in rows:
         if r["id"] not in keep:
             cls = _class_key(r["labels"])
-            reason = (f"class '{cls}' has fewer than {cfg.min_samples_per_class} rows" if cls in rare
-                      else f"not in the max_samples={cfg.max_samples} subsample")
+            reason = (
+                f"class '{cls}' has fewer than {cfg.min_samples_per_class} rows"
+                if cls in rare
+                else f"not in the max_samples={cfg.max_samples} subsample"
+            )
             dropped.append((r["id"], r["dataset"], reason))
     rows = [r for r in rows if r["id"] in keep]
 
@@ -158,7 +178,9 @@ def assign_splits(meta: pa.Table, cfg: SplitConfig) -> tuple[dict[str, str], lis
     moved = 0
     free_groups: dict[str, list[int]] = {}
     for g, members in groups.items():
-        official = {json.loads(rows[i]["meta"]).get("official_split") for i in members} if cfg.official else set()
+        official = (
+            {json.loads(rows[i]["meta"]).get("official_split") for i in members} if cfg.official else set()
+        )
         official.discard(None)
         if official:
             chosen = min(official, key=_PRIORITY.__getitem__)
@@ -168,28 +190,49 @@ def assign_splits(meta: pa.Table, cfg: SplitConfig) -> tuple[dict[str, str], lis
         else:
             free_groups[g] = members
     # stratum = the rarest label among the group's rows, so rare findings spread over all splits
-    strata = {g: (min((lab for i in m for lab in (rows[i]["labels"] or ["<no label>"])),
-                      key=lambda lab: (label_freq[lab], lab)) if cfg.stratify else "all")
-              for g, m in free_groups.items()}
+    strata = {
+        g: (
+            min(
+                (lab for i in m for lab in (rows[i]["labels"] or ["<no label>"])),
+                key=lambda lab: (label_freq[lab], lab),
+            )
+            if cfg.stratify
+            else "all"
+        )
+        for g, m in free_groups.items()
+    }
     for g, split in _ratio_split(free_groups, strata, weights, rng).items():
         for i in free_groups[g]:
             split_of[rows[i]["id"]] = split
 
     counts = Counter(split_of.values())
     stats = {
-        "rows": len(meta), "kept": len(split_of), "dropped": len(dropped), "patients": len(groups),
+        "rows": len(meta),
+        "kept": len(split_of),
+        "dropped": len(dropped),
+        "patients": len(groups),
         "rows_per_split": {s: counts.get(s, 0) for s in SPLITS},
-        "dropped_classes": sorted(rare), "moved_to_keep_patients_together": moved,
-        "labels_per_split": {s: dict(sorted(Counter(
-            lab for r in rows if split_of[r["id"]] == s for lab in r["labels"]).items())) for s in SPLITS},
+        "dropped_classes": sorted(rare),
+        "moved_to_keep_patients_together": moved,
+        "labels_per_split": {
+            s: dict(
+                sorted(Counter(lab for r in rows if split_of[r["id"]] == s for lab in r["labels"]).items())
+            )
+            for s in SPLITS
+        },
     }
     if moved:
         logger.warning("%d rows moved from their official split so that no patient spans two splits", moved)
     return split_of, dropped, stats
 
 
-def split_pairs(prepared: Sequence[str | os.PathLike], cfg: SplitConfig, out_pairs: str | os.PathLike,
-                out_dropped: str | os.PathLike, out_stats: str | os.PathLike) -> dict:
+def split_pairs(
+    prepared: Sequence[str | os.PathLike],
+    cfg: SplitConfig,
+    out_pairs: str | os.PathLike,
+    out_dropped: str | os.PathLike,
+    out_stats: str | os.PathLike,
+) -> dict:
     """Merge prepared datasets into ``pairs.parquet`` with patient-level stratified splits.
 
     Args:
@@ -205,8 +248,11 @@ def split_pairs(prepared: Sequence[str | os.PathLike], cfg: SplitConfig, out_pai
     meta = read_metadata(prepared)
     duplicates = [i for i, n in Counter(meta.column("id").to_pylist()).items() if n > 1]
     if duplicates:
-        raise DataError(f"id '{duplicates[0]}' occurs in more than one prepared dataset",
-                        file=", ".join(map(str, prepared)), expected="unique ids across an experiment's datasets")
+        raise DataError(
+            f"id '{duplicates[0]}' occurs in more than one prepared dataset",
+            file=", ".join(map(str, prepared)),
+            expected="unique ids across an experiment's datasets",
+        )
     split_of, dropped, stats = assign_splits(meta, cfg)
     with atomic_path(out_pairs) as tmp, pq.ParquetWriter(tmp, PAIRS_SCHEMA, compression="zstd") as writer:
         for path in prepared:
@@ -224,8 +270,13 @@ def split_pairs(prepared: Sequence[str | os.PathLike], cfg: SplitConfig, out_pai
         w.writerow(["id", "dataset", "reason"])
         w.writerows(sorted(dropped))
     write_json(stats, out_stats)
-    logger.info("pairs: %d rows from %d datasets -> %s; dropped %d", stats["kept"], len(prepared),
-                stats["rows_per_split"], stats["dropped"])
+    logger.info(
+        "pairs: %d rows from %d datasets -> %s; dropped %d",
+        stats["kept"],
+        len(prepared),
+        stats["rows_per_split"],
+        stats["dropped"],
+    )
     return stats
 
 

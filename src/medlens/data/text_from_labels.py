@@ -39,8 +39,12 @@ def load_templates(modality: str) -> dict[str, Any]:
     canonical: dict[str, str] = {}
     for name, entry in labels.items():
         if not isinstance(entry, dict) or "positive" not in entry:
-            raise ConfigError("label entry without `positive:` phrasings", file=str(path), key=f"labels.{name}",
-                              expected="a mapping with positive (and optional negative, uncertain) lists")
+            raise ConfigError(
+                "label entry without `positive:` phrasings",
+                file=str(path),
+                key=f"labels.{name}",
+                expected="a mapping with positive (and optional negative, uncertain) lists",
+            )
         canonical[name] = name
         for alias in entry.get("aliases", ()):
             canonical[alias] = name
@@ -82,10 +86,17 @@ def _rng(seed: int, record_id: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def synthesize_text(labels: Sequence[str], *, modality: str, record_id: str, seed: int = 0,
-                    negatives: Sequence[str] | None = None, uncertain: Sequence[str] = (),
-                    label_context: Mapping[str, Mapping[str, str]] | None = None,
-                    context: Mapping[str, str | Sequence[str]] | None = None) -> str:
+def synthesize_text(
+    labels: Sequence[str],
+    *,
+    modality: str,
+    record_id: str,
+    seed: int = 0,
+    negatives: Sequence[str] | None = None,
+    uncertain: Sequence[str] = (),
+    label_context: Mapping[str, Mapping[str, str]] | None = None,
+    context: Mapping[str, str | Sequence[str]] | None = None,
+) -> str:
     """A short report for one record, built from its labels.
 
     Args:
@@ -112,8 +123,12 @@ def synthesize_text(labels: Sequence[str], *, modality: str, record_id: str, see
 
     def canon(name: str) -> str:
         if name not in canonical:
-            raise ConfigError(f"no phrasings for label '{name}'", file=tpl["_path"], key=f"labels.{name}",
-                              expected="an entry for every label the source emits")
+            raise ConfigError(
+                f"no phrasings for label '{name}'",
+                file=tpl["_path"],
+                key=f"labels.{name}",
+                expected="an entry for every label the source emits",
+            )
         return canonical[name]
 
     rng = _rng(seed, record_id)
@@ -134,7 +149,9 @@ def synthesize_text(labels: Sequence[str], *, modality: str, record_id: str, see
     unsure = [x for x in dict.fromkeys(canon(x) for x in uncertain) if x not in positives]
     said = set(positives) | set(unsure) | ({normal_label} if is_normal else set())
     if negatives is not None:
-        denied = [x for x in dict.fromkeys(canon(x) for x in negatives) if x not in said and x != normal_label]
+        denied = [
+            x for x in dict.fromkeys(canon(x) for x in negatives) if x not in said and x != normal_label
+        ]
         limit = int(tpl.get("max_negatives", len(denied)))
         if len(denied) > limit:
             keep = set(rng.sample(denied, limit))
@@ -162,7 +179,9 @@ def synthesize_text(labels: Sequence[str], *, modality: str, record_id: str, see
     for name in denied:
         sentences.append(_choose(entries[name].get("negative"), values, rng))
     for group, phrasings in (tpl.get("context") or {}).items():
-        wanted = group in values or any(_placeholders(p) and _placeholders(p) <= values.keys() for p in phrasings)
+        wanted = group in values or any(
+            _placeholders(p) and _placeholders(p) <= values.keys() for p in phrasings
+        )
         if wanted:
             sentences.append(_choose(phrasings, values, rng))
     impression = tpl.get("impression") or {}
@@ -172,4 +191,3 @@ def synthesize_text(labels: Sequence[str], *, modality: str, record_id: str, see
     elif is_normal:
         sentences.append(_choose(impression.get("normal"), values, rng))
     return " ".join(_sentence(s) for s in sentences if s)
-

@@ -22,8 +22,14 @@ import numpy as np
 
 from medlens.errors import ConfigError, DataError
 
-__all__ = ["bootstrap_ci", "bootstrap", "bootstrap_distribution", "resample_indices", "percentile_ci",
-           "batch_size_for"]
+__all__ = [
+    "bootstrap_ci",
+    "bootstrap",
+    "bootstrap_distribution",
+    "resample_indices",
+    "percentile_ci",
+    "batch_size_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +42,9 @@ def batch_size_for(n: int, n_resamples: int) -> int:
     return max(1, min(n_resamples, _BATCH_ELEMENTS // max(n, 1)))
 
 
-def resample_indices(n: int, n_resamples: int = 1000, seed: int = 0,
-                     batch: int | None = None) -> Iterator[np.ndarray]:
+def resample_indices(
+    n: int, n_resamples: int = 1000, seed: int = 0, batch: int | None = None
+) -> Iterator[np.ndarray]:
     """Yield row indices of bootstrap resamples, in batches.
 
     Args:
@@ -87,8 +94,9 @@ def percentile_ci(values: np.ndarray, alpha: float = 0.05) -> tuple[float | None
     return float(low), float(high), n_skipped
 
 
-def bootstrap_distribution(metric: Callable[..., Any], *arrays: Any, n_resamples: int = 1000, seed: int = 0,
-                           vectorized: bool = False) -> np.ndarray:
+def bootstrap_distribution(
+    metric: Callable[..., Any], *arrays: Any, n_resamples: int = 1000, seed: int = 0, vectorized: bool = False
+) -> np.ndarray:
     """The metric on each bootstrap resample of the rows of ``arrays`` (resampled together, paired).
 
     Args:
@@ -116,8 +124,14 @@ def bootstrap_distribution(metric: Callable[..., Any], *arrays: Any, n_resamples
     return np.concatenate(out)
 
 
-def bootstrap(metric: Callable[..., Any], *arrays: Any, n_resamples: int = 1000, seed: int = 0,
-              alpha: float = 0.05, vectorized: bool = False) -> dict[str, Any]:
+def bootstrap(
+    metric: Callable[..., Any],
+    *arrays: Any,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    vectorized: bool = False,
+) -> dict[str, Any]:
     """Point estimate and percentile bootstrap CI of ``metric``, with the protocol that produced them.
 
     Args:
@@ -155,8 +169,14 @@ def bootstrap(metric: Callable[..., Any], *arrays: Any, n_resamples: int = 1000,
     }
 
 
-def bootstrap_ci(metric: Callable[..., float], *arrays: Any, n_resamples: int = 1000, seed: int = 0,
-                 alpha: float = 0.05, vectorized: bool = False) -> tuple[float, float]:
+def bootstrap_ci(
+    metric: Callable[..., float],
+    *arrays: Any,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    vectorized: bool = False,
+) -> tuple[float, float]:
     """Percentile bootstrap ``1 - alpha`` confidence interval of ``metric`` over the rows of ``arrays``.
 
     Resamples on which the metric is NaN (e.g. ``roc_auc_score`` on a single class) are skipped; use
@@ -185,6 +205,7 @@ def _common_length(data: list[np.ndarray]) -> int:
         raise DataError("no arrays to resample", expected="at least one array")
     lengths = {len(a) for a in data}
     if len(lengths) != 1:
-        raise DataError(f"arrays differ in length: {[len(a) for a in data]}",
-                        expected="one row per sample in every array")
+        raise DataError(
+            f"arrays differ in length: {[len(a) for a in data]}", expected="one row per sample in every array"
+        )
     return lengths.pop()

@@ -24,14 +24,33 @@ from torch import nn
 
 from medlens.errors import ConfigError
 
-__all__ = ["CHEXBERT_CONDITIONS", "CheXbertLabeler", "CheXbertModel", "load_chexbert", "bert_config_from_state"]
+__all__ = [
+    "CHEXBERT_CONDITIONS",
+    "CheXbertLabeler",
+    "CheXbertModel",
+    "load_chexbert",
+    "bert_config_from_state",
+]
 
 logger = logging.getLogger(__name__)
 
 # Head order of CheXbert (src/constants.py CONDITIONS); differs from medlens.config.FINDINGS.
-CHEXBERT_CONDITIONS = ("Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
-                       "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-                       "Pleural Other", "Fracture", "Support Devices", "No Finding")
+CHEXBERT_CONDITIONS = (
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+    "No Finding",
+)
 _CLASS_TO_LABEL = {0: None, 1: 1, 2: 0, 3: -1}  # blank, positive, negative, uncertain
 _BERT_HEAD_SIZE = 64  # every released BERT uses 64-dimensional attention heads
 _MAX_TOKENS = 512
@@ -70,24 +89,41 @@ def bert_config_from_state(state: dict[str, torch.Tensor], *, source: str = "<st
         types = state["bert.embeddings.token_type_embeddings.weight"].shape[0]
         intermediate = state["bert.encoder.layer.0.intermediate.dense.weight"].shape[0]
     except KeyError as e:
-        raise ConfigError(f"no BERT weight {e}", file=source, expected="a CheXbert checkpoint (bert.* and "
-                          "linear_heads.* weights)") from e
+        raise ConfigError(
+            f"no BERT weight {e}",
+            file=source,
+            expected="a CheXbert checkpoint (bert.* and linear_heads.* weights)",
+        ) from e
     layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"bert\.encoder\.layer\.(\d+)\.", k)))
-    return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-                      num_attention_heads=max(1, hidden // _BERT_HEAD_SIZE), intermediate_size=intermediate,
-                      max_position_embeddings=positions, type_vocab_size=types)
+    return BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // _BERT_HEAD_SIZE),
+        intermediate_size=intermediate,
+        max_position_embeddings=positions,
+        type_vocab_size=types,
+    )
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for a file that is not a checkpoint
-        raise ConfigError(f"cannot read as a torch checkpoint: {e}", file=str(path), key="evaluate.labeler",
-                          expected="CheXbert's chexbert.pth") from e
+        raise ConfigError(
+            f"cannot read as a torch checkpoint: {e}",
+            file=str(path),
+            key="evaluate.labeler",
+            expected="CheXbert's chexbert.pth",
+        ) from e
     state = ckpt.get("model_state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError("no model_state_dict of tensors", file=str(path), key="evaluate.labeler",
-                          expected="CheXbert's chexbert.pth ({'model_state_dict': ...})")
+        raise ConfigError(
+            "no model_state_dict of tensors",
+            file=str(path),
+            key="evaluate.labeler",
+            expected="CheXbert's chexbert.pth ({'model_state_dict': ...})",
+        )
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -99,9 +135,13 @@ def _load_tokenizer(checkpoint: Path) -> Any:
     try:
         return BertTokenizer.from_pretrained(source)
     except OSError as e:
-        raise ConfigError(f"no tokenizer for the CheXbert checkpoint ({e})", file=str(checkpoint),
-                          key="evaluate.labeler", expected="bert-base-uncased's vocab.txt next to the checkpoint, "
-                          "or bert-base-uncased in the Hugging Face cache") from e
+        raise ConfigError(
+            f"no tokenizer for the CheXbert checkpoint ({e})",
+            file=str(checkpoint),
+            key="evaluate.labeler",
+            expected="bert-base-uncased's vocab.txt next to the checkpoint, "
+            "or bert-base-uncased in the Hugging Face cache",
+        ) from e
 
 
 class CheXbertLabeler:
@@ -119,8 +159,12 @@ class CheXbertLabeler:
     def __init__(self, checkpoint: str | Path, *, batch_size: int = 16, device: str | None = None):
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise ConfigError("CheXbert checkpoint not found", file=str(path), key="evaluate.labeler",
-                              expected="'chexbert:<path to a local chexbert.pth>'")
+            raise ConfigError(
+                "CheXbert checkpoint not found",
+                file=str(path),
+                key="evaluate.labeler",
+                expected="'chexbert:<path to a local chexbert.pth>'",
+            )
         self.name = f"chexbert:{checkpoint}"
         self.path, self.batch_size = path, batch_size
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -131,22 +175,31 @@ class CheXbertLabeler:
         missing = [k for k in missing if not k.endswith("position_ids")]
         unexpected = [k for k in unexpected if not k.endswith("position_ids")]
         if missing or unexpected:
-            raise ConfigError(f"weights do not match CheXbert: missing {missing[:5]}, unexpected {unexpected[:5]}",
-                              file=str(path), key="evaluate.labeler", expected="CheXbert's bert_labeler state dict")
+            raise ConfigError(
+                f"weights do not match CheXbert: missing {missing[:5]}, unexpected {unexpected[:5]}",
+                file=str(path),
+                key="evaluate.labeler",
+                expected="CheXbert's bert_labeler state dict",
+            )
         self.model.to(self.device).eval()
         self.tokenizer = _load_tokenizer(path)
         if len(self.tokenizer) > self.model.bert.config.vocab_size:
-            raise ConfigError(f"tokenizer has {len(self.tokenizer)} tokens, the model "
-                              f"{self.model.bert.config.vocab_size}", file=str(path), key="evaluate.labeler",
-                              expected="the tokenizer the checkpoint was trained with (bert-base-uncased)")
+            raise ConfigError(
+                f"tokenizer has {len(self.tokenizer)} tokens, the model {self.model.bert.config.vocab_size}",
+                file=str(path),
+                key="evaluate.labeler",
+                expected="the tokenizer the checkpoint was trained with (bert-base-uncased)",
+            )
 
     @torch.no_grad()
     def label_texts(self, texts: Sequence[str]) -> list[dict[str, int]]:
         """``{observation: 1 | 0 | -1}`` per report; observations CheXbert leaves blank are left out."""
         out: list[dict[str, int]] = []
         for start in range(0, len(texts), self.batch_size):
-            batch = [" ".join(t.split()) for t in texts[start:start + self.batch_size]]
-            enc = self.tokenizer(batch, truncation=True, max_length=_MAX_TOKENS, padding=True, return_tensors="pt")
+            batch = [" ".join(t.split()) for t in texts[start : start + self.batch_size]]
+            enc = self.tokenizer(
+                batch, truncation=True, max_length=_MAX_TOKENS, padding=True, return_tensors="pt"
+            )
             logits = self.model(enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device))
             classes = torch.stack([head.argmax(dim=1) for head in logits], dim=1).tolist()  # [B, 14]
             for row in classes:
@@ -160,8 +213,12 @@ class CheXbertLabeler:
         with open(self.path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
-        return {"name": "CheXbert (Smit et al. 2020)", "checkpoint": str(self.path), "checkpoint_sha256": h.hexdigest(),
-                "uncertain_classes": "CheXbert's 4-way heads: blank, positive, negative, uncertain"}
+        return {
+            "name": "CheXbert (Smit et al. 2020)",
+            "checkpoint": str(self.path),
+            "checkpoint_sha256": h.hexdigest(),
+            "uncertain_classes": "CheXbert's 4-way heads: blank, positive, negative, uncertain",
+        }
 
 
 @functools.lru_cache(maxsize=1)

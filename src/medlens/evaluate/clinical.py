@@ -22,8 +22,16 @@ from medlens.errors import ConfigError, DataError
 from medlens.evaluate.bootstrap import percentile_ci, resample_indices
 from medlens.evaluate.labeler import label_report, label_reports, load_rule_labeler
 
-__all__ = ["clinical_efficacy", "create_labeler", "Labeler", "label_report", "label_reports", "binarize", "CHEXPERT5",
-           "UNCERTAIN_POLICIES"]
+__all__ = [
+    "clinical_efficacy",
+    "create_labeler",
+    "Labeler",
+    "label_report",
+    "label_reports",
+    "binarize",
+    "CHEXPERT5",
+    "UNCERTAIN_POLICIES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +39,7 @@ logger = logging.getLogger(__name__)
 CHEXPERT5 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 UNCERTAIN_POLICIES = {
     "positive": "an uncertain (-1) label counts as positive, as vilmedic's F1CheXbert does for report "
-                "generation (mode 'rrg': uncertain -> 1)",
+    "generation (mode 'rrg': uncertain -> 1)",
     "negative": "an uncertain (-1) label counts as negative",
 }
 
@@ -54,12 +62,15 @@ def create_labeler(spec: str) -> Labeler:
     """
     if spec == "rules":
         return load_rule_labeler()
-    if isinstance(spec, str) and spec.startswith("chexbert:") and spec[len("chexbert:"):].strip():
+    if isinstance(spec, str) and spec.startswith("chexbert:") and spec[len("chexbert:") :].strip():
         from medlens.evaluate.chexbert import load_chexbert  # torch and transformers only when asked for
 
-        return load_chexbert(spec[len("chexbert:"):].strip())
-    raise ConfigError(f"unknown labeler {spec!r}", key="evaluate.labeler",
-                      expected="'rules' or 'chexbert:<path to a local chexbert.pth>'")
+        return load_chexbert(spec[len("chexbert:") :].strip())
+    raise ConfigError(
+        f"unknown labeler {spec!r}",
+        key="evaluate.labeler",
+        expected="'rules' or 'chexbert:<path to a local chexbert.pth>'",
+    )
 
 
 def binarize(labels: Sequence[dict[str, int]], observations: Sequence[str], uncertain: str) -> np.ndarray:
@@ -71,13 +82,17 @@ def binarize(labels: Sequence[dict[str, int]], observations: Sequence[str], unce
     _check_policy(uncertain)
     positive = {1, -1} if uncertain == "positive" else {1}
     return np.array([[d.get(o) in positive for o in observations] for d in labels], dtype=bool).reshape(
-        len(labels), len(observations))
+        len(labels), len(observations)
+    )
 
 
 def _check_policy(uncertain: str) -> None:
     if uncertain not in UNCERTAIN_POLICIES:
-        raise ConfigError(f"unknown uncertain-label policy {uncertain!r}", key="uncertain",
-                          expected=f"one of {', '.join(UNCERTAIN_POLICIES)}")
+        raise ConfigError(
+            f"unknown uncertain-label policy {uncertain!r}",
+            key="uncertain",
+            expected=f"one of {', '.join(UNCERTAIN_POLICIES)}",
+        )
 
 
 def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
@@ -110,20 +125,34 @@ def _per_label(ref: np.ndarray, gen: np.ndarray, ref_raw: np.ndarray, gen_raw: n
     out = {}
     for j, obs in enumerate(FINDINGS):
         support, predicted = int(tp[j] + fn[j]), int(tp[j] + fp[j])
-        reasons = [r for r, on in (("absent from the references", support == 0),
-                                   ("never labelled positive in the generated reports", predicted == 0)) if on]
+        reasons = [
+            r
+            for r, on in (
+                ("absent from the references", support == 0),
+                ("never labelled positive in the generated reports", predicted == 0),
+            )
+            if on
+        ]
         f1 = _f1(tp[j], fp[j], fn[j])
-        out[obs] = {"precision": _ratio(int(tp[j]), predicted), "recall": _ratio(int(tp[j]), support),
-                    "f1": None if np.isnan(f1) else float(f1), "support": support, "n_generated": predicted,
-                    "tp": int(tp[j]), "fp": int(fp[j]), "fn": int(fn[j]),
-                    "n_uncertain_reference": int((ref_raw[:, j] == -1).sum()),
-                    "n_uncertain_generated": int((gen_raw[:, j] == -1).sum()),
-                    "reason": "; ".join(reasons) or None}
+        out[obs] = {
+            "precision": _ratio(int(tp[j]), predicted),
+            "recall": _ratio(int(tp[j]), support),
+            "f1": None if np.isnan(f1) else float(f1),
+            "support": support,
+            "n_generated": predicted,
+            "tp": int(tp[j]),
+            "fp": int(fp[j]),
+            "fn": int(fn[j]),
+            "n_uncertain_reference": int((ref_raw[:, j] == -1).sum()),
+            "n_uncertain_generated": int((gen_raw[:, j] == -1).sum()),
+            "reason": "; ".join(reasons) or None,
+        }
     return out
 
 
-def _label_set(ref: np.ndarray, gen: np.ndarray, cols: list[int], *, n_resamples: int, seed: int,
-               alpha: float) -> dict[str, Any]:
+def _label_set(
+    ref: np.ndarray, gen: np.ndarray, cols: list[int], *, n_resamples: int, seed: int, alpha: float
+) -> dict[str, Any]:
     r, g = ref[:, cols], gen[:, cols]
     tp, fp, fn = _counts(r, g, axis=0)
     micro, macro = _set_scores(tp, fp, fn)
@@ -138,25 +167,45 @@ def _label_set(ref: np.ndarray, gen: np.ndarray, cols: list[int], *, n_resamples
     averaged = [n for n, f in zip(names, _f1(tp, fp, fn), strict=True) if not np.isnan(f)]
     return {
         "labels": names,
-        "micro": {"precision": _ratio(int(tp.sum()), int(tp.sum() + fp.sum())),
-                  "recall": _ratio(int(tp.sum()), int(tp.sum() + fn.sum())),
-                  "f1": None if np.isnan(micro) else float(micro), "ci_low": micro_ci[0], "ci_high": micro_ci[1],
-                  "n_skipped_resamples": micro_ci[2]},
-        "macro": {"f1": None if np.isnan(macro) else float(macro), "ci_low": macro_ci[0], "ci_high": macro_ci[1],
-                  "n_skipped_resamples": macro_ci[2], "labels": averaged},
+        "micro": {
+            "precision": _ratio(int(tp.sum()), int(tp.sum() + fp.sum())),
+            "recall": _ratio(int(tp.sum()), int(tp.sum() + fn.sum())),
+            "f1": None if np.isnan(micro) else float(micro),
+            "ci_low": micro_ci[0],
+            "ci_high": micro_ci[1],
+            "n_skipped_resamples": micro_ci[2],
+        },
+        "macro": {
+            "f1": None if np.isnan(macro) else float(macro),
+            "ci_low": macro_ci[0],
+            "ci_high": macro_ci[1],
+            "n_skipped_resamples": macro_ci[2],
+            "labels": averaged,
+        },
         "exact_match": float((r == g).all(axis=1).mean()),
     }
 
 
 def _empty_set(cols: list[int]) -> dict[str, Any]:
     none = {"f1": None, "ci_low": None, "ci_high": None, "n_skipped_resamples": None}
-    return {"labels": [FINDINGS[c] for c in cols], "micro": {"precision": None, "recall": None, **none},
-            "macro": {**none, "labels": []}, "exact_match": None}
+    return {
+        "labels": [FINDINGS[c] for c in cols],
+        "micro": {"precision": None, "recall": None, **none},
+        "macro": {**none, "labels": []},
+        "exact_match": None,
+    }
 
 
-def clinical_efficacy(generated: Sequence[str], references: Sequence[str], *, labeler: str | Labeler = "rules",
-                      uncertain: str = "positive", n_resamples: int = 1000, seed: int = 0,
-                      alpha: float = 0.05) -> dict[str, Any]:
+def clinical_efficacy(
+    generated: Sequence[str],
+    references: Sequence[str],
+    *,
+    labeler: str | Labeler = "rules",
+    uncertain: str = "positive",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
     """Per-observation precision/recall/F1 of generated reports against their references, with micro/macro F1.
 
     Args:
@@ -181,20 +230,29 @@ def clinical_efficacy(generated: Sequence[str], references: Sequence[str], *, la
         ConfigError: for an unknown labeler or uncertain-label policy.
     """
     if len(generated) != len(references):
-        raise DataError(f"{len(generated)} generated reports for {len(references)} references",
-                        column="generated", expected="one generated report per reference")
+        raise DataError(
+            f"{len(generated)} generated reports for {len(references)} references",
+            column="generated",
+            expected="one generated report per reference",
+        )
     _check_policy(uncertain)  # before any labelling work
     lab = create_labeler(labeler) if isinstance(labeler, str) else labeler
     gen_labels, ref_labels = lab.label_texts(list(generated)), lab.label_texts(list(references))
     gen, ref = binarize(gen_labels, FINDINGS, uncertain), binarize(ref_labels, FINDINGS, uncertain)
 
     def raw(labels: list[dict[str, int]]) -> np.ndarray:
-        return np.array([[d.get(o, 0) for o in FINDINGS] for d in labels], dtype=int).reshape(len(labels), len(FINDINGS))
+        return np.array([[d.get(o, 0) for o in FINDINGS] for d in labels], dtype=int).reshape(
+            len(labels), len(FINDINGS)
+        )
 
     sets = {"chexpert14": list(range(len(FINDINGS))), "chexpert5": [FINDINGS.index(o) for o in CHEXPERT5]}
     n = len(generated)
-    scores = {name: _label_set(ref, gen, cols, n_resamples=n_resamples, seed=seed, alpha=alpha) if n else
-              _empty_set(cols) for name, cols in sets.items()}
+    scores = {
+        name: _label_set(ref, gen, cols, n_resamples=n_resamples, seed=seed, alpha=alpha)
+        if n
+        else _empty_set(cols)
+        for name, cols in sets.items()
+    }
     if n == 0:
         logger.warning("clinical efficacy: no reports to score")
     return {
@@ -208,12 +266,14 @@ def clinical_efficacy(generated: Sequence[str], references: Sequence[str], *, la
             "truth": "labels of the reference reports, by the same labeler",
             "micro": "TP, FP and FN summed over the set's observations; F1 = 2TP / (2TP + FP + FN)",
             "macro": "mean per-observation F1 over the observations positive in the references or the "
-                     "generated reports (listed in macro.labels); sklearn's classification_report, which "
-                     "vilmedic uses, also averages observations absent from both as 0, which gives the "
-                     "same number whenever every observation occurs",
+            "generated reports (listed in macro.labels); sklearn's classification_report, which "
+            "vilmedic uses, also averages observations absent from both as 0, which gives the "
+            "same number whenever every observation occurs",
             "chexpert5": list(CHEXPERT5),
             "ci_method": "percentile bootstrap over reports (generated and reference resampled together)",
-            "n_resamples": n_resamples, "seed": seed, "alpha": alpha,
+            "n_resamples": n_resamples,
+            "seed": seed,
+            "alpha": alpha,
         },
         "per_label": _per_label(ref, gen, raw(ref_labels), raw(gen_labels)),
         **scores,

@@ -38,14 +38,25 @@ def _target(record: dict[str, Any]) -> tuple[str, str]:
 
 def score_generations(generated: list[str], references: list[str], cfg: EvalConfig) -> dict[str, Any]:
     """Text metrics and clinical efficacy of one set of generations."""
-    return {"n": len(generated), "text": corpus_text_metrics(generated, references),
-            "clinical": clinical_efficacy(generated, references, labeler=cfg.labeler,
-                                          n_resamples=cfg.bootstrap_samples, seed=cfg.seed)}
+    return {
+        "n": len(generated),
+        "text": corpus_text_metrics(generated, references),
+        "clinical": clinical_efficacy(
+            generated, references, labeler=cfg.labeler, n_resamples=cfg.bootstrap_samples, seed=cfg.seed
+        ),
+    }
 
 
-def evaluate_decoder(cfg: EvalConfig, chat_dir: str | os.PathLike, decoder_dir: str | os.PathLike, *,
-                     pairs: str | os.PathLike | None = None, out_json: str | os.PathLike, out_generations: str | os.PathLike,
-                     out_per_label: str | os.PathLike) -> dict[str, Any]:
+def evaluate_decoder(
+    cfg: EvalConfig,
+    chat_dir: str | os.PathLike,
+    decoder_dir: str | os.PathLike,
+    *,
+    pairs: str | os.PathLike | None = None,
+    out_json: str | os.PathLike,
+    out_generations: str | os.PathLike,
+    out_per_label: str | os.PathLike,
+) -> dict[str, Any]:
     """Generate for ``chat/{cfg.split}.jsonl`` and score against the references.
 
     Args:
@@ -67,25 +78,52 @@ def evaluate_decoder(cfg: EvalConfig, chat_dir: str | os.PathLike, decoder_dir: 
         records = sorted(random.Random(cfg.seed).sample(records, cfg.max_samples), key=lambda r: r["id"])
     generator = load_generator(decoder_dir)
     prompts, references = zip(*(_target(r) for r in records), strict=True) if records else ((), ())
-    generated = generator.generate([r["images"][0] for r in records], list(prompts), generation=cfg.generation)
+    generated = generator.generate(
+        [r["images"][0] for r in records], list(prompts), generation=cfg.generation
+    )
     logger.info("generated %d reports for split '%s'", len(generated), cfg.split)
 
     with atomic_path(out_generations) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for rec, ref, gen in zip(records, references, generated, strict=True):
             image = os.path.relpath(rec["images"][0], Path(chat_dir))
-            f.write(json.dumps({"id": rec["id"], "dataset": rec.get("dataset"), "image": image,
-                                "reference": ref, "generated": gen}, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": rec["id"],
+                        "dataset": rec.get("dataset"),
+                        "image": image,
+                        "reference": ref,
+                        "generated": gen,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
 
     overall = score_generations(list(generated), list(references), cfg)
     by_dataset: dict[str, list[int]] = defaultdict(list)
     for i, rec in enumerate(records):
         by_dataset[rec.get("dataset") or "?"].append(i)
-    per_dataset = {name: score_generations([generated[i] for i in idx], [references[i] for i in idx], cfg)
-                   for name, idx in sorted(by_dataset.items())} if len(by_dataset) > 1 else {}
+    per_dataset = (
+        {
+            name: score_generations([generated[i] for i in idx], [references[i] for i in idx], cfg)
+            for name, idx in sorted(by_dataset.items())
+        }
+        if len(by_dataset) > 1
+        else {}
+    )
     result = {
-        "split": cfg.split, "n": len(records), "overall": overall, "per_dataset": per_dataset,
-        "protocol": {"decoding": to_dict(cfg.generation), "labeler": overall["clinical"].get("labeler"),
-                     "chat_file": str(chat_path), "max_samples": cfg.max_samples, "seed": cfg.seed},
+        "split": cfg.split,
+        "n": len(records),
+        "overall": overall,
+        "per_dataset": per_dataset,
+        "protocol": {
+            "decoding": to_dict(cfg.generation),
+            "labeler": overall["clinical"].get("labeler"),
+            "chat_file": str(chat_path),
+            "max_samples": cfg.max_samples,
+            "seed": cfg.seed,
+        },
     }
     tower = Path(decoder_dir) / "encoder_final"
     if pairs is not None and cfg.linear_probe.enabled and (tower / "vision.safetensors").is_file():
@@ -99,5 +137,7 @@ def evaluate_decoder(cfg: EvalConfig, chat_dir: str | os.PathLike, decoder_dir: 
         w.writerow(["label", "precision", "recall", "f1", "support"])
         for label, row in overall["clinical"]["per_label"].items():
             w.writerow([label, row.get("precision"), row.get("recall"), row.get("f1"), row.get("support")])
-    logger.info("decoder metrics: %s", json.dumps({k: v for k, v in overall["text"].items() if k != "protocol"}))
+    logger.info(
+        "decoder metrics: %s", json.dumps({k: v for k, v in overall["text"].items() if k != "protocol"})
+    )
     return result

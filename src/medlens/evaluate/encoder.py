@@ -45,7 +45,7 @@ def encode_rows(encoder, rows: Sequence[dict], batch_size: int = 128) -> np.ndar
     """L2-normalised image features [N, D] of rows holding encoded image bytes."""
     feats = []
     for start in range(0, len(rows), batch_size):
-        images = [load_image(r["image"], grey=False) for r in rows[start:start + batch_size]]
+        images = [load_image(r["image"], grey=False) for r in rows[start : start + batch_size]]
         feats.append(encoder.encode_images(images).float().cpu().numpy())
     return np.concatenate(feats) if feats else np.zeros((0, 0), dtype=np.float32)
 
@@ -53,54 +53,99 @@ def encode_rows(encoder, rows: Sequence[dict], batch_size: int = 128) -> np.ndar
 def label_matrix(rows: Sequence[dict], labels: Sequence[str], *, native: bool = False) -> np.ndarray:
     """[N, L] 0/1 targets; ``native`` reads the source's own label names (meta.native_labels, e.g. NIH-14)."""
     sets = [set(json.loads(r["meta"]).get("native_labels", []) if native else r["labels"]) for r in rows]
-    return np.array([[lab in s for lab in labels] for s in sets], dtype=np.int64).reshape(len(rows), len(labels))
+    return np.array([[lab in s for lab in labels] for s in sets], dtype=np.int64).reshape(
+        len(rows), len(labels)
+    )
 
 
 def _encode_texts(encoder, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    out = [encoder.encode_texts(list(texts[i:i + batch_size])).float().cpu().numpy()
-           for i in range(0, len(texts), batch_size)]
+    out = [
+        encoder.encode_texts(list(texts[i : i + batch_size])).float().cpu().numpy()
+        for i in range(0, len(texts), batch_size)
+    ]
     return np.concatenate(out)
 
 
 def _zero_shot_and_retrieval(encoder, rows: list[dict], feats: np.ndarray, cfg: EvalConfig) -> dict[str, Any]:
     labels = list(cfg.zero_shot.labels)
-    zero_shot = evaluate_zero_shot(feats, lambda t: _encode_texts(encoder, t), label_matrix(rows, labels), labels,
-                                   templates=cfg.zero_shot.templates, logit_scale=encoder.logit_scale,
-                                   n_resamples=cfg.bootstrap_samples, seed=cfg.seed)
+    zero_shot = evaluate_zero_shot(
+        feats,
+        lambda t: _encode_texts(encoder, t),
+        label_matrix(rows, labels),
+        labels,
+        templates=cfg.zero_shot.templates,
+        logit_scale=encoder.logit_scale,
+        n_resamples=cfg.bootstrap_samples,
+        seed=cfg.seed,
+    )
     texts = [r["text"] for r in rows]
-    retrieval = retrieval_recall(feats, _encode_texts(encoder, texts), texts, ks=cfg.recall_ks,
-                                 n_resamples=cfg.bootstrap_samples, seed=cfg.seed)
+    retrieval = retrieval_recall(
+        feats,
+        _encode_texts(encoder, texts),
+        texts,
+        ks=cfg.recall_ks,
+        n_resamples=cfg.bootstrap_samples,
+        seed=cfg.seed,
+    )
     return {"n": len(rows), "zero_shot": zero_shot, "retrieval": retrieval}
 
 
-def _probes(train: list[dict], val: list[dict], test: list[dict], feats: dict[str, np.ndarray],
-            cfg: EvalConfig) -> dict[str, Any]:
+def _probes(
+    train: list[dict], val: list[dict], test: list[dict], feats: dict[str, np.ndarray], cfg: EvalConfig
+) -> dict[str, Any]:
     """Linear probes for every label set the data can support."""
     probes: dict[str, Any] = {}
     single_label = all(len(r["labels"]) == 1 for r in train + val + test)
     if single_label:
         classes = sorted({r["labels"][0] for r in train})
-        y = {s: np.array([classes.index(r["labels"][0]) if r["labels"][0] in classes else -1 for r in rows])
-             for s, rows in (("train", train), ("val", val), ("test", test))}
-        probes["single_label"] = linear_probe(feats["train"], y["train"], feats["val"], y["val"], feats["test"],
-                                              y["test"], classes, task="multiclass", c_grid=cfg.linear_probe.c_grid,
-                                              n_resamples=cfg.bootstrap_samples, seed=cfg.seed)
+        y = {
+            s: np.array([classes.index(r["labels"][0]) if r["labels"][0] in classes else -1 for r in rows])
+            for s, rows in (("train", train), ("val", val), ("test", test))
+        }
+        probes["single_label"] = linear_probe(
+            feats["train"],
+            y["train"],
+            feats["val"],
+            y["val"],
+            feats["test"],
+            y["test"],
+            classes,
+            task="multiclass",
+            c_grid=cfg.linear_probe.c_grid,
+            n_resamples=cfg.bootstrap_samples,
+            seed=cfg.seed,
+        )
         return probes
     has_native = any("native_labels" in json.loads(r["meta"]) for r in train)
     for name, labels in LABEL_SETS.items():
         native = name == "nih14"
         if native and not has_native:
             continue
-        y = {s: label_matrix(rows, labels, native=native) for s, rows in (("train", train), ("val", val), ("test", test))}
+        y = {
+            s: label_matrix(rows, labels, native=native)
+            for s, rows in (("train", train), ("val", val), ("test", test))
+        }
         if not y["train"].any():
             continue
-        probes[name] = linear_probe(feats["train"], y["train"], feats["val"], y["val"], feats["test"], y["test"],
-                                    labels, task="multilabel", c_grid=cfg.linear_probe.c_grid,
-                                    n_resamples=cfg.bootstrap_samples, seed=cfg.seed)
+        probes[name] = linear_probe(
+            feats["train"],
+            y["train"],
+            feats["val"],
+            y["val"],
+            feats["test"],
+            y["test"],
+            labels,
+            task="multilabel",
+            c_grid=cfg.linear_probe.c_grid,
+            n_resamples=cfg.bootstrap_samples,
+            seed=cfg.seed,
+        )
     return probes
 
 
-def _encode_splits(encoder, pairs_path, cfg: EvalConfig) -> tuple[dict[str, list[dict]], dict[str, np.ndarray]]:
+def _encode_splits(
+    encoder, pairs_path, cfg: EvalConfig
+) -> tuple[dict[str, list[dict]], dict[str, np.ndarray]]:
     """Rows and image features of train, val and the evaluated split."""
     rows = {s: _read_rows(pairs_path, s, cfg.max_samples, cfg.seed) for s in ("train", "val", cfg.split)}
     feats = {s: encode_rows(encoder, r) for s, r in rows.items()}
@@ -108,14 +153,28 @@ def _encode_splits(encoder, pairs_path, cfg: EvalConfig) -> tuple[dict[str, list
     return rows, feats
 
 
-def _split_probes(rows: dict[str, list[dict]], feats: dict[str, np.ndarray], cfg: EvalConfig) -> dict[str, Any]:
-    return _probes(rows["train"], rows["val"], rows[cfg.split],
-                   {"train": feats["train"], "val": feats["val"], "test": feats[cfg.split]}, cfg)
+def _split_probes(
+    rows: dict[str, list[dict]], feats: dict[str, np.ndarray], cfg: EvalConfig
+) -> dict[str, Any]:
+    return _probes(
+        rows["train"],
+        rows["val"],
+        rows[cfg.split],
+        {"train": feats["train"], "val": feats["val"], "test": feats[cfg.split]},
+        cfg,
+    )
 
 
-def evaluate_encoder(cfg: EvalConfig, pairs_path: str | os.PathLike, encoder_dir: str | os.PathLike, *,
-                     external: Sequence[str | os.PathLike] = (), out_json: str | os.PathLike,
-                     out_per_label: str | os.PathLike, out_roc: str | os.PathLike) -> dict[str, Any]:
+def evaluate_encoder(
+    cfg: EvalConfig,
+    pairs_path: str | os.PathLike,
+    encoder_dir: str | os.PathLike,
+    *,
+    external: Sequence[str | os.PathLike] = (),
+    out_json: str | os.PathLike,
+    out_per_label: str | os.PathLike,
+    out_roc: str | os.PathLike,
+) -> dict[str, Any]:
     """Evaluate the encoder on ``cfg.split`` of the pairs (and on each external prepared dataset).
 
     Returns:
@@ -125,25 +184,37 @@ def evaluate_encoder(cfg: EvalConfig, pairs_path: str | os.PathLike, encoder_dir
 
     encoder = load_encoder(encoder_dir)
     rows, feats = _encode_splits(encoder, pairs_path, cfg)
-    result: dict[str, Any] = {"split": cfg.split, **_zero_shot_and_retrieval(encoder, rows[cfg.split],
-                                                                              feats[cfg.split], cfg)}
+    result: dict[str, Any] = {
+        "split": cfg.split,
+        **_zero_shot_and_retrieval(encoder, rows[cfg.split], feats[cfg.split], cfg),
+    }
     if cfg.linear_probe.enabled:
         result["linear_probe"] = _split_probes(rows, feats, cfg)
     result["external"] = {}
     for path in external:
         ext_rows = _read_rows(path, None, cfg.max_samples, cfg.seed)
         name = ext_rows[0]["dataset"] if ext_rows else os.path.basename(str(path))
-        result["external"][name] = _zero_shot_and_retrieval(encoder, ext_rows, encode_rows(encoder, ext_rows), cfg)
-    result["protocol"] = {"split": cfg.split, "templates": cfg.zero_shot.templates,
-                          "zero_shot": "softmax over each label's positive/negative prompt pair (CheXzero)",
-                          "logit_scale": encoder.logit_scale, "recall_ks": cfg.recall_ks,
-                          "bootstrap_samples": cfg.bootstrap_samples, "seed": cfg.seed,
-                          "config": to_dict(cfg)}
+        result["external"][name] = _zero_shot_and_retrieval(
+            encoder, ext_rows, encode_rows(encoder, ext_rows), cfg
+        )
+    result["protocol"] = {
+        "split": cfg.split,
+        "templates": cfg.zero_shot.templates,
+        "zero_shot": "softmax over each label's positive/negative prompt pair (CheXzero)",
+        "logit_scale": encoder.logit_scale,
+        "recall_ks": cfg.recall_ks,
+        "bootstrap_samples": cfg.bootstrap_samples,
+        "seed": cfg.seed,
+        "config": to_dict(cfg),
+    }
     result["environment"] = environment.record()
     write_json(result, out_json)
     _write_tables(result, out_per_label, out_roc)
-    logger.info("zero-shot mean AUC %s; recall %s", result["zero_shot"].get("mean"),
-                {k: v for k, v in result["retrieval"].items() if k.startswith(("i2t", "t2i"))})
+    logger.info(
+        "zero-shot mean AUC %s; recall %s",
+        result["zero_shot"].get("mean"),
+        {k: v for k, v in result["retrieval"].items() if k.startswith(("i2t", "t2i"))},
+    )
     return result
 
 
@@ -166,10 +237,14 @@ class _ImageTower:
 
         with torch.no_grad():
             pixels = torch.stack([self.transform(im) for im in images]).to(self.device)
-            return torch.nn.functional.normalize(self.visual(pixels), dim=-1)  # pooled, as open_clip's encode_image
+            return torch.nn.functional.normalize(
+                self.visual(pixels), dim=-1
+            )  # pooled, as open_clip's encode_image
 
 
-def probe_image_tower(cfg: EvalConfig, pairs_path: str | os.PathLike, tower_dir: str | os.PathLike) -> dict[str, Any]:
+def probe_image_tower(
+    cfg: EvalConfig, pairs_path: str | os.PathLike, tower_dir: str | os.PathLike
+) -> dict[str, Any]:
     """The linear probes of ``evaluate_encoder`` on a bare image tower's frozen features.
 
     Seed 004 (LAPVQA) probes its captioner's own tower; ``train_decoder`` writes that tower to
@@ -187,8 +262,18 @@ def _write_tables(result: dict[str, Any], out_per_label, out_roc) -> None:
         w.writerow(["evaluation", "label", "auc", "ci_low", "ci_high", "n_pos", "n_neg", "note"])
         for name, sec in sections:
             for label, row in sec.get("per_label", {}).items():
-                w.writerow([name, label, row.get("auc"), row.get("ci_low"), row.get("ci_high"), row.get("n_pos"),
-                            row.get("n_neg"), row.get("reason", "")])
+                w.writerow(
+                    [
+                        name,
+                        label,
+                        row.get("auc"),
+                        row.get("ci_low"),
+                        row.get("ci_high"),
+                        row.get("n_pos"),
+                        row.get("n_neg"),
+                        row.get("reason", ""),
+                    ]
+                )
     with atomic_path(out_roc) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["evaluation", "label", "fpr", "tpr"])

@@ -36,8 +36,13 @@ _DIRECTIONS = ("before", "after", "both")
 _SENTENCE_END = {".", ";", "!"}
 _POLARITY = {"positive": 1, "negative": 0, "uncertain": -1}
 # Shorthand that would otherwise be split at the slash: expanded before tokenising.
-_ABBREVIATIONS = ((r"\bw/o\b", " without "), (r"\bw/", " with "), (r"\bs/p\b", " status post "),
-                  (r"\br/o\b", " rule out "), (r"\band/or\b", " or "))
+_ABBREVIATIONS = (
+    (r"\bw/o\b", " without "),
+    (r"\bw/", " with "),
+    (r"\bs/p\b", " status post "),
+    (r"\br/o\b", " rule out "),
+    (r"\band/or\b", " or "),
+)
 _SIBILANTS = ("s", "x", "z", "ch", "sh")
 _TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?|[^\sa-z0-9]")
 
@@ -76,7 +81,9 @@ class _PhraseIndex:
             candidates = [c for f in forms for c in self._exact.get(f, ())]
             candidates += [c for c in self._stems if tok.startswith(c[0][0][:-1])]
             for words, payload in candidates:
-                if i + len(words) <= len(tokens) and all(_word_matches(tokens[i + k], w) for k, w in enumerate(words)):
+                if i + len(words) <= len(tokens) and all(
+                    _word_matches(tokens[i + k], w) for k, w in enumerate(words)
+                ):
                     found.append(_Span(i, i + len(words), payload))
         return found
 
@@ -152,8 +159,14 @@ class RuleLabeler:
 
     name = "rules"
 
-    def __init__(self, mentions: dict[str, Any], modifiers: dict[str, Any], *, source: str = "<dict>",
-                 sha256: str | None = None):
+    def __init__(
+        self,
+        mentions: dict[str, Any],
+        modifiers: dict[str, Any],
+        *,
+        source: str = "<dict>",
+        sha256: str | None = None,
+    ):
         self.source, self.sha256 = source, sha256
         observations = _require(mentions, "observations", dict, source)
         allowed = [f for f in FINDINGS if f != NO_FINDING]
@@ -162,49 +175,82 @@ class RuleLabeler:
         self._anatomy_of: dict[str, list[str]] = defaultdict(list)
         for obs, spec in observations.items():
             if obs not in allowed or not isinstance(spec, dict):
-                raise ConfigError(f"unknown observation '{obs}' or no phrases", file=source,
-                                  key=f"observations.{obs}", expected=f"one of {', '.join(allowed)} (No Finding "
-                                  "is derived), each a mapping with mention/unmention/anatomy")
+                raise ConfigError(
+                    f"unknown observation '{obs}' or no phrases",
+                    file=source,
+                    key=f"observations.{obs}",
+                    expected=f"one of {', '.join(allowed)} (No Finding "
+                    "is derived), each a mapping with mention/unmention/anatomy",
+                )
             mention_entries += [(p, obs) for p in _phrases(spec, "mention", f"observations.{obs}", source)]
-            unmention_entries += [(p, obs) for p in _phrases(spec, "unmention", f"observations.{obs}", source)]
+            unmention_entries += [
+                (p, obs) for p in _phrases(spec, "unmention", f"observations.{obs}", source)
+            ]
             if spec.get("anatomy"):
                 self._anatomy_of[spec["anatomy"]].append(obs)
         mention_entries += [(p, "__other__") for p in _phrases(mentions, "other_findings", "", source)]
         for i, rule in enumerate(mentions.get("implied", [])):
             if rule.get("adds") not in allowed or rule.get("label") not in (-1, 0, 1):
-                raise ConfigError(f"bad rule {rule!r}", file=source, key=f"implied[{i}]",
-                                  expected="adds: an observation name, label: -1, 0 or 1")
-            mention_entries += [(p, ("__implied__", rule["adds"], rule["label"]))
-                                for p in _phrases(rule, "phrases", f"implied[{i}]", source)]
+                raise ConfigError(
+                    f"bad rule {rule!r}",
+                    file=source,
+                    key=f"implied[{i}]",
+                    expected="adds: an observation name, label: -1, 0 or 1",
+                )
+            mention_entries += [
+                (p, ("__implied__", rule["adds"], rule["label"]))
+                for p in _phrases(rule, "phrases", f"implied[{i}]", source)
+            ]
         self._mentions = _PhraseIndex(mention_entries)
         self._unmentions = _PhraseIndex(unmention_entries)
 
         anatomy = mentions.get("anatomy", {})
         for group in self._anatomy_of:
             if group not in anatomy:
-                raise ConfigError(f"unknown anatomy group '{group}'", file=source, key="observations.*.anatomy",
-                                  expected=f"one of {', '.join(anatomy) or '(none defined)'}")
-        self._terms = _PhraseIndex((p, g) for g, spec in anatomy.items()
-                                   for p in _phrases(spec, "terms", f"anatomy.{g}", source))
-        self._attributes = _PhraseIndex((p, (g, pol)) for g, spec in anatomy.items()
-                                        for pol in _POLARITY for p in _phrases(spec, pol, f"anatomy.{g}", source))
+                raise ConfigError(
+                    f"unknown anatomy group '{group}'",
+                    file=source,
+                    key="observations.*.anatomy",
+                    expected=f"one of {', '.join(anatomy) or '(none defined)'}",
+                )
+        self._terms = _PhraseIndex(
+            (p, g) for g, spec in anatomy.items() for p in _phrases(spec, "terms", f"anatomy.{g}", source)
+        )
+        self._attributes = _PhraseIndex(
+            (p, (g, pol))
+            for g, spec in anatomy.items()
+            for pol in _POLARITY
+            for p in _phrases(spec, pol, f"anatomy.{g}", source)
+        )
         window = mentions.get("anatomy_window")
-        if not (isinstance(window, dict) and all(isinstance(window.get(k), int) and window[k] >= 0
-                                                 for k in ("before", "after"))):
-            raise ConfigError(f"anatomy_window is {window!r}", file=source, key="anatomy_window",
-                              expected="{before: <words>, after: <words>}, integers >= 0")
+        if not (
+            isinstance(window, dict)
+            and all(isinstance(window.get(k), int) and window[k] >= 0 for k in ("before", "after"))
+        ):
+            raise ConfigError(
+                f"anatomy_window is {window!r}",
+                file=source,
+                key="anatomy_window",
+                expected="{before: <words>, after: <words>}, integers >= 0",
+            )
         self._anatomy_window = (window["before"], window["after"])
 
         cue_entries = [(p, _Cue("pseudo", "both", 0)) for p in _phrases(modifiers, "pseudo", "", source)]
-        cue_entries += [(p, _Cue("terminator", "both", 0)) for p in _phrases(modifiers, "terminators", "", source)]
+        cue_entries += [
+            (p, _Cue("terminator", "both", 0)) for p in _phrases(modifiers, "terminators", "", source)
+        ]
         for category in _CATEGORIES:
             for i, group in enumerate(_require(modifiers, category, list, source)):
                 window = group.get("window")
-                if group.get("direction") not in _DIRECTIONS or not (window is None or
-                                                                     (isinstance(window, int) and window >= 0)):
-                    raise ConfigError(f"bad cue group {dict(group, phrases='...')!r}", file=source,
-                                      key=f"{category}[{i}]",
-                                      expected=f"direction in {_DIRECTIONS}, window null or an integer >= 0")
+                if group.get("direction") not in _DIRECTIONS or not (
+                    window is None or (isinstance(window, int) and window >= 0)
+                ):
+                    raise ConfigError(
+                        f"bad cue group {dict(group, phrases='...')!r}",
+                        file=source,
+                        key=f"{category}[{i}]",
+                        expected=f"direction in {_DIRECTIONS}, window null or an integer >= 0",
+                    )
                 cue = _Cue(category, group["direction"], window)
                 cue_entries += [(p, cue) for p in _phrases(group, "phrases", f"{category}[{i}]", source)]
         self._cues = _PhraseIndex(cue_entries)
@@ -239,8 +285,11 @@ class RuleLabeler:
 
     def describe(self) -> dict[str, Any]:
         """What produced the labels, for the protocol of every number computed from them."""
-        return {"name": "medlens rule-based CheXpert-style labeler", "phrases": self.source,
-                "phrases_sha256": self.sha256}
+        return {
+            "name": "medlens rule-based CheXpert-style labeler",
+            "phrases": self.source,
+            "phrases_sha256": self.sha256,
+        }
 
     def label_texts(self, texts: Iterable[str]) -> list[dict[str, int]]:
         """:meth:`label` of each text."""
@@ -251,13 +300,19 @@ class RuleLabeler:
         terminators = [c.start for c in cues if c.payload.category == "terminator"]
         active = [c for c in cues if c.payload.category in _CATEGORIES]
         unmentions = self._unmentions.find(tokens)
-        mentions = [_Mention(s.payload, s) if isinstance(s.payload, str) else
-                    _Mention("__implied__", s, implies=(s.payload[1], s.payload[2]))
-                    for s in self._mentions.find(tokens)]
+        mentions = [
+            _Mention(s.payload, s)
+            if isinstance(s.payload, str)
+            else _Mention("__implied__", s, implies=(s.payload[1], s.payload[2]))
+            for s in self._mentions.find(tokens)
+        ]
         mentions += self._anatomy_mentions(tokens, terminators)
         out = []
         for m in mentions:
-            if any(u.payload == m.observation and u.start < m.span.end and m.span.start < u.end for u in unmentions):
+            if any(
+                u.payload == m.observation and u.start < m.span.end and m.span.start < u.end
+                for u in unmentions
+            ):
                 continue
             value = m.fixed if m.fixed is not None else _classify(m.span, active, terminators, tokens)
             out.append((m, value))
@@ -270,19 +325,35 @@ class RuleLabeler:
         before, after = self._anatomy_window
         out = []
         # each group resolves its own overlaps: "normal" is an attribute of the heart and of the mediastinum
-        for term in [t for g in self._anatomy_of for t in _longest_first([t for t in terms if t.payload == g])]:
+        for term in [
+            t for g in self._anatomy_of for t in _longest_first([t for t in terms if t.payload == g])
+        ]:
             best: tuple[int, _Span] | None = None
             for attr in _longest_first([a for a in attributes if a.payload[0] == term.payload]):
                 if attr.end <= term.start:
-                    gap, lo, hi, limit = _words_between(tokens, attr.end, term.start), attr.end, term.start, before
+                    gap, lo, hi, limit = (
+                        _words_between(tokens, attr.end, term.start),
+                        attr.end,
+                        term.start,
+                        before,
+                    )
                 elif attr.start >= term.end:
-                    gap, lo, hi, limit = _words_between(tokens, term.end, attr.start), term.end, attr.start, after
+                    gap, lo, hi, limit = (
+                        _words_between(tokens, term.end, attr.start),
+                        term.end,
+                        attr.start,
+                        after,
+                    )
                 else:
                     continue
                 # punctuation between the two adds to the distance, so "normal heart, enlarged
                 # mediastinum" gives each term its own attribute
                 distance = hi - lo
-                if gap <= limit and not any(lo <= t < hi for t in terminators) and (best is None or distance < best[0]):
+                if (
+                    gap <= limit
+                    and not any(lo <= t < hi for t in terminators)
+                    and (best is None or distance < best[0])
+                ):
                     best = (distance, attr)
             if best is None:
                 continue
@@ -333,18 +404,28 @@ def _sentences(tokens: list[str]) -> Iterable[list[str]]:
 def _require(d: dict[str, Any], key: str, kind: type, source: str) -> Any:
     value = d.get(key) if isinstance(d, dict) else None
     if not isinstance(value, kind):
-        raise ConfigError(f"missing or not a {kind.__name__}", file=source, key=key,
-                          expected=f"a {kind.__name__} (see resources/labeler/)")
+        raise ConfigError(
+            f"missing or not a {kind.__name__}",
+            file=source,
+            key=key,
+            expected=f"a {kind.__name__} (see resources/labeler/)",
+        )
     return value
 
 
 def _phrases(d: dict[str, Any], key: str, where: str, source: str) -> list[str]:
     """The phrase list ``d[key]`` (empty when absent), checked to hold only non-empty strings."""
     value = d.get(key, [])
-    bad = [p for p in value if not isinstance(p, str) or not p.strip()] if isinstance(value, list) else [value]
+    bad = (
+        [p for p in value if not isinstance(p, str) or not p.strip()] if isinstance(value, list) else [value]
+    )
     if bad:
-        raise ConfigError(f"not a phrase: {bad[0]!r}", file=source, key=f"{where}.{key}".lstrip("."),
-                          expected="a list of non-empty strings (quote words YAML reads as booleans, e.g. \"no\")")
+        raise ConfigError(
+            f"not a phrase: {bad[0]!r}",
+            file=source,
+            key=f"{where}.{key}".lstrip("."),
+            expected='a list of non-empty strings (quote words YAML reads as booleans, e.g. "no")',
+        )
     return value
 
 
@@ -355,19 +436,26 @@ def load_rule_labeler(directory: str | None = None) -> RuleLabeler:
     Raises:
         ConfigError: when a file is missing or malformed.
     """
-    paths = ([Path(directory) / "mentions.yaml", Path(directory) / "modifiers.yaml"] if directory else
-             [resource_path("labeler", "mentions.yaml"), resource_path("labeler", "modifiers.yaml")])
+    paths = (
+        [Path(directory) / "mentions.yaml", Path(directory) / "modifiers.yaml"]
+        if directory
+        else [resource_path("labeler", "mentions.yaml"), resource_path("labeler", "modifiers.yaml")]
+    )
     loaded, digest = [], hashlib.sha256()
     for path in paths:
         if not path.is_file():
-            raise ConfigError("phrase list not found", file=str(path), expected="mentions.yaml and modifiers.yaml")
+            raise ConfigError(
+                "phrase list not found", file=str(path), expected="mentions.yaml and modifiers.yaml"
+            )
         raw = path.read_bytes()
         digest.update(raw)
         try:
             loaded.append(yaml.safe_load(raw.decode("utf-8")) or {})
         except yaml.YAMLError as e:
             raise ConfigError(f"not valid YAML: {e}", file=str(path)) from e
-    return RuleLabeler(loaded[0], loaded[1], source=", ".join(str(p) for p in paths), sha256=digest.hexdigest())
+    return RuleLabeler(
+        loaded[0], loaded[1], source=", ".join(str(p) for p in paths), sha256=digest.hexdigest()
+    )
 
 
 def label_report(text: str) -> dict[str, int]:

@@ -39,8 +39,22 @@ LABEL_SETS: dict[str, list[str]] = {
     "chexpert5": ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"],
     "chexpert14": list(FINDINGS),
     # NIH ChestX-ray14 findings, spelled as in Data_Entry_2017.csv (datasets.md section 2).
-    "nih14": ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-              "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"],
+    "nih14": [
+        "Atelectasis",
+        "Cardiomegaly",
+        "Effusion",
+        "Infiltration",
+        "Mass",
+        "Nodule",
+        "Pneumonia",
+        "Pneumothorax",
+        "Consolidation",
+        "Edema",
+        "Emphysema",
+        "Fibrosis",
+        "Pleural_Thickening",
+        "Hernia",
+    ],
 }
 
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -56,15 +70,27 @@ def targets_from_labels(label_lists: Sequence[Sequence[str]], labels: Sequence[s
     Returns:
         int8 array, 1 where the row lists the label.
     """
-    return np.array([[label in set(row) for label in labels] for row in label_lists], dtype=np.int8
-                    ).reshape(len(label_lists), len(labels))
+    return np.array([[label in set(row) for label in labels] for row in label_lists], dtype=np.int8).reshape(
+        len(label_lists), len(labels)
+    )
 
 
-def linear_probe(x_train: np.ndarray, y_train: Any, x_val: np.ndarray, y_val: Any, x_test: np.ndarray,
-                 y_test: Any, labels: str | Sequence[str] | None = None, *,
-                 task: Literal["multilabel", "multiclass"] | None = None, c_grid: Sequence[float] = DEFAULT_C_GRID,
-                 n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05, max_iter: int = 1000
-                 ) -> dict[str, Any]:
+def linear_probe(
+    x_train: np.ndarray,
+    y_train: Any,
+    x_val: np.ndarray,
+    y_val: Any,
+    x_test: np.ndarray,
+    y_test: Any,
+    labels: str | Sequence[str] | None = None,
+    *,
+    task: Literal["multilabel", "multiclass"] | None = None,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    max_iter: int = 1000,
+) -> dict[str, Any]:
     """Fit logistic-regression probes on train, choose C on val, score on test with bootstrap CIs.
 
     ``[N, L]`` 0/1 targets are multi-label (one-vs-rest, scored by per-label and mean AUC); ``[N]``
@@ -100,53 +126,91 @@ def linear_probe(x_train: np.ndarray, y_train: Any, x_val: np.ndarray, y_val: An
     label_set = labels if isinstance(labels, str) else None
     if isinstance(labels, str):
         if labels not in LABEL_SETS:
-            raise ConfigError(f"unknown label set '{labels}'", key="labels", expected=f"one of {sorted(LABEL_SETS)}")
+            raise ConfigError(
+                f"unknown label set '{labels}'", key="labels", expected=f"one of {sorted(LABEL_SETS)}"
+            )
         labels = LABEL_SETS[labels]
     xs = [_features(x, name) for x, name in ((x_train, "train"), (x_val, "val"), (x_test, "test"))]
     ys = [np.asarray(y) for y in (y_train, y_val, y_test)]
     for x, y, name in zip(xs, ys, ("train", "val", "test"), strict=True):
         if len(x) != len(y):
-            raise DataError(f"{len(x)} feature rows but {len(y)} target rows", column=f"{name} targets",
-                            expected="one target row per feature row")
+            raise DataError(
+                f"{len(x)} feature rows but {len(y)} target rows",
+                column=f"{name} targets",
+                expected="one target row per feature row",
+            )
     if len({x.shape[1] for x in xs}) != 1:
-        raise DataError(f"feature sizes differ: {[x.shape[1] for x in xs]}", column="features",
-                        expected="the same encoder's features in every split")
+        raise DataError(
+            f"feature sizes differ: {[x.shape[1] for x in xs]}",
+            column="features",
+            expected="the same encoder's features in every split",
+        )
     protocol = {
         "model": "StandardScaler + LogisticRegression(L2, lbfgs, class_weight='balanced')",
-        "fit_on": "train", "c_grid": grid, "max_iter": max_iter, "n_train": len(xs[0]), "n_val": len(xs[1]),
-        "n_test": len(xs[2]), "n_resamples": n_resamples, "seed": seed, "alpha": alpha,
+        "fit_on": "train",
+        "c_grid": grid,
+        "max_iter": max_iter,
+        "n_train": len(xs[0]),
+        "n_val": len(xs[1]),
+        "n_test": len(xs[2]),
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "alpha": alpha,
     }
     inferred = "multilabel" if ys[0].ndim == 2 else "multiclass"
     if task not in (None, inferred):
-        raise ConfigError(f"task '{task}' but targets of shape {ys[0].shape}", key="task",
-                          expected="[N, L] 0/1 targets for 'multilabel', [N] classes for 'multiclass'")
+        raise ConfigError(
+            f"task '{task}' but targets of shape {ys[0].shape}",
+            key="task",
+            expected="[N, L] 0/1 targets for 'multilabel', [N] classes for 'multiclass'",
+        )
     if inferred == "multilabel":
         if labels is None:
-            raise ConfigError("multi-label targets need label names", key="labels",
-                              expected=f"a list of {ys[0].shape[1]} names or one of {sorted(LABEL_SETS)}")
-        protocol.update(task="multilabel (one-vs-rest)", label_set=label_set, labels=list(labels),
-                        selection="C maximising mean val AUC over labels with both classes in train and val; "
-                                  "ties go to the smaller C")
+            raise ConfigError(
+                "multi-label targets need label names",
+                key="labels",
+                expected=f"a list of {ys[0].shape[1]} names or one of {sorted(LABEL_SETS)}",
+            )
+        protocol.update(
+            task="multilabel (one-vs-rest)",
+            label_set=label_set,
+            labels=list(labels),
+            selection="C maximising mean val AUC over labels with both classes in train and val; "
+            "ties go to the smaller C",
+        )
         return _multilabel(xs, ys, list(labels), grid, protocol, max_iter)
-    protocol.update(task="single-label (multinomial)",
-                    selection="C maximising val macro-F1; ties go to the smaller C")
+    protocol.update(
+        task="single-label (multinomial)", selection="C maximising val macro-F1; ties go to the smaller C"
+    )
     if labels is not None and all(np.issubdtype(y.dtype, np.integer) for y in ys):
         names = list(labels)
-        ys = [np.array([names[v] if 0 <= v < len(names) else f"code {v}" for v in y.tolist()], dtype=object)
-              for y in ys]
+        ys = [
+            np.array([names[v] if 0 <= v < len(names) else f"code {v}" for v in y.tolist()], dtype=object)
+            for y in ys
+        ]
     return _multiclass(xs, ys, grid, protocol, max_iter, None if labels is None else list(labels))
 
 
-def _multilabel(xs: list[np.ndarray], ys: list[np.ndarray], labels: list[str], grid: list[float],
-                protocol: dict[str, Any], max_iter: int) -> dict[str, Any]:
-    y_train, y_val, y_test = (binary_targets(y, labels, name=f"{s} targets")
-                              for y, s in zip(ys, ("train", "val", "test"), strict=True))
+def _multilabel(
+    xs: list[np.ndarray],
+    ys: list[np.ndarray],
+    labels: list[str],
+    grid: list[float],
+    protocol: dict[str, Any],
+    max_iter: int,
+) -> dict[str, Any]:
+    y_train, y_val, y_test = (
+        binary_targets(y, labels, name=f"{s} targets")
+        for y, s in zip(ys, ("train", "val", "test"), strict=True)
+    )
     fit = [j for j in range(len(labels)) if 0 < y_train[:, j].sum() < len(y_train)]
     scored = [k for k, j in enumerate(fit) if 0 < y_val[:, j].sum() < len(y_val)]  # positions within `fit`
 
     def model(c: float) -> Pipeline:
-        return make_pipeline(StandardScaler(), OneVsRestClassifier(
-            LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter)))
+        return make_pipeline(
+            StandardScaler(),
+            OneVsRestClassifier(LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter)),
+        )
 
     def proba(m: Pipeline, x: np.ndarray) -> np.ndarray:  # [N, len(fit)]
         p = m.predict_proba(x)
@@ -156,48 +220,93 @@ def _multilabel(xs: list[np.ndarray], ys: list[np.ndarray], labels: list[str], g
         p = proba(m, xs[1])
         return float(np.mean([roc_auc_score(y_val[:, fit[k]], p[:, k]) for k in scored]))
 
-    reason = None if scored else ("no label has both classes in train" if not fit
-                                  else "no fitted label has both classes in val, so C cannot be chosen")
+    reason = (
+        None
+        if scored
+        else (
+            "no label has both classes in train"
+            if not fit
+            else "no fitted label has both classes in val, so C cannot be chosen"
+        )
+    )
     y_fit = y_train[:, fit].astype(np.int8)
-    chosen, rows = _select(model, xs[0], y_fit if len(fit) > 1 else y_fit.ravel(), val_score, grid, skip=reason)
+    chosen, rows = _select(
+        model, xs[0], y_fit if len(fit) > 1 else y_fit.ravel(), val_score, grid, skip=reason
+    )
     protocol.update(chosen_c=None if chosen is None else chosen[0], grid=rows, reason=reason)
 
     scores = np.zeros(y_test.shape)
     if chosen is not None:
         scores[:, fit] = proba(chosen[1], xs[2])
     fit_names = [labels[j] for j in fit]
-    result = per_label_auc(scores[:, fit], y_test[:, fit], fit_names, n_resamples=protocol["n_resamples"],
-                           seed=protocol["seed"], alpha=protocol["alpha"]) if chosen is not None and fit else None
+    result = (
+        per_label_auc(
+            scores[:, fit],
+            y_test[:, fit],
+            fit_names,
+            n_resamples=protocol["n_resamples"],
+            seed=protocol["seed"],
+            alpha=protocol["alpha"],
+        )
+        if chosen is not None and fit
+        else None
+    )
     per_label = {}
     for j, label in enumerate(labels):
         if result is not None and label in result["per_label"]:
             per_label[label] = result["per_label"][label]
             continue
         n_pos = int(y_test[:, j].sum())
-        why = (f"only one class in train ({int(y_train[:, j].sum())} positive of {len(y_train)})"
-               if j not in fit else reason)
+        why = (
+            f"only one class in train ({int(y_train[:, j].sum())} positive of {len(y_train)})"
+            if j not in fit
+            else reason
+        )
         per_label[label] = not_computed_auc(n_pos, len(y_test) - n_pos, why)
-    mean = result["mean"] if result is not None else {
-        "auc": None, "ci_low": None, "ci_high": None, "labels": [], "n_skipped_resamples": None, "reason": reason}
+    mean = (
+        result["mean"]
+        if result is not None
+        else {
+            "auc": None,
+            "ci_low": None,
+            "ci_high": None,
+            "labels": [],
+            "n_skipped_resamples": None,
+            "reason": reason,
+        }
+    )
     if result is not None:
         protocol.update({k: v for k, v in result["protocol"].items() if k not in protocol})
     return {"protocol": protocol, "per_label": per_label, "mean": mean}
 
 
-def _multiclass(xs: list[np.ndarray], ys: list[np.ndarray], grid: list[float], protocol: dict[str, Any],
-                max_iter: int, listed: list[Any] | None) -> dict[str, Any]:
+def _multiclass(
+    xs: list[np.ndarray],
+    ys: list[np.ndarray],
+    grid: list[float],
+    protocol: dict[str, Any],
+    max_iter: int,
+    listed: list[Any] | None,
+) -> dict[str, Any]:
     y_train, y_val, y_test = ys
     for y, s in ((y_train, "train"), (y_val, "val"), (y_test, "test")):
         if y.ndim != 1:
-            raise DataError(f"targets of shape {y.shape}", column=f"{s} targets",
-                            expected="[N] class labels (or [N, L] 0/1 in every split for multi-label)")
+            raise DataError(
+                f"targets of shape {y.shape}",
+                column=f"{s} targets",
+                expected="[N] class labels (or [N, L] 0/1 in every split for multi-label)",
+            )
     train_classes = np.unique(y_train).tolist()
     classes = sorted({*train_classes, *np.unique(y_test).tolist(), *(listed or [])}, key=str)
-    protocol.update(classes=[str(c) for c in classes],
-                    classes_absent_from_train=[str(c) for c in classes if c not in train_classes])
+    protocol.update(
+        classes=[str(c) for c in classes],
+        classes_absent_from_train=[str(c) for c in classes if c not in train_classes],
+    )
 
     def model(c: float) -> Pipeline:
-        return make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter))
+        return make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter)
+        )
 
     def val_score(m: Pipeline) -> float:
         return float(f1_score(y_val, m.predict(xs[1]), average="macro", zero_division=0))
@@ -210,15 +319,21 @@ def _multiclass(xs: list[np.ndarray], ys: list[np.ndarray], grid: list[float], p
     if chosen is None:
         empty = {"value": None, "ci_low": None, "ci_high": None}
         return {"protocol": protocol, "accuracy": dict(empty), "macro_f1": dict(empty), "per_class": {}}
-    metrics = classification_metrics(y_test, chosen[1].predict(xs[2]), classes=classes,
-                                     n_resamples=protocol["n_resamples"], seed=protocol["seed"],
-                                     alpha=protocol["alpha"])
+    metrics = classification_metrics(
+        y_test,
+        chosen[1].predict(xs[2]),
+        classes=classes,
+        n_resamples=protocol["n_resamples"],
+        seed=protocol["seed"],
+        alpha=protocol["alpha"],
+    )
     protocol.update({k: v for k, v in metrics.pop("protocol").items() if k not in protocol})
     return {"protocol": protocol, **metrics}
 
 
-def _select(model, x: np.ndarray, y: np.ndarray, score, grid: list[float], *, skip: str | None
-            ) -> tuple[tuple[float, Pipeline] | None, list[dict[str, Any]]]:
+def _select(
+    model, x: np.ndarray, y: np.ndarray, score, grid: list[float], *, skip: str | None
+) -> tuple[tuple[float, Pipeline] | None, list[dict[str, Any]]]:
     """Fit one model per C (ascending) and keep the best val score; the first of equal scores wins."""
     if skip is not None:
         logger.warning("linear probe not computed: %s", skip)
@@ -249,6 +364,10 @@ def _features(x: Any, split: str) -> np.ndarray:
     if a.ndim != 2:
         raise DataError(f"features of shape {a.shape}", column=f"{split} features", expected="[N, D]")
     if not np.isfinite(a).all():
-        raise DataError("non-finite feature", row=int(np.argwhere(~np.isfinite(a))[0, 0]),
-                        column=f"{split} features", expected="finite numbers")
+        raise DataError(
+            "non-finite feature",
+            row=int(np.argwhere(~np.isfinite(a))[0, 0]),
+            column=f"{split} features",
+            expected="finite numbers",
+        )
     return a

@@ -31,8 +31,14 @@ from sklearn.metrics import (
 from medlens.errors import DataError
 from medlens.evaluate.bootstrap import percentile_ci, resample_indices
 
-__all__ = ["per_label_auc", "auc_rows", "roc_points", "classification_metrics", "binary_targets",
-           "not_computed_auc"]
+__all__ = [
+    "per_label_auc",
+    "auc_rows",
+    "roc_points",
+    "classification_metrics",
+    "binary_targets",
+    "not_computed_auc",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +51,18 @@ def binary_targets(targets: Any, labels: list[str], *, name: str = "targets") ->
     """
     t = np.asarray(targets)
     if t.ndim != 2 or t.shape[1] != len(labels):
-        raise DataError(f"shape {t.shape}", column=name, expected=f"[N, {len(labels)}] (one column per label)")
+        raise DataError(
+            f"shape {t.shape}", column=name, expected=f"[N, {len(labels)}] (one column per label)"
+        )
     bad = ~np.isin(t, (0, 1))
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise DataError(f"value {t[row, col]!r} for label '{labels[col]}'", row=int(row), column=name,
-                        expected="0 or 1 (uncertain or missing labels must be resolved before evaluation)")
+        raise DataError(
+            f"value {t[row, col]!r} for label '{labels[col]}'",
+            row=int(row),
+            column=name,
+            expected="0 or 1 (uncertain or missing labels must be resolved before evaluation)",
+        )
     return t.astype(bool)
 
 
@@ -88,12 +100,29 @@ def roc_points(scores: np.ndarray, targets: np.ndarray, max_points: int = 200) -
 
 def not_computed_auc(n_pos: int, n_neg: int, reason: str | None) -> dict[str, Any]:
     """A per-label AUC entry with nothing computed (the shape every per-label entry has)."""
-    return {"auc": None, "ci_low": None, "ci_high": None, "n_pos": n_pos, "n_neg": n_neg,
-            "n_skipped_resamples": None, "fpr": None, "tpr": None, "reason": reason}
+    return {
+        "auc": None,
+        "ci_low": None,
+        "ci_high": None,
+        "n_pos": n_pos,
+        "n_neg": n_neg,
+        "n_skipped_resamples": None,
+        "fpr": None,
+        "tpr": None,
+        "reason": reason,
+    }
 
 
-def per_label_auc(scores: np.ndarray, targets: np.ndarray, labels: list[str], *, n_resamples: int = 1000,
-                  seed: int = 0, alpha: float = 0.05, max_roc_points: int = 200) -> dict[str, Any]:
+def per_label_auc(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    labels: list[str],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    max_roc_points: int = 200,
+) -> dict[str, Any]:
     """Per-label ROC AUC with percentile bootstrap CIs, ROC points, and the mean over computed labels.
 
     All labels share one set of row resamples. The mean's CI is taken over resamples in which every
@@ -120,11 +149,18 @@ def per_label_auc(scores: np.ndarray, targets: np.ndarray, labels: list[str], *,
     y = binary_targets(targets, labels)
     s = np.asarray(scores, dtype=float)
     if s.shape != y.shape:
-        raise DataError(f"scores shape {s.shape} != targets shape {y.shape}", column="scores",
-                        expected="one score per row and label")
+        raise DataError(
+            f"scores shape {s.shape} != targets shape {y.shape}",
+            column="scores",
+            expected="one score per row and label",
+        )
     if not np.isfinite(s).all():
-        raise DataError("non-finite score", row=int(np.argwhere(~np.isfinite(s))[0, 0]), column="scores",
-                        expected="finite numbers")
+        raise DataError(
+            "non-finite score",
+            row=int(np.argwhere(~np.isfinite(s))[0, 0]),
+            column="scores",
+            expected="finite numbers",
+        )
     n = len(s)
     n_pos = y.sum(axis=0)
     computed = [j for j in range(len(labels)) if 0 < n_pos[j] < n]
@@ -133,7 +169,7 @@ def per_label_auc(scores: np.ndarray, targets: np.ndarray, labels: list[str], *,
     start = 0
     for idx in resample_indices(n, n_resamples, seed):
         for j in computed:
-            dist[start:start + len(idx), j] = auc_rows(s[idx, j], y[idx, j])
+            dist[start : start + len(idx), j] = auc_rows(s[idx, j], y[idx, j])
         start += len(idx)
 
     per_label: dict[str, Any] = {}
@@ -141,29 +177,51 @@ def per_label_auc(scores: np.ndarray, targets: np.ndarray, labels: list[str], *,
         entry = not_computed_auc(int(n_pos[j]), int(n - n_pos[j]), None)
         if j in computed:
             low, high, skipped = percentile_ci(dist[:, j], alpha)
-            entry.update(auc=float(roc_auc_score(y[:, j], s[:, j])), ci_low=low, ci_high=high,
-                         n_skipped_resamples=skipped, **roc_points(s[:, j], y[:, j], max_roc_points))
+            entry.update(
+                auc=float(roc_auc_score(y[:, j], s[:, j])),
+                ci_low=low,
+                ci_high=high,
+                n_skipped_resamples=skipped,
+                **roc_points(s[:, j], y[:, j], max_roc_points),
+            )
         else:
             entry["reason"] = f"only one class in the targets ({int(n_pos[j])} positive of {n})"
         per_label[label] = entry
 
-    mean: dict[str, Any] = {"auc": None, "ci_low": None, "ci_high": None, "labels": [labels[j] for j in computed],
-                            "n_skipped_resamples": None, "reason": None}
+    mean: dict[str, Any] = {
+        "auc": None,
+        "ci_low": None,
+        "ci_high": None,
+        "labels": [labels[j] for j in computed],
+        "n_skipped_resamples": None,
+        "reason": None,
+    }
     if computed:
         # A resample missing a class in any computed label has no comparable mean: NaN, skipped.
         low, high, skipped = percentile_ci(dist[:, computed].mean(axis=1), alpha)
-        mean.update(auc=float(np.mean([per_label[labels[j]]["auc"] for j in computed])),
-                    ci_low=low, ci_high=high, n_skipped_resamples=skipped)
+        mean.update(
+            auc=float(np.mean([per_label[labels[j]]["auc"] for j in computed])),
+            ci_low=low,
+            ci_high=high,
+            n_skipped_resamples=skipped,
+        )
     else:
         mean["reason"] = "no label has both classes in the targets"
     if len(computed) < len(labels):
-        logger.info("AUC not computed for %d of %d labels (one class only)", len(labels) - len(computed),
-                    len(labels))
+        logger.info(
+            "AUC not computed for %d of %d labels (one class only)", len(labels) - len(computed), len(labels)
+        )
     return {
-        "protocol": {"metric": "roc_auc (sklearn)", "n": n, "n_resamples": n_resamples, "seed": seed,
-                     "alpha": alpha, "ci_method": "percentile bootstrap over rows, shared across labels",
-                     "mean_over": "labels with both classes in the targets",
-                     "undefined_resamples": "skipped and counted"},
+        "protocol": {
+            "metric": "roc_auc (sklearn)",
+            "n": n,
+            "n_resamples": n_resamples,
+            "seed": seed,
+            "alpha": alpha,
+            "ci_method": "percentile bootstrap over rows, shared across labels",
+            "mean_over": "labels with both classes in the targets",
+            "undefined_resamples": "skipped and counted",
+        },
         "per_label": per_label,
         "mean": mean,
     }
@@ -188,8 +246,15 @@ def _macro_f1_rows(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np
     return f1.sum(axis=1) / present.sum(axis=1)
 
 
-def classification_metrics(y_true: Any, y_pred: Any, *, classes: list[Any] | None = None, n_resamples: int = 1000,
-                           seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+def classification_metrics(
+    y_true: Any,
+    y_pred: Any,
+    *,
+    classes: list[Any] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
     """Accuracy and macro-F1 with percentile bootstrap CIs, plus per-class precision/recall/F1.
 
     Args:
@@ -211,8 +276,11 @@ def classification_metrics(y_true: Any, y_pred: Any, *, classes: list[Any] | Non
     """
     t, p = np.asarray(y_true), np.asarray(y_pred)
     if t.ndim != 1 or t.shape != p.shape or len(t) == 0:
-        raise DataError(f"y_true shape {t.shape}, y_pred shape {p.shape}", column="y_pred",
-                        expected="two non-empty 1-D arrays of equal length")
+        raise DataError(
+            f"y_true shape {t.shape}, y_pred shape {p.shape}",
+            column="y_pred",
+            expected="two non-empty 1-D arrays of equal length",
+        )
     seen = np.unique(np.concatenate([t, p]))
     listed = list(classes) if classes is not None else seen.tolist()
     codes = {c: i for i, c in enumerate(dict.fromkeys([*listed, *seen.tolist()]))}
@@ -228,17 +296,32 @@ def classification_metrics(y_true: Any, y_pred: Any, *, classes: list[Any] | Non
     per_class = {}
     for c, pr, rc, fs, sp in zip(listed, prec, rec, f1s, support, strict=True):
         absent, never_predicted = int(sp) == 0, not bool((p == c).any())
-        reasons = [r for r, on in (("class absent from y_true", absent), ("class never predicted", never_predicted))
-                   if on]
-        per_class[str(c)] = {"precision": None if never_predicted else float(pr),
-                             "recall": None if absent else float(rc), "f1": None if absent else float(fs),
-                             "support": int(sp), "reason": "; ".join(reasons) or None}
+        reasons = [
+            r
+            for r, on in (("class absent from y_true", absent), ("class never predicted", never_predicted))
+            if on
+        ]
+        per_class[str(c)] = {
+            "precision": None if never_predicted else float(pr),
+            "recall": None if absent else float(rc),
+            "f1": None if absent else float(fs),
+            "support": int(sp),
+            "reason": "; ".join(reasons) or None,
+        }
     return {
-        "protocol": {"n": len(t), "n_resamples": n_resamples, "seed": seed, "alpha": alpha,
-                     "ci_method": "percentile bootstrap over rows",
-                     "macro_f1_over": "classes present in y_true or y_pred (sklearn average='macro')"},
+        "protocol": {
+            "n": len(t),
+            "n_resamples": n_resamples,
+            "seed": seed,
+            "alpha": alpha,
+            "ci_method": "percentile bootstrap over rows",
+            "macro_f1_over": "classes present in y_true or y_pred (sklearn average='macro')",
+        },
         "accuracy": {"value": float(accuracy_score(t, p)), "ci_low": acc_ci[0], "ci_high": acc_ci[1]},
-        "macro_f1": {"value": float(f1_score(t, p, average="macro", zero_division=0)), "ci_low": f1_ci[0],
-                     "ci_high": f1_ci[1]},
+        "macro_f1": {
+            "value": float(f1_score(t, p, average="macro", zero_division=0)),
+            "ci_low": f1_ci[0],
+            "ci_high": f1_ci[1],
+        },
         "per_class": per_class,
     }

@@ -21,7 +21,13 @@ import numpy as np
 from medlens.errors import ConfigError, DataError
 from medlens.evaluate.bootstrap import percentile_ci, resample_indices
 
-__all__ = ["retrieval_metrics", "retrieval_recall", "similarity_matrix", "normalise_text", "first_positive_ranks"]
+__all__ = [
+    "retrieval_metrics",
+    "retrieval_recall",
+    "similarity_matrix",
+    "normalise_text",
+    "first_positive_ranks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +50,21 @@ def similarity_matrix(image_features: np.ndarray, text_features: np.ndarray) -> 
     """
     img, txt = np.asarray(image_features, dtype=np.float64), np.asarray(text_features, dtype=np.float64)
     if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
-        raise DataError(f"image features {img.shape}, text features {txt.shape}", column="features",
-                        expected="[N, D] and [M, D] with the same D")
+        raise DataError(
+            f"image features {img.shape}, text features {txt.shape}",
+            column="features",
+            expected="[N, D] and [M, D] with the same D",
+        )
     for x, name in ((img, "image_features"), (txt, "text_features")):
         norms = np.linalg.norm(x, axis=1)
         bad = ~np.isfinite(norms) | (norms == 0)
         if bad.any():
-            raise DataError("zero or non-finite feature vector", row=int(np.argmax(bad)), column=name,
-                            expected="finite, non-zero vectors")
+            raise DataError(
+                "zero or non-finite feature vector",
+                row=int(np.argmax(bad)),
+                column=name,
+                expected="finite, non-zero vectors",
+            )
     img = img / np.linalg.norm(img, axis=1, keepdims=True)
     txt = txt / np.linalg.norm(txt, axis=1, keepdims=True)
     return img @ txt.T
@@ -71,17 +84,25 @@ def first_positive_ranks(similarity: np.ndarray, groups: np.ndarray) -> np.ndarr
     q, m = similarity.shape
     ranks = np.empty(q, dtype=np.int64)
     for start in range(0, q, _BLOCK):
-        sim = similarity[start:start + _BLOCK]
-        pos = groups[start:start + len(sim), None] == groups[None, :m]  # [b, M]
+        sim = similarity[start : start + _BLOCK]
+        pos = groups[start : start + len(sim), None] == groups[None, :m]  # [b, M]
         best = np.where(pos, sim, -np.inf).max(axis=1)  # [b]
-        ranks[start:start + len(sim)] = ((sim >= best[:, None]) & ~pos).sum(axis=1)
+        ranks[start : start + len(sim)] = ((sim >= best[:, None]) & ~pos).sum(axis=1)
     return ranks
 
 
-def retrieval_metrics(texts: Sequence[str], *, image_features: np.ndarray | None = None,
-                      text_features: np.ndarray | None = None, similarity: np.ndarray | None = None,
-                      ks: Sequence[int] = (1, 5, 10), n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05,
-                      n_examples: int = 5) -> dict[str, Any]:
+def retrieval_metrics(
+    texts: Sequence[str],
+    *,
+    image_features: np.ndarray | None = None,
+    text_features: np.ndarray | None = None,
+    similarity: np.ndarray | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    n_examples: int = 5,
+) -> dict[str, Any]:
     """Recall@K in both directions with percentile bootstrap CIs over queries, plus retrieval examples.
 
     Give either ``similarity`` or both feature arrays.
@@ -108,14 +129,20 @@ def retrieval_metrics(texts: Sequence[str], *, image_features: np.ndarray | None
     """
     if similarity is None:
         if image_features is None or text_features is None:
-            raise ConfigError("neither a similarity matrix nor both feature arrays given", key="similarity",
-                              expected="similarity=[N, N], or image_features and text_features")
+            raise ConfigError(
+                "neither a similarity matrix nor both feature arrays given",
+                key="similarity",
+                expected="similarity=[N, N], or image_features and text_features",
+            )
         similarity = similarity_matrix(image_features, text_features)
     sim = np.asarray(similarity, dtype=np.float64)
     n = len(texts)
     if sim.shape != (n, n):
-        raise DataError(f"similarity shape {sim.shape} for {n} texts", column="similarity",
-                        expected=f"[{n}, {n}] (one image and one text per pair)")
+        raise DataError(
+            f"similarity shape {sim.shape} for {n} texts",
+            column="similarity",
+            expected=f"[{n}, {n}] (one image and one text per pair)",
+        )
     if not np.isfinite(sim).all():
         raise DataError("non-finite similarity", column="similarity", expected="finite numbers")
     ks = sorted({int(k) for k in ks})
@@ -125,10 +152,17 @@ def retrieval_metrics(texts: Sequence[str], *, image_features: np.ndarray | None
     groups = groups.reshape(-1)
 
     result: dict[str, Any] = {
-        "protocol": {"n_queries": n, "n_unique_texts": int(groups.max()) + 1 if n else 0, "ks": ks,
-                     "positives": "every item whose whitespace-normalised text equals the query's",
-                     "ties": "counted against the query", "n_resamples": n_resamples, "seed": seed,
-                     "alpha": alpha, "ci_method": "percentile bootstrap over queries"},
+        "protocol": {
+            "n_queries": n,
+            "n_unique_texts": int(groups.max()) + 1 if n else 0,
+            "ks": ks,
+            "positives": "every item whose whitespace-normalised text equals the query's",
+            "ties": "counted against the query",
+            "n_resamples": n_resamples,
+            "seed": seed,
+            "alpha": alpha,
+            "ci_method": "percentile bootstrap over queries",
+        },
         "examples": {},
     }
     rng = np.random.default_rng(seed)
@@ -144,25 +178,54 @@ def retrieval_metrics(texts: Sequence[str], *, image_features: np.ndarray | None
         block["median_rank"] = float(np.median(ranks + 1))
         block["mean_rank"] = float(np.mean(ranks + 1))
         result[direction] = block
-        result["examples"][direction] = [_example(matrix, groups, int(q), int(ranks[q]), max(ks)) for q in chosen]
-    logger.info("retrieval on %d pairs (%d distinct texts): i2t R@%d %.3f, t2i R@%d %.3f", n,
-                result["protocol"]["n_unique_texts"], ks[0], result["image_to_text"][f"recall@{ks[0]}"]["value"],
-                ks[0], result["text_to_image"][f"recall@{ks[0]}"]["value"])
+        result["examples"][direction] = [
+            _example(matrix, groups, int(q), int(ranks[q]), max(ks)) for q in chosen
+        ]
+    logger.info(
+        "retrieval on %d pairs (%d distinct texts): i2t R@%d %.3f, t2i R@%d %.3f",
+        n,
+        result["protocol"]["n_unique_texts"],
+        ks[0],
+        result["image_to_text"][f"recall@{ks[0]}"]["value"],
+        ks[0],
+        result["text_to_image"][f"recall@{ks[0]}"]["value"],
+    )
     return result
 
 
-def retrieval_recall(image_features: np.ndarray, text_features: np.ndarray, texts: Sequence[str], *,
-                     ks: Sequence[int] = (1, 5, 10), n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05,
-                     n_examples: int = 5) -> dict[str, Any]:
+def retrieval_recall(
+    image_features: np.ndarray,
+    text_features: np.ndarray,
+    texts: Sequence[str],
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    n_examples: int = 5,
+) -> dict[str, Any]:
     """:func:`retrieval_metrics` on paired ``[N, D]`` image and text features (cosine similarity)."""
-    return retrieval_metrics(texts, image_features=image_features, text_features=text_features, ks=ks,
-                             n_resamples=n_resamples, seed=seed, alpha=alpha, n_examples=n_examples)
+    return retrieval_metrics(
+        texts,
+        image_features=image_features,
+        text_features=text_features,
+        ks=ks,
+        n_resamples=n_resamples,
+        seed=seed,
+        alpha=alpha,
+        n_examples=n_examples,
+    )
 
 
 def _example(matrix: np.ndarray, groups: np.ndarray, q: int, rank: int, k: int) -> dict[str, Any]:
     # Stable sort: equal scores keep index order, so the listed example is reproducible.
     top = np.argsort(-matrix[q], kind="stable")[:k]
     positives = np.flatnonzero(groups == groups[q])
-    return {"query": q, "top": [int(i) for i in top], "scores": [float(matrix[q, i]) for i in top],
-            "positives": [int(i) for i in positives[:_MAX_LISTED]], "n_positives": len(positives),
-            "rank": rank + 1}
+    return {
+        "query": q,
+        "top": [int(i) for i in top],
+        "scores": [float(matrix[q, i]) for i in top],
+        "positives": [int(i) for i in positives[:_MAX_LISTED]],
+        "n_positives": len(positives),
+        "rank": rank + 1,
+    }

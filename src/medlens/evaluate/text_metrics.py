@@ -26,8 +26,14 @@ from typing import Any
 
 from medlens.errors import DataError, MedlensError
 
-__all__ = ["corpus_text_metrics", "corpus_bleu", "corpus_rouge_l", "corpus_cider_d", "corpus_meteor",
-           "cider_tokens"]
+__all__ = [
+    "corpus_text_metrics",
+    "corpus_bleu",
+    "corpus_rouge_l",
+    "corpus_cider_d",
+    "corpus_meteor",
+    "cider_tokens",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +42,20 @@ _CIDER_TOKEN = re.compile(r"[a-z0-9]+(?:[-.'/][a-z0-9]+)*")
 
 def _check_pairs(generated: Sequence[str], references: Sequence[str]) -> None:
     if len(generated) != len(references):
-        raise DataError(f"{len(generated)} generated reports for {len(references)} references",
-                        column="generated", expected="one generated report per reference")
+        raise DataError(
+            f"{len(generated)} generated reports for {len(references)} references",
+            column="generated",
+            expected="one generated report per reference",
+        )
     for name, texts in (("generated", generated), ("reference", references)):
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
-            raise DataError(f"{type(texts[bad]).__name__} instead of text", row=bad, column=name,
-                            expected="a string (empty when nothing was generated)")
+            raise DataError(
+                f"{type(texts[bad]).__name__} instead of text",
+                row=bad,
+                column=name,
+                expected="a string (empty when nothing was generated)",
+            )
 
 
 def corpus_bleu(generated: Sequence[str], references: Sequence[str], max_order: int = 4) -> tuple[float, str]:
@@ -58,7 +71,9 @@ def corpus_rouge_l(generated: Sequence[str], references: Sequence[str]) -> float
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    scores = [scorer.score(ref, gen)["rougeL"].fmeasure for gen, ref in zip(generated, references, strict=True)]
+    scores = [
+        scorer.score(ref, gen)["rougeL"].fmeasure for gen, ref in zip(generated, references, strict=True)
+    ]
     return float(sum(scores) / len(scores))
 
 
@@ -77,7 +92,10 @@ def corpus_cider_d(generated: Sequence[str], references: Sequence[str]) -> tuple
 
     refs = [cider_tokens(r) for r in references]
     if len(refs) < 2:
-        return None, "CIDEr-D weighs n-grams by their document frequency over the references; needs >= 2 reports"
+        return (
+            None,
+            "CIDEr-D weighs n-grams by their document frequency over the references; needs >= 2 reports",
+        )
     if not any(refs):
         return None, "every reference is empty"
     scorer = CiderScorer(n=4, sigma=6.0)
@@ -112,8 +130,9 @@ def corpus_meteor(generated: Sequence[str], references: Sequence[str]) -> tuple[
     return float(score), None
 
 
-def corpus_text_metrics(generated: Sequence[str], references: Sequence[str], *,
-                        meteor: bool = True) -> dict[str, Any]:
+def corpus_text_metrics(
+    generated: Sequence[str], references: Sequence[str], *, meteor: bool = True
+) -> dict[str, Any]:
     """BLEU-1..4, ROUGE-L, CIDEr-D and METEOR of generated reports against their references.
 
     Args:
@@ -155,13 +174,27 @@ def corpus_text_metrics(generated: Sequence[str], references: Sequence[str], *,
             not_computed[key] = "no reports"
     out["not_computed"] = not_computed
     out["protocol"] = {
-        "bleu": {"library": "sacrebleu", "level": "corpus", "signature": signature, "scale": "0-1 (score / 100)",
-                 "n_references": 1, "orders": "BLEU-k: geometric mean of 1..k-gram precisions x brevity penalty"},
-        "rouge_l": {"library": "rouge-score", "tokenizer": "rouge-score default (lower case, non-alphanumeric "
-                    "characters split, no stemming)", "aggregate": "mean over reports of the F-measure (beta 1)"},
-        "cider_d": {"library": "pycocoevalcap CiderScorer", "n": 4, "sigma": 6.0, "scale": "0-10",
-                    "tokenizer": "lower case, punctuation dropped (cider_tokens)",
-                    "idf": "document frequencies over this corpus's references"},
+        "bleu": {
+            "library": "sacrebleu",
+            "level": "corpus",
+            "signature": signature,
+            "scale": "0-1 (score / 100)",
+            "n_references": 1,
+            "orders": "BLEU-k: geometric mean of 1..k-gram precisions x brevity penalty",
+        },
+        "rouge_l": {
+            "library": "rouge-score",
+            "tokenizer": "rouge-score default (lower case, non-alphanumeric characters split, no stemming)",
+            "aggregate": "mean over reports of the F-measure (beta 1)",
+        },
+        "cider_d": {
+            "library": "pycocoevalcap CiderScorer",
+            "n": 4,
+            "sigma": 6.0,
+            "scale": "0-10",
+            "tokenizer": "lower case, punctuation dropped (cider_tokens)",
+            "idf": "document frequencies over this corpus's references",
+        },
         "meteor": {"library": "pycocoevalcap Meteor (meteor-1.5.jar, -l en -norm)", "aggregate": "corpus"},
         "versions": {pkg: version(pkg) for pkg in ("sacrebleu", "rouge-score", "pycocoevalcap")},
     }

@@ -40,8 +40,16 @@ from medlens.evaluate.metrics import per_label_auc
 from medlens.resources import resource_path
 
 # per_label_auc lives in metrics (the linear probe uses it too) and is re-exported for callers here.
-__all__ = ["load_prompt_templates", "build_prompts", "encode_prompts", "zero_shot_probabilities",
-           "zero_shot_logits", "evaluate_zero_shot", "per_label_auc", "DEFAULT_TEMPLATES"]
+__all__ = [
+    "load_prompt_templates",
+    "build_prompts",
+    "encode_prompts",
+    "zero_shot_probabilities",
+    "zero_shot_logits",
+    "evaluate_zero_shot",
+    "per_label_auc",
+    "DEFAULT_TEMPLATES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,23 +90,37 @@ def _check_templates(raw: Any, file: str) -> dict[str, Any]:
         raise ConfigError(f"top level is {type(raw).__name__}", file=file, expected="a mapping")
     unknown = set(raw) - {"name", "description", "source", "default", "labels", "file"}
     if unknown:
-        raise ConfigError(f"unknown keys {sorted(unknown)}", file=file,
-                          expected="name, description, source, default, labels")
+        raise ConfigError(
+            f"unknown keys {sorted(unknown)}",
+            file=file,
+            expected="name, description, source, default, labels",
+        )
     default = raw.get("default")
     if default is not None:
         default = _check_pair(default, file, "default")
         for side in _SIDES:
             for t in default[side]:
                 if t.count("{}") != 1:
-                    raise ConfigError(f"template {t!r} has {t.count('{}')} '{{}}' placeholders", file=file,
-                                      key=f"default.{side}", expected="exactly one '{}' for the label name")
+                    raise ConfigError(
+                        f"template {t!r} has {t.count('{}')} '{{}}' placeholders",
+                        file=file,
+                        key=f"default.{side}",
+                        expected="exactly one '{}' for the label name",
+                    )
     labels = raw.get("labels") or {}
     if not isinstance(labels, dict):
-        raise ConfigError(f"is {type(labels).__name__}", file=file, key="labels",
-                          expected="a mapping from label name to {positive, negative}")
+        raise ConfigError(
+            f"is {type(labels).__name__}",
+            file=file,
+            key="labels",
+            expected="a mapping from label name to {positive, negative}",
+        )
     if default is None and not labels:
-        raise ConfigError("neither 'default' nor 'labels' is given", file=file,
-                          expected="a default template pair, per-label prompts, or both")
+        raise ConfigError(
+            "neither 'default' nor 'labels' is given",
+            file=file,
+            expected="a default template pair, per-label prompts, or both",
+        )
     return {
         "name": str(raw.get("name") or Path(file).stem),
         "description": str(raw.get("description") or ""),
@@ -111,21 +133,33 @@ def _check_templates(raw: Any, file: str) -> dict[str, Any]:
 
 def _check_pair(pair: Any, file: str, key: str) -> dict[str, list[str]]:
     if not isinstance(pair, dict) or set(pair) != set(_SIDES):
-        raise ConfigError(f"has keys {sorted(pair) if isinstance(pair, dict) else type(pair).__name__}",
-                          file=file, key=key, expected="exactly 'positive' and 'negative'")
+        raise ConfigError(
+            f"has keys {sorted(pair) if isinstance(pair, dict) else type(pair).__name__}",
+            file=file,
+            key=key,
+            expected="exactly 'positive' and 'negative'",
+        )
     out = {}
     for side in _SIDES:
         prompts = [pair[side]] if isinstance(pair[side], str) else pair[side]
-        if (not isinstance(prompts, list) or not prompts
-                or not all(isinstance(p, str) and p.strip() for p in prompts)):
-            raise ConfigError(f"is {pair[side]!r}", file=file, key=f"{key}.{side}",
-                              expected="a non-empty list of non-empty strings")
+        if (
+            not isinstance(prompts, list)
+            or not prompts
+            or not all(isinstance(p, str) and p.strip() for p in prompts)
+        ):
+            raise ConfigError(
+                f"is {pair[side]!r}",
+                file=file,
+                key=f"{key}.{side}",
+                expected="a non-empty list of non-empty strings",
+            )
         out[side] = list(prompts)
     return out
 
 
-def build_prompts(labels: list[str], templates: str | Path | dict[str, Any] = DEFAULT_TEMPLATES
-                  ) -> dict[str, tuple[list[str], list[str]]]:
+def build_prompts(
+    labels: list[str], templates: str | Path | dict[str, Any] = DEFAULT_TEMPLATES
+) -> dict[str, tuple[list[str], list[str]]]:
     """The positive and negative prompts of each label.
 
     A label listed under ``labels:`` in the set uses its own prompts (a ``{}`` in them is replaced by the
@@ -147,25 +181,37 @@ def build_prompts(labels: list[str], templates: str | Path | dict[str, Any] = DE
     for label in labels:
         if label in t["labels"]:
             pair = t["labels"][label]
-            prompts[label] = ([p.replace("{}", label) for p in pair["positive"]],
-                              [p.replace("{}", label) for p in pair["negative"]])
+            prompts[label] = (
+                [p.replace("{}", label) for p in pair["positive"]],
+                [p.replace("{}", label) for p in pair["negative"]],
+            )
             continue
         if t["default"] is None:
-            raise ConfigError(f"no prompts for label '{label}'", file=t["file"], key="labels",
-                              expected=f"one of {sorted(t['labels'])} or a 'default' template pair")
+            raise ConfigError(
+                f"no prompts for label '{label}'",
+                file=t["file"],
+                key="labels",
+                expected=f"one of {sorted(t['labels'])} or a 'default' template pair",
+            )
         if label.lower().startswith("no "):
             negative = t["default"]["negative"][0].replace("{}", label)
-            raise ConfigError(f"label '{label}' is itself a negation; the default template would give "
-                              f"the double negative {negative!r}, which inverts it",
-                              file=t["file"], key=f"labels.{label}",
-                              expected="explicit positive and negative prompts for this label")
-        prompts[label] = ([p.replace("{}", label) for p in t["default"]["positive"]],
-                          [p.replace("{}", label) for p in t["default"]["negative"]])
+            raise ConfigError(
+                f"label '{label}' is itself a negation; the default template would give "
+                f"the double negative {negative!r}, which inverts it",
+                file=t["file"],
+                key=f"labels.{label}",
+                expected="explicit positive and negative prompts for this label",
+            )
+        prompts[label] = (
+            [p.replace("{}", label) for p in t["default"]["positive"]],
+            [p.replace("{}", label) for p in t["default"]["negative"]],
+        )
     return prompts
 
 
-def encode_prompts(prompts: dict[str, tuple[list[str], list[str]]],
-                   encode_text: Callable[[list[str]], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def encode_prompts(
+    prompts: dict[str, tuple[list[str], list[str]]], encode_text: Callable[[list[str]], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Class embeddings of each side: normalise each prompt embedding, average, renormalise.
 
     Every distinct prompt is encoded once, in one call of ``encode_text``.
@@ -183,8 +229,11 @@ def encode_prompts(prompts: dict[str, tuple[list[str], list[str]]],
     unique = list(dict.fromkeys(p for pos, neg in prompts.values() for p in (*pos, *neg)))
     emb = np.asarray(encode_text(unique), dtype=np.float64)
     if emb.ndim != 2 or emb.shape[0] != len(unique):
-        raise DataError(f"encode_text returned shape {emb.shape} for {len(unique)} prompts",
-                        column="text_features", expected=f"[{len(unique)}, D]")
+        raise DataError(
+            f"encode_text returned shape {emb.shape} for {len(unique)} prompts",
+            column="text_features",
+            expected=f"[{len(unique)}, D]",
+        )
     emb = _unit_rows(emb, "text_features", unique)
     row = {p: i for i, p in enumerate(unique)}
 
@@ -197,9 +246,13 @@ def encode_prompts(prompts: dict[str, tuple[list[str], list[str]]],
     return _unit_rows(pos, "positive prompts", names), _unit_rows(neg, "negative prompts", names)
 
 
-def zero_shot_logits(image_features: np.ndarray, encode_text: Callable[[list[str]], np.ndarray],
-                     labels: list[str], templates: str | Path | dict[str, Any] = DEFAULT_TEMPLATES,
-                     logit_scale: float = 100.0) -> np.ndarray:
+def zero_shot_logits(
+    image_features: np.ndarray,
+    encode_text: Callable[[list[str]], np.ndarray],
+    labels: list[str],
+    templates: str | Path | dict[str, Any] = DEFAULT_TEMPLATES,
+    logit_scale: float = 100.0,
+) -> np.ndarray:
     """The pair of logits of each label for each image: ``logit_scale * cos(image, side)``.
 
     Args:
@@ -224,14 +277,21 @@ def zero_shot_logits(image_features: np.ndarray, encode_text: Callable[[list[str
     img = _unit_rows(img, "image_features")
     pos, neg = encode_prompts(build_prompts(labels, templates), encode_text)
     if pos.shape[1] != img.shape[1]:
-        raise DataError(f"text features have {pos.shape[1]} dims, image features {img.shape[1]}",
-                        column="text_features", expected="the same embedding size as the image features")
+        raise DataError(
+            f"text features have {pos.shape[1]} dims, image features {img.shape[1]}",
+            column="text_features",
+            expected="the same embedding size as the image features",
+        )
     return logit_scale * np.stack([img @ pos.T, img @ neg.T], axis=-1)  # [N, L, 2]
 
 
-def zero_shot_probabilities(image_features: np.ndarray, encode_text: Callable[[list[str]], np.ndarray],
-                            labels: list[str], templates: str | Path | dict[str, Any] = DEFAULT_TEMPLATES,
-                            logit_scale: float = 100.0) -> np.ndarray:
+def zero_shot_probabilities(
+    image_features: np.ndarray,
+    encode_text: Callable[[list[str]], np.ndarray],
+    labels: list[str],
+    templates: str | Path | dict[str, Any] = DEFAULT_TEMPLATES,
+    logit_scale: float = 100.0,
+) -> np.ndarray:
     """Probability of each label for each image: softmax over the (positive, negative) prompt pair.
 
     Arguments and errors as :func:`zero_shot_logits`.
@@ -245,10 +305,18 @@ def zero_shot_probabilities(image_features: np.ndarray, encode_text: Callable[[l
     return softmax(logits, axis=-1)[..., 0]
 
 
-def evaluate_zero_shot(image_features: np.ndarray, encode_text: Callable[[list[str]], np.ndarray],
-                       targets: np.ndarray, labels: list[str], *,
-                       templates: str | Path | dict[str, Any] = DEFAULT_TEMPLATES, logit_scale: float = 100.0,
-                       n_resamples: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+def evaluate_zero_shot(
+    image_features: np.ndarray,
+    encode_text: Callable[[list[str]], np.ndarray],
+    targets: np.ndarray,
+    labels: list[str],
+    *,
+    templates: str | Path | dict[str, Any] = DEFAULT_TEMPLATES,
+    logit_scale: float = 100.0,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
     """Zero-shot per-label AUC with CIs, and the protocol (prompt set, every prompt, scale) behind it.
 
     Args:
@@ -275,7 +343,9 @@ def evaluate_zero_shot(image_features: np.ndarray, encode_text: Callable[[list[s
     result = per_label_auc(log_odds, targets, labels, n_resamples=n_resamples, seed=seed, alpha=alpha)
     result["protocol"].update(
         task="zero-shot classification (CheXzero softmax over a positive/negative prompt pair)",
-        prompt_set=t["name"], prompt_file=str(t["file"]), logit_scale=float(logit_scale),
+        prompt_set=t["name"],
+        prompt_file=str(t["file"]),
+        logit_scale=float(logit_scale),
         prompts={k: {"positive": pos, "negative": neg} for k, (pos, neg) in prompts.items()},
         probability="exp(pos) / (exp(pos) + exp(neg)), pos/neg = logit_scale * cosine(image, prompt side)",
         auc_scores="log-odds pos - neg (ranks as the probability does, without rounding to 0 or 1)",
@@ -289,6 +359,10 @@ def _unit_rows(x: np.ndarray, what: str, names: list[str] | None = None) -> np.n
     bad = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError("zero or non-finite embedding", row=names[i] if names else i, column=what,
-                        expected="finite, non-zero feature vectors")
+        raise DataError(
+            "zero or non-finite embedding",
+            row=names[i] if names else i,
+            column=what,
+            expected="finite, non-zero feature vectors",
+        )
     return x / norms

@@ -13,5 +13,12 @@ from medlens.inference.inputs import (
     resolve_preprocessing,
 )
 
-__all__ = ["Failure", "ImageInput", "Preprocessing", "list_images", "load_batches", "model_input",
-           "resolve_preprocessing"]
+__all__ = [
+    "Failure",
+    "ImageInput",
+    "Preprocessing",
+    "list_images",
+    "load_batches",
+    "model_input",
+    "resolve_preprocessing",
+]

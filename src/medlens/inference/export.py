@@ -37,12 +37,21 @@ logger = logging.getLogger(__name__)
 DEFAULT_ATOL = 1e-4
 DEFAULT_OPSET = 17
 IMAGE_FILE, TEXT_FILE = "image_encoder.onnx", "text_encoder.onnx"
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                    "merges.txt", "spiece.model", "vocab.txt")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "vocab.txt",
+)
 # open_clip's evaluation transform per resize_mode (open_clip.transform.image_transform)
-_RESIZE = {"shortest": "resize the shortest side to fit and centre-crop to {w} x {h}",
-           "longest": "resize the longest side to fit and pad to {w} x {h} (centred)",
-           "squash": "resize to exactly {w} x {h} (aspect ratio not kept)"}
+_RESIZE = {
+    "shortest": "resize the shortest side to fit and centre-crop to {w} x {h}",
+    "longest": "resize the longest side to fit and pad to {w} x {h} (centred)",
+    "squash": "resize to exactly {w} x {h} (aspect ratio not kept)",
+}
 
 
 class _Tower(nn.Module):
@@ -61,9 +70,16 @@ def _export(tower: _Tower, example: torch.Tensor, path: Path, names: tuple[str, 
     with warnings.catch_warnings():
         # tracer and deprecation warnings of the TorchScript exporter; the graph is verified instead
         warnings.simplefilter("ignore")
-        torch.onnx.export(tower, (example,), str(path), input_names=[names[0]], output_names=[names[1]],
-                          dynamic_axes={names[0]: {0: "batch"}, names[1]: {0: "batch"}}, opset_version=opset,
-                          dynamo=False)  # the dynamo exporter needs onnxscript, which medlens does not depend on
+        torch.onnx.export(
+            tower,
+            (example,),
+            str(path),
+            input_names=[names[0]],
+            output_names=[names[1]],
+            dynamic_axes={names[0]: {0: "batch"}, names[1]: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )  # the dynamo exporter needs onnxscript, which medlens does not depend on
 
 
 def _max_diff(path: Path, tower: _Tower, x: torch.Tensor, input_name: str) -> float:
@@ -78,9 +94,16 @@ def _max_diff(path: Path, tower: _Tower, x: torch.Tensor, input_name: str) -> fl
     return float(np.abs(got - want).max())
 
 
-def export_onnx(encoder_dir: str | os.PathLike, out_dir: str | os.PathLike, prep: Preprocessing, *,
-                labels: list[str], templates: str, atol: float = DEFAULT_ATOL, opset: int = DEFAULT_OPSET,
-                ) -> dict[str, Any]:
+def export_onnx(
+    encoder_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    prep: Preprocessing,
+    *,
+    labels: list[str],
+    templates: str,
+    atol: float = DEFAULT_ATOL,
+    opset: int = DEFAULT_OPSET,
+) -> dict[str, Any]:
     """Export both towers of an encoder folder to ONNX, verify them, and write the model card.
 
     Args:
@@ -116,47 +139,80 @@ def export_onnx(encoder_dir: str | os.PathLike, out_dir: str | os.PathLike, prep
     with atomic_dir(out_dir) as tmp:
         # traced at batch 2, checked at other batch sizes: the dynamic axis is tested too
         _export(image, pixels[:2], tmp / IMAGE_FILE, ("pixel_values", "image_embeds"), opset)
-        _export(text, tokens[:2], tmp / TEXT_FILE,
-                ("input_ids", "text_embeds"), opset)
-        diffs = {"image": _max_diff(tmp / IMAGE_FILE, image, pixels, "pixel_values"),
-                 "text": _max_diff(tmp / TEXT_FILE, text, tokens, "input_ids")}
+        _export(text, tokens[:2], tmp / TEXT_FILE, ("input_ids", "text_embeds"), opset)
+        diffs = {
+            "image": _max_diff(tmp / IMAGE_FILE, image, pixels, "pixel_values"),
+            "text": _max_diff(tmp / TEXT_FILE, text, tokens, "input_ids"),
+        }
         bad = {k: v for k, v in diffs.items() if not v <= atol}
         if bad:
-            raise MedlensError(f"{out_dir}: ONNX and PyTorch outputs differ by {bad} (> atol {atol}); "
-                               "nothing was written")
+            raise MedlensError(
+                f"{out_dir}: ONNX and PyTorch outputs differ by {bad} (> atol {atol}); nothing was written"
+            )
         for name in ("open_clip_config.json", *_TOKENIZER_FILES):
             if (encoder_dir / name).is_file():
                 shutil.copy(encoder_dir / name, tmp / name)
         record = {
-            "format": "onnx", "opset": opset, "source": str(encoder_dir),
-            "files": {IMAGE_FILE: {"input": {"pixel_values": ["batch", 3, height, width], "dtype": "float32"},
-                                   "output": {"image_embeds": ["batch", int(encoder.model_cfg["embed_dim"])]}},
-                      TEXT_FILE: {"input": {"input_ids": ["batch", int(tokens.shape[1])], "dtype": "int64"},
-                                  "output": {"text_embeds": ["batch", int(encoder.model_cfg["embed_dim"])]}}},
-            "outputs_normalized": True, "preprocess_cfg": encoder.preprocess_cfg, "preprocessing": prep.as_dict(),
-            "logit_scale": encoder.logit_scale, "logit_bias": encoder.logit_bias,
-            "zero_shot": {"templates": templates, "prompts": {k: {"positive": p, "negative": n}
-                                                              for k, (p, n) in prompts.items()}},
-            "verification": {"runtime": f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)",
-                             "atol": atol, "max_abs_diff": diffs, "image_batch": int(pixels.shape[0]),
-                             "text_batch": int(tokens.shape[0]),
-                             "inputs": "seeded N(0,1) pixels; the tokenised label prompts"},
+            "format": "onnx",
+            "opset": opset,
+            "source": str(encoder_dir),
+            "files": {
+                IMAGE_FILE: {
+                    "input": {"pixel_values": ["batch", 3, height, width], "dtype": "float32"},
+                    "output": {"image_embeds": ["batch", int(encoder.model_cfg["embed_dim"])]},
+                },
+                TEXT_FILE: {
+                    "input": {"input_ids": ["batch", int(tokens.shape[1])], "dtype": "int64"},
+                    "output": {"text_embeds": ["batch", int(encoder.model_cfg["embed_dim"])]},
+                },
+            },
+            "outputs_normalized": True,
+            "preprocess_cfg": encoder.preprocess_cfg,
+            "preprocessing": prep.as_dict(),
+            "logit_scale": encoder.logit_scale,
+            "logit_bias": encoder.logit_bias,
+            "zero_shot": {
+                "templates": templates,
+                "prompts": {k: {"positive": p, "negative": n} for k, (p, n) in prompts.items()},
+            },
+            "verification": {
+                "runtime": f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)",
+                "atol": atol,
+                "max_abs_diff": diffs,
+                "image_batch": int(pixels.shape[0]),
+                "text_batch": int(tokens.shape[0]),
+                "inputs": "seeded N(0,1) pixels; the tokenised label prompts",
+            },
         }
         (tmp / "export.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
         card = encoder_dir / "README.md"
-        (tmp / "README.md").write_text((card.read_text().rstrip() + "\n\n" if card.is_file() else "")
-                                       + _card_section(record, height, width))
-    logger.info("exported %s and %s to %s; max |onnx - torch| %s (atol %g)", IMAGE_FILE, TEXT_FILE, out_dir,
-                diffs, atol)
+        (tmp / "README.md").write_text(
+            (card.read_text().rstrip() + "\n\n" if card.is_file() else "")
+            + _card_section(record, height, width)
+        )
+    logger.info(
+        "exported %s and %s to %s; max |onnx - torch| %s (atol %g)",
+        IMAGE_FILE,
+        TEXT_FILE,
+        out_dir,
+        diffs,
+        atol,
+    )
     return record
 
 
 def _card_section(record: dict[str, Any], height: int, width: int) -> str:
     """The model card's ONNX section: how to feed the graphs and read their outputs."""
-    pp, prep, zs, ver = record["preprocess_cfg"], record["preprocessing"], record["zero_shot"], record["verification"]
+    pp, prep, zs, ver = (
+        record["preprocess_cfg"],
+        record["preprocessing"],
+        record["zero_shot"],
+        record["verification"],
+    )
     image_io, text_io = record["files"][IMAGE_FILE], record["files"][TEXT_FILE]
     lines = [
-        "## ONNX export", "",
+        "## ONNX export",
+        "",
         f"- `{IMAGE_FILE}`: `pixel_values` float32 {image_io['input']['pixel_values']} -> `image_embeds` "
         f"{image_io['output']['image_embeds']}, L2-normalised",
         f"- `{TEXT_FILE}`: `input_ids` int64 {text_io['input']['input_ids']} (the tokenizer of "
@@ -173,10 +229,15 @@ def _card_section(record: dict[str, Any], height: int, width: int) -> str:
         f"exp(pos) / (exp(pos) + exp(neg)); each side is the renormalised mean of its prompts' embeddings",
         f"- verified: {ver['runtime']}, max |onnx - torch| image {ver['max_abs_diff']['image']:.2e}, text "
         f"{ver['max_abs_diff']['text']:.2e} (tolerance {ver['atol']:g}, batches {ver['image_batch']} and "
-        f"{ver['text_batch']})", "",
-        f"### Label prompts (set `{zs['templates']}`)", "",
-        "| label | positive | negative |", "|---|---|---|",
+        f"{ver['text_batch']})",
+        "",
+        f"### Label prompts (set `{zs['templates']}`)",
+        "",
+        "| label | positive | negative |",
+        "|---|---|---|",
     ]
-    lines += [f"| {label} | {'; '.join(p['positive'])} | {'; '.join(p['negative'])} |"
-              for label, p in zs["prompts"].items()]
+    lines += [
+        f"| {label} | {'; '.join(p['positive'])} | {'; '.join(p['negative'])} |"
+        for label, p in zs["prompts"].items()
+    ]
     return "\n".join(lines) + "\n"

@@ -20,8 +20,14 @@ from medlens.errors import ConfigError
 
 __all__ = ["summarise_experiment", "format_summary"]
 
-_STAGES = ("split", "convert_to_chat_format", "train_encoder", "train_decoder", "evaluate_encoder",
-           "evaluate_decoder")
+_STAGES = (
+    "split",
+    "convert_to_chat_format",
+    "train_encoder",
+    "train_decoder",
+    "evaluate_encoder",
+    "evaluate_decoder",
+)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -66,10 +72,15 @@ def _parameters(path: Path) -> int | None:
 
 def _checkpoints(folder: Path) -> list[dict[str, Any]]:
     """Weight files of a model folder (its sub-folders too, e.g. a decoder's ``encoder_final``)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES
-                   and p.name != "training_args.bin")
-    return [{"file": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "parameters": _parameters(p)}
-            for p in files]
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and p.name != "training_args.bin"
+    )
+    return [
+        {"file": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size, "parameters": _parameters(p)}
+        for p in files
+    ]
 
 
 def _model(folder: Path) -> dict[str, Any] | None:
@@ -77,11 +88,29 @@ def _model(folder: Path) -> dict[str, Any] | None:
         return None
     info_path = folder / "medlens.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    described = {k: info.get(k) for k in ("kind", "steps", "best_metric", "best_value", "best_step", "summary",
-                                          "zero_shot", "weights") if info.get(k) is not None}
-    return {"path": str(folder), **described, "config": info.get("config"), "environment": info.get("environment"),
-            "last_metrics": _last_row(folder / "metrics.csv"), "checkpoints": _checkpoints(folder),
-            "bytes": _size(folder)}
+    described = {
+        k: info.get(k)
+        for k in (
+            "kind",
+            "steps",
+            "best_metric",
+            "best_value",
+            "best_step",
+            "summary",
+            "zero_shot",
+            "weights",
+        )
+        if info.get(k) is not None
+    }
+    return {
+        "path": str(folder),
+        **described,
+        "config": info.get("config"),
+        "environment": info.get("environment"),
+        "last_metrics": _last_row(folder / "metrics.csv"),
+        "checkpoints": _checkpoints(folder),
+        "bytes": _size(folder),
+    }
 
 
 def _ci(section: Any, key: str = "auc") -> dict[str, Any] | None:
@@ -96,29 +125,49 @@ def _evaluation(folder: Path) -> dict[str, Any]:
     if enc_path.is_file():
         enc = json.loads(enc_path.read_text())
         out["encoder"] = {
-            "split": enc.get("split"), "n": enc.get("n"),
+            "split": enc.get("split"),
+            "n": enc.get("n"),
             "zero_shot_auc": _ci(dig(enc, "zero_shot.mean")),
-            "retrieval": {d: {k: dig(enc, f"retrieval.{d}.{k}.value") for k in dig(enc, f"retrieval.{d}") or {}
-                              if k.startswith("recall@")} for d in ("image_to_text", "text_to_image")},
+            "retrieval": {
+                d: {
+                    k: dig(enc, f"retrieval.{d}.{k}.value")
+                    for k in dig(enc, f"retrieval.{d}") or {}
+                    if k.startswith("recall@")
+                }
+                for d in ("image_to_text", "text_to_image")
+            },
             "linear_probe_auc": {k: _ci(v.get("mean")) for k, v in (enc.get("linear_probe") or {}).items()},
-            "external_zero_shot_auc": {k: _ci(dig(v, "zero_shot.mean")) for k, v in (enc.get("external") or {}).items()},
+            "external_zero_shot_auc": {
+                k: _ci(dig(v, "zero_shot.mean")) for k, v in (enc.get("external") or {}).items()
+            },
             "prompt_set": dig(enc, "protocol.templates"),
         }
     if dec_path.is_file():
         dec = json.loads(dec_path.read_text())
         out["decoder"] = {
-            "split": dec.get("split"), "n": dec.get("n"),
-            "text": {k: v for k, v in (dig(dec, "overall.text") or {}).items()
-                     if k != "n" and (v is None or isinstance(v, int | float))},
-            "clinical_micro_f1": {k: dig(dec, f"overall.clinical.{k}.micro.f1") for k in ("chexpert14", "chexpert5")},
+            "split": dec.get("split"),
+            "n": dec.get("n"),
+            "text": {
+                k: v
+                for k, v in (dig(dec, "overall.text") or {}).items()
+                if k != "n" and (v is None or isinstance(v, int | float))
+            },
+            "clinical_micro_f1": {
+                k: dig(dec, f"overall.clinical.{k}.micro.f1") for k in ("chexpert14", "chexpert5")
+            },
             "labeler": dig(dec, "overall.clinical.labeler"),
         }
     return out
 
 
-def _environments(folder: Path, encoder: dict[str, Any] | None, decoder: dict[str, Any] | None) -> dict[str, Any]:
+def _environments(
+    folder: Path, encoder: dict[str, Any] | None, decoder: dict[str, Any] | None
+) -> dict[str, Any]:
     """The environment each stage recorded (``medlens.environment.record``): lock, its hash, every package."""
-    out = {"train_encoder": (encoder or {}).get("environment"), "train_decoder": (decoder or {}).get("environment")}
+    out = {
+        "train_encoder": (encoder or {}).get("environment"),
+        "train_decoder": (decoder or {}).get("environment"),
+    }
     for stage, name in (("evaluate_encoder", "encoder.json"), ("evaluate_decoder", "decoder.json")):
         path = folder / "eval" / name
         out[stage] = json.loads(path.read_text()).get("environment") if path.is_file() else None
@@ -138,18 +187,30 @@ def summarise_experiment(exp_dir: str | os.PathLike) -> dict[str, Any]:
     exp = Path(exp_dir)
     parts = [exp / p for p in ("data", "encoder", "decoder", "eval")]
     if not exp.is_dir() or not any(p.exists() for p in parts):
-        raise ConfigError(f"'{exp}' is not an experiment folder",
-                          expected="results/<experiment> holding data/, encoder/, decoder/ or eval/")
+        raise ConfigError(
+            f"'{exp}' is not an experiment folder",
+            expected="results/<experiment> holding data/, encoder/, decoder/ or eval/",
+        )
     split_path = exp / "data" / "split.json"
     split = json.loads(split_path.read_text()) if split_path.is_file() else None
-    benchmarks = {stage: _last_row(exp.parent / "benchmarks" / stage / f"{exp.name}.tsv", "\t") for stage in _STAGES}
+    benchmarks = {
+        stage: _last_row(exp.parent / "benchmarks" / stage / f"{exp.name}.tsv", "\t") for stage in _STAGES
+    }
     encoder, decoder = _model(exp / "encoder"), _model(exp / "decoder")
     return {
-        "experiment": exp.name, "path": str(exp),
-        "data": None if split is None else {"rows_per_split": split.get("rows_per_split"),
-                                             "patients": split.get("patients"), "dropped": split.get("dropped")},
-        "encoder": encoder, "decoder": decoder,
-        "evaluation": _evaluation(exp / "eval"), "environments": _environments(exp, encoder, decoder),
+        "experiment": exp.name,
+        "path": str(exp),
+        "data": None
+        if split is None
+        else {
+            "rows_per_split": split.get("rows_per_split"),
+            "patients": split.get("patients"),
+            "dropped": split.get("dropped"),
+        },
+        "encoder": encoder,
+        "decoder": decoder,
+        "evaluation": _evaluation(exp / "eval"),
+        "environments": _environments(exp, encoder, decoder),
         "benchmarks": {k: v for k, v in benchmarks.items() if v is not None},
         "bytes": _size(exp),
     }
@@ -176,11 +237,16 @@ def _model_lines(title: str, model: dict[str, Any] | None) -> list[str]:
         return [f"{title}: not trained"]
     cfg = model.get("config") or {}
     head = f"{title}: {model['path']} ({_human(model['bytes'])})"
-    lines = [head, f"  kind {model.get('kind', 'open_clip')}, preset {cfg.get('preset')}, "
-                   f"model {cfg.get('model') or cfg.get('vision_model')}"]
+    lines = [
+        head,
+        f"  kind {model.get('kind', 'open_clip')}, preset {cfg.get('preset')}, "
+        f"model {cfg.get('model') or cfg.get('vision_model')}",
+    ]
     if "steps" in model:
-        lines.append(f"  {model['steps']} steps; best {model.get('best_metric')} = {_fmt(model.get('best_value'))} "
-                     f"at step {model.get('best_step')}")
+        lines.append(
+            f"  {model['steps']} steps; best {model.get('best_metric')} = {_fmt(model.get('best_value'))} "
+            f"at step {model.get('best_step')}"
+        )
     if "summary" in model:
         lines.append("  " + ", ".join(f"{k} {_fmt(v)}" for k, v in model["summary"].items()))
     for ck in model["checkpoints"]:
@@ -201,9 +267,13 @@ def _environment_lines(environments: dict[str, Any]) -> list[str]:
         elif rec.get("matches_lock"):
             state = "as locked"
         else:
-            state = "DIFFERING FROM THE LOCK: " + "; ".join(LockDifferences(**(rec.get("differences") or {})).lines())
-        lines.append(f"environment of {stage}: lock {rec.get('lock')} sha256 {str(rec.get('lock_sha256'))[:12]}, "
-                     f"Python {rec.get('python')}, {len(rec.get('packages') or {})} packages {state}")
+            state = "DIFFERING FROM THE LOCK: " + "; ".join(
+                LockDifferences(**(rec.get("differences") or {})).lines()
+            )
+        lines.append(
+            f"environment of {stage}: lock {rec.get('lock')} sha256 {str(rec.get('lock_sha256'))[:12]}, "
+            f"Python {rec.get('python')}, {len(rec.get('packages') or {})} packages {state}"
+        )
         packages = packages or (stage, rec.get("packages"))
     if packages and packages[1]:
         lines.append(f"packages of {packages[0]}: " + ", ".join(f"{k}=={v}" for k, v in packages[1].items()))
@@ -214,15 +284,20 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a few readable lines (``--format json`` prints the dict itself)."""
     lines = [f"experiment {summary['experiment']}: {summary['path']} ({_human(summary['bytes'])})"]
     data = summary["data"]
-    lines.append("data: not split" if data is None else
-                 f"data: {data['rows_per_split']} rows per split, {data['patients']} patients, "
-                 f"{data['dropped']} dropped")
+    lines.append(
+        "data: not split"
+        if data is None
+        else f"data: {data['rows_per_split']} rows per split, {data['patients']} patients, "
+        f"{data['dropped']} dropped"
+    )
     lines += _model_lines("encoder", summary["encoder"])
     lines += _model_lines("decoder", summary["decoder"])
     enc, dec = summary["evaluation"].get("encoder"), summary["evaluation"].get("decoder")
     if enc:
-        lines.append(f"encoder evaluation ({enc['split']}, n={enc['n']}, prompts {enc['prompt_set']}): "
-                     f"zero-shot AUC {_fmt(enc['zero_shot_auc'])}")
+        lines.append(
+            f"encoder evaluation ({enc['split']}, n={enc['n']}, prompts {enc['prompt_set']}): "
+            f"zero-shot AUC {_fmt(enc['zero_shot_auc'])}"
+        )
         for direction, recalls in enc["retrieval"].items():
             lines.append(f"  {direction}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in recalls.items()))
         for name, value in enc["linear_probe_auc"].items():
@@ -234,12 +309,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     if dec:
         text = ", ".join(f"{k} {_fmt(v)}" for k, v in dec["text"].items())
         clinical = ", ".join(f"{k} {_fmt(v)}" for k, v in dec["clinical_micro_f1"].items())
-        lines += [f"decoder evaluation ({dec['split']}, n={dec['n']}): {text}",
-                  f"  clinical micro-F1 ({dec['labeler']} labeler): {clinical}"]
+        lines += [
+            f"decoder evaluation ({dec['split']}, n={dec['n']}): {text}",
+            f"  clinical micro-F1 ({dec['labeler']} labeler): {clinical}",
+        ]
     else:
         lines.append("decoder evaluation: missing")
     lines += _environment_lines(summary["environments"])
     if summary["benchmarks"]:
-        lines.append("run time: " + ", ".join(f"{k} {_fmt(v.get('s'))} s"
-                                              for k, v in summary["benchmarks"].items()))
+        lines.append(
+            "run time: " + ", ".join(f"{k} {_fmt(v.get('s'))} s" for k, v in summary["benchmarks"].items())
+        )
     return "\n".join(lines)

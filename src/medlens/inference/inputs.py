@@ -25,8 +25,17 @@ from PIL import Image
 from medlens.data.images import encode_image, load_image, prepare_image
 from medlens.errors import ConfigError, DataError
 
-__all__ = ["Preprocessing", "ImageInput", "Failure", "resolve_preprocessing", "model_input", "list_images",
-           "load_batches", "read_medlens_json", "IMAGE_SUFFIXES"]
+__all__ = [
+    "Preprocessing",
+    "ImageInput",
+    "Failure",
+    "resolve_preprocessing",
+    "model_input",
+    "list_images",
+    "load_batches",
+    "read_medlens_json",
+    "IMAGE_SUFFIXES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +73,9 @@ class Failure:
     error: str
 
 
-def resolve_preprocessing(model_dir: str | os.PathLike, *, modality: str | None = None,
-                          store_size: int | None = None) -> Preprocessing:
+def resolve_preprocessing(
+    model_dir: str | os.PathLike, *, modality: str | None = None, store_size: int | None = None
+) -> Preprocessing:
     """The modality and store size of the images a model folder was trained on.
 
     A model folder is ``results/<experiment>/{encoder,decoder}``: the modalities are read from
@@ -86,41 +96,66 @@ def resolve_preprocessing(model_dir: str | os.PathLike, *, modality: str | None 
     from medlens.data.prepare import read_prepared_summary
 
     if store_size is not None and store_size < 1:
-        raise ConfigError(f"store size {store_size}", key="--store-size", expected="a positive number of pixels")
+        raise ConfigError(
+            f"store size {store_size}", key="--store-size", expected="a positive number of pixels"
+        )
     if modality is not None and store_size is not None:
         return Preprocessing(modality, store_size, "given on the command line")
     pairs = Path(model_dir).parent / "data" / "pairs.parquet"
     if not pairs.is_file():
-        raise ConfigError(f"cannot tell how the training images of '{model_dir}' were prepared: {pairs} not found",
-                          key="--modality/--store-size",
-                          expected="the model inside its results/<experiment>/ folder, or both --modality "
-                                   "(e.g. chest_xray) and --store-size (the dataset's store_size, default 320)")
+        raise ConfigError(
+            f"cannot tell how the training images of '{model_dir}' were prepared: {pairs} not found",
+            key="--modality/--store-size",
+            expected="the model inside its results/<experiment>/ folder, or both --modality "
+            "(e.g. chest_xray) and --store-size (the dataset's store_size, default 320)",
+        )
     rows = pq.read_table(pairs, columns=["dataset", "modality"]).to_pylist()
     modalities = Counter(r["modality"] for r in rows)
     if modality is None:
         if len(modalities) != 1:
-            raise ConfigError(f"the model was trained on several modalities {dict(modalities)}", key="--modality",
-                              expected=f"one of {', '.join(sorted(modalities))}")
+            raise ConfigError(
+                f"the model was trained on several modalities {dict(modalities)}",
+                key="--modality",
+                expected=f"one of {', '.join(sorted(modalities))}",
+            )
         modality = next(iter(modalities))
     elif modality not in modalities:
-        logger.warning("--modality %s: the model was trained on %s only", modality, ", ".join(sorted(modalities)))
+        logger.warning(
+            "--modality %s: the model was trained on %s only", modality, ", ".join(sorted(modalities))
+        )
     if store_size is not None:
         return Preprocessing(modality, store_size, f"modality from {pairs}; store size given")
-    datasets = sorted({r["dataset"] for r in rows if r["modality"] == modality} or {r["dataset"] for r in rows})
+    datasets = sorted(
+        {r["dataset"] for r in rows if r["modality"] == modality} or {r["dataset"] for r in rows}
+    )
     sizes: dict[str, int] = {}
     prepared_dir = pairs.parents[2] / "prepared"
     for name in datasets:
         prepared = prepared_dir / f"{name}.parquet"
-        size = (read_prepared_summary(prepared).get("config") or {}).get("store_size") if prepared.is_file() else None
+        size = (
+            (read_prepared_summary(prepared).get("config") or {}).get("store_size")
+            if prepared.is_file()
+            else None
+        )
         if size is None:
-            raise ConfigError(f"the store size of dataset '{name}' is unknown: {prepared} is missing or has no "
-                              "medlens metadata", key="--store-size", expected="the dataset's store_size in pixels")
+            raise ConfigError(
+                f"the store size of dataset '{name}' is unknown: {prepared} is missing or has no "
+                "medlens metadata",
+                key="--store-size",
+                expected="the dataset's store_size in pixels",
+            )
         sizes[name] = int(size)
     if len(set(sizes.values())) != 1:
-        raise ConfigError(f"the training datasets were stored at different sizes {sizes}", key="--store-size",
-                          expected=f"one of {sorted(set(sizes.values()))}")
-    return Preprocessing(modality, next(iter(sizes.values())),
-                         f"{pairs} (modality) and {prepared_dir}/{{{','.join(datasets)}}}.parquet (store size)")
+        raise ConfigError(
+            f"the training datasets were stored at different sizes {sizes}",
+            key="--store-size",
+            expected=f"one of {sorted(set(sizes.values()))}",
+        )
+    return Preprocessing(
+        modality,
+        next(iter(sizes.values())),
+        f"{pairs} (modality) and {prepared_dir}/{{{','.join(datasets)}}}.parquet (store size)",
+    )
 
 
 def model_input(src, prep: Preprocessing) -> Image.Image:
@@ -136,8 +171,9 @@ def model_input(src, prep: Preprocessing) -> Image.Image:
     return load_image(encode_image(prepared), grey=False)
 
 
-def list_images(source: str | os.PathLike | Sequence[str | os.PathLike], *, with_text: bool = False
-                ) -> list[ImageInput]:
+def list_images(
+    source: str | os.PathLike | Sequence[str | os.PathLike], *, with_text: bool = False
+) -> list[ImageInput]:
     """The images named by paths, a folder (searched recursively) or a manifest CSV.
 
     A manifest has a ``path`` column (relative paths are relative to the manifest's folder) and
@@ -158,22 +194,34 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike], *, with
     """
     if not isinstance(source, str | os.PathLike):
         if with_text:
-            raise ConfigError("texts were asked for but images were given one by one", key="--text",
-                              expected="a manifest CSV with 'path' and 'text' columns")
+            raise ConfigError(
+                "texts were asked for but images were given one by one",
+                key="--text",
+                expected="a manifest CSV with 'path' and 'text' columns",
+            )
         return [ImageInput(str(p), Path(p)) for p in source]
     path = Path(source)
     if path.is_dir():
         if with_text:
-            raise ConfigError(f"'{path}' is a folder, which has no texts", key="--text",
-                              expected="a manifest CSV with 'path' and 'text' columns")
+            raise ConfigError(
+                f"'{path}' is a folder, which has no texts",
+                key="--text",
+                expected="a manifest CSV with 'path' and 'text' columns",
+            )
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise DataError("no images in this folder", file=str(path),
-                            expected=f"files ending in {', '.join(sorted(IMAGE_SUFFIXES))}")
+            raise DataError(
+                "no images in this folder",
+                file=str(path),
+                expected=f"files ending in {', '.join(sorted(IMAGE_SUFFIXES))}",
+            )
         return [ImageInput(p.relative_to(path).as_posix(), p) for p in files]
     if path.suffix.lower() != ".csv" or not path.is_file():
-        raise ConfigError(f"'{path}' is neither a folder nor a manifest file", key="--images",
-                          expected="an existing folder of images or a .csv manifest with a 'path' column")
+        raise ConfigError(
+            f"'{path}' is neither a folder nor a manifest file",
+            key="--images",
+            expected="an existing folder of images or a .csv manifest with a 'path' column",
+        )
     return _read_manifest(path, with_text)
 
 
@@ -182,21 +230,36 @@ def _read_manifest(path: Path, with_text: bool) -> list[ImageInput]:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         if "path" not in columns:
-            raise DataError(f"columns {columns}", file=str(path), column="path",
-                            expected="a header with a 'path' column (and optional 'id', 'text')")
+            raise DataError(
+                f"columns {columns}",
+                file=str(path),
+                column="path",
+                expected="a header with a 'path' column (and optional 'id', 'text')",
+            )
         if with_text and "text" not in columns:
-            raise DataError(f"columns {columns}", file=str(path), column="text",
-                            expected="a 'text' column when text embeddings are asked for (--text)")
+            raise DataError(
+                f"columns {columns}",
+                file=str(path),
+                column="text",
+                expected="a 'text' column when text embeddings are asked for (--text)",
+            )
         items: list[ImageInput] = []
         seen: dict[str, int] = {}
         for line, row in enumerate(reader, start=2):  # line 1 is the header
             rel = (row.get("path") or "").strip()
             if not rel:
-                raise DataError("empty path", file=str(path), row=line, column="path", expected="an image path")
+                raise DataError(
+                    "empty path", file=str(path), row=line, column="path", expected="an image path"
+                )
             rid = (row.get("id") or "").strip() or rel
             if rid in seen:
-                raise DataError(f"id '{rid}' also on line {seen[rid]}", file=str(path), row=line, column="id",
-                                expected="unique ids")
+                raise DataError(
+                    f"id '{rid}' also on line {seen[rid]}",
+                    file=str(path),
+                    row=line,
+                    column="id",
+                    expected="unique ids",
+                )
             seen[rid] = line
             image = Path(rel) if Path(rel).is_absolute() else path.parent / rel
             items.append(ImageInput(rid, image, row.get("text") if with_text else None))
@@ -205,8 +268,9 @@ def _read_manifest(path: Path, with_text: bool) -> list[ImageInput]:
     return items
 
 
-def load_batches(items: Sequence[ImageInput], prep: Preprocessing, batch_size: int
-                 ) -> Iterator[tuple[list[tuple[ImageInput, Image.Image]], list[Failure]]]:
+def load_batches(
+    items: Sequence[ImageInput], prep: Preprocessing, batch_size: int
+) -> Iterator[tuple[list[tuple[ImageInput, Image.Image]], list[Failure]]]:
     """Decode ``items`` batch by batch: ``(loaded, failed)`` per batch of ``batch_size`` inputs.
 
     Only one batch of images is in memory at a time; a file that cannot be used is a :class:`Failure`
@@ -214,10 +278,12 @@ def load_batches(items: Sequence[ImageInput], prep: Preprocessing, batch_size: i
     """
     for start in range(0, len(items), batch_size):
         loaded, failed = [], []
-        for item in items[start:start + batch_size]:
+        for item in items[start : start + batch_size]:
             try:
                 if item.text is not None and not item.text.strip():
-                    raise DataError("empty text", file=str(item.path), column="text", expected="the image's text")
+                    raise DataError(
+                        "empty text", file=str(item.path), column="text", expected="the image's text"
+                    )
                 loaded.append((item, model_input(item.path, prep)))
             except DataError as e:
                 failed.append(Failure(item.id, str(item.path), str(e)))

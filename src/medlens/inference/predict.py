@@ -30,16 +30,24 @@ from medlens.io import atomic_path
 # medlens.evaluate.zero_shot is imported where it is used: it pulls in scikit-learn, which
 # `medlens embed` and `medlens generate` do not need (the command's start-up time is mostly imports).
 
-__all__ = ["zero_shot_setup", "classify_images", "generation_settings", "generate_reports", "training_prompt",
-           "embed_images", "EMBED_METADATA_KEY"]
+__all__ = [
+    "zero_shot_setup",
+    "classify_images",
+    "generation_settings",
+    "generate_reports",
+    "training_prompt",
+    "embed_images",
+    "EMBED_METADATA_KEY",
+]
 
 logger = logging.getLogger(__name__)
 
 EMBED_METADATA_KEY = b"medlens.embed"
 
 
-def zero_shot_setup(encoder_dir: str | os.PathLike, labels: Sequence[str] | None = None,
-                    prompts: str | None = None) -> tuple[list[str], str]:
+def zero_shot_setup(
+    encoder_dir: str | os.PathLike, labels: Sequence[str] | None = None, prompts: str | None = None
+) -> tuple[list[str], str]:
     """The labels and prompt set to classify with: those given, else the ones the encoder was evaluated with.
 
     ``medlens.json``'s ``zero_shot`` entry is the experiment's ``evaluate.zero_shot`` (training
@@ -59,19 +67,26 @@ def zero_shot_setup(encoder_dir: str | os.PathLike, labels: Sequence[str] | None
         named = [*known, *load_prompt_templates(templates)["labels"]]
         unknown = [lab for lab in labels if lab not in named]
         if unknown:
-            raise ConfigError(f"no prompts for '{unknown[0]}': the model was evaluated on other labels",
-                              key="--labels", expected=f"one of {', '.join(dict.fromkeys(named))}; or a prompt "
-                                                        "set of your own for new labels (--prompts my_prompts.yaml)")
+            raise ConfigError(
+                f"no prompts for '{unknown[0]}': the model was evaluated on other labels",
+                key="--labels",
+                expected=f"one of {', '.join(dict.fromkeys(named))}; or a prompt "
+                "set of your own for new labels (--prompts my_prompts.yaml)",
+            )
     labels = list(labels) if labels else known
     if not labels:
-        raise ConfigError(f"'{encoder_dir}' records no zero-shot labels", key="--labels",
-                          expected="the labels to score, e.g. --labels Cardiomegaly 'Pleural Effusion'")
+        raise ConfigError(
+            f"'{encoder_dir}' records no zero-shot labels",
+            key="--labels",
+            expected="the labels to score, e.g. --labels Cardiomegaly 'Pleural Effusion'",
+        )
     build_prompts(labels, templates)  # fails now, before any image is read, on a label without prompts
     return labels, templates
 
 
-def _image_features(encoder, items: Sequence[ImageInput], prep: Preprocessing, batch_size: int
-                    ) -> tuple[list[ImageInput], np.ndarray, list[Failure]]:
+def _image_features(
+    encoder, items: Sequence[ImageInput], prep: Preprocessing, batch_size: int
+) -> tuple[list[ImageInput], np.ndarray, list[Failure]]:
     done, feats, failures = [], [], []
     for loaded, failed in load_batches(items, prep, batch_size):
         failures.extend(failed)
@@ -83,12 +98,23 @@ def _image_features(encoder, items: Sequence[ImageInput], prep: Preprocessing, b
 
 
 def _encode_texts(encoder, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-    return np.concatenate([encoder.encode_texts(list(texts[i:i + batch_size])).float().cpu().numpy()
-                           for i in range(0, len(texts), batch_size)])
+    return np.concatenate(
+        [
+            encoder.encode_texts(list(texts[i : i + batch_size])).float().cpu().numpy()
+            for i in range(0, len(texts), batch_size)
+        ]
+    )
 
 
-def classify_images(encoder, items: Sequence[ImageInput], prep: Preprocessing, labels: Sequence[str],
-                    templates: str, *, batch_size: int = 64) -> tuple[list[dict[str, Any]], list[Failure]]:
+def classify_images(
+    encoder,
+    items: Sequence[ImageInput],
+    prep: Preprocessing,
+    labels: Sequence[str],
+    templates: str,
+    *,
+    batch_size: int = 64,
+) -> tuple[list[dict[str, Any]], list[Failure]]:
     """Zero-shot probability of each label for each image.
 
     Args:
@@ -108,11 +134,17 @@ def classify_images(encoder, items: Sequence[ImageInput], prep: Preprocessing, l
     done, feats, failures = _image_features(encoder, items, prep, batch_size)
     if not done:
         return [], failures
-    probs = zero_shot_probabilities(feats, lambda t: _encode_texts(encoder, t), list(labels), templates,
-                                    logit_scale=encoder.logit_scale)  # [N, L]
-    records = [{"id": item.id, "image": str(item.path),
-                "probabilities": {lab: float(p) for lab, p in zip(labels, row, strict=True)}}
-               for item, row in zip(done, probs, strict=True)]
+    probs = zero_shot_probabilities(
+        feats, lambda t: _encode_texts(encoder, t), list(labels), templates, logit_scale=encoder.logit_scale
+    )  # [N, L]
+    records = [
+        {
+            "id": item.id,
+            "image": str(item.path),
+            "probabilities": {lab: float(p) for lab, p in zip(labels, row, strict=True)},
+        }
+        for item, row in zip(done, probs, strict=True)
+    ]
     return records, failures
 
 
@@ -132,8 +164,11 @@ def training_prompt(decoder_dir: str | os.PathLike) -> str | None:
     if not chat.is_file() or not pairs.is_file():
         return None
     table = pq.read_table(pairs, columns=["id", "text_source"])
-    report_ids = {i for i, s in zip(table["id"].to_pylist(), table["text_source"].to_pylist(), strict=True)
-                  if s != "vqa"}
+    report_ids = {
+        i
+        for i, s in zip(table["id"].to_pylist(), table["text_source"].to_pylist(), strict=True)
+        if s != "vqa"
+    }
     with open(chat, encoding="utf-8") as f:
         for line in f:
             record = json.loads(line)
@@ -160,9 +195,15 @@ def generation_settings(decoder_dir: str | os.PathLike, **overrides: Any) -> tup
     return replace(base, **{k: v for k, v in overrides.items() if v is not None}), source
 
 
-def generate_reports(generator, items: Sequence[ImageInput], prep: Preprocessing, *,
-                     generation: GenerationConfig, prompt: str | None = None, batch_size: int = 8
-                     ) -> tuple[list[dict[str, Any]], list[Failure]]:
+def generate_reports(
+    generator,
+    items: Sequence[ImageInput],
+    prep: Preprocessing,
+    *,
+    generation: GenerationConfig,
+    prompt: str | None = None,
+    batch_size: int = 8,
+) -> tuple[list[dict[str, Any]], list[Failure]]:
     """One generated report per image.
 
     Args:
@@ -181,16 +222,29 @@ def generate_reports(generator, items: Sequence[ImageInput], prep: Preprocessing
         failures.extend(failed)
         if not loaded:
             continue
-        texts = generator.generate([img for _, img in loaded], [prompt] * len(loaded) if prompt else None,
-                                   generation=generation, batch_size=batch_size)
-        records.extend({"id": item.id, "image": str(item.path), "report": text}
-                       for (item, _), text in zip(loaded, texts, strict=True))
+        texts = generator.generate(
+            [img for _, img in loaded],
+            [prompt] * len(loaded) if prompt else None,
+            generation=generation,
+            batch_size=batch_size,
+        )
+        records.extend(
+            {"id": item.id, "image": str(item.path), "report": text}
+            for (item, _), text in zip(loaded, texts, strict=True)
+        )
     return records, failures
 
 
-def embed_images(encoder, items: Sequence[ImageInput], prep: Preprocessing, out: str | os.PathLike, *,
-                 with_text: bool = False, batch_size: int = 64, model_dir: str | None = None
-                 ) -> tuple[int, list[Failure]]:
+def embed_images(
+    encoder,
+    items: Sequence[ImageInput],
+    prep: Preprocessing,
+    out: str | os.PathLike,
+    *,
+    with_text: bool = False,
+    batch_size: int = 64,
+    model_dir: str | None = None,
+) -> tuple[int, list[Failure]]:
     """Write unit-norm image (and text) embeddings of ``items`` to a parquet file.
 
     Columns: ``id``, ``path``, ``image_embedding`` (fixed-size list of float32), and with ``with_text``
@@ -205,16 +259,25 @@ def embed_images(encoder, items: Sequence[ImageInput], prep: Preprocessing, out:
     if not done:
         return 0, failures
     dim = feats.shape[1]
-    columns = {"id": pa.array([i.id for i in done], pa.string()),
-               "path": pa.array([str(i.path) for i in done], pa.string()),
-               "image_embedding": pa.FixedSizeListArray.from_arrays(pa.array(feats.astype(np.float32).ravel()), dim)}
+    columns = {
+        "id": pa.array([i.id for i in done], pa.string()),
+        "path": pa.array([str(i.path) for i in done], pa.string()),
+        "image_embedding": pa.FixedSizeListArray.from_arrays(pa.array(feats.astype(np.float32).ravel()), dim),
+    }
     if with_text:
         texts = [i.text or "" for i in done]
         text_feats = _encode_texts(encoder, texts).astype(np.float32)
         columns["text"] = pa.array(texts, pa.string())
         columns["text_embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(text_feats.ravel()), dim)
-    meta = {"model": model_dir, "preprocessing": prep.as_dict(), "embed_dim": dim, "normalized": True,
-            "logit_scale": encoder.logit_scale, "n": len(done), "failed": [f.id for f in failures]}
+    meta = {
+        "model": model_dir,
+        "preprocessing": prep.as_dict(),
+        "embed_dim": dim,
+        "normalized": True,
+        "logit_scale": encoder.logit_scale,
+        "n": len(done),
+        "failed": [f.id for f in failures],
+    }
     table = pa.table(columns).replace_schema_metadata({EMBED_METADATA_KEY: json.dumps(meta, sort_keys=True)})
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp, compression="zstd")

@@ -23,7 +23,14 @@ from transformers import GPT2Config, GPT2LMHeadModel, PretrainedConfig, PreTrain
 from medlens.config import DecoderConfig
 from medlens.errors import ConfigError
 
-__all__ = ["CaptionerConfig", "Captioner", "vision_tokens", "build_captioner", "caption_transform", "load_vision_encoder"]
+__all__ = [
+    "CaptionerConfig",
+    "Captioner",
+    "vision_tokens",
+    "build_captioner",
+    "caption_transform",
+    "load_vision_encoder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +50,17 @@ class CaptionerConfig(PretrainedConfig):
 
     model_type = "medlens_captioner"
 
-    def __init__(self, vision_cfg: dict | None = None, embed_dim: int = 0, vision_width: int = 0,
-                 preprocess_cfg: dict | None = None, decoder: dict | None = None, freeze_vision: bool = False,
-                 num_image_tokens: int = 0, **kwargs: Any):
+    def __init__(
+        self,
+        vision_cfg: dict | None = None,
+        embed_dim: int = 0,
+        vision_width: int = 0,
+        preprocess_cfg: dict | None = None,
+        decoder: dict | None = None,
+        freeze_vision: bool = False,
+        num_image_tokens: int = 0,
+        **kwargs: Any,
+    ):
         self.vision_cfg = vision_cfg or {}
         self.embed_dim = embed_dim
         self.vision_width = vision_width
@@ -66,8 +81,14 @@ def vision_tokens(visual: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor
     Returns:
         [B, T, C] tokens after the tower's final norm.
     """
-    out = visual.forward_intermediates(pixel_values, indices=1, normalize_intermediates=True,
-                                       intermediates_only=True, output_fmt="NCHW", output_extra_tokens=True)
+    out = visual.forward_intermediates(
+        pixel_values,
+        indices=1,
+        normalize_intermediates=True,
+        intermediates_only=True,
+        output_fmt="NCHW",
+        output_extra_tokens=True,
+    )
     spatial = out["image_intermediates"][-1].flatten(2).transpose(1, 2)  # [B, H*W, C]
     prefix = out.get("image_intermediates_prefix")
     if prefix is not None and prefix[-1] is not None and prefix[-1].shape[1] > 0:
@@ -90,7 +111,9 @@ class Captioner(PreTrainedModel):
         self.visual = _build_vision_tower(config.embed_dim, config.vision_cfg)
         dec_cfg = GPT2Config(**config.decoder)
         # tower width -> decoder width; the norm gives cross-attention unit-scale keys from the first step
-        self.bridge = nn.Sequential(nn.Linear(config.vision_width, dec_cfg.n_embd), nn.LayerNorm(dec_cfg.n_embd))
+        self.bridge = nn.Sequential(
+            nn.Linear(config.vision_width, dec_cfg.n_embd), nn.LayerNorm(dec_cfg.n_embd)
+        )
         # where each image token sits: GPT-2's cross-attention has no positions of its own, and a tower
         # trained from scratch carries little, so findings that differ by place (left vs right) need it
         self.image_pos = nn.Parameter(torch.zeros(1, config.num_image_tokens, dec_cfg.n_embd))
@@ -117,16 +140,27 @@ class Captioner(PreTrainedModel):
             tokens = vision_tokens(self.visual, pixel_values)
         return self.bridge(tokens) + self.image_pos  # [B, T, n_embd]
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs: Any):
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ):
         """Cross-entropy over report tokens (GPT-2 shifts ``labels`` itself; -100 is ignored).
 
         ``kwargs`` reach GPT-2's loss: the Trainer passes ``num_items_in_batch`` (the target tokens of the whole
         accumulated step) and then leaves the loss unscaled, so the loss must be divided by it here.
         """
-        return self.decoder(input_ids=input_ids, attention_mask=attention_mask,
-                            encoder_hidden_states=self.encode(pixel_values), labels=labels, return_dict=True,
-                            **kwargs)
+        return self.decoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            encoder_hidden_states=self.encode(pixel_values),
+            labels=labels,
+            return_dict=True,
+            **kwargs,
+        )
 
     @torch.no_grad()
     def generate(self, pixel_values: torch.Tensor, **generate_kwargs: Any) -> torch.Tensor:
@@ -141,8 +175,12 @@ class Captioner(PreTrainedModel):
         generate_kwargs.setdefault("pad_token_id", self.decoder.config.pad_token_id)
         generate_kwargs.setdefault("eos_token_id", self.decoder.config.eos_token_id)
         generate_kwargs.setdefault("do_sample", False)
-        out = self.decoder.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                    encoder_hidden_states=enc, **generate_kwargs)
+        out = self.decoder.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            encoder_hidden_states=enc,
+            **generate_kwargs,
+        )
         return out[:, 1:]
 
     def save_vision_encoder(self, path) -> None:
@@ -151,10 +189,21 @@ class Captioner(PreTrainedModel):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.visual.state_dict().items()}, path / "vision.safetensors")
-        (path / "config.json").write_text(json.dumps(
-            {"embed_dim": self.config.embed_dim, "vision_cfg": self.config.vision_cfg,
-             "vision_width": self.config.vision_width, "preprocess_cfg": self.config.preprocess_cfg}, indent=2) + "\n")
+        save_file(
+            {k: v.contiguous() for k, v in self.visual.state_dict().items()}, path / "vision.safetensors"
+        )
+        (path / "config.json").write_text(
+            json.dumps(
+                {
+                    "embed_dim": self.config.embed_dim,
+                    "vision_cfg": self.config.vision_cfg,
+                    "vision_width": self.config.vision_width,
+                    "preprocess_cfg": self.config.preprocess_cfg,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 def load_vision_encoder(path) -> tuple[nn.Module, dict]:
@@ -192,8 +241,11 @@ def _open_clip_model_cfg(cfg: DecoderConfig, encoder_dir) -> tuple[dict, dict, n
     register_open_clip_configs()
     model_cfg = open_clip.get_model_config(cfg.vision_model)
     if model_cfg is None:
-        raise ConfigError(f"unknown open_clip model '{cfg.vision_model}'", key="decoder.vision_model",
-                          expected=f"one of {', '.join(open_clip.list_models())}")
+        raise ConfigError(
+            f"unknown open_clip model '{cfg.vision_model}'",
+            key="decoder.vision_model",
+            expected=f"one of {', '.join(open_clip.list_models())}",
+        )
     size = model_cfg["vision_cfg"].get("image_size", 224)
     return model_cfg, {"size": size}, None
 
@@ -207,7 +259,8 @@ def build_captioner(cfg: DecoderConfig, tokenizer, encoder_dir=None) -> Captione
         encoder_dir: ``train_encoder``'s output when ``init_from_encoder`` is set.
     """
     model_cfg, preprocess_cfg, trained_visual = _open_clip_model_cfg(
-        cfg, encoder_dir if cfg.init_from_encoder else None)
+        cfg, encoder_dir if cfg.init_from_encoder else None
+    )
     vision_cfg = dict(model_cfg["vision_cfg"])
     if cfg.image_size is not None:
         vision_cfg["image_size"] = cfg.image_size
@@ -219,23 +272,41 @@ def build_captioner(cfg: DecoderConfig, tokenizer, encoder_dir=None) -> Captione
     with torch.no_grad():
         _, n_tokens, width = vision_tokens(probe.eval(), torch.zeros(1, 3, size, size)).shape
     config = CaptionerConfig(
-        vision_cfg=vision_cfg, embed_dim=model_cfg["embed_dim"], vision_width=width, preprocess_cfg=preprocess_cfg,
-        freeze_vision=cfg.freeze_vision, num_image_tokens=n_tokens,
-        decoder={"vocab_size": len(tokenizer), "n_positions": cfg.max_length, "n_embd": cfg.hidden_size,
-                 "n_layer": cfg.num_layers, "n_head": cfg.num_heads, "resid_pdrop": cfg.dropout,
-                 "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
-                 # GPT-2's tanh GELU as torch's one fused kernel: the same function as "gelu_new", which spends
-                 # a fifth of a CPU training step on its separate elementwise ops
-                 "activation_function": "gelu_pytorch_tanh", "bos_token_id": tokenizer.bos_token_id,
-                 "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id},
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vision_cfg=vision_cfg,
+        embed_dim=model_cfg["embed_dim"],
+        vision_width=width,
+        preprocess_cfg=preprocess_cfg,
+        freeze_vision=cfg.freeze_vision,
+        num_image_tokens=n_tokens,
+        decoder={
+            "vocab_size": len(tokenizer),
+            "n_positions": cfg.max_length,
+            "n_embd": cfg.hidden_size,
+            "n_layer": cfg.num_layers,
+            "n_head": cfg.num_heads,
+            "resid_pdrop": cfg.dropout,
+            "embd_pdrop": cfg.dropout,
+            "attn_pdrop": cfg.dropout,
+            # GPT-2's tanh GELU as torch's one fused kernel: the same function as "gelu_new", which spends
+            # a fifth of a CPU training step on its separate elementwise ops
+            "activation_function": "gelu_pytorch_tanh",
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     model = Captioner(config)
     if trained_visual is not None:
         missing, unexpected = model.visual.load_state_dict(trained_visual.state_dict(), strict=False)
         if missing or unexpected:
-            raise ConfigError(f"the encoder's image tower does not fit the captioner (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]})", key="decoder.image_size",
-                              expected="the encoder's own image size when init_from_encoder is true")
+            raise ConfigError(
+                f"the encoder's image tower does not fit the captioner (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]})",
+                key="decoder.image_size",
+                expected="the encoder's own image size when init_from_encoder is true",
+            )
         logger.info("captioner image tower initialised from %s", encoder_dir)
     return model

@@ -24,8 +24,17 @@ from torch import nn
 from medlens.config import EncoderConfig
 from medlens.errors import ConfigError
 
-__all__ = ["create_encoder", "create_tokenizer", "image_transform", "save_encoder", "load_encoder", "Encoder",
-           "CLIP_MEAN", "CLIP_STD", "skip_text_padding"]
+__all__ = [
+    "create_encoder",
+    "create_tokenizer",
+    "image_transform",
+    "save_encoder",
+    "load_encoder",
+    "Encoder",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "skip_text_padding",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +67,11 @@ def _encode_text_unpadded(self, text: torch.Tensor, normalize: bool = False) -> 
     x = self.transformer(x, attn_mask=self.attn_mask[:n, :n])
     x = text_global_pool(self.ln_final(x), text, self.text_pool_type)
     if self.text_projection is not None:
-        x = self.text_projection(x) if isinstance(self.text_projection, nn.Linear) else x @ self.text_projection
+        x = (
+            self.text_projection(x)
+            if isinstance(self.text_projection, nn.Linear)
+            else x @ self.text_projection
+        )
     return nn.functional.normalize(x, dim=-1) if normalize else x
 
 
@@ -75,8 +88,11 @@ def skip_text_padding(model: nn.Module) -> bool:
 
     from open_clip.model import CLIP
 
-    ok = (type(model) is CLIP and getattr(model, "attn_mask", None) is not None
-          and getattr(model, "text_pool_type", None) == "argmax")
+    ok = (
+        type(model) is CLIP
+        and getattr(model, "attn_mask", None) is not None
+        and getattr(model, "text_pool_type", None) == "argmax"
+    )
     if ok:
         model.encode_text = types.MethodType(_encode_text_unpadded, model)
     return ok
@@ -91,8 +107,11 @@ def _model_cfg(cfg: EncoderConfig) -> dict[str, Any]:
     register_open_clip_configs()
     base = open_clip.get_model_config(cfg.model)
     if base is None:
-        raise ConfigError(f"unknown open_clip model '{cfg.model}'", key="encoder.model",
-                          expected=f"one of {', '.join(open_clip.list_models())}")
+        raise ConfigError(
+            f"unknown open_clip model '{cfg.model}'",
+            key="encoder.model",
+            expected=f"one of {', '.join(open_clip.list_models())}",
+        )
     model_cfg = copy.deepcopy(base)
     model_cfg["vision_cfg"]["image_size"] = cfg.image_size
     model_cfg["text_cfg"]["context_length"] = cfg.context_length
@@ -102,8 +121,11 @@ def _model_cfg(cfg: EncoderConfig) -> dict[str, Any]:
     return model_cfg
 
 
-def create_encoder(cfg: EncoderConfig, *, device: str | torch.device = "cpu",
-                   ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+def create_encoder(
+    cfg: EncoderConfig,
+    *,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """Build the encoder of ``cfg``: random init, whole-model weights, or separate tower weights.
 
     Args:
@@ -124,21 +146,31 @@ def create_encoder(cfg: EncoderConfig, *, device: str | torch.device = "cpu",
     from medlens.models import pretrained
 
     model_cfg = _model_cfg(cfg)
-    pretrained.check_tower_sources(model_cfg, cfg.pretrained_image, cfg.pretrained_text_model, cfg.pretrained_text)
+    pretrained.check_tower_sources(
+        model_cfg, cfg.pretrained_image, cfg.pretrained_text_model, cfg.pretrained_text
+    )
     kwargs = {k: model_cfg[k] for k in ("init_logit_scale", "init_logit_bias") if k in model_cfg}
     weights = pretrained.resolve_weights(cfg.pretrained, key="encoder.pretrained")
     try:
         # timm towers load at their native size; create_model then resizes them (set_input_size).
         # Built under the device context, so "meta" never allocates or initialises weights.
         with torch.device(device):
-            model = open_clip.create_model(cfg.model, pretrained=weights, force_image_size=cfg.image_size,
-                                           force_context_length=cfg.context_length, output_dict=True,
-                                           device=device, **kwargs)
+            model = open_clip.create_model(
+                cfg.model,
+                pretrained=weights,
+                force_image_size=cfg.image_size,
+                force_context_length=cfg.context_length,
+                output_dict=True,
+                device=device,
+                **kwargs,
+            )
     except (RuntimeError, OSError, ValueError) as e:
-        raise ConfigError(f"cannot build '{cfg.model}' with pretrained={cfg.pretrained!r} ({e})",
-                          key="encoder.pretrained",
-                          expected="an open_clip pretrained tag, hf-hub:<repo>, local-dir:<folder> or a checkpoint "
-                                   "file reachable from here (set HF_HUB_OFFLINE=1 to fail fast offline)") from e
+        raise ConfigError(
+            f"cannot build '{cfg.model}' with pretrained={cfg.pretrained!r} ({e})",
+            key="encoder.pretrained",
+            expected="an open_clip pretrained tag, hf-hub:<repo>, local-dir:<folder> or a checkpoint "
+            "file reachable from here (set HF_HUB_OFFLINE=1 to fail fast offline)",
+        ) from e
     _set_timm_input_size(model, cfg.image_size)
     if cfg.pretrained_image:
         pretrained.load_image_tower(model, cfg.pretrained_image)
@@ -150,8 +182,14 @@ def create_encoder(cfg: EncoderConfig, *, device: str | torch.device = "cpu",
             if getattr(model, "logit_bias", None) is not None:
                 model.logit_bias.fill_(model_cfg["init_logit_bias"])
     mean, std = _normalisation(cfg, model)
-    preprocess_cfg = {"size": cfg.image_size, "mode": "RGB", "mean": mean, "std": std,
-                      "interpolation": "bicubic", "resize_mode": "shortest"}
+    preprocess_cfg = {
+        "size": cfg.image_size,
+        "mode": "RGB",
+        "mean": mean,
+        "std": std,
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
     return model, model_cfg, preprocess_cfg
 
 
@@ -162,8 +200,11 @@ def _normalisation(cfg: EncoderConfig, model: nn.Module) -> tuple[list[float], l
     std = cfg.image_std or list(trunk_cfg.get("std", CLIP_STD))
     for key, value in (("image_mean", mean), ("image_std", std)):
         if len(value) != 3 or (key == "image_std" and min(value) <= 0):
-            raise ConfigError(f"{value} is not a per-channel {key[6:]}", key=f"encoder.{key}",
-                              expected="three numbers (R, G, B)" + (", all positive" if key == "image_std" else ""))
+            raise ConfigError(
+                f"{value} is not a per-channel {key[6:]}",
+                key=f"encoder.{key}",
+                expected="three numbers (R, G, B)" + (", all positive" if key == "image_std" else ""),
+            )
     return [float(v) for v in mean], [float(v) for v in std]
 
 
@@ -185,18 +226,31 @@ def create_tokenizer(cfg: EncoderConfig, model_cfg: dict[str, Any]):
     text_cfg = model_cfg["text_cfg"]
     if not text_cfg.get("hf_tokenizer_name"):
         if cfg.tokenizer:
-            raise ConfigError(f"'{cfg.model}' uses open_clip's BPE tokenizer", key="encoder.tokenizer",
-                              expected="null (only text towers with hf_tokenizer_name take a Hugging Face tokenizer)")
+            raise ConfigError(
+                f"'{cfg.model}' uses open_clip's BPE tokenizer",
+                key="encoder.tokenizer",
+                expected="null (only text towers with hf_tokenizer_name take a Hugging Face tokenizer)",
+            )
         return open_clip.get_tokenizer(cfg.model, context_length=cfg.context_length)
     folder = local_dir(cfg.pretrained)
-    source = cfg.tokenizer or (str(folder) if folder and (folder / "tokenizer_config.json").is_file()
-                               else text_cfg["hf_tokenizer_name"])
+    source = cfg.tokenizer or (
+        str(folder)
+        if folder and (folder / "tokenizer_config.json").is_file()
+        else text_cfg["hf_tokenizer_name"]
+    )
     try:
-        return HFTokenizer(source, context_length=cfg.context_length, tokenizer_mode=text_cfg.get("tokenizer_mode"),
-                           **text_cfg.get("tokenizer_kwargs", {}))
+        return HFTokenizer(
+            source,
+            context_length=cfg.context_length,
+            tokenizer_mode=text_cfg.get("tokenizer_mode"),
+            **text_cfg.get("tokenizer_kwargs", {}),
+        )
     except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load the tokenizer '{source}' ({e})", key="encoder.tokenizer",
-                          expected="a Hugging Face tokenizer id reachable or cached, or a local folder") from e
+        raise ConfigError(
+            f"cannot load the tokenizer '{source}' ({e})",
+            key="encoder.tokenizer",
+            expected="a Hugging Face tokenizer id reachable or cached, or a local folder",
+        ) from e
 
 
 def image_transform(preprocess_cfg: dict[str, Any], *, train: bool, crop_scale: float = 1.0):
@@ -213,9 +267,14 @@ def image_transform(preprocess_cfg: dict[str, Any], *, train: bool, crop_scale: 
     return image_transform_v2(pp, is_train=train and crop_scale < 1.0, aug_cfg=aug)
 
 
-def save_encoder(model: nn.Module, path: str | os.PathLike, model_cfg: dict[str, Any],
-                 preprocess_cfg: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None,
-                 tokenizer: Any = None) -> None:
+def save_encoder(
+    model: nn.Module,
+    path: str | os.PathLike,
+    model_cfg: dict[str, Any],
+    preprocess_cfg: dict[str, Any],
+    state_dict: dict[str, torch.Tensor] | None = None,
+    tokenizer: Any = None,
+) -> None:
     """Write ``model`` (or ``state_dict``) in open_clip's ``local-dir:`` layout.
 
     A Hugging Face tokenizer is saved beside the weights: open_clip's ``get_tokenizer("local-dir:...")``
@@ -227,8 +286,9 @@ def save_encoder(model: nn.Module, path: str | os.PathLike, model_cfg: dict[str,
     path.mkdir(parents=True, exist_ok=True)
     state = state_dict if state_dict is not None else model.state_dict()
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, path / WEIGHTS_NAME)
-    (path / CONFIG_NAME).write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg},
-                                               indent=2) + "\n")
+    (path / CONFIG_NAME).write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2) + "\n"
+    )
     if model_cfg["text_cfg"].get("hf_tokenizer_name") and hasattr(tokenizer, "save_pretrained"):
         tokenizer.save_pretrained(str(path))
 
@@ -276,8 +336,11 @@ def load_encoder(path: str | os.PathLike, *, device: str | torch.device | None =
 
     path = Path(path)
     if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
-        raise ConfigError(f"'{path}' is not an encoder folder", expected=f"{CONFIG_NAME} and {WEIGHTS_NAME} in it "
-                          "(results/<experiment>/encoder written by train_encoder)")
+        raise ConfigError(
+            f"'{path}' is not an encoder folder",
+            expected=f"{CONFIG_NAME} and {WEIGHTS_NAME} in it "
+            "(results/<experiment>/encoder written by train_encoder)",
+        )
     saved = json.loads((path / CONFIG_NAME).read_text())
     model_cfg, preprocess_cfg = saved["model_cfg"], saved.get("preprocess_cfg", {})
     # weights are loaded after the timm trunk is resized, so position embeddings match
@@ -286,5 +349,11 @@ def load_encoder(path: str | os.PathLike, *, device: str | torch.device | None =
     model.load_state_dict(load_file(path / WEIGHTS_NAME))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
-    return Encoder(model.to(device).eval(), tokenizer, image_transform(preprocess_cfg, train=False), model_cfg,
-                   preprocess_cfg, device)
+    return Encoder(
+        model.to(device).eval(),
+        tokenizer,
+        image_transform(preprocess_cfg, train=False),
+        model_cfg,
+        preprocess_cfg,
+        device,
+    )

@@ -26,8 +26,13 @@ logger = logging.getLogger(__name__)
 
 
 class ReportGenerator(Protocol):
-    def generate(self, images: Sequence[Any], prompts: Sequence[str] | None = None,
-                 generation: GenerationConfig = ..., batch_size: int = ...) -> list[str]: ...
+    def generate(
+        self,
+        images: Sequence[Any],
+        prompts: Sequence[str] | None = None,
+        generation: GenerationConfig = ...,
+        batch_size: int = ...,
+    ) -> list[str]: ...
 
 
 def _device() -> torch.device:
@@ -49,17 +54,26 @@ class CaptionerGenerator:
         from medlens.models.captioner import Captioner, caption_transform
 
         model = Captioner.from_pretrained(str(path)).to(_device()).eval()
-        return cls(model, AutoTokenizer.from_pretrained(str(path)), caption_transform(model.config, train=False))
+        return cls(
+            model, AutoTokenizer.from_pretrained(str(path)), caption_transform(model.config, train=False)
+        )
 
     @torch.no_grad()
-    def generate(self, images: Sequence[Any], prompts: Sequence[str] | None = None,
-                 generation: GenerationConfig | None = None, batch_size: int = 32) -> list[str]:
+    def generate(
+        self,
+        images: Sequence[Any],
+        prompts: Sequence[str] | None = None,
+        generation: GenerationConfig | None = None,
+        batch_size: int = 32,
+    ) -> list[str]:
         """Generate one report per image (a path, bytes or PIL image; decoded like training data)."""
         generation = generation or GenerationConfig()
         out: list[str] = []
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            pixels = torch.stack([self.transform(load_image(im, grey=False)) for im in chunk]).to(self.model.device)
+            chunk = images[start : start + batch_size]
+            pixels = torch.stack([self.transform(load_image(im, grey=False)) for im in chunk]).to(
+                self.model.device
+            )
             ids = self.model.generate(pixels, **generation.generate_kwargs())
             out.extend(t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True))
         return out
@@ -74,8 +88,10 @@ def load_generator(path: str | os.PathLike) -> ReportGenerator:
     path = Path(path)
     info_path = path / "medlens.json"
     if not info_path.is_file():
-        raise ConfigError(f"'{path}' is not a medlens decoder folder (no medlens.json)",
-                          expected="results/<experiment>/decoder written by train_decoder")
+        raise ConfigError(
+            f"'{path}' is not a medlens decoder folder (no medlens.json)",
+            expected="results/<experiment>/decoder written by train_decoder",
+        )
     kind = json.loads(info_path.read_text()).get("kind")
     if kind == "captioner":
         return CaptionerGenerator.from_dir(path)
@@ -83,5 +99,6 @@ def load_generator(path: str | os.PathLike) -> ReportGenerator:
         from medlens.models.vlm import VLMGenerator
 
         return VLMGenerator.from_dir(path)
-    raise ConfigError(f"unknown decoder kind {kind!r}", file=str(info_path), key="kind",
-                      expected="'captioner' or 'vlm'")
+    raise ConfigError(
+        f"unknown decoder kind {kind!r}", file=str(info_path), key="kind", expected="'captioner' or 'vlm'"
+    )

@@ -31,15 +31,20 @@ logger = logging.getLogger(__name__)
 
 HF_HUB, LOCAL_DIR = "hf-hub:", "local-dir:"
 # open_clip's own preference order for the weights file of a folder (factory._find_checkpoint_in_dir)
-_FOLDER_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
-                   "model.safetensors", "pytorch_model.bin")
+_FOLDER_WEIGHTS = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "model.safetensors",
+    "pytorch_model.bin",
+)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
 _SOURCES = "an open_clip tag of the model, hf-hub:<repo>, local-dir:<folder> or a weights file"
 
 
 def local_dir(source: str | None) -> Path | None:
     """The folder of a ``local-dir:`` source, else None."""
-    return Path(source[len(LOCAL_DIR):]).expanduser() if source and source.startswith(LOCAL_DIR) else None
+    return Path(source[len(LOCAL_DIR) :]).expanduser() if source and source.startswith(LOCAL_DIR) else None
 
 
 def resolve_weights(source: str | None, *, key: str) -> str | None:
@@ -62,16 +67,21 @@ def resolve_weights(source: str | None, *, key: str) -> str | None:
         from open_clip.pretrained import download_pretrained_from_hf
 
         try:
-            return download_pretrained_from_hf(source[len(HF_HUB):])
+            return download_pretrained_from_hf(source[len(HF_HUB) :])
         except (FileNotFoundError, RuntimeError, OSError) as e:
-            raise ConfigError(f"cannot fetch open_clip weights from '{source}' ({e})", key=key,
-                              expected="a Hub repo with open_clip_model.safetensors or open_clip_pytorch_model.bin, "
-                                       "reachable or in the Hugging Face cache") from e
+            raise ConfigError(
+                f"cannot fetch open_clip weights from '{source}' ({e})",
+                key=key,
+                expected="a Hub repo with open_clip_model.safetensors or open_clip_pytorch_model.bin, "
+                "reachable or in the Hugging Face cache",
+            ) from e
     folder = local_dir(source)
     if folder is not None:
         found = next((folder / name for name in _FOLDER_WEIGHTS if (folder / name).is_file()), None)
         if found is None:
-            raise ConfigError(f"no weights in '{folder}'", key=key, expected=f"one of {', '.join(_FOLDER_WEIGHTS)}")
+            raise ConfigError(
+                f"no weights in '{folder}'", key=key, expected=f"one of {', '.join(_FOLDER_WEIGHTS)}"
+            )
         return str(found)
     path = Path(source).expanduser()
     if path.is_file():
@@ -81,8 +91,9 @@ def resolve_weights(source: str | None, *, key: str) -> str | None:
     return source
 
 
-def check_tower_sources(model_cfg: dict, pretrained_image: str | None, text_model: str | None,
-                        text_source: str | None) -> None:
+def check_tower_sources(
+    model_cfg: dict, pretrained_image: str | None, text_model: str | None, text_source: str | None
+) -> None:
     """Reject tower sources that cannot fit ``model_cfg``, before anything is built or downloaded.
 
     Raises:
@@ -94,30 +105,46 @@ def check_tower_sources(model_cfg: dict, pretrained_image: str | None, text_mode
     if pretrained_image:
         arch = model_cfg["vision_cfg"].get("timm_model_name")
         if arch is None:
-            raise ConfigError("only a timm vision tower takes separate weights", key="encoder.pretrained_image",
-                              expected="an open_clip model whose vision_cfg names timm_model_name, "
-                                       "or encoder.pretrained")
+            raise ConfigError(
+                "only a timm vision tower takes separate weights",
+                key="encoder.pretrained_image",
+                expected="an open_clip model whose vision_cfg names timm_model_name, or encoder.pretrained",
+            )
         _check_timm_source(pretrained_image, arch)
     if not (text_model or text_source):
         return
     if not text_model or not text_source:
-        raise ConfigError("pretrained_text and pretrained_text_model go together", key="encoder.pretrained_text",
-                          expected="both set (e.g. ViT-B-32-quickgelu and openai) or both unset")
+        raise ConfigError(
+            "pretrained_text and pretrained_text_model go together",
+            key="encoder.pretrained_text",
+            expected="both set (e.g. ViT-B-32-quickgelu and openai) or both unset",
+        )
     donor_cfg = open_clip.get_model_config(text_model)
     if donor_cfg is None:
-        raise ConfigError(f"unknown open_clip model '{text_model}'", key="encoder.pretrained_text_model",
-                          expected=f"one of {', '.join(open_clip.list_models())}")
+        raise ConfigError(
+            f"unknown open_clip model '{text_model}'",
+            key="encoder.pretrained_text_model",
+            expected=f"one of {', '.join(open_clip.list_models())}",
+        )
     # QuickGELU vs GELU is invisible in the weights: a mismatch computes silently wrong features
     if donor_cfg.get("quick_gelu", False) != model_cfg.get("quick_gelu", False):
-        raise ConfigError(f"'{text_model}' uses quick_gelu={donor_cfg.get('quick_gelu', False)}, the encoder "
-                          f"quick_gelu={model_cfg.get('quick_gelu', False)}", key="encoder.pretrained_text_model",
-                          expected="a donor with the same activation (OpenAI weights need a -quickgelu model)")
+        raise ConfigError(
+            f"'{text_model}' uses quick_gelu={donor_cfg.get('quick_gelu', False)}, the encoder "
+            f"quick_gelu={model_cfg.get('quick_gelu', False)}",
+            key="encoder.pretrained_text_model",
+            expected="a donor with the same activation (OpenAI weights need a -quickgelu model)",
+        )
     ours, theirs = model_cfg["text_cfg"], donor_cfg["text_cfg"]
-    differ = sorted(k for k in set(ours) | set(theirs) if k != "context_length" and ours.get(k) != theirs.get(k))
+    differ = sorted(
+        k for k in set(ours) | set(theirs) if k != "context_length" and ours.get(k) != theirs.get(k)
+    )
     if differ or model_cfg.get("custom_text", False) != donor_cfg.get("custom_text", False):
-        raise ConfigError(f"the text tower of '{text_model}' differs from the encoder's in "
-                          f"{', '.join(differ) or 'custom_text'}", key="encoder.pretrained_text_model",
-                          expected="a model with the same text_cfg (only context_length may differ)")
+        raise ConfigError(
+            f"the text tower of '{text_model}' differs from the encoder's in "
+            f"{', '.join(differ) or 'custom_text'}",
+            key="encoder.pretrained_text_model",
+            expected="a model with the same text_cfg (only context_length may differ)",
+        )
 
 
 def _check_timm_source(source: str, arch: str) -> None:
@@ -125,10 +152,12 @@ def _check_timm_source(source: str, arch: str) -> None:
 
     if Path(source).expanduser().is_file() or source.startswith(HF_HUB) or source.split(".")[0] == arch:
         return
-    raise ConfigError(f"'{source}' is not a weights file or a tag of the tower's architecture '{arch}'",
-                      key="encoder.pretrained_image",
-                      expected=f"one of {', '.join(timm.list_pretrained(arch)) or arch + '.<tag>'}, "
-                               "hf-hub:<repo> or a file")
+    raise ConfigError(
+        f"'{source}' is not a weights file or a tag of the tower's architecture '{arch}'",
+        key="encoder.pretrained_image",
+        expected=f"one of {', '.join(timm.list_pretrained(arch)) or arch + '.<tag>'}, "
+        "hf-hub:<repo> or a file",
+    )
 
 
 def load_image_tower(model: nn.Module, source: str, *, key: str = "encoder.pretrained_image") -> None:
@@ -157,20 +186,28 @@ def load_image_tower(model: nn.Module, source: str, *, key: str = "encoder.pretr
     try:
         donor = timm.create_model(name, **kwargs)
     except (RuntimeError, OSError, ValueError) as e:
-        raise ConfigError(f"timm cannot load '{source}' ({e})", key=key,
-                          expected="a timm tag or hf-hub:<repo> reachable or cached, or a weights file") from e
+        raise ConfigError(
+            f"timm cannot load '{source}' ({e})",
+            key=key,
+            expected="a timm tag or hf-hub:<repo> reachable or cached, or a weights file",
+        ) from e
     # the classifier is never part of a contrastive tower: a missing one is a fresh layer, as in timm
     classifier = trunk.pretrained_cfg.get("classifier") or "head"
     missing, unexpected = trunk.load_state_dict(donor.state_dict(), strict=False)
     missing = [k for k in missing if not k.startswith(classifier + ".")]
     if missing or unexpected:
-        raise ConfigError(f"'{source}' does not fit the vision tower {arch}: {len(missing)} missing "
-                          f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}) weights",
-                          key=key, expected=f"weights of {arch}")
+        raise ConfigError(
+            f"'{source}' does not fit the vision tower {arch}: {len(missing)} missing "
+            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}) weights",
+            key=key,
+            expected=f"weights of {arch}",
+        )
     logger.info("vision tower %s: weights from %s", arch, source)
 
 
-def load_text_tower(model: nn.Module, text_model: str, source: str, *, key: str = "encoder.pretrained_text") -> None:
+def load_text_tower(
+    model: nn.Module, text_model: str, source: str, *, key: str = "encoder.pretrained_text"
+) -> None:
     """Copy the text tower of open_clip's ``text_model`` with ``source`` weights into ``model``.
 
     Args:
@@ -188,16 +225,20 @@ def load_text_tower(model: nn.Module, text_model: str, source: str, *, key: str 
     try:
         donor = open_clip.create_model(text_model, pretrained=resolve_weights(source, key=key))
     except (RuntimeError, OSError, ValueError) as e:
-        raise ConfigError(f"cannot build '{text_model}' with weights '{source}' ({e})", key=key,
-                          expected=_SOURCES) from e
+        raise ConfigError(
+            f"cannot build '{text_model}' with weights '{source}' ({e})", key=key, expected=_SOURCES
+        ) from e
     target, donated = model.state_dict(), donor.state_dict()
     text_keys = [k for k in target if not k.startswith("visual.") and k not in ("logit_scale", "logit_bias")]
     absent = [k for k in text_keys if k not in donated]
     wrong = [k for k in text_keys if k in donated and not _fits(k, donated[k], target[k])]
     if absent or wrong:
-        raise ConfigError(f"the text tower of '{text_model}' differs from the encoder's: {len(absent)} weights absent "
-                          f"(e.g. {absent[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]})",
-                          key="encoder.pretrained_text_model", expected="a model with the same text_cfg")
+        raise ConfigError(
+            f"the text tower of '{text_model}' differs from the encoder's: {len(absent)} weights absent "
+            f"(e.g. {absent[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]})",
+            key="encoder.pretrained_text_model",
+            expected="a model with the same text_cfg",
+        )
     state = {k: donated[k] for k in text_keys}
     resize_text_pos_embed(state, model)  # linear interpolation to the encoder's context length
     model.load_state_dict(state, strict=False)

@@ -14,7 +14,12 @@ from pathlib import Path
 
 from medlens.config import PRESETS_DIR
 
-__all__ = ["OPEN_CLIP_CONFIGS_DIR", "register_open_clip_configs", "list_encoder_presets", "list_decoder_presets"]
+__all__ = [
+    "OPEN_CLIP_CONFIGS_DIR",
+    "register_open_clip_configs",
+    "list_encoder_presets",
+    "list_decoder_presets",
+]
 
 OPEN_CLIP_CONFIGS_DIR = Path(__file__).resolve().parent / "open_clip_configs"
 

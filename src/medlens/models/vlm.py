@@ -32,13 +32,28 @@ from medlens.data.images import load_image
 from medlens.errors import ConfigError
 from medlens.precision import resolve_precision
 
-__all__ = ["PromptFormat", "TOKEN_KEYS", "pad_rows", "load_processor", "load_vlm", "bnb_config",
-           "unquantised_modules", "VLMGenerator"]
+__all__ = [
+    "PromptFormat",
+    "TOKEN_KEYS",
+    "pad_rows",
+    "load_processor",
+    "load_vlm",
+    "bnb_config",
+    "unquantised_modules",
+    "VLMGenerator",
+]
 
 logger = logging.getLogger(__name__)
 
 # Processor outputs with one entry per token (dim 1 is the sequence); every other tensor is per image.
-TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "token_type_ids", "mm_token_type_ids", "cross_attention_mask")
+TOKEN_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "labels",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "cross_attention_mask",
+)
 _PAD_VALUES = {"labels": -100}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # bitsandbytes' 4-bit quantisation block along a layer's input (BitsAndBytesConfig has no setting for it),
@@ -77,31 +92,43 @@ class PromptFormat:
 
     def _chat_end_of_turn(self) -> str:
         """What the template writes after an assistant answer, read off a rendered probe conversation."""
-        probe, answer = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]}], "PROBE"
+        probe, answer = (
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]}],
+            "PROBE",
+        )
         prompt = self.processor.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
         full = self.processor.apply_chat_template(
-            [*probe, {"role": "assistant", "content": [{"type": "text", "text": answer}]}], tokenize=False)
+            [*probe, {"role": "assistant", "content": [{"type": "text", "text": answer}]}], tokenize=False
+        )
         if not full.startswith(prompt + answer):
-            raise ConfigError("the processor's chat template does not render the prompt as the start of the "
-                              "conversation, so answers cannot be appended to it", key="decoder.model",
-                              expected="a chat template whose generation prompt is a prefix of the full conversation")
-        return full[len(prompt) + len(answer):]
+            raise ConfigError(
+                "the processor's chat template does not render the prompt as the start of the "
+                "conversation, so answers cannot be appended to it",
+                key="decoder.model",
+                expected="a chat template whose generation prompt is a prefix of the full conversation",
+            )
+        return full[len(prompt) + len(answer) :]
 
     def chat_messages(self, messages: list[dict[str, Any]], n_images: int) -> list[dict[str, Any]]:
         """medlens messages (``<image>`` in the text) as template messages with typed image/text parts."""
-        with_image = next((i for i, m in enumerate(messages) if IMAGE_TOKEN in str(m["content"])),
-                          next(i for i, m in enumerate(messages) if m["role"] == "user"))
+        with_image = next(
+            (i for i, m in enumerate(messages) if IMAGE_TOKEN in str(m["content"])),
+            next(i for i, m in enumerate(messages) if m["role"] == "user"),
+        )
         out = []
         for i, m in enumerate(messages):
             parts = [{"type": "image"}] * n_images if i == with_image else []
-            out.append({"role": m["role"], "content": [*parts, {"type": "text", "text": _text_of(m["content"])}]})
+            out.append(
+                {"role": m["role"], "content": [*parts, {"type": "text", "text": _text_of(m["content"])}]}
+            )
         return out
 
     def prompt_text(self, messages: list[dict[str, Any]], n_images: int) -> str:
         """The prompt string handed to the processor (up to where the answer starts)."""
         if self.chat:
-            return self.processor.apply_chat_template(self.chat_messages(messages, n_images),
-                                                      add_generation_prompt=True, tokenize=False)
+            return self.processor.apply_chat_template(
+                self.chat_messages(messages, n_images), add_generation_prompt=True, tokenize=False
+            )
         # PaliGemma: image tokens, then the processor adds <bos>, the prefix and "\n"
         prefix = "\n".join(t for t in (_text_of(m["content"]) for m in messages) if t)
         return self.processor.image_token * n_images + prefix
@@ -112,7 +139,9 @@ class PromptFormat:
         # a chat template writes its own <|begin_of_text|>; PaliGemma's processor places <bos> itself
         kwargs = {"add_special_tokens": False} if self.chat else {}
         inputs = dict(self.processor(text=[text], images=[images], return_tensors="pt", **kwargs))
-        inputs.pop("labels", None)  # PaliGemma's processor adds all -100 labels for a prompt; medlens sets its own
+        inputs.pop(
+            "labels", None
+        )  # PaliGemma's processor adds all -100 labels for a prompt; medlens sets its own
         return inputs
 
     def target_ids(self, target: str) -> list[int]:
@@ -125,7 +154,9 @@ class PromptFormat:
         return 1 if not self.chat else int(prompt_types[0, -1])
 
 
-def pad_rows(rows: list[dict[str, torch.Tensor]], pad_token_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+def pad_rows(
+    rows: list[dict[str, torch.Tensor]], pad_token_id: int, side: str = "right"
+) -> dict[str, torch.Tensor]:
     """Pad per-example tensors (each with batch size 1) to common shapes and concatenate them.
 
     Token tensors (:data:`TOKEN_KEYS`) are padded along the sequence on ``side`` (``input_ids`` with
@@ -156,17 +187,22 @@ def load_processor(name_or_path: str | os.PathLike) -> Any:
     try:
         return AutoProcessor.from_pretrained(str(name_or_path))
     except OSError as e:
-        raise ConfigError(f"processor of '{name_or_path}' cannot be loaded ({e})", key="decoder.model",
-                          expected="a local model folder, or a hub id reachable from here (huggingface-cli login "
-                                   "for gated models such as Llama 3.2 Vision)") from e
+        raise ConfigError(
+            f"processor of '{name_or_path}' cannot be loaded ({e})",
+            key="decoder.model",
+            expected="a local model folder, or a hub id reachable from here (huggingface-cli login "
+            "for gated models such as Llama 3.2 Vision)",
+        ) from e
 
 
 def compute_dtype(cfg: DecoderConfig) -> torch.dtype:
     """bitsandbytes' compute dtype: the configured one on a GPU, float32 on CPU (half-precision CPU kernels are slow or absent)."""
     wanted = _DTYPES[cfg.quantization.bnb_4bit_compute_dtype]
     if wanted != torch.float32 and not torch.cuda.is_available():
-        logger.warning("bnb_4bit_compute_dtype %s requested but no GPU is available; computing in float32",
-                       cfg.quantization.bnb_4bit_compute_dtype)
+        logger.warning(
+            "bnb_4bit_compute_dtype %s requested but no GPU is available; computing in float32",
+            cfg.quantization.bnb_4bit_compute_dtype,
+        )
         return torch.float32
     return wanted
 
@@ -187,8 +223,12 @@ def unquantised_modules(source: str, configured: list[str] | None) -> list[str]:
 
     with init_empty_weights():
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(source))
-    narrow = [name for name, m in model.named_modules()
-              if isinstance(m, torch.nn.Linear) and (m.in_features % _BNB_4BIT_BLOCK or m.out_features % _BNB_CPU_ROWS)]
+    narrow = [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear)
+        and (m.in_features % _BNB_4BIT_BLOCK or m.out_features % _BNB_CPU_ROWS)
+    ]
     return sorted({*get_keys_to_not_convert(model), *(configured or []), *narrow})
 
 
@@ -205,11 +245,19 @@ def bnb_config(cfg: DecoderConfig, source: str | None = None):
         return None
     from transformers import BitsAndBytesConfig
 
-    skip = unquantised_modules(source, q.llm_int8_skip_modules) if q.load_in_4bit and source else q.llm_int8_skip_modules
-    return BitsAndBytesConfig(load_in_4bit=q.load_in_4bit, load_in_8bit=q.load_in_8bit,
-                              bnb_4bit_quant_type=q.bnb_4bit_quant_type,
-                              bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
-                              bnb_4bit_compute_dtype=compute_dtype(cfg), llm_int8_skip_modules=skip)
+    skip = (
+        unquantised_modules(source, q.llm_int8_skip_modules)
+        if q.load_in_4bit and source
+        else q.llm_int8_skip_modules
+    )
+    return BitsAndBytesConfig(
+        load_in_4bit=q.load_in_4bit,
+        load_in_8bit=q.load_in_8bit,
+        bnb_4bit_quant_type=q.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=compute_dtype(cfg),
+        llm_int8_skip_modules=skip,
+    )
 
 
 def _device_index() -> int | str:
@@ -220,8 +268,9 @@ def _device_index() -> int | str:
     return PartialState().local_process_index  # each DDP process holds its own quantised copy
 
 
-def load_vlm(cfg: DecoderConfig, *, training: bool, path: str | os.PathLike | None = None,
-             quantize: bool = True) -> Any:
+def load_vlm(
+    cfg: DecoderConfig, *, training: bool, path: str | os.PathLike | None = None, quantize: bool = True
+) -> Any:
     """Load ``cfg.model`` (or ``path``) with ``AutoModelForImageTextToText``.
 
     Weights are quantised when ``cfg.quantization`` says so; otherwise they are loaded in the
@@ -243,8 +292,11 @@ def load_vlm(cfg: DecoderConfig, *, training: bool, path: str | os.PathLike | No
     try:
         quant = bnb_config(cfg, source) if quantize else None
     except OSError as e:
-        raise ConfigError(f"model '{source}' cannot be loaded ({e})", key="decoder.model",
-                          expected="a local model folder, or a hub id reachable from here") from e
+        raise ConfigError(
+            f"model '{source}' cannot be loaded ({e})",
+            key="decoder.model",
+            expected="a local model folder, or a hub id reachable from here",
+        ) from e
     precision = resolve_precision(cfg.precision)
     if quant is not None:
         dtype = compute_dtype(cfg)
@@ -258,11 +310,22 @@ def load_vlm(cfg: DecoderConfig, *, training: bool, path: str | os.PathLike | No
     try:
         model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
     except OSError as e:
-        raise ConfigError(f"model '{source}' cannot be loaded ({e})", key="decoder.model",
-                          expected="a local model folder, or a hub id reachable from here") from e
-    logger.info("loaded %s (%s) in %s%s", source, type(model).__name__, str(dtype).removeprefix("torch."),
-                " with 4-bit weights" if cfg.quantization.load_in_4bit and quant is not None else
-                " with 8-bit weights" if quant is not None else "")
+        raise ConfigError(
+            f"model '{source}' cannot be loaded ({e})",
+            key="decoder.model",
+            expected="a local model folder, or a hub id reachable from here",
+        ) from e
+    logger.info(
+        "loaded %s (%s) in %s%s",
+        source,
+        type(model).__name__,
+        str(dtype).removeprefix("torch."),
+        " with 4-bit weights"
+        if cfg.quantization.load_in_4bit and quant is not None
+        else " with 8-bit weights"
+        if quant is not None
+        else "",
+    )
     return model
 
 
@@ -299,23 +362,37 @@ class VLMGenerator:
         return [*system, {"role": "user", "content": IMAGE_TOKEN + (prompt or "").replace(IMAGE_TOKEN, "")}]
 
     @torch.no_grad()
-    def generate_ids(self, images: Sequence[Any], prompts: Sequence[str | None],
-                     generation: GenerationConfig) -> torch.Tensor:
+    def generate_ids(
+        self, images: Sequence[Any], prompts: Sequence[str | None], generation: GenerationConfig
+    ) -> torch.Tensor:
         """Token ids generated after the prompts of one batch: [B, new tokens], padded after each stop."""
         tok = self.fmt.tokenizer
-        rows = [self.fmt.prompt_inputs([load_image(im, grey=False)], self._messages(p))
-                for im, p in zip(images, prompts, strict=True)]
-        batch = pad_rows(rows, tok.pad_token_id, side="left")  # decoder-only generation continues the right edge
+        rows = [
+            self.fmt.prompt_inputs([load_image(im, grey=False)], self._messages(p))
+            for im, p in zip(images, prompts, strict=True)
+        ]
+        batch = pad_rows(
+            rows, tok.pad_token_id, side="left"
+        )  # decoder-only generation continues the right edge
         batch = {k: v.to(self.model.device) for k, v in batch.items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
-        ids = self.model.generate(**batch, **generation.generate_kwargs(), do_sample=False,
-                                  eos_token_id=[*self.fmt.stop_token_ids, tok.eos_token_id],
-                                  pad_token_id=tok.pad_token_id)
-        return ids[:, batch["input_ids"].shape[1]:]
+        ids = self.model.generate(
+            **batch,
+            **generation.generate_kwargs(),
+            do_sample=False,
+            eos_token_id=[*self.fmt.stop_token_ids, tok.eos_token_id],
+            pad_token_id=tok.pad_token_id,
+        )
+        return ids[:, batch["input_ids"].shape[1] :]
 
-    def generate(self, images: Sequence[Any], prompts: Sequence[str] | None = None,
-                 generation: GenerationConfig | None = None, batch_size: int = 8) -> list[str]:
+    def generate(
+        self,
+        images: Sequence[Any],
+        prompts: Sequence[str] | None = None,
+        generation: GenerationConfig | None = None,
+        batch_size: int = 8,
+    ) -> list[str]:
         """Generate one report per image (a path, bytes or PIL image) after its prompt (the user turn).
 
         Args:
@@ -331,6 +408,8 @@ class VLMGenerator:
         prompts = list(prompts) if prompts is not None else [None] * len(images)
         out: list[str] = []
         for start in range(0, len(images), batch_size):
-            ids = self.generate_ids(images[start:start + batch_size], prompts[start:start + batch_size], generation)
+            ids = self.generate_ids(
+                images[start : start + batch_size], prompts[start : start + batch_size], generation
+            )
             out.extend(t.strip() for t in self.fmt.tokenizer.batch_decode(ids, skip_special_tokens=True))
         return out

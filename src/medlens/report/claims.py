@@ -20,8 +20,12 @@ from medlens.resources import resource_path
 __all__ = ["load_seed_claims", "list_seed_claims", "compare_claims", "measured_value", "SOURCES"]
 
 # source in `measured: <source>:<path>` -> key of the collected experiment it reads
-SOURCES = {"encoder_eval": "encoder_eval", "decoder_eval": "decoder_eval",
-           "encoder_curves": "encoder_curves", "decoder_curves": "decoder_curves"}
+SOURCES = {
+    "encoder_eval": "encoder_eval",
+    "decoder_eval": "decoder_eval",
+    "encoder_curves": "encoder_curves",
+    "decoder_curves": "decoder_curves",
+}
 _CLAIM_KEYS = {"figure", "claimed", "seed", "quote", "measured", "note"}
 _ENTRY_KEYS = {"system", "seeds", "claims", "note"}
 
@@ -40,14 +44,18 @@ def _check_measured(ref: Any, file: str, key: str) -> None:
     if source not in SOURCES or not path:
         raise ConfigError(f"measured {ref!r}", file=file, key=key, expected=expected)
     if source.endswith("_curves") and not path.endswith(("@first", "@last")):
-        raise ConfigError(f"measured {ref!r}", file=file, key=key, expected="<metrics.csv column>@first or @last")
+        raise ConfigError(
+            f"measured {ref!r}", file=file, key=key, expected="<metrics.csv column>@first or @last"
+        )
 
 
 def _read(path: str | os.PathLike | None) -> tuple[dict[str, Any], str]:
     path = Path(path) if path is not None else _default_path()
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ConfigError("not a mapping of seed systems", file=str(path), expected="<name>: {system, seeds, claims}")
+        raise ConfigError(
+            "not a mapping of seed systems", file=str(path), expected="<name>: {system, seeds, claims}"
+        )
     return data, str(path)
 
 
@@ -71,23 +79,46 @@ def load_seed_claims(name: str, path: str | os.PathLike | None = None) -> dict[s
     """
     data, file = _read(path)
     if name not in data:
-        raise ConfigError(f"unknown seed system '{name}'", file=file, key="report.seed_claims",
-                          expected=f"one of {', '.join(sorted(data))}")
+        raise ConfigError(
+            f"unknown seed system '{name}'",
+            file=file,
+            key="report.seed_claims",
+            expected=f"one of {', '.join(sorted(data))}",
+        )
     entry = data[name]
     if not isinstance(entry, dict) or set(entry) - _ENTRY_KEYS or "system" not in entry:
-        raise ConfigError("malformed entry", file=file, key=name,
-                          expected=f"a mapping with system and optionally {', '.join(sorted(_ENTRY_KEYS - {'system'}))}")
+        raise ConfigError(
+            "malformed entry",
+            file=file,
+            key=name,
+            expected=f"a mapping with system and optionally {', '.join(sorted(_ENTRY_KEYS - {'system'}))}",
+        )
     claims = entry.get("claims") or []
     for i, claim in enumerate(claims):
         key = f"{name}.claims[{i}]"
-        if not isinstance(claim, dict) or set(claim) - _CLAIM_KEYS or not {"figure", "claimed", "seed"} <= set(claim):
-            raise ConfigError("malformed claim", file=file, key=key,
-                              expected=f"figure, claimed, seed and optionally quote, measured, note; got {claim!r}")
+        if (
+            not isinstance(claim, dict)
+            or set(claim) - _CLAIM_KEYS
+            or not {"figure", "claimed", "seed"} <= set(claim)
+        ):
+            raise ConfigError(
+                "malformed claim",
+                file=file,
+                key=key,
+                expected=f"figure, claimed, seed and optionally quote, measured, note; got {claim!r}",
+            )
         if isinstance(claim["claimed"], bool) or not isinstance(claim["claimed"], int | float):
-            raise ConfigError(f"claimed {claim['claimed']!r}", file=file, key=f"{key}.claimed", expected="a number")
+            raise ConfigError(
+                f"claimed {claim['claimed']!r}", file=file, key=f"{key}.claimed", expected="a number"
+            )
         _check_measured(claim.get("measured"), file, f"{key}.measured")
-    return {"name": name, "system": entry["system"], "seeds": list(entry.get("seeds") or []),
-            "note": entry.get("note"), "claims": [{"quote": None, "measured": None, "note": None, **c} for c in claims]}
+    return {
+        "name": name,
+        "system": entry["system"],
+        "seeds": list(entry.get("seeds") or []),
+        "note": entry.get("note"),
+        "claims": [{"quote": None, "measured": None, "note": None, **c} for c in claims],
+    }
 
 
 def measured_value(exp: dict[str, Any], ref: str | None) -> float | None:
@@ -111,6 +142,12 @@ def compare_claims(claims: dict[str, Any], exp: dict[str, Any]) -> list[dict[str
     rows = []
     for claim in claims["claims"]:
         measured = measured_value(exp, claim["measured"])
-        rows.append({**claim, "measured_ref": claim["measured"], "measured": measured,
-                     "difference": None if measured is None else measured - claim["claimed"]})
+        rows.append(
+            {
+                **claim,
+                "measured_ref": claim["measured"],
+                "measured": measured,
+                "difference": None if measured is None else measured - claim["claimed"],
+            }
+        )
     return rows

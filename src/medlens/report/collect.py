@@ -61,8 +61,9 @@ def _load_json(path: str | None) -> Any:
     return json.loads(Path(path).read_text()) if path and Path(path).is_file() else None
 
 
-def collect_experiment(name: str, files: dict[str, Any], experiment: dict[str, Any], *,
-                       n_examples: int = 6) -> dict[str, Any]:
+def collect_experiment(
+    name: str, files: dict[str, Any], experiment: dict[str, Any], *, n_examples: int = 6
+) -> dict[str, Any]:
     """Everything the report shows for one experiment.
 
     Args:
@@ -90,16 +91,27 @@ def collect_experiment(name: str, files: dict[str, Any], experiment: dict[str, A
     for dataset, path in files.get("prepared", {}).items():
         summary = read_prepared_summary(path) if Path(path).is_file() else {}
         dataset_seeds.update(seeds_of(summary.pop("config", {}), f"datasets.{dataset}"))
-        prepared.append({"dataset": dataset, "read": summary.get("read"), "kept": summary.get("kept"),
-                         "rejected": summary.get("rejected"), "reasons": summary.get("reasons") or {}})
+        prepared.append(
+            {
+                "dataset": dataset,
+                "read": summary.get("read"),
+                "kept": summary.get("kept"),
+                "rejected": summary.get("rejected"),
+                "reasons": summary.get("reasons") or {},
+            }
+        )
     encoder_eval = _load_json(files.get("encoder_eval"))
     decoder_eval = _load_json(files.get("decoder_eval"))
-    outputs = {"train_encoder": ("encoder", lambda p: _load_json(str(Path(p) / "medlens.json"))),
-               "train_decoder": ("decoder", lambda p: _load_json(str(Path(p) / "medlens.json"))),
-               "evaluate_encoder": ("encoder_eval", lambda p: encoder_eval),
-               "evaluate_decoder": ("decoder_eval", lambda p: decoder_eval)}
+    outputs = {
+        "train_encoder": ("encoder", lambda p: _load_json(str(Path(p) / "medlens.json"))),
+        "train_decoder": ("decoder", lambda p: _load_json(str(Path(p) / "medlens.json"))),
+        "evaluate_encoder": ("encoder_eval", lambda p: encoder_eval),
+        "evaluate_decoder": ("decoder_eval", lambda p: decoder_eval),
+    }
     # the environment each stage ran in, as it recorded it (stages may have run on other machines)
-    environments = {stage: stage_environment(read(files[key])) for stage, (key, read) in outputs.items() if key in files}
+    environments = {
+        stage: stage_environment(read(files[key])) for stage, (key, read) in outputs.items() if key in files
+    }
     pairs = files.get("pairs", "")
     logs = files.get("logs", {})
     return {
@@ -116,14 +128,24 @@ def collect_experiment(name: str, files: dict[str, Any], experiment: dict[str, A
         "encoder_eval": encoder_eval,
         "decoder_eval": decoder_eval,
         "environments": environments,
-        "encoder_curves": read_metrics_csv(Path(files["encoder"]) / "metrics.csv") if "encoder" in files else [],
-        "decoder_curves": read_metrics_csv(Path(files["decoder"]) / "metrics.csv") if "decoder" in files else [],
+        "encoder_curves": read_metrics_csv(Path(files["encoder"]) / "metrics.csv")
+        if "encoder" in files
+        else [],
+        "decoder_curves": read_metrics_csv(Path(files["decoder"]) / "metrics.csv")
+        if "decoder" in files
+        else [],
         "examples": generation_examples(files.get("generations", ""), files.get("chat", ""), n_examples),
         "retrieval_examples": retrieval_examples(encoder_eval, pairs),
         "strip": image_strip(pairs),
-        "benchmarks": {stage: {**(read_benchmark(path) or {"missing": True}), "device": stage_device(logs[stage])
-                               if stage in logs else None} for stage, path in files.get("benchmarks", {}).items()},
+        "benchmarks": {
+            stage: {
+                **(read_benchmark(path) or {"missing": True}),
+                "device": stage_device(logs[stage]) if stage in logs else None,
+            }
+            for stage, path in files.get("benchmarks", {}).items()
+        },
         "seeds": {**seeds_of(experiment), **dataset_seeds},
-        "checksums": input_checksums({**{f"prepared/{d}": p for d, p in files.get("prepared", {}).items()},
-                                      "pairs": pairs}),
+        "checksums": input_checksums(
+            {**{f"prepared/{d}": p for d, p in files.get("prepared", {}).items()}, "pairs": pairs}
+        ),
     }

@@ -51,12 +51,20 @@ def image_strip(pairs: str | os.PathLike, n: int = 8) -> list[dict[str, Any]]:
     pairs = Path(pairs)
     if not pairs.is_file():
         return []
-    rows = [r for r in pq.read_table(pairs, columns=["id", "labels", "split"]).to_pylist() if r["split"] == "train"][:n]
+    rows = [
+        r
+        for r in pq.read_table(pairs, columns=["id", "labels", "split"]).to_pylist()
+        if r["split"] == "train"
+    ][:n]
     images = _images(pairs, [r["id"] for r in rows])
-    return [{"id": r["id"], "labels": r["labels"], "thumbnail": thumbnail(images[r["id"]], 120)} for r in rows]
+    return [
+        {"id": r["id"], "labels": r["labels"], "thumbnail": thumbnail(images[r["id"]], 120)} for r in rows
+    ]
 
 
-def generation_examples(generations: str | os.PathLike, chat_dir: str | os.PathLike, n: int) -> list[dict[str, Any]]:
+def generation_examples(
+    generations: str | os.PathLike, chat_dir: str | os.PathLike, n: int
+) -> list[dict[str, Any]]:
     """The first ``n`` lines of ``generations.jsonl`` with a thumbnail of each image (None when the file is gone)."""
     generations, chat_dir = Path(generations), Path(chat_dir)
     examples: list[dict[str, Any]] = []
@@ -81,8 +89,9 @@ def _evaluated_rows(pairs: Path, split: str, max_samples: int | None, seed: int)
     return rows
 
 
-def retrieval_examples(encoder_eval: dict[str, Any] | None, pairs: str | os.PathLike, *,
-                       top: int = 5) -> dict[str, list[dict[str, Any]]]:
+def retrieval_examples(
+    encoder_eval: dict[str, Any] | None, pairs: str | os.PathLike, *, top: int = 5
+) -> dict[str, list[dict[str, Any]]]:
     """The evaluation's retrieval example queries resolved to images and texts.
 
     Args:
@@ -101,32 +110,53 @@ def retrieval_examples(encoder_eval: dict[str, Any] | None, pairs: str | os.Path
     if not examples or not Path(pairs).is_file():
         return {}
     protocol = (encoder_eval.get("protocol") or {}).get("config") or {}
-    rows = _evaluated_rows(Path(pairs), encoder_eval["split"], protocol.get("max_samples"), protocol.get("seed", 0))
+    rows = _evaluated_rows(
+        Path(pairs), encoder_eval["split"], protocol.get("max_samples"), protocol.get("seed", 0)
+    )
     if len(rows) != encoder_eval.get("n"):
-        raise DataError(f"{len(rows)} rows in split '{encoder_eval['split']}', the evaluation had {encoder_eval.get('n')}",
-                        file=str(pairs), expected="the pairs.parquet evaluate_encoder read")
+        raise DataError(
+            f"{len(rows)} rows in split '{encoder_eval['split']}', the evaluation had {encoder_eval.get('n')}",
+            file=str(pairs),
+            expected="the pairs.parquet evaluate_encoder read",
+        )
     texts = [normalise_text(r["text"]) for r in rows]
     for direction, queries in examples.items():
         for ex in queries:
             q, positives = ex["query"], ex.get("positives", [])
-            if not all(0 <= i < len(rows) for i in [q, *ex["top"], *positives]) or \
-                    any(texts[i] != texts[q] for i in positives):
-                raise DataError(f"retrieval example {direction} {q}: its indices do not fit the split's rows",
-                                file=str(pairs), expected="the rows evaluate_encoder read, in its order")
+            if not all(0 <= i < len(rows) for i in [q, *ex["top"], *positives]) or any(
+                texts[i] != texts[q] for i in positives
+            ):
+                raise DataError(
+                    f"retrieval example {direction} {q}: its indices do not fit the split's rows",
+                    file=str(pairs),
+                    expected="the rows evaluate_encoder read, in its order",
+                )
     shown = {rows[ex["query"]]["id"] for ex in examples.get("image_to_text", [])}
     shown |= {rows[i]["id"] for ex in examples.get("text_to_image", []) for i in ex["top"][:top]}
     images = _images(Path(pairs), sorted(shown))
 
     def item(i: int, score: float | None, q: int, size: int, with_image: bool) -> dict[str, Any]:
-        return {"id": rows[i]["id"], "text": rows[i]["text"], "score": score, "correct": texts[i] == texts[q],
-                "thumbnail": thumbnail(images[rows[i]["id"]], size) if with_image else None}
+        return {
+            "id": rows[i]["id"],
+            "text": rows[i]["text"],
+            "score": score,
+            "correct": texts[i] == texts[q],
+            "thumbnail": thumbnail(images[rows[i]["id"]], size) if with_image else None,
+        }
 
     out: dict[str, list[dict[str, Any]]] = {}
     for direction, queries in examples.items():
         image_query = direction == "image_to_text"
-        out[direction] = [{**item(ex["query"], None, ex["query"], 120, image_query), "rank": ex.get("rank"),
-                           "n_positives": ex.get("n_positives"),
-                           "matches": [item(i, s, ex["query"], 96, not image_query)
-                                       for i, s in zip(ex["top"][:top], ex["scores"][:top], strict=True)]}
-                          for ex in queries]
+        out[direction] = [
+            {
+                **item(ex["query"], None, ex["query"], 120, image_query),
+                "rank": ex.get("rank"),
+                "n_positives": ex.get("n_positives"),
+                "matches": [
+                    item(i, s, ex["query"], 96, not image_query)
+                    for i, s in zip(ex["top"][:top], ex["scores"][:top], strict=True)
+                ],
+            }
+            for ex in queries
+        ]
     return out

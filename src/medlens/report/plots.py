@@ -12,8 +12,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = ["line_plot", "roc_plot"]
 
-plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
-                     "svg.fonttype": "none", "svg.hashsalt": "medlens"})  # fixed salt: same data, same SVG
+plt.rcParams.update(
+    {
+        "font.size": 9,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "svg.fonttype": "none",
+        "svg.hashsalt": "medlens",
+    }
+)  # fixed salt: same data, same SVG
 
 
 def _plain(text: str) -> str:
@@ -26,11 +33,17 @@ def _svg(fig) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog so the SVG can sit inside HTML
+    return text[text.index("<svg") :]  # drop the XML prolog so the SVG can sit inside HTML
 
 
-def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str, xlabel: str = "step",
-              ylabel: str = "", log_y: bool = False) -> str:
+def line_plot(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str,
+    xlabel: str = "step",
+    ylabel: str = "",
+    log_y: bool = False,
+) -> str:
     """One line per series name: ``{name: (x, y)}``, as an ``<svg>`` string (matplotlib escapes the text in it)."""
     fig, ax = plt.subplots(figsize=(4.2, 2.6))
     for name, (x, y) in series.items():

@@ -20,13 +20,41 @@ from medlens import __version__
 from medlens import environment as python_environment
 from medlens.io import sha256_file
 
-__all__ = ["environment", "git_state", "read_benchmark", "stage_device", "input_checksums", "seeds_of",
-           "stage_environment", "lock_warnings", "PACKAGES"]
+__all__ = [
+    "environment",
+    "git_state",
+    "read_benchmark",
+    "stage_device",
+    "input_checksums",
+    "seeds_of",
+    "stage_environment",
+    "lock_warnings",
+    "PACKAGES",
+]
 
 # the packages named first in the report; every other installed one follows
-PACKAGES = ("torch", "torchvision", "open-clip-torch", "timm", "transformers", "tokenizers", "peft", "accelerate",
-            "bitsandbytes", "snakemake", "polars", "pyarrow", "numpy", "pillow", "scikit-learn", "sacrebleu",
-            "rouge-score", "pycocoevalcap", "matplotlib", "jinja2")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "open-clip-torch",
+    "timm",
+    "transformers",
+    "tokenizers",
+    "peft",
+    "accelerate",
+    "bitsandbytes",
+    "snakemake",
+    "polars",
+    "pyarrow",
+    "numpy",
+    "pillow",
+    "scikit-learn",
+    "sacrebleu",
+    "rouge-score",
+    "pycocoevalcap",
+    "matplotlib",
+    "jinja2",
+)
 # the source checkout medlens runs from (an editable install); the pipeline's working directory may be elsewhere
 _REPO = Path(__file__).resolve().parents[3]
 # what medlens.train logs once at start: "device cuda:0, precision bf16, 4 process(es)" (encoder),
@@ -43,8 +71,9 @@ def git_state(repo: str | os.PathLike = _REPO) -> dict[str, Any]:
 
     def git(*args: str) -> str | None:
         try:
-            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
-                                  timeout=20).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=20
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
 
@@ -76,8 +105,10 @@ def _gpus() -> list[str]:
 
     if not torch.cuda.is_available():
         return []
-    return [f"{torch.cuda.get_device_name(i)} ({torch.cuda.get_device_properties(i).total_memory / 2**30:.0f} GiB)"
-            for i in range(torch.cuda.device_count())]
+    return [
+        f"{torch.cuda.get_device_name(i)} ({torch.cuda.get_device_properties(i).total_memory / 2**30:.0f} GiB)"
+        for i in range(torch.cuda.device_count())
+    ]
 
 
 def environment() -> dict[str, Any]:
@@ -91,11 +122,21 @@ def environment() -> dict[str, Any]:
     installed = rec.pop("packages")
     packages = {name: installed.get(name) for name in PACKAGES}
     packages.update((name, version) for name, version in installed.items() if name not in packages)
-    return {"medlens": __version__, **git_state(), "python": platform.python_version(),
-            "platform": platform.platform(), "host": platform.node() or None, "cpu": _cpu_model(),
-            "cpu_count": os.cpu_count(), "memory_gib": _memory_gib(), "gpus": _gpus(),
-            "slurm_job": os.environ.get("SLURM_JOB_ID"), "packages": packages, "lock": rec,
-            "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "medlens": __version__,
+        **git_state(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": platform.node() or None,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "gpus": _gpus(),
+        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "packages": packages,
+        "lock": rec,
+        "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def stage_environment(output: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -105,7 +146,8 @@ def stage_environment(output: Mapping[str, Any] | None) -> dict[str, Any] | None
     if not isinstance(rec, Mapping):
         return None
     return {k: rec.get(k) for k in ("lock", "lock_sha256", "matches_lock", "differences", "python")} | {
-        "n_packages": len(rec.get("packages") or {})}
+        "n_packages": len(rec.get("packages") or {})
+    }
 
 
 def lock_warnings(report_env: Mapping[str, Any], experiments: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -116,8 +158,10 @@ def lock_warnings(report_env: Mapping[str, Any], experiments: Sequence[Mapping[s
     if not own.get("lock"):
         warnings.append("the report was built in an environment with no lock (install with make venv)")
     elif not own.get("matches_lock"):
-        warnings.append("the report was built with packages that differ from its lock: "
-                        + "; ".join(_difference_lines(own.get("differences"))))
+        warnings.append(
+            "the report was built with packages that differ from its lock: "
+            + "; ".join(_difference_lines(own.get("differences")))
+        )
     for exp in experiments:
         for stage, rec in (exp.get("environments") or {}).items():
             where = f"{exp['name']}: {stage}"
@@ -126,18 +170,23 @@ def lock_warnings(report_env: Mapping[str, Any], experiments: Sequence[Mapping[s
             elif not rec.get("lock"):
                 warnings.append(f"{where} ran in an environment with no lock")
             elif not rec.get("matches_lock"):
-                warnings.append(f"{where} ran with packages that differ from its lock: "
-                                + "; ".join(_difference_lines(rec.get("differences"))))
+                warnings.append(
+                    f"{where} ran with packages that differ from its lock: "
+                    + "; ".join(_difference_lines(rec.get("differences")))
+                )
             elif own.get("lock_sha256") and rec.get("lock_sha256") != own["lock_sha256"]:
-                warnings.append(f"{where} ran from another lock (sha256 {str(rec.get('lock_sha256'))[:12]}, "
-                                f"this report's is {own['lock_sha256'][:12]})")
+                warnings.append(
+                    f"{where} ran from another lock (sha256 {str(rec.get('lock_sha256'))[:12]}, "
+                    f"this report's is {own['lock_sha256'][:12]})"
+                )
     return warnings
 
 
 def _difference_lines(differences: Mapping[str, Any] | None) -> list[str]:
     d = differences or {}
-    return python_environment.LockDifferences(d.get("missing") or [], d.get("different") or [],
-                                              d.get("extra") or []).lines()
+    return python_environment.LockDifferences(
+        d.get("missing") or [], d.get("different") or [], d.get("extra") or []
+    ).lines()
 
 
 def read_benchmark(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -162,8 +211,12 @@ def read_benchmark(path: str | os.PathLike) -> dict[str, Any] | None:
         except ValueError:
             return None
 
-    return {"seconds": num("s"), "cpu_seconds": num("cpu_time"), "max_rss_mb": num("max_rss"),
-            "finished": _iso(path.stat().st_mtime)}
+    return {
+        "seconds": num("s"),
+        "cpu_seconds": num("cpu_time"),
+        "max_rss_mb": num("max_rss"),
+        "finished": _iso(path.stat().st_mtime),
+    }
 
 
 def stage_device(log_path: str | os.PathLike) -> str | None:
@@ -185,7 +238,9 @@ def input_checksums(paths: Mapping[str, str | os.PathLike]) -> dict[str, dict[st
     out: dict[str, dict[str, Any] | None] = {}
     for name, path in paths.items():
         p = Path(path)
-        out[name] = {"path": str(path), "sha256": sha256_file(p), "bytes": p.stat().st_size} if p.is_file() else None
+        out[name] = (
+            {"path": str(path), "sha256": sha256_file(p), "bytes": p.stat().st_size} if p.is_file() else None
+        )
     return out
 
 

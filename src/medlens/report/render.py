@@ -64,34 +64,50 @@ def curve_plots(stage: str, rows: Sequence[dict[str, float]]) -> dict[str, str]:
             if pts:
                 series[col] = tuple(zip(*pts, strict=True))
         if series:
-            plots[name] = line_plot(series, title=f"{stage}: {title}", log_y=name == "lr" and
-                                    min(y for _, ys in series.values() for y in ys) > 0)
+            plots[name] = line_plot(
+                series,
+                title=f"{stage}: {title}",
+                log_y=name == "lr" and min(y for _, ys in series.values() for y in ys) > 0,
+            )
     return plots
 
 
 def _plots(exp: dict[str, Any]) -> dict[str, dict[str, str]]:
     plots = {stage: curve_plots(stage, exp.get(f"{stage}_curves") or []) for stage in ("encoder", "decoder")}
     per_label = dig(exp.get("encoder_eval") or {}, "zero_shot.per_label") or {}
-    curves = {lab: (row["fpr"], row["tpr"], row.get("auc")) for lab, row in per_label.items()
-              if row.get("fpr") and row.get("tpr")}
+    curves = {
+        lab: (row["fpr"], row["tpr"], row.get("auc"))
+        for lab, row in per_label.items()
+        if row.get("fpr") and row.get("tpr")
+    }
     split = dig(exp.get("encoder_eval") or {}, "split") or "evaluation"
     plots["roc"] = {"zero_shot": roc_plot(curves, title=f"zero-shot ROC ({split} split)")} if curves else {}
     return plots
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_path("report"))),
-                             autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource_path("report"))),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["fmt"] = _fmt
     env.filters["yaml"] = lambda obj: yaml.safe_dump(obj, sort_keys=False, width=100, allow_unicode=True)
     env.globals["dig"] = dig
     return env
 
 
-def write_report(experiments: Sequence[dict[str, Any]], *, out_html: str | os.PathLike,
-                 out_pages: Sequence[str | os.PathLike], out_csv: str | os.PathLike,
-                 out_tex: str | os.PathLike, env_info: dict[str, Any] | None = None) -> None:
+def write_report(
+    experiments: Sequence[dict[str, Any]],
+    *,
+    out_html: str | os.PathLike,
+    out_pages: Sequence[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    out_tex: str | os.PathLike,
+    env_info: dict[str, Any] | None = None,
+) -> None:
     """Render the overview page, one page per experiment and the paper tables.
 
     Args:
@@ -104,8 +120,12 @@ def write_report(experiments: Sequence[dict[str, Any]], *, out_html: str | os.Pa
         env_info: the build environment; :func:`~medlens.report.provenance.environment` when None.
     """
     template = _environment().get_template("report.html.j2")
-    context = {"provenance": env_info if env_info is not None else environment(), "columns": SUMMARY_COLUMNS,
-               "text_columns": TEXT_COLUMNS, "header_groups": HEADER_GROUPS}
+    context = {
+        "provenance": env_info if env_info is not None else environment(),
+        "columns": SUMMARY_COLUMNS,
+        "text_columns": TEXT_COLUMNS,
+        "header_groups": HEADER_GROUPS,
+    }
     rows = [summary_row(e) for e in experiments]
     for exp in experiments:
         exp["plots"] = _plots(exp)
@@ -113,20 +133,39 @@ def write_report(experiments: Sequence[dict[str, Any]], *, out_html: str | os.Pa
         exp["claims"] = compare_claims(claims, exp) if claims else None
     for exp, row, page in zip(experiments, rows, out_pages, strict=True):
         with atomic_path(page) as tmp:
-            tmp.write_text(template.render(title=f"medlens: {exp['title']}", experiments=[exp], rows=[row],
-                                           lock_warnings=lock_warnings(context["provenance"], [exp]), **context),
-                           encoding="utf-8")
+            tmp.write_text(
+                template.render(
+                    title=f"medlens: {exp['title']}",
+                    experiments=[exp],
+                    rows=[row],
+                    lock_warnings=lock_warnings(context["provenance"], [exp]),
+                    **context,
+                ),
+                encoding="utf-8",
+            )
     with atomic_path(out_html) as tmp:
-        tmp.write_text(template.render(title="medlens report", experiments=list(experiments), rows=rows,
-                                       lock_warnings=lock_warnings(context["provenance"], experiments), **context),
-                       encoding="utf-8")
+        tmp.write_text(
+            template.render(
+                title="medlens report",
+                experiments=list(experiments),
+                rows=rows,
+                lock_warnings=lock_warnings(context["provenance"], experiments),
+                **context,
+            ),
+            encoding="utf-8",
+        )
     write_paper_tables(rows, out_csv, out_tex)
     logger.info("report written for %d experiment(s): %s", len(experiments), out_html)
 
 
-def build_report(experiments: dict[str, dict[str, Any]], *, out_html: str | os.PathLike,
-                 out_pages: Sequence[str | os.PathLike], out_csv: str | os.PathLike,
-                 out_tex: str | os.PathLike) -> None:
+def build_report(
+    experiments: dict[str, dict[str, Any]],
+    *,
+    out_html: str | os.PathLike,
+    out_pages: Sequence[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    out_tex: str | os.PathLike,
+) -> None:
     """Collect every experiment's outputs and write the report (the ``report`` rule's one call).
 
     Args:
@@ -137,7 +176,9 @@ def build_report(experiments: dict[str, dict[str, Any]], *, out_html: str | os.P
     collected = []
     for name, spec in experiments.items():
         report_cfg = spec["config"].get("report") or {}
-        exp = collect_experiment(name, spec["files"], spec["config"], n_examples=report_cfg.get("examples", 6))
+        exp = collect_experiment(
+            name, spec["files"], spec["config"], n_examples=report_cfg.get("examples", 6)
+        )
         claims = report_cfg.get("seed_claims")
         exp["seed_claims"] = load_seed_claims(claims) if claims else None
         collected.append(exp)

@@ -15,8 +15,16 @@ from typing import Any
 from medlens.config import dig
 from medlens.io import atomic_path
 
-__all__ = ["SUMMARY_COLUMNS", "HEADER_GROUPS", "TEXT_COLUMNS", "CSV_COLUMNS", "METRIC_PATHS", "summary_row",
-           "write_paper_tables", "latex_table"]
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "HEADER_GROUPS",
+    "TEXT_COLUMNS",
+    "CSV_COLUMNS",
+    "METRIC_PATHS",
+    "summary_row",
+    "write_paper_tables",
+    "latex_table",
+]
 
 # summary key -> (evaluation, dotted key path into eval/encoder.json or eval/decoder.json)
 METRIC_PATHS: dict[str, tuple[str, str]] = {
@@ -41,20 +49,36 @@ METRIC_PATHS: dict[str, tuple[str, str]] = {
 
 # (key in summary_row, column title) in paper order: the HTML summary and the LaTeX table
 SUMMARY_COLUMNS = [
-    ("experiment", "Experiment"), ("datasets", "Data"), ("encoder", "Encoder"), ("decoder", "Decoder"),
-    ("zero_shot_auc", "Zero-shot AUC"), ("probe_auc_chexpert5", "Probe AUC CheXpert-5"),
-    ("probe_auc_nih14", "Probe AUC NIH-14"), ("probe_accuracy", "Probe acc."),
-    ("i2t_r@1", "R@1"), ("i2t_r@5", "R@5"), ("i2t_r@10", "R@10"),
-    ("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu3", "BLEU-3"), ("bleu4", "BLEU-4"),
-    ("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D"),
-    ("clinical_f1_micro_14", "F1 micro-14"), ("clinical_f1_macro_14", "F1 macro-14"),
-    ("clinical_f1_micro_5", "F1 micro-5"), ("clinical_f1_macro_5", "F1 macro-5"),
+    ("experiment", "Experiment"),
+    ("datasets", "Data"),
+    ("encoder", "Encoder"),
+    ("decoder", "Decoder"),
+    ("zero_shot_auc", "Zero-shot AUC"),
+    ("probe_auc_chexpert5", "Probe AUC CheXpert-5"),
+    ("probe_auc_nih14", "Probe AUC NIH-14"),
+    ("probe_accuracy", "Probe acc."),
+    ("i2t_r@1", "R@1"),
+    ("i2t_r@5", "R@5"),
+    ("i2t_r@10", "R@10"),
+    ("bleu1", "BLEU-1"),
+    ("bleu2", "BLEU-2"),
+    ("bleu3", "BLEU-3"),
+    ("bleu4", "BLEU-4"),
+    ("rouge_l", "ROUGE-L"),
+    ("cider_d", "CIDEr-D"),
+    ("clinical_f1_micro_14", "F1 micro-14"),
+    ("clinical_f1_macro_14", "F1 macro-14"),
+    ("clinical_f1_micro_5", "F1 micro-5"),
+    ("clinical_f1_macro_5", "F1 macro-5"),
 ]
 TEXT_COLUMNS = 4  # experiment, data, encoder, decoder
 # the HTML header groups the metric columns under one heading each, so the short titles fit a screen
 HEADER_GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Zero-shot", [("zero_shot_auc", "AUC")]),
-    ("Linear probe", [("probe_auc_chexpert5", "CheXpert-5"), ("probe_auc_nih14", "NIH-14"), ("probe_accuracy", "acc.")]),
+    (
+        "Linear probe",
+        [("probe_auc_chexpert5", "CheXpert-5"), ("probe_auc_nih14", "NIH-14"), ("probe_accuracy", "acc.")],
+    ),
     ("Image → text", [("i2t_r@1", "R@1"), ("i2t_r@5", "R@5"), ("i2t_r@10", "R@10")]),
     ("BLEU", [("bleu1", "1"), ("bleu2", "2"), ("bleu3", "3"), ("bleu4", "4")]),
     ("Report text", [("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D")]),
@@ -64,15 +88,29 @@ HEADER_GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
 # the CSV holds every number at full precision, CIs and the second retrieval direction included
 CSV_COLUMNS = [k for k, _ in SUMMARY_COLUMNS[:TEXT_COLUMNS]] + list(METRIC_PATHS)
 
-_TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "_": r"\_",
+    "#": r"\#",
+    "$": r"\$",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def summary_row(exp: dict[str, Any]) -> dict[str, Any]:
     """One paper-table row of a collected experiment: what was trained on what, and its numbers (None when absent)."""
     evals = {"encoder": exp.get("encoder_eval") or {}, "decoder": exp.get("decoder_eval") or {}}
-    row: dict[str, Any] = {"experiment": exp["name"], "datasets": ", ".join(exp["datasets"]),
-                           "encoder": exp["encoder_preset"], "decoder": exp["decoder_preset"]}
+    row: dict[str, Any] = {
+        "experiment": exp["name"],
+        "datasets": ", ".join(exp["datasets"]),
+        "encoder": exp["encoder_preset"],
+        "decoder": exp["decoder_preset"],
+    }
     for key, (which, path) in METRIC_PATHS.items():
         value = dig(evals[which], path)
         # a bool or string where a number belongs is not a number to print
@@ -89,22 +127,33 @@ def _tex(value: Any) -> str:
 
 def latex_table(rows: Sequence[dict[str, Any]]) -> str:
     """The summary as a booktabs ``tabular`` (3 decimals, zero-shot CI in brackets, missing as ``--``)."""
+
     def cell(row: dict[str, Any], key: str) -> str:
         text = _tex(row.get(key))
-        if key == "zero_shot_auc" and row.get(key) is not None and row.get("zero_shot_auc_ci_low") is not None:
+        if (
+            key == "zero_shot_auc"
+            and row.get(key) is not None
+            and row.get("zero_shot_auc_ci_low") is not None
+        ):
             text += f" [{row['zero_shot_auc_ci_low']:.2f}, {row['zero_shot_auc_ci_high']:.2f}]"
         return text
 
-    lines = ["% generated by medlens; regenerate with: snakemake results/report.html",
-             "% requires \\usepackage{booktabs}",
-             r"\begin{tabular}{" + "l" * TEXT_COLUMNS + "r" * (len(SUMMARY_COLUMNS) - TEXT_COLUMNS) + "}",
-             r"\toprule", " & ".join(_tex(t) for _, t in SUMMARY_COLUMNS) + r" \\", r"\midrule"]
+    lines = [
+        "% generated by medlens; regenerate with: snakemake results/report.html",
+        "% requires \\usepackage{booktabs}",
+        r"\begin{tabular}{" + "l" * TEXT_COLUMNS + "r" * (len(SUMMARY_COLUMNS) - TEXT_COLUMNS) + "}",
+        r"\toprule",
+        " & ".join(_tex(t) for _, t in SUMMARY_COLUMNS) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(cell(row, k) for k, _ in SUMMARY_COLUMNS) + r" \\" for row in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
 
-def write_paper_tables(rows: Sequence[dict[str, Any]], out_csv: str | os.PathLike, out_tex: str | os.PathLike) -> None:
+def write_paper_tables(
+    rows: Sequence[dict[str, Any]], out_csv: str | os.PathLike, out_tex: str | os.PathLike
+) -> None:
     """The summary as CSV (full precision, empty cell when missing) and as LaTeX (:func:`latex_table`)."""
     with atomic_path(out_csv) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")

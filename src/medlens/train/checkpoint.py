@@ -29,9 +29,21 @@ from medlens import __version__
 from medlens.errors import MedlensError
 from medlens.io import atomic_dir, sha256_file
 
-__all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "read_checkpoint_info", "checkpoint_config_diff",
-           "discard_checkpoint", "claim_trainer_checkpoints", "resume_config", "config_hash", "rng_states",
-           "restore_rng_states", "to_tensors", "from_tensors"]
+__all__ = [
+    "TrainState",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_info",
+    "checkpoint_config_diff",
+    "discard_checkpoint",
+    "claim_trainer_checkpoints",
+    "resume_config",
+    "config_hash",
+    "rng_states",
+    "restore_rng_states",
+    "to_tensors",
+    "from_tensors",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +91,18 @@ def to_tensors(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "t") ->
         tensors[key] = obj.detach().cpu().contiguous()
         return {"__tensor__": key}
     if isinstance(obj, np.ndarray):
-        return {"__ndarray__": to_tensors(torch.from_numpy(obj.astype(np.int64) if obj.dtype == np.uint32 else obj),
-                                          tensors, prefix), "dtype": str(obj.dtype)}
+        return {
+            "__ndarray__": to_tensors(
+                torch.from_numpy(obj.astype(np.int64) if obj.dtype == np.uint32 else obj), tensors, prefix
+            ),
+            "dtype": str(obj.dtype),
+        }
     if isinstance(obj, dict):
-        return {"__dict__": [[to_tensors(k, tensors, prefix), to_tensors(v, tensors, prefix)] for k, v in obj.items()]}
+        return {
+            "__dict__": [
+                [to_tensors(k, tensors, prefix), to_tensors(v, tensors, prefix)] for k, v in obj.items()
+            ]
+        }
     if isinstance(obj, tuple):
         return {"__tuple__": [to_tensors(v, tensors, prefix) for v in obj]}
     if isinstance(obj, list):
@@ -109,14 +129,32 @@ def from_tensors(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return {from_tensors(k, tensors): from_tensors(v, tensors) for k, v in skeleton["__dict__"]}
 
 
-def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: TrainState, config: dict[str, Any], scaler: Any = None) -> None:
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    config: dict[str, Any],
+    scaler: Any = None,
+) -> None:
     """Write a resumable checkpoint folder at ``path`` atomically (a kill mid-write leaves the old one)."""
     tensors: dict[str, torch.Tensor] = {}
-    skeleton = to_tensors({"optimizer": optimizer.state_dict(), "rng": rng_states(),
-                           "scaler": scaler.state_dict() if scaler is not None else None}, tensors)
-    info = {"state": dataclasses.asdict(state), "config": config, "config_sha256": config_hash(config),
-            "medlens_version": __version__, "skeleton": skeleton}
+    skeleton = to_tensors(
+        {
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_states(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+        },
+        tensors,
+    )
+    info = {
+        "state": dataclasses.asdict(state),
+        "config": config,
+        "config_sha256": config_hash(config),
+        "medlens_version": __version__,
+        "skeleton": skeleton,
+    }
     with atomic_dir(path) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / _MODEL))
         save_file(tensors, str(tmp / _STATE))
@@ -141,8 +179,9 @@ def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any] | None:
     try:
         return json.loads((folder / _INFO).read_text())
     except (OSError, ValueError) as e:
-        raise MedlensError(f"{folder / _INFO}: cannot read the resume checkpoint ({e}); delete {path} to start "
-                           "over") from e
+        raise MedlensError(
+            f"{folder / _INFO}: cannot read the resume checkpoint ({e}); delete {path} to start over"
+        ) from e
 
 
 def checkpoint_config_diff(info: dict[str, Any], config: dict[str, Any]) -> list[str]:
@@ -160,11 +199,13 @@ def checkpoint_config_diff(info: dict[str, Any], config: dict[str, Any]) -> list
 
     old, new = flat(info.get("config") or {}), flat(json.loads(json.dumps(config, default=str)))
     return sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>")) or [
-        "(config hash)"]
+        "(config hash)"
+    ]
 
 
-def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: Any = None) -> TrainState:
+def load_checkpoint(
+    path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
+) -> TrainState:
     """Restore model, optimizer, scaler and RNG states from the folder at ``path``; returns the counters.
 
     Raises:
@@ -180,7 +221,9 @@ def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         model.load_state_dict(load_file(str(folder / _MODEL)))
         optimizer.load_state_dict(skeleton["optimizer"])
     except Exception as e:  # noqa: BLE001 - any unreadable or mismatched checkpoint gets the same advice
-        raise MedlensError(f"{folder}: cannot resume from this checkpoint ({e}); delete {path} to start over") from e
+        raise MedlensError(
+            f"{folder}: cannot resume from this checkpoint ({e}); delete {path} to start over"
+        ) from e
     if scaler is not None and skeleton.get("scaler") is not None:
         scaler.load_state_dict(skeleton["scaler"])
     restore_rng_states(skeleton["rng"])
@@ -195,15 +238,20 @@ def discard_checkpoint(path: str | os.PathLike) -> None:
             shutil.rmtree(folder)
 
 
-def resume_config(config: dict[str, Any], run_only: tuple[str, ...],
-                  inputs: dict[str, str | os.PathLike | None] | None = None) -> dict[str, Any]:
+def resume_config(
+    config: dict[str, Any],
+    run_only: tuple[str, ...],
+    inputs: dict[str, str | os.PathLike | None] | None = None,
+) -> dict[str, Any]:
     """What a checkpoint belongs to: ``config`` without the dotted keys in ``run_only`` (settings of how a
     run is carried out: workers, logging and checkpoint intervals, scheduler requests, which a resumed run
     may change), plus the SHA-256 of each input file under ``inputs`` (new data is a new run)."""
     out = json.loads(json.dumps(config, default=str))
     if inputs:
-        out["inputs"] = {name: sha256_file(path) if path is not None and Path(path).is_file() else None
-                         for name, path in inputs.items()}
+        out["inputs"] = {
+            name: sha256_file(path) if path is not None and Path(path).is_file() else None
+            for name, path in inputs.items()
+        }
     for dotted in run_only:
         *parents, last = dotted.split(".")
         node = out
@@ -214,7 +262,9 @@ def resume_config(config: dict[str, Any], run_only: tuple[str, ...],
     return out
 
 
-def claim_trainer_checkpoints(ckpt_dir: str | os.PathLike, config: dict[str, Any], *, key_prefix: str) -> bool:
+def claim_trainer_checkpoints(
+    ckpt_dir: str | os.PathLike, config: dict[str, Any], *, key_prefix: str
+) -> bool:
     """Whether a Hugging Face Trainer run in ``ckpt_dir`` resumes: True when it holds ``checkpoint-*``
     folders written for ``config``.
 
@@ -232,12 +282,18 @@ def claim_trainer_checkpoints(ckpt_dir: str | os.PathLike, config: dict[str, Any
         changed = checkpoint_config_diff(info, config) if info is not None else ["(no run.json)"]
         if not changed:
             return True
-        logger.warning("not resuming the checkpoints in %s: they were written for other settings (%s differ); "
-                       "starting over", ckpt_dir, ", ".join(f"{key_prefix}.{k}" for k in changed))
+        logger.warning(
+            "not resuming the checkpoints in %s: they were written for other settings (%s differ); "
+            "starting over",
+            ckpt_dir,
+            ", ".join(f"{key_prefix}.{k}" for k in changed),
+        )
         for folder in checkpoints:
             shutil.rmtree(folder, ignore_errors=True)
     (ckpt_dir / "metrics.csv").unlink(missing_ok=True)
     tmp = run_path.with_name(f"run.json.{os.getpid()}")
-    tmp.write_text(json.dumps({"config": config, "config_sha256": config_hash(config)}, indent=1, sort_keys=True))
+    tmp.write_text(
+        json.dumps({"config": config, "config_sha256": config_hash(config)}, indent=1, sort_keys=True)
+    )
     os.replace(tmp, run_path)
     return False

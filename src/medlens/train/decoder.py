@@ -40,8 +40,14 @@ from medlens.train.trainer import (
     training_arguments,
 )
 
-__all__ = ["train_decoder", "CaptionDataset", "CaptionCollator", "CaptionTrainer", "LengthBucketSampler",
-           "train_bpe_tokenizer"]
+__all__ = [
+    "train_decoder",
+    "CaptionDataset",
+    "CaptionCollator",
+    "CaptionTrainer",
+    "LengthBucketSampler",
+    "train_bpe_tokenizer",
+]
 
 logger = logging.getLogger(__name__)
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
@@ -60,8 +66,12 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int):
     tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
 
@@ -75,11 +85,19 @@ def load_tokenizer(cfg: DecoderConfig, train_texts: list[str]):
         tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
     except (OSError, ValueError) as e:  # ValueError: a folder without tokenizer files
         if not Path(cfg.tokenizer).exists():  # a hub id (e.g. "gpt2") out of reach: seed 004's fallback
-            logger.warning("tokenizer '%s' cannot be loaded (%s); training a %d-token BPE tokenizer on the "
-                           "training reports instead", cfg.tokenizer, e, cfg.vocab_size)
+            logger.warning(
+                "tokenizer '%s' cannot be loaded (%s); training a %d-token BPE tokenizer on the "
+                "training reports instead",
+                cfg.tokenizer,
+                e,
+                cfg.vocab_size,
+            )
             return train_bpe_tokenizer(train_texts, cfg.vocab_size)
-        raise ConfigError(f"tokenizer '{cfg.tokenizer}' cannot be loaded ({e})", key="decoder.tokenizer",
-                          expected="a local tokenizer folder, a hub id reachable from here, or null to train one") from e
+        raise ConfigError(
+            f"tokenizer '{cfg.tokenizer}' cannot be loaded ({e})",
+            key="decoder.tokenizer",
+            expected="a local tokenizer folder, a hub id reachable from here, or null to train one",
+        ) from e
     if tok.pad_token is None:  # GPT-2 has no pad token; its end-of-text token serves as pad, bos and eos
         tok.pad_token = tok.eos_token
     if tok.bos_token is None:
@@ -96,7 +114,9 @@ class CaptionDataset(Dataset):
     loader) calls :meth:`set_epoch` before each epoch, also in a resumed one.
     """
 
-    def __init__(self, records: list[dict[str, Any]], transform, seed: int = 0, lengths: list[int] | None = None):
+    def __init__(
+        self, records: list[dict[str, Any]], transform, seed: int = 0, lengths: list[int] | None = None
+    ):
         self.records, self.transform, self.seed, self.epoch = records, transform, seed, 0
         self.lengths = lengths  # target token counts, for length-grouped batches
 
@@ -124,8 +144,14 @@ class CaptionCollator:
 
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         tok = self.tokenizer
-        ids = [[tok.bos_token_id, *tok(b["text"], add_special_tokens=False)["input_ids"][: self.max_length - 2],
-                tok.eos_token_id] for b in batch]
+        ids = [
+            [
+                tok.bos_token_id,
+                *tok(b["text"], add_special_tokens=False)["input_ids"][: self.max_length - 2],
+                tok.eos_token_id,
+            ]
+            for b in batch
+        ]
         width = max(map(len, ids))
         input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(ids), width), dtype=torch.long)
@@ -133,8 +159,12 @@ class CaptionCollator:
             input_ids[row, : len(seq)] = torch.tensor(seq)
             attention[row, : len(seq)] = 1
         labels = input_ids.masked_fill(attention == 0, -100)
-        return {"pixel_values": torch.stack([b["pixel_values"] for b in batch]), "input_ids": input_ids,
-                "attention_mask": attention, "labels": labels}
+        return {
+            "pixel_values": torch.stack([b["pixel_values"] for b in batch]),
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "labels": labels,
+        }
 
 
 class LengthBucketSampler(torch.utils.data.Sampler[int]):
@@ -158,8 +188,8 @@ class LengthBucketSampler(torch.utils.data.Sampler[int]):
         order = torch.randperm(len(self.lengths)).tolist()
         batches = []
         for start in range(0, len(order), self.pool):
-            pool = sorted(order[start:start + self.pool], key=self.lengths.__getitem__)
-            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+            pool = sorted(order[start : start + self.pool], key=self.lengths.__getitem__)
+            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
         # only the very last batch can be short; it stays last so that every other batch is whole
         tail = [batches.pop()] if len(batches[-1]) < self.batch_size else []
         shuffled = [batches[i] for i in torch.randperm(len(batches)).tolist()] + tail
@@ -188,8 +218,13 @@ class CaptionTrainer(Trainer):
         return torch.utils.data.SequentialSampler(eval_dataset)
 
 
-def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                  encoder_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def train_decoder(
+    cfg: DecoderConfig,
+    chat_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    encoder_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Train the configured decoder on ``chat/train.jsonl`` (validation on ``val.jsonl``).
 
     Args:
@@ -213,22 +248,35 @@ def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str 
     chat_dir, out_dir = Path(chat_dir), Path(out_dir)
     train_records, val_records = read_chat(chat_dir / "train.jsonl"), read_chat(chat_dir / "val.jsonl")
     if not train_records:
-        raise DataError("no training conversations", file=str(chat_dir / "train.jsonl"),
-                        expected="at least one row in the train split")
+        raise DataError(
+            "no training conversations",
+            file=str(chat_dir / "train.jsonl"),
+            expected="at least one row in the train split",
+        )
     logger.info("decoder config:\n%s", json.dumps(to_dict(cfg), indent=2))
     logger.info("conversations: train %d, val %d", len(train_records), len(val_records))
     tokenizer = load_tokenizer(cfg, [assistant_text(r) for r in train_records])
     model = build_captioner(cfg, tokenizer, encoder_dir)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("captioner: %s parameters, %s trainable; device %s; precision %s", f"{n_params:,}",
-                f"{n_train:,}", "cuda" if torch.cuda.is_available() else "cpu", resolve_precision(cfg.precision))
+    logger.info(
+        "captioner: %s parameters, %s trainable; device %s; precision %s",
+        f"{n_params:,}",
+        f"{n_train:,}",
+        "cuda" if torch.cuda.is_available() else "cpu",
+        resolve_precision(cfg.precision),
+    )
 
     ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
     metrics_path = ckpt_dir / "metrics.csv"
-    with PartialState().main_process_first():  # the main process decides (and cleans up) before the others look
-        inputs = {"train.jsonl": chat_dir / "train.jsonl", "val.jsonl": chat_dir / "val.jsonl",
-                  "encoder": Path(encoder_dir) / "open_clip_model.safetensors" if encoder_dir else None}
+    with (
+        PartialState().main_process_first()
+    ):  # the main process decides (and cleans up) before the others look
+        inputs = {
+            "train.jsonl": chat_dir / "train.jsonl",
+            "val.jsonl": chat_dir / "val.jsonl",
+            "encoder": Path(encoder_dir) / "open_clip_model.safetensors" if encoder_dir else None,
+        }
         run = resume_config(to_dict(cfg), RUN_ONLY, inputs)
         resume = claim_trainer_checkpoints(ckpt_dir, run, key_prefix="decoder")
     preemption = PreemptionCallback(ckpt_dir)
@@ -239,16 +287,25 @@ def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str 
     if cfg.trainer.train_sampling_strategy == "group_by_length":
         lengths = [len(ids) for ids in tokenizer([assistant_text(r) for r in train_records])["input_ids"]]
     trainer = CaptionTrainer(
-        model=model, args=training_arguments(cfg, ckpt_dir, bool(val_records)),
-        train_dataset=CaptionDataset(train_records, caption_transform(model.config, train=True), cfg.trainer.seed,
-                                     lengths),
-        eval_dataset=CaptionDataset(val_records, caption_transform(model.config, train=False)) if val_records else None,
-        data_collator=CaptionCollator(tokenizer, cfg.max_length), callbacks=callbacks,
+        model=model,
+        args=training_arguments(cfg, ckpt_dir, bool(val_records)),
+        train_dataset=CaptionDataset(
+            train_records, caption_transform(model.config, train=True), cfg.trainer.seed, lengths
+        ),
+        eval_dataset=CaptionDataset(val_records, caption_transform(model.config, train=False))
+        if val_records
+        else None,
+        data_collator=CaptionCollator(tokenizer, cfg.max_length),
+        callbacks=callbacks,
         length_group_batches=cfg.length_group_batches,
     )
     result = run_trainer(trainer, preemption, ckpt_dir, resume)
-    summary = {"global_step": result.global_step, "train_loss": result.training_loss,
-               "best_checkpoint": trainer.state.best_model_checkpoint, "best_val_loss": trainer.state.best_metric}
+    summary = {
+        "global_step": result.global_step,
+        "train_loss": result.training_loss,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_val_loss": trainer.state.best_metric,
+    }
     logger.info("decoder trained: %s", summary)
 
     if trainer.is_world_process_zero():  # one process writes the output (the others hold the same weights)
@@ -257,9 +314,24 @@ def train_decoder(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str 
             tokenizer.save_pretrained(str(tmp))
             model.save_vision_encoder(tmp / "encoder_final")
             shutil.copy(metrics_path, tmp / "metrics.csv")
-            (tmp / "medlens.json").write_text(json.dumps(
-                {"medlens_version": __version__, "kind": cfg.kind, "config": to_dict(cfg), "summary": summary,
-                 "image_token": IMAGE_TOKEN, "environment": environment.record()}, indent=2, sort_keys=True, default=str) + "\n")
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is in out_dir; resume state is no longer needed
+            (tmp / "medlens.json").write_text(
+                json.dumps(
+                    {
+                        "medlens_version": __version__,
+                        "kind": cfg.kind,
+                        "config": to_dict(cfg),
+                        "summary": summary,
+                        "image_token": IMAGE_TOKEN,
+                        "environment": environment.record(),
+                    },
+                    indent=2,
+                    sort_keys=True,
+                    default=str,
+                )
+                + "\n"
+            )
+        shutil.rmtree(
+            ckpt_dir, ignore_errors=True
+        )  # the finished model is in out_dir; resume state is no longer needed
     trainer.accelerator.wait_for_everyone()
     return summary

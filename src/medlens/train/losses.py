@@ -36,17 +36,29 @@ class ContrastiveLoss(nn.Module):
 
         self.kind = kind
         if kind == "clip":
-            self.loss = ClipLoss(local_loss=world_size > 1, gather_with_grad=world_size > 1, cache_labels=True,
-                                 rank=rank, world_size=world_size)
+            self.loss = ClipLoss(
+                local_loss=world_size > 1,
+                gather_with_grad=world_size > 1,
+                cache_labels=True,
+                rank=rank,
+                world_size=world_size,
+            )
         elif kind == "siglip":
             self.loss = SigLipLoss(cache_labels=True, rank=rank, world_size=world_size)
         else:
             raise ValueError(f"unknown contrastive loss '{kind}'; expected 'clip' or 'siglip'")
 
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                logit_bias: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         if self.kind == "siglip":
             if logit_bias is None:
-                raise ValueError("the siglip loss needs the model's logit_bias (init_logit_bias in its config)")
+                raise ValueError(
+                    "the siglip loss needs the model's logit_bias (init_logit_bias in its config)"
+                )
             return {"contrastive_loss": self.loss(image_features, text_features, logit_scale, logit_bias)}
         return {"contrastive_loss": self.loss(image_features, text_features, logit_scale)}

@@ -69,8 +69,10 @@ class TrainerProgress(TrainerCallback):
         step0, t0 = self._last or (state.global_step, now)
         rate = (state.global_step - step0) * self.samples_per_step / max(now - t0, 1e-9)
         self._last = (state.global_step, now)
-        parts = [f"step {state.global_step}/{state.max_steps} ({100 * state.global_step / max(state.max_steps, 1):.0f}%)",
-                 f"loss {logs['loss']:.4f}"]
+        parts = [
+            f"step {state.global_step}/{state.max_steps} ({100 * state.global_step / max(state.max_steps, 1):.0f}%)",
+            f"loss {logs['loss']:.4f}",
+        ]
         if "learning_rate" in logs:
             parts.append(f"lr {logs['learning_rate']:.2e}")
         if "grad_norm" in logs:

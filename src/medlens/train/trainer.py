@@ -28,8 +28,14 @@ __all__ = ["RUN_ONLY", "MetricsCsvCallback", "PreemptionCallback", "training_arg
 logger = logging.getLogger(__name__)
 
 # settings that change how a run is carried out, not what it computes: editing them keeps its checkpoints
-RUN_ONLY = ("resources", "trainer.dataloader_num_workers", "trainer.logging_steps", "trainer.save_steps",
-            "trainer.save_total_limit", "trainer.report_to")
+RUN_ONLY = (
+    "resources",
+    "trainer.dataloader_num_workers",
+    "trainer.logging_steps",
+    "trainer.save_steps",
+    "trainer.save_total_limit",
+    "trainer.report_to",
+)
 
 
 class MetricsCsvCallback(TrainerCallback):
@@ -87,8 +93,10 @@ class PreemptionCallback(StopSignals, TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if self.stopping:
-            raise TrainingInterrupted(f"stopped by signal {self.received} at step {state.global_step}/"
-                                      f"{state.max_steps}; checkpoint in {self.ckpt_dir}; rerun to resume")
+            raise TrainingInterrupted(
+                f"stopped by signal {self.received} at step {state.global_step}/"
+                f"{state.max_steps}; checkpoint in {self.ckpt_dir}; rerun to resume"
+            )
         return control
 
 
@@ -99,12 +107,22 @@ def training_arguments(cfg: DecoderConfig, ckpt_dir: Path, has_val: bool) -> Tra
     if not has_val:  # without a validation split there is no best model to pick
         kwargs["load_best_model_at_end"] = False
     return TrainingArguments(
-        output_dir=str(ckpt_dir), **kwargs, eval_strategy="steps" if has_val else "no", save_strategy="steps",
-        logging_strategy="steps", metric_for_best_model="eval_loss" if has_val else None, greater_is_better=False,
-        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
-        report_to="none", remove_unused_columns=False, disable_tqdm=not sys.stderr.isatty(),
+        output_dir=str(ckpt_dir),
+        **kwargs,
+        eval_strategy="steps" if has_val else "no",
+        save_strategy="steps",
+        logging_strategy="steps",
+        metric_for_best_model="eval_loss" if has_val else None,
+        greater_is_better=False,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        remove_unused_columns=False,
+        disable_tqdm=not sys.stderr.isatty(),
         # non-reentrant checkpointing needs no input that requires grad (frozen embeddings under LoRA)
-        gradient_checkpointing_kwargs={"use_reentrant": False}, label_names=["labels"],
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        label_names=["labels"],
     )
 
 
@@ -122,5 +140,7 @@ def run_trainer(trainer: Any, preemption: PreemptionCallback, ckpt_dir: Path, re
         try:
             return trainer.train(resume_from_checkpoint=True if resume else None)
         except pickle.UnpicklingError as e:
-            raise MedlensError(f"{ckpt_dir}: a resume checkpoint holds something other than tensors and was not "
-                               f"loaded ({str(e).splitlines()[0]}); delete {ckpt_dir} to start over") from e
+            raise MedlensError(
+                f"{ckpt_dir}: a resume checkpoint holds something other than tensors and was not "
+                f"loaded ({str(e).splitlines()[0]}); delete {ckpt_dir} to start over"
+            ) from e

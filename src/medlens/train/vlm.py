@@ -74,8 +74,9 @@ def augment_image(image, text: str, cfg: AugmentConfig):
         angle = float(torch.empty(()).uniform_(-cfg.rotate_degrees, cfg.rotate_degrees))
         image = image.rotate(angle, resample=2)  # bilinear; the corners fill black like a collimated film
     if cfg.brightness:
-        image = ImageEnhance.Brightness(image).enhance(float(torch.empty(()).uniform_(1 - cfg.brightness,
-                                                                                       1 + cfg.brightness)))
+        image = ImageEnhance.Brightness(image).enhance(
+            float(torch.empty(()).uniform_(1 - cfg.brightness, 1 + cfg.brightness))
+        )
     return image, text
 
 
@@ -120,9 +121,14 @@ class VLMCollator:
         n_prompt = row["input_ids"].shape[1]
         room = self.max_length - n_prompt
         if room <= 0:
-            n_image = int((row["input_ids"] == self.fmt.image_token_id).sum()) if self.fmt.image_token_id else 0
-            raise ConfigError(f"the prompt alone is {n_prompt} tokens ({n_image} of them image tokens)",
-                              key="decoder.max_length", expected=f"more than {n_prompt}, so the answer fits")
+            n_image = (
+                int((row["input_ids"] == self.fmt.image_token_id).sum()) if self.fmt.image_token_id else 0
+            )
+            raise ConfigError(
+                f"the prompt alone is {n_prompt} tokens ({n_image} of them image tokens)",
+                key="decoder.max_length",
+                expected=f"more than {n_prompt}, so the answer fits",
+            )
         target = torch.tensor([self.fmt.target_ids(item["target"])[:room]])  # [1, T]
         n = target.shape[1]
         for key, value in row.items():
@@ -131,7 +137,9 @@ class VLMCollator:
             elif key == "attention_mask":
                 row[key] = torch.cat([value, torch.ones_like(target)], dim=1)
             elif key == "token_type_ids":
-                row[key] = torch.cat([value, torch.full_like(target, self.fmt.suffix_token_type(value))], dim=1)
+                row[key] = torch.cat(
+                    [value, torch.full_like(target, self.fmt.suffix_token_type(value))], dim=1
+                )
             elif key in ("cross_attention_mask", "mm_token_type_ids"):
                 # answer tokens see what the last prompt token sees, as GenerationMixin extends these
                 row[key] = torch.cat([value, value[:, -1:].expand(-1, n, *value.shape[2:])], dim=1)
@@ -152,11 +160,22 @@ def _log_lengths(collator: VLMCollator, dataset: VLMDataset, records: list[dict[
     room = collator.max_length - n_prompt
     lengths = [len(collator.fmt.target_ids(split_conversation(r)[1])) for r in records]
     cut = sum(n > room for n in lengths)
-    logger.info("prompt %d tokens (image tokens included); answers: median %d, max %d tokens; %d fit in "
-                "max_length %d", n_prompt, sorted(lengths)[len(lengths) // 2], max(lengths), room, collator.max_length)
+    logger.info(
+        "prompt %d tokens (image tokens included); answers: median %d, max %d tokens; %d fit in "
+        "max_length %d",
+        n_prompt,
+        sorted(lengths)[len(lengths) // 2],
+        max(lengths),
+        room,
+        collator.max_length,
+    )
     if cut:
-        logger.warning("%d of %d training answers are longer than the %d tokens max_length leaves and will be cut",
-                       cut, len(lengths), room)
+        logger.warning(
+            "%d of %d training answers are longer than the %d tokens max_length leaves and will be cut",
+            cut,
+            len(lengths),
+            room,
+        )
 
 
 def _peft_model(model, cfg: DecoderConfig):
@@ -165,8 +184,10 @@ def _peft_model(model, cfg: DecoderConfig):
 
     if cfg.quantization.load_in_4bit or cfg.quantization.load_in_8bit:
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.trainer.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+            model,
+            use_gradient_checkpointing=cfg.trainer.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     lora = LoraConfig(**dataclasses.asdict(cfg.lora), task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
@@ -212,11 +233,17 @@ def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os
     chat_dir, out_dir = Path(chat_dir), Path(out_dir)
     train_records, val_records = read_chat(chat_dir / "train.jsonl"), read_chat(chat_dir / "val.jsonl")
     if not train_records:
-        raise DataError("no training conversations", file=str(chat_dir / "train.jsonl"),
-                        expected="at least one row in the train split")
+        raise DataError(
+            "no training conversations",
+            file=str(chat_dir / "train.jsonl"),
+            expected="at least one row in the train split",
+        )
     if cfg.early_stopping_patience and val_records and not cfg.trainer.load_best_model_at_end:
-        raise ConfigError("early stopping needs the best checkpoint tracked", key="decoder.trainer.load_best_model_at_end",
-                          expected="true when decoder.early_stopping_patience is set")
+        raise ConfigError(
+            "early stopping needs the best checkpoint tracked",
+            key="decoder.trainer.load_best_model_at_end",
+            expected="true when decoder.early_stopping_patience is set",
+        )
     logger.info("decoder config:\n%s", json.dumps(to_dict(cfg), indent=2))
     logger.info("conversations: train %d, val %d", len(train_records), len(val_records))
 
@@ -232,40 +259,70 @@ def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os
         model = _peft_model(model, cfg)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info("%s: %s parameters, %s trainable (%s); device %s; precision %s; prompt layout: %s",
-                cfg.model, f"{n_params:,}", f"{n_train:,}", cfg.finetune, "cuda" if torch.cuda.is_available() else "cpu",
-                resolve_precision(cfg.precision), "chat template" if fmt.chat else "PaliGemma prefix/suffix")
+    logger.info(
+        "%s: %s parameters, %s trainable (%s); device %s; precision %s; prompt layout: %s",
+        cfg.model,
+        f"{n_params:,}",
+        f"{n_train:,}",
+        cfg.finetune,
+        "cuda" if torch.cuda.is_available() else "cpu",
+        resolve_precision(cfg.precision),
+        "chat template" if fmt.chat else "PaliGemma prefix/suffix",
+    )
 
     train_set = VLMDataset(train_records, cfg.augment)
     collator = VLMCollator(fmt, cfg.max_length)
     _log_lengths(collator, VLMDataset(train_records), train_records)
     metrics_path = ckpt_dir / "metrics.csv"
-    with PartialState().main_process_first():  # the main process decides (and cleans up) before the others look
-        run = resume_config(to_dict(cfg), RUN_ONLY, {"train.jsonl": chat_dir / "train.jsonl",
-                                                     "val.jsonl": chat_dir / "val.jsonl"})
+    with (
+        PartialState().main_process_first()
+    ):  # the main process decides (and cleans up) before the others look
+        run = resume_config(
+            to_dict(cfg),
+            RUN_ONLY,
+            {"train.jsonl": chat_dir / "train.jsonl", "val.jsonl": chat_dir / "val.jsonl"},
+        )
         resume = claim_trainer_checkpoints(ckpt_dir, run, key_prefix="decoder")
     preemption = PreemptionCallback(ckpt_dir)
     callbacks = [MetricsCsvCallback(metrics_path), preemption]
     if cfg.early_stopping_patience and val_records:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
-    trainer = Trainer(model=model, args=args, train_dataset=train_set,
-                      eval_dataset=VLMDataset(val_records) if val_records else None, data_collator=collator,
-                      callbacks=callbacks)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=VLMDataset(val_records) if val_records else None,
+        data_collator=collator,
+        callbacks=callbacks,
+    )
     result = run_trainer(trainer, preemption, ckpt_dir, resume)
-    summary = {"global_step": result.global_step, "train_loss": result.training_loss,
-               "best_checkpoint": trainer.state.best_model_checkpoint, "best_val_loss": trainer.state.best_metric,
-               "trainable_parameters": n_train}
+    summary = {
+        "global_step": result.global_step,
+        "train_loss": result.training_loss,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_val_loss": trainer.state.best_metric,
+        "trainable_parameters": n_train,
+    }
     logger.info("decoder trained: %s", summary)
 
     first_system = next((m["content"] for m in train_records[0]["messages"] if m["role"] == "system"), None)
-    info = {"medlens_version": __version__, "kind": "vlm", "config": to_dict(cfg), "summary": summary,
-            "base_model": cfg.model, "system": first_system, "prompt_layout": "chat" if fmt.chat else "prefix",
-            "environment": environment.record()}
+    info = {
+        "medlens_version": __version__,
+        "kind": "vlm",
+        "config": to_dict(cfg),
+        "summary": summary,
+        "base_model": cfg.model,
+        "system": first_system,
+        "prompt_layout": "chat" if fmt.chat else "prefix",
+        "environment": environment.record(),
+    }
     if trainer.is_world_process_zero():  # one process writes the output (the others hold the same weights)
         with atomic_dir(out_dir) as tmp:
             _write_output(tmp, trainer, cfg, processor, info)
             shutil.copy(metrics_path, tmp / "metrics.csv")
             (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the finished model is in out_dir; resume state is no longer needed
+        shutil.rmtree(
+            ckpt_dir, ignore_errors=True
+        )  # the finished model is in out_dir; resume state is no longer needed
     trainer.accelerator.wait_for_everyone()
     return summary

@@ -14,43 +14,119 @@ from pathlib import Path
 
 from helpers.sources.images import write_jpeg
 
-HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Enlarged Cardiomediastinum",
-          "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis",
-          "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices"]
+HEADER = [
+    "Path",
+    "Sex",
+    "Age",
+    "Frontal/Lateral",
+    "AP/PA",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+]
 PREFIX = "CheXpert-v1.0-small/"
 # relative path -> (Sex, Age, Frontal/Lateral, AP/PA, {label: value})
 TRAIN = {
-    "train/patient00001/study1/view1_frontal.jpg": ("Female", "68", "Frontal", "AP",
-                                                    {"No Finding": "1.0", "Pneumothorax": "0.0", "Support Devices": "1.0"}),
-    "train/patient00002/study2/view1_frontal.jpg": ("Female", "87", "Frontal", "AP", {
-        "Cardiomegaly": "-1.0", "Lung Opacity": "1.0", "Edema": "-1.0", "Consolidation": "-1.0", "Atelectasis": "-1.0",
-        "Pleural Effusion": "-1.0", "Fracture": "1.0"}),
-    "train/patient00002/study1/view2_lateral.jpg": ("Female", "83", "Lateral", "",
-                                                    {"Lung Opacity": "1.0", "Pneumonia": "-1.0", "Fracture": "1.0"}),
+    "train/patient00001/study1/view1_frontal.jpg": (
+        "Female",
+        "68",
+        "Frontal",
+        "AP",
+        {"No Finding": "1.0", "Pneumothorax": "0.0", "Support Devices": "1.0"},
+    ),
+    "train/patient00002/study2/view1_frontal.jpg": (
+        "Female",
+        "87",
+        "Frontal",
+        "AP",
+        {
+            "Cardiomegaly": "-1.0",
+            "Lung Opacity": "1.0",
+            "Edema": "-1.0",
+            "Consolidation": "-1.0",
+            "Atelectasis": "-1.0",
+            "Pleural Effusion": "-1.0",
+            "Fracture": "1.0",
+        },
+    ),
+    "train/patient00002/study1/view2_lateral.jpg": (
+        "Female",
+        "83",
+        "Lateral",
+        "",
+        {"Lung Opacity": "1.0", "Pneumonia": "-1.0", "Fracture": "1.0"},
+    ),
     "train/patient00003/study1/view1_lateral.jpg": ("Male", "0", "Frontal", "LL", {"Edema": "1.0"}),
-    "train/patient00004/study1/view2_frontal.jpg": ("Unknown", "45", "Frontal", "PA", {"Pleural Effusion": "1.0"}),
+    "train/patient00004/study1/view2_frontal.jpg": (
+        "Unknown",
+        "45",
+        "Frontal",
+        "PA",
+        {"Pleural Effusion": "1.0"},
+    ),
     "train/patient00005/study1/view1_frontal.jpg": ("Male", "50", "Frontal", "AP", {}),
 }
 ALL_BLANK = "train/patient00005/study1/view1_frontal.jpg"
 _ZEROS = dict.fromkeys(HEADER[5:], "0.0")
 VALID = {
-    "valid/patient64541/study1/view1_frontal.jpg": ("Male", "73", "Frontal", "AP", {
-        **_ZEROS, "Enlarged Cardiomediastinum": "1.0", "Cardiomegaly": "1.0", "Lung Opacity": "1.0", "Edema": "1.0",
-        "Support Devices": "1.0"}),
-    "valid/patient64542/study1/view1_frontal.jpg": ("Male", "70", "Frontal", "PA", {**_ZEROS, "No Finding": "1.0"}),
+    "valid/patient64541/study1/view1_frontal.jpg": (
+        "Male",
+        "73",
+        "Frontal",
+        "AP",
+        {
+            **_ZEROS,
+            "Enlarged Cardiomediastinum": "1.0",
+            "Cardiomegaly": "1.0",
+            "Lung Opacity": "1.0",
+            "Edema": "1.0",
+            "Support Devices": "1.0",
+        },
+    ),
+    "valid/patient64542/study1/view1_frontal.jpg": (
+        "Male",
+        "70",
+        "Frontal",
+        "PA",
+        {**_ZEROS, "No Finding": "1.0"},
+    ),
 }
 # relative path -> (labels under zeros, labels under ones)
 EXPECTED = {
     "train/patient00001/study1/view1_frontal.jpg": (["No Finding", "Support Devices"],) * 2,
     "train/patient00002/study2/view1_frontal.jpg": (
         ["Fracture", "Lung Opacity"],
-        ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Fracture", "Lung Opacity", "Pleural Effusion"]),
-    "train/patient00002/study1/view2_lateral.jpg": (["Fracture", "Lung Opacity"],
-                                                    ["Fracture", "Lung Opacity", "Pneumonia"]),
+        [
+            "Atelectasis",
+            "Cardiomegaly",
+            "Consolidation",
+            "Edema",
+            "Fracture",
+            "Lung Opacity",
+            "Pleural Effusion",
+        ],
+    ),
+    "train/patient00002/study1/view2_lateral.jpg": (
+        ["Fracture", "Lung Opacity"],
+        ["Fracture", "Lung Opacity", "Pneumonia"],
+    ),
     "train/patient00003/study1/view1_lateral.jpg": (["Edema"],) * 2,
     "train/patient00004/study1/view2_frontal.jpg": (["Pleural Effusion"],) * 2,
-    "valid/patient64541/study1/view1_frontal.jpg": (["Cardiomegaly", "Edema", "Enlarged Cardiomediastinum",
-                                                     "Lung Opacity", "Support Devices"],) * 2,
+    "valid/patient64541/study1/view1_frontal.jpg": (
+        ["Cardiomegaly", "Edema", "Enlarged Cardiomediastinum", "Lung Opacity", "Support Devices"],
+    )
+    * 2,
     "valid/patient64542/study1/view1_frontal.jpg": (["No Finding"],) * 2,
 }
 

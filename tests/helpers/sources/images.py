@@ -33,8 +33,9 @@ def write_png(path: Path, seed: int, size: tuple[int, int] = (48, 40), mode: str
     return Path(path)
 
 
-def write_jpeg(path: Path, seed: int, size: tuple[int, int] = (48, 40), mode: str = "L",
-               orientation: int | None = None) -> Path:
+def write_jpeg(
+    path: Path, seed: int, size: tuple[int, int] = (48, 40), mode: str = "L", orientation: int | None = None
+) -> Path:
     """A grey, ``RGB`` or ``CMYK`` JPEG, optionally with an EXIF orientation tag."""
     channels = {"L": 1, "RGB": 3, "CMYK": 4}[mode]
     img = Image.fromarray(pixels(seed, size, channels), mode=mode)
@@ -77,9 +78,19 @@ def write_png_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> P
     """A tiny valid PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
     _ready(path).write_bytes(data)
     return Path(path)

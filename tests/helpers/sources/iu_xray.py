@@ -18,19 +18,57 @@ from pathlib import Path
 from helpers.sources.images import write_png
 
 REPORTS = [
-    ["1", "normal", "normal", "Xray Chest PA and Lateral", "Positive TB test", "None.",
-     "The cardiac silhouette and mediastinum size are within normal limits. There is no pulmonary edema. "
-     "There is no focal consolidation. There are no XXXX of a pleural effusion.", "Normal chest x-XXXX."],
-    ["2", "Cardiomegaly/borderline;Pulmonary Artery/enlarged", "Cardiomegaly;Pulmonary Artery",
-     "Chest, 2 views, frontal and lateral", "Preop bariatric surgery.", "None.",
-     "Borderline cardiomegaly. Midline sternotomy XXXX. Enlarged pulmonary arteries.",
-     "No acute pulmonary findings."],
-    ["3", "Opacity/lung/base/left", "Opacity", "Xray Chest PA and Lateral",
-     "rib pain after a XXXX, XXXX XXXX steps this XXXX. Pain and tenderness.", "", "",
-     "Left basilar subsegmental atelectasis versus opacity."],
-    ["4", "No Indexing", "No Indexing", "PA and lateral views of the chest", "Chest pain", "",
-     "Heart size normal. Lungs are clear. XXXX are normal.", ""],
-    ["5", "normal", "normal", "Xray Chest PA and Lateral", "Cough", "None.", "Lungs are clear.", "No acute disease."],
+    [
+        "1",
+        "normal",
+        "normal",
+        "Xray Chest PA and Lateral",
+        "Positive TB test",
+        "None.",
+        "The cardiac silhouette and mediastinum size are within normal limits. There is no pulmonary edema. "
+        "There is no focal consolidation. There are no XXXX of a pleural effusion.",
+        "Normal chest x-XXXX.",
+    ],
+    [
+        "2",
+        "Cardiomegaly/borderline;Pulmonary Artery/enlarged",
+        "Cardiomegaly;Pulmonary Artery",
+        "Chest, 2 views, frontal and lateral",
+        "Preop bariatric surgery.",
+        "None.",
+        "Borderline cardiomegaly. Midline sternotomy XXXX. Enlarged pulmonary arteries.",
+        "No acute pulmonary findings.",
+    ],
+    [
+        "3",
+        "Opacity/lung/base/left",
+        "Opacity",
+        "Xray Chest PA and Lateral",
+        "rib pain after a XXXX, XXXX XXXX steps this XXXX. Pain and tenderness.",
+        "",
+        "",
+        "Left basilar subsegmental atelectasis versus opacity.",
+    ],
+    [
+        "4",
+        "No Indexing",
+        "No Indexing",
+        "PA and lateral views of the chest",
+        "Chest pain",
+        "",
+        "Heart size normal. Lungs are clear. XXXX are normal.",
+        "",
+    ],
+    [
+        "5",
+        "normal",
+        "normal",
+        "Xray Chest PA and Lateral",
+        "Cough",
+        "None.",
+        "Lungs are clear.",
+        "No acute disease.",
+    ],
 ]
 PROJECTIONS = [
     ("1", "1_IM-0001-4001.dcm.png", "Frontal"),
@@ -42,24 +80,45 @@ PROJECTIONS = [
     ("4", "4_IM-2050-1001-0001.dcm.png", "Frontal"),
 ]
 # uid -> (labels, text sections used)
-KAGGLE_EXPECTED = {"1": (["No Finding"], ["findings", "impression"]), "2": (["Cardiomegaly"], ["findings", "impression"]),
-                   "3": (["Lung Opacity"], ["impression"]), "4": ([], ["findings"])}
+KAGGLE_EXPECTED = {
+    "1": (["No Finding"], ["findings", "impression"]),
+    "2": (["Cardiomegaly"], ["findings", "impression"]),
+    "3": (["Lung Opacity"], ["impression"]),
+    "4": ([], ["findings"]),
+}
 
 ANNOTATION = {
     "train": [
-        {"id": "CXR2384_IM-0942", "report": "The heart size and pulmonary vascularity appear within normal limits. "
-         "A large hiatal hernia is noted. The lungs are free of focal airspace disease.",
-         "image_path": ["CXR2384_IM-0942/0.png", "CXR2384_IM-0942/1.png"], "split": "train"},
-        {"id": "CXR1000_IM-0003-1001", "report": "Heart size normal. No XXXX or pleural effusion. Normal chest.",
-         "image_path": ["CXR1000_IM-0003-1001/0.png", "CXR1000_IM-0003-1001/1.png"], "split": "train"},
+        {
+            "id": "CXR2384_IM-0942",
+            "report": "The heart size and pulmonary vascularity appear within normal limits. "
+            "A large hiatal hernia is noted. The lungs are free of focal airspace disease.",
+            "image_path": ["CXR2384_IM-0942/0.png", "CXR2384_IM-0942/1.png"],
+            "split": "train",
+        },
+        {
+            "id": "CXR1000_IM-0003-1001",
+            "report": "Heart size normal. No XXXX or pleural effusion. Normal chest.",
+            "image_path": ["CXR1000_IM-0003-1001/0.png", "CXR1000_IM-0003-1001/1.png"],
+            "split": "train",
+        },
     ],
     "val": [
-        {"id": "CXR3_1_IM-1384", "report": "Left basilar subsegmental atelectasis versus opacity.",
-         "image_path": ["CXR3_1_IM-1384/0.png", "CXR3_1_IM-1384/1.png"], "split": "val"},
+        {
+            "id": "CXR3_1_IM-1384",
+            "report": "Left basilar subsegmental atelectasis versus opacity.",
+            "image_path": ["CXR3_1_IM-1384/0.png", "CXR3_1_IM-1384/1.png"],
+            "split": "val",
+        },
     ],
     "test": [
-        {"id": "CXR1_IM-0001", "report": "The cardiac silhouette and mediastinum size are within normal limits. "
-         "Normal chest x-XXXX.", "image_path": ["CXR1_IM-0001/0.png", "CXR1_IM-0001/1.png"], "split": "test"},
+        {
+            "id": "CXR1_IM-0001",
+            "report": "The cardiac silhouette and mediastinum size are within normal limits. "
+            "Normal chest x-XXXX.",
+            "image_path": ["CXR1_IM-0001/0.png", "CXR1_IM-0001/1.png"],
+            "split": "test",
+        },
     ],
 }
 

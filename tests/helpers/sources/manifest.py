@@ -24,14 +24,46 @@ class ManifestFixture:
 
 def default_rows(root: Path) -> list[dict]:
     return [
-        {"id": "a1", "image": "a1.png", "text": "Right lower lobe consolidation.", "labels": "Pneumonia|Consolidation",
-         "patient_id": "P1", "view": "PA", "split": "train", "hospital": "north"},
-        {"id": "a2", "image": "lateral/a2.png", "text": "Lateral view.\nNo effusion.", "labels": "No Finding",
-         "patient_id": "P1", "view": "L", "split": "train", "hospital": "north"},
-        {"id": "b1", "image": str(Path(root).resolve() / "b1.png"), "text": "Cardiomegaly without edema.",
-         "labels": "Cardiomegaly", "patient_id": "P2", "view": "AP", "split": "validate", "hospital": ""},
-        {"id": "c1", "image": "c1.png", "text": "Clear lungs.", "labels": "", "patient_id": "", "view": "",
-         "split": "", "hospital": "south"},
+        {
+            "id": "a1",
+            "image": "a1.png",
+            "text": "Right lower lobe consolidation.",
+            "labels": "Pneumonia|Consolidation",
+            "patient_id": "P1",
+            "view": "PA",
+            "split": "train",
+            "hospital": "north",
+        },
+        {
+            "id": "a2",
+            "image": "lateral/a2.png",
+            "text": "Lateral view.\nNo effusion.",
+            "labels": "No Finding",
+            "patient_id": "P1",
+            "view": "L",
+            "split": "train",
+            "hospital": "north",
+        },
+        {
+            "id": "b1",
+            "image": str(Path(root).resolve() / "b1.png"),
+            "text": "Cardiomegaly without edema.",
+            "labels": "Cardiomegaly",
+            "patient_id": "P2",
+            "view": "AP",
+            "split": "validate",
+            "hospital": "",
+        },
+        {
+            "id": "c1",
+            "image": "c1.png",
+            "text": "Clear lungs.",
+            "labels": "",
+            "patient_id": "",
+            "view": "",
+            "split": "",
+            "hospital": "south",
+        },
     ]
 
 

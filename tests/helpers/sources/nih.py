@@ -16,8 +16,10 @@ from pathlib import Path
 
 from helpers.sources.images import write_png
 
-FULL_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,{sex},View Position,"
-               "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+FULL_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,{sex},View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
 FULL_ROWS = [
     "00000001_000.png,Cardiomegaly,0,1,57,M,PA,2682,2749,0.14300000000000002,0.14300000000000002",
     "00000001_001.png,Cardiomegaly|Emphysema,1,1,58,M,PA,2894,2729,0.14300000000000002,0.14300000000000002",
@@ -31,8 +33,12 @@ FULL_EXPECTED = {
     "00000001_000.png": (["Cardiomegaly"], ["Cardiomegaly"], "1", "train"),
     "00000001_001.png": (["Cardiomegaly"], ["Cardiomegaly", "Emphysema"], "1", "train"),
     "00000002_000.png": (["No Finding"], ["No Finding"], "2", "train"),
-    "00000003_000.png": (["Lung Opacity", "Pleural Effusion", "Pleural Other"],
-                         ["Effusion", "Infiltration", "Pleural_Thickening"], "3", "test"),
+    "00000003_000.png": (
+        ["Lung Opacity", "Pleural Effusion", "Pleural Other"],
+        ["Effusion", "Infiltration", "Pleural_Thickening"],
+        "3",
+        "test",
+    ),
     "00000003_001.png": ([], ["Hernia"], "3", "test"),
     "00013118_008.png": (["Atelectasis", "Lung Opacity"], ["Atelectasis", "Infiltration"], "13118", "test"),
 }
@@ -40,8 +46,10 @@ BBOX = """Image Index,Finding Label,Bbox [x,y,w,h],,,
 00013118_008.png,Atelectasis,225.084745762712,547.019216763771,86.7796610169491,79.1864406779661,,,
 00013118_008.png,Infiltrate,686.101694915254,131.543498411017,185.491525423729,313.491525423729,,,
 """
-SAMPLE_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-                 "OriginalImageWidth,OriginalImageHeight,OriginalImagePixelSpacing_x,OriginalImagePixelSpacing_y")
+SAMPLE_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImageWidth,OriginalImageHeight,OriginalImagePixelSpacing_x,OriginalImagePixelSpacing_y"
+)
 SAMPLE_ROWS = [
     "00000013_005.png,Emphysema|Infiltration|Pleural_Thickening|Pneumothorax,5,13,060Y,M,AP,3056,2544,0.139,0.139",
     "00000013_026.png,Cardiomegaly|Emphysema,26,13,057Y,M,AP,2500,2048,0.168,0.168",

@@ -14,9 +14,11 @@ from pathlib import Path
 
 from helpers.sources.images import write_png
 
-HEADER = ("patient_id,lesion_id,smoke,drink,background_father,background_mother,age,pesticide,gender,"
-          "skin_cancer_history,cancer_history,has_piped_water,has_sewage_system,fitspatrick,region,diameter_1,"
-          "diameter_2,diagnostic,itch,grew,hurt,changed,bleed,elevation,img_id,biopsed")
+HEADER = (
+    "patient_id,lesion_id,smoke,drink,background_father,background_mother,age,pesticide,gender,"
+    "skin_cancer_history,cancer_history,has_piped_water,has_sewage_system,fitspatrick,region,diameter_1,"
+    "diameter_2,diagnostic,itch,grew,hurt,changed,bleed,elevation,img_id,biopsed"
+)
 ROWS = [
     "PAT_1516,1765,,,,,8,,,,,,,,ARM,,,NEV,False,False,False,False,False,False,PAT_1516_1765_530.png,False",
     "PAT_46,881,False,False,POMERANIA,POMERANIA,55,False,FEMALE,True,True,True,True,3.0,NECK,6.0,5.0,BCC,True,True,"

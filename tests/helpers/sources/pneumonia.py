@@ -32,7 +32,10 @@ FILES = {
 }
 RGB_FILE = "train/PNEUMONIA/person23_bacteria_77.jpeg"
 TINY_FILE = "val/NORMAL/NORMAL2-IM-1427-0001.jpeg"
-SUBTYPES = {"train/PNEUMONIA/person23_bacteria_76.jpeg": "bacterial", "test/PNEUMONIA/person1_virus_6.jpeg": "viral"}
+SUBTYPES = {
+    "train/PNEUMONIA/person23_bacteria_76.jpeg": "bacterial",
+    "test/PNEUMONIA/person1_virus_6.jpeg": "viral",
+}
 
 
 @dataclass

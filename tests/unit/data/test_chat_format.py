@@ -15,11 +15,22 @@ from medlens.errors import DataError
 
 @pytest.fixture
 def pairs(make_prepared, tmp_path):
-    rows = [{"id": f"r{i}", "patient": f"p{i}", "labels": ["No Finding"], "text": f"Report number {i}."}
-            for i in range(30)]
+    rows = [
+        {"id": f"r{i}", "patient": f"p{i}", "labels": ["No Finding"], "text": f"Report number {i}."}
+        for i in range(30)
+    ]
     shared = png(200)
-    rows += [{"id": f"q{i}", "patient": "slake1", "image": shared, "text_source": "vqa", "text": f"Q{i}? A{i}",
-              "meta": {"question": f"What is shown {i}?", "answer": f"Answer {i}"}} for i in range(3)]
+    rows += [
+        {
+            "id": f"q{i}",
+            "patient": "slake1",
+            "image": shared,
+            "text_source": "vqa",
+            "text": f"Q{i}? A{i}",
+            "meta": {"question": f"What is shown {i}?", "answer": f"Answer {i}"},
+        }
+        for i in range(3)
+    ]
     path = make_prepared("a", rows)
     out = tmp_path / "pairs.parquet"
     split_pairs([path], SplitConfig(), out, tmp_path / "d.csv", tmp_path / "s.json")
@@ -31,8 +42,10 @@ def test_every_row_becomes_one_conversation_that_loads_back(pairs, tmp_path):
     loaded = {s: read_chat(tmp_path / "chat" / f"{s}.jsonl") for s in counts}
     assert {s: len(v) for s, v in loaded.items()} == counts and sum(counts.values()) == 33
     report = next(r for v in loaded.values() for r in v if r["id"] == "a/r3")
-    assert report["messages"] == [{"role": "user", "content": IMAGE_TOKEN + "Describe this medical image:"},
-                                  {"role": "assistant", "content": "Report number 3."}]
+    assert report["messages"] == [
+        {"role": "user", "content": IMAGE_TOKEN + "Describe this medical image:"},
+        {"role": "assistant", "content": "Report number 3."},
+    ]
     assert report["images"][0].endswith(".png")
     with open(report["images"][0], "rb") as f:
         assert f.read(4) == b"\x89PNG"
@@ -40,10 +53,16 @@ def test_every_row_becomes_one_conversation_that_loads_back(pairs, tmp_path):
 
 def test_vqa_rows_ask_their_question_and_share_one_image_file(pairs, tmp_path):
     convert_to_chat(pairs, ChatConfig(), tmp_path / "chat")
-    vqa = [r for s in ("train", "val", "test") for r in read_chat(tmp_path / "chat" / f"{s}.jsonl")
-           if r["id"].startswith("a/q")]
+    vqa = [
+        r
+        for s in ("train", "val", "test")
+        for r in read_chat(tmp_path / "chat" / f"{s}.jsonl")
+        if r["id"].startswith("a/q")
+    ]
     assert len(vqa) == 3
-    assert {r["messages"][0]["content"] for r in vqa} == {IMAGE_TOKEN + f"What is shown {i}?" for i in range(3)}
+    assert {r["messages"][0]["content"] for r in vqa} == {
+        IMAGE_TOKEN + f"What is shown {i}?" for i in range(3)
+    }
     assert len({r["images"][0] for r in vqa}) == 1
 
 

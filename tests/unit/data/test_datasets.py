@@ -61,7 +61,11 @@ REPORT = "FINDINGS: Small left pleural effusion. Heart size is normal. IMPRESSIO
 def test_sentences_are_split_without_section_headers():
     from medlens.data.datasets import split_sentences
 
-    assert split_sentences(REPORT) == ["Small left pleural effusion.", "Heart size is normal.", "Left pleural effusion."]
+    assert split_sentences(REPORT) == [
+        "Small left pleural effusion.",
+        "Heart size is normal.",
+        "Left pleural effusion.",
+    ]
 
 
 def test_text_sampling_modes_draw_sentences_reproducibly():

@@ -26,12 +26,16 @@ def test_xray_modalities_decode_grey_and_photographs_rgb(tmp_path):
     assert (xray.mode, photo.mode) == ("L", "RGB")
     assert xray.size == (64, 43)  # 90x60 shrunk to a longest side of 64
     assert photo.size == (50, 40)  # never enlarged
-    assert np.asarray(xray).max() == 255 and np.asarray(xray).min() == 0  # 16-bit windowed to the full 8-bit range
+    assert (
+        np.asarray(xray).max() == 255 and np.asarray(xray).min() == 0
+    )  # 16-bit windowed to the full 8-bit range
 
 
 def test_prepare_dataset_stores_exactly_what_prepare_image_returns(tmp_path):
     _png16(tmp_path / "x.png", size=(300, 200))
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(tmp_path / "p.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(
+        tmp_path / "p.jpg"
+    )
     for name, modality in (("x.png", "chest_xray"), ("p.jpg", "dermatology")):
         rec = RawRecord(native_id=name, image=str(tmp_path / name), text="a report", modality=modality)
         _, stored, width, height, reason, _ = _process((rec, 96))
@@ -64,10 +68,17 @@ def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2"):
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = (
+        SecondaryCaptureImageStorage,
+        generate_uid(),
+    )
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
-    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = (
+        meta,
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
     ds.Modality, ds.PhotometricInterpretation, ds.SamplesPerPixel = "CR", photometric, 1
     ds.Rows, ds.Columns = pixels.shape
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
@@ -105,6 +116,9 @@ def test_an_image_with_nan_pixels_is_a_data_error_not_a_black_image(tmp_path):
         arr = np.ones((40, 40), np.float32)
         arr[:fill] = np.nan
         Image.fromarray(arr, mode="F").save(tmp_path / name)
-        with pytest.raises(DataError, match=rf"{name}: image cannot be decoded \(ValueError: image holds "
-                                            rf"{fill * 40} NaN or infinite pixel values of 1600\)"):
+        with pytest.raises(
+            DataError,
+            match=rf"{name}: image cannot be decoded \(ValueError: image holds "
+            rf"{fill * 40} NaN or infinite pixel values of 1600\)",
+        ):
             load_image(tmp_path / name)

@@ -120,7 +120,9 @@ def test_credentials_never_reach_logs_output_or_marker(credentials, fake_kaggle,
     api = fake_kaggle(FakeApi(zip_folder(fixture.root, tmp_path / "archive.zip")))
     raw = tmp_path / "results" / "raw" / "pneu"
     with caplog.at_level(logging.DEBUG):
-        download_dataset(DatasetConfig(source="kaggle", adapter="chest_xray_pneumonia"), "pneu", raw, raw / ".complete")
+        download_dataset(
+            DatasetConfig(source="kaggle", adapter="chest_xray_pneumonia"), "pneu", raw, raw / ".complete"
+        )
     captured = capsys.readouterr()
     marker = (raw / ".complete").read_text()
     assert SECRET not in caplog.text + captured.out + captured.err + marker
@@ -136,19 +138,30 @@ def test_download_extracts_deletes_the_archive_and_prepares(credentials, fake_ka
     fixture = pneumonia.build(tmp_path / "kaggle-side")
     fake_kaggle(FakeApi(zip_folder(fixture.root, tmp_path / "archive.zip")))
     raw = tmp_path / "out" / "raw"  # where helpers.sources.run.prepare points raw_dir
-    download_dataset(DatasetConfig(source="kaggle", slug="paultimothymooney/chest-xray-pneumonia"), "pneu",
-                     raw, raw / ".complete")
+    download_dataset(
+        DatasetConfig(source="kaggle", slug="paultimothymooney/chest-xray-pneumonia"),
+        "pneu",
+        raw,
+        raw / ".complete",
+    )
     info = json.loads((raw / ".complete").read_text())
-    assert info["slug"] == "paultimothymooney/chest-xray-pneumonia" and info["archives"] == ["chest-xray-pneumonia.zip"]
-    assert not list((raw / K.DOWNLOAD_DIR).iterdir())  # archive removed after its extraction was marked complete
+    assert info["slug"] == "paultimothymooney/chest-xray-pneumonia" and info["archives"] == [
+        "chest-xray-pneumonia.zip"
+    ]
+    assert not list(
+        (raw / K.DOWNLOAD_DIR).iterdir()
+    )  # archive removed after its extraction was marked complete
     out = prepare(tmp_path, "pneu", {"source": "kaggle", "slug": "paultimothymooney/chest-xray-pneumonia"})
     assert set(out.rows) == set(fixture.expected)
 
 
 def test_network_failure_names_the_slug(credentials, fake_kaggle, tmp_path):
     fake_kaggle(FakeApi(error=ConnectionError("Max retries exceeded with url: /v1/datasets")))
-    with pytest.raises(MedlensError, match=r"datasets\.nih: downloading Kaggle dataset 'nih-chest-xrays/sample' "
-                                           r"failed \(ConnectionError"):
+    with pytest.raises(
+        MedlensError,
+        match=r"datasets\.nih: downloading Kaggle dataset 'nih-chest-xrays/sample' "
+        r"failed \(ConnectionError",
+    ):
         K.download_kaggle(DatasetConfig(source="kaggle", adapter="nih_chest_xray_sample"), "nih", tmp_path)
 
 
@@ -178,8 +191,11 @@ def test_zip_with_parent_entry_is_refused_before_anything_is_written(tmp_path):
         z.writestr("data/ok.txt", "fine")
         z.writestr("../escaped.txt", "owned")
     dest = tmp_path / "dest"
-    with pytest.raises(DataError, match=r"evil\.zip: row \.\./escaped\.txt: archive entry '\.\./escaped\.txt' points "
-                                        r"outside the extraction folder .*expected entries with relative paths"):
+    with pytest.raises(
+        DataError,
+        match=r"evil\.zip: row \.\./escaped\.txt: archive entry '\.\./escaped\.txt' points "
+        r"outside the extraction folder .*expected entries with relative paths",
+    ):
         K.extract_archive(archive, dest)
     assert not (tmp_path / "escaped.txt").exists()
     assert list(dest.iterdir()) == []
@@ -207,8 +223,11 @@ def test_a_decompression_bomb_is_refused_before_anything_is_written(tmp_path, ki
             info.size = len(zeros)
             t.addfile(info, io.BytesIO(zeros))
     dest = tmp_path / "dest"
-    with pytest.raises(DataError, match=rf"bomb\.{kind.replace('.', '[.]')}: the archive would expand [\d,]+ bytes into "
-                                        r"52,428,800 \([\d,]+ times\); expected at most 100 times"):
+    with pytest.raises(
+        DataError,
+        match=rf"bomb\.{kind.replace('.', '[.]')}: the archive would expand [\d,]+ bytes into "
+        r"52,428,800 \([\d,]+ times\); expected at most 100 times",
+    ):
         K.extract_archive(archive, dest)
     assert list(dest.iterdir()) == []
 
@@ -217,8 +236,12 @@ def test_an_archive_larger_than_the_free_disk_is_refused(tmp_path, monkeypatch):
     archive = tmp_path / "big.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("a.png", os.urandom(4096))
-    monkeypatch.setattr(K.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=1000, total=1000, used=0))
-    with pytest.raises(DataError, match=r"big\.zip: the archive needs 4\.0 KiB but .*dest has 1,000 bytes free"):
+    monkeypatch.setattr(
+        K.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=1000, total=1000, used=0)
+    )
+    with pytest.raises(
+        DataError, match=r"big\.zip: the archive needs 4\.0 KiB but .*dest has 1,000 bytes free"
+    ):
         K.extract_archive(archive, tmp_path / "dest")
     assert list((tmp_path / "dest").iterdir()) == []
 
@@ -280,7 +303,11 @@ def test_interrupted_extraction_resumes_and_is_marked_complete_only_at_the_end(t
         K.extract_archive(archive, dest)
     marker = dest / ".extracted-a.zip.json"
     assert not marker.exists()
-    assert sorted(p.name for p in (dest / "d").iterdir()) == ["f0.bin", "f1.bin", "f2.bin"]  # no partial file left
+    assert sorted(p.name for p in (dest / "d").iterdir()) == [
+        "f0.bin",
+        "f1.bin",
+        "f2.bin",
+    ]  # no partial file left
     monkeypatch.setattr(K.shutil, "copyfileobj", copy)
     result = K.extract_archive(archive, dest)
     assert (result.files, result.resumed) == (6, 3) and marker.is_file()
@@ -296,7 +323,9 @@ def test_corrupt_archive_is_a_clear_error(tmp_path):
         K.extract_archive(archive, tmp_path / "dest")
 
 
-def test_a_downloaded_zip_with_a_parent_entry_fails_the_download_without_a_marker(credentials, fake_kaggle, tmp_path):
+def test_a_downloaded_zip_with_a_parent_entry_fails_the_download_without_a_marker(
+    credentials, fake_kaggle, tmp_path
+):
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as z:
         z.writestr("chest_xray/train/NORMAL/IM-0001-0001.jpeg", b"x")
@@ -304,6 +333,8 @@ def test_a_downloaded_zip_with_a_parent_entry_fails_the_download_without_a_marke
     fake_kaggle(FakeApi(evil))
     raw = tmp_path / "results" / "raw" / "pneu"
     with pytest.raises(DataError, match=r"chest-xray-pneumonia\.zip: row \.\./\.\./\.bashrc: archive entry"):
-        download_dataset(DatasetConfig(source="kaggle", adapter="chest_xray_pneumonia"), "pneu", raw, raw / ".complete")
+        download_dataset(
+            DatasetConfig(source="kaggle", adapter="chest_xray_pneumonia"), "pneu", raw, raw / ".complete"
+        )
     assert not (raw / ".complete").exists() and not (tmp_path / "results" / ".bashrc").exists()
     assert not (raw / "chest_xray").exists()  # nothing extracted from a refused archive

@@ -9,17 +9,23 @@ import pytest
 from medlens.data.laterality import mirror_laterality
 
 
-@pytest.mark.parametrize("text, mirrored", [
-    ("Left pleural effusion. RIGHT upper lobe nodule; the right-sided tube. Bright lungs, leftover.",
-     "Right pleural effusion. LEFT upper lobe nodule; the left-sided tube. Bright lungs, leftover."),
-    ("RLL opacity, LUL clear.", "LLL opacity, RUL clear."),
-    ("Rt. IJ catheter; lt. chest tube.", "Lt. IJ catheter; rt. chest tube."),
-    ("Mild dextroscoliosis, dextro-convex curvature.", "Mild levoscoliosis, levo-convex curvature."),
-    ("Mediastinal shift leftward.", "Mediastinal shift rightward."),
-    ("Free air under the hemidiaphragms, upright film, bright spot.", "unchanged"),
-    ("Drain left in place at the right base.", "Drain left in place at the left base."),
-    ("Pain in the RUQ.", "Pain in the LUQ."),
-], ids=["words", "lobe-abbreviations", "rt-lt", "dextro-levo", "ward", "no-side", "verb-left", "quadrant"])
+@pytest.mark.parametrize(
+    "text, mirrored",
+    [
+        (
+            "Left pleural effusion. RIGHT upper lobe nodule; the right-sided tube. Bright lungs, leftover.",
+            "Right pleural effusion. LEFT upper lobe nodule; the left-sided tube. Bright lungs, leftover.",
+        ),
+        ("RLL opacity, LUL clear.", "LLL opacity, RUL clear."),
+        ("Rt. IJ catheter; lt. chest tube.", "Lt. IJ catheter; rt. chest tube."),
+        ("Mild dextroscoliosis, dextro-convex curvature.", "Mild levoscoliosis, levo-convex curvature."),
+        ("Mediastinal shift leftward.", "Mediastinal shift rightward."),
+        ("Free air under the hemidiaphragms, upright film, bright spot.", "unchanged"),
+        ("Drain left in place at the right base.", "Drain left in place at the left base."),
+        ("Pain in the RUQ.", "Pain in the LUQ."),
+    ],
+    ids=["words", "lobe-abbreviations", "rt-lt", "dextro-levo", "ward", "no-side", "verb-left", "quadrant"],
+)
 def test_every_named_side_is_mirrored_and_mirroring_twice_gives_the_text_back(text, mirrored):
     expected = text if mirrored == "unchanged" else mirrored
     assert mirror_laterality(text) == expected
@@ -27,14 +33,17 @@ def test_every_named_side_is_mirrored_and_mirroring_twice_gives_the_text_back(te
         assert mirror_laterality(expected) == text
 
 
-@pytest.mark.parametrize("text", [
-    "Right middle lobe pneumonia.",  # the left lung has no middle lobe
-    "RML collapse.",
-    "Lingular atelectasis.",  # the right lung has no lingula
-    "Subtle opacity in the lingula.",
-    "Side marker: R",  # a one-letter side: a marker, or a litre
-    "Portable AP, L marker on the patient's side.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Right middle lobe pneumonia.",  # the left lung has no middle lobe
+        "RML collapse.",
+        "Lingular atelectasis.",  # the right lung has no lingula
+        "Subtle opacity in the lingula.",
+        "Side marker: R",  # a one-letter side: a marker, or a litre
+        "Portable AP, L marker on the patient's side.",
+    ],
+)
 def test_a_text_with_no_exact_mirror_is_not_flipped(text):
     assert mirror_laterality(text) is None
 

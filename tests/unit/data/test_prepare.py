@@ -11,8 +11,16 @@ from medlens.data.sources import RawRecord
 
 
 def _rows(n):
-    return [{"id": f"r{i}", "image": f"r{i}.png", "text": f"Report {i}.", "labels": "No Finding",
-             "patient_id": f"P{i % 7}"} for i in range(n)]
+    return [
+        {
+            "id": f"r{i}",
+            "image": f"r{i}.png",
+            "text": f"Report {i}.",
+            "labels": "No Finding",
+            "patient_id": f"P{i % 7}",
+        }
+        for i in range(n)
+    ]
 
 
 def test_workers_give_the_same_parquet_as_one_process(tmp_path):

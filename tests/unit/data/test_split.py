@@ -55,7 +55,9 @@ def test_same_seed_same_split_other_seed_other_split(make_prepared, tmp_path):
 
 
 def test_ratio_95_5_leaves_test_empty(make_prepared, tmp_path):
-    rows, _, stats = run(make_prepared, tmp_path, {"a": population(200)}, SplitConfig(train=0.95, val=0.05, test=0.0))
+    rows, _, stats = run(
+        make_prepared, tmp_path, {"a": population(200)}, SplitConfig(train=0.95, val=0.05, test=0.0)
+    )
     assert stats["rows_per_split"]["test"] == 0
     assert 0.02 < stats["rows_per_split"]["val"] / len(rows) < 0.08
 
@@ -63,7 +65,9 @@ def test_ratio_95_5_leaves_test_empty(make_prepared, tmp_path):
 def test_rare_classes_are_dropped_and_written_out(make_prepared, tmp_path):
     rows = population(400)
     n_rare = sum(1 for r in rows if r["labels"] == ["Pneumothorax"])
-    table, dropped, stats = run(make_prepared, tmp_path, {"a": rows}, SplitConfig(min_samples_per_class=n_rare + 1))
+    table, dropped, stats = run(
+        make_prepared, tmp_path, {"a": rows}, SplitConfig(min_samples_per_class=n_rare + 1)
+    )
     assert "Pneumothorax" in stats["dropped_classes"]
     assert len(dropped) == n_rare and all("Pneumothorax" in d["reason"] for d in dropped)
     assert len(table) + len(dropped) == len(rows)
@@ -81,10 +85,19 @@ def test_max_samples_keeps_class_proportions(make_prepared, tmp_path):
 
 
 def test_official_split_is_kept_and_a_patient_in_two_official_splits_is_moved(make_prepared, tmp_path):
-    rows = [{"id": f"r{i}", "patient": f"p{i // 2}", "labels": ["No Finding"],
-             "meta": {"official_split": "train" if i < 10 else "test"}} for i in range(20)]
+    rows = [
+        {
+            "id": f"r{i}",
+            "patient": f"p{i // 2}",
+            "labels": ["No Finding"],
+            "meta": {"official_split": "train" if i < 10 else "test"},
+        }
+        for i in range(20)
+    ]
     rows.append({"id": "late", "patient": "p0", "labels": ["No Finding"], "meta": {"official_split": "test"}})
-    rows.append({"id": "free", "patient": "q", "labels": ["No Finding"]})  # no official split: allocated by ratio
+    rows.append(
+        {"id": "free", "patient": "q", "labels": ["No Finding"]}
+    )  # no official split: allocated by ratio
     table, _, stats = run(make_prepared, tmp_path, {"a": rows}, SplitConfig(official=True))
     split = {r["id"]: r["split"] for r in table}
     assert split["a/r5"] == "train" and split["a/r15"] == "test"
@@ -100,7 +113,9 @@ def test_rows_without_patient_are_their_own_group(make_prepared, tmp_path):
 
 
 def test_several_datasets_are_merged(make_prepared, tmp_path):
-    table, _, _ = run(make_prepared, tmp_path, {"a": population(30), "b": population(30, seed=1)}, SplitConfig())
+    table, _, _ = run(
+        make_prepared, tmp_path, {"a": population(30), "b": population(30, seed=1)}, SplitConfig()
+    )
     assert {r["dataset"] for r in table} == {"a", "b"}
 
 
@@ -113,8 +128,13 @@ def test_duplicate_ids_across_datasets_are_an_error(make_prepared, tmp_path):
 def test_shares_must_sum_to_one(make_prepared, tmp_path):
     a = make_prepared("a", population(5))
     with pytest.raises(ConfigError, match="do not sum to 1"):
-        split_pairs([a], SplitConfig(train=0.8, val=0.1, test=0.2), tmp_path / "p.parquet", tmp_path / "d.csv",
-                    tmp_path / "s.json")
+        split_pairs(
+            [a],
+            SplitConfig(train=0.8, val=0.1, test=0.2),
+            tmp_path / "p.parquet",
+            tmp_path / "d.csv",
+            tmp_path / "s.json",
+        )
     assert not (tmp_path / "p.parquet").exists()
 
 

@@ -16,8 +16,9 @@ from medlens.evaluate.bootstrap import bootstrap, bootstrap_ci, bootstrap_distri
 def test_matches_scipy_percentile_bootstrap_exactly():
     x = np.random.default_rng(1).normal(size=60)
     ours = bootstrap_ci(np.mean, x, n_resamples=500, seed=3)
-    ref = scipy.stats.bootstrap((x,), np.mean, n_resamples=500, method="percentile",
-                                rng=np.random.default_rng(3)).confidence_interval
+    ref = scipy.stats.bootstrap(
+        (x,), np.mean, n_resamples=500, method="percentile", rng=np.random.default_rng(3)
+    ).confidence_interval
     np.testing.assert_allclose(ours, (ref.low, ref.high), rtol=0, atol=1e-12)
 
 
@@ -30,8 +31,9 @@ def test_paired_matches_scipy_paired():
         return np.mean(a - b, axis=axis)
 
     ours = bootstrap_ci(lambda a, b: diff(a, b), x, y, n_resamples=300, seed=5)
-    ref = scipy.stats.bootstrap((x, y), diff, paired=True, n_resamples=300, method="percentile",
-                                rng=np.random.default_rng(5)).confidence_interval
+    ref = scipy.stats.bootstrap(
+        (x, y), diff, paired=True, n_resamples=300, method="percentile", rng=np.random.default_rng(5)
+    ).confidence_interval
     np.testing.assert_allclose(ours, (ref.low, ref.high), atol=1e-12)
 
 
@@ -72,7 +74,12 @@ def test_all_resamples_undefined_gives_no_interval():
         warnings.simplefilter("ignore")
         res = bootstrap(roc_auc_score, np.zeros(5), np.arange(5.0), n_resamples=20)
         low, high = bootstrap_ci(roc_auc_score, np.zeros(5), np.arange(5.0), n_resamples=20)
-    assert res["value"] is None and res["ci_low"] is None and res["ci_high"] is None and res["n_skipped_resamples"] == 20
+    assert (
+        res["value"] is None
+        and res["ci_low"] is None
+        and res["ci_high"] is None
+        and res["n_skipped_resamples"] == 20
+    )
     assert np.isnan(low) and np.isnan(high)
 
 

@@ -15,14 +15,33 @@ from medlens.evaluate.chexbert import (
 )
 from medlens.evaluate.clinical import clinical_efficacy
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "no", "pleural", "effusion", "heart", "is", "enlarged",
-         "the", "."]
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "no",
+    "pleural",
+    "effusion",
+    "heart",
+    "is",
+    "enlarged",
+    "the",
+    ".",
+]
 
 
 def _tiny_model(seed: int = 0) -> CheXbertModel:
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=1,
-                     intermediate_size=37, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     return CheXbertModel(cfg).eval()
 
 
@@ -34,22 +53,36 @@ def _save(folder, model: CheXbertModel, *, extra: dict | None = None, vocab: boo
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
     state.update(extra or {})
     path = folder / "chexbert.pth"
-    torch.save({"epoch": 7, "model_state_dict": state, "optimizer_state_dict": {"state": {}, "param_groups": []}},
-               path)
+    torch.save(
+        {"epoch": 7, "model_state_dict": state, "optimizer_state_dict": {"state": {}, "param_groups": []}},
+        path,
+    )
     return str(path)
 
 
 def test_config_is_read_from_the_weights():
     model = _tiny_model()
     cfg = bert_config_from_state(dict(model.state_dict()))
-    assert (cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size,
-            cfg.max_position_embeddings, cfg.num_attention_heads) == (len(VOCAB), 32, 2, 37, 64, 1)
-    assert bert_config_from_state({"bert.embeddings.word_embeddings.weight": torch.zeros(30522, 768),
-                                   "bert.embeddings.position_embeddings.weight": torch.zeros(512, 768),
-                                   "bert.embeddings.token_type_embeddings.weight": torch.zeros(2, 768),
-                                   "bert.encoder.layer.0.intermediate.dense.weight": torch.zeros(3072, 768),
-                                   "bert.encoder.layer.11.output.dense.weight": torch.zeros(768, 3072)}
-                                  ).num_attention_heads == 12  # bert-base-uncased
+    assert (
+        cfg.vocab_size,
+        cfg.hidden_size,
+        cfg.num_hidden_layers,
+        cfg.intermediate_size,
+        cfg.max_position_embeddings,
+        cfg.num_attention_heads,
+    ) == (len(VOCAB), 32, 2, 37, 64, 1)
+    assert (
+        bert_config_from_state(
+            {
+                "bert.embeddings.word_embeddings.weight": torch.zeros(30522, 768),
+                "bert.embeddings.position_embeddings.weight": torch.zeros(512, 768),
+                "bert.embeddings.token_type_embeddings.weight": torch.zeros(2, 768),
+                "bert.encoder.layer.0.intermediate.dense.weight": torch.zeros(3072, 768),
+                "bert.encoder.layer.11.output.dense.weight": torch.zeros(768, 3072),
+            }
+        ).num_attention_heads
+        == 12
+    )  # bert-base-uncased
 
 
 def test_heads_map_to_labels_in_chexbert_order(tmp_path):
@@ -77,8 +110,10 @@ def test_labels_follow_the_loaded_weights(tmp_path):
     with torch.no_grad():
         logits = model(enc["input_ids"], enc["attention_mask"])
     classes = torch.stack([h.argmax(dim=1) for h in logits], dim=1).tolist()
-    expected = [{c: {1: 1, 2: 0, 3: -1}[k] for c, k in zip(CHEXBERT_CONDITIONS, row, strict=True) if k}
-                for row in classes]
+    expected = [
+        {c: {1: 1, 2: 0, 3: -1}[k] for c, k in zip(CHEXBERT_CONDITIONS, row, strict=True) if k}
+        for row in classes
+    ]
     assert labeler.label_texts(texts) == expected  # batches of 2, padded per batch
 
 
@@ -90,8 +125,9 @@ def test_old_position_ids_buffer_is_accepted(tmp_path):
 
 def test_clinical_efficacy_reports_the_checkpoint(tmp_path):
     path = _save(tmp_path, _tiny_model())
-    out = clinical_efficacy(["No pleural effusion."], ["The heart is enlarged."], labeler=f"chexbert:{path}",
-                            n_resamples=10)
+    out = clinical_efficacy(
+        ["No pleural effusion."], ["The heart is enlarged."], labeler=f"chexbert:{path}", n_resamples=10
+    )
     assert out["labeler"] == f"chexbert:{path}"
     assert out["labeler_info"]["checkpoint"] == path and len(out["labeler_info"]["checkpoint_sha256"]) == 64
 

@@ -47,13 +47,21 @@ def _score(gen=GEN, ref=REF, **kw):
 
 def test_per_label_counts_by_hand():
     out = _score()
-    card, eff, atel, ptx = (out["per_label"][o] for o in ("Cardiomegaly", "Pleural Effusion", "Atelectasis",
-                                                          "Pneumothorax"))
+    card, eff, atel, ptx = (
+        out["per_label"][o] for o in ("Cardiomegaly", "Pleural Effusion", "Atelectasis", "Pneumothorax")
+    )
     # references r1, r2 (uncertain counts as positive); generated g1, g2
     assert (card["tp"], card["fp"], card["fn"], card["f1"]) == (2, 0, 0, 1.0)
     assert card["n_uncertain_reference"] == 1
     # reference r1 positive; generated g4 positive: one TP-free FP and one FN
-    assert (eff["tp"], eff["fp"], eff["fn"], eff["precision"], eff["recall"], eff["f1"]) == (0, 1, 1, 0.0, 0.0, 0.0)
+    assert (eff["tp"], eff["fp"], eff["fn"], eff["precision"], eff["recall"], eff["f1"]) == (
+        0,
+        1,
+        1,
+        0.0,
+        0.0,
+        0.0,
+    )
     # the uncertain generated atelectasis counts as positive
     assert (atel["tp"], atel["f1"], atel["n_uncertain_generated"]) == (1, 1.0, 1)
     # never in the references: recall undefined, precision 0
@@ -69,13 +77,17 @@ def test_micro_and_macro_agree_with_sklearn():
     ref = binarize([TABLE[r] for r in REF], FINDINGS, "positive")
     for name, labels in (("chexpert14", FINDINGS), ("chexpert5", CHEXPERT5)):
         cols = [FINDINGS.index(o) for o in labels]
-        p, r, f, _ = precision_recall_fscore_support(ref[:, cols], gen[:, cols], average="micro", zero_division=0)
+        p, r, f, _ = precision_recall_fscore_support(
+            ref[:, cols], gen[:, cols], average="micro", zero_division=0
+        )
         assert out[name]["micro"]["f1"] == pytest.approx(f)
         assert out[name]["micro"]["precision"] == pytest.approx(p)
         assert out[name]["micro"]["recall"] == pytest.approx(r)
         present = [c for c in cols if ref[:, c].any() or gen[:, c].any()]
         assert out[name]["macro"]["labels"] == [FINDINGS[c] for c in present]
-        assert out[name]["macro"]["f1"] == pytest.approx(f1_score(ref[:, present], gen[:, present], average="macro"))
+        assert out[name]["macro"]["f1"] == pytest.approx(
+            f1_score(ref[:, present], gen[:, present], average="macro")
+        )
 
 
 def test_macro_by_hand_on_chexpert5():
@@ -106,7 +118,9 @@ def test_perfect_generations_score_one_with_cis_covering_the_estimate():
         assert out[name]["exact_match"] == 1.0
 
 
-def _noisy_table(n: int, flip: float, seed: int = 0) -> tuple[dict[str, dict[str, int]], list[str], list[str]]:
+def _noisy_table(
+    n: int, flip: float, seed: int = 0
+) -> tuple[dict[str, dict[str, int]], list[str], list[str]]:
     """References with random findings and generations that get each finding wrong with probability ``flip``."""
     rng = np.random.default_rng(seed)
     table = {}
@@ -151,10 +165,18 @@ def test_output_has_the_keys_decoder_and_report_read():
 
 
 def test_rules_labeler_end_to_end():
-    references = ["Moderate cardiomegaly. Small left pleural effusion.", "Right lower lobe pneumonia.",
-                  "No acute cardiopulmonary process.", "Left basal atelectasis. No pneumothorax."]
-    generated = ["The heart is enlarged. No pleural effusion.", "Possible right lower lobe pneumonia.",
-                 "Lungs are clear.", "Small left pneumothorax."]
+    references = [
+        "Moderate cardiomegaly. Small left pleural effusion.",
+        "Right lower lobe pneumonia.",
+        "No acute cardiopulmonary process.",
+        "Left basal atelectasis. No pneumothorax.",
+    ]
+    generated = [
+        "The heart is enlarged. No pleural effusion.",
+        "Possible right lower lobe pneumonia.",
+        "Lungs are clear.",
+        "Small left pneumothorax.",
+    ]
     out = clinical_efficacy(generated, references, n_resamples=100)
     assert out["labeler"] == "rules" and out["labeler_info"]["phrases_sha256"]
     row = out["per_label"]

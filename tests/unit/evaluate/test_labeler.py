@@ -58,8 +58,10 @@ SENTENCES = [
     # negation
     ("No pleural effusion.", {"Pleural Effusion": 0, NF: 1}),
     ("No pleural effusion or pneumothorax.", {"Pleural Effusion": 0, "Pneumothorax": 0, NF: 1}),
-    ("No focal consolidation, pleural effusion, or pneumothorax.",
-     {"Consolidation": 0, "Pleural Effusion": 0, "Pneumothorax": 0, NF: 1}),
+    (
+        "No focal consolidation, pleural effusion, or pneumothorax.",
+        {"Consolidation": 0, "Pleural Effusion": 0, "Pneumothorax": 0, NF: 1},
+    ),
     ("The lungs are clear without focal consolidation.", {"Consolidation": 0, NF: 1}),
     ("Lungs are free of consolidation.", {"Consolidation": 0, NF: 1}),
     ("Negative for pneumothorax.", {"Pneumothorax": 0, NF: 1}),
@@ -73,15 +75,20 @@ SENTENCES = [
     ("Normal heart size.", {"Cardiomegaly": 0, NF: 1}),
     ("The heart is not enlarged.", {"Cardiomegaly": 0, NF: 1}),
     ("Heart size is within normal limits.", {"Cardiomegaly": 0, NF: 1}),
-    ("Heart size and mediastinal contours are normal.", {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0, NF: 1}),
+    (
+        "Heart size and mediastinal contours are normal.",
+        {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 0, NF: 1},
+    ),
     ("Normal cardiomediastinal silhouette.", {"Enlarged Cardiomediastinum": 0, NF: 1}),
     ("No acute osseous abnormality; no displaced fracture.", {"Fracture": 0, NF: 1}),
     # uncertainty
     ("Possible small left pleural effusion.", {"Pleural Effusion": -1}),
     ("Pneumonia cannot be excluded.", {"Pneumonia": -1}),
     ("Cannot exclude a small right pneumothorax.", {"Pneumothorax": -1}),
-    ("Right basilar opacity may represent atelectasis or pneumonia.",
-     {"Lung Opacity": 1, "Atelectasis": -1, "Pneumonia": -1}),
+    (
+        "Right basilar opacity may represent atelectasis or pneumonia.",
+        {"Lung Opacity": 1, "Atelectasis": -1, "Pneumonia": -1},
+    ),
     ("Findings are suspicious for early pneumonia.", {"Pneumonia": -1}),
     ("Left basilar opacity, likely atelectasis.", {"Lung Opacity": 1, "Atelectasis": -1}),
     ("Borderline heart size.", {"Cardiomegaly": -1}),
@@ -96,16 +103,22 @@ SENTENCES = [
     # scope: a terminator ends the negation
     ("No effusion, but there is a small right pneumothorax.", {"Pleural Effusion": 0, "Pneumothorax": 1}),
     ("Small left effusion, no pneumothorax.", {"Pleural Effusion": 1, "Pneumothorax": 0}),
-    ("No pneumothorax and the endotracheal tube is in good position.",
-     {"Pneumothorax": 0, "Support Devices": 1, NF: 1}),
+    (
+        "No pneumothorax and the endotracheal tube is in good position.",
+        {"Pneumothorax": 0, "Support Devices": 1, NF: 1},
+    ),
     # laterality: negated on one side, present on the other (positive wins)
     ("No right pleural effusion. Small left pleural effusion.", {"Pleural Effusion": 1}),
     ("Right pneumothorax has resolved; new small left apical pneumothorax.", {"Pneumothorax": 1}),
     # several findings
-    ("Cardiomegaly with pulmonary edema and bilateral pleural effusions.",
-     {"Cardiomegaly": 1, "Edema": 1, "Pleural Effusion": 1}),
-    ("Enlarged heart. Left lower lobe consolidation consistent with pneumonia. No pneumothorax.",
-     {"Cardiomegaly": 1, "Consolidation": 1, "Pneumonia": 1, "Pneumothorax": 0}),
+    (
+        "Cardiomegaly with pulmonary edema and bilateral pleural effusions.",
+        {"Cardiomegaly": 1, "Edema": 1, "Pleural Effusion": 1},
+    ),
+    (
+        "Enlarged heart. Left lower lobe consolidation consistent with pneumonia. No pneumothorax.",
+        {"Cardiomegaly": 1, "Consolidation": 1, "Pneumonia": 1, "Pneumothorax": 0},
+    ),
     ("Normal heart size, enlarged mediastinum.", {"Cardiomegaly": 0, "Enlarged Cardiomediastinum": 1}),
     # CheXpert's aggregation: heart failure adds an uncertain cardiomegaly
     ("Findings of congestive heart failure.", {"Edema": 1, "Cardiomegaly": -1}),
@@ -121,8 +134,10 @@ SENTENCES = [
     # abbreviations
     ("Right lower lobe consolidation w/o effusion.", {"Consolidation": 1, "Pleural Effusion": 0}),
     # more wording seen in reports
-    ("There is no pneumothorax. The heart size is at the upper limits of normal.",
-     {"Pneumothorax": 0, "Cardiomegaly": -1}),
+    (
+        "There is no pneumothorax. The heart size is at the upper limits of normal.",
+        {"Pneumothorax": 0, "Cardiomegaly": -1},
+    ),
     ("Status post median sternotomy with intact sternal wires.", {"Support Devices": 1, NF: 1}),
     ("The right IJ line has been removed.", {"Support Devices": 0, NF: 1}),
     ("Unchanged position of the left chest tube.", {"Support Devices": 1, NF: 1}),
@@ -132,8 +147,10 @@ SENTENCES = [
     ("There is a moderate right pleural effusion, which has increased in size.", {"Pleural Effusion": 1}),
     ("Right lower lobe collapse.", {"Atelectasis": 1}),
     ("Pulmonary edema has improved but persists.", {"Edema": 1}),
-    ("No pleural effusions are seen, but there is a left lower lobe consolidation.",
-     {"Pleural Effusion": 0, "Consolidation": 1}),
+    (
+        "No pleural effusions are seen, but there is a left lower lobe consolidation.",
+        {"Pleural Effusion": 0, "Consolidation": 1},
+    ),
     ("Lungs are hyperinflated but clear.", {}),
     ("No lines or tubes.", {"Support Devices": 0, NF: 1}),
 ]
@@ -161,7 +178,17 @@ def test_label_reports_matches_label_report_and_keeps_findings_order():
 
 def test_tokenizer_normalises_case_hyphens_and_shorthand():
     assert tokenize_report("Ground-glass OPACITY w/o effusion; s/p CABG.") == [
-        "ground", "glass", "opacity", "without", "effusion", ";", "status", "post", "cabg", "."]
+        "ground",
+        "glass",
+        "opacity",
+        "without",
+        "effusion",
+        ";",
+        "status",
+        "post",
+        "cabg",
+        ".",
+    ]
     assert tokenize_report("1.5 cm nodule.") == ["1.5", "cm", "nodule", "."]
 
 
@@ -176,8 +203,10 @@ def test_non_string_report_is_a_data_error():
 
 
 def _lists() -> tuple[dict, dict]:
-    return (yaml.safe_load(resource_path("labeler", "mentions.yaml").read_text()),
-            yaml.safe_load(resource_path("labeler", "modifiers.yaml").read_text()))
+    return (
+        yaml.safe_load(resource_path("labeler", "mentions.yaml").read_text()),
+        yaml.safe_load(resource_path("labeler", "modifiers.yaml").read_text()),
+    )
 
 
 def test_unknown_observation_is_a_config_error():
@@ -223,8 +252,15 @@ def test_phrase_lists_can_be_loaded_from_another_folder(tmp_path):
 
 # NIH-14 names in the text templates without a CheXpert-14 label of their own: what the labeler should find.
 # None: another abnormality, which only rules out "No Finding".
-_TEMPLATE_TARGETS = {"Mass": "Lung Lesion", "Nodule": "Lung Lesion", "Infiltration": "Lung Opacity",
-                     "Pleural Thickening": "Pleural Other", "Emphysema": None, "Fibrosis": None, "Hernia": None}
+_TEMPLATE_TARGETS = {
+    "Mass": "Lung Lesion",
+    "Nodule": "Lung Lesion",
+    "Infiltration": "Lung Opacity",
+    "Pleural Thickening": "Pleural Other",
+    "Emphysema": None,
+    "Fibrosis": None,
+    "Hernia": None,
+}
 # CheXpert reads "suggests" as a hedge, where the template means a positive finding.
 _TEMPLATE_HEDGES = {"The appearance suggests {qualifier} pneumonia."}
 
@@ -293,7 +329,9 @@ def test_every_real_note_is_labelled(realdata):
         assert set(lab.values()) <= {-1, 0, 1}, row["id"]
         assert lab.get(NF) in (None, 1), row["id"]
     # the notes describe pneumonia cases: most say something abnormal
-    abnormal = sum(1 for lab in labels if any(v != 0 for o, v in lab.items() if o not in (NF, "Support Devices")))
+    abnormal = sum(
+        1 for lab in labels if any(v != 0 for o, v in lab.items() if o not in (NF, "Support Devices"))
+    )
     assert abnormal >= 0.8 * len(rows)
 
 

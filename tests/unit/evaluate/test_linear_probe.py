@@ -68,7 +68,9 @@ def test_labels_missing_from_train_or_test_are_not_computed():
     y_te[:, 4] = 0  # Pleural Effusion never positive in test
     res = linear_probe(x_tr, y_tr, x_va, y_va, x_te, y_te, labels=C5, n_resamples=20)
     assert res["per_label"]["Edema"]["auc"] is None and "train" in res["per_label"]["Edema"]["reason"]
-    assert res["per_label"]["Pleural Effusion"]["auc"] is None and res["per_label"]["Pleural Effusion"]["reason"]
+    assert (
+        res["per_label"]["Pleural Effusion"]["auc"] is None and res["per_label"]["Pleural Effusion"]["reason"]
+    )
     assert res["mean"]["labels"] == ["Atelectasis", "Cardiomegaly", "Consolidation"]
 
 
@@ -111,8 +113,17 @@ def test_integer_codes_are_named_by_labels_and_unknown_codes_kept():
     x[:, 0] += 4.0 * y
     y_test = y[200:].copy()
     y_test[:3] = -1  # a class the caller could not code because train never had it
-    res = linear_probe(x[:120], y[:120], x[120:200], y[120:200], x[200:], y_test, ["benign", "malignant"],
-                       task="multiclass", n_resamples=50)
+    res = linear_probe(
+        x[:120],
+        y[:120],
+        x[120:200],
+        y[120:200],
+        x[200:],
+        y_test,
+        ["benign", "malignant"],
+        task="multiclass",
+        n_resamples=50,
+    )
     assert set(res["per_class"]) == {"benign", "malignant", "code -1"}
     assert res["per_class"]["code -1"]["support"] == 3 and res["per_class"]["code -1"]["recall"] == 0.0
     assert res["protocol"]["classes_absent_from_train"] == ["code -1"]
@@ -127,7 +138,9 @@ def test_task_must_match_targets():
 def test_label_sets():
     assert LABEL_SETS["chexpert14"] == list(FINDINGS)
     assert set(LABEL_SETS["chexpert5"]) <= set(FINDINGS)
-    assert len(LABEL_SETS["nih14"]) == 14 and {"Effusion", "Pleural_Thickening", "Hernia"} <= set(LABEL_SETS["nih14"])
+    assert len(LABEL_SETS["nih14"]) == 14 and {"Effusion", "Pleural_Thickening", "Hernia"} <= set(
+        LABEL_SETS["nih14"]
+    )
 
 
 def test_targets_from_labels():

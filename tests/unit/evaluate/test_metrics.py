@@ -26,8 +26,9 @@ def known_case():
     n = 2000
     y = (rng.random((n, 4)) < 0.3).astype(int)
     y[:, 3] = 0
-    scores = np.stack([y[:, 0] + 0.1 * rng.random(n), -y[:, 1] + 0.1 * rng.random(n), rng.random(n),
-                       rng.random(n)], axis=1)
+    scores = np.stack(
+        [y[:, 0] + 0.1 * rng.random(n), -y[:, 1] + 0.1 * rng.random(n), rng.random(n), rng.random(n)], axis=1
+    )
     return scores, y, per_label_auc(scores, y, LABELS, n_resamples=200, seed=0)
 
 
@@ -90,8 +91,9 @@ def test_macro_f1_rows_equals_sklearn():
 
 
 def test_classification_metrics_known_values():
-    res = classification_metrics(["a", "a", "b", "c"], ["a", "b", "b", "b"], classes=["a", "b", "c", "d"],
-                                 n_resamples=200)
+    res = classification_metrics(
+        ["a", "a", "b", "c"], ["a", "b", "b", "b"], classes=["a", "b", "c", "d"], n_resamples=200
+    )
     assert res["accuracy"]["value"] == 0.5
     # F1: a = 2/3, b = 2*1/(2+2+0) = 0.5, c = 0 (never predicted); d absent from both, not averaged.
     assert res["macro_f1"]["value"] == pytest.approx((2 / 3 + 0.5 + 0) / 3)

@@ -12,12 +12,14 @@ from medlens.evaluate.retrieval import normalise_text, retrieval_metrics, retrie
 
 # Texts 0 and 2 are the same report up to whitespace, so each is a correct answer for the other.
 TEXTS = ["a  b", "c", "a b\n", "d"]
-SIM = np.array([  # rows: images, columns: texts
-    [0.9, 0.1, 0.2, 0.3],  # positives {0, 2}: best 0.9, nothing above   -> rank 1
-    [0.5, 0.4, 0.1, 0.2],  # positive {1}: 0.4, text 0 above            -> rank 2
-    [0.8, 0.7, 0.1, 0.0],  # positives {0, 2}: best is the duplicate 0.8 -> rank 1
-    [0.3, 0.6, 0.6, 0.6],  # positive {3}: 0.6 tied with texts 1 and 2  -> rank 3 (ties count against)
-])
+SIM = np.array(
+    [  # rows: images, columns: texts
+        [0.9, 0.1, 0.2, 0.3],  # positives {0, 2}: best 0.9, nothing above   -> rank 1
+        [0.5, 0.4, 0.1, 0.2],  # positive {1}: 0.4, text 0 above            -> rank 2
+        [0.8, 0.7, 0.1, 0.0],  # positives {0, 2}: best is the duplicate 0.8 -> rank 1
+        [0.3, 0.6, 0.6, 0.6],  # positive {3}: 0.6 tied with texts 1 and 2  -> rank 3 (ties count against)
+    ]
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,9 @@ def test_cis_contain_values_and_protocol(result):
 
 
 def test_constant_scores_give_zero_not_one():
-    res = retrieval_metrics([str(i) for i in range(20)], similarity=np.ones((20, 20)), ks=(1, 5), n_resamples=10)
+    res = retrieval_metrics(
+        [str(i) for i in range(20)], similarity=np.ones((20, 20)), ks=(1, 5), n_resamples=10
+    )
     assert res["image_to_text"]["recall@1"]["value"] == 0.0
     assert res["text_to_image"]["recall@5"]["value"] == 0.0
 
@@ -85,8 +89,9 @@ def test_ci_narrows_with_more_queries():
     for n in (40, 640):
         feats = rng.normal(size=(n, 8))
         noisy = feats + rng.normal(scale=1.0, size=(n, 8))
-        r = retrieval_metrics([str(i) for i in range(n)], image_features=feats, text_features=noisy, ks=(10,),
-                              n_resamples=200)["image_to_text"]["recall@10"]
+        r = retrieval_metrics(
+            [str(i) for i in range(n)], image_features=feats, text_features=noisy, ks=(10,), n_resamples=200
+        )["image_to_text"]["recall@10"]
         widths.append(r["ci_high"] - r["ci_low"])
     assert widths[1] < widths[0]
 

@@ -19,10 +19,12 @@ from medlens.evaluate.text_metrics import (
     corpus_text_metrics,
 )
 
-CORPUS = ["The heart is enlarged with a small left pleural effusion.",
-          "Right lower lobe consolidation consistent with pneumonia.",
-          "No pneumothorax; endotracheal tube tip above the carina.",
-          "Interstitial pulmonary edema and bilateral basal atelectasis."]
+CORPUS = [
+    "The heart is enlarged with a small left pleural effusion.",
+    "Right lower lobe consolidation consistent with pneumonia.",
+    "No pneumothorax; endotracheal tube tip above the carina.",
+    "Interstitial pulmonary edema and bilateral basal atelectasis.",
+]
 
 
 def test_identical_corpora_score_one():

@@ -142,8 +142,10 @@ def test_auc_is_immune_to_probability_saturation():
     y = (np.random.default_rng(5).random((60, 1)) < 0.5).astype(int)
     probs = zero_shot_probabilities(img, enc, ["Edema"], logit_scale=100.0)
     assert len(np.unique(probs)) < 60  # saturated ties exist
-    aucs = [evaluate_zero_shot(img, enc, y, ["Edema"], logit_scale=s, n_resamples=20)["per_label"]["Edema"]["auc"]
-            for s in (1.0, 100.0)]
+    aucs = [
+        evaluate_zero_shot(img, enc, y, ["Edema"], logit_scale=s, n_resamples=20)["per_label"]["Edema"]["auc"]
+        for s in (1.0, 100.0)
+    ]
     assert aucs[0] == pytest.approx(aucs[1], abs=1e-12)
 
 

@@ -15,7 +15,9 @@ from medlens.inference import export as export_module
 from medlens.inference.export import DEFAULT_ATOL, IMAGE_FILE, TEXT_FILE, export_onnx
 from medlens.inference.inputs import Preprocessing
 
-ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed here; the export cannot be checked")
+ort = pytest.importorskip(
+    "onnxruntime", reason="onnxruntime is not installed here; the export cannot be checked"
+)
 
 PREP = Preprocessing("chest_xray", 48, "test")
 
@@ -37,10 +39,17 @@ def test_towers_match_pytorch_on_new_inputs(experiment, exported):
     tokens = encoder.tokenizer(["The heart is enlarged.", "No pleural effusion.", "x", "Cardiomegaly.", "y"])
     image = ort.InferenceSession(str(out / IMAGE_FILE)).run(None, {"pixel_values": pixels.numpy()})[0]
     text = ort.InferenceSession(str(out / TEXT_FILE)).run(None, {"input_ids": tokens.numpy()})[0]
-    np.testing.assert_allclose(image, encoder.model.encode_image(pixels, normalize=True).detach().numpy(),
-                               atol=DEFAULT_ATOL, rtol=0)
-    np.testing.assert_allclose(text, encoder.encode_texts(["The heart is enlarged.", "No pleural effusion.", "x",
-                                                           "Cardiomegaly.", "y"]).numpy(), atol=DEFAULT_ATOL, rtol=0)
+    np.testing.assert_allclose(
+        image, encoder.model.encode_image(pixels, normalize=True).detach().numpy(), atol=DEFAULT_ATOL, rtol=0
+    )
+    np.testing.assert_allclose(
+        text,
+        encoder.encode_texts(
+            ["The heart is enlarged.", "No pleural effusion.", "x", "Cardiomegaly.", "y"]
+        ).numpy(),
+        atol=DEFAULT_ATOL,
+        rtol=0,
+    )
 
 
 def test_card_and_record_state_input_size_normalisation_and_prompts(exported):
@@ -56,8 +65,9 @@ def test_card_and_record_state_input_size_normalisation_and_prompts(exported):
     saved = json.loads((out / "export.json").read_text())
     assert saved["files"][IMAGE_FILE]["input"]["pixel_values"] == ["batch", 3, 32, 32]
     assert saved["files"][TEXT_FILE]["input"]["input_ids"] == ["batch", 32]
-    assert saved["zero_shot"]["prompts"] == {k: {"positive": p, "negative": n}
-                                             for k, (p, n) in build_prompts(LABELS, "report").items()}
+    assert saved["zero_shot"]["prompts"] == {
+        k: {"positive": p, "negative": n} for k, (p, n) in build_prompts(LABELS, "report").items()
+    }
     assert (out / "open_clip_config.json").is_file()
 
 

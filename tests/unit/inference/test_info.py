@@ -16,17 +16,27 @@ def exp(experiment, tmp_path):
     """A copy of the session experiment (these tests add files to it) with split, eval and a benchmark."""
     exp = tmp_path / "results" / "exp"
     shutil.copytree(experiment, exp)
-    (exp / "data" / "split.json").write_text(json.dumps({"rows_per_split": {"train": 14, "val": 3, "test": 3},
-                                                         "patients": 20, "dropped": 0}))
+    (exp / "data" / "split.json").write_text(
+        json.dumps({"rows_per_split": {"train": 14, "val": 3, "test": 3}, "patients": 20, "dropped": 0})
+    )
     (exp / "encoder" / "metrics.csv").write_text("step,train/loss,val/loss\n1,2.0,\n2,1.8,1.5\n")
     (exp / "eval").mkdir()
-    (exp / "eval" / "encoder.json").write_text(json.dumps({
-        "split": "test", "n": 3, "protocol": {"templates": "report"},
-        "zero_shot": {"mean": {"auc": 0.71, "ci_low": 0.6, "ci_high": 0.8}},
-        "retrieval": {"image_to_text": {"recall@1": {"value": 0.25}, "mean_rank": 2.0},
-                      "text_to_image": {"recall@1": {"value": 0.5}}},
-        "linear_probe": {"chexpert5": {"mean": {"auc": 0.9, "ci_low": 0.85, "ci_high": 0.95}}},
-        "external": {"ext": {"zero_shot": {"mean": {"auc": 0.55, "ci_low": 0.5, "ci_high": 0.6}}}}}))
+    (exp / "eval" / "encoder.json").write_text(
+        json.dumps(
+            {
+                "split": "test",
+                "n": 3,
+                "protocol": {"templates": "report"},
+                "zero_shot": {"mean": {"auc": 0.71, "ci_low": 0.6, "ci_high": 0.8}},
+                "retrieval": {
+                    "image_to_text": {"recall@1": {"value": 0.25}, "mean_rank": 2.0},
+                    "text_to_image": {"recall@1": {"value": 0.5}},
+                },
+                "linear_probe": {"chexpert5": {"mean": {"auc": 0.9, "ci_low": 0.85, "ci_high": 0.95}}},
+                "external": {"ext": {"zero_shot": {"mean": {"auc": 0.55, "ci_low": 0.5, "ci_high": 0.6}}}},
+            }
+        )
+    )
     bench = tmp_path / "results" / "benchmarks" / "train_encoder"
     bench.mkdir(parents=True)
     (bench / "exp.tsv").write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t900\n")
@@ -39,16 +49,23 @@ def test_summary_reads_config_metrics_checkpoints_and_sizes(exp):
     summary = summarise_experiment(exp)
     enc = summary["encoder"]
     weights = load_file(exp / "encoder" / "open_clip_model.safetensors")
-    assert enc["checkpoints"] == [{"file": "open_clip_model.safetensors",
-                                   "bytes": (exp / "encoder" / "open_clip_model.safetensors").stat().st_size,
-                                   "parameters": sum(t.numel() for t in weights.values())}]
+    assert enc["checkpoints"] == [
+        {
+            "file": "open_clip_model.safetensors",
+            "bytes": (exp / "encoder" / "open_clip_model.safetensors").stat().st_size,
+            "parameters": sum(t.numel() for t in weights.values()),
+        }
+    ]
     assert (enc["steps"], enc["best_value"], enc["config"]) == (3, 1.5, {"preset": "tiny"})
     assert enc["last_metrics"] == {"step": 2.0, "train/loss": 1.8, "val/loss": 1.5}
     assert summary["decoder"] is None
     ev = summary["evaluation"]["encoder"]
     assert ev["zero_shot_auc"] == {"auc": 0.71, "ci_low": 0.6, "ci_high": 0.8}
     assert ev["retrieval"] == {"image_to_text": {"recall@1": 0.25}, "text_to_image": {"recall@1": 0.5}}
-    assert ev["linear_probe_auc"]["chexpert5"]["auc"] == 0.9 and ev["external_zero_shot_auc"]["ext"]["auc"] == 0.55
+    assert (
+        ev["linear_probe_auc"]["chexpert5"]["auc"] == 0.9
+        and ev["external_zero_shot_auc"]["ext"]["auc"] == 0.55
+    )
     assert summary["benchmarks"]["train_encoder"] == {"s": 12.5, "max_rss": 900.0}
     assert summary["bytes"] > enc["bytes"] > enc["checkpoints"][0]["bytes"]
 
@@ -73,16 +90,26 @@ def test_info_names_each_stage_lock_and_every_package_that_produced_the_numbers(
     rec = record()
     info = json.loads((exp / "encoder" / "medlens.json").read_text())
     (exp / "encoder" / "medlens.json").write_text(json.dumps({**info, "environment": rec}))
-    drifted = {**rec, "matches_lock": False,
-               "differences": {"missing": ["numpy"], "different": [], "extra": [{"name": "kernels", "installed": "1"}]}}
+    drifted = {
+        **rec,
+        "matches_lock": False,
+        "differences": {
+            "missing": ["numpy"],
+            "different": [],
+            "extra": [{"name": "kernels", "installed": "1"}],
+        },
+    }
     enc_eval = json.loads((exp / "eval" / "encoder.json").read_text())
     (exp / "eval" / "encoder.json").write_text(json.dumps({**enc_eval, "environment": drifted}))
     summary = summarise_experiment(exp)
     assert summary["environments"]["train_encoder"]["packages"]["torch"] == rec["packages"]["torch"]
     text = format_summary(summary)
     assert f"environment of train_encoder: lock {rec['lock']} sha256 {rec['lock_sha256'][:12]}" in text
-    assert "environment of evaluate_encoder: lock" in text and "DIFFERING FROM THE LOCK: numpy locked, not " \
-           "installed; kernels 1 installed, not in the lock" in text
+    assert (
+        "environment of evaluate_encoder: lock" in text
+        and "DIFFERING FROM THE LOCK: numpy locked, not installed; kernels 1 installed, not in the lock"
+        in text
+    )
     assert "environment of train_decoder: not recorded" in text
     packages = next(line for line in text.splitlines() if line.startswith("packages of train_encoder: "))
     assert f"torch=={rec['packages']['torch']}" in packages and packages.count("==") == len(rec["packages"])

@@ -103,18 +103,23 @@ def test_manifest_paths_are_relative_to_the_manifest(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,id,text\nimgs/a.png,first,Cardiomegaly.\n/abs/b.png,,No effusion.\n")
     items = list_images(manifest, with_text=True)
-    assert items == [ImageInput("first", tmp_path / "imgs" / "a.png", "Cardiomegaly."),
-                     ImageInput("/abs/b.png", tmp_path / "/abs/b.png", "No effusion.")]
+    assert items == [
+        ImageInput("first", tmp_path / "imgs" / "a.png", "Cardiomegaly."),
+        ImageInput("/abs/b.png", tmp_path / "/abs/b.png", "No effusion."),
+    ]
     assert all(i.text is None for i in list_images(manifest))
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("file,id\na.png,1\n", "column 'path'"),
-    ("path\na.png\n\n", None),  # csv skips blank lines: one row
-    ("path,id\na.png,x\nb.png,x\n", "row 3 column 'id': id 'x' also on line 2"),
-    ("path,id\n,x\n", "row 2 column 'path': empty path"),
-    ("path\n", "lists no images"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("file,id\na.png,1\n", "column 'path'"),
+        ("path\na.png\n\n", None),  # csv skips blank lines: one row
+        ("path,id\na.png,x\nb.png,x\n", "row 3 column 'id': id 'x' also on line 2"),
+        ("path,id\n,x\n", "row 2 column 'path': empty path"),
+        ("path\n", "lists no images"),
+    ],
+)
 def test_manifest_errors_name_the_file_line_and_column(tmp_path, content, message):
     manifest = tmp_path / "m.csv"
     manifest.write_text(content)
@@ -156,6 +161,6 @@ def test_failures_name_their_file_and_never_stop_the_others(tmp_path):
 def test_an_empty_text_is_a_failure_of_its_row(tmp_path):
     Image.new("L", (8, 8), 100).save(tmp_path / "a.png")
     items = [ImageInput("a", tmp_path / "a.png", "  "), ImageInput("b", tmp_path / "a.png", "Effusion.")]
-    (loaded, failed), = load_batches(items, Preprocessing("chest_xray", 64, "test"), batch_size=8)
+    ((loaded, failed),) = load_batches(items, Preprocessing("chest_xray", 64, "test"), batch_size=8)
     assert [i.id for i, _ in loaded] == ["b"]
     assert failed[0].id == "a" and "empty text" in failed[0].error

@@ -53,10 +53,16 @@ def test_zero_shot_defaults_are_what_the_encoder_was_evaluated_with(experiment):
         zero_shot_setup(experiment / "encoder", prompts="no_such_set")
     with pytest.raises(ConfigError, match="--labels"):
         zero_shot_setup(experiment / "data")  # no medlens.json: nothing recorded
-    with pytest.raises(ConfigError, match=r"--labels: no prompts for 'Banana': the model was evaluated on other "
-                                          r"labels; expected one of .*Cardiomegaly.*--prompts my_prompts\.yaml"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--labels: no prompts for 'Banana': the model was evaluated on other "
+        r"labels; expected one of .*Cardiomegaly.*--prompts my_prompts\.yaml",
+    ):
         zero_shot_setup(experiment / "encoder", ["Cardiomegaly", "Banana"])
-    assert zero_shot_setup(experiment / "encoder", ["Pneumonia"]) == (["Pneumonia"], "report")  # in the prompt set
+    assert zero_shot_setup(experiment / "encoder", ["Pneumonia"]) == (
+        ["Pneumonia"],
+        "report",
+    )  # in the prompt set
 
 
 def test_classify_gives_the_evaluation_probabilities(experiment, encoder, images):
@@ -65,10 +71,17 @@ def test_classify_gives_the_evaluation_probabilities(experiment, encoder, images
     records, failures = classify_images(encoder, images, prep, LABELS, "report", batch_size=2)
     assert [r["id"] for r in records] == [str(images[i].path) for i in (0, 2, 4)]
     assert {f.id for f in failures} == {str(images[1].path), str(images[3].path)}
-    rows = [{"image": encode_image(prepare_image(images[i].path, modality="chest_xray", store_size=STORE_SIZE))}
-            for i in (0, 2, 4)]
-    expected = zero_shot_probabilities(encode_rows(encoder, rows), lambda t: _encode_texts(encoder, t), LABELS,
-                                       "report", logit_scale=encoder.logit_scale)
+    rows = [
+        {"image": encode_image(prepare_image(images[i].path, modality="chest_xray", store_size=STORE_SIZE))}
+        for i in (0, 2, 4)
+    ]
+    expected = zero_shot_probabilities(
+        encode_rows(encoder, rows),
+        lambda t: _encode_texts(encoder, t),
+        LABELS,
+        "report",
+        logit_scale=encoder.logit_scale,
+    )
     got = np.array([[r["probabilities"][lab] for lab in LABELS] for r in records])
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     assert not np.allclose(got[0], got[1])  # different images, different answers
@@ -77,11 +90,15 @@ def test_classify_gives_the_evaluation_probabilities(experiment, encoder, images
 def test_embeddings_are_written_with_ids_paths_texts_and_failures(experiment, encoder, tmp_path):
     Image.new("L", (60, 60), 90).save(tmp_path / "x.png")
     Image.new("L", (60, 60), 200).save(tmp_path / "y.png")
-    (tmp_path / "m.csv").write_text("path,id,text\nx.png,x,Heart size is normal.\nmissing.png,m,Effusion.\n"
-                                    "y.png,y,The heart is enlarged.\n")
+    (tmp_path / "m.csv").write_text(
+        "path,id,text\nx.png,x,Heart size is normal.\nmissing.png,m,Effusion.\n"
+        "y.png,y,The heart is enlarged.\n"
+    )
     items = list_images(tmp_path / "m.csv", with_text=True)
     prep = Preprocessing("chest_xray", 48, "test")
-    written, failures = embed_images(encoder, items, prep, tmp_path / "e.parquet", with_text=True, model_dir="enc")
+    written, failures = embed_images(
+        encoder, items, prep, tmp_path / "e.parquet", with_text=True, model_dir="enc"
+    )
     assert written == 2 and [f.id for f in failures] == ["m"]
     table = pq.read_table(tmp_path / "e.parquet")
     assert table.column_names == ["id", "path", "image_embedding", "text", "text_embedding"]
@@ -90,15 +107,18 @@ def test_embeddings_are_written_with_ids_paths_texts_and_failures(experiment, en
     img = np.stack(table["image_embedding"].to_numpy(zero_copy_only=False))
     txt = np.stack(table["text_embedding"].to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
-    np.testing.assert_allclose(txt, encoder.encode_texts(["Heart size is normal.", "The heart is enlarged."]).numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        txt, encoder.encode_texts(["Heart size is normal.", "The heart is enlarged."]).numpy(), atol=1e-6
+    )
     meta = json.loads(table.schema.metadata[EMBED_METADATA_KEY])
     assert meta["failed"] == ["m"] and meta["preprocessing"]["store_size"] == 48 and meta["embed_dim"] == 32
 
 
 def test_nothing_is_written_when_no_image_can_be_read(encoder, tmp_path):
     items = [ImageInput("gone", tmp_path / "gone.png")]
-    written, failures = embed_images(encoder, items, Preprocessing("chest_xray", 48, "t"), tmp_path / "e.parquet")
+    written, failures = embed_images(
+        encoder, items, Preprocessing("chest_xray", 48, "t"), tmp_path / "e.parquet"
+    )
     assert written == 0 and "gone.png: image file not found" in failures[0].error
     assert not (tmp_path / "e.parquet").exists()
 
@@ -106,8 +126,14 @@ def test_nothing_is_written_when_no_image_can_be_read(encoder, tmp_path):
 def test_reports_come_back_per_image_with_prepared_inputs(images):
     gen = RecordingGenerator()
     settings = GenerationConfig(num_beams=3)
-    records, failures = generate_reports(gen, images, Preprocessing("chest_xray", 32, "t"), generation=settings,
-                                         prompt="Describe:", batch_size=2)
+    records, failures = generate_reports(
+        gen,
+        images,
+        Preprocessing("chest_xray", 32, "t"),
+        generation=settings,
+        prompt="Describe:",
+        batch_size=2,
+    )
     assert [r["report"] for r in records] == ["RGB 23x32", "RGB 32x32", "RGB 32x32"]  # 50x70 keeps its aspect
     assert [r["image"] for r in records] == [str(images[i].path) for i in (0, 2, 4)]
     assert len(failures) == 2
@@ -118,9 +144,20 @@ def test_decoding_defaults_are_the_evaluation_ones(tmp_path):
     decoder = tmp_path / "exp" / "decoder"
     assert generation_settings(decoder) == (GenerationConfig(), "medlens defaults")
     (tmp_path / "exp" / "eval").mkdir(parents=True)
-    (tmp_path / "exp" / "eval" / "decoder.json").write_text(json.dumps(
-        {"protocol": {"decoding": {"max_new_tokens": 48, "num_beams": 2, "repetition_penalty": 1.0,
-                                   "no_repeat_ngram_size": 0}}}))
+    (tmp_path / "exp" / "eval" / "decoder.json").write_text(
+        json.dumps(
+            {
+                "protocol": {
+                    "decoding": {
+                        "max_new_tokens": 48,
+                        "num_beams": 2,
+                        "repetition_penalty": 1.0,
+                        "no_repeat_ngram_size": 0,
+                    }
+                }
+            }
+        )
+    )
     settings, source = generation_settings(decoder, num_beams=None, max_new_tokens=10)
     assert settings == GenerationConfig(max_new_tokens=10, num_beams=2) and source.endswith("decoder.json")
 
@@ -131,7 +168,13 @@ def test_the_training_prompt_is_the_report_prompt_not_a_vqa_question(tmp_path):
     (data / "chat").mkdir(parents=True)
     pq.write_table(pa.table({"id": ["q", "r"], "text_source": ["vqa", "report"]}), data / "pairs.parquet")
     turns = [("q", "<image>Is there an effusion?"), ("r", "<image>Write the findings:")]
-    (data / "chat" / "train.jsonl").write_text("".join(
-        json.dumps({"id": i, "messages": [{"role": "user", "content": u}, {"role": "assistant", "content": "a"}]})
-        + "\n" for i, u in turns))
+    (data / "chat" / "train.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {"id": i, "messages": [{"role": "user", "content": u}, {"role": "assistant", "content": "a"}]}
+            )
+            + "\n"
+            for i, u in turns
+        )
+    )
     assert training_prompt(tmp_path / "exp" / "decoder") == "Write the findings:"

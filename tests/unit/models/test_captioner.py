@@ -27,7 +27,7 @@ def images() -> list[Image.Image]:
     for i in range(4):
         arr = rng.random((32, 32)) * 40
         r, c = divmod(i, 2)
-        arr[r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] += 180
+        arr[r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16] += 180
         out.append(Image.fromarray(arr.astype(np.uint8)).convert("RGB"))
     return out
 
@@ -37,7 +37,9 @@ def setup(tmp_path_factory):
     enc = save_tiny_open_clip(tmp_path_factory.mktemp("enc") / "encoder")
     tok = train_bpe_tokenizer(REPORTS * 3, vocab_size=300)
     # no dropout, as in the demo preset: memorising four reports is then a clean test of the wiring
-    cfg = DecoderConfig(hidden_size=64, num_layers=2, num_heads=2, max_length=64, dropout=0.0, trainer=TrainerConfig())
+    cfg = DecoderConfig(
+        hidden_size=64, num_layers=2, num_heads=2, max_length=64, dropout=0.0, trainer=TrainerConfig()
+    )
     torch.manual_seed(0)
     model = build_captioner(cfg, tok, enc)
     return enc, tok, cfg, model
@@ -83,8 +85,9 @@ def test_overfits_a_handful_of_reports_and_cache_changes_nothing(setup, tmp_path
     assert torch.equal(cached, uncached)
     texts = [t.strip() for t in tok.batch_decode(cached, skip_special_tokens=True)]
     assert texts == REPORTS
-    beams = tok.batch_decode(model.generate(b["pixel_values"], max_new_tokens=60, num_beams=3),
-                             skip_special_tokens=True)
+    beams = tok.batch_decode(
+        model.generate(b["pixel_values"], max_new_tokens=60, num_beams=3), skip_special_tokens=True
+    )
     assert [t.strip() for t in beams] == REPORTS
 
     model.save_pretrained(tmp_path / "dec")

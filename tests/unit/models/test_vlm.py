@@ -19,8 +19,12 @@ from medlens.config import (
 from medlens.models.registry import list_decoder_presets
 from medlens.models.vlm import PromptFormat, VLMGenerator, load_processor, pad_rows, unquantised_modules
 
-CORPUS = ["The heart is enlarged. No pleural effusion.", "Heart size is normal. Right pleural effusion.",
-          "Describe this medical image:", "Is there an effusion?"] * 5
+CORPUS = [
+    "The heart is enlarged. No pleural effusion.",
+    "Heart size is normal. Right pleural effusion.",
+    "Describe this medical image:",
+    "Is there an effusion?",
+] * 5
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,15 +39,25 @@ def one_thread():
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory):
     root = tmp_path_factory.mktemp("bases")
-    return {"paligemma": save_tiny_paligemma(root / "paligemma", CORPUS),
-            "mllama": save_tiny_mllama(root / "mllama", CORPUS)}
+    return {
+        "paligemma": save_tiny_paligemma(root / "paligemma", CORPUS),
+        "mllama": save_tiny_mllama(root / "mllama", CORPUS),
+    }
 
 
 def test_pad_rows_pads_tokens_on_the_chosen_side_and_everything_else_at_the_end():
-    short = {"input_ids": torch.tensor([[5, 6]]), "labels": torch.tensor([[-100, 6]]),
-             "cross_attention_mask": torch.ones(1, 2, 1, 1, dtype=torch.long), "pixel_values": torch.ones(1, 1, 2)}
-    long = {"input_ids": torch.tensor([[7, 8, 9]]), "labels": torch.tensor([[-100, 8, 9]]),
-            "cross_attention_mask": torch.ones(1, 3, 1, 2, dtype=torch.long), "pixel_values": torch.ones(1, 2, 2)}
+    short = {
+        "input_ids": torch.tensor([[5, 6]]),
+        "labels": torch.tensor([[-100, 6]]),
+        "cross_attention_mask": torch.ones(1, 2, 1, 1, dtype=torch.long),
+        "pixel_values": torch.ones(1, 1, 2),
+    }
+    long = {
+        "input_ids": torch.tensor([[7, 8, 9]]),
+        "labels": torch.tensor([[-100, 8, 9]]),
+        "cross_attention_mask": torch.ones(1, 3, 1, 2, dtype=torch.long),
+        "pixel_values": torch.ones(1, 2, 2),
+    }
     right = pad_rows([short, long], pad_token_id=0, side="right")
     assert right["input_ids"].tolist() == [[5, 6, 0], [7, 8, 9]]
     assert right["labels"].tolist() == [[-100, 6, -100], [-100, 8, 9]]
@@ -64,18 +78,27 @@ def test_4bit_loads_keep_layers_bitsandbytes_cannot_pack_on_every_cpu_and_the_ou
 
     with init_empty_weights():
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(bases[family]))
-    linear = {n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    linear = {
+        n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+    }
     kept = unquantised_modules(bases[family], ["multi_modal_projector"])
     narrow = {n for n, (k, n_out) in linear.items() if k % 64 or n_out % 32}
     assert narrow and narrow <= set(kept)  # the tiny vision towers are 32 wide
-    assert "lm_head" in kept and "multi_modal_projector" in kept  # transformers' default survives a configured list
-    assert (set(kept) - narrow) & set(linear) <= {"lm_head", "multi_modal_projector"}  # no other layer is spared
+    assert (
+        "lm_head" in kept and "multi_modal_projector" in kept
+    )  # transformers' default survives a configured list
+    assert (set(kept) - narrow) & set(linear) <= {
+        "lm_head",
+        "multi_modal_projector",
+    }  # no other layer is spared
     assert any(n not in kept for n in linear)  # the rest is quantised
 
 
 def test_prompt_layouts(bases):
-    messages = [{"role": "system", "content": "You are a radiologist."},
-                {"role": "user", "content": "<image>Describe this medical image:"}]
+    messages = [
+        {"role": "system", "content": "You are a radiologist."},
+        {"role": "user", "content": "<image>Describe this medical image:"},
+    ]
     pali = PromptFormat(load_processor(bases["paligemma"]))
     assert pali.prompt_text(messages, 1) == "<image>You are a radiologist.\nDescribe this medical image:"
     assert pali.stop_token_ids == [pali.tokenizer.eos_token_id]
@@ -83,7 +106,8 @@ def test_prompt_layouts(bases):
     assert llama.prompt_text(messages, 1) == (
         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a radiologist.<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>\n\n<|image|>Describe this medical image:<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n")
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
     assert llama.stop_token_ids == [llama.tokenizer.convert_tokens_to_ids("<|eot_id|>")]
 
 
@@ -113,7 +137,10 @@ def test_left_padded_batches_generate_what_single_prompts_do(family, bases):
     greedy = GenerationConfig(max_new_tokens=8)
     stops = {*gen.fmt.stop_token_ids, gen.fmt.tokenizer.eos_token_id, gen.fmt.tokenizer.pad_token_id}
     batched = gen.generate_ids(images, prompts, greedy)
-    singles = [_until_stop(gen.generate_ids([im], [p], greedy)[0], stops) for im, p in zip(images, prompts, strict=True)]
+    singles = [
+        _until_stop(gen.generate_ids([im], [p], greedy)[0], stops)
+        for im, p in zip(images, prompts, strict=True)
+    ]
     assert max(map(len, singles)) >= 3  # the random model writes something, so the comparison means something
     assert [_until_stop(row, stops) for row in batched] == singles
     texts = [gen.fmt.tokenizer.decode(s, skip_special_tokens=True).strip() for s in singles]
@@ -121,7 +148,9 @@ def test_left_padded_batches_generate_what_single_prompts_do(family, bases):
 
 
 def test_every_decoder_preset_resolves_to_a_valid_config():
-    assert {"tiny_captioner", "lapvqa_captioner", "paligemma_qlora", "llama32_vision_lora"} <= set(list_decoder_presets())
+    assert {"tiny_captioner", "lapvqa_captioner", "paligemma_qlora", "llama32_vision_lora"} <= set(
+        list_decoder_presets()
+    )
     for name in list_decoder_presets():
         from_dict(DecoderConfig, resolve_preset("decoder", {"preset": name}, source=name), source=name)
 
@@ -129,27 +158,57 @@ def test_every_decoder_preset_resolves_to_a_valid_config():
 def test_paligemma_and_llama_presets_carry_the_seed_numbers():
     pali = from_dict(DecoderConfig, resolve_preset("decoder", {"preset": "paligemma_qlora"}, source="p"))
     assert (pali.model, pali.kind, pali.finetune) == ("google/paligemma-3b-pt-224", "vlm", "lora")
-    assert (pali.lora.r, pali.lora.lora_alpha, pali.lora.lora_dropout, pali.lora.bias) == (16, 32, 0.05, "none")
+    assert (pali.lora.r, pali.lora.lora_alpha, pali.lora.lora_dropout, pali.lora.bias) == (
+        16,
+        32,
+        0.05,
+        "none",
+    )
     assert pali.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
     q = pali.quantization
     assert (q.load_in_4bit, q.bnb_4bit_quant_type, q.bnb_4bit_use_double_quant, q.bnb_4bit_compute_dtype) == (
-        True, "nf4", True, "float16")
+        True,
+        "nf4",
+        True,
+        "float16",
+    )
     t = pali.trainer
-    assert (t.per_device_train_batch_size, t.gradient_accumulation_steps, t.learning_rate, t.lr_scheduler_type,
-            t.warmup_steps, t.weight_decay, t.max_grad_norm, t.num_train_epochs, t.optim) == (
-        4, 8, 2e-4, "cosine", 50, 0.01, 1.0, 10, "adamw_torch_fused")
-    assert (t.save_steps, t.eval_steps, t.save_total_limit, t.load_best_model_at_end, t.dataloader_num_workers,
-            t.gradient_checkpointing) == (250, 250, 3, True, 4, True)
+    assert (
+        t.per_device_train_batch_size,
+        t.gradient_accumulation_steps,
+        t.learning_rate,
+        t.lr_scheduler_type,
+        t.warmup_steps,
+        t.weight_decay,
+        t.max_grad_norm,
+        t.num_train_epochs,
+        t.optim,
+    ) == (4, 8, 2e-4, "cosine", 50, 0.01, 1.0, 10, "adamw_torch_fused")
+    assert (
+        t.save_steps,
+        t.eval_steps,
+        t.save_total_limit,
+        t.load_best_model_at_end,
+        t.dataloader_num_workers,
+        t.gradient_checkpointing,
+    ) == (250, 250, 3, True, 4, True)
     assert (pali.early_stopping_patience, pali.early_stopping_threshold, pali.max_length) == (3, 0.001, 384)
     assert pali.augment.hflip == 0.0 and pali.augment.rotate_degrees == 5.0 and pali.augment.brightness == 0.1
 
     llama = from_dict(DecoderConfig, resolve_preset("decoder", {"preset": "llama32_vision_lora"}, source="l"))
     assert llama.model == "meta-llama/Llama-3.2-11B-Vision-Instruct" and llama.finetune == "lora"
     t = llama.trainer
-    assert (t.per_device_train_batch_size, t.gradient_accumulation_steps, t.learning_rate, t.weight_decay,
-            llama.max_length) == (1, 4, 2e-4, 0.01, 512)
-    full = from_dict(DecoderConfig, resolve_preset("decoder", {"preset": "llama32_vision_lora", "finetune": "full"},
-                                                   source="l"))
+    assert (
+        t.per_device_train_batch_size,
+        t.gradient_accumulation_steps,
+        t.learning_rate,
+        t.weight_decay,
+        llama.max_length,
+    ) == (1, 4, 2e-4, 0.01, 512)
+    full = from_dict(
+        DecoderConfig,
+        resolve_preset("decoder", {"preset": "llama32_vision_lora", "finetune": "full"}, source="l"),
+    )
     assert full.finetune == "full"
 
 
@@ -166,18 +225,30 @@ def test_lapvqa_preset_is_a_vit_l14_at_384_px_and_a_6_layer_512_wide_decoder():
     with torch.device("meta"):  # full size without allocating the 0.3 B weights
         tower = _build_vision_tower(model_cfg["embed_dim"], vision_cfg)
         tokens = vision_tokens(tower, torch.empty(1, 3, cfg.image_size, cfg.image_size))
-        decoder = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=cfg.max_length, n_embd=cfg.hidden_size,
-                                             n_layer=cfg.num_layers, n_head=cfg.num_heads, add_cross_attention=True))
+        decoder = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=50257,
+                n_positions=cfg.max_length,
+                n_embd=cfg.hidden_size,
+                n_layer=cfg.num_layers,
+                n_head=cfg.num_heads,
+                add_cross_attention=True,
+            )
+        )
     assert tuple(tokens.shape) == (1, 27 * 27 + 1, 1024)  # 384 // 14 = 27: not the 256 tokens the card shows
-    assert len(tower.transformer.resblocks) == 24 and 300e6 < sum(p.numel() for p in tower.parameters()) < 310e6
+    assert (
+        len(tower.transformer.resblocks) == 24 and 300e6 < sum(p.numel() for p in tower.parameters()) < 310e6
+    )
     assert (decoder.config.n_layer, decoder.config.n_embd, cfg.tokenizer) == (6, 512, "gpt2")
     assert cfg.init_from_encoder is False and cfg.kind == "captioner"
 
 
 @pytest.mark.parametrize("name", ["paligemma_qlora", "llama32_vision", "lapvqa_captioner"])
 def test_seed_experiments_validate_and_name_defined_datasets(name, repo):
-    exp = load_experiment(repo / "config" / "experiments" / f"{name}.yaml",
-                          schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml")
+    exp = load_experiment(
+        repo / "config" / "experiments" / f"{name}.yaml",
+        schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml",
+    )
     pipeline = load_pipeline(yaml.safe_load((repo / "config" / "config.yaml").read_text()))
     assert set(exp.datasets) | set(exp.evaluate.external_datasets) <= set(pipeline.datasets)
     assert name not in pipeline.run

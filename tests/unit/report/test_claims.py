@@ -19,18 +19,29 @@ def test_the_shipped_claims_load_and_name_their_seed_files(repo):
             if seeds.is_dir():  # the quote is the seed's own words
                 text = (seeds / claim["seed"]).read_text(encoding="utf-8", errors="replace")
                 assert claim["quote"] in text, (name, claim["quote"])
-    lapvqa = {c["figure"].split(",")[1].strip(): c["claimed"] for c in load_seed_claims("lapvqa_captioner")["claims"]}
+    lapvqa = {
+        c["figure"].split(",")[1].strip(): c["claimed"]
+        for c in load_seed_claims("lapvqa_captioner")["claims"]
+    }
     assert lapvqa == {"NIH ChestX-ray14 (14 labels)": 0.686, "CheXpert-5": 0.808}
 
 
-@pytest.mark.parametrize("body, key", [
-    ("x: {system: s, claims: [{figure: f, claimed: high, seed: a.txt}]}", "x.claims[0].claimed"),
-    ("x: {system: s, claims: [{figure: f, claimed: 1, seed: a.txt, measured: nowhere}]}", "x.claims[0].measured"),
-    ("x: {system: s, claims: [{figure: f, claimed: 1, seed: a.txt, measured: 'encoder_curves:train/loss'}]}",
-     "x.claims[0].measured"),
-    ("x: {system: s, claims: [{figure: f, claimed: 1}]}", "x.claims[0]"),
-    ("x: {system: s, colour: red}", "x"),
-])
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ("x: {system: s, claims: [{figure: f, claimed: high, seed: a.txt}]}", "x.claims[0].claimed"),
+        (
+            "x: {system: s, claims: [{figure: f, claimed: 1, seed: a.txt, measured: nowhere}]}",
+            "x.claims[0].measured",
+        ),
+        (
+            "x: {system: s, claims: [{figure: f, claimed: 1, seed: a.txt, measured: 'encoder_curves:train/loss'}]}",
+            "x.claims[0].measured",
+        ),
+        ("x: {system: s, claims: [{figure: f, claimed: 1}]}", "x.claims[0]"),
+        ("x: {system: s, colour: red}", "x"),
+    ],
+)
 def test_malformed_claims_name_the_key(tmp_path, body, key):
     path = tmp_path / "claims.yaml"
     path.write_text(body)
@@ -47,9 +58,11 @@ def test_an_unknown_name_lists_the_known_ones(tmp_path):
 
 
 def test_measured_values_come_from_the_named_source():
-    exp = {"encoder_eval": {"linear_probe": {"nih14": {"mean": {"auc": 0.7}}}, "flag": True},
-           "encoder_curves": [{"step": 1, "train/loss": 9.0}, {"step": 2}, {"step": 3, "train/loss": 4.5}],
-           "decoder_curves": []}
+    exp = {
+        "encoder_eval": {"linear_probe": {"nih14": {"mean": {"auc": 0.7}}}, "flag": True},
+        "encoder_curves": [{"step": 1, "train/loss": 9.0}, {"step": 2}, {"step": 3, "train/loss": 4.5}],
+        "decoder_curves": [],
+    }
     assert measured_value(exp, "encoder_eval:linear_probe.nih14.mean.auc") == 0.7
     assert measured_value(exp, "encoder_curves:train/loss@first") == 9.0
     assert measured_value(exp, "encoder_curves:train/loss@last") == 4.5
@@ -60,8 +73,12 @@ def test_measured_values_come_from_the_named_source():
 
 
 def test_compare_gives_the_difference_only_when_both_exist():
-    claims = {"claims": [{"figure": "a", "claimed": 1.0, "measured": "encoder_eval:x"},
-                         {"figure": "b", "claimed": 2.0, "measured": None}]}
+    claims = {
+        "claims": [
+            {"figure": "a", "claimed": 1.0, "measured": "encoder_eval:x"},
+            {"figure": "b", "claimed": 2.0, "measured": None},
+        ]
+    }
     rows = compare_claims(claims, {"encoder_eval": {"x": 1.25}})
     assert [(r["measured"], r["difference"]) for r in rows] == [(1.25, 0.25), (None, None)]
     assert rows[0]["measured_ref"] == "encoder_eval:x"

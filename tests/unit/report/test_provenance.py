@@ -12,7 +12,9 @@ HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load
 
 def test_benchmark_reads_the_last_run_and_leaves_unmeasured_cells_none(tmp_path):
     path = tmp_path / "b.tsv"
-    path.write_text(HEADER + "1.0\t0:00:01\t10\t1\t1\t1\t0\t0\t1\t0.5\n" + "2.5\t0:00:02\t-\t1\t1\t1\t0\t0\t1\t1.5\n")
+    path.write_text(
+        HEADER + "1.0\t0:00:01\t10\t1\t1\t1\t0\t0\t1\t0.5\n" + "2.5\t0:00:02\t-\t1\t1\t1\t0\t0\t1\t1.5\n"
+    )
     got = read_benchmark(path)
     assert (got["seconds"], got["cpu_seconds"], got["max_rss_mb"]) == (2.5, 1.5, None)
     assert got["finished"].endswith("UTC")
@@ -23,9 +25,13 @@ def test_benchmark_reads_the_last_run_and_leaves_unmeasured_cells_none(tmp_path)
 
 def test_stage_device_reads_both_trainers_start_lines(tmp_path):
     enc, dec, other = tmp_path / "e.log", tmp_path / "d.log", tmp_path / "o.log"
-    enc.write_text("x | INFO | medlens.train.encoder | model m: 7 parameters (7 trainable); device cuda:0, "
-                   "precision bf16, 4 process(es)\n")
-    dec.write_text("x | INFO | medlens.train.decoder | captioner: 1 parameters, 1 trainable; device cpu; precision fp32\n")
+    enc.write_text(
+        "x | INFO | medlens.train.encoder | model m: 7 parameters (7 trainable); device cuda:0, "
+        "precision bf16, 4 process(es)\n"
+    )
+    dec.write_text(
+        "x | INFO | medlens.train.decoder | captioner: 1 parameters, 1 trainable; device cpu; precision fp32\n"
+    )
     other.write_text("nothing here\n")
     assert stage_device(enc) == "cuda:0, bf16, 4 process(es)"
     assert stage_device(dec) == "cpu, fp32"
@@ -33,8 +39,13 @@ def test_stage_device_reads_both_trainers_start_lines(tmp_path):
 
 
 def test_seeds_are_found_at_any_depth():
-    config = {"seed": 1, "split": {"seed": 2}, "decoder": {"trainer": {"seed": 3}}, "evaluate": {"seed": True},
-              "datasets": ["a"]}
+    config = {
+        "seed": 1,
+        "split": {"seed": 2},
+        "decoder": {"trainer": {"seed": 3}},
+        "evaluate": {"seed": True},
+        "datasets": ["a"],
+    }
     assert seeds_of(config) == {"seed": 1, "split.seed": 2, "decoder.trainer.seed": 3}
 
 

@@ -62,9 +62,12 @@ def parse(path) -> _Elements:
 
 
 def outputs(tmp_path, names):
-    return {"out_html": tmp_path / "out" / "report.html",
-            "out_pages": [tmp_path / "out" / name / "report.html" for name in names],
-            "out_csv": tmp_path / "out" / "paper" / "summary.csv", "out_tex": tmp_path / "out" / "paper" / "summary.tex"}
+    return {
+        "out_html": tmp_path / "out" / "report.html",
+        "out_pages": [tmp_path / "out" / name / "report.html" for name in names],
+        "out_csv": tmp_path / "out" / "paper" / "summary.csv",
+        "out_tex": tmp_path / "out" / "paper" / "summary.tex",
+    }
 
 
 def render(tmp_path, env_info, specs):
@@ -73,29 +76,39 @@ def render(tmp_path, env_info, specs):
     experiments = []
     for name, (files, config) in specs.items():
         exp = collect_experiment(name, files, config)
-        exp["seed_claims"] = load_seed_claims(config["report"]["seed_claims"]) if config["report"]["seed_claims"] \
-            else None
+        exp["seed_claims"] = (
+            load_seed_claims(config["report"]["seed_claims"]) if config["report"]["seed_claims"] else None
+        )
         experiments.append(exp)
     write_report(experiments, env_info=env_info, **out)
     return out
 
 
 def test_hostile_report_text_and_label_are_shown_as_text(tmp_path, make_experiment, env_info):
-    files, config = make_experiment("evil", texts=["plain", HOSTILE, "other", "more"],
-                                    labels={HOSTILE: HOSTILE, "Edema": "Edema"})
+    files, config = make_experiment(
+        "evil", texts=["plain", HOSTILE, "other", "more"], labels={HOSTILE: HOSTILE, "Edema": "Edema"}
+    )
     config["description"] = HOSTILE
     out = render(tmp_path, env_info, {"evil": (files, config)})
     for page in (out["out_html"], out["out_pages"][0]):
         text = Path(page).read_text(encoding="utf-8")
         elements = parse(page)
-        assert not [t for t, _ in elements.tags if t == "script"]  # neither the template nor the data adds one
+        assert not [
+            t for t, _ in elements.tags if t == "script"
+        ]  # neither the template nor the data adds one
         assert not [a for _, a in elements.tags if "onerror" in a]
-        assert all(src.startswith("data:image/png;base64,") for t, a in elements.tags if t == "img"
-                   for src in [a["src"]])
+        assert all(
+            src.startswith("data:image/png;base64,")
+            for t, a in elements.tags
+            if t == "img"
+            for src in [a["src"]]
+        )
         # the text is there, escaped, in the generations, retrieval examples, label tables and the ROC legend
         assert text.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4
-        assert "&lt;/table&gt;&lt;/td&gt;" in text and "&#34;quoted&#34;" in text and "&#39;single&#39;" in text
-        assert "<script>alert(1)" not in text and "</table></td> \"quoted" not in text
+        assert (
+            "&lt;/table&gt;&lt;/td&gt;" in text and "&#34;quoted&#34;" in text and "&#39;single&#39;" in text
+        )
+        assert "<script>alert(1)" not in text and '</table></td> "quoted' not in text
         assert len(elements.summary_rows) == 1 and len(elements.summary_rows[0]) == 21  # the table is whole
 
 
@@ -106,24 +119,32 @@ def _json_value(files, which, path):
     return value
 
 
-def test_two_experiments_give_two_rows_with_the_json_numbers_in_html_csv_and_latex(tmp_path, make_experiment,
-                                                                                    env_info):
-    specs = {"alpha": make_experiment("alpha", zero_shot_auc=0.61234, probe=0.70111, bleu4=0.12345, f1=0.33333),
-             "beta": make_experiment("beta", zero_shot_auc=0.87654, probe=0.91919, bleu4=0.05432, f1=0.55555)}
+def test_two_experiments_give_two_rows_with_the_json_numbers_in_html_csv_and_latex(
+    tmp_path, make_experiment, env_info
+):
+    specs = {
+        "alpha": make_experiment("alpha", zero_shot_auc=0.61234, probe=0.70111, bleu4=0.12345, f1=0.33333),
+        "beta": make_experiment("beta", zero_shot_auc=0.87654, probe=0.91919, bleu4=0.05432, f1=0.55555),
+    }
     out = render(tmp_path, env_info, specs)
 
     with open(out["out_csv"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["experiment"] for r in rows] == ["alpha", "beta"]
-    checked = {"zero_shot_auc": ("encoder", "zero_shot.mean.auc"),
-               "zero_shot_auc_ci_low": ("encoder", "zero_shot.mean.ci_low"),
-               "probe_auc_chexpert5": ("encoder", "linear_probe.chexpert5.mean.auc"),
-               "i2t_r@5": ("encoder", "retrieval.image_to_text.recall@5.value"),
-               "bleu4": ("decoder", "overall.text.bleu4"), "rouge_l": ("decoder", "overall.text.rouge_l"),
-               "cider_d": ("decoder", "overall.text.cider_d"),
-               "clinical_f1_micro_14": ("decoder", "overall.clinical.chexpert14.micro.f1"),
-               "clinical_f1_macro_5": ("decoder", "overall.clinical.chexpert5.macro.f1")}
-    tex_rows = [line for line in Path(out["out_tex"]).read_text().splitlines() if line.startswith(("alpha", "beta"))]
+    checked = {
+        "zero_shot_auc": ("encoder", "zero_shot.mean.auc"),
+        "zero_shot_auc_ci_low": ("encoder", "zero_shot.mean.ci_low"),
+        "probe_auc_chexpert5": ("encoder", "linear_probe.chexpert5.mean.auc"),
+        "i2t_r@5": ("encoder", "retrieval.image_to_text.recall@5.value"),
+        "bleu4": ("decoder", "overall.text.bleu4"),
+        "rouge_l": ("decoder", "overall.text.rouge_l"),
+        "cider_d": ("decoder", "overall.text.cider_d"),
+        "clinical_f1_micro_14": ("decoder", "overall.clinical.chexpert14.micro.f1"),
+        "clinical_f1_macro_5": ("decoder", "overall.clinical.chexpert5.macro.f1"),
+    }
+    tex_rows = [
+        line for line in Path(out["out_tex"]).read_text().splitlines() if line.startswith(("alpha", "beta"))
+    ]
     html_rows = parse(out["out_html"]).summary_rows
     assert len(tex_rows) == 2 and len(html_rows) == 2
     keys = KEYS
@@ -161,10 +182,12 @@ def test_a_missing_metric_is_shown_as_missing_never_zero(tmp_path, make_experime
 def test_seed_claims_sit_beside_the_measured_figures(tmp_path, make_experiment, env_info):
     files, config = make_experiment("seeded", seed_claims="siglip_base")
     page = Path(render(tmp_path, env_info, {"seeded": (files, config)})["out_pages"][0]).read_text()
-    claims = page[page.index('<table class="claims">'):]
-    claims = claims[:claims.index("</table>")]
+    claims = page[page.index('<table class="claims">') :]
+    claims = claims[: claims.index("</table>")]
     # 001's 11.5 -> 5.3 beside the first and last logged encoder loss of metrics.csv (11.0 and 4.0)
-    assert re.search(r"11\.5 <span class=\"badge\">claimed</span></td><td>11\.000</td><td>-0\.500</td>", claims)
+    assert re.search(
+        r"11\.5 <span class=\"badge\">claimed</span></td><td>11\.000</td><td>-0\.500</td>", claims
+    )
     assert re.search(r"5\.3 <span class=\"badge\">claimed</span></td><td>4\.000</td><td>-1\.300</td>", claims)
     assert "002_ecaa274c7483d533.txt" in claims and "Step 100: Loss = 11.5" in claims
 
@@ -172,14 +195,17 @@ def test_seed_claims_sit_beside_the_measured_figures(tmp_path, make_experiment, 
 def test_a_claim_medlens_does_not_measure_is_missing(tmp_path, make_experiment, env_info):
     files, config = make_experiment("lap", seed_claims="lapvqa_captioner")
     page = Path(render(tmp_path, env_info, {"lap": (files, config)})["out_pages"][0]).read_text()
-    claims = page[page.index('<table class="claims">'):]
-    assert re.search(r"0\.686 <span class=\"badge\">claimed</span></td><td><span class=\"missing\">missing</span>",
-                     claims)  # the fabricated CheXpert-5 probe of the encoder is not the captioner's tower
+    claims = page[page.index('<table class="claims">') :]
+    assert re.search(
+        r"0\.686 <span class=\"badge\">claimed</span></td><td><span class=\"missing\">missing</span>", claims
+    )  # the fabricated CheXpert-5 probe of the encoder is not the captioner's tower
 
 
 def test_curves_plot_loss_lr_temperature_and_validation_against_step():
-    rows = [{"step": 1.0, "train/loss": 3.0, "lr": 1e-3, "logit_scale": 10.0, "val/loss": 2.0, "val/auc": 0.6},
-            {"step": 2.0, "train/loss": 2.0, "lr": 5e-4, "logit_scale": 20.0}]
+    rows = [
+        {"step": 1.0, "train/loss": 3.0, "lr": 1e-3, "logit_scale": 10.0, "val/loss": 2.0, "val/auc": 0.6},
+        {"step": 2.0, "train/loss": 2.0, "lr": 5e-4, "logit_scale": 20.0},
+    ]
     plots = curve_plots("encoder", rows)
     assert set(plots) == {"loss", "lr", "temperature", "validation"}
     assert all(svg.startswith("<svg") for svg in plots.values())
@@ -194,26 +220,42 @@ def test_build_report_rejects_an_unknown_seed_system(tmp_path, make_experiment):
 
 
 def test_a_stage_run_with_another_package_version_is_flagged_at_the_top(tmp_path, make_experiment, env_info):
-    drifted = {"matches_lock": False, "differences": {"missing": [], "extra": [],
-                                                      "different": [{"name": "transformers", "locked": "5.24.0",
-                                                                     "installed": "5.25.0"}]}}
+    drifted = {
+        "matches_lock": False,
+        "differences": {
+            "missing": [],
+            "extra": [],
+            "different": [{"name": "transformers", "locked": "5.24.0", "installed": "5.25.0"}],
+        },
+    }
     specs = {"locked": make_experiment("locked"), "drifted": make_experiment("drifted", environment=drifted)}
     out = render(tmp_path, env_info, specs)
     page = Path(out["out_html"]).read_text()
     alarm = re.search(r'<div class="alarm" id="lock-warning">(.*?)</div>', page, re.S)
     assert alarm and page.index('id="lock-warning"') < page.index('id="summary"')  # before any number
     assert alarm.group(1).count("drifted:") == 4  # both trainings and both evaluations
-    assert "drifted: train_encoder ran with packages that differ from its lock: transformers 5.25.0 installed, " \
-           "5.24.0 locked" in alarm.group(1) and "locked:" not in alarm.group(1)
+    assert (
+        "drifted: train_encoder ran with packages that differ from its lock: transformers 5.25.0 installed, "
+        "5.24.0 locked"
+        in alarm.group(1)
+        and "locked:" not in alarm.group(1)
+    )
     assert 'id="lock-sha256">' + "a" * 64 in page
-    assert "lock-warning" not in Path(out["out_pages"][0]).read_text()  # the locked experiment's own page is clean
+    assert (
+        "lock-warning" not in Path(out["out_pages"][0]).read_text()
+    )  # the locked experiment's own page is clean
 
 
 def test_a_stage_from_another_lock_or_without_a_record_is_flagged(tmp_path, make_experiment, env_info):
     files, config = make_experiment("other", environment={"lock_sha256": "b" * 64})
-    Path(files["decoder"], "medlens.json").write_text("{}")  # written before stages recorded their environment
+    Path(files["decoder"], "medlens.json").write_text(
+        "{}"
+    )  # written before stages recorded their environment
     page = Path(render(tmp_path, env_info, {"other": (files, config)})["out_html"]).read_text()
-    assert "other: train_encoder ran from another lock (sha256 bbbbbbbbbbbb, this report&#39;s is aaaaaaaaaaaa)" in page
+    assert (
+        "other: train_encoder ran from another lock (sha256 bbbbbbbbbbbb, this report&#39;s is aaaaaaaaaaaa)"
+        in page
+    )
     assert "other: train_decoder recorded no environment" in page
 
 

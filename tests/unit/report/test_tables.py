@@ -16,14 +16,27 @@ from medlens.report.tables import (
 
 
 def _exp(name, enc=None, dec=None):
-    return {"name": name, "datasets": ["a", "b"], "encoder_preset": "tiny", "decoder_preset": None,
-            "encoder_eval": enc, "decoder_eval": dec}
+    return {
+        "name": name,
+        "datasets": ["a", "b"],
+        "encoder_preset": "tiny",
+        "decoder_preset": None,
+        "encoder_eval": enc,
+        "decoder_eval": dec,
+    }
 
 
 def test_row_reads_every_metric_and_leaves_absent_ones_none():
-    row = summary_row(_exp("x", enc={"zero_shot": {"mean": {"auc": 0.8, "ci_low": 0.7, "ci_high": 0.9}},
-                                     "linear_probe": {"single_label": {"accuracy": {"value": 0.6}}}},
-                           dec={"overall": {"text": {"bleu4": 0, "rouge_l": "n/a"}}}))
+    row = summary_row(
+        _exp(
+            "x",
+            enc={
+                "zero_shot": {"mean": {"auc": 0.8, "ci_low": 0.7, "ci_high": 0.9}},
+                "linear_probe": {"single_label": {"accuracy": {"value": 0.6}}},
+            },
+            dec={"overall": {"text": {"bleu4": 0, "rouge_l": "n/a"}}},
+        )
+    )
     assert row["datasets"] == "a, b" and row["decoder"] is None
     assert (row["zero_shot_auc"], row["probe_accuracy"], row["bleu4"]) == (0.8, 0.6, 0.0)  # a real 0 stays 0
     assert row["rouge_l"] is None and row["probe_auc_nih14"] is None and row["clinical_f1_micro_5"] is None
@@ -31,7 +44,9 @@ def test_row_reads_every_metric_and_leaves_absent_ones_none():
 
 
 def test_latex_escapes_names_and_writes_missing_as_dashes():
-    row = summary_row(_exp("a_b&c%", enc={"zero_shot": {"mean": {"auc": 0.81234, "ci_low": 0.7, "ci_high": 0.9}}}))
+    row = summary_row(
+        _exp("a_b&c%", enc={"zero_shot": {"mean": {"auc": 0.81234, "ci_low": 0.7, "ci_high": 0.9}}})
+    )
     line = latex_table([row]).splitlines()[-3]
     cells = [c.strip() for c in line.removesuffix(r"\\").split(" & ")]  # an escaped \& has no spaces
     assert cells[0] == r"a\_b\&c\%" and len(cells) == len(SUMMARY_COLUMNS)

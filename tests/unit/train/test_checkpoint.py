@@ -43,8 +43,12 @@ def _model_and_optimizer(seed=0):
 
 def test_optimizer_and_rng_states_round_trip_exactly():
     _, optimizer = _model_and_optimizer()
-    state = {"optimizer": optimizer.state_dict(), "python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     tensors: dict[str, torch.Tensor] = {}
     skeleton = json.loads(json.dumps(to_tensors(state, tensors)))  # what state.json holds
     back = from_tensors(skeleton, tensors)
@@ -63,11 +67,19 @@ def test_a_saved_checkpoint_resumes_weights_optimizer_and_random_streams(tmp_pat
     random.seed(5)
     np.random.seed(5)
     torch.manual_seed(5)
-    save_checkpoint(tmp_path / "last", model=model, optimizer=optimizer, state=TrainState(step=7, samples_seen=56),
-                    config={"seed": 3, "lr": 0.01})
+    save_checkpoint(
+        tmp_path / "last",
+        model=model,
+        optimizer=optimizer,
+        state=TrainState(step=7, samples_seen=56),
+        config={"seed": 3, "lr": 0.01},
+    )
     expected = (random.random(), np.random.rand(), torch.rand(1))
-    assert sorted(p.name for p in (tmp_path / "last").iterdir()) == ["model.safetensors", "state.json",
-                                                                    "state.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "last").iterdir()) == [
+        "model.safetensors",
+        "state.json",
+        "state.safetensors",
+    ]
     fresh, fresh_opt = _model_and_optimizer(seed=1)
     state = load_checkpoint(tmp_path / "last", model=fresh, optimizer=fresh_opt)
     assert state == TrainState(step=7, samples_seen=56)
@@ -84,7 +96,9 @@ def test_a_planted_pickle_is_never_unpickled(tmp_path):
     payload = pickle.dumps(_Boom(marker))
     (tmp_path / "last.pt").write_bytes(payload)  # the old resume file's name
     (tmp_path / "last" / "state.safetensors").write_bytes(payload)
-    with pytest.raises(MedlensError, match=r"last: cannot resume from this checkpoint .*delete .* to start over"):
+    with pytest.raises(
+        MedlensError, match=r"last: cannot resume from this checkpoint .*delete .* to start over"
+    ):
         load_checkpoint(tmp_path / "last", model=model, optimizer=optimizer)
     assert not marker.exists()
 
@@ -95,7 +109,10 @@ def test_the_config_a_checkpoint_belongs_to_is_compared_key_by_key(tmp_path):
     save_checkpoint(tmp_path / "last", model=model, optimizer=optimizer, state=TrainState(), config=config)
     info = read_checkpoint_info(tmp_path / "last")
     assert checkpoint_config_diff(info, config) == []
-    assert checkpoint_config_diff(info, {**config, "lr": 0.02, "loss": {"kind": "siglip"}}) == ["loss.kind", "lr"]
+    assert checkpoint_config_diff(info, {**config, "lr": 0.02, "loss": {"kind": "siglip"}}) == [
+        "loss.kind",
+        "lr",
+    ]
     assert checkpoint_config_diff(info, {"seed": 3, "lr": 0.01}) == ["loss.kind"]
     assert read_checkpoint_info(tmp_path / "none") is None
 

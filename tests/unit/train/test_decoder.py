@@ -28,7 +28,10 @@ def test_an_unreachable_hub_tokenizer_falls_back_to_bpe_on_the_reports_with_a_wa
     with caplog.at_level(logging.WARNING, logger="medlens.train.decoder"):
         tok = load_tokenizer(cfg, REPORTS)
     assert "cannot be loaded" in caplog.text and "training a 300-token BPE" in caplog.text
-    assert tok.decode(tok("Lungs are clear.", add_special_tokens=False)["input_ids"]).strip() == "Lungs are clear."
+    assert (
+        tok.decode(tok("Lungs are clear.", add_special_tokens=False)["input_ids"]).strip()
+        == "Lungs are clear."
+    )
 
 
 def test_a_local_tokenizer_folder_that_does_not_load_is_an_error(tmp_path):
@@ -44,24 +47,44 @@ def chat(tmp_path_factory):
 
 
 @pytest.mark.parametrize("sampling", ["random", "group_by_length"])
-def test_a_signal_saves_a_checkpoint_at_that_step_and_the_rerun_ends_with_the_same_weights(chat, tmp_path,
-                                                                                          monkeypatch, sampling):
+def test_a_signal_saves_a_checkpoint_at_that_step_and_the_rerun_ends_with_the_same_weights(
+    chat, tmp_path, monkeypatch, sampling
+):
     """SLURM's SIGTERM mid-run: the Trainer finishes the step, checkpoints it (between scheduled saves) and
     stops; the rerun resumes there and ends bit for bit where an uninterrupted run ends."""
     # the training transform's random crop is on: it must resume exactly too, though the loader collates one
     # batch ahead of the step
-    trainer = TrainerConfig(per_device_train_batch_size=4, per_device_eval_batch_size=4, max_steps=6, warmup_steps=1,
-                            logging_steps=1, eval_steps=100, save_steps=100, load_best_model_at_end=False,
-                            dataloader_num_workers=0, train_sampling_strategy=sampling)
-    cfg = DecoderConfig(init_from_encoder=False, hidden_size=32, num_layers=1, num_heads=2, vocab_size=300,
-                        max_length=32, image_size=32, trainer=trainer)
+    trainer = TrainerConfig(
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        max_steps=6,
+        warmup_steps=1,
+        logging_steps=1,
+        eval_steps=100,
+        save_steps=100,
+        load_best_model_at_end=False,
+        dataloader_num_workers=0,
+        train_sampling_strategy=sampling,
+    )
+    cfg = DecoderConfig(
+        init_from_encoder=False,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        vocab_size=300,
+        max_length=32,
+        image_size=32,
+        trainer=trainer,
+    )
     dec.train_decoder(cfg, chat, tmp_path / "full")
 
     real_call, calls = dec.CaptionCollator.__call__, {"n": 0}
 
     def signalled(self, batch):
         calls["n"] += 1
-        if calls["n"] == 4:  # SLURM's warning arrives mid-run (accelerate's loader collates a batch ahead: step 3)
+        if (
+            calls["n"] == 4
+        ):  # SLURM's warning arrives mid-run (accelerate's loader collates a batch ahead: step 3)
             os.kill(os.getpid(), signal.SIGTERM)
         return real_call(self, batch)
 
@@ -69,13 +92,18 @@ def test_a_signal_saves_a_checkpoint_at_that_step_and_the_rerun_ends_with_the_sa
     with pytest.raises(TrainingInterrupted, match="signal 15 at step 3/6"):
         dec.train_decoder(cfg, chat, tmp_path / "resumed")
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was only there while training
-    assert [p.name for p in (tmp_path / "resumed.ckpt").glob("checkpoint-*")] == ["checkpoint-3"]  # none scheduled
+    assert [p.name for p in (tmp_path / "resumed.ckpt").glob("checkpoint-*")] == [
+        "checkpoint-3"
+    ]  # none scheduled
     assert not (tmp_path / "resumed").exists()
 
     monkeypatch.setattr(dec.CaptionCollator, "__call__", real_call)
     summary = dec.train_decoder(cfg, chat, tmp_path / "resumed")
     assert summary["global_step"] == 6
-    full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    full, resumed = (
+        load_file(tmp_path / "full" / "model.safetensors"),
+        load_file(tmp_path / "resumed" / "model.safetensors"),
+    )
     assert full.keys() == resumed.keys()
     for k in full:
         assert torch.equal(full[k], resumed[k]), k
@@ -84,22 +112,29 @@ def test_a_signal_saves_a_checkpoint_at_that_step_and_the_rerun_ends_with_the_sa
 
 
 def test_length_grouped_batches_pad_less_come_in_random_order_and_cover_every_report_without_loading_an_image(
-        tmp_path):
+    tmp_path,
+):
     from transformers import TrainingArguments
 
     n = 650  # not a whole number of batches: the one short batch must come last
     lengths = [int(k) for k in torch.randint(5, 150, (n,), generator=torch.Generator().manual_seed(0))]
     dataset = dec.CaptionDataset([{"images": ["never-read.png"]}] * n, transform=None, lengths=lengths)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=32, use_cpu=True, report_to="none",
-                             train_sampling_strategy="group_by_length")
-    trainer = dec.CaptionTrainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=dataset,
-                                 length_group_batches=4)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=32,
+        use_cpu=True,
+        report_to="none",
+        train_sampling_strategy="group_by_length",
+    )
+    trainer = dec.CaptionTrainer(
+        model=torch.nn.Linear(1, 1), args=args, train_dataset=dataset, length_group_batches=4
+    )
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler, dec.LengthBucketSampler)
     torch.manual_seed(0)
     order = list(sampler)
     assert sorted(order) == list(range(n))
-    batches = [order[k:k + 32] for k in range(0, n, 32)]
+    batches = [order[k : k + 32] for k in range(0, n, 32)]
     assert [len(b) for b in batches] == [32] * 20 + [10]
     assert sorted(batches[-1]) == sorted(set(range(n)) - set(order[:640]))
 
@@ -119,12 +154,30 @@ def test_gradient_accumulation_takes_the_same_step_as_one_batch_of_the_same_repo
     scale error, Adam's first step would hide it)."""
     weights = {}
     for name, batch, accum in (("one", 8, 1), ("accumulated", 4, 2)):
-        trainer = TrainerConfig(per_device_train_batch_size=batch, gradient_accumulation_steps=accum, max_steps=1,
-                                optim="sgd", learning_rate=0.5, max_grad_norm=0.0, lr_scheduler_type="constant",
-                                eval_steps=100, save_steps=100, load_best_model_at_end=False,
-                                dataloader_num_workers=0)
-        cfg = DecoderConfig(init_from_encoder=False, hidden_size=32, num_layers=1, num_heads=2, vocab_size=300,
-                            max_length=32, image_size=32, dropout=0.0, trainer=trainer)
+        trainer = TrainerConfig(
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accum,
+            max_steps=1,
+            optim="sgd",
+            learning_rate=0.5,
+            max_grad_norm=0.0,
+            lr_scheduler_type="constant",
+            eval_steps=100,
+            save_steps=100,
+            load_best_model_at_end=False,
+            dataloader_num_workers=0,
+        )
+        cfg = DecoderConfig(
+            init_from_encoder=False,
+            hidden_size=32,
+            num_layers=1,
+            num_heads=2,
+            vocab_size=300,
+            max_length=32,
+            image_size=32,
+            dropout=0.0,
+            trainer=trainer,
+        )
         dec.train_decoder(cfg, chat, tmp_path / name)
         weights[name] = load_file(tmp_path / name / "model.safetensors")
     for k in weights["one"]:
@@ -149,13 +202,32 @@ def _interrupted(chat, tmp_path, monkeypatch, cfg):
 
 
 def _small(**trainer):
-    args = dict(per_device_train_batch_size=4, per_device_eval_batch_size=4, max_steps=6, warmup_steps=1,
-                logging_steps=1, eval_steps=100, save_steps=100, load_best_model_at_end=False, dataloader_num_workers=0)
-    return DecoderConfig(init_from_encoder=False, hidden_size=32, num_layers=1, num_heads=2, vocab_size=300,
-                         max_length=32, image_size=32, trainer=TrainerConfig(**{**args, **trainer}))
+    args = dict(
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        max_steps=6,
+        warmup_steps=1,
+        logging_steps=1,
+        eval_steps=100,
+        save_steps=100,
+        load_best_model_at_end=False,
+        dataloader_num_workers=0,
+    )
+    return DecoderConfig(
+        init_from_encoder=False,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        vocab_size=300,
+        max_length=32,
+        image_size=32,
+        trainer=TrainerConfig(**{**args, **trainer}),
+    )
 
 
-def test_an_edit_after_a_kill_starts_the_decoder_over_and_a_logging_edit_resumes(chat, tmp_path, monkeypatch, caplog):
+def test_an_edit_after_a_kill_starts_the_decoder_over_and_a_logging_edit_resumes(
+    chat, tmp_path, monkeypatch, caplog
+):
     import dataclasses
 
     cfg = _small()
@@ -163,18 +235,26 @@ def test_an_edit_after_a_kill_starts_the_decoder_over_and_a_logging_edit_resumes
     edited = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, learning_rate=1e-3))
     with caplog.at_level(logging.INFO):
         dec.train_decoder(edited, chat, tmp_path / "run")
-    assert f"not resuming the checkpoints in {ckpt}: they were written for other settings " \
-           "(decoder.trainer.learning_rate differ); starting over" in caplog.text
+    assert (
+        f"not resuming the checkpoints in {ckpt}: they were written for other settings "
+        "(decoder.trainer.learning_rate differ); starting over" in caplog.text
+    )
     assert "resuming from the last checkpoint" not in caplog.text
     dec.train_decoder(edited, chat, tmp_path / "fresh")
-    a, b = load_file(tmp_path / "fresh" / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
+    a, b = (
+        load_file(tmp_path / "fresh" / "model.safetensors"),
+        load_file(tmp_path / "run" / "model.safetensors"),
+    )
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     caplog.clear()
     _interrupted(chat, tmp_path / "again", monkeypatch, cfg)
     with caplog.at_level(logging.INFO):  # how often it logs is not what it computes
-        dec.train_decoder(dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, logging_steps=2)), chat,
-                          tmp_path / "again" / "run")
+        dec.train_decoder(
+            dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, logging_steps=2)),
+            chat,
+            tmp_path / "again" / "run",
+        )
     assert "resuming from the last checkpoint" in caplog.text
 
 
@@ -185,6 +265,8 @@ def test_a_planted_pickle_in_a_decoder_checkpoint_is_refused_not_run(chat, tmp_p
 
     ckpt = _interrupted(chat, tmp_path, monkeypatch, _small())
     torch.save({"state": Boom()}, ckpt / "checkpoint-3" / "optimizer.pt")
-    with pytest.raises(MedlensError, match=r"run\.ckpt: a resume checkpoint holds something other than tensors"):
+    with pytest.raises(
+        MedlensError, match=r"run\.ckpt: a resume checkpoint holds something other than tensors"
+    ):
         dec.train_decoder(_small(), chat, tmp_path / "run")
     assert not (tmp_path / "pwned").exists()

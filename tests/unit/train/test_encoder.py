@@ -19,7 +19,14 @@ from medlens.train import encoder as enc
 from medlens.train.checkpoint import read_checkpoint_info
 from medlens.train.encoder import TrainingInterrupted, train_encoder
 
-TINY = dict(image_size=32, context_length=24, per_device_train_batch_size=8, warmup_steps=2, logging_steps=2, dataloader_num_workers=0)
+TINY = dict(
+    image_size=32,
+    context_length=24,
+    per_device_train_batch_size=8,
+    warmup_steps=2,
+    logging_steps=2,
+    dataloader_num_workers=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +110,12 @@ def _interrupt_at(monkeypatch, at_step):
     return real_lr_at
 
 
-@pytest.mark.parametrize("edit", [{"seed": 4}, {"learning_rate": 2e-3}, {"image_size": 48}],
-                         ids=["seed", "lr", "image_size"])
-def test_an_edit_after_a_kill_starts_over_instead_of_resuming_the_old_run(pairs, tmp_path, monkeypatch, caplog, edit):
+@pytest.mark.parametrize(
+    "edit", [{"seed": 4}, {"learning_rate": 2e-3}, {"image_size": 48}], ids=["seed", "lr", "image_size"]
+)
+def test_an_edit_after_a_kill_starts_over_instead_of_resuming_the_old_run(
+    pairs, tmp_path, monkeypatch, caplog, edit
+):
     cfg = EncoderConfig(**TINY, max_steps=6, eval_steps=3, save_steps=3, seed=3)
     real_lr_at = _interrupt_at(monkeypatch, 2)
     with pytest.raises(TrainingInterrupted, match="step 3/6"):
@@ -117,8 +127,10 @@ def test_an_edit_after_a_kill_starts_over_instead_of_resuming_the_old_run(pairs,
         result = train_encoder(edited, pairs, tmp_path / "run")
     assert result.steps == 6
     key = next(iter(edit))
-    assert f"not resuming {tmp_path / 'run.ckpt' / 'last'}: it was written for other settings (encoder.{key} " \
-           "differ); starting over" in caplog.text
+    assert (
+        f"not resuming {tmp_path / 'run.ckpt' / 'last'}: it was written for other settings (encoder.{key} "
+        "differ); starting over" in caplog.text
+    )
     assert "resuming from" not in caplog.text
     fresh = train_encoder(edited, pairs, tmp_path / "fresh")  # the edited run, never interrupted
     assert fresh.steps == 6
@@ -142,11 +154,19 @@ def test_output_folder_loads_with_open_clip_and_records_the_run(pairs, tmp_path)
 
     from medlens.models.encoders import load_encoder
 
-    cfg = EncoderConfig(**TINY, max_steps=4, eval_steps=2, save_steps=4, metric_for_best_model="val/zero_shot_auc")
+    cfg = EncoderConfig(
+        **TINY, max_steps=4, eval_steps=2, save_steps=4, metric_for_best_model="val/zero_shot_auc"
+    )
     result = train_encoder(cfg, pairs, tmp_path / "enc", zero_shot=ZeroShotConfig(templates="report"))
     out = tmp_path / "enc"
-    assert {"open_clip_config.json", "open_clip_model.safetensors", "last.safetensors", "metrics.csv", "README.md",
-            "medlens.json"} <= {p.name for p in out.iterdir()}
+    assert {
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+        "last.safetensors",
+        "metrics.csv",
+        "README.md",
+        "medlens.json",
+    } <= {p.name for p in out.iterdir()}
     model = open_clip.create_model(f"local-dir:{out}", output_dict=True)
     assert model.visual.image_size == (32, 32)
     info = json.loads((out / "medlens.json").read_text())
@@ -166,7 +186,9 @@ def test_too_few_pairs_for_one_batch_is_a_clear_error(pairs, tmp_path):
     from medlens.errors import DataError
 
     with pytest.raises(DataError, match="global batch of 512"):
-        train_encoder(EncoderConfig(**{**TINY, "per_device_train_batch_size": 512}, max_steps=2), pairs, tmp_path / "e")
+        train_encoder(
+            EncoderConfig(**{**TINY, "per_device_train_batch_size": 512}, max_steps=2), pairs, tmp_path / "e"
+        )
 
 
 @pytest.mark.slow  # a run in one process and one in two (two more interpreters): ~30 s on two idle cores
@@ -175,9 +197,21 @@ def test_two_gloo_processes_train_the_weights_one_process_trains(pairs, tmp_path
     with accumulation, validation and checkpoints on the way, the result is the single-process run's."""
     from helpers.two_process import launch
 
-    fields = {**TINY, "gradient_accumulation_steps": 2, "max_steps": 3, "eval_steps": 2, "save_steps": 2, "seed": 5}
+    fields = {
+        **TINY,
+        "gradient_accumulation_steps": 2,
+        "max_steps": 3,
+        "eval_steps": 2,
+        "save_steps": 2,
+        "seed": 5,
+    }
     single = train_encoder(EncoderConfig(**fields), pairs, tmp_path / "one")
-    launch("train", json.dumps({**fields, "per_device_train_batch_size": TINY["per_device_train_batch_size"] // 2}), str(pairs), str(tmp_path / "two"))
+    launch(
+        "train",
+        json.dumps({**fields, "per_device_train_batch_size": TINY["per_device_train_batch_size"] // 2}),
+        str(pairs),
+        str(tmp_path / "two"),
+    )
     assert single.steps == 3
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     for k in one:
@@ -199,8 +233,12 @@ def test_lit_locking_leaves_the_last_groups_trainable():
 
     model, _, _ = create_encoder(EncoderConfig(**TINY))
     # open_clip's groups end with the projection, then the last block
-    enc._lock_towers(model, EncoderConfig(**TINY, lock_image=True, lock_image_unlocked_groups=2, lock_text=True,
-                                          lock_text_unlocked_layers=2))
+    enc._lock_towers(
+        model,
+        EncoderConfig(
+            **TINY, lock_image=True, lock_image_unlocked_groups=2, lock_text=True, lock_text_unlocked_layers=2
+        ),
+    )
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     last_image, last_text = len(model.visual.transformer.resblocks) - 1, len(model.transformer.resblocks) - 1
     assert {"visual.proj", "text_projection", "logit_scale"} <= trainable

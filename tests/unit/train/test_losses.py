@@ -89,4 +89,6 @@ def test_two_gloo_processes_give_the_single_process_loss_and_gradients(two_proce
     assert torch.allclose(torch.cat([r["txt_grad"] for r in ranks]) / 2, txt.grad, atol=1e-6)
     assert (ranks[0]["scale_grad"] + ranks[1]["scale_grad"]) / 2 == pytest.approx(scale.grad.item(), rel=1e-5)
     if kind == "siglip":
-        assert (ranks[0]["bias_grad"] + ranks[1]["bias_grad"]) / 2 == pytest.approx(bias.grad.item(), rel=1e-5)
+        assert (ranks[0]["bias_grad"] + ranks[1]["bias_grad"]) / 2 == pytest.approx(
+            bias.grad.item(), rel=1e-5
+        )

@@ -42,14 +42,26 @@ def chat(tmp_path_factory):
 def bases(chat, tmp_path_factory):
     corpus = [split_conversation(r)[1] for r in read_chat(chat / "train.jsonl")] + [PROMPT]
     root = tmp_path_factory.mktemp("bases")
-    return {"paligemma": save_tiny_paligemma(root / "paligemma", corpus),
-            "mllama": save_tiny_mllama(root / "mllama", corpus)}
+    return {
+        "paligemma": save_tiny_paligemma(root / "paligemma", corpus),
+        "mllama": save_tiny_mllama(root / "mllama", corpus),
+    }
 
 
 def vlm_config(model, **trainer) -> DecoderConfig:
-    args = {"learning_rate": 1e-2, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
-            "max_steps": 12, "warmup_steps": 0, "lr_scheduler_type": "constant", "logging_steps": 3,
-            "eval_steps": 100, "save_steps": 100, "dataloader_num_workers": 0, **trainer}
+    args = {
+        "learning_rate": 1e-2,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 4,
+        "max_steps": 12,
+        "warmup_steps": 0,
+        "lr_scheduler_type": "constant",
+        "logging_steps": 3,
+        "eval_steps": 100,
+        "save_steps": 100,
+        "dataloader_num_workers": 0,
+        **trainer,
+    }
     return DecoderConfig(kind="vlm", model=str(model), max_length=64, trainer=TrainerConfig(**args))
 
 
@@ -72,14 +84,17 @@ def test_paligemma_collator_matches_the_processor_suffix_encoding_token_by_token
     batch_items = items(chat)
     batch = VLMCollator(fmt, 64)(batch_items)
     for row, item in enumerate(batch_items):
-        ref = proc(text=["<image>" + PROMPT], images=[item["images"]], suffix=[item["target"]], return_tensors="pt")
+        ref = proc(
+            text=["<image>" + PROMPT], images=[item["images"]], suffix=[item["target"]], return_tensors="pt"
+        )
         n = ref["input_ids"].shape[1]
         assert batch["input_ids"][row, :n].tolist() == ref["input_ids"][0].tolist()
         assert batch["token_type_ids"][row, :n].tolist() == ref["token_type_ids"][0].tolist()
         assert batch["labels"][row, :n].tolist() == ref["labels"][0].tolist()
         n_prompt = int((ref["token_type_ids"][0] == 0).sum())
-        assert batch["labels"][row].tolist() == expected_labels(batch["input_ids"][row], batch["attention_mask"][row],
-                                                                 n_prompt, proc.image_token_id)
+        assert batch["labels"][row].tolist() == expected_labels(
+            batch["input_ids"][row], batch["attention_mask"][row], n_prompt, proc.image_token_id
+        )
         assert int((batch["input_ids"][row] == proc.image_token_id).sum()) == 16
         answer = [t for t in batch["labels"][row].tolist() if t != -100]
         assert proc.tokenizer.decode(answer) == item["target"] + "<eos>"
@@ -95,14 +110,17 @@ def test_mllama_collator_matches_the_chat_template_token_by_token(chat, bases):
         messages = fmt.chat_messages(item["messages"], 1)
         prompt = proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         full = proc.apply_chat_template(
-            [*messages, {"role": "assistant", "content": [{"type": "text", "text": item["target"]}]}], tokenize=False)
+            [*messages, {"role": "assistant", "content": [{"type": "text", "text": item["target"]}]}],
+            tokenize=False,
+        )
         ref = proc(text=[full], images=[item["images"]], return_tensors="pt", add_special_tokens=False)
         n = ref["input_ids"].shape[1]
         n_prompt = len(proc.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         assert batch["input_ids"][row, :n].tolist() == ref["input_ids"][0].tolist()
         assert torch.equal(batch["cross_attention_mask"][row, :n], ref["cross_attention_mask"][0])
-        assert batch["labels"][row].tolist() == expected_labels(batch["input_ids"][row], batch["attention_mask"][row],
-                                                                 n_prompt, proc.image_token_id)
+        assert batch["labels"][row].tolist() == expected_labels(
+            batch["input_ids"][row], batch["attention_mask"][row], n_prompt, proc.image_token_id
+        )
         answer = [t for t in batch["labels"][row].tolist() if t != -100]
         assert proc.tokenizer.decode(answer) == item["target"] + "<|eot_id|>"
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
@@ -116,15 +134,18 @@ def test_max_length_cuts_the_answer_never_the_image_tokens(chat, bases):
     assert row["input_ids"].shape[1] == n_prompt + 3
     assert int((row["input_ids"] == fmt.image_token_id).sum()) == 16
     assert (row["labels"] != -100).sum() == 3
-    with pytest.raises(ConfigError, match=r"decoder\.max_length: the prompt alone is \d+ tokens \(16 of them image"):
+    with pytest.raises(
+        ConfigError, match=r"decoder\.max_length: the prompt alone is \d+ tokens \(16 of them image"
+    ):
         VLMCollator(fmt, n_prompt).example(item)
 
 
 def test_flip_is_laterality_aware():
     image = Image.new("RGB", (8, 8))
     image.putpixel((0, 0), (255, 255, 255))
-    flipped, text = augment_image(image, "Right pleural effusion. The left lung is clear.",
-                                  replace(DecoderConfig().augment, hflip=1.0))
+    flipped, text = augment_image(
+        image, "Right pleural effusion. The left lung is clear.", replace(DecoderConfig().augment, hflip=1.0)
+    )
     assert flipped.getpixel((7, 0)) == (255, 255, 255)
     assert text == "Left pleural effusion. The right lung is clear."
 
@@ -145,7 +166,11 @@ def test_lora_steps_lower_the_loss_and_the_output_generates_text(family, chat, b
     assert summary["global_step"] == 12 and 0 < summary["trainable_parameters"] < 20_000
     out = tmp_path / "decoder"
     info = json.loads((out / "medlens.json").read_text())
-    assert info["kind"] == "vlm" and info["weights"] == "adapter" and (out / "adapter_model.safetensors").is_file()
+    assert (
+        info["kind"] == "vlm"
+        and info["weights"] == "adapter"
+        and (out / "adapter_model.safetensors").is_file()
+    )
     assert not (out.parent / "decoder.ckpt").exists()
 
     batch = VLMCollator(PromptFormat(load_processor(out)), 64)(items(chat, 4))
@@ -169,7 +194,9 @@ def test_resume_continues_the_step_count(chat, bases, tmp_path, monkeypatch):
 
     def preempted(self, batch):
         calls["n"] += 1
-        if calls["n"] == 7:  # after checkpoint-2 and a logged step 3: rows past the checkpoint must not repeat
+        if (
+            calls["n"] == 7
+        ):  # after checkpoint-2 and a logged step 3: rows past the checkpoint must not repeat
             raise KeyboardInterrupt("preempted")
         return real_call(self, batch)
 
@@ -195,16 +222,25 @@ def test_qlora_4bit_on_cpu_trains_and_merges(chat, bases, tmp_path):
 
     from medlens.models.vlm import load_vlm
 
-    q = QuantizationConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                           bnb_4bit_compute_dtype="float16")  # the seed's fp16 becomes float32 on CPU
-    cfg = replace(vlm_config(bases["paligemma"], gradient_checkpointing=True), quantization=q, merge_adapters=True)
+    q = QuantizationConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype="float16",
+    )  # the seed's fp16 becomes float32 on CPU
+    cfg = replace(
+        vlm_config(bases["paligemma"], gradient_checkpointing=True), quantization=q, merge_adapters=True
+    )
     quantized = load_vlm(cfg, training=True)
     n4 = sum(isinstance(m, bnb.nn.Linear4bit) for m in quantized.modules())
     assert n4 > 10 and quantized.is_loaded_in_4bit
     # the 32-wide vision layers stay unquantised (unquantised_modules): the evaluation below runs
     # bitsandbytes' inference path, which on an AVX512-BF16 CPU cannot repack them
-    assert all(m.in_features % 64 == 0 and m.out_features % 32 == 0
-               for m in quantized.modules() if isinstance(m, bnb.nn.Linear4bit))
+    assert all(
+        m.in_features % 64 == 0 and m.out_features % 32 == 0
+        for m in quantized.modules()
+        if isinstance(m, bnb.nn.Linear4bit)
+    )
 
     train_vlm(cfg, chat, tmp_path / "decoder")
     out = tmp_path / "decoder"
@@ -213,11 +249,14 @@ def test_qlora_4bit_on_cpu_trains_and_merges(chat, bases, tmp_path):
     base = AutoModelForImageTextToText.from_pretrained(bases["paligemma"])
     before = batch_loss(base, batch)
     merged = AutoModelForImageTextToText.from_pretrained(out)
-    with_adapter = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(bases["paligemma"]),
-                                             str(out / "adapter"))
+    with_adapter = PeftModel.from_pretrained(
+        AutoModelForImageTextToText.from_pretrained(bases["paligemma"]), str(out / "adapter")
+    )
     assert batch_loss(merged, batch) < before - 0.3
     with torch.no_grad():
-        torch.testing.assert_close(merged(**batch).logits, with_adapter.eval()(**batch).logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            merged(**batch).logits, with_adapter.eval()(**batch).logits, atol=1e-4, rtol=1e-4
+        )
     assert load_generator(out).generate([read_chat(chat / "test.jsonl")[0]["images"][0]], [PROMPT])[0]
 
 
@@ -226,8 +265,12 @@ def test_conflicting_vlm_settings_fail_when_the_config_is_built():
         DecoderConfig(kind="vlm")
     with pytest.raises(ConfigError, match=r"decoder\.quantization: load_in_4bit and load_in_8bit"):
         QuantizationConfig(load_in_4bit=True, load_in_8bit=True)
-    with pytest.raises(ConfigError, match=r"decoder\.finetune: quantised weights cannot be fine-tuned in full"):
-        DecoderConfig(kind="vlm", model="m", finetune="full", quantization=QuantizationConfig(load_in_4bit=True))
+    with pytest.raises(
+        ConfigError, match=r"decoder\.finetune: quantised weights cannot be fine-tuned in full"
+    ):
+        DecoderConfig(
+            kind="vlm", model="m", finetune="full", quantization=QuantizationConfig(load_in_4bit=True)
+        )
     with pytest.raises(ConfigError, match=r"decoder\.merge_adapters"):
         DecoderConfig(kind="vlm", model="m", finetune="full", merge_adapters=True)
 

@@ -12,7 +12,19 @@ from medlens.data.phantom.sampling import Findings, Study, sample_studies, study
 from medlens.data.phantom.vocabulary import LABELS, SAMPLED_FINDINGS, check_synthetic_config
 
 __all__ = [
-    "sample_studies", "render_study", "render_with_masks", "write_report", "sample_reports", "study_labels",
-    "check_synthetic_config", "load_report_templates", "PhantomImage", "Study", "Findings",
-    "Report", "Statement", "LABELS", "SAMPLED_FINDINGS",
+    "sample_studies",
+    "render_study",
+    "render_with_masks",
+    "write_report",
+    "sample_reports",
+    "study_labels",
+    "check_synthetic_config",
+    "load_report_templates",
+    "PhantomImage",
+    "Study",
+    "Findings",
+    "Report",
+    "Statement",
+    "LABELS",
+    "SAMPLED_FINDINGS",
 ]

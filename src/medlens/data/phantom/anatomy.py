@@ -19,8 +19,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Anatomy", "Acquisition", "Frame", "Geometry", "build_geometry", "side_sign", "row_extent", "ellipse",
-           "bezier", "smooth_outline"]
+__all__ = [
+    "Anatomy",
+    "Acquisition",
+    "Frame",
+    "Geometry",
+    "build_geometry",
+    "side_sign",
+    "row_extent",
+    "ellipse",
+    "bezier",
+    "smooth_outline",
+]
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,7 @@ def smooth_outline(poly: np.ndarray, rounds: int = 2) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def _bezier_weights(n: int) -> np.ndarray:
     t = np.linspace(0.0, 1.0, n)
-    return np.stack([(1 - t) ** 2, 2 * (1 - t) * t, t ** 2], axis=1)  # (n, 3)
+    return np.stack([(1 - t) ** 2, 2 * (1 - t) * t, t**2], axis=1)  # (n, 3)
 
 
 def bezier(p0, p1, p2, n: int = 12) -> np.ndarray:
@@ -153,21 +163,37 @@ def ellipse(cx: float, cy: float, rx: float, ry: float, n: int = 40, tilt: float
 class Geometry:
     """Outlines of one study's anatomy in canonical coordinates (built by :func:`build_geometry`)."""
 
-    def __init__(self, anat: Anatomy, acq: Acquisition, ctr: float, elevation: tuple[float, float] = (0.0, 0.0)):
+    def __init__(
+        self, anat: Anatomy, acq: Acquisition, ctr: float, elevation: tuple[float, float] = (0.0, 0.0)
+    ):
         self.anat, self.acq, self.ctr = anat, acq, ctr
-        lift = 0.02 if acq.view == "AP" else 0.0  # AP films are usually taken supine, at shallower inspiration
-        self.dome = {side: anat.dome_y[i] + acq.inspiration - lift - elevation[i]
-                     for i, side in enumerate(("right", "left"))}
+        lift = (
+            0.02 if acq.view == "AP" else 0.0
+        )  # AP films are usually taken supine, at shallower inspiration
+        self.dome = {
+            side: anat.dome_y[i] + acq.inspiration - lift - elevation[i]
+            for i, side in enumerate(("right", "left"))
+        }
         self.half_width = {"right": anat.half_width[0], "left": anat.half_width[1]}
         self.thorax_width = anat.half_width[0] + anat.half_width[1]
         self.top = anat.apex_y
         self.heart = self._heart()
         hx0, hx1 = self.heart[:, 0].min(), self.heart[:, 0].max()
-        self.heart_box = (float(hx0), float(self.heart[:, 1].min()), float(hx1), float(self.heart[:, 1].max()))
+        self.heart_box = (
+            float(hx0),
+            float(self.heart[:, 1].min()),
+            float(hx1),
+            float(self.heart[:, 1].max()),
+        )
         self.lungs = {side: self._lung(side) for side in ("right", "left")}
         self.carina = (anat.cx + 0.004, self.heart_box[1] - 0.035)
-        self.hilum = {side: (anat.cx + side_sign(side) * (anat.medial + 0.035),
-                             self.top + 0.47 * (self.dome[side] - self.top)) for side in ("right", "left")}
+        self.hilum = {
+            side: (
+                anat.cx + side_sign(side) * (anat.medial + 0.035),
+                self.top + 0.47 * (self.dome[side] - self.top),
+            )
+            for side in ("right", "left")
+        }
 
     # ---- heart and lungs
 
@@ -182,7 +208,9 @@ class Geometry:
         width = self.ctr * self.thorax_width
         pts *= width / (pts[:, 0].max() - pts[:, 0].min())
         pts[:, 0] += a.cx - a.heart_right_share * width - pts[:, 0].min()
-        pts[:, 1] += self.dome["left"] + 0.03 - pts[:, 1].max()  # the heart sits on the diaphragm, below its dome
+        pts[:, 1] += (
+            self.dome["left"] + 0.03 - pts[:, 1].max()
+        )  # the heart sits on the diaphragm, below its dome
         return pts
 
     def cp_angle(self, side: str) -> tuple[float, float]:
@@ -195,8 +223,11 @@ class Geometry:
         a, sg, w = self.anat, side_sign(side), self.half_width[side]
         y0, (_, ycp) = self.top + 0.035, self.cp_angle(side)
         t = np.linspace(0.0, 1.0, n)
-        prof = np.where(t <= 0.78, 0.42 + 0.58 * np.sin(np.minimum(t / 0.78, 1.0) * math.pi / 2) ** 0.7,
-                        1.0 - 0.035 * ((t - 0.78) / 0.22) ** 2)
+        prof = np.where(
+            t <= 0.78,
+            0.42 + 0.58 * np.sin(np.minimum(t / 0.78, 1.0) * math.pi / 2) ** 0.7,
+            1.0 - 0.035 * ((t - 0.78) / 0.22) ** 2,
+        )
         return np.stack([a.cx + sg * w * prof, y0 + t * (ycp - y0)], axis=1)
 
     def _diaphragm(self, side: str, n: int = 20) -> np.ndarray:
@@ -208,9 +239,11 @@ class Geometry:
         x = np.linspace(xcp, xmed, n)
         lateral = (x - xpk) / (xcp - xpk)
         medial = (x - xpk) / (xmed - xpk)
-        y = np.where(np.abs(x - a.cx) >= np.abs(xpk - a.cx),
-                     self.dome[side] + (ycp - self.dome[side]) * np.clip(lateral, 0, 1) ** 2.4,
-                     self.dome[side] + (ymed - self.dome[side]) * np.clip(medial, 0, 1) ** 2)
+        y = np.where(
+            np.abs(x - a.cx) >= np.abs(xpk - a.cx),
+            self.dome[side] + (ycp - self.dome[side]) * np.clip(lateral, 0, 1) ** 2.4,
+            self.dome[side] + (ymed - self.dome[side]) * np.clip(medial, 0, 1) ** 2,
+        )
         return np.stack([x, y], axis=1)
 
     def _lung(self, side: str) -> np.ndarray:
@@ -247,10 +280,18 @@ class Geometry:
         a = self.anat
         half = max(self.half_width.values()) + a.soft_tissue
         shoulder = a.clavicle_y - 0.01
-        right = [(a.cx - 0.085, -0.05), (a.cx - 0.095, shoulder - 0.07), (a.cx - 0.2, shoulder - 0.035),
-                 (a.cx - half - 0.07, shoulder), (a.cx - half - 0.1, shoulder + 0.05),
-                 (a.cx - half - 0.095, shoulder + 0.2), (a.cx - half - 0.02, shoulder + 0.24),
-                 (a.cx - half, 0.6), (a.cx - half + 0.02, 0.95), (a.cx - half + 0.035, 1.06)]
+        right = [
+            (a.cx - 0.085, -0.05),
+            (a.cx - 0.095, shoulder - 0.07),
+            (a.cx - 0.2, shoulder - 0.035),
+            (a.cx - half - 0.07, shoulder),
+            (a.cx - half - 0.1, shoulder + 0.05),
+            (a.cx - half - 0.095, shoulder + 0.2),
+            (a.cx - half - 0.02, shoulder + 0.24),
+            (a.cx - half, 0.6),
+            (a.cx - half + 0.02, 0.95),
+            (a.cx - half + 0.035, 1.06),
+        ]
         left = [(2 * a.cx - x, y) for x, y in reversed(right)]
         return smooth_outline(np.array(right + left))
 
@@ -258,8 +299,14 @@ class Geometry:
         """Superior mediastinum down to the heart, with the aortic knob on the patient's left."""
         a = self.anat
         top_heart = self.heart_box[1] + 0.03
-        band = np.array([(a.cx - a.medial, -0.05), (a.cx + a.medial, -0.05), (a.cx + a.medial, top_heart),
-                         (a.cx - a.medial, top_heart)])
+        band = np.array(
+            [
+                (a.cx - a.medial, -0.05),
+                (a.cx + a.medial, -0.05),
+                (a.cx + a.medial, top_heart),
+                (a.cx - a.medial, top_heart),
+            ]
+        )
         knob = ellipse(a.cx + a.medial - 0.015, self.heart_box[1] - 0.05, 0.032, 0.045)
         return [band, knob]
 
@@ -270,8 +317,16 @@ class Geometry:
         trunk = np.array([(a.cx - w, -0.05), (a.cx + w, -0.05), (xc + w * 0.9, yc), (xc - w * 0.9, yc)])
         bronchi = []
         for sg, dx, dy in ((-1, 0.045, 0.05), (1, 0.06, 0.045)):
-            bronchi.append(np.array([(xc - 0.012, yc - 0.012), (xc + 0.012, yc - 0.012),
-                                     (xc + sg * dx + 0.011, yc + dy), (xc + sg * dx - 0.011, yc + dy)]))
+            bronchi.append(
+                np.array(
+                    [
+                        (xc - 0.012, yc - 0.012),
+                        (xc + 0.012, yc - 0.012),
+                        (xc + sg * dx + 0.011, yc + dy),
+                        (xc + sg * dx - 0.011, yc + dy),
+                    ]
+                )
+            )
         return [trunk, *bronchi]
 
     def spine(self) -> list[np.ndarray]:
@@ -280,8 +335,16 @@ class Geometry:
         out = []
         for i in range(-2, 22):
             y0 = self.top - 0.12 + i * step
-            out.append(np.array([(a.cx - 0.034, y0), (a.cx + 0.034, y0), (a.cx + 0.036, y0 + step - 0.01),
-                                 (a.cx - 0.036, y0 + step - 0.01)]))
+            out.append(
+                np.array(
+                    [
+                        (a.cx - 0.034, y0),
+                        (a.cx + 0.034, y0),
+                        (a.cx + 0.036, y0 + step - 0.01),
+                        (a.cx - 0.036, y0 + step - 0.01),
+                    ]
+                )
+            )
         return out
 
     def posterior_ribs(self, side: str) -> np.ndarray:
@@ -290,22 +353,33 @@ class Geometry:
         i = np.arange(10)[:, None]
         y = self.top - 0.02 + i * a.rib_spacing
         one = np.ones_like(y)
-        return bezier(np.hstack([(a.cx + sg * 0.035) * one, y]), np.hstack([(a.cx + sg * 0.55 * w) * one, y - 0.055]),
-                      np.hstack([(a.cx + sg * (w + 0.015)) * one, y + 0.045 + 0.004 * i]))
+        return bezier(
+            np.hstack([(a.cx + sg * 0.035) * one, y]),
+            np.hstack([(a.cx + sg * 0.55 * w) * one, y - 0.055]),
+            np.hstack([(a.cx + sg * (w + 0.015)) * one, y + 0.045 + 0.004 * i]),
+        )
 
     def anterior_ribs(self, side: str) -> np.ndarray:
         """(6, 8, 2): faint, from the lateral wall down and in towards the sternum."""
         a, sg, w = self.anat, side_sign(side), self.half_width[side]
         y = self.top + 0.06 + np.arange(6)[:, None] * a.rib_spacing * 1.15
         one = np.ones_like(y)
-        return bezier(np.hstack([(a.cx + sg * (w + 0.01)) * one, y]), np.hstack([(a.cx + sg * 0.65 * w) * one, y + 0.02]),
-                      np.hstack([(a.cx + sg * 0.25 * w) * one, y + 0.1]), n=8)
+        return bezier(
+            np.hstack([(a.cx + sg * (w + 0.01)) * one, y]),
+            np.hstack([(a.cx + sg * 0.65 * w) * one, y + 0.02]),
+            np.hstack([(a.cx + sg * 0.25 * w) * one, y + 0.1]),
+            n=8,
+        )
 
     def clavicle(self, side: str) -> np.ndarray:
         a, sg, w = self.anat, side_sign(side), self.half_width[side]
         y = a.clavicle_y - (0.035 if self.acq.view == "AP" else 0.0)  # AP projects the clavicles higher
-        return bezier((a.cx + sg * 0.03, y + 0.012), (a.cx + sg * 0.5 * w, y + 0.03),
-                       (a.cx + sg * (w + a.soft_tissue + 0.04), y - 0.02), n=10)
+        return bezier(
+            (a.cx + sg * 0.03, y + 0.012),
+            (a.cx + sg * 0.5 * w, y + 0.03),
+            (a.cx + sg * (w + a.soft_tissue + 0.04), y - 0.02),
+            n=10,
+        )
 
     def scapula(self, side: str) -> np.ndarray:
         """In PA the scapulae are rotated off the lungs; in AP their medial borders overlie the lung edges."""
@@ -329,8 +403,9 @@ class Geometry:
         return ellipse(a.cx + sg * 0.62 * w, self.dome[side] - 0.01, 0.17, 0.1, n=36)
 
 
-def build_geometry(anat: Anatomy, acq: Acquisition, ctr: float,
-                   elevation: tuple[float, float] = (0.0, 0.0)) -> Geometry:
+def build_geometry(
+    anat: Anatomy, acq: Acquisition, ctr: float, elevation: tuple[float, float] = (0.0, 0.0)
+) -> Geometry:
     """Outlines of the study.
 
     Args:

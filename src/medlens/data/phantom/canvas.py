@@ -81,17 +81,31 @@ class Canvas:
         for flat in small.flat_many(polys):
             draw.polygon(flat, fill=fill)
         img = img.filter(ImageFilter.GaussianBlur(blur * small.k))
-        img = img.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(0, 0, self.size / 4, self.size / 4))
+        img = img.resize(
+            (self.size, self.size), Image.Resampling.BILINEAR, box=(0, 0, self.size / 4, self.size / 4)
+        )
         return np.asarray(img, dtype=np.float32) * np.float32(1.0 / 255.0)
 
-    def lines(self, paths: list[np.ndarray], width_units: float, blur: float = 0.0, fill: int = 255,
-              minimum: int = 1) -> np.ndarray:
+    def lines(
+        self,
+        paths: list[np.ndarray],
+        width_units: float,
+        blur: float = 0.0,
+        fill: int = 255,
+        minimum: int = 1,
+    ) -> np.ndarray:
         img, draw = self.new()
         self.draw_lines(draw, paths, width_units, fill, minimum)
         return self.finish(img, blur)
 
-    def draw_lines(self, draw: ImageDraw.ImageDraw, paths: list[np.ndarray], width_units: float, fill: int = 255,
-                   minimum: int = 1) -> None:
+    def draw_lines(
+        self,
+        draw: ImageDraw.ImageDraw,
+        paths: list[np.ndarray],
+        width_units: float,
+        fill: int = 255,
+        minimum: int = 1,
+    ) -> None:
         w = self.width(width_units, minimum)
         for flat in self.flat_many(paths):
             draw.line(flat, fill=fill, width=w, joint="curve" if len(flat) > 4 else None)

@@ -30,8 +30,16 @@ from medlens.data.phantom.sampling import (
 from medlens.data.phantom.vocabulary import MM_PER_UNIT
 
 __all__ = [
-    "draw_effusions", "draw_consolidation", "draw_pneumothorax_rim", "draw_edema", "draw_thin", "draw_devices",
-    "lesion_outlines", "collapsed_lung", "septal_lines", "atelectasis_bands",
+    "draw_effusions",
+    "draw_consolidation",
+    "draw_pneumothorax_rim",
+    "draw_edema",
+    "draw_thin",
+    "draw_devices",
+    "lesion_outlines",
+    "collapsed_lung",
+    "septal_lines",
+    "atelectasis_bands",
 ]
 
 # Share of the air replaced.
@@ -68,8 +76,17 @@ def draw_consolidation(cv: Canvas, c: Consolidation, field: np.ndarray) -> np.nd
     rng = np.random.default_rng(c.seed)
     x, y = cv.geo.lung_point(c.side, c.u, c.v)
     r = c.radius
-    blobs = [ellipse(x + rng.normal(0, 0.45 * r), y + rng.normal(0, 0.4 * r), r * rng.uniform(0.45, 0.75),
-                     r * rng.uniform(0.4, 0.65), n=24, tilt=float(rng.uniform(0, 180))) for _ in range(7)]
+    blobs = [
+        ellipse(
+            x + rng.normal(0, 0.45 * r),
+            y + rng.normal(0, 0.4 * r),
+            r * rng.uniform(0.45, 0.75),
+            r * rng.uniform(0.4, 0.65),
+            n=24,
+            tilt=float(rng.uniform(0, 180)),
+        )
+        for _ in range(7)
+    ]
     mask = cv.polygons(blobs, blur=4.0)
     patchy = 0.85 + 0.15 * cv.smooth_noise(rng, 12)
     hx, hy = cv.geo.hilum[c.side]
@@ -77,7 +94,9 @@ def draw_consolidation(cv: Canvas, c: Consolidation, field: np.ndarray) -> np.nd
     for _ in range(3):  # air-filled bronchi running from the hilum into the opacity
         ang = math.atan2(y - hy, x - hx) + rng.uniform(-0.5, 0.5)
         start = (x - 0.6 * r * math.cos(ang), y - 0.6 * r * math.sin(ang))
-        bronchi.append(np.array([start, (start[0] + 1.1 * r * math.cos(ang), start[1] + 1.1 * r * math.sin(ang))]))
+        bronchi.append(
+            np.array([start, (start[0] + 1.1 * r * math.cos(ang), start[1] + 1.1 * r * math.sin(ang))])
+        )
     air = cv.lines(bronchi, 0.004, blur=0.6)
     return np.clip(_AIRSPACE * patchy - 0.4 * air, 0.0, 1.0) * mask * field
 
@@ -115,7 +134,7 @@ def collapsed_lung(cv: Canvas, ptx: Pneumothorax) -> tuple[np.ndarray, np.ndarra
     unit = to_hilum / np.maximum(np.linalg.norm(to_hilum, axis=1, keepdims=True), 1e-6)
     moved = poly + unit * (ptx.rim * weight)[:, None]
     keep = weight > 0.15
-    return moved, moved[np.argmax(keep):len(keep) - np.argmax(keep[::-1])]
+    return moved, moved[np.argmax(keep) : len(keep) - np.argmax(keep[::-1])]
 
 
 def draw_pneumothorax_rim(cv: Canvas, ptx: Pneumothorax, lung: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +166,9 @@ def septal_lines(cv: Canvas, seed: int) -> list[np.ndarray]:
         sg = side_sign(side)
         for v in np.linspace(0.72, 0.9, 5):
             x_in, y = geo.lung_point(side, 0.86, float(v))
-            lines.append(np.array([(x_in, y), (a.cx + sg * geo.half_width[side], y + rng.uniform(-0.004, 0.004))]))
+            lines.append(
+                np.array([(x_in, y), (a.cx + sg * geo.half_width[side], y + rng.uniform(-0.004, 0.004))])
+            )
     return lines
 
 
@@ -196,18 +217,27 @@ def _device_path(cv: Canvas, dev: Device) -> tuple[np.ndarray, float]:
     if dev.kind == "enteric tube":
         dome = geo.dome["left"]
         stomach = (a.cx + 0.45 * geo.half_width["left"], dome + 0.07)
-        return np.concatenate([np.array([(a.cx + 0.006, -0.05), (a.cx + 0.012, yc + 0.05)]),
-                               bezier((a.cx + 0.018, dome - 0.05), (a.cx + 0.03, dome + 0.09), stomach, n=10)]), 0.006
+        return np.concatenate(
+            [
+                np.array([(a.cx + 0.006, -0.05), (a.cx + 0.012, yc + 0.05)]),
+                bezier((a.cx + 0.018, dome - 0.05), (a.cx + 0.03, dome + 0.09), stomach, n=10),
+            ]
+        ), 0.006
     sg, clav = side_sign(dev.side), a.clavicle_y
     if dev.route == "internal jugular":
         start = [(a.cx + sg * 0.085, -0.05), (a.cx + sg * 0.07, clav + 0.01)]
     else:
         lateral = a.cx + sg * (geo.half_width[dev.side] + a.soft_tissue)
-        start = [(lateral, clav + 0.02), (a.cx + sg * 0.5 * geo.half_width[dev.side], clav + 0.035),
-                 (a.cx + sg * 0.09, clav + 0.045)]
+        start = [
+            (lateral, clav + 0.02),
+            (a.cx + sg * 0.5 * geo.half_width[dev.side], clav + 0.035),
+            (a.cx + sg * 0.09, clav + 0.045),
+        ]
     if sg > 0:  # a left-sided catheter crosses the midline in the brachiocephalic vein
         start.append((a.cx + 0.01, clav + 0.07))
-    path = np.concatenate([np.array(start), bezier(start[-1], (a.cx - a.medial * 0.7, clav + 0.08), svc_tip, n=8)])
+    path = np.concatenate(
+        [np.array(start), bezier(start[-1], (a.cx - a.medial * 0.7, clav + 0.08), svc_tip, n=8)]
+    )
     return path, 0.006
 
 

@@ -73,7 +73,11 @@ def _render(study: Study, size: int, with_masks: bool) -> tuple[Image.Image, dic
     geo = build_geometry(anat, acq, f.ctr, f.atelectasis.dome_raise() if f.atelectasis else (0.0, 0.0))
     fine = Canvas(geo, Frame.of(acq, size), unsharp=acq.blur)
     factor = 2 if size >= COARSE_FROM else 1
-    cv = Canvas(geo, replace(fine.frame, size=size / factor), pixels=math.ceil(size / factor)) if factor > 1 else fine
+    cv = (
+        Canvas(geo, replace(fine.frame, size=size / factor), pixels=math.ceil(size / factor))
+        if factor > 1
+        else fine
+    )
     rng = np.random.default_rng(acq.seed)
 
     def full(a: np.ndarray) -> np.ndarray:

@@ -24,9 +24,25 @@ from medlens.resources import resource_path
 __all__ = ["Statement", "Report", "write_report", "load_report_templates", "sample_reports"]
 
 _TEMPLATES = ("phantom", "report_templates.yaml")
-_REQUIRED = ("technique", "devices", "device_names", "cardiomegaly", "consolidation", "lung_lesion",
-             "pleural_effusion", "pneumothorax", "pleura_negative", "edema", "atelectasis", "lungs_clear", "bones",
-             "no_acute", "normal_study", "devices_impression", "numbers")
+_REQUIRED = (
+    "technique",
+    "devices",
+    "device_names",
+    "cardiomegaly",
+    "consolidation",
+    "lung_lesion",
+    "pleural_effusion",
+    "pneumothorax",
+    "pleura_negative",
+    "edema",
+    "atelectasis",
+    "lungs_clear",
+    "bones",
+    "no_acute",
+    "normal_study",
+    "devices_impression",
+    "numbers",
+)
 _ADVERB = {"mild": "mildly", "moderate": "moderately", "marked": "markedly"}
 
 
@@ -57,8 +73,12 @@ def load_report_templates() -> dict[str, Any]:
     data = yaml.safe_load(path.read_text()) or {}
     missing = [key for key in _REQUIRED if not data.get(key)]
     if missing:
-        raise ConfigError(f"missing phrasings for {', '.join(missing)}", file=str(path), key=missing[0],
-                          expected="a non-empty list or mapping of phrasings for every statement")
+        raise ConfigError(
+            f"missing phrasings for {', '.join(missing)}",
+            file=str(path),
+            key=missing[0],
+            expected="a non-empty list or mapping of phrasings for every statement",
+        )
     return data
 
 
@@ -77,8 +97,9 @@ class _Writer:
     def chance(self, p: float) -> bool:
         return self.rng.random() < p
 
-    def say(self, labels: str | tuple[str, ...], positive: bool, section: str, phrasings: list[str],
-            **slots: Any) -> None:
+    def say(
+        self, labels: str | tuple[str, ...], positive: bool, section: str, phrasings: list[str], **slots: Any
+    ) -> None:
         """Fill one phrasing; ``{Name}`` slots get the capitalised value of ``name``."""
         slots.update({k[:1].upper() + k[1:]: _cap(str(v)) for k, v in list(slots.items())})
         text = _cap(self.rng.choice(phrasings).format(**slots))
@@ -122,8 +143,15 @@ def _devices(w: _Writer, f: Findings) -> None:
 def _heart(w: _Writer, f: Findings) -> None:
     c = w.t["cardiomegaly"]
     if f.cardiomegaly is not None:
-        w.say("Cardiomegaly", True, "findings", c["positive"], severity=f.cardiomegaly,
-              adverb=_ADVERB[f.cardiomegaly], ctr=f"{f.ctr:.2f}")
+        w.say(
+            "Cardiomegaly",
+            True,
+            "findings",
+            c["positive"],
+            severity=f.cardiomegaly,
+            adverb=_ADVERB[f.cardiomegaly],
+            ctr=f"{f.ctr:.2f}",
+        )
     elif w.chance(0.9):
         w.say("Cardiomegaly", False, "findings", c["negative"])
 
@@ -136,8 +164,14 @@ def _lesion_slots(w: _Writer, f: Findings) -> dict[str, Any]:
     listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
     big = lesions[0]
     kind = ("lobulated " if big.lobulated else "") + big.kind
-    return {"mm": big.size_mm, "lobe": big.lobe, "kind": kind, "kinds": plural, "list": listed,
-            "count": w.t["numbers"][len(lesions)]}
+    return {
+        "mm": big.size_mm,
+        "lobe": big.lobe,
+        "kind": kind,
+        "kinds": plural,
+        "list": listed,
+        "count": w.t["numbers"][len(lesions)],
+    }
 
 
 def _atelectasis_slots(w: _Writer, at) -> tuple[list[str], dict[str, Any]]:
@@ -147,8 +181,11 @@ def _atelectasis_slots(w: _Writer, at) -> tuple[list[str], dict[str, Any]]:
         return a["bibasilar"], {"kind": at.kind}
     where = a["where"][f"{at.zone}_{'both' if both else 'one'}"]
     side = at.sides[0]
-    slots = {"kind": at.kind, "where": w.rng.choice(where).format(side=side),
-             "elevated": "both hemidiaphragms" if both else f"the {side} hemidiaphragm"}
+    slots = {
+        "kind": at.kind,
+        "where": w.rng.choice(where).format(side=side),
+        "elevated": "both hemidiaphragms" if both else f"the {side} hemidiaphragm",
+    }
     phrasings = a["elevation"] if at.elevation > 0 and w.chance(0.5) else a["positive"]
     return phrasings, slots
 
@@ -184,7 +221,7 @@ def _lungs(w: _Writer, f: Findings) -> None:
 def _effusion_slots(f: Findings) -> tuple[str, dict[str, Any]]:
     sizes = {e.side: e.size for e in f.effusions}
     if len(sizes) == 1:
-        (side, size), = sizes.items()
+        ((side, size),) = sizes.items()
         return "one", {"side": side, "size": size}
     if sizes["right"] == sizes["left"]:
         return "both_same", {"size": sizes["right"]}
@@ -198,8 +235,15 @@ def _pleura(w: _Writer, f: Findings) -> None:
         w.say("Pleural Effusion", True, "findings", t["pleural_effusion"][key], **slots)
     p = f.pneumothorax
     if p is not None:
-        w.say("Pneumothorax", True, "findings", t["pneumothorax"]["positive"], side=p.side, size=p.size,
-              mm=p.rim_mm)
+        w.say(
+            "Pneumothorax",
+            True,
+            "findings",
+            t["pneumothorax"]["positive"],
+            side=p.side,
+            size=p.size,
+            mm=p.rim_mm,
+        )
     if not f.effusions and p is None:
         w.say(("Pleural Effusion", "Pneumothorax"), False, "findings", t["pleura_negative"])
     elif not f.effusions and w.chance(0.8):
@@ -243,7 +287,9 @@ def _impression(w: _Writer, f: Findings) -> None:
         w.say("No Finding", True, "impression", t["no_acute"] if f.devices else t["normal_study"])
 
 
-def sample_reports(n: int, *, seed: int = 0, cfg: SyntheticConfig | None = None) -> list[tuple[str, list[str]]]:
+def sample_reports(
+    n: int, *, seed: int = 0, cfg: SyntheticConfig | None = None
+) -> list[tuple[str, list[str]]]:
     """(report text, labels) of ``n`` phantom studies, without rendering any pixels.
 
     For code that needs many realistic report/label pairs quickly, e.g. tests of a report labeler.

@@ -33,8 +33,19 @@ from medlens.data.phantom.vocabulary import (
 )
 
 __all__ = [
-    "Effusion", "Lesion", "Consolidation", "Pneumothorax", "Edema", "Atelectasis", "Device", "Findings",
-    "Study", "sample_studies", "study_labels", "conditional_probabilities", "LOBE_REGIONS",
+    "Effusion",
+    "Lesion",
+    "Consolidation",
+    "Pneumothorax",
+    "Edema",
+    "Atelectasis",
+    "Device",
+    "Findings",
+    "Study",
+    "sample_studies",
+    "study_labels",
+    "conditional_probabilities",
+    "LOBE_REGIONS",
 ]
 
 # Where each lobe projects on a frontal film, as (u, v) ranges of Geometry.lung_point:
@@ -160,18 +171,23 @@ class Study:
 def study_labels(f: Findings) -> list[str]:
     """CheXpert names of what the study shows, in :data:`LABELS` order (No Finding by the CheXpert rule)."""
     present = {
-        "Cardiomegaly": f.cardiomegaly is not None, "Lung Lesion": bool(f.lesions), "Edema": f.edema is not None,
+        "Cardiomegaly": f.cardiomegaly is not None,
+        "Lung Lesion": bool(f.lesions),
+        "Edema": f.edema is not None,
         "Consolidation": f.consolidation is not None,
         "Pneumonia": f.consolidation is not None and f.consolidation.pneumonia,
-        "Atelectasis": f.atelectasis is not None, "Pneumothorax": f.pneumothorax is not None,
-        "Pleural Effusion": bool(f.effusions), "Support Devices": bool(f.devices),
+        "Atelectasis": f.atelectasis is not None,
+        "Pneumothorax": f.pneumothorax is not None,
+        "Pleural Effusion": bool(f.effusions),
+        "Support Devices": bool(f.devices),
     }
     present["No Finding"] = not any(v for k, v in present.items() if k != "Support Devices")
     return [name for name in LABELS if present[name]]
 
 
-def conditional_probabilities(prevalence: dict[str, float],
-                              co_occurrence: dict[str, tuple[str, float]]) -> dict[str, tuple[float, float]]:
+def conditional_probabilities(
+    prevalence: dict[str, float], co_occurrence: dict[str, tuple[str, float]]
+) -> dict[str, tuple[float, float]]:
     """finding -> (P(finding | parent present), P(finding | parent absent)).
 
     The lift raises the probability given the parent; the probability without the parent is lowered
@@ -221,16 +237,28 @@ def sample_studies(cfg: SyntheticConfig) -> list[Study]:
         for k in range(int(counts[p])):
             srng = np.random.default_rng([cfg.seed, 2, p, k])
             acq = _sample_acquisition(srng, cfg.ap_fraction)
-            present = _draw_present(srng, probs, parents, chronic,
-                                    only=tuple(n for n in SAMPLED_FINDINGS if n not in chronic))
-            ctr = anatomy.heart_ctr if acq.view == "PA" else min(anatomy.heart_ctr * AP_MAGNIFICATION, CTR_RANGE[1])
-            findings = _sample_findings(srng, present, ctr, cfg.cardiomegaly_ctr, lesions, cfg.pneumonia_fraction)
+            present = _draw_present(
+                srng, probs, parents, chronic, only=tuple(n for n in SAMPLED_FINDINGS if n not in chronic)
+            )
+            ctr = (
+                anatomy.heart_ctr
+                if acq.view == "PA"
+                else min(anatomy.heart_ctr * AP_MAGNIFICATION, CTR_RANGE[1])
+            )
+            findings = _sample_findings(
+                srng, present, ctr, cfg.cardiomegaly_ctr, lesions, cfg.pneumonia_fraction
+            )
             studies.append(Study(f"{pid}-s{k}", pid, anatomy, acq, findings, int(srng.integers(2**31))))
     return studies
 
 
-def _draw_present(rng: np.random.Generator, probs: dict[str, tuple[float, float]], parents: dict[str, str],
-                  known: dict[str, bool], only: tuple[str, ...]) -> dict[str, bool]:
+def _draw_present(
+    rng: np.random.Generator,
+    probs: dict[str, tuple[float, float]],
+    parents: dict[str, str],
+    known: dict[str, bool],
+    only: tuple[str, ...],
+) -> dict[str, bool]:
     """``known`` plus a draw for each name in ``only``, in order, each conditioned on its parent."""
     present = dict(known)
     for name in only:
@@ -318,8 +346,16 @@ def _sample_lesions(rng: np.random.Generator) -> tuple[Lesion, ...]:
     n = int(rng.choice([1, 2, 3, 4, 5], p=[0.3, 0.2, 0.2, 0.15, 0.15]))
     out = []
     for _ in range(n):
-        lobe = _pick(rng, {"right upper lobe": 4, "right middle lobe": 1, "right lower lobe": 1.5,
-                           "left upper lobe": 4, "left lower lobe": 1.5})
+        lobe = _pick(
+            rng,
+            {
+                "right upper lobe": 4,
+                "right middle lobe": 1,
+                "right lower lobe": 1.5,
+                "left upper lobe": 4,
+                "left lower lobe": 1.5,
+            },
+        )
         u, v = _point_in(rng, lobe)
         # 5-40 mm, weighted towards larger lesions so that most stay visible at 64 pixels
         size = int(round(5.0 + 35.0 * float(rng.random()) ** 0.35))
@@ -329,7 +365,8 @@ def _sample_lesions(rng: np.random.Generator) -> tuple[Lesion, ...]:
 
 def _sample_effusions(rng: np.random.Generator) -> tuple[Effusion, ...]:
     sides = {"right": ("right",), "left": ("left",), "bilateral": ("right", "left")}[
-        _pick(rng, {"right": 0.4, "left": 0.3, "bilateral": 0.3})]
+        _pick(rng, {"right": 0.4, "left": 0.3, "bilateral": 0.3})
+    ]
     out = []
     for side in sides:
         size = _pick(rng, {"small": 0.35, "moderate": 0.4, "large": 0.25})
@@ -342,26 +379,51 @@ def _sample_devices(rng: np.random.Generator) -> tuple[Device, ...]:
     if rng.random() < 0.5:
         out.append(Device("endotracheal tube", tip_cm=int(rng.integers(3, 7))))
     if rng.random() < 0.6 or not out:
-        out.append(Device("central venous catheter", side=_pick(rng, {"right": 0.7, "left": 0.3}),
-                          route=_pick(rng, {"internal jugular": 0.6, "subclavian": 0.4})))
+        out.append(
+            Device(
+                "central venous catheter",
+                side=_pick(rng, {"right": 0.7, "left": 0.3}),
+                route=_pick(rng, {"internal jugular": 0.6, "subclavian": 0.4}),
+            )
+        )
     if rng.random() < 0.4:
         out.append(Device("enteric tube"))
     return tuple(out)
 
 
-def _sample_findings(rng: np.random.Generator, present: dict[str, bool], ctr: float, threshold: float,
-                     lesions: tuple[Lesion, ...], pneumonia_fraction: float) -> Findings:
+def _sample_findings(
+    rng: np.random.Generator,
+    present: dict[str, bool],
+    ctr: float,
+    threshold: float,
+    lesions: tuple[Lesion, ...],
+    pneumonia_fraction: float,
+) -> Findings:
     effusions = _sample_effusions(rng) if present["Pleural Effusion"] else ()
     wet = {e.side: e.height for e in effusions}
     consolidation = None
     if present["Consolidation"]:
         # lower lobes most often, as with aspiration and most community-acquired pneumonia
-        lobe = _pick(rng, {"right upper lobe": 0.12, "right middle lobe": 0.15, "right lower lobe": 0.3,
-                           "left upper lobe": 0.13, "left lower lobe": 0.3})
+        lobe = _pick(
+            rng,
+            {
+                "right upper lobe": 0.12,
+                "right middle lobe": 0.15,
+                "right lower lobe": 0.3,
+                "left upper lobe": 0.13,
+                "left lower lobe": 0.3,
+            },
+        )
         u, v = _point_in(rng, lobe)
-        consolidation = Consolidation(_side_of(lobe), lobe, u, v, _uniform(rng, 0.095, 0.125),
-                                      pneumonia=bool(rng.random() < pneumonia_fraction),
-                                      seed=int(rng.integers(2**31)))
+        consolidation = Consolidation(
+            _side_of(lobe),
+            lobe,
+            u,
+            v,
+            _uniform(rng, 0.095, 0.125),
+            pneumonia=bool(rng.random() < pneumonia_fraction),
+            seed=int(rng.integers(2**31)),
+        )
     pneumothorax = None
     if present["Pneumothorax"]:
         # on the dry side when only one side holds fluid: a hydropneumothorax is another picture
@@ -378,18 +440,32 @@ def _sample_findings(rng: np.random.Generator, present: dict[str, bool], ctr: fl
             sides = tuple(e.side for e in effusions)
         else:
             sides = {"right": ("right",), "left": ("left",), "bilateral": ("right", "left")}[
-                _pick(rng, {"right": 0.3, "left": 0.25, "bilateral": 0.45})]  # bibasilar is the commonest
+                _pick(rng, {"right": 0.3, "left": 0.25, "bilateral": 0.45})
+            ]  # bibasilar is the commonest
         # a band under the fluid would be invisible: above a moderate or large effusion it moves up
         zone = "mid" if max((wet.get(s, 0.0) for s in sides), default=0.0) > 0.2 else "lower"
         v = _uniform(rng, 0.62, 0.72) if zone == "lower" else _uniform(rng, 0.3, 0.4)
-        atelectasis = Atelectasis(sides, zone, _pick(rng, {"plate-like": 1, "linear": 1, "subsegmental": 1}), v,
-                                  _uniform(rng, -8.0, 8.0), _uniform(rng, 0.035, 0.05) if zone == "lower" else 0.0)
+        atelectasis = Atelectasis(
+            sides,
+            zone,
+            _pick(rng, {"plate-like": 1, "linear": 1, "subsegmental": 1}),
+            v,
+            _uniform(rng, -8.0, 8.0),
+            _uniform(rng, 0.035, 0.05) if zone == "lower" else 0.0,
+        )
     devices = _sample_devices(rng) if present["Support Devices"] else ()
     severity = None
     if present["Cardiomegaly"]:
         excess = ctr - threshold
         severity = "mild" if excess < 0.06 else "moderate" if excess < 0.11 else "marked"
-    return Findings(ctr=round(ctr, 4), cardiomegaly=severity, effusions=effusions,
-                    consolidation=consolidation, lesions=lesions, pneumothorax=pneumothorax, edema=edema,
-                    atelectasis=atelectasis, devices=devices)
-
+    return Findings(
+        ctr=round(ctr, 4),
+        cardiomegaly=severity,
+        effusions=effusions,
+        consolidation=consolidation,
+        lesions=lesions,
+        pneumothorax=pneumothorax,
+        edema=edema,
+        atelectasis=atelectasis,
+        devices=devices,
+    )

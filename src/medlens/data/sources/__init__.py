@@ -21,8 +21,18 @@ from medlens.errors import ConfigError
 __all__ = ["RawRecord", "Adapter", "register_adapter", "get_adapter", "list_adapters", "data_root"]
 
 # Modules that define adapters; imported on first lookup so that importing this package stays cheap.
-_ADAPTER_MODULES = ("synthetic_cxr", "manifest", "kaggle_pneumonia", "nih", "iu_xray", "mimic_cxr", "chexpert",
-                    "pad_ufes", "knee", "slake")
+_ADAPTER_MODULES = (
+    "synthetic_cxr",
+    "manifest",
+    "kaggle_pneumonia",
+    "nih",
+    "iu_xray",
+    "mimic_cxr",
+    "chexpert",
+    "pad_ufes",
+    "knee",
+    "slake",
+)
 
 
 @dataclass
@@ -71,7 +81,9 @@ def register_adapter(name: str, *, kaggle_slug: str | None = None, description: 
     def wrap(fn: RecordsFn) -> RecordsFn:
         if name in _REGISTRY:
             raise ValueError(f"adapter '{name}' is already registered")
-        _REGISTRY[name] = Adapter(name, fn, kaggle_slug, description or (fn.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = Adapter(
+            name, fn, kaggle_slug, description or (fn.__doc__ or "").strip().split("\n")[0]
+        )
         return fn
 
     return wrap
@@ -105,12 +117,19 @@ def get_adapter(cfg: DatasetConfig, *, dataset: str = "?") -> Adapter:
     if cfg.adapter is None and cfg.source == "kaggle" and cfg.slug:
         name = next((a.name for a in _REGISTRY.values() if a.kaggle_slug == cfg.slug), name)
     if name in ("path", "kaggle"):
-        raise ConfigError(f"missing required key for source '{cfg.source}'", file="config/config.yaml",
-                          key=f"datasets.{dataset}.adapter",
-                          expected=f"the format of the files, one of {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(
+            f"missing required key for source '{cfg.source}'",
+            file="config/config.yaml",
+            key=f"datasets.{dataset}.adapter",
+            expected=f"the format of the files, one of {', '.join(sorted(_REGISTRY))}",
+        )
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown adapter '{name}'", file="config/config.yaml", key=f"datasets.{dataset}.adapter",
-                          expected=f"one of {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(
+            f"unknown adapter '{name}'",
+            file="config/config.yaml",
+            key=f"datasets.{dataset}.adapter",
+            expected=f"one of {', '.join(sorted(_REGISTRY))}",
+        )
     return _REGISTRY[name]
 
 

@@ -81,17 +81,29 @@ def chexpert_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         found = True
         yield from _read(cfg, CsvTable(path, required=("Path",)), split, columns)
     if not found:
-        raise DataError("no CheXpert label file found", file=str(root),
-                        expected="train.csv and/or valid.csv (with a 'Path' column) within 2 folder levels")
+        raise DataError(
+            "no CheXpert label file found",
+            file=str(root),
+            expected="train.csv and/or valid.csv (with a 'Path' column) within 2 folder levels",
+        )
 
 
 def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns) -> Iterator[RawRecord]:
     label_cols = {f: c for c in table.columns if (m := columns.lookup(c)) for f in m}
     if not label_cols:
-        raise DataError("no CheXpert label columns", file=str(table.path), row=1,
-                        expected=f"columns named {', '.join(FINDINGS)}")
-    logger.info("CheXpert: %s (%s), %d label columns, uncertain policy '%s'", table.path, split, len(label_cols),
-                cfg.uncertain_policy)
+        raise DataError(
+            "no CheXpert label columns",
+            file=str(table.path),
+            row=1,
+            expected=f"columns named {', '.join(FINDINGS)}",
+        )
+    logger.info(
+        "CheXpert: %s (%s), %d label columns, uncertain policy '%s'",
+        table.path,
+        split,
+        len(label_cols),
+        cfg.uncertain_policy,
+    )
     csv_dir = table.path.parent
     for row in table:
         rel = row.get("Path")
@@ -106,19 +118,40 @@ def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns) -> Iterator[
             col, value = decoded.invalid[0]
             reject, detail = "invalid label value", f"{col}={value!r}; expected 1.0, 0.0, -1.0 or blank"
         elif reject is None and image is None:
-            reject, detail = "missing image file", f"{rel} (also looked for {strip_prefix(rel)}) under {csv_dir}"
+            reject, detail = (
+                "missing image file",
+                f"{rel} (also looked for {strip_prefix(rel)}) under {csv_dir}",
+            )
         reject = reject or frontal_filter(cfg.frontal_only, view, frontal)
         uncertain = [] if cfg.uncertain_policy == "ones" else decoded.uncertain
-        text = None if reject else synthesize_text(
-            decoded.labels, modality="chest_xray", record_id=rel, seed=cfg.seed, negatives=decoded.negative,
-            uncertain=uncertain, context={"view": view if frontal else None})
+        text = (
+            None
+            if reject
+            else synthesize_text(
+                decoded.labels,
+                modality="chest_xray",
+                record_id=rel,
+                seed=cfg.seed,
+                negatives=decoded.negative,
+                uncertain=uncertain,
+                context={"view": view if frontal else None},
+            )
+        )
         if reject is None and not text:
-            reject, detail = "no findings recorded", "every label cell is blank, so there is nothing to describe"
+            reject, detail = (
+                "no findings recorded",
+                "every label cell is blank, so there is nothing to describe",
+            )
         age = row.get(table.column("Age"))
-        meta = {"negative": decoded.negative, "uncertain": decoded.uncertain, "uncertain_policy": cfg.uncertain_policy,
-                "sex": row.get(table.column("Sex")) or None,
-                "age": int(age) if age.isdigit() and int(age) > 0 else None,  # 0 stands for unknown
-                "frontal": frontal, "path": rel}
+        meta = {
+            "negative": decoded.negative,
+            "uncertain": decoded.uncertain,
+            "uncertain_policy": cfg.uncertain_policy,
+            "sex": row.get(table.column("Sex")) or None,
+            "age": int(age) if age.isdigit() and int(age) > 0 else None,  # 0 stands for unknown
+            "frontal": frontal,
+            "path": rel,
+        }
         yield RawRecord(
             native_id=strip_prefix(rel) or f"{split}:line{row.line}",
             image=str(image) if image else rel,

@@ -53,10 +53,14 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     """IU X-ray, Kaggle form: indiana_reports.csv + indiana_projections.csv + images_normalized PNGs."""
     root = Path(root)
     label_map = load_label_map("iu_xray")
-    reports = CsvTable(find_file(root, ("indiana_reports.csv",), what="IU report table"),
-                       required=("uid", "findings", "impression"))
-    projections = CsvTable(find_file(root, ("indiana_projections.csv",), what="IU projection table"),
-                           required=("uid", "filename", "projection"))
+    reports = CsvTable(
+        find_file(root, ("indiana_reports.csv",), what="IU report table"),
+        required=("uid", "findings", "impression"),
+    )
+    projections = CsvTable(
+        find_file(root, ("indiana_projections.csv",), what="IU projection table"),
+        required=("uid", "filename", "projection"),
+    )
     images = index_files(root, (".png",))
     by_uid: dict[str, tuple[dict[str, str], str | None, str, str]] = {}
     for row in reports:
@@ -79,10 +83,15 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         text, sections = report_text(report.get("findings", ""), report.get("impression", ""))
         natives = [x.strip() for x in report.get("Problems", "").split(";") if x.strip()]
         labels, _ = label_map.map(natives)  # open vocabulary: unmapped terms stay native only
-        meta = {"native_labels": natives, "uid": uid, "report_sections": sections,
-                "mesh": [x.strip() for x in report.get("MeSH", "").split(";") if x.strip()],
-                "indication": report.get("indication") or None, "comparison": report.get("comparison") or None,
-                "image_caption": report.get("image") or None}
+        meta = {
+            "native_labels": natives,
+            "uid": uid,
+            "report_sections": sections,
+            "mesh": [x.strip() for x in report.get("MeSH", "").split(";") if x.strip()],
+            "indication": report.get("indication") or None,
+            "comparison": report.get("comparison") or None,
+            "image_caption": report.get("image") or None,
+        }
         yield RawRecord(
             native_id=filename or f"line{row.line}",
             image=str(path) if path else filename,
@@ -110,19 +119,32 @@ def iu_r2gen_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     data = read_json_file(path)
     if not isinstance(data, dict) or any(not isinstance(data.get(k), list) for k in _R2GEN_KEYS):
         have = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise DataError(f"top-level keys are {have}", file=str(path),
-                        expected="an object with the lists 'train', 'val' and 'test' (R2Gen annotation.json)")
+        raise DataError(
+            f"top-level keys are {have}",
+            file=str(path),
+            expected="an object with the lists 'train', 'val' and 'test' (R2Gen annotation.json)",
+        )
     image_dir = path.parent / "images"
     for key in _R2GEN_KEYS:
         for i, entry in enumerate(data[key]):
             ref = f"{path}:{key}[{i}]"
-            ok = (isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry["id"]
-                  and isinstance(entry.get("image_path"), list) and entry["image_path"]
-                  and all(isinstance(p, str) for p in entry["image_path"]))
+            ok = (
+                isinstance(entry, dict)
+                and isinstance(entry.get("id"), str)
+                and entry["id"]
+                and isinstance(entry.get("image_path"), list)
+                and entry["image_path"]
+                and all(isinstance(p, str) for p in entry["image_path"])
+            )
             if not ok:
-                yield RawRecord(native_id=f"{key}[{i}]", image="", text=None, source_ref=ref,
-                                reject="malformed entry",
-                                reject_detail="expected id (string), report and image_path (list of paths)")
+                yield RawRecord(
+                    native_id=f"{key}[{i}]",
+                    image="",
+                    text=None,
+                    source_ref=ref,
+                    reject="malformed entry",
+                    reject_detail="expected id (string), report and image_path (list of paths)",
+                )
                 continue
             study = entry["id"]
             for position, rel in enumerate(entry["image_path"]):

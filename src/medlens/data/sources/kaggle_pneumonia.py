@@ -56,7 +56,9 @@ def _count_images(tree: Path) -> int:
         if split.is_dir() and split.name.lower() in _SPLIT_DIRS:
             for cls in split.iterdir():
                 if cls.is_dir() and not is_junk(cls.name):
-                    n += sum(1 for f in cls.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not is_junk(f.name))
+                    n += sum(
+                        1 for f in cls.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not is_junk(f.name)
+                    )
     return n
 
 
@@ -78,11 +80,16 @@ def find_tree(root: Path, *, max_depth: int = 5) -> Path:
         if depth < max_depth:
             stack.extend((c, depth + 1) for c in children if c.name.lower() not in _SPLIT_DIRS)
     if not candidates:
-        raise DataError("no chest-xray-pneumonia image tree found", file=str(root),
-                        expected="folders {train,val,test}/{NORMAL,PNEUMONIA}/ holding .jpeg images")
+        raise DataError(
+            "no chest-xray-pneumonia image tree found",
+            file=str(root),
+            expected="folders {train,val,test}/{NORMAL,PNEUMONIA}/ holding .jpeg images",
+        )
     candidates.sort()
     for n, _, other in candidates[1:]:
-        logger.info("ignoring %s (%d images): a duplicate copy of the tree in %s", other, -n, candidates[0][2])
+        logger.info(
+            "ignoring %s (%d images): a duplicate copy of the tree in %s", other, -n, candidates[0][2]
+        )
     return candidates[0][2]
 
 
@@ -107,9 +114,19 @@ def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 meta = {"native_labels": [cls_dir.name]}
                 if pneumonia and subtype:
                     meta["pneumonia_type"] = subtype
-                text = None if unknown else synthesize_text(
-                    labels, modality="chest_xray", record_id=native_id, seed=cfg.seed,
-                    label_context={"Pneumonia": {"qualifier": subtype}} if pneumonia and subtype else None)
+                text = (
+                    None
+                    if unknown
+                    else synthesize_text(
+                        labels,
+                        modality="chest_xray",
+                        record_id=native_id,
+                        seed=cfg.seed,
+                        label_context={"Pneumonia": {"qualifier": subtype}}
+                        if pneumonia and subtype
+                        else None,
+                    )
+                )
                 yield RawRecord(
                     native_id=native_id,
                     image=str(path),

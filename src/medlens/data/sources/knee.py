@@ -55,8 +55,11 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not is_junk(p.name) and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not is_junk(p.name) and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def _find_dirs(root: Path, match, *, max_depth: int = 4) -> list[Path]:
@@ -72,18 +75,28 @@ def _find_dirs(root: Path, match, *, max_depth: int = 4) -> list[Path]:
 
 
 def _knee_text(grade: list[str], cfg: DatasetConfig, record_id: str, side: str | None) -> str:
-    return synthesize_text(grade, modality="knee_xray", record_id=record_id, seed=cfg.seed,
-                           context={"side": side} if side else None)
+    return synthesize_text(
+        grade,
+        modality="knee_xray",
+        record_id=record_id,
+        seed=cfg.seed,
+        context={"side": side} if side else None,
+    )
 
 
 @register_adapter("knee_kl_oai", kaggle_slug="shashwatwork/knee-osteoarthritis-dataset-with-severity")
 def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     """Kaggle OAI knee KL grades: {train,val,test}/{0..4}/<patient><L|R>.png, official split = folder."""
     label_map = load_label_map("knee_kl")
-    trees = _find_dirs(Path(root), lambda d: (d / "train").is_dir() and any((d / s).is_dir() for s in ("val", "test")))
+    trees = _find_dirs(
+        Path(root), lambda d: (d / "train").is_dir() and any((d / s).is_dir() for s in ("val", "test"))
+    )
     if not trees:
-        raise DataError("no knee KL image tree found", file=str(root),
-                        expected="folders train/, val/ and test/ each holding grade folders 0..4")
+        raise DataError(
+            "no knee KL image tree found",
+            file=str(root),
+            expected="folders train/, val/ and test/ each holding grade folders 0..4",
+        )
     tree = trees[0]
     for other in trees[1:]:
         logger.info("ignoring %s: a second copy of the tree in %s", other, tree)
@@ -115,10 +128,13 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                     source_ref=str(path),
                     reject=reject,
                     reject_detail=f"grade folder {grade_dir.name!r}; expected 0..4, 0Normal..4Severe or KL0..KL4"
-                    if reject else "",
+                    if reject
+                    else "",
                 )
     if unparsed:
-        logger.warning("knee OAI: %d file names are not <7-digit patient><L|R>; they have no patient id", unparsed)
+        logger.warning(
+            "knee OAI: %d file names are not <7-digit patient><L|R>; they have no patient id", unparsed
+        )
 
 
 def _sha1(path: Path) -> str:
@@ -136,8 +152,11 @@ def mendeley_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     label_map = load_label_map("knee_kl")
     experts = _find_dirs(root, lambda d: bool(_EXPERT.match(d.name)))
     if not experts:
-        raise DataError("no MedicalExpert folders found", file=str(root),
-                        expected="folders MedicalExpert-I/ and/or MedicalExpert-II/ holding 0Normal..4Severe")
+        raise DataError(
+            "no MedicalExpert folders found",
+            file=str(root),
+            expected="folders MedicalExpert-I/ and/or MedicalExpert-II/ holding 0Normal..4Severe",
+        )
     # (path, expert, grade folder, mapped grade, unknown names) per file, grouped by content
     groups: dict[str, list[tuple[Path, str, str, list[str], list[str]]]] = defaultdict(list)
     for expert in experts:
@@ -147,8 +166,12 @@ def mendeley_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 # empty files are not grouped (they would all match); prepare rejects each as unreadable
                 key = _sha1(path) if path.stat().st_size else f"empty:{path}"
                 groups[key].append((path, expert.name, grade_dir.name, grade, unknown))
-    logger.info("knee Mendeley: %d files, %d distinct images, experts %s",
-                sum(map(len, groups.values())), len(groups), [e.name for e in experts])
+    logger.info(
+        "knee Mendeley: %d files, %d distinct images, experts %s",
+        sum(map(len, groups.values())),
+        len(groups),
+        [e.name for e in experts],
+    )
     for digest, copies in groups.items():
         usable = [c for c in copies if not c[4]]
         grades = {tuple(c[3]) for c in usable}
@@ -157,7 +180,10 @@ def mendeley_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         for path, expert, folder, grade, bad in copies:
             native_id = path.relative_to(root).as_posix()
             if bad:
-                reject, detail = f"unknown label '{bad[0]}'", f"grade folder {folder!r}; expected 0Normal..4Severe"
+                reject, detail = (
+                    f"unknown label '{bad[0]}'",
+                    f"grade folder {folder!r}; expected 0Normal..4Severe",
+                )
             elif len(grades) > 1:
                 reject, detail = "experts disagree on the grade", "; ".join(by_expert)
             elif native_id != keeper:

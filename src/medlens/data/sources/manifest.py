@@ -19,7 +19,18 @@ from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
 from medlens.data.sources.readers import CsvTable, frontal_filter, normalise_split, normalise_view
 
-_KNOWN = ("id", "image", "text", "labels", "patient_id", "study_id", "view", "split", "modality", "text_source")
+_KNOWN = (
+    "id",
+    "image",
+    "text",
+    "labels",
+    "patient_id",
+    "study_id",
+    "view",
+    "split",
+    "modality",
+    "text_source",
+)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -43,7 +54,10 @@ def manifest_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         reject = row.problem
         detail = row.detail
         if reject is None and image and not cfg.allow_outside_paths and not _inside(path, inside):
-            reject, detail = "image outside the dataset folder", f"{image} (allow_outside_paths: true reads it)"
+            reject, detail = (
+                "image outside the dataset folder",
+                f"{image} (allow_outside_paths: true reads it)",
+            )
         if reject is None and table.column("id") and not row.get("id"):
             reject, detail = "missing id", "the id cell is empty"
         elif reject is None and not image:

@@ -44,11 +44,25 @@ logger = logging.getLogger(__name__)
 _VERSIONS = ("2.0.0", "2.1.0")
 _HEADER = re.compile(r"\n ([A-Z ()/,-]+):\s")
 # section names as MIT-LCP normalises them (only the ones that decide findings/impression)
-_NAMES = {"findings": "findings", "finding": "findings", "impression": "impression", "impressions": "impression",
-          "conclusion": "impression", "findings and impression": "impression", "findings/impression": "impression",
-          "findings/ impression": "impression", "impresson": "impression", "impession": "impression",
-          "impresion": "impression", "findngs": "findings", "finidngs": "findings", "findins": "findings"}
-_FINDINGS_LIKE = re.compile(r"(chest|portable|pa and lat|ap and lateral|two views|frontal|one view|lateral view)")
+_NAMES = {
+    "findings": "findings",
+    "finding": "findings",
+    "impression": "impression",
+    "impressions": "impression",
+    "conclusion": "impression",
+    "findings and impression": "impression",
+    "findings/impression": "impression",
+    "findings/ impression": "impression",
+    "impresson": "impression",
+    "impession": "impression",
+    "impresion": "impression",
+    "findngs": "findings",
+    "finidngs": "findings",
+    "findins": "findings",
+}
+_FINDINGS_LIKE = re.compile(
+    r"(chest|portable|pa and lat|ap and lateral|two views|frontal|one view|lateral view)"
+)
 
 
 def _normalise(name: str) -> str:
@@ -66,10 +80,10 @@ def split_sections(report: str) -> list[tuple[str, str]]:
     headers = list(_HEADER.finditer(report))
     if not headers:
         return [("full report", report)]
-    sections = [("preamble", report[:headers[0].start(1)])]
+    sections = [("preamble", report[: headers[0].start(1)])]
     for i, m in enumerate(headers):
         end = headers[i + 1].start() if i + 1 < len(headers) else len(report)
-        sections.append((_normalise(m.group(1)), report[m.end():end]))
+        sections.append((_normalise(m.group(1)), report[m.end() : end]))
     return sections
 
 
@@ -113,7 +127,10 @@ def _table(root: Path, kind: str, required: tuple) -> CsvTable:
 def _report_roots(root: Path) -> list[Path]:
     roots = [root]
     for depth_one in sorted(p for p in root.iterdir() if p.is_dir() and not is_junk(p.name)):
-        candidates = [depth_one, *sorted(p for p in depth_one.iterdir() if p.is_dir() and not is_junk(p.name))]
+        candidates = [
+            depth_one,
+            *sorted(p for p in depth_one.iterdir() if p.is_dir() and not is_junk(p.name)),
+        ]
         roots.extend(p for p in candidates if "report" in p.name.lower() and (p / "files").is_dir())
     return roots
 
@@ -132,13 +149,22 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     chexpert = _table(root, "chexpert", ("subject_id", "study_id"))
     label_cols = {f: c for c in chexpert.columns if (m := columns.lookup(c)) for f in m}
     if not label_cols:
-        raise DataError("no CheXpert label columns", file=str(chexpert.path), row=1,
-                        expected=f"columns named {', '.join(FINDINGS)}")
+        raise DataError(
+            "no CheXpert label columns",
+            file=str(chexpert.path),
+            row=1,
+            expected=f"columns named {', '.join(FINDINGS)}",
+        )
     splits = _by_key(split_table, "dicom_id", lambda r: normalise_split(r.get("split")))
     labels_of = _by_key(chexpert, "study_id", lambda r: (r.values, chexpert.ref(r.line)))
     report_roots = _report_roots(root)
-    logger.info("MIMIC-CXR: %s, %d studies labelled, %d images in the split table, reports searched in %s",
-                metadata.path.name, len(labels_of), len(splits), [str(p) for p in report_roots])
+    logger.info(
+        "MIMIC-CXR: %s, %d studies labelled, %d images in the split table, reports searched in %s",
+        metadata.path.name,
+        len(labels_of),
+        len(splits),
+        [str(p) for p in report_roots],
+    )
     reports: dict[str, tuple[str, list[str], str] | None] = {}
     for row in metadata:
         dicom, subject, study = row.get("dicom_id"), row.get("subject_id"), row.get("study_id")
@@ -161,15 +187,25 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         values, label_ref = labels_of.get(study, ({}, ""))
         decoded = chexpert_values(values, label_cols, cfg.uncertain_policy)
         if reject is None and decoded.invalid:
-            reject, detail = "invalid label value", f"{label_ref}: {decoded.invalid[0][0]}={decoded.invalid[0][1]!r}"
-        meta = {"subject_id": subject, "study_id": study, "report": report_path, "report_sections": sections,
-                "view_position": row.get(metadata.column("ViewPosition")) or None,
-                "procedure": row.get(metadata.column("PerformedProcedureStepDescription")) or None,
-                "study_date": row.get(metadata.column("StudyDate")) or None,
-                "study_time": parse_study_time(row.get(metadata.column("StudyTime"))),
-                "orientation": row.get(metadata.column("PatientOrientationCodeSequence_CodeMeaning")) or None,
-                "negative": decoded.negative, "uncertain": decoded.uncertain,
-                "uncertain_policy": cfg.uncertain_policy, "labelled": study in labels_of}
+            reject, detail = (
+                "invalid label value",
+                f"{label_ref}: {decoded.invalid[0][0]}={decoded.invalid[0][1]!r}",
+            )
+        meta = {
+            "subject_id": subject,
+            "study_id": study,
+            "report": report_path,
+            "report_sections": sections,
+            "view_position": row.get(metadata.column("ViewPosition")) or None,
+            "procedure": row.get(metadata.column("PerformedProcedureStepDescription")) or None,
+            "study_date": row.get(metadata.column("StudyDate")) or None,
+            "study_time": parse_study_time(row.get(metadata.column("StudyTime"))),
+            "orientation": row.get(metadata.column("PatientOrientationCodeSequence_CodeMeaning")) or None,
+            "negative": decoded.negative,
+            "uncertain": decoded.uncertain,
+            "uncertain_policy": cfg.uncertain_policy,
+            "labelled": study in labels_of,
+        }
         yield RawRecord(
             native_id=dicom or f"line{row.line}",
             image=str(image),
@@ -197,8 +233,12 @@ def _by_key(table: CsvTable, key: str, value) -> dict:
         else:
             bad.append(f"line {row.line}: {row.problem}")
     if bad:
-        logger.warning("%s: %d unusable rows ignored (%s); the images they describe get no value from this table",
-                       table.path, len(bad), "; ".join(bad[:3]))
+        logger.warning(
+            "%s: %d unusable rows ignored (%s); the images they describe get no value from this table",
+            table.path,
+            len(bad),
+            "; ".join(bad[:3]),
+        )
     return out
 
 

@@ -32,10 +32,12 @@ _REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
 _AGE = re.compile(r"^(\d+)\s*([YMD]?)$", re.IGNORECASE)
 _AGE_UNIT = {"": 1.0, "Y": 1.0, "M": 1 / 12, "D": 1 / 365.25}
 # (bracketed name in Data_Entry_2017*.csv, plain name in sample_labels.csv) of the size/spacing columns
-_SIZE_COLUMNS = {"original_width": ("OriginalImage[Width", "OriginalImageWidth"),
-                 "original_height": ("Height]", "OriginalImageHeight"),
-                 "pixel_spacing_x": ("OriginalImagePixelSpacing[x", "OriginalImagePixelSpacing_x"),
-                 "pixel_spacing_y": ("y]", "OriginalImagePixelSpacing_y")}
+_SIZE_COLUMNS = {
+    "original_width": ("OriginalImage[Width", "OriginalImageWidth"),
+    "original_height": ("Height]", "OriginalImageHeight"),
+    "pixel_spacing_x": ("OriginalImagePixelSpacing[x", "OriginalImagePixelSpacing_x"),
+    "pixel_spacing_y": ("y]", "OriginalImagePixelSpacing_y"),
+}
 _NIH_SIZE = 1024.0  # BBox_List_2017 coordinates are in the 1024 x 1024 image space
 
 
@@ -73,7 +75,9 @@ def _read_boxes(path: Path | None) -> dict[str, list[dict]]:
         except ValueError:
             logger.warning("%s: unreadable box coordinates; box ignored", table.ref(row.line))
             continue
-        boxes[row.get("Image Index")].append({"label": row.get("Finding Label"), "x": x, "y": y, "w": w, "h": h})
+        boxes[row.get("Image Index")].append(
+            {"label": row.get("Finding Label"), "x": x, "y": y, "w": w, "h": h}
+        )
     return boxes
 
 
@@ -96,15 +100,22 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
     table = CsvTable(find_file(root, csv_names, what="NIH label file"), required=_REQUIRED)
     images = index_files(root, (".png",))
     if not images:
-        raise DataError("no .png images found", file=str(root),
-                        expected="images under images_0XX/images/, images/ or sample/images/")
+        raise DataError(
+            "no .png images found",
+            file=str(root),
+            expected="images under images_0XX/images/, images/ or sample/images/",
+        )
     test = _read_list(_optional(root, "test_list.txt"))
     train_val = _read_list(_optional(root, "train_val_list.txt"))
     boxes = _read_boxes(_optional(root, "BBox_List_2017.csv"))
     sex_col = table.column(("Patient Gender", "Patient Sex"))
     size_cols = {k: table.column(v) for k, v in _SIZE_COLUMNS.items()}
-    logger.info("NIH: %s, %d images indexed, official split lists: %s", table.path.name, len(images),
-                "yes" if test or train_val else "no")
+    logger.info(
+        "NIH: %s, %d images indexed, official split lists: %s",
+        table.path.name,
+        len(images),
+        "yes" if test or train_val else "no",
+    )
     for row in table:
         name = row.get("Image Index")
         natives = [x.strip() for x in row.get("Finding Labels").split("|") if x.strip()]
@@ -139,10 +150,18 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
         official = "test" if name in test else "train" if name in train_val else None
         if official == "train":
             meta["official_split_name"] = "train_val"  # NIH's list has no separate validation part
-        text = None if reject else synthesize_text(
-            natives, modality="chest_xray", record_id=name, seed=cfg.seed,
-            label_context={k: {"side": v} for k, v in sides.items()},
-            context={"view": normalise_view(row.get(table.column("View Position")))})
+        text = (
+            None
+            if reject
+            else synthesize_text(
+                natives,
+                modality="chest_xray",
+                record_id=name,
+                seed=cfg.seed,
+                label_context={k: {"side": v} for k, v in sides.items()},
+                context={"view": normalise_view(row.get(table.column("View Position")))},
+            )
+        )
         yield RawRecord(
             native_id=name,
             image=str(path) if path else name,
@@ -151,7 +170,9 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
             text_source="from_labels",
             modality="chest_xray",
             view=normalise_view(row.get(table.column("View Position"))),
-            patient_id=str(int(row.get("Patient ID"))) if row.get("Patient ID").isdigit() else row.get("Patient ID") or None,
+            patient_id=str(int(row.get("Patient ID")))
+            if row.get("Patient ID").isdigit()
+            else row.get("Patient ID") or None,
             study_id=name.rsplit(".", 1)[0] or None,
             official_split=official,
             meta=meta,

@@ -29,8 +29,16 @@ logger = logging.getLogger(__name__)
 
 _REQUIRED = ("patient_id", "lesion_id", "diagnostic", "img_id")
 _SYMPTOMS = ("itch", "grew", "hurt", "changed", "bleed", "elevation")
-_HISTORY = ("smoke", "drink", "pesticide", "skin_cancer_history", "cancer_history", "has_piped_water",
-            "has_sewage_system", "biopsed")
+_HISTORY = (
+    "smoke",
+    "drink",
+    "pesticide",
+    "skin_cancer_history",
+    "cancer_history",
+    "has_piped_water",
+    "has_sewage_system",
+    "biopsed",
+)
 _COUNTRY = {"BRASIL": "BRAZIL"}  # both spellings occur in the background columns
 
 
@@ -56,16 +64,28 @@ def _context(row: dict[str, str], words: dict[str, list[str]]) -> tuple[dict, di
     d1, d2 = _number(row.get("diameter_1", "")), _number(row.get("diameter_2", ""))
     fitz = _number(row.get("fitspatrick", ""))
     age = _number(row.get("age", ""))
-    meta.update({
-        "region": row.get("region") or None, "diameter_1_mm": d1, "diameter_2_mm": d2,
-        "fitzpatrick": int(fitz) if fitz is not None else None, "age": int(age) if age is not None else None,
-        "gender": row.get("gender") or None,
-        "background_father": _COUNTRY.get(row.get("background_father", ""), row.get("background_father")) or None,
-        "background_mother": _COUNTRY.get(row.get("background_mother", ""), row.get("background_mother")) or None,
-        "lesion_id": row.get("lesion_id"), "native_labels": [row.get("diagnostic")],
-    })
-    context = {"site": (row.get("region") or "").lower() or None, "present_symptoms": present,
-               "absent_symptoms": absent, "biopsy": "yes" if meta.get("biopsed") is True else None}
+    meta.update(
+        {
+            "region": row.get("region") or None,
+            "diameter_1_mm": d1,
+            "diameter_2_mm": d2,
+            "fitzpatrick": int(fitz) if fitz is not None else None,
+            "age": int(age) if age is not None else None,
+            "gender": row.get("gender") or None,
+            "background_father": _COUNTRY.get(row.get("background_father", ""), row.get("background_father"))
+            or None,
+            "background_mother": _COUNTRY.get(row.get("background_mother", ""), row.get("background_mother"))
+            or None,
+            "lesion_id": row.get("lesion_id"),
+            "native_labels": [row.get("diagnostic")],
+        }
+    )
+    context = {
+        "site": (row.get("region") or "").lower() or None,
+        "present_symptoms": present,
+        "absent_symptoms": absent,
+        "biopsy": "yes" if meta.get("biopsed") is True else None,
+    }
     if d1 is not None and d2 is not None:
         context.update(diameter_1=_mm(d1), diameter_2=_mm(d2))
     return context, {k: v for k, v in meta.items() if v is not None}
@@ -81,8 +101,11 @@ def pad_ufes_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     images = index_files(root, (".png",))
     if not images:
         zips = sorted(p.name for p in root.rglob("imgs_part_*.zip"))
-        raise DataError("no .png images found" + (f"; the archives {zips} are not extracted" if zips else ""),
-                        file=str(root), expected="PNGs under images/imgs_part_1..3/ (extract the imgs_part_N.zip files)")
+        raise DataError(
+            "no .png images found" + (f"; the archives {zips} are not extracted" if zips else ""),
+            file=str(root),
+            expected="PNGs under images/imgs_part_1..3/ (extract the imgs_part_N.zip files)",
+        )
     logger.info("PAD-UFES-20: %s, %d images indexed", table.path, len(images))
     for row in table:
         img_id, patient, lesion = row.get("img_id"), row.get("patient_id"), row.get("lesion_id")
@@ -94,13 +117,20 @@ def pad_ufes_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         elif reject is None and not row.get("diagnostic"):
             reject, detail = "missing labels", "empty diagnostic"
         elif reject is None and unknown:
-            reject, detail = f"unknown label '{unknown[0]}'", f"diagnostic {unknown[0]!r}; expected one of " \
-                                                               f"{', '.join(sorted(label_map.mapping))}"
+            reject, detail = (
+                f"unknown label '{unknown[0]}'",
+                f"diagnostic {unknown[0]!r}; expected one of {', '.join(sorted(label_map.mapping))}",
+            )
         elif reject is None and path is None:
             reject, detail = "missing image file", f"{img_id} is in no imgs_part_N folder under {root}"
         context, meta = _context(row.values, words)
-        text = None if reject else synthesize_text(labels, modality="dermatology", record_id=img_id,
-                                                   seed=cfg.seed, context=context)
+        text = (
+            None
+            if reject
+            else synthesize_text(
+                labels, modality="dermatology", record_id=img_id, seed=cfg.seed, context=context
+            )
+        )
         yield RawRecord(
             native_id=img_id or f"line{row.line}",
             image=str(path) if path else img_id,

@@ -27,9 +27,23 @@ from medlens.config import FINDINGS
 from medlens.errors import ConfigError, DataError
 from medlens.resources import resource_path
 
-__all__ = ["CsvRow", "CsvTable", "read_json_file", "find_file", "index_files", "is_junk", "LabelMap",
-           "load_label_map", "ChexpertValues", "chexpert_values", "normalise_view", "is_frontal",
-           "normalise_split", "frontal_filter", "parse_bool"]
+__all__ = [
+    "CsvRow",
+    "CsvTable",
+    "read_json_file",
+    "find_file",
+    "index_files",
+    "is_junk",
+    "LabelMap",
+    "load_label_map",
+    "ChexpertValues",
+    "chexpert_values",
+    "normalise_view",
+    "is_frontal",
+    "normalise_split",
+    "frontal_filter",
+    "parse_bool",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +64,11 @@ def _read_text(path: Path) -> str:
     except FileNotFoundError as e:
         raise DataError("file not found", file=str(path), expected="an existing file") from e
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"cannot be read ({type(e).__name__}: {e})", file=str(path),
-                        expected="a readable (optionally gzipped) text file") from e
+        raise DataError(
+            f"cannot be read ({type(e).__name__}: {e})",
+            file=str(path),
+            expected="a readable (optionally gzipped) text file",
+        ) from e
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     return raw.decode("utf-8", errors="surrogateescape")
@@ -97,32 +114,45 @@ class CsvTable:
         try:
             header = next(reader, None)
         except csv.Error as e:
-            raise DataError(f"the header cannot be parsed ({e})", file=str(self.path), row=1,
-                            expected="a CSV header row") from e
+            raise DataError(
+                f"the header cannot be parsed ({e})", file=str(self.path), row=1, expected="a CSV header row"
+            ) from e
         self._header_lines = reader.line_num
         if not header or not any(h.strip() for h in header):
-            raise DataError("the file is empty or has no header row", file=str(self.path),
-                            expected="a CSV header with the columns " + self._describe(self.required))
+            raise DataError(
+                "the file is empty or has no header row",
+                file=str(self.path),
+                expected="a CSV header with the columns " + self._describe(self.required),
+            )
         if _SURROGATE.search(",".join(header)):
-            raise DataError("the header holds bytes that are not UTF-8", file=str(self.path), row=1,
-                            expected="a UTF-8 encoded CSV file")
+            raise DataError(
+                "the header holds bytes that are not UTF-8",
+                file=str(self.path),
+                row=1,
+                expected="a UTF-8 encoded CSV file",
+            )
         # NIH and other exports end every line with a comma: an unnamed empty last column
         while header and not header[-1].strip():
             header.pop()
         self.columns = [h.strip() for h in header]
         repeated = sorted({c for c in self.columns if c and self.columns.count(c) > 1})
         if repeated:  # which of the two columns a value came from would be a silent choice
-            raise DataError(f"the header repeats the column '{repeated[0]}' (columns "
-                            f"{', '.join(str(i + 1) for i, c in enumerate(self.columns) if c == repeated[0])})",
-                            file=str(self.path), row=1, expected="each column named once")
+            raise DataError(
+                f"the header repeats the column '{repeated[0]}' (columns "
+                f"{', '.join(str(i + 1) for i, c in enumerate(self.columns) if c == repeated[0])})",
+                file=str(self.path),
+                row=1,
+                expected="each column named once",
+            )
         self._resolved = {}
         for spec in self.required:
             self._resolved[spec] = self._resolve(spec, required=True)
 
     @staticmethod
     def _describe(specs: Iterable[str | tuple[str, ...]]) -> str:
-        return ", ".join(" or ".join(f"'{s}'" for s in spec) if isinstance(spec, tuple) else f"'{spec}'"
-                         for spec in specs)
+        return ", ".join(
+            " or ".join(f"'{s}'" for s in spec) if isinstance(spec, tuple) else f"'{spec}'" for spec in specs
+        )
 
     def _resolve(self, spec: str | tuple[str, ...], *, required: bool) -> str | None:
         names = spec if isinstance(spec, tuple) else (spec,)
@@ -133,9 +163,13 @@ class CsvTable:
             return None
         close = difflib.get_close_matches(names[0], self.columns, n=1, cutoff=0.6)
         hint = f" (found '{close[0]}': renamed?)" if close else ""
-        raise DataError(f"missing column {self._describe([spec])}{hint}", file=str(self.path), row=1,
-                        expected=f"the columns {self._describe(self.required)}; "
-                                 f"the header has {', '.join(repr(c) for c in self.columns)}")
+        raise DataError(
+            f"missing column {self._describe([spec])}{hint}",
+            file=str(self.path),
+            row=1,
+            expected=f"the columns {self._describe(self.required)}; "
+            f"the header has {', '.join(repr(c) for c in self.columns)}",
+        )
 
     def column(self, spec: str | tuple[str, ...]) -> str | None:
         """The header name used for ``spec`` (one of its spellings), or None when the file lacks it."""
@@ -209,13 +243,21 @@ def read_json_file(path: Path) -> object:
     text = _read_text(Path(path))
     if _SURROGATE.search(text):
         offset = _SURROGATE.search(text).start()
-        raise DataError("bytes that are not UTF-8", file=str(path), row=text.count("\n", 0, offset) + 1,
-                        expected="UTF-8 encoded JSON")
+        raise DataError(
+            "bytes that are not UTF-8",
+            file=str(path),
+            row=text.count("\n", 0, offset) + 1,
+            expected="UTF-8 encoded JSON",
+        )
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e.msg} at column {e.colno})", file=str(path), row=e.lineno,
-                        expected="a JSON document") from e
+        raise DataError(
+            f"not valid JSON ({e.msg} at column {e.colno})",
+            file=str(path),
+            row=e.lineno,
+            expected="a JSON document",
+        ) from e
 
 
 def _walk(root: Path, max_depth: int) -> Iterator[tuple[Path, list[str], list[str]]]:
@@ -242,9 +284,11 @@ def find_file(root: Path, names: Sequence[str], *, max_depth: int = 3, what: str
             if f in names:
                 found.append((len(here.parts), names.index(f), str(here), here / f))
     if not found:
-        raise DataError(f"{what or 'required file'} not found", file=str(root),
-                        expected=f"a file named {' or '.join(repr(n) for n in names)} "
-                                 f"within {max_depth} folder levels")
+        raise DataError(
+            f"{what or 'required file'} not found",
+            file=str(root),
+            expected=f"a file named {' or '.join(repr(n) for n in names)} within {max_depth} folder levels",
+        )
     return min(found)[3]
 
 
@@ -316,20 +360,34 @@ def load_label_map(name: str) -> LabelMap:
     vocabulary = data.get("vocabulary")
     targets = tuple(FINDINGS) if vocabulary == "chexpert14" else tuple(data.get("targets") or ())
     if not targets:
-        raise ConfigError("no target vocabulary", file=str(path), key="vocabulary",
-                          expected="'chexpert14' or a `targets:` list")
+        raise ConfigError(
+            "no target vocabulary",
+            file=str(path),
+            key="vocabulary",
+            expected="'chexpert14' or a `targets:` list",
+        )
     case_insensitive = bool(data.get("case_insensitive", False))
     mapping: dict[str, tuple[str, ...]] = {}
     for native, common in (data.get("labels") or {}).items():
         common = [common] if isinstance(common, str) else list(common or [])
         bad = [c for c in common if c not in targets]
         if bad:
-            raise ConfigError(f"'{native}' maps to unknown label '{bad[0]}'", file=str(path),
-                              key=f"labels.{native}", expected=f"labels of {vocabulary or 'targets'}")
+            raise ConfigError(
+                f"'{native}' maps to unknown label '{bad[0]}'",
+                file=str(path),
+                key=f"labels.{native}",
+                expected=f"labels of {vocabulary or 'targets'}",
+            )
         key = str(native).strip()
         mapping[key.casefold() if case_insensitive else key] = tuple(common)
-    return LabelMap(name, str(vocabulary or name), targets, mapping, case_insensitive,
-                    bool(data.get("open_vocabulary", False)))
+    return LabelMap(
+        name,
+        str(vocabulary or name),
+        targets,
+        mapping,
+        case_insensitive,
+        bool(data.get("open_vocabulary", False)),
+    )
 
 
 @dataclass
@@ -377,8 +435,14 @@ def chexpert_values(values: Mapping[str, str], columns: Mapping[str, str], polic
 # small normalisations
 
 
-_VIEW_ALIASES = {"L": "LATERAL", "LAT": "LATERAL", "LATERAL": "LATERAL", "FRONTAL": "FRONTAL",
-                 "POSTERO-ANTERIOR": "PA", "ANTERO-POSTERIOR": "AP"}
+_VIEW_ALIASES = {
+    "L": "LATERAL",
+    "LAT": "LATERAL",
+    "LATERAL": "LATERAL",
+    "FRONTAL": "FRONTAL",
+    "POSTERO-ANTERIOR": "PA",
+    "ANTERO-POSTERIOR": "AP",
+}
 
 
 def normalise_view(view: str | None) -> str | None:
@@ -403,8 +467,17 @@ def frontal_filter(frontal_only: bool, view: str | None, frontal: bool | None = 
     return f"filtered: view {view or 'unknown'} is not frontal (frontal_only)"
 
 
-_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
-           "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+_SPLITS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validate": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def normalise_split(name: str | None) -> str | None:

@@ -60,24 +60,39 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         except DataError:
             continue
     if not any(s == "train" for s, _ in found) or not any(s == "test" for s, _ in found):
-        raise DataError("SLAKE question files not found", file=str(root),
-                        expected="train.json, validate.json (or validation.json) and test.json within 2 levels")
+        raise DataError(
+            "SLAKE question files not found",
+            file=str(root),
+            expected="train.json, validate.json (or validation.json) and test.json within 2 levels",
+        )
     languages = set(cfg.languages)
     for split, path in found:
         data = read_json_file(path)
         if not isinstance(data, list):
-            raise DataError(f"the top level is a {type(data).__name__}", file=str(path),
-                            expected="a JSON list of question records (SLAKE 1.0 format)")
+            raise DataError(
+                f"the top level is a {type(data).__name__}",
+                file=str(path),
+                expected="a JSON list of question records (SLAKE 1.0 format)",
+            )
         image_dir = path.parent / "imgs"
-        logger.info("SLAKE: %s (%s), %d questions, languages kept %s", path.name, split, len(data), sorted(languages))
+        logger.info(
+            "SLAKE: %s (%s), %d questions, languages kept %s", path.name, split, len(data), sorted(languages)
+        )
         for i, entry in enumerate(data):
             ref = f"{path}:[{i}]"
             problem = _problem(entry)
             if problem:
                 qid = entry.get("qid") if isinstance(entry, dict) else None
-                yield RawRecord(native_id=str(qid) if isinstance(qid, int) else f"{split}[{i}]", image="", text=None,
-                                source_ref=ref, reject="malformed entry", reject_detail=problem,
-                                text_source="vqa", official_split=normalise_split(split))
+                yield RawRecord(
+                    native_id=str(qid) if isinstance(qid, int) else f"{split}[{i}]",
+                    image="",
+                    text=None,
+                    source_ref=ref,
+                    reject="malformed entry",
+                    reject_detail=problem,
+                    text_source="vqa",
+                    official_split=normalise_split(split),
+                )
                 continue
             image = image_dir / entry["img_name"]
             question, answer = " ".join(entry["question"].split()), " ".join(str(entry["answer"]).split())
@@ -89,9 +104,15 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 reject, detail = "empty text", "empty question" if not question else "empty answer"
             elif not image.is_file():
                 reject, detail = "missing image file", str(image)
-            meta = {"question": question, "answer": answer, "q_lang": entry["q_lang"], "qid": entry["qid"],
-                    "img_id": entry["img_id"], "img_name": entry["img_name"],
-                    **{k: entry[k] for k in _META if k in entry}}
+            meta = {
+                "question": question,
+                "answer": answer,
+                "q_lang": entry["q_lang"],
+                "qid": entry["qid"],
+                "img_id": entry["img_id"],
+                "img_name": entry["img_name"],
+                **{k: entry[k] for k in _META if k in entry},
+            }
             yield RawRecord(
                 native_id=str(entry["qid"]),
                 image=str(image),

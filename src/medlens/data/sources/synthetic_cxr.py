@@ -62,14 +62,26 @@ def study_meta(study: Study) -> dict[str, Any]:
         "cardiothoracic_ratio": r4(f.ctr),
         "cardiomegaly": f.cardiomegaly,
         "effusions": [{"side": e.side, "size": e.size, "height": r4(e.height)} for e in f.effusions],
-        "lesions": [{"side": les.side, "lobe": les.lobe, "size_mm": les.size_mm, "kind": les.kind,
-                     "lobulated": les.lobulated} for les in f.lesions],
+        "lesions": [
+            {
+                "side": les.side,
+                "lobe": les.lobe,
+                "size_mm": les.size_mm,
+                "kind": les.kind,
+                "lobulated": les.lobulated,
+            }
+            for les in f.lesions
+        ],
         "devices": [{k: v for k, v in asdict(d).items() if v is not None} for d in f.devices],
     }
     if f.consolidation is not None:
         c = f.consolidation
-        meta["consolidation"] = {"side": c.side, "lobe": c.lobe, "pneumonia": c.pneumonia,
-                                 "radius_mm": int(round(c.radius * MM_PER_UNIT))}
+        meta["consolidation"] = {
+            "side": c.side,
+            "lobe": c.lobe,
+            "pneumonia": c.pneumonia,
+            "radius_mm": int(round(c.radius * MM_PER_UNIT)),
+        }
     if f.pneumothorax is not None:
         p = f.pneumothorax
         meta["pneumothorax"] = {"side": p.side, "size": p.size, "rim_mm": p.rim_mm}
@@ -77,6 +89,10 @@ def study_meta(study: Study) -> dict[str, Any]:
         meta["edema"] = {"severity": f.edema.severity, "septal_lines": f.edema.septal_lines}
     if f.atelectasis is not None:
         a = f.atelectasis
-        meta["atelectasis"] = {"sides": list(a.sides), "zone": a.zone, "kind": a.kind,
-                               "elevation_mm": int(round(a.elevation * MM_PER_UNIT))}
+        meta["atelectasis"] = {
+            "sides": list(a.sides),
+            "zone": a.zone,
+            "kind": a.kind,
+            "elevation_mm": int(round(a.elevation * MM_PER_UNIT)),
+        }
     return meta

@@ -27,8 +27,14 @@ N_TRAIN, N_TEST, RENDER, PIXELS = 1000, 500, 128, 32
 @pytest.fixture(scope="module")
 def data():
     studies = sample_studies(SyntheticConfig(n_images=N_TRAIN + N_TEST, n_patients=N_TRAIN + N_TEST, seed=1))
-    x = np.stack([np.asarray(render_study(s, RENDER).resize((PIXELS, PIXELS), Image.Resampling.BOX),
-                             dtype=np.float32).ravel() for s in studies])
+    x = np.stack(
+        [
+            np.asarray(
+                render_study(s, RENDER).resize((PIXELS, PIXELS), Image.Resampling.BOX), dtype=np.float32
+            ).ravel()
+            for s in studies
+        ]
+    )
     x = (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)
     train, test = x[:N_TRAIN], x[N_TRAIN:]
     mean, std = train.mean(axis=0), train.std(axis=0) + 1e-3
@@ -62,6 +68,8 @@ def test_every_frequent_finding_is_learnable_from_pixels(data):
 def test_shuffled_labels_stay_at_chance(data):
     features, y = data
     for label in frequent(y):
-        shuffled = [auc(features, np.random.default_rng(k).permutation(y[label][:N_TRAIN]), y[label][N_TRAIN:])
-                    for k in range(10)]
+        shuffled = [
+            auc(features, np.random.default_rng(k).permutation(y[label][:N_TRAIN]), y[label][N_TRAIN:])
+            for k in range(10)
+        ]
         assert abs(np.mean(shuffled) - 0.5) <= 0.07, (label, shuffled)

@@ -83,9 +83,11 @@ def test_looks_like_a_chest_radiograph(studies):
 
 
 def test_stored_ratio_matches_the_rendered_masks(studies):
-    chosen = pick(studies, lambda s: s.findings.cardiomegaly is not None, 4) + \
-        pick(studies, lambda s: s.findings.cardiomegaly is None, 4) + \
-        pick(studies, lambda s: s.acquisition.view == "AP", 2)
+    chosen = (
+        pick(studies, lambda s: s.findings.cardiomegaly is not None, 4)
+        + pick(studies, lambda s: s.findings.cardiomegaly is None, 4)
+        + pick(studies, lambda s: s.acquisition.view == "AP", 2)
+    )
     for s in chosen:
         flat = replace(s, acquisition=replace(s.acquisition, rotation=0.0))  # widths are horizontal extents
         _, masks = render_with_masks(flat, 480)
@@ -98,8 +100,11 @@ def test_stored_ratio_matches_the_rendered_masks(studies):
 
 def test_ap_film_magnifies_the_heart(studies):
     s = next(s for s in studies if s.acquisition.view == "PA" and s.findings.cardiomegaly is None)
-    ap = replace(s, acquisition=replace(s.acquisition, view="AP", rotation=0.0),
-                 findings=replace(s.findings, ctr=round(s.anatomy.heart_ctr * 1.1, 4)))
+    ap = replace(
+        s,
+        acquisition=replace(s.acquisition, view="AP", rotation=0.0),
+        findings=replace(s.findings, ctr=round(s.anatomy.heart_ctr * 1.1, 4)),
+    )
     pa = replace(s, acquisition=replace(s.acquisition, rotation=0.0))
     width = [np.ptp(np.nonzero(render_with_masks(x, 320)[1]["heart"].any(axis=0))[0]) for x in (pa, ap)]
     assert width[1] > 1.05 * width[0]
@@ -110,7 +115,7 @@ def angle_brightness(study, img: np.ndarray, side: str) -> float:
     x, y = build_geometry(study.anatomy, study.acquisition, study.findings.ctr).cp_angle(side)
     inward = -0.05 if side == "left" else 0.05
     px, py = to_px(study, (x + inward, y - 0.04))
-    return float(img[int(py) - 3:int(py) + 4, int(px) - 3:int(px) + 4].mean())
+    return float(img[int(py) - 3 : int(py) + 4, int(px) - 3 : int(px) + 4].mean())
 
 
 def test_effusion_side_is_brighter_at_its_costophrenic_angle(studies):
@@ -130,7 +135,9 @@ def fine_detail(a: np.ndarray) -> np.ndarray:
 
 
 def test_pneumothorax_side_has_less_lung_texture_at_the_apex(studies):
-    for s in pick(studies, lambda s: s.findings.pneumothorax is not None and s.findings.pneumothorax.size != "small"):
+    for s in pick(
+        studies, lambda s: s.findings.pneumothorax is not None and s.findings.pneumothorax.size != "small"
+    ):
         ptx = s.findings.pneumothorax
         other = "left" if ptx.side == "right" else "right"
         img, masks = render_with_masks(s, 320)
@@ -150,8 +157,9 @@ def test_pneumothorax_side_has_less_lung_texture_at_the_apex(studies):
         assert detail[rim].mean() < detail[mirror].mean(), s.study_id  # absent lung markings
         assert a[rim].mean() < a[mirror].mean() - 10, s.study_id  # more lucent
         # same patient and exposure without the pneumothorax: the markings were there
-        plain = np.asarray(render_study(replace(s, findings=replace(s.findings, pneumothorax=None)), 320),
-                           dtype=np.float32)
+        plain = np.asarray(
+            render_study(replace(s, findings=replace(s.findings, pneumothorax=None)), 320), dtype=np.float32
+        )
         assert detail[rim].mean() < fine_detail(plain)[rim].mean(), s.study_id
         assert not (masks["pneumothorax"] & masks[f"lung_{other}"]).any()
 
@@ -170,13 +178,16 @@ def test_consolidation_lies_in_its_lung(studies):
 
 def test_lesions_are_bright_blobs_where_the_meta_puts_them(studies):
     for s in pick(studies, lambda s: bool(s.findings.lesions)):
-        diff = pixels(s, 320) - np.asarray(render_study(replace(s, findings=replace(s.findings, lesions=())), 320),
-                                           dtype=np.float32)
+        diff = pixels(s, 320) - np.asarray(
+            render_study(replace(s, findings=replace(s.findings, lesions=())), 320), dtype=np.float32
+        )
         geo = build_geometry(s.anatomy, s.acquisition, s.findings.ctr)
-        hidden = s.findings.effusions or s.findings.consolidation  # a nodule in fluid or airspace disease is hidden
+        hidden = (
+            s.findings.effusions or s.findings.consolidation
+        )  # a nodule in fluid or airspace disease is hidden
         for les in s.findings.lesions:
             x, y = to_px(s, geo.lung_point(les.side, les.u, les.v), 320)
-            centre = diff[int(round(y)) - 1:int(round(y)) + 2, int(round(x)) - 1:int(round(x)) + 2].mean()
+            centre = diff[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2].mean()
             assert centre > 25 or hidden, (s.study_id, les)
         assert diff.max() > 40
 
@@ -190,7 +201,9 @@ def test_edema_is_bilateral_and_perihilar(studies):
 
 
 def test_atelectasis_band_is_on_its_sides(studies):
-    for s in pick(studies, lambda s: s.findings.atelectasis is not None and s.findings.atelectasis.zone == "mid"):
+    for s in pick(
+        studies, lambda s: s.findings.atelectasis is not None and s.findings.atelectasis.zone == "mid"
+    ):
         diff = pixels(s) - without(s, atelectasis=None)  # mid bands move no hemidiaphragm
         right, left = side_half(s, diff)
         sides = s.findings.atelectasis.sides
@@ -201,8 +214,13 @@ def test_atelectasis_band_is_on_its_sides(studies):
 
 
 def test_basal_atelectasis_raises_the_hemidiaphragm(studies):
-    s = next(s for s in studies if s.findings.atelectasis is not None and s.findings.atelectasis.zone == "lower"
-             and len(s.findings.atelectasis.sides) == 1)
+    s = next(
+        s
+        for s in studies
+        if s.findings.atelectasis is not None
+        and s.findings.atelectasis.zone == "lower"
+        and len(s.findings.atelectasis.sides) == 1
+    )
     side = s.findings.atelectasis.sides[0]
     _, masks = render_with_masks(s, 320)
     _, flat = render_with_masks(replace(s, findings=replace(s.findings, atelectasis=None)), 320)

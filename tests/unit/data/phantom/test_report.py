@@ -26,11 +26,15 @@ TERMS = {
     "Atelectasis": r"atelectasis",
     "Support Devices": r"\btube\b|catheter|central line",
 }
-NEGATION = re.compile(r"^(no|there is no|there are no|normal)\b|\bwithout\b|\bis normal\b|\bnormal in size\b|"
-                      r"\bno evidence of\b")
-HEDGES = re.compile(r"\b(may|might|possible|possibly|probable|likely|suggest\w*|concern\w*|cannot|could|"
-                    r"consistent with|compatible with|stable|unchanged|question\w*|versus|differential|"
-                    r"heart failure|chf|collapse\w*)\b")
+NEGATION = re.compile(
+    r"^(no|there is no|there are no|normal)\b|\bwithout\b|\bis normal\b|\bnormal in size\b|"
+    r"\bno evidence of\b"
+)
+HEDGES = re.compile(
+    r"\b(may|might|possible|possibly|probable|likely|suggest\w*|concern\w*|cannot|could|"
+    r"consistent with|compatible with|stable|unchanged|question\w*|versus|differential|"
+    r"heart failure|chf|collapse\w*)\b"
+)
 
 
 def read_labels(text: str) -> tuple[set[str], set[str]]:
@@ -82,8 +86,9 @@ def test_normal_studies_say_so(studies):
 
 
 def _statement(report, label: str) -> str:
-    return next(st.text for st in report.statements if label in st.labels and st.positive
-                and st.section == "findings").lower()
+    return next(
+        st.text for st in report.statements if label in st.labels and st.positive and st.section == "findings"
+    ).lower()
 
 
 def test_sides_sizes_lobes_and_measurements_are_stated(studies):
@@ -108,7 +113,11 @@ def test_sides_sizes_lobes_and_measurements_are_stated(studies):
         if f.atelectasis is not None:
             said = _statement(report, "Atelectasis")
             sides = f.atelectasis.sides
-            assert (sides[0] in said) if len(sides) == 1 else any(w in said for w in ("both", "bibasilar", "bilateral"))
+            assert (
+                (sides[0] in said)
+                if len(sides) == 1
+                else any(w in said for w in ("both", "bibasilar", "bilateral"))
+            )
             assert f.atelectasis.kind in said
         if f.cardiomegaly is not None:
             said = _statement(report, "Cardiomegaly")
@@ -142,7 +151,11 @@ def test_sample_reports_gives_the_adapters_pairs_without_pixels():
     assert len(pairs) == 300
     studies = sample_studies(SyntheticConfig(n_images=300, n_patients=300, seed=4))
     assert pairs == [(write_report(s).text, s.labels) for s in studies]
-    assert {label for _, labels in pairs for label in labels} > {"No Finding", "Cardiomegaly", "Pleural Effusion"}
+    assert {label for _, labels in pairs for label in labels} > {
+        "No Finding",
+        "Cardiomegaly",
+        "Pleural Effusion",
+    }
 
 
 def test_missing_phrasings_are_a_config_error(tmp_path, monkeypatch):

@@ -75,8 +75,13 @@ def test_prevalences_follow_the_defaults(population):
 
 
 def test_configured_prevalence_and_co_occurrence_are_applied():
-    cfg = SyntheticConfig(n_images=3000, n_patients=3000, seed=1, prevalence={"Pneumothorax": 0.3},
-                          co_occurrence={"Edema|Cardiomegaly": 1.0})
+    cfg = SyntheticConfig(
+        n_images=3000,
+        n_patients=3000,
+        seed=1,
+        prevalence={"Pneumothorax": 0.3},
+        co_occurrence={"Edema|Cardiomegaly": 1.0},
+    )
     studies = sample_studies(cfg)
     share = sum("Pneumothorax" in s.labels for s in studies) / len(studies)
     assert abs(share - 0.3) < 0.04
@@ -158,4 +163,3 @@ def test_findings_are_drawable(population):
             assert max((wet.get(side, 0.0) for side in f.atelectasis.sides), default=0.0) <= 0.2
         for les in f.lesions:
             assert 5 <= les.size_mm <= 40 and les.lobe.startswith(les.side)
-

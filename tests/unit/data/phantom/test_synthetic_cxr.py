@@ -86,8 +86,12 @@ def test_bad_settings_name_the_dataset_key(tmp_path):
 
 def test_unknown_keys_fail_when_the_config_is_read():
     with pytest.raises(ConfigError, match=r"datasets\.phantoms\.synthetic\.n_imgs"):
-        from_dict(DatasetConfig, {"source": "synthetic_cxr", "synthetic": {"n_imgs": 5}}, source="config/config.yaml",
-                  prefix="datasets.phantoms")
+        from_dict(
+            DatasetConfig,
+            {"source": "synthetic_cxr", "synthetic": {"n_imgs": 5}},
+            source="config/config.yaml",
+            prefix="datasets.phantoms",
+        )
 
 
 def test_meta_describes_what_was_drawn():

@@ -30,18 +30,26 @@ BAD = [
     ({"prevalence": {"Pneumonia": 0.1}}, "prevalence.Pneumonia", "one of Cardiomegaly"),
     ({"co_occurrence": {"Edema": 2.0}}, "co_occurrence.Edema", "'Child|Parent'"),
     ({"co_occurrence": {"Edema|Nodule": 2.0}}, "co_occurrence.Edema|Nodule", "'Child|Parent'"),
-    ({"co_occurrence": {"Cardiomegaly|Edema": 2.0}}, "co_occurrence.Cardiomegaly|Edema", "a parent sampled earlier"),
+    (
+        {"co_occurrence": {"Cardiomegaly|Edema": 2.0}},
+        "co_occurrence.Cardiomegaly|Edema",
+        "a parent sampled earlier",
+    ),
     ({"co_occurrence": {"Edema|Cardiomegaly": 11.0}}, "co_occurrence.Edema|Cardiomegaly", "[0, 10]"),
-    ({"co_occurrence": {"Edema|Cardiomegaly": 2.0, "Edema|Lung Lesion": 2.0}}, "co_occurrence.Edema|Lung Lesion",
-     "one parent per child"),
+    (
+        {"co_occurrence": {"Edema|Cardiomegaly": 2.0, "Edema|Lung Lesion": 2.0}},
+        "co_occurrence.Edema|Lung Lesion",
+        "one parent per child",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("changes", "key", "expected"), BAD, ids=[b[1] + str(i) for i, b in enumerate(BAD)])
 def test_bad_values_name_the_key_and_the_allowed_range(changes, key, expected):
     with pytest.raises(ConfigError) as err:
-        check_synthetic_config(replace(SyntheticConfig(), **changes), key="datasets.demo.synthetic",
-                               file="config/config.yaml")
+        check_synthetic_config(
+            replace(SyntheticConfig(), **changes), key="datasets.demo.synthetic", file="config/config.yaml"
+        )
     assert err.value.key == f"datasets.demo.synthetic.{key}"
     assert err.value.file == "config/config.yaml"
     assert expected in err.value.expected
@@ -50,9 +58,16 @@ def test_bad_values_name_the_key_and_the_allowed_range(changes, key, expected):
 
 def test_defaults_and_edges_are_accepted():
     check_synthetic_config(SyntheticConfig())
-    check_synthetic_config(SyntheticConfig(n_images=1, n_patients=1, image_size=48, ap_fraction=0.0,
-                                           prevalence=dict.fromkeys(SAMPLED_FINDINGS, 1.0),
-                                           co_occurrence={"Pneumothorax|Edema": 0.0}))
+    check_synthetic_config(
+        SyntheticConfig(
+            n_images=1,
+            n_patients=1,
+            image_size=48,
+            ap_fraction=0.0,
+            prevalence=dict.fromkeys(SAMPLED_FINDINGS, 1.0),
+            co_occurrence={"Pneumothorax|Edema": 0.0},
+        )
+    )
 
 
 def test_configured_values_override_the_defaults():

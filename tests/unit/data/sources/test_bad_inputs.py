@@ -34,14 +34,22 @@ def manifest_with(tmp_path, rows, **settings):
 
 
 def row(i, **overrides):
-    return {"id": f"r{i}", "image": f"r{i}.png", "text": f"Report {i}: clear lungs.", "labels": "No Finding",
-            "patient_id": f"P{i}", **overrides}
+    return {
+        "id": f"r{i}",
+        "image": f"r{i}.png",
+        "text": f"Report {i}: clear lungs.",
+        "labels": "No Finding",
+        "patient_id": f"P{i}",
+        **overrides,
+    }
 
 
 def test_missing_column(tmp_path):
     fixture = nih.build_full(tmp_path / "nih")
     lines = fixture.csv.read_text().splitlines()
-    fixture.csv.write_text("\n".join(",".join(c for j, c in enumerate(line.split(",")) if j != 1) for line in lines))
+    fixture.csv.write_text(
+        "\n".join(",".join(c for j, c in enumerate(line.split(",")) if j != 1) for line in lines)
+    )
     with pytest.raises(DataError) as err:
         prepare(tmp_path, "nih", {"source": "path", "adapter": "nih_chest_xray", "path": str(fixture.root)})
     message = str(err.value)
@@ -52,8 +60,11 @@ def test_missing_column(tmp_path):
 def test_wrong_column_names(tmp_path):
     fixture = manifest.build(tmp_path / "mine", [row(0)], columns=["id", "img", "caption"])
     (fixture.root / "manifest.csv").write_text("id,img,caption\nr0,r0.png,Clear lungs.\n")
-    with pytest.raises(DataError, match=r"manifest\.csv: row 1: missing column 'image' \(found 'img': renamed\?\); "
-                                        r"expected the columns 'image', 'text'; the header has 'id', 'img', 'caption'"):
+    with pytest.raises(
+        DataError,
+        match=r"manifest\.csv: row 1: missing column 'image' \(found 'img': renamed\?\); "
+        r"expected the columns 'image', 'text'; the header has 'id', 'img', 'caption'",
+    ):
         prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root)})
 
 
@@ -64,7 +75,9 @@ def test_corrupt_image(tmp_path):
     assert set(out.rows) == {"r0"}
     bad = out.rejected["r1"]
     assert bad["reason"] == "unreadable image"
-    assert "r1.png: image cannot be decoded" in bad["detail"] and "expected a readable PNG/JPEG" in bad["detail"]
+    assert (
+        "r1.png: image cannot be decoded" in bad["detail"] and "expected a readable PNG/JPEG" in bad["detail"]
+    )
     assert bad["source_ref"].endswith("manifest.csv:3")
 
 
@@ -72,7 +85,9 @@ def test_truncated_jpeg(tmp_path):
     fixture = pneumonia.build(tmp_path / "data")
     cut = fixture.tree / "train" / "PNEUMONIA" / "person23_bacteria_76.jpeg"
     write_truncated_jpeg(cut, seed=1)
-    out = prepare(tmp_path, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia", "path": str(fixture.root)})
+    out = prepare(
+        tmp_path, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia", "path": str(fixture.root)}
+    )
     bad = out.rejected["train/PNEUMONIA/person23_bacteria_76.jpeg"]
     assert bad["reason"] == "unreadable image" and "truncated" in bad["detail"] and str(cut) in bad["detail"]
     assert out.summary.reasons == {"unreadable image": 1} and len(out.rows) == len(fixture.expected) - 1
@@ -93,7 +108,10 @@ def test_missing_image_file(tmp_path):
     next(fixture.root.rglob("PAT_13_21_201.png")).unlink()
     out = prepare(tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(fixture.root)})
     bad = out.rejected["PAT_13_21_201.png"]
-    assert bad["reason"] == "missing image file" and "PAT_13_21_201.png is in no imgs_part_N folder" in bad["detail"]
+    assert (
+        bad["reason"] == "missing image file"
+        and "PAT_13_21_201.png is in no imgs_part_N folder" in bad["detail"]
+    )
     assert bad["source_ref"].endswith("metadata.csv:8")
 
 
@@ -166,12 +184,16 @@ def test_duplicate_id(tmp_path):
     assert out.summary.read == 3 and out.summary.kept == 2
     assert out.summary.reasons == {"duplicate id": 1}
     assert out.rejected["r0"]["reason"] == "duplicate id"  # the second r0; the first one is kept
-    assert out.rejected["r0"]["source_ref"].endswith("manifest.csv:4") and out.rows["r0"]["text"].startswith("Report 0")
+    assert out.rejected["r0"]["source_ref"].endswith("manifest.csv:4") and out.rows["r0"]["text"].startswith(
+        "Report 0"
+    )
 
 
 def test_unknown_label(tmp_path):
     fixture = nih.build_full(tmp_path / "nih")
-    fixture.csv.write_text(fixture.csv.read_text().replace("00000002_000.png,No Finding,", "00000002_000.png,Covid|Mass,"))
+    fixture.csv.write_text(
+        fixture.csv.read_text().replace("00000002_000.png,No Finding,", "00000002_000.png,Covid|Mass,")
+    )
     out = prepare(tmp_path, "nih", {"source": "path", "adapter": "nih_chest_xray", "path": str(fixture.root)})
     bad = out.rejected["00000002_000.png"]
     assert bad["reason"] == "unknown label 'Covid'" and bad["detail"] == "Covid|Mass"
@@ -184,7 +206,10 @@ def test_decoded_images_are_never_enlarged_and_fit_store_size(tmp_path):
     out = prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root), "store_size": 300})
     assert out.image("r0").size == (200, 300)  # rotated upright, then longest side 300
     assert out.image("r1").size == (36, 40)
-    assert isinstance(out.rows["r0"]["image"], bytes) and Image.open(io.BytesIO(out.rows["r0"]["image"])).format == "PNG"
+    assert (
+        isinstance(out.rows["r0"]["image"], bytes)
+        and Image.open(io.BytesIO(out.rows["r0"]["image"])).format == "PNG"
+    )
 
 
 def test_palette_and_rgba_pngs_are_converted(tmp_path):
@@ -209,8 +234,11 @@ def _manifest_text(tmp_path, text, images=("r0", "r1", "r2", "r3", "r4")):
 
 
 def test_an_unclosed_quote_rejects_one_record_and_keeps_the_rest(tmp_path):
-    fixture = _manifest_text(tmp_path, 'id,image,text\nr0,r0.png,Clear.\nr1,r1.png,"Effusion.\n'
-                                       'r2,r2.png,Clear.\nr3,r3.png,Clear.\nr4,r4.png,Clear.\n')
+    fixture = _manifest_text(
+        tmp_path,
+        'id,image,text\nr0,r0.png,Clear.\nr1,r1.png,"Effusion.\n'
+        "r2,r2.png,Clear.\nr3,r3.png,Clear.\nr4,r4.png,Clear.\n",
+    )
     out = prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root)})
     assert out.summary.read == 5 and set(out.rows) == {"r0", "r2", "r3", "r4"}  # csv alone reads 2 records
     [bad] = out.rejected.values()
@@ -219,8 +247,11 @@ def test_an_unclosed_quote_rejects_one_record_and_keeps_the_rest(tmp_path):
 
 
 def test_a_megabyte_cell_is_one_rejected_record_not_a_dead_dataset(tmp_path):
-    fixture = _manifest_text(tmp_path, f"id,image,text\nr0,r0.png,Clear.\nr1,r1.png,{'x' * 1_000_000}\n"
-                                       "r2,r2.png,Clear.\n", images=("r0", "r1", "r2"))
+    fixture = _manifest_text(
+        tmp_path,
+        f"id,image,text\nr0,r0.png,Clear.\nr1,r1.png,{'x' * 1_000_000}\nr2,r2.png,Clear.\n",
+        images=("r0", "r1", "r2"),
+    )
     out = prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root)})
     assert out.summary.read == 3 and set(out.rows) == {"r0", "r2"}
     [bad] = out.rejected.values()
@@ -237,27 +268,37 @@ def test_image_paths_leading_out_of_the_folder_are_rejected_unless_allowed(tmp_p
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     manifest.build(outside, [row(7)])  # a readable image outside the dataset folder
-    fixture = manifest.build(tmp_path / "mine", [row(0), row(1, image="../elsewhere/r7.png"),
-                                                  row(2, image=str(outside / "r7.png")), row(3)])
+    fixture = manifest.build(
+        tmp_path / "mine",
+        [row(0), row(1, image="../elsewhere/r7.png"), row(2, image=str(outside / "r7.png")), row(3)],
+    )
     (fixture.root / "r3.png").unlink()
     (fixture.root / "r3.png").symlink_to(outside / "r7.png")  # a link out of the folder
     out = prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root)})
     assert set(out.rows) == {"r0"}
-    assert {k: v["reason"] for k, v in out.rejected.items()} == {k: "image outside the dataset folder"
-                                                                  for k in ("r1", "r2", "r3")}
+    assert {k: v["reason"] for k, v in out.rejected.items()} == {
+        k: "image outside the dataset folder" for k in ("r1", "r2", "r3")
+    }
     assert "allow_outside_paths: true" in out.rejected["r1"]["detail"]
-    allowed = prepare(tmp_path / "allowed", "mine", {"source": "manifest", "path": str(fixture.root),
-                                                      "allow_outside_paths": True})
+    allowed = prepare(
+        tmp_path / "allowed",
+        "mine",
+        {"source": "manifest", "path": str(fixture.root), "allow_outside_paths": True},
+    )
     assert set(allowed.rows) == {"r0", "r1", "r2", "r3"}
 
 
-@pytest.mark.parametrize("overrides, reason", [
-    ({"labels": "nan"}, "invalid label"),
-    ({"labels": "Cardiomegaly|NaN"}, "invalid label"),
-    ({"id": "r1\nr9"}, "invalid id"),
-    ({"text": "Clear lungs.\x00\x00"}, "control characters in text"),
-    ({"text": "Clear \x1b[31mlungs"}, "control characters in text"),
-], ids=["nan", "nan-among-labels", "newline-in-id", "nul-in-text", "escape-in-text"])
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({"labels": "nan"}, "invalid label"),
+        ({"labels": "Cardiomegaly|NaN"}, "invalid label"),
+        ({"id": "r1\nr9"}, "invalid id"),
+        ({"text": "Clear lungs.\x00\x00"}, "control characters in text"),
+        ({"text": "Clear \x1b[31mlungs"}, "control characters in text"),
+    ],
+    ids=["nan", "nan-among-labels", "newline-in-id", "nul-in-text", "escape-in-text"],
+)
 def test_values_an_export_damaged_are_rejected_rows(tmp_path, overrides, reason):
     out = manifest_with(tmp_path, [row(0), row(1, **overrides)])
     assert set(out.rows) == {"r0"} and [r["reason"] for r in out.rejected.values()] == [reason]
@@ -265,8 +306,11 @@ def test_values_an_export_damaged_are_rejected_rows(tmp_path, overrides, reason)
 
 def test_a_dataset_with_every_row_rejected_leaves_the_reasons_where_the_message_says(tmp_path):
     fixture = manifest.build(tmp_path / "mine", [row(0, text=""), row(1, text=" ")])
-    with pytest.raises(MedlensError, match=r"no usable records out of 2 .*see (\S+mine\.rejected\.failed\.csv) for "
-                                           r"each row's reason") as err:
+    with pytest.raises(
+        MedlensError,
+        match=r"no usable records out of 2 .*see (\S+mine\.rejected\.failed\.csv) for "
+        r"each row's reason",
+    ) as err:
         prepare(tmp_path, "mine", {"source": "manifest", "path": str(fixture.root)})
     failed = tmp_path / "out" / "mine.rejected.failed.csv"
     assert str(failed) in str(err.value) and failed.read_text().count("empty text") == 2

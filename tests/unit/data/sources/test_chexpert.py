@@ -12,7 +12,9 @@ from medlens.data.text_from_labels import load_templates
 
 def run(tmp_path, **settings):
     fixture = chexpert.build(tmp_path / "archive")
-    return prepare(tmp_path, "cx", {"source": "path", "adapter": "chexpert", "path": str(fixture.root), **settings})
+    return prepare(
+        tmp_path, "cx", {"source": "path", "adapter": "chexpert", "path": str(fixture.root), **settings}
+    )
 
 
 @pytest.mark.parametrize("policy, column", [("zeros", 0), ("ones", 1)])
@@ -39,7 +41,13 @@ def test_ignore_policy_keeps_uncertain_findings_apart_and_hedges_them(tmp_path):
     out = run(tmp_path, uncertain_policy="ignore")
     row = out.rows["train/patient00002/study2/view1_frontal.jpg"]
     assert row["labels"] == ["Fracture", "Lung Opacity"]
-    assert row["meta"]["uncertain"] == ["Cardiomegaly", "Edema", "Consolidation", "Atelectasis", "Pleural Effusion"]
+    assert row["meta"]["uncertain"] == [
+        "Cardiomegaly",
+        "Edema",
+        "Consolidation",
+        "Atelectasis",
+        "Pleural Effusion",
+    ]
     assert any(w in row["text"].lower() for w in ("possible", "cannot be excluded", "borderline", "may be"))
 
 
@@ -57,7 +65,9 @@ def test_views_sex_and_age_pitfalls(tmp_path):
     out = run(tmp_path)
     assert out.rows["train/patient00002/study1/view2_lateral.jpg"]["view"] == "LATERAL"
     ll = out.rows["train/patient00003/study1/view1_lateral.jpg"]
-    assert ll["view"] == "LL" and ll["meta"]["frontal"] is True and "age" not in ll["meta"]  # Age 0 is unknown
+    assert (
+        ll["view"] == "LL" and ll["meta"]["frontal"] is True and "age" not in ll["meta"]
+    )  # Age 0 is unknown
     assert out.rows["train/patient00004/study1/view2_frontal.jpg"]["meta"]["sex"] == "Unknown"
     assert out.rows["train/patient00001/study1/view1_frontal.jpg"]["meta"]["age"] == 68
 
@@ -70,6 +80,8 @@ def test_frontal_only_follows_the_frontal_lateral_column_not_the_file_name(tmp_p
 
 
 def test_path_prefix_is_stripped_for_both_versions():
-    assert strip_prefix("CheXpert-v1.0-small/train/patient1/study1/view1_frontal.jpg") == \
-        "train/patient1/study1/view1_frontal.jpg"
+    assert (
+        strip_prefix("CheXpert-v1.0-small/train/patient1/study1/view1_frontal.jpg")
+        == "train/patient1/study1/view1_frontal.jpg"
+    )
     assert strip_prefix("CheXpert-v1.0/valid/p/s/v.jpg") == "valid/p/s/v.jpg"

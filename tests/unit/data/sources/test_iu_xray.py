@@ -24,14 +24,19 @@ def test_kaggle_form_one_row_per_image_with_the_study_report(tmp_path):
         assert row["view"] == ("FRONTAL" if projection == "Frontal" else "LATERAL")
     report_1 = out.rows["1_IM-0001-4001.dcm.png"]["text"]
     assert report_1.startswith("The cardiac silhouette") and report_1.endswith("Normal chest x-XXXX.")
-    assert out.rows["3_IM-1384-2001.dcm.png"]["text"] == "Left basilar subsegmental atelectasis versus opacity."
+    assert (
+        out.rows["3_IM-1384-2001.dcm.png"]["text"] == "Left basilar subsegmental atelectasis versus opacity."
+    )
     assert out.rows["2_IM-0652-1001.dcm.png"]["meta"]["native_labels"] == ["Cardiomegaly", "Pulmonary Artery"]
 
 
 def test_kaggle_form_frontal_only_rejects_laterals_with_a_count(tmp_path):
     fixture = iu_xray.build_kaggle(tmp_path / "iu")
-    out = prepare(tmp_path, "iu", {"source": "path", "adapter": "iu_xray", "path": str(fixture.root),
-                                   "frontal_only": True})
+    out = prepare(
+        tmp_path,
+        "iu",
+        {"source": "path", "adapter": "iu_xray", "path": str(fixture.root), "frontal_only": True},
+    )
     laterals = {name for _, name, p in iu_xray.PROJECTIONS if p == "Lateral"}
     assert set(out.rejected) == laterals
     assert all(r["reason"].startswith("filtered: view LATERAL") for r in out.rejected.values())
@@ -42,8 +47,12 @@ def test_r2gen_form_keeps_its_split_and_groups_by_report(tmp_path):
     fixture = iu_xray.build_r2gen(tmp_path / "data")
     out = prepare(tmp_path, "r2", {"source": "path", "adapter": "iu_xray_r2gen", "path": str(fixture.root)})
     assert out.rejected == {}
-    expected = {rel: (split, e["id"]) for split, entries in iu_xray.ANNOTATION.items()
-                for e in entries for rel in e["image_path"]}
+    expected = {
+        rel: (split, e["id"])
+        for split, entries in iu_xray.ANNOTATION.items()
+        for e in entries
+        for rel in e["image_path"]
+    }
     assert set(out.rows) == set(expected)
     for rel, (split, study) in expected.items():
         row = out.rows[rel]
@@ -53,11 +62,17 @@ def test_r2gen_form_keeps_its_split_and_groups_by_report(tmp_path):
 
 
 def test_r2gen_annotation_with_a_renamed_key_is_refused(tmp_path):
-    renamed = {"train": iu_xray.ANNOTATION["train"], "val": iu_xray.ANNOTATION["val"],
-               "testing": iu_xray.ANNOTATION["test"]}
+    renamed = {
+        "train": iu_xray.ANNOTATION["train"],
+        "val": iu_xray.ANNOTATION["val"],
+        "testing": iu_xray.ANNOTATION["test"],
+    }
     fixture = iu_xray.build_r2gen(tmp_path / "data", annotation=renamed)
-    with pytest.raises(DataError, match=r"annotation\.json.*top-level keys are \['testing', 'train', 'val'\]"
-                                        r".*expected an object with the lists 'train', 'val' and 'test'"):
+    with pytest.raises(
+        DataError,
+        match=r"annotation\.json.*top-level keys are \['testing', 'train', 'val'\]"
+        r".*expected an object with the lists 'train', 'val' and 'test'",
+    ):
         prepare(tmp_path, "r2", {"source": "path", "adapter": "iu_xray_r2gen", "path": str(fixture.root)})
 
 

@@ -13,8 +13,9 @@ from medlens.data.sources.kaggle_pneumonia import parse_filename
 def result(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pneumonia")
     fixture = pneumonia.build(tmp / "data")
-    return fixture, prepare(tmp, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia",
-                                          "path": str(fixture.root)})
+    return fixture, prepare(
+        tmp, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia", "path": str(fixture.root)}
+    )
 
 
 def test_every_image_of_one_tree_is_kept_with_its_label_patient_and_split(result):
@@ -31,7 +32,10 @@ def test_every_image_of_one_tree_is_kept_with_its_label_patient_and_split(result
 
 def test_same_basename_in_two_splits_and_person1_in_train_and_test_stay_apart(result):
     _, out = result
-    assert out.rows["train/NORMAL/IM-0001-0001.jpeg"]["patient_id"] != out.rows["test/NORMAL/IM-0001-0001.jpeg"]["patient_id"]
+    assert (
+        out.rows["train/NORMAL/IM-0001-0001.jpeg"]["patient_id"]
+        != out.rows["test/NORMAL/IM-0001-0001.jpeg"]["patient_id"]
+    )
     assert out.rows["train/PNEUMONIA/person1_bacteria_1.jpeg"]["patient_id"] == "train/person1"
     assert out.rows["test/PNEUMONIA/person1_virus_6.jpeg"]["patient_id"] == "test/person1"
 
@@ -53,14 +57,17 @@ def test_rgb_and_tiny_images_are_stored_as_grey_png_without_enlarging(result):
     assert tiny.size == (18, 14)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("IM-0115-0001.jpeg", ("IM-0115", None)),
-    ("IM-0005-0001-0002.jpeg", ("IM-0005", None)),
-    ("NORMAL2-IM-0262-0001.jpeg", ("NORMAL2-IM-0262", None)),
-    ("person23_bacteria_76.jpeg", ("person23", "bacterial")),
-    ("person1_virus_6.jpeg", ("person1", "viral")),
-    ("VIRUS-1049278-0002.jpeg", ("1049278", "viral")),
-    ("scan.jpeg", (None, None)),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("IM-0115-0001.jpeg", ("IM-0115", None)),
+        ("IM-0005-0001-0002.jpeg", ("IM-0005", None)),
+        ("NORMAL2-IM-0262-0001.jpeg", ("NORMAL2-IM-0262", None)),
+        ("person23_bacteria_76.jpeg", ("person23", "bacterial")),
+        ("person1_virus_6.jpeg", ("person1", "viral")),
+        ("VIRUS-1049278-0002.jpeg", ("1049278", "viral")),
+        ("scan.jpeg", (None, None)),
+    ],
+)
 def test_parse_filename_knows_every_naming_scheme(name, expected):
     assert parse_filename(name) == expected

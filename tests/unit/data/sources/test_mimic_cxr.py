@@ -15,7 +15,9 @@ from medlens.data.split import split_pairs
 
 def run(tmp_path, **settings):
     fixture = mimic.build(tmp_path / "mimic", gzipped=settings.pop("gzipped", True))
-    return prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root), **settings})
+    return prepare(
+        tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root), **settings}
+    )
 
 
 @pytest.mark.parametrize("gzipped", [True, False])
@@ -72,11 +74,18 @@ def test_a_missing_report_is_a_rejected_row(tmp_path):
 def test_official_split_survives_the_split_stage_without_patient_leakage(tmp_path):
     out = run(tmp_path)
     pairs = tmp_path / "pairs.parquet"
-    stats = split_pairs([out.parquet], SplitConfig(official=True), pairs, tmp_path / "dropped.csv",
-                        tmp_path / "split.json")
+    stats = split_pairs(
+        [out.parquet], SplitConfig(official=True), pairs, tmp_path / "dropped.csv", tmp_path / "split.json"
+    )
     rows = pq.read_table(pairs, columns=["id", "patient_id", "split"]).to_pylist()
     assert {r["id"].split("/", 1)[1]: r["split"] for r in rows} == {
-        D1: "train", D2: "train", D3: "train", D4: "val", D5: "test", D6: "train"}
+        D1: "train",
+        D2: "train",
+        D3: "train",
+        D4: "val",
+        D5: "test",
+        D6: "train",
+    }
     assert stats["moved_to_keep_patients_together"] == 0
 
 
@@ -86,7 +95,15 @@ def test_report_sections_as_mit_lcp_names_them():
     assert report_text("\n no headers at all") == ("", [])
 
 
-@pytest.mark.parametrize("raw, expected", [("213014.531", "21:30:14"), ("80556.875", "08:05:56"),
-                                           ("5.0", "00:00:05"), ("", None), ("256000", None)])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("213014.531", "21:30:14"),
+        ("80556.875", "08:05:56"),
+        ("5.0", "00:00:05"),
+        ("", None),
+        ("256000", None),
+    ],
+)
 def test_parse_study_time(raw, expected):
     assert parse_study_time(raw) == expected

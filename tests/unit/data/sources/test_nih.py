@@ -23,7 +23,10 @@ def test_full_set_rows_labels_patients_in_both_layouts(tmp_path, layout):
         assert row["meta"]["native_labels"] == natives, native_id
         assert row["patient_id"] == patient
         assert row["text_source"] == "from_labels" and row["text"]
-    follow = [out.rows["00000001_000.png"]["meta"]["follow_up"], out.rows["00000001_001.png"]["meta"]["follow_up"]]
+    follow = [
+        out.rows["00000001_000.png"]["meta"]["follow_up"],
+        out.rows["00000001_001.png"]["meta"]["follow_up"],
+    ]
     assert follow == [0, 1]
     sex = out.rows["00000003_000.png"]["meta"]["sex"]
     assert sex == "F"  # read from `Patient Gender` (Kaggle) or `Patient Sex` (Box)
@@ -48,7 +51,9 @@ def test_official_split_lists_and_boxes_give_split_and_side(tmp_path):
 
 def test_sample_reads_nnny_ages_and_plain_size_columns(tmp_path):
     fixture = nih.build_sample(tmp_path / "sample")
-    out = prepare(tmp_path, "s", {"source": "path", "adapter": "nih_chest_xray_sample", "path": str(fixture.root)})
+    out = prepare(
+        tmp_path, "s", {"source": "path", "adapter": "nih_chest_xray_sample", "path": str(fixture.root)}
+    )
     assert out.rejected == {}
     assert set(out.rows) == set(nih.SAMPLE_EXPECTED)
     for native_id, (labels, patient, age) in nih.SAMPLE_EXPECTED.items():
@@ -58,6 +63,8 @@ def test_sample_reads_nnny_ages_and_plain_size_columns(tmp_path):
     assert out.rows["00000013_005.png"]["meta"]["original_width"] == 3056.0
 
 
-@pytest.mark.parametrize("raw, years", [("57", 57.0), ("060Y", 60.0), ("006M", 0.5), ("", None), ("abc", None)])
+@pytest.mark.parametrize(
+    "raw, years", [("57", 57.0), ("060Y", 60.0), ("006M", 0.5), ("", None), ("abc", None)]
+)
 def test_parse_age(raw, years):
     assert parse_age(raw) == years

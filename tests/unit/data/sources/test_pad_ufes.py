@@ -62,5 +62,7 @@ def test_unextracted_archives_are_named(tmp_path):
     (root / "images").mkdir(parents=True)
     (root / "metadata.csv").write_text(pad_ufes.HEADER + "\n")
     (root / "images" / "imgs_part_1.zip").write_bytes(b"PK\x05\x06" + b"\x00" * 18)
-    with pytest.raises(DataError, match=r"no \.png images found; the archives \['imgs_part_1\.zip'\] are not extracted"):
+    with pytest.raises(
+        DataError, match=r"no \.png images found; the archives \['imgs_part_1\.zip'\] are not extracted"
+    ):
         prepare(tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(root)})

@@ -19,7 +19,9 @@ def test_bom_trailing_commas_blank_lines_and_gzip_are_read(tmp_path):
         assert table.columns == ["a", "b", "c"] and table.column(("B", "b")) == "b"
         rows = list(table)
         assert [(r.line, r.values, r.problem) for r in rows] == [
-            (2, {"a": "1", "b": "2", "c": "3"}, None), (4, {"a": "4", "b": "5", "c": "6"}, None)]
+            (2, {"a": "1", "b": "2", "c": "3"}, None),
+            (4, {"a": "4", "b": "5", "c": "6"}, None),
+        ]
 
 
 def test_a_row_with_too_many_fields_is_a_row_problem(tmp_path):
@@ -37,7 +39,9 @@ def test_a_quoted_multiline_cell_keeps_the_line_of_its_row(tmp_path):
 
 def test_header_faults_are_errors_naming_the_file(tmp_path):
     (tmp_path / "empty.csv").write_text("")
-    with pytest.raises(DataError, match=r"empty\.csv: the file is empty or has no header row; expected a CSV header"):
+    with pytest.raises(
+        DataError, match=r"empty\.csv: the file is empty or has no header row; expected a CSV header"
+    ):
         R.CsvTable(tmp_path / "empty.csv", required=("a",))
     (tmp_path / "latin.csv").write_bytes(b"Path,S\xe9x\n1,2\n")
     with pytest.raises(DataError, match=r"latin\.csv: row 1: the header holds bytes that are not UTF-8"):
@@ -59,7 +63,9 @@ def test_find_file_prefers_the_shallowest_and_skips_junk(tmp_path):
     (tmp_path / "x" / "y" / "labels.csv").write_text("deep")
     (tmp_path / "x" / "labels.csv").write_text("shallow")
     assert R.find_file(tmp_path, ("labels.csv",)).read_text() == "shallow"
-    with pytest.raises(DataError, match=r"label file not found; expected a file named 'a\.csv' or 'b\.csv' within 3"):
+    with pytest.raises(
+        DataError, match=r"label file not found; expected a file named 'a\.csv' or 'b\.csv' within 3"
+    ):
         R.find_file(tmp_path, ("a.csv", "b.csv"), what="label file")
 
 
@@ -68,7 +74,10 @@ def test_index_files_keeps_the_shallowest_copy(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     index = R.index_files(tmp_path, (".png",))
-    assert index == {"a.png": tmp_path / "images_001/images/a.png", "b.PNG": tmp_path / "images_002/images/b.PNG"}
+    assert index == {
+        "a.png": tmp_path / "images_001/images/a.png",
+        "b.PNG": tmp_path / "images_002/images/b.PNG",
+    }
 
 
 def test_a_label_map_pointing_outside_its_vocabulary_is_a_config_error(tmp_path, monkeypatch):
@@ -76,8 +85,11 @@ def test_a_label_map_pointing_outside_its_vocabulary_is_a_config_error(tmp_path,
     monkeypatch.setattr(R, "resource_path", lambda *parts: tmp_path / parts[-1])
     R.load_label_map.cache_clear()
     try:
-        with pytest.raises(ConfigError, match=r"bad\.yaml: labels\.Effusion: 'Effusion' maps to unknown label "
-                                              r"'Pleural Efusion'"):
+        with pytest.raises(
+            ConfigError,
+            match=r"bad\.yaml: labels\.Effusion: 'Effusion' maps to unknown label "
+            r"'Pleural Efusion'",
+        ):
             R.load_label_map("bad")
     finally:
         R.load_label_map.cache_clear()
@@ -95,25 +107,49 @@ def test_chexpert_codes_by_name_and_policy():
     columns = {"Edema": "Edema", "Atelectasis": "Atel", "No Finding": "No Finding", "Fracture": "Fracture"}
     row = {"Edema": "1.0", "Atel": "-1.0", "No Finding": "", "Fracture": "maybe"}
     zeros = R.chexpert_values(row, columns, "zeros")
-    assert (zeros.labels, zeros.uncertain, zeros.invalid) == (["Edema"], ["Atelectasis"], [("Fracture", "maybe")])
+    assert (zeros.labels, zeros.uncertain, zeros.invalid) == (
+        ["Edema"],
+        ["Atelectasis"],
+        [("Fracture", "maybe")],
+    )
     assert R.chexpert_values(row, columns, "ones").labels == ["Edema", "Atelectasis"]
     assert R.chexpert_values({"Edema": "0"}, columns, "zeros").negative == ["Edema"]  # integer 0/1 files too
 
 
-@pytest.mark.parametrize("raw, split", [("validate", "val"), ("Valid", "val"), ("validation", "val"),
-                                        ("train", "train"), ("test", "test"), ("", None), ("holdout", "holdout")])
+@pytest.mark.parametrize(
+    "raw, split",
+    [
+        ("validate", "val"),
+        ("Valid", "val"),
+        ("validation", "val"),
+        ("train", "train"),
+        ("test", "test"),
+        ("", None),
+        ("holdout", "holdout"),
+    ],
+)
 def test_normalise_split(raw, split):
     assert R.normalise_split(raw) == split
 
 
-@pytest.mark.parametrize("raw, view, frontal", [("PA", "PA", True), ("ap supine", "AP SUPINE", True),
-                                                ("L", "LATERAL", False), ("Lateral", "LATERAL", False),
-                                                ("postero-anterior", "PA", True), ("", None, False)])
+@pytest.mark.parametrize(
+    "raw, view, frontal",
+    [
+        ("PA", "PA", True),
+        ("ap supine", "AP SUPINE", True),
+        ("L", "LATERAL", False),
+        ("Lateral", "LATERAL", False),
+        ("postero-anterior", "PA", True),
+        ("", None, False),
+    ],
+)
 def test_views(raw, view, frontal):
     assert R.normalise_view(raw) == view and R.is_frontal(view) is frontal
 
 
-@pytest.mark.parametrize("raw, value", [("True", True), ("FALSE", False), ("UNK", "unknown"), ("", None), ("3.0", "3.0")])
+@pytest.mark.parametrize(
+    "raw, value", [("True", True), ("FALSE", False), ("UNK", "unknown"), ("", None), ("3.0", "3.0")]
+)
 def test_parse_bool(raw, value):
     assert R.parse_bool(raw) == value
 
@@ -122,8 +158,13 @@ def test_an_unclosed_quote_loses_no_record(tmp_path):
     # csv alone reads these 5 records as 2: the quote on line 3 swallows every line after it
     (tmp_path / "t.csv").write_text('id,text\n1,fine\n2,"never closed\n3,three\n4,four\n5,five\n')
     rows = list(R.CsvTable(tmp_path / "t.csv"))
-    assert [(r.line, r.problem) for r in rows] == [(2, None), (3, "malformed record"), (4, None), (5, None),
-                                                   (6, None)]
+    assert [(r.line, r.problem) for r in rows] == [
+        (2, None),
+        (3, "malformed record"),
+        (4, None),
+        (5, None),
+        (6, None),
+    ]
     assert "a quote opened in this record is never closed" in rows[1].detail
     assert [r.values["text"] for r in rows if not r.problem] == ["fine", "three", "four", "five"]
     (tmp_path / "t.csv").write_text('id,text\n1,"open\n2,two\n3,"three"\n4,four\n')  # closes at a later quote
@@ -139,8 +180,9 @@ def test_a_field_over_the_parser_limit_is_one_rejected_record(tmp_path):
 
 
 def test_a_legitimate_multiline_report_stays_one_record(tmp_path):
-    (tmp_path / "t.csv").write_text('id,text\n1,"FINDINGS:\nNo effusion, no pneumothorax.\n\nIMPRESSION: normal"\n'
-                                    '2,"x\u2028y"\n')
+    (tmp_path / "t.csv").write_text(
+        'id,text\n1,"FINDINGS:\nNo effusion, no pneumothorax.\n\nIMPRESSION: normal"\n2,"x\u2028y"\n'
+    )
     rows = list(R.CsvTable(tmp_path / "t.csv"))
     assert [(r.line, r.problem) for r in rows] == [(2, None), (6, None)]
     assert rows[0].values["text"].endswith("IMPRESSION: normal") and rows[1].values["text"] == "x\u2028y"
@@ -148,5 +190,7 @@ def test_a_legitimate_multiline_report_stays_one_record(tmp_path):
 
 def test_a_repeated_header_column_is_an_error_not_a_silent_choice(tmp_path):
     (tmp_path / "t.csv").write_text("image,text,image\na.png,x,b.png\n")
-    with pytest.raises(DataError, match=r"t\.csv: row 1: the header repeats the column 'image' \(columns 1, 3\)"):
+    with pytest.raises(
+        DataError, match=r"t\.csv: row 1: the header repeats the column 'image' \(columns 1, 3\)"
+    ):
         R.CsvTable(tmp_path / "t.csv")

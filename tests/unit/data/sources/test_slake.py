@@ -16,7 +16,9 @@ from medlens.data.split import split_pairs
 
 def run(tmp_path, **settings):
     fixture = slake.build(tmp_path / "data", mirror=settings.pop("mirror", False))
-    return prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root), **settings})
+    return prepare(
+        tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root), **settings}
+    )
 
 
 @pytest.mark.parametrize("mirror", [False, True])
@@ -64,7 +66,13 @@ def test_malformed_question_record_is_a_rejected_row(tmp_path):
 def test_vqa_rows_become_question_answer_turns_that_load_back_without_images_crossing_splits(tmp_path):
     out = run(tmp_path)
     pairs = tmp_path / "pairs.parquet"
-    split_pairs([out.parquet], SplitConfig(train=0.6, val=0.2, test=0.2), pairs, tmp_path / "d.csv", tmp_path / "s.json")
+    split_pairs(
+        [out.parquet],
+        SplitConfig(train=0.6, val=0.2, test=0.2),
+        pairs,
+        tmp_path / "d.csv",
+        tmp_path / "s.json",
+    )
     chat = tmp_path / "chat"
     counts = convert_to_chat(pairs, ChatConfig(), chat)
     assert sum(counts.values()) == len(slake.ENGLISH)
@@ -77,16 +85,25 @@ def test_vqa_rows_become_question_answer_turns_that_load_back_without_images_cro
             assert user["content"].count(IMAGE_TOKEN) == len(rec["images"]) == 1  # LLaMA-Factory checks this
             questions[user["content"].removeprefix(IMAGE_TOKEN)] = assistant["content"]
             split_of_image[rec["images"][0]].add(split)
-    assert questions == {e["question"]: e["answer"] for es in slake.SPLITS.values() for e in es
-                         if str(e["qid"]) in slake.ENGLISH}
+    assert questions == {
+        e["question"]: e["answer"]
+        for es in slake.SPLITS.values()
+        for e in es
+        if str(e["qid"]) in slake.ENGLISH
+    }
     assert len(split_of_image) == 3  # three distinct images, each written once
     assert all(len(s) == 1 for s in split_of_image.values())
 
 
 def test_official_split_keeps_a_shared_image_in_one_split_and_reports_the_moves(tmp_path):
     out = run(tmp_path)
-    stats = split_pairs([out.parquet], SplitConfig(official=True), tmp_path / "p.parquet", tmp_path / "d.csv",
-                        tmp_path / "s.json")
+    stats = split_pairs(
+        [out.parquet],
+        SplitConfig(official=True),
+        tmp_path / "p.parquet",
+        tmp_path / "d.csv",
+        tmp_path / "s.json",
+    )
     # image 102 is asked about in train (2 questions) and val (1): its train questions move to val
     assert stats["moved_to_keep_patients_together"] == 2
     assert stats["rows_per_split"] == {"train": 1, "val": 3, "test": 1}

@@ -25,8 +25,10 @@ def prepared(tmp_path_factory):
         "pad": ("pad_ufes_20", pad_ufes.build(tmp / "pad").root),
         "knee": ("knee_kl_oai", knee.build_oai(tmp / "knee").root),
     }
-    return {name: prepare(tmp / name, name, {"source": "path", "adapter": adapter, "path": str(root)}).parquet
-            for name, (adapter, root) in builds.items()}
+    return {
+        name: prepare(tmp / name, name, {"source": "path", "adapter": adapter, "path": str(root)}).parquet
+        for name, (adapter, root) in builds.items()
+    }
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -40,15 +42,30 @@ def test_no_patient_of_any_source_crosses_splits(prepared, tmp_path, seed):
     shared = {k for k, v in splits_of.items() if len(v) > 1}
     assert not shared
     # the fixtures do hold patients with several rows, so the grouping was exercised
-    assert {("nih", "1"), ("nih", "3"), ("pneu", "train/person23"), ("pad", "PAT_771"), ("knee", "9001695")} <= \
-        {k for k in splits_of if sum(1 for r in rows if (r["dataset"], r["patient_id"]) == k) > 1}
+    assert {
+        ("nih", "1"),
+        ("nih", "3"),
+        ("pneu", "train/person23"),
+        ("pad", "PAT_771"),
+        ("knee", "9001695"),
+    } <= {k for k in splits_of if sum(1 for r in rows if (r["dataset"], r["patient_id"]) == k) > 1}
 
 
 def test_classes_below_the_minimum_are_dropped_and_reported(prepared, tmp_path):
-    stats = split_pairs([prepared["pad"]], SplitConfig(min_samples_per_class=2), tmp_path / "p.parquet",
-                        tmp_path / "d.csv", tmp_path / "s.json")
-    assert stats["dropped_classes"] == ["Actinic Keratosis", "Melanoma", "Nevus", "Seborrheic Keratosis",
-                                        "Squamous Cell Carcinoma"]
+    stats = split_pairs(
+        [prepared["pad"]],
+        SplitConfig(min_samples_per_class=2),
+        tmp_path / "p.parquet",
+        tmp_path / "d.csv",
+        tmp_path / "s.json",
+    )
+    assert stats["dropped_classes"] == [
+        "Actinic Keratosis",
+        "Melanoma",
+        "Nevus",
+        "Seborrheic Keratosis",
+        "Squamous Cell Carcinoma",
+    ]
     with open(tmp_path / "d.csv") as f:
         dropped = list(csv.DictReader(f))
     assert len(dropped) == stats["dropped"] == 5
@@ -58,8 +75,12 @@ def test_classes_below_the_minimum_are_dropped_and_reported(prepared, tmp_path):
 
 def test_report_rows_use_the_configured_prompt_and_load_back(prepared, tmp_path):
     pairs = tmp_path / "pairs.parquet"
-    split_pairs([prepared["knee"]], SplitConfig(official=True), pairs, tmp_path / "d.csv", tmp_path / "s.json")
-    cfg = ChatConfig(prompt="Grade the osteoarthritis in this knee radiograph:", system="You are a radiologist.")
+    split_pairs(
+        [prepared["knee"]], SplitConfig(official=True), pairs, tmp_path / "d.csv", tmp_path / "s.json"
+    )
+    cfg = ChatConfig(
+        prompt="Grade the osteoarthritis in this knee radiograph:", system="You are a radiologist."
+    )
     counts = convert_to_chat(pairs, cfg, tmp_path / "chat")
     assert counts == {"train": 3, "val": 1, "test": 2}  # the official knee split, kept
     texts = {r["id"]: r["text"] for r in pq.read_table(pairs, columns=["id", "text"]).to_pylist()}
