@@ -245,8 +245,9 @@ def run_gpu(batch: int, steps: int) -> dict:
 
     from medlens.config import EncoderConfig, from_dict, resolve_preset
     from medlens.models.encoders import create_encoder
-    from medlens.train.encoder import _train_step, create_optimizer
+    from medlens.train.contrastive import train_step
     from medlens.train.losses import ContrastiveLoss
+    from medlens.train.schedules import create_optimizer
 
     if not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device")
@@ -271,7 +272,7 @@ def run_gpu(batch: int, steps: int) -> dict:
     for _ in range(steps):
         torch.cuda.synchronize()
         start = time.perf_counter()
-        loss = _train_step(model, loss_fn, [(images, texts)], accelerator)
+        loss = train_step(model, loss_fn, [(images, texts)], accelerator)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         torch.cuda.synchronize()

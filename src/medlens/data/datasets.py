@@ -98,9 +98,8 @@ class PairsDataset(Dataset):
             return self.transform(image), text
         # torchvision draws crops from torch's global RNG: seed it per sample, without leaking out
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(
-                aug_seed
-            )  # torch.manual_seed also visits every accelerator: 100x dearer
+            # torch.manual_seed also visits every accelerator: 100x dearer
+            torch.default_generator.manual_seed(aug_seed)
             # the draw happens for every sample, so a text that cannot be mirrored leaves the others' alone
             if self.hflip and torch.rand(()) < 0.5 and (mirrored := mirror_laterality(text)) is not None:
                 image, text = ImageOps.mirror(image), mirrored

@@ -34,9 +34,8 @@ def _window_to_uint8(arr: np.ndarray) -> np.ndarray:
     """Min-max window a 16-bit or float array to 8 bits (as MIMIC-CXR-JPG was made from DICOM)."""
     arr = arr.astype(np.float64)
     finite = np.isfinite(arr)
-    if (
-        not finite.all()
-    ):  # a pixel with no value: windowing would make it black and pass the image on as sound
+    # a pixel with no value: windowing would make it black and pass the image on as sound
+    if not finite.all():
         raise ValueError(f"image holds {int((~finite).sum())} NaN or infinite pixel values of {arr.size}")
     lo, hi = np.percentile(arr[finite], [0.5, 99.5])
     if hi <= lo:

@@ -26,6 +26,9 @@ from medlens.errors import ConfigError
 
 __all__ = [
     "create_encoder",
+    "create_encoder_for_training",
+    "encoder_model_card",
+    "TrainableEncoder",
     "create_tokenizer",
     "image_transform",
     "save_encoder",
@@ -267,6 +270,46 @@ def image_transform(preprocess_cfg: dict[str, Any], *, train: bool, crop_scale: 
     return image_transform_v2(pp, is_train=train and crop_scale < 1.0, aug_cfg=aug)
 
 
+@dataclass
+class TrainableEncoder:
+    """What a trainer needs of an encoder, from :func:`create_encoder_for_training`."""
+
+    model: nn.Module  # open_clip model, towers locked as configured
+    model_cfg: dict[str, Any]  # open_clip model config (saved with the weights)
+    preprocess_cfg: dict[str, Any]  # open_clip preprocessing config (size, mean, std, ...)
+    tokenizer: Any  # text -> token ids [B, context_length]
+    train_transform: Any  # PIL image -> tensor, with the random crop
+    eval_transform: Any  # PIL image -> tensor, deterministic
+
+
+def create_encoder_for_training(cfg: EncoderConfig) -> TrainableEncoder:
+    """The model, tokenizer and transforms of ``cfg`` ready for training, in one call.
+
+    Towers are locked through open_clip's ``lock_*_tower`` (LiT; the last N groups/layers may stay
+    trainable), gradient checkpointing is switched on when asked, and the text tower runs on each
+    batch's longest text where that is exact (:func:`skip_text_padding`).
+    """
+    model, model_cfg, preprocess_cfg = create_encoder(cfg)
+    if cfg.lock_image:
+        model.lock_image_tower(unlocked_groups=cfg.lock_image_unlocked_groups)
+    if cfg.lock_text:
+        model.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked_layers)
+    if cfg.gradient_checkpointing:
+        model.set_grad_checkpointing(True)
+    if skip_text_padding(model):
+        logger.info(
+            "text tower runs on each batch's longest text, not the whole context (exact for this tower)"
+        )
+    return TrainableEncoder(
+        model,
+        model_cfg,
+        preprocess_cfg,
+        create_tokenizer(cfg, model_cfg),
+        image_transform(preprocess_cfg, train=True, crop_scale=cfg.random_crop_scale),
+        image_transform(preprocess_cfg, train=False),
+    )
+
+
 def save_encoder(
     model: nn.Module,
     path: str | os.PathLike,
@@ -356,4 +399,33 @@ def load_encoder(path: str | os.PathLike, *, device: str | torch.device | None =
         model_cfg,
         preprocess_cfg,
         device,
+    )
+
+
+def encoder_model_card(
+    info: dict[str, Any], preprocess_cfg: dict[str, Any], model_cfg: dict[str, Any], steps: int
+) -> str:
+    """The folder's ``README.md``: what was trained, how to load it, its input and prompts (``info`` is
+    ``medlens.json``)."""
+    cfg = info["config"]
+    zs = info.get("zero_shot") or {}
+    return "\n".join(
+        [
+            f"# medlens encoder: preset `{cfg['preset']}` (open_clip `{cfg['model']}`)",
+            "",
+            "Load with `open_clip.create_model('local-dir:<this folder>')` or `medlens.models.encoders.load_encoder`.",
+            "",
+            f"- trained: {info['steps']} of {steps} steps, {info['samples_seen']:,} pairs seen; {info['n_train']} train / "
+            f"{info['n_val']} validation pairs; loss `{cfg['loss']}`, optimizer `{cfg['optim']}` learning rate {cfg['learning_rate']}",
+            f"- weights: `open_clip_model.safetensors` = {info['weights']['open_clip_model.safetensors']} "
+            f"(step {info['best_step']}, {info['best_metric']} = {info['best_value']}); `last.safetensors` = final step",
+            f"- input: {preprocess_cfg['size']} px RGB, {preprocess_cfg['interpolation']} resize, mean "
+            f"{preprocess_cfg['mean']}, std {preprocess_cfg['std']} (grey X-rays are replicated to 3 channels)",
+            f"- text: context length {model_cfg['text_cfg']['context_length']} tokens; embedding size {model_cfg['embed_dim']}",
+            f"- zero-shot prompts: set `{zs.get('templates', 'chexzero')}` (resources/prompts/) for labels "
+            f"{', '.join(zs.get('labels', []))}",
+            f"- final validation: {json.dumps(info['final_validation'])}",
+            f"- medlens {info['medlens_version']}",
+            "",
+        ]
     )

@@ -269,9 +269,8 @@ def train_decoder(
 
     ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
     metrics_path = ckpt_dir / "metrics.csv"
-    with (
-        PartialState().main_process_first()
-    ):  # the main process decides (and cleans up) before the others look
+    # the main process decides (and cleans up) before the others look
+    with PartialState().main_process_first():
         inputs = {
             "train.jsonl": chat_dir / "train.jsonl",
             "val.jsonl": chat_dir / "val.jsonl",
@@ -330,8 +329,7 @@ def train_decoder(
                 )
                 + "\n"
             )
-        shutil.rmtree(
-            ckpt_dir, ignore_errors=True
-        )  # the finished model is in out_dir; resume state is no longer needed
+        # the finished model is in out_dir; resume state is no longer needed
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return summary

@@ -9,11 +9,14 @@ and a resumable checkpoint written on a schedule and when SLURM signals preempti
 
 Resume state lives in ``<out_dir>.ckpt/`` (Snakemake removes an incomplete ``out_dir`` before a
 rerun, but not that sibling); the finished encoder is written to ``out_dir`` atomically.
+
+The module is longer than most (~450 lines) because the loop reads top to bottom beside the helpers it
+names (setup, step, log, validate and checkpoint, output); the step's arithmetic is in ``contrastive.py``,
+the optimizer and schedule in ``schedules.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import json
@@ -32,7 +35,7 @@ from torch.utils.data import DataLoader
 from medlens import __version__, environment
 from medlens.config import EncoderConfig, ZeroShotConfig, to_dict
 from medlens.data.datasets import PairsDataset, StepBatchSampler, read_split
-from medlens.errors import ConfigError, MedlensError
+from medlens.errors import MedlensError
 from medlens.io import atomic_dir, atomic_path
 from medlens.precision import resolve_precision
 from medlens.train.checkpoint import (
@@ -44,18 +47,13 @@ from medlens.train.checkpoint import (
     resume_config,
     save_checkpoint,
 )
+from medlens.train.contrastive import train_step, validate
 from medlens.train.losses import ContrastiveLoss
-from medlens.train.schedules import lr_at
+from medlens.train.progress import Eta
+from medlens.train.schedules import create_optimizer, lr_at, total_steps
 from medlens.train.signals import StopSignals, TrainingInterrupted, truncate_metrics
 
-__all__ = [
-    "train_encoder",
-    "TrainResult",
-    "TrainingInterrupted",
-    "create_optimizer",
-    "total_steps",
-    "METRIC_COLUMNS",
-]
+__all__ = ["train_encoder", "TrainResult", "TrainingInterrupted", "METRIC_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,36 +79,6 @@ class TrainResult:
     final: dict[str, float]
 
 
-def total_steps(cfg: EncoderConfig, n_train: int, world_size: int) -> int:
-    """Optimizer steps of the run: ``steps``, or ``epochs`` passes over the training pairs."""
-    if cfg.max_steps is not None:
-        return cfg.max_steps
-    if cfg.num_train_epochs is None:
-        raise ConfigError(
-            "neither max_steps nor num_train_epochs is set", key="encoder.max_steps", expected="one of them"
-        )
-    per_epoch = n_train // (cfg.per_device_train_batch_size * world_size * cfg.gradient_accumulation_steps)
-    return max(1, math.ceil(cfg.num_train_epochs * per_epoch))
-
-
-def create_optimizer(model: torch.nn.Module, cfg: EncoderConfig) -> torch.optim.Optimizer:
-    """SGD or AdamW; norms, biases, embeddings' scalars and the logit scale/bias get no weight decay (open_clip's rule)."""
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    no_decay = [p for n, p in params if p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_" in n]
-    ids = {id(p) for p in no_decay}
-    groups = [
-        {"params": no_decay, "weight_decay": 0.0},
-        {"params": [p for _, p in params if id(p) not in ids], "weight_decay": cfg.weight_decay},
-    ]
-    if cfg.optim == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=cfg.momentum)
-    # the fused kernel updates all tensors in one pass: ~6x faster than the per-tensor loop for medlens-tiny
-    # on CPU (benchmarks/bench_encoder.py), and faster on GPUs too; the same AdamW update
-    return torch.optim.AdamW(
-        groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, fused=True
-    )
-
-
 class _MetricsCsv:
     """``metrics.csv`` with fixed columns; on resume, rows after the resumed step are dropped."""
 
@@ -125,93 +93,10 @@ class _MetricsCsv:
             )
 
 
-def _features(model, images, texts):
-    out = model(images, texts)
-    return out["image_features"], out["text_features"], out["logit_scale"], out.get("logit_bias")
-
-
-def _train_step(model, loss_fn, micro_batches, accelerator) -> float:
-    """Forward/backward of one optimizer step over its micro-batches; returns the loss."""
-    if len(micro_batches) == 1:
-        with accelerator.autocast():
-            img, txt, scale, bias = _features(model, *micro_batches[0])
-            loss = loss_fn(img, txt, scale, bias)["contrastive_loss"]
-        accelerator.backward(loss)
-        return loss.item()
-    with torch.no_grad(), accelerator.autocast():  # 1) features of every micro-batch, as negatives
-        cached = [_features(model, *mb)[:2] for mb in micro_batches]
-    for j, mb in enumerate(micro_batches):  # 2) each micro-batch again, with gradients, against the cache
-        last = j == len(micro_batches) - 1
-        with accelerator.autocast(), accelerator.no_sync(model) if not last else contextlib.nullcontext():
-            img, txt, scale, bias = _features(model, *mb)
-            images = torch.cat([img if i == j else c[0] for i, c in enumerate(cached)])
-            texts = torch.cat([txt if i == j else c[1] for i, c in enumerate(cached)])
-            # the temperature (and bias) get their gradient once, not once per micro-batch as in open_clip
-            if not last:
-                scale, bias = scale.detach(), None if bias is None else bias.detach()
-            loss = loss_fn(images, texts, scale, bias)["contrastive_loss"]
-            accelerator.backward(loss)
-    return loss.item()
-
-
-@torch.no_grad()
-def evaluate(
-    model,
-    loader,
-    loss_fn,
-    accelerator,
-    targets: np.ndarray,
-    zero_shot: ZeroShotConfig | None,
-    tokenizer,
-    eval_labels: list[str],
-) -> dict[str, float]:
-    """Validation loss (mean over batches) and zero-shot mean AUC over ``eval_labels`` (no CIs: a training signal).
-
-    Runs on one process: ``model`` is the unwrapped model and ``loss_fn`` a single-process loss (a
-    DDP forward or a gathering loss on one rank alone would wait forever for the others).
-    """
-    from sklearn.metrics import roc_auc_score
-
-    from medlens.evaluate.zero_shot import zero_shot_logits
-
-    model.eval()
-    losses, feats = [], []
-    for images, texts in loader:
-        with accelerator.autocast():
-            img, txt, scale, bias = _features(
-                model, images.to(accelerator.device), texts.to(accelerator.device)
-            )
-            if img.shape[0] > 1:  # a single pair has no negatives: its loss says nothing
-                losses.append(loss_fn(img, txt, scale, bias)["contrastive_loss"].item())
-        feats.append(img.float().cpu().numpy())
-    metrics = {"val/loss": float(np.mean(losses)) if losses else float("nan")}
-    if zero_shot is not None and eval_labels:
-
-        def encode_text(prompts: list[str]) -> np.ndarray:
-            tokens = tokenizer(prompts).to(accelerator.device)
-            return model.encode_text(tokens, normalize=True).float().cpu().numpy()
-
-        logits = zero_shot_logits(np.concatenate(feats), encode_text, eval_labels, zero_shot.templates)
-        log_odds = logits[..., 0] - logits[..., 1]
-        metrics["val/zero_shot_auc"] = float(
-            np.mean([roc_auc_score(targets[:, j], log_odds[:, j]) for j in range(len(eval_labels))])
-        )
-    model.train()
-    return metrics
-
-
 def _is_better(value: float, best: float | None, metric: str) -> bool:
     if value is None or math.isnan(value):
         return False
     return best is None or (value > best if metric.endswith("auc") else value < best)
-
-
-def _lock_towers(model, cfg: EncoderConfig) -> None:
-    """LiT-style locking through open_clip's own ``lock_*_tower`` (last N groups/layers may stay trainable)."""
-    if cfg.lock_image:
-        model.lock_image_tower(unlocked_groups=cfg.lock_image_unlocked_groups)
-    if cfg.lock_text:
-        model.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked_layers)
 
 
 def _collate(tokenizer):
@@ -220,6 +105,43 @@ def _collate(tokenizer):
         return torch.stack(images), tokenizer(list(texts))
 
     return collate
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything the step loop touches, built once by :func:`_setup`."""
+
+    cfg: EncoderConfig
+    accelerator: Any
+    parts: Any  # medlens.models.encoders.TrainableEncoder
+    model: torch.nn.Module  # prepared by accelerate (DDP-wrapped with several processes)
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    loss_fn: ContrastiveLoss
+    steps: int
+    state: TrainState
+    ckpt_dir: Path
+    resume: dict[str, Any]  # what this run's checkpoints belong to
+    n_train: int
+    n_val: int
+    zero_shot: ZeroShotConfig | None
+    val_loader: DataLoader | None = None
+    val_targets: np.ndarray | None = None  # [n_val, len(val_labels)] 0/1
+    val_labels: list[str] = dataclasses.field(default_factory=list)  # labels with both classes in val
+    metrics_csv: _MetricsCsv | None = None  # main process only
+    train_size: int = 0  # pairs in the train split (for the epoch count)
+    last_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    eval_step: int | None = None  # the step last validated (the same on every rank)
+    eta: Eta | None = None
+
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def samples_per_step(self) -> int:
+        world = self.accelerator.num_processes
+        return self.cfg.per_device_train_batch_size * self.cfg.gradient_accumulation_steps * world
 
 
 def train_encoder(
@@ -243,52 +165,72 @@ def train_encoder(
     Raises:
         TrainingInterrupted: after saving a checkpoint on SIGTERM/SIGUSR1.
     """
+    out_dir = Path(out_dir)
+    run = _setup(cfg, Path(pairs_path), out_dir, zero_shot)
+    state, device = run.state, run.accelerator.device
+    micro, ema, t_data, t0 = [], None, time.perf_counter(), time.perf_counter()
+    run.model.train()
+    with StopSignals() as signals:
+        for images, texts in run.loader:
+            micro.append((images.to(device), texts.to(device)))
+            if len(micro) < cfg.gradient_accumulation_steps:
+                continue
+            data_time, t_step = time.perf_counter() - t_data, time.perf_counter()
+            loss, stop = _optimizer_step(run, micro, signals)
+            micro = []
+            ema = loss if ema is None else 0.9 * ema + 0.1 * loss
+            if state.step % cfg.logging_steps == 0 or state.step == run.steps:
+                _log_step(run, loss, ema, data_time, time.perf_counter() - t_step)
+            at_eval = state.step % cfg.eval_steps == 0 or state.step == run.steps
+            if stop or at_eval or state.step % cfg.save_steps == 0:
+                _validate_and_checkpoint(run, do_eval=at_eval and not stop)
+            if stop:
+                raise TrainingInterrupted(
+                    f"stopped by signal {signals.received} at step {state.step}/{run.steps}; "
+                    f"checkpoint in {run.ckpt_dir / 'last'}; rerun to resume"
+                )
+            t_data = time.perf_counter()
+    if state.step < run.steps:
+        raise MedlensError(f"the data loader ended at step {state.step} of {run.steps}")
+    if run.eval_step != state.step:  # resumed from a checkpoint taken after the last step: validate the end
+        _validate_and_checkpoint(run, do_eval=True)
+    logger.info("trained %d steps in %.1fs", state.step, time.perf_counter() - t0)
+    if run.accelerator.is_main_process:
+        _write_output(run, out_dir)
+        shutil.rmtree(
+            run.ckpt_dir, ignore_errors=True
+        )  # the encoder is in out_dir; resume state is done with
+    run.accelerator.wait_for_everyone()
+    return TrainResult(state.step, state.best_step, state.best_metric, run.last_metrics)
+
+
+def _setup(cfg: EncoderConfig, pairs_path: Path, out_dir: Path, zero_shot: ZeroShotConfig | None) -> _Run:
+    """Devices, model, data, optimizer and the state to start from (a checkpoint of this run, or fresh)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from medlens.models.encoders import (
-        create_encoder,
-        create_tokenizer,
-        image_transform,
-        save_encoder,
-        skip_text_padding,
-    )
+    from medlens.models.encoders import create_encoder_for_training
 
     precision = resolve_precision(cfg.precision)
     accelerator = Accelerator(
         mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available()
     )
     set_seed(cfg.seed)
-    out_dir, rank, world = Path(out_dir), accelerator.process_index, accelerator.num_processes
-    ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
-    model, model_cfg, preprocess_cfg = create_encoder(cfg)
-    _lock_towers(model, cfg)
-    if skip_text_padding(model):
-        logger.info(
-            "text tower runs on each batch's longest text, not the whole context (exact for this tower)"
-        )
-    if cfg.gradient_checkpointing:
-        model.set_grad_checkpointing(True)
-    tokenizer = create_tokenizer(cfg, model_cfg)
-
+    rank, world = accelerator.process_index, accelerator.num_processes
+    parts = create_encoder_for_training(cfg)
     train_table = read_split(pairs_path, "train")
     val_table = read_split(pairs_path, "val", columns=("id", "image", "text", "labels"))
     steps = total_steps(cfg, train_table.num_rows, world)
     train_set = PairsDataset(
-        train_table,
-        image_transform(preprocess_cfg, train=True, crop_scale=cfg.random_crop_scale),
-        hflip=cfg.hflip,
-        text_sampling=cfg.text_sampling,
+        train_table, parts.train_transform, hflip=cfg.hflip, text_sampling=cfg.text_sampling
     )
-    optimizer = create_optimizer(model, cfg)
-    run = resume_config(
-        to_dict(cfg), _RUN_ONLY, {"pairs": pairs_path}
-    )  # what this run's checkpoints belong to
-    with (
-        accelerator.main_process_first()
-    ):  # the main process discards a stale checkpoint before the others look
-        state = _resume(ckpt_dir, run, model, optimizer)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    optimizer = create_optimizer(parts.model, cfg)
+    ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
+    resume = resume_config(to_dict(cfg), _RUN_ONLY, {"pairs": pairs_path})
+    # the main process discards a stale checkpoint before the others look
+    with accelerator.main_process_first():
+        state = _resume(ckpt_dir, resume, parts.model, optimizer)
+    model, optimizer = accelerator.prepare(parts.model, optimizer)
     sampler = StepBatchSampler(
         len(train_set),
         cfg.per_device_train_batch_size,
@@ -303,192 +245,176 @@ def train_encoder(
         train_set,
         batch_sampler=sampler,
         num_workers=cfg.dataloader_num_workers,
-        collate_fn=_collate(tokenizer),
+        collate_fn=_collate(parts.tokenizer),
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
     )
-    val_loader = None
-    if val_table.num_rows:
-        val_set = PairsDataset(val_table, image_transform(preprocess_cfg, train=False))
-        # the global batch: validation runs on one process, and its loss must not depend on how many train
-        val_loader = DataLoader(
-            val_set,
-            batch_size=cfg.per_device_train_batch_size * world,
-            num_workers=cfg.dataloader_num_workers,
-            collate_fn=_collate(tokenizer),
-        )
-    val_labels = val_table["labels"].to_pylist()
-    # labels with both classes in val (an AUC needs positives and negatives)
-    eval_labels = [
-        lab
-        for lab in (zero_shot.labels if zero_shot else [])
-        if 0 < sum(lab in row for row in val_labels) < len(val_labels)
-    ]
-    targets = np.array([[lab in row for lab in eval_labels] for row in val_labels], dtype=np.int64)
-    loss_fn = ContrastiveLoss(cfg.loss, rank=rank, world_size=world)
-    val_loss_fn = ContrastiveLoss(cfg.loss)  # validation runs on the main process alone
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    metrics_csv = (
-        _MetricsCsv(ckpt_dir / "metrics.csv", state.step if state.step else None)
-        if accelerator.is_main_process
-        else None
+    run = _Run(
+        cfg,
+        accelerator,
+        parts,
+        model,
+        optimizer,
+        loader,
+        ContrastiveLoss(cfg.loss, rank=rank, world_size=world),
+        steps,
+        state,
+        ckpt_dir,
+        resume,
+        train_table.num_rows,
+        val_table.num_rows,
+        zero_shot,
+        eta=Eta(steps, state.step),
+        train_size=len(train_set),
     )
+    _setup_validation(run, val_table)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:
+        run.metrics_csv = _MetricsCsv(ckpt_dir / "metrics.csv", state.step if state.step else None)
     n_params = sum(p.numel() for p in model.parameters())
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("encoder config:\n%s", json.dumps(to_dict(cfg), indent=2))
     logger.info(
         "model %s: %s parameters (%s trainable); device %s, precision %s, %d process(es)",
         cfg.model,
         f"{n_params:,}",
-        f"{n_train:,}",
+        f"{n_trainable:,}",
         accelerator.device,
         precision,
         world,
     )
     logger.info(
         "pairs: train %d, val %d; %d steps of %d x %d x %d pairs",
-        train_table.num_rows,
-        val_table.num_rows,
+        run.n_train,
+        run.n_val,
         steps,
         cfg.per_device_train_batch_size,
         world,
         cfg.gradient_accumulation_steps,
     )
+    return run
 
-    unwrapped = accelerator.unwrap_model(model)
-    last_metrics: dict[str, float] = {}
-    eval_step = None  # the same on every rank (last_metrics is filled on the main process only)
 
-    def validate_and_checkpoint(do_eval: bool) -> None:
-        nonlocal last_metrics, eval_step
-        eval_step = state.step if do_eval else eval_step
-        if do_eval and val_loader is not None and accelerator.is_main_process:
-            last_metrics = evaluate(
-                unwrapped, val_loader, val_loss_fn, accelerator, targets, zero_shot, tokenizer, eval_labels
-            )
-            metrics_csv.write({"step": state.step, "samples": state.samples_seen, **last_metrics})
-            logger.info(
-                "eval at step %d: %s", state.step, " | ".join(f"{k} {v:.4f}" for k, v in last_metrics.items())
-            )
-            value = last_metrics.get(cfg.metric_for_best_model)
-            if _is_better(value, state.best_metric, cfg.metric_for_best_model):
-                state.best_metric, state.best_step = value, state.step
-                save_encoder(unwrapped, ckpt_dir / "best", model_cfg, preprocess_cfg, tokenizer=tokenizer)
-        if accelerator.is_main_process:
-            save_checkpoint(
-                ckpt_dir / "last",
-                model=unwrapped,
-                optimizer=optimizer,
-                state=state,
-                config=run,
-                scaler=accelerator.scaler,
-            )
-        accelerator.wait_for_everyone()
+def _setup_validation(run: _Run, val_table) -> None:
+    """The validation loader (the global batch, on one process) and the labels a zero-shot AUC can be had for."""
+    if not val_table.num_rows:
+        return
+    cfg, tokenizer = run.cfg, run.parts.tokenizer
+    # the global batch: validation runs on one process, and its loss must not depend on how many train
+    run.val_loader = DataLoader(
+        PairsDataset(val_table, run.parts.eval_transform),
+        batch_size=cfg.per_device_train_batch_size * run.accelerator.num_processes,
+        num_workers=cfg.dataloader_num_workers,
+        collate_fn=_collate(tokenizer),
+    )
+    labels = val_table["labels"].to_pylist()
+    # labels with both classes in val (an AUC needs positives and negatives)
+    run.val_labels = [
+        lab
+        for lab in (run.zero_shot.labels if run.zero_shot else [])
+        if 0 < sum(lab in row for row in labels) < len(labels)
+    ]
+    run.val_targets = np.array([[lab in row for lab in run.val_labels] for row in labels], dtype=np.int64)
 
-    model.train()
-    micro, ema, t_data, t0 = [], None, time.perf_counter(), time.perf_counter()
-    with StopSignals() as signals:
-        for images, texts in loader:
-            micro.append((images.to(accelerator.device), texts.to(accelerator.device)))
-            if len(micro) < cfg.gradient_accumulation_steps:
-                continue
-            data_time, t_step = time.perf_counter() - t_data, time.perf_counter()
-            lr = lr_at(state.step, cfg, steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = _train_step(model, loss_fn, micro, accelerator)
-            # one collective per step: the processes' loss shares (their mean is the global batch's loss)
-            # and the stop flag, so that every rank stops at the same step
-            shared = accelerator.reduce(
-                torch.tensor([loss, float(signals.received is not None)], device=accelerator.device),
-                reduction="sum",
-            )
-            loss, stop = shared[0].item() / world, shared[1].item() > 0
-            if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():  # CLIP's clamp: the scale may not exceed 100
-                unwrapped.logit_scale.clamp_(0, math.log(100))
-            micro = []
-            state.step += 1
-            state.samples_seen += cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world
-            ema = loss if ema is None else 0.9 * ema + 0.1 * loss
-            if state.step % cfg.logging_steps == 0 or state.step == steps:
-                batch_time = time.perf_counter() - t_step
-                rate = (
-                    cfg.per_device_train_batch_size
-                    * cfg.gradient_accumulation_steps
-                    * world
-                    / max(1e-9, batch_time + data_time)
-                )
-                scale = float(unwrapped.logit_scale.detach().exp())
-                bias = getattr(unwrapped, "logit_bias", None)
-                logger.info(
-                    "step %d/%d (%.0f%%) | loss %.4f (ema %.4f) | lr %.2e | scale %.2f | %.0f samples/s "
-                    "| data %.3fs batch %.3fs",
-                    state.step,
-                    steps,
-                    100 * state.step / steps,
-                    loss,
-                    ema,
-                    lr,
-                    scale,
-                    rate,
-                    data_time,
-                    batch_time,
-                )
-                if accelerator.is_main_process:
-                    metrics_csv.write(
-                        {
-                            "step": state.step,
-                            "epoch": state.samples_seen / len(train_set),
-                            "samples": state.samples_seen,
-                            "train/loss": loss,
-                            "lr": lr,
-                            "logit_scale": scale,
-                            "samples_per_s": rate,
-                            "logit_bias": None if bias is None else float(bias.detach()),
-                        }
-                    )
-            at_eval = state.step % cfg.eval_steps == 0 or state.step == steps
-            if stop or at_eval or state.step % cfg.save_steps == 0:
-                validate_and_checkpoint(do_eval=at_eval and not stop)
-            if stop:
-                raise TrainingInterrupted(
-                    f"stopped by signal {signals.received} at step {state.step}/{steps}; "
-                    f"checkpoint in {ckpt_dir / 'last'}; rerun to resume"
-                )
-            t_data = time.perf_counter()
-    if state.step < steps:
-        raise MedlensError(f"the data loader ended at step {state.step} of {steps}")
-    if (
-        eval_step != state.step
-    ):  # resumed from a checkpoint taken after the last step: validate the final weights
-        validate_and_checkpoint(do_eval=True)
-    logger.info("trained %d steps in %.1fs", state.step, time.perf_counter() - t0)
 
-    if accelerator.is_main_process:
-        _write_output(
-            out_dir,
-            ckpt_dir,
-            unwrapped,
-            model_cfg,
-            preprocess_cfg,
-            tokenizer,
-            cfg,
-            state,
-            last_metrics,
-            n_train=train_table.num_rows,
-            n_val=val_table.num_rows,
-            zero_shot=zero_shot,
-            steps=steps,
+def _optimizer_step(run: _Run, micro: list, signals: StopSignals) -> tuple[float, bool]:
+    """One optimizer step over its micro-batches; returns the global batch's loss and whether any rank stops
+    (a signal that arrives during the step counts for this step)."""
+    cfg, acc, state = run.cfg, run.accelerator, run.state
+    lr = lr_at(state.step, cfg, run.steps)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    loss = train_step(run.model, run.loss_fn, micro, acc)
+    # one collective per step: the processes' loss shares (their mean is the global batch's loss) and the
+    # stop flag, so that every rank stops at the same step
+    shared = acc.reduce(
+        torch.tensor([loss, float(signals.received is not None)], device=acc.device), reduction="sum"
+    )
+    if cfg.max_grad_norm:
+        acc.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():  # CLIP's clamp: the scale may not exceed 100
+        run.unwrapped.logit_scale.clamp_(0, math.log(100))
+    state.step += 1
+    state.samples_seen += run.samples_per_step
+    return shared[0].item() / acc.num_processes, shared[1].item() > 0
+
+
+def _log_step(run: _Run, loss: float, ema: float, data_time: float, batch_time: float) -> None:
+    """The progress line (with the time left) and, on the main process, its ``metrics.csv`` row."""
+    state, model = run.state, run.unwrapped
+    lr = run.optimizer.param_groups[0]["lr"]
+    rate = run.samples_per_step / max(1e-9, batch_time + data_time)
+    scale = float(model.logit_scale.detach().exp())
+    bias = getattr(model, "logit_bias", None)
+    logger.info(
+        "step %d/%d (%.0f%%) | loss %.4f (ema %.4f) | lr %.2e | scale %.2f | %.0f samples/s | data %.3fs batch %.3fs "
+        "| %s",
+        state.step,
+        run.steps,
+        100 * state.step / run.steps,
+        loss,
+        ema,
+        lr,
+        scale,
+        rate,
+        data_time,
+        batch_time,
+        run.eta(state.step),
+    )
+    if run.metrics_csv is not None:
+        run.metrics_csv.write(
+            {
+                "step": state.step,
+                "epoch": state.samples_seen / run.train_size,
+                "samples": state.samples_seen,
+                "train/loss": loss,
+                "lr": lr,
+                "logit_scale": scale,
+                "samples_per_s": rate,
+                "logit_bias": None if bias is None else float(bias.detach()),
+            }
         )
-        shutil.rmtree(
-            ckpt_dir, ignore_errors=True
-        )  # the encoder is in out_dir; resume state is no longer needed
-    accelerator.wait_for_everyone()
-    return TrainResult(state.step, state.best_step, state.best_metric, last_metrics)
+
+
+def _validate_and_checkpoint(run: _Run, *, do_eval: bool) -> None:
+    """Validation (main process) with the best weights kept, then the resumable checkpoint of this step."""
+    from medlens.models.encoders import save_encoder
+
+    acc, state, cfg, model = run.accelerator, run.state, run.cfg, run.unwrapped
+    run.eval_step = state.step if do_eval else run.eval_step
+    if do_eval and run.val_loader is not None and acc.is_main_process:
+        # validation runs on the main process alone: a gathering loss on one rank would wait for the others
+        run.last_metrics = validate(
+            model,
+            run.val_loader,
+            ContrastiveLoss(cfg.loss),
+            acc,
+            run.val_targets,
+            run.zero_shot,
+            run.parts.tokenizer,
+            run.val_labels,
+        )
+        run.metrics_csv.write({"step": state.step, "samples": state.samples_seen, **run.last_metrics})
+        logger.info(
+            "eval at step %d: %s", state.step, " | ".join(f"{k} {v:.4f}" for k, v in run.last_metrics.items())
+        )
+        value = run.last_metrics.get(cfg.metric_for_best_model)
+        if _is_better(value, state.best_metric, cfg.metric_for_best_model):
+            state.best_metric, state.best_step = value, state.step
+            p = run.parts
+            save_encoder(model, run.ckpt_dir / "best", p.model_cfg, p.preprocess_cfg, tokenizer=p.tokenizer)
+    if acc.is_main_process:
+        save_checkpoint(
+            run.ckpt_dir / "last",
+            model=model,
+            optimizer=run.optimizer,
+            state=state,
+            config=run.resume,
+            scaler=acc.scaler,
+        )
+    acc.wait_for_everyone()
 
 
 # settings that change how a run is carried out, not what it computes: editing them keeps its checkpoint
@@ -519,28 +445,14 @@ def _resume(ckpt_dir: Path, run: dict[str, Any], model, optimizer) -> TrainState
     return state
 
 
-def _write_output(
-    out_dir: Path,
-    ckpt_dir: Path,
-    model,
-    model_cfg,
-    preprocess_cfg,
-    tokenizer,
-    cfg: EncoderConfig,
-    state: TrainState,
-    final: dict[str, float],
-    *,
-    n_train: int,
-    n_val: int,
-    zero_shot: ZeroShotConfig | None,
-    steps: int,
-) -> None:
+def _write_output(run: _Run, out_dir: Path) -> None:
     """The finished folder: best weights as open_clip_model.safetensors, last weights, metrics, card."""
-    from medlens.models.encoders import WEIGHTS_NAME, save_encoder
+    from medlens.models.encoders import WEIGHTS_NAME, encoder_model_card, save_encoder
 
+    cfg, state, parts, ckpt_dir = run.cfg, run.state, run.parts, run.ckpt_dir
     best = ckpt_dir / "best" / WEIGHTS_NAME
     with atomic_dir(out_dir) as tmp:
-        save_encoder(model, tmp, model_cfg, preprocess_cfg, tokenizer=tokenizer)
+        save_encoder(run.unwrapped, tmp, parts.model_cfg, parts.preprocess_cfg, tokenizer=parts.tokenizer)
         os.replace(tmp / WEIGHTS_NAME, tmp / "last.safetensors")
         shutil.copy(best if best.exists() else tmp / "last.safetensors", tmp / WEIGHTS_NAME)
         shutil.copy(ckpt_dir / "metrics.csv", tmp / "metrics.csv")
@@ -553,10 +465,10 @@ def _write_output(
             "best_metric": cfg.metric_for_best_model,
             "best_value": state.best_metric,
             "best_step": state.best_step,
-            "final_validation": final,
-            "n_train": n_train,
-            "n_val": n_val,
-            "zero_shot": to_dict(zero_shot) if zero_shot else None,
+            "final_validation": run.last_metrics,
+            "n_train": run.n_train,
+            "n_val": run.n_val,
+            "zero_shot": to_dict(run.zero_shot) if run.zero_shot else None,
             "weights": {
                 WEIGHTS_NAME: f"best by {cfg.metric_for_best_model}" if best.exists() else "last",
                 "last.safetensors": f"after step {state.step}",
@@ -565,31 +477,4 @@ def _write_output(
         }
         (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
         with atomic_path(tmp / "README.md") as card:
-            card.write_text(_model_card(info, preprocess_cfg, model_cfg, steps))
-
-
-def _model_card(
-    info: dict[str, Any], preprocess_cfg: dict[str, Any], model_cfg: dict[str, Any], steps: int
-) -> str:
-    cfg = info["config"]
-    zs = info.get("zero_shot") or {}
-    return "\n".join(
-        [
-            f"# medlens encoder: preset `{cfg['preset']}` (open_clip `{cfg['model']}`)",
-            "",
-            "Load with `open_clip.create_model('local-dir:<this folder>')` or `medlens.models.encoders.load_encoder`.",
-            "",
-            f"- trained: {info['steps']} of {steps} steps, {info['samples_seen']:,} pairs seen; {info['n_train']} train / "
-            f"{info['n_val']} validation pairs; loss `{cfg['loss']}`, optimizer `{cfg['optim']}` learning rate {cfg['learning_rate']}",
-            f"- weights: `open_clip_model.safetensors` = {info['weights']['open_clip_model.safetensors']} "
-            f"(step {info['best_step']}, {info['best_metric']} = {info['best_value']}); `last.safetensors` = final step",
-            f"- input: {preprocess_cfg['size']} px RGB, {preprocess_cfg['interpolation']} resize, mean "
-            f"{preprocess_cfg['mean']}, std {preprocess_cfg['std']} (grey X-rays are replicated to 3 channels)",
-            f"- text: context length {model_cfg['text_cfg']['context_length']} tokens; embedding size {model_cfg['embed_dim']}",
-            f"- zero-shot prompts: set `{zs.get('templates', 'chexzero')}` (resources/prompts/) for labels "
-            f"{', '.join(zs.get('labels', []))}",
-            f"- final validation: {json.dumps(info['final_validation'])}",
-            f"- medlens {info['medlens_version']}",
-            "",
-        ]
-    )
+            card.write_text(encoder_model_card(info, parts.preprocess_cfg, parts.model_cfg, run.steps))

@@ -12,6 +12,8 @@ import dataclasses
 import logging
 import pickle
 import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,17 @@ from transformers import TrainerCallback, TrainingArguments
 from medlens.config import DecoderConfig
 from medlens.errors import MedlensError
 from medlens.precision import resolve_precision
+from medlens.train.progress import Eta
 from medlens.train.signals import StopSignals, TrainingInterrupted, truncate_metrics
 
-__all__ = ["RUN_ONLY", "MetricsCsvCallback", "PreemptionCallback", "training_arguments", "run_trainer"]
+__all__ = [
+    "RUN_ONLY",
+    "MetricsCsvCallback",
+    "PreemptionCallback",
+    "TrainerProgress",
+    "training_arguments",
+    "run_trainer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +144,18 @@ def run_trainer(trainer: Any, preemption: PreemptionCallback, ckpt_dir: Path, re
             with ``torch.load(weights_only=True)``, which refuses code rather than running it.
         TrainingInterrupted: after the checkpoint written on SIGTERM/SIGUSR1.
     """
+    from transformers import PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    # progress goes to the rule's log: medlens's progress line instead of the Trainer's print of each log dict
+    # (its tqdm bar stays on a terminal), and the Trainer's own warnings through medlens's logging handlers
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+    trainer.remove_callback(PrinterCallback)
+    args = trainer.args
+    trainer.add_callback(
+        TrainerProgress(args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size)
+    )
     if resume:
         logger.info("resuming from the last checkpoint in %s", ckpt_dir)
     with preemption:
@@ -144,3 +166,39 @@ def run_trainer(trainer: Any, preemption: PreemptionCallback, ckpt_dir: Path, re
                 f"{ckpt_dir}: a resume checkpoint holds something other than tensors and was not "
                 f"loaded ({str(e).splitlines()[0]}); delete {ckpt_dir} to start over"
             ) from e
+
+
+class TrainerProgress(TrainerCallback):
+    """The Trainer's logs as medlens progress lines, and a summary after each evaluation."""
+
+    def __init__(self, samples_per_step: int):
+        self.samples_per_step = samples_per_step
+        self.eta: Eta | None = None
+        self._last: tuple[int, float] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.eta = Eta(state.max_steps, state.global_step)
+        self._last = (state.global_step, time.perf_counter())
+
+    def on_log(self, args, state, control, logs: Mapping[str, Any] | None = None, **kwargs):
+        if not state.is_world_process_zero or not logs or self.eta is None:
+            return
+        if "eval_loss" in logs:
+            logger.info("eval at step %d: val/loss %.4f", state.global_step, logs["eval_loss"])
+            return
+        if "loss" not in logs:
+            return
+        now = time.perf_counter()
+        step0, t0 = self._last or (state.global_step, now)
+        rate = (state.global_step - step0) * self.samples_per_step / max(now - t0, 1e-9)
+        self._last = (state.global_step, now)
+        parts = [
+            f"step {state.global_step}/{state.max_steps} ({100 * state.global_step / max(state.max_steps, 1):.0f}%)",
+            f"loss {logs['loss']:.4f}",
+        ]
+        if "learning_rate" in logs:
+            parts.append(f"lr {logs['learning_rate']:.2e}")
+        if "grad_norm" in logs:
+            parts.append(f"grad norm {logs['grad_norm']:.3f}")
+        parts += [f"{rate:.1f} samples/s", self.eta(state.global_step)]
+        logger.info(" | ".join(parts))

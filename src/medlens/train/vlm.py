@@ -274,9 +274,8 @@ def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os
     collator = VLMCollator(fmt, cfg.max_length)
     _log_lengths(collator, VLMDataset(train_records), train_records)
     metrics_path = ckpt_dir / "metrics.csv"
-    with (
-        PartialState().main_process_first()
-    ):  # the main process decides (and cleans up) before the others look
+    # the main process decides (and cleans up) before the others look
+    with PartialState().main_process_first():
         run = resume_config(
             to_dict(cfg),
             RUN_ONLY,
@@ -321,8 +320,7 @@ def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os
             _write_output(tmp, trainer, cfg, processor, info)
             shutil.copy(metrics_path, tmp / "metrics.csv")
             (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
-        shutil.rmtree(
-            ckpt_dir, ignore_errors=True
-        )  # the finished model is in out_dir; resume state is no longer needed
+        # the finished model is in out_dir; resume state is no longer needed
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return summary

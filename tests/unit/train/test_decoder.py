@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import signal
 
 import pytest
@@ -270,3 +271,13 @@ def test_a_planted_pickle_in_a_decoder_checkpoint_is_refused_not_run(chat, tmp_p
     ):
         dec.train_decoder(_small(), chat, tmp_path / "run")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_training_progress_goes_to_the_log_with_rate_and_eta_not_to_stdout(chat, tmp_path, caplog, capsys):
+    with caplog.at_level(logging.INFO, logger="medlens"):
+        dec.train_decoder(_small(max_steps=4, logging_steps=2), chat, tmp_path / "run")
+    lines = [r.getMessage() for r in caplog.records if r.name == "medlens.train.trainer"]
+    steps = [line for line in lines if line.startswith("step ")]
+    assert [s.split(" | ")[0] for s in steps] == ["step 2/4 (50%)", "step 4/4 (100%)"]
+    assert all(re.search(r"\| [\d.]+ samples/s \| eta \d+(m\d\ds|s)$", s) and "| loss " in s for s in steps)
+    assert "{'loss'" not in capsys.readouterr().out  # the Trainer's own print of each log dict is gone

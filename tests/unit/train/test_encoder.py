@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -17,6 +18,7 @@ from helpers.pairs import write_pairs
 from medlens.config import EncoderConfig, ZeroShotConfig
 from medlens.train import encoder as enc
 from medlens.train.checkpoint import read_checkpoint_info
+from medlens.train.contrastive import train_step
 from medlens.train.encoder import TrainingInterrupted, train_encoder
 
 TINY = dict(
@@ -55,8 +57,8 @@ def test_accumulated_step_has_the_gradients_of_one_big_batch():
     acc = Accelerator(cpu=True)
     loss_fn = ContrastiveLoss("clip")
     a, b = _batch(4, 1), _batch(4, 2)
-    loss_accum = enc._train_step(model, loss_fn, [a, b], acc)
-    loss_big = enc._train_step(twin, loss_fn, [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]))], acc)
+    loss_accum = train_step(model, loss_fn, [a, b], acc)
+    loss_big = train_step(twin, loss_fn, [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]))], acc)
     assert loss_accum == pytest.approx(loss_big, rel=1e-5)
     for (name, p), q in zip(model.named_parameters(), twin.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-4), name
@@ -229,16 +231,13 @@ def test_two_gloo_processes_train_the_weights_one_process_trains(pairs, tmp_path
 
 
 def test_lit_locking_leaves_the_last_groups_trainable():
-    from medlens.models.encoders import create_encoder
+    from medlens.models.encoders import create_encoder_for_training
 
-    model, _, _ = create_encoder(EncoderConfig(**TINY))
     # open_clip's groups end with the projection, then the last block
-    enc._lock_towers(
-        model,
-        EncoderConfig(
-            **TINY, lock_image=True, lock_image_unlocked_groups=2, lock_text=True, lock_text_unlocked_layers=2
-        ),
+    cfg = EncoderConfig(
+        **TINY, lock_image=True, lock_image_unlocked_groups=2, lock_text=True, lock_text_unlocked_layers=2
     )
+    model = create_encoder_for_training(cfg).model
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     last_image, last_text = len(model.visual.transformer.resblocks) - 1, len(model.transformer.resblocks) - 1
     assert {"visual.proj", "text_projection", "logit_scale"} <= trainable
@@ -247,3 +246,15 @@ def test_lit_locking_leaves_the_last_groups_trainable():
     assert f"transformer.resblocks.{last_text}.attn.in_proj_weight" in trainable
     assert f"transformer.resblocks.{last_text - 1}.attn.in_proj_weight" not in trainable
     assert "token_embedding.weight" not in trainable and "visual.conv1.weight" not in trainable
+
+
+def test_the_progress_line_says_how_long_is_left(pairs, tmp_path, caplog):
+    from medlens.train.progress import format_duration
+
+    assert [format_duration(s) for s in (7, 750, 11_100)] == ["7s", "12m30s", "3h05m"]
+    with caplog.at_level("INFO", logger="medlens.train.encoder"):
+        train_encoder(EncoderConfig(**TINY, max_steps=4, eval_steps=4, save_steps=4), pairs, tmp_path / "e")
+    steps = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert steps and all(
+        re.search(r"samples/s \| data [\d.]+s batch [\d.]+s \| eta \d+(m\d\ds|s)$", s) for s in steps
+    )
