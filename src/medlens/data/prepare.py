@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,7 +33,7 @@ from medlens.data.sources import RawRecord, data_root, get_adapter
 from medlens.errors import DataError, MedlensError
 from medlens.io import atomic_path
 
-__all__ = ["prepare_dataset", "PrepareSummary", "read_prepared_summary"]
+__all__ = ["prepare_dataset", "PrepareSummary", "Decoded", "read_prepared_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,19 +80,30 @@ def _check_text(text: str | None, cfg: DatasetConfig) -> tuple[str | None, str |
     return text, None
 
 
-def _process(args: tuple[RawRecord, int]) -> tuple[RawRecord, bytes | None, int, int, str | None, str]:
-    """Worker: decode, convert and shrink one record's image. Returns (record, png/jpeg, w, h, reason, detail)."""
+class Decoded(NamedTuple):
+    """A record with its image decoded, converted and shrunk by a worker, or the reason it could not be."""
+
+    record: RawRecord
+    image: bytes | None  # PNG (grey) or JPEG (colour) at the dataset's store size
+    width: int
+    height: int
+    reason: str | None  # why the image is unusable, None when it is usable
+    detail: str
+
+
+def _process(args: tuple[RawRecord, int]) -> Decoded:
+    """Worker: decode, convert and shrink one record's image."""
     rec, store_size = args
     if rec.reject:
-        return rec, None, 0, 0, None, ""  # the source already knows it is unusable: no decoding
+        return Decoded(rec, None, 0, 0, None, "")  # the source already knows it is unusable: no decoding
     try:
         src = rec.image() if callable(rec.image) else rec.image
         img = prepare_image(src, modality=rec.modality, store_size=store_size)
-        return rec, encode_image(img), img.width, img.height, None, ""
+        return Decoded(rec, encode_image(img), img.width, img.height, None, "")
     except DataError as e:
-        return rec, None, 0, 0, "unreadable image", str(e)
+        return Decoded(rec, None, 0, 0, "unreadable image", str(e))
     except (OSError, ValueError) as e:  # raised by renderers/decoders outside load_image's own checks
-        return rec, None, 0, 0, "unreadable image", f"{type(e).__name__}: {e}"
+        return Decoded(rec, None, 0, 0, "unreadable image", f"{type(e).__name__}: {e}")
 
 
 def _process_batch(batch: list[tuple[RawRecord, int]]) -> list:
@@ -118,6 +130,71 @@ def _pool_map(items: Iterable[tuple[RawRecord, int]], workers: int, batch_size: 
             if not window:
                 return
             yield from window.popleft().get()
+
+
+class _Ledger:
+    """The verdict on each record (kept, or rejected with its reason), and what has been seen so far."""
+
+    def __init__(self, name: str, rejected_csv):
+        self.name, self.rejected = name, csv.writer(rejected_csv)
+        self.rejected.writerow(REJECTED_COLUMNS)
+        self.reasons: Counter[str] = Counter()
+        self.seen_ids: set[str] = set()
+        self.seen_content: dict[tuple[str, str], str] = {}  # (image digest, text) -> id
+
+    def reject(self, rec: RawRecord, reason: str, detail: str = "") -> None:
+        self.reasons[reason] += 1
+        self.rejected.writerow([f"{self.name}/{rec.native_id}", self.name, rec.source_ref, reason, detail])
+
+    def verdict(self, d: Decoded, text: str | None, text_reason: str | None) -> tuple[str, str] | None:
+        """``(reason, detail)`` when the record cannot be kept; None when it is kept (and now seen)."""
+        rec, rid = d.record, f"{self.name}/{d.record.native_id}"
+        if rec.reject:
+            return rec.reject, rec.reject_detail
+        if d.reason:
+            return d.reason, d.detail
+        if text_reason:
+            raw = rec.text or ""
+            return text_reason, (repr(raw) if text_reason.startswith("control") else raw)[:80]
+        if not rec.native_id.isprintable() or not rec.native_id.strip():
+            return "invalid id", repr(rec.native_id)[:80]
+        if bad := [lab for lab in rec.labels if lab.strip().lower() in _EMPTY_LABELS]:
+            return "invalid label", f"{bad[0]!r} is how an export writes an empty cell"
+        if rid in self.seen_ids:
+            return "duplicate id", rid
+        if rec.text_source not in TEXT_SOURCES:
+            return "invalid text_source", f"{rec.text_source!r} not in {TEXT_SOURCES}"
+        if rec.official_split is not None and rec.official_split not in SPLITS:
+            return "invalid split", f"{rec.official_split!r} not in {SPLITS}"
+        key = (hashlib.sha1(d.image).hexdigest(), text)
+        if key in self.seen_content:
+            return "duplicate image and text", f"same as {self.seen_content[key]}"
+        self.seen_ids.add(rid)
+        self.seen_content[key] = rid
+        return None
+
+
+def _row(name: str, d: Decoded, text: str) -> dict[str, Any]:
+    """The prepared-parquet row of a kept record."""
+    rec = d.record
+    meta = dict(rec.meta)
+    if rec.official_split is not None:
+        meta["official_split"] = rec.official_split
+    return {
+        "id": f"{name}/{rec.native_id}",
+        "dataset": name,
+        "patient_id": rec.patient_id,
+        "study_id": rec.study_id,
+        "image": d.image,
+        "width": d.width,
+        "height": d.height,
+        "modality": rec.modality,
+        "view": rec.view,
+        "text": text,
+        "text_source": rec.text_source,
+        "labels": sorted(set(rec.labels)),
+        "meta": json.dumps(meta, sort_keys=True),
+    }
 
 
 def prepare_dataset(
@@ -150,99 +227,26 @@ def prepare_dataset(
     logger.info(
         "preparing dataset '%s' with adapter '%s' from %s (%d workers)", name, adapter.name, root, workers
     )
-
-    seen_ids: set[str] = set()
-    seen_content: dict[tuple[str, str], str] = {}
-    reasons: Counter[str] = Counter()
+    records = itertools.islice(adapter.records(cfg, root), cfg.limit)  # limit None: every record
     read = kept = 0
-    batch: list[dict] = []
-
-    def records() -> Iterator[tuple[RawRecord, int]]:
-        nonlocal read
-        for rec in adapter.records(cfg, root):
-            if cfg.limit is not None and read >= cfg.limit:
-                return
-            read += 1
-            yield rec, cfg.store_size
-
     with (
         atomic_path(out_parquet) as tmp_parquet,
         atomic_path(out_rejected) as tmp_rejected,
-        open(tmp_rejected, "w", newline="") as rej_file,
+        open(tmp_rejected, "w", newline="") as rejected_csv,
+        _ParquetWriter(tmp_parquet) as writer,
     ):
-        rejected = csv.writer(rej_file)
-        rejected.writerow(REJECTED_COLUMNS)
-        writer = pq.ParquetWriter(tmp_parquet, PREPARED_SCHEMA, compression="zstd")
-
-        def reject(rec: RawRecord, reason: str, detail: str = "") -> None:
-            reasons[reason] += 1
-            rejected.writerow([f"{name}/{rec.native_id}", name, rec.source_ref, reason, detail])
-
-        try:
-            for rec, image, width, height, reason, detail in _pool_map(records(), workers):
-                rid = f"{name}/{rec.native_id}"
-                text, text_reason = _check_text(rec.text, cfg)
-                if rec.reject:
-                    reject(rec, rec.reject, rec.reject_detail)
-                elif reason:
-                    reject(rec, reason, detail)
-                elif text_reason:
-                    raw = rec.text or ""
-                    reject(rec, text_reason, (repr(raw) if text_reason.startswith("control") else raw)[:80])
-                elif not rec.native_id.isprintable() or not rec.native_id.strip():
-                    reject(rec, "invalid id", repr(rec.native_id)[:80])
-                elif bad_labels := [lab for lab in rec.labels if lab.strip().lower() in _EMPTY_LABELS]:
-                    reject(rec, "invalid label", f"{bad_labels[0]!r} is how an export writes an empty cell")
-                elif rid in seen_ids:
-                    reject(rec, "duplicate id", rid)
-                elif rec.text_source not in TEXT_SOURCES:
-                    reject(rec, "invalid text_source", f"{rec.text_source!r} not in {TEXT_SOURCES}")
-                elif rec.official_split is not None and rec.official_split not in SPLITS:
-                    reject(rec, "invalid split", f"{rec.official_split!r} not in {SPLITS}")
-                else:
-                    digest = hashlib.sha1(image).hexdigest()
-                    key = (digest, text)
-                    if key in seen_content:
-                        reject(rec, "duplicate image and text", f"same as {seen_content[key]}")
-                        continue
-                    seen_ids.add(rid)
-                    seen_content[key] = rid
-                    meta = dict(rec.meta)
-                    if rec.official_split is not None:
-                        meta["official_split"] = rec.official_split
-                    batch.append(
-                        {
-                            "id": rid,
-                            "dataset": name,
-                            "patient_id": rec.patient_id,
-                            "study_id": rec.study_id,
-                            "image": image,
-                            "width": width,
-                            "height": height,
-                            "modality": rec.modality,
-                            "view": rec.view,
-                            "text": text,
-                            "text_source": rec.text_source,
-                            "labels": sorted(set(rec.labels)),
-                            "meta": json.dumps(meta, sort_keys=True),
-                        }
-                    )
-                    kept += 1
-                    if len(batch) >= ROW_GROUP:
-                        writer.write_table(pa.Table.from_pylist(batch, schema=PREPARED_SCHEMA))
-                        batch.clear()
-            if batch:
-                writer.write_table(pa.Table.from_pylist(batch, schema=PREPARED_SCHEMA))
-            summary = PrepareSummary(name, read, kept, sum(reasons.values()), dict(reasons))
-            writer.add_key_value_metadata(
-                {
-                    SUMMARY_KEY: json.dumps(
-                        {**summary.as_dict(), "config": to_dict(cfg), "adapter": adapter.name}, sort_keys=True
-                    ).encode()
-                }
-            )
-        finally:
-            writer.close()
+        ledger = _Ledger(name, rejected_csv)
+        for d in _pool_map(((rec, cfg.store_size) for rec in records), workers):
+            read += 1
+            text, text_reason = _check_text(d.record.text, cfg)
+            verdict = ledger.verdict(d, text, text_reason)
+            if verdict:
+                ledger.reject(d.record, *verdict)
+            else:
+                writer.add(_row(name, d, text))
+                kept += 1
+        summary = PrepareSummary(name, read, kept, sum(ledger.reasons.values()), dict(ledger.reasons))
+        writer.metadata = {**summary.as_dict(), "config": to_dict(cfg), "adapter": adapter.name}
         if summary.read != summary.kept + summary.rejected:
             raise MedlensError(f"{name}: read {read} records but kept {kept} + rejected {summary.rejected}")
     if kept == 0:  # the job fails and Snakemake removes its outputs: the reasons go where it does not look
@@ -251,7 +255,7 @@ def prepare_dataset(
         Path(out_parquet).unlink()
         raise MedlensError(
             f"{name}: no usable records out of {read} read from {root}; "
-            f"see {failed} for each row's reason ({dict(reasons)})"
+            f"see {failed} for each row's reason ({summary.reasons})"
         )
     logger.info(
         "dataset '%s': read %d = kept %d + rejected %d %s",
@@ -259,9 +263,42 @@ def prepare_dataset(
         read,
         kept,
         summary.rejected,
-        dict(sorted(reasons.items())),
+        dict(sorted(summary.reasons.items())),
     )
     return summary
+
+
+class _ParquetWriter:
+    """Rows written in row groups of ``ROW_GROUP``, with the summary in the footer, closed however the block ends."""
+
+    def __init__(self, path: Path):
+        self.writer = pq.ParquetWriter(path, PREPARED_SCHEMA, compression="zstd")
+        self.batch: list[dict[str, Any]] = []
+        self.metadata: dict[str, Any] | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.batch.append(row)
+        if len(self.batch) >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.batch:
+            self.writer.write_table(pa.Table.from_pylist(self.batch, schema=PREPARED_SCHEMA))
+            self.batch.clear()
+
+    def __enter__(self) -> _ParquetWriter:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            if exc_type is None:
+                self._flush()
+                if self.metadata is not None:
+                    self.writer.add_key_value_metadata(
+                        {SUMMARY_KEY: json.dumps(self.metadata, sort_keys=True).encode()}
+                    )
+        finally:
+            self.writer.close()
 
 
 def read_prepared_summary(path: str | os.PathLike) -> dict:

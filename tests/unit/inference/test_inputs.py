@@ -77,7 +77,7 @@ def test_model_input_is_the_pixels_training_decodes(tmp_path, modality):
         src = tmp_path / "in.jpg"
         Image.fromarray(rng.integers(0, 255, (100, 150, 3), dtype=np.uint8)).save(src, quality=90)
     rec = RawRecord(native_id="1", image=str(src), text="report", modality=modality)
-    stored = _process((rec, 64))[1]
+    stored = _process((rec, 64)).image
     trained_on = load_image(stored, grey=False)
     got = model_input(src, Preprocessing(modality, 64, "test"))
     assert got.mode == "RGB" and max(got.size) == 64
