@@ -10,35 +10,20 @@ where it stopped. The finished model is written to ``out_dir`` atomically.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import PartialState
 from torch.utils.data import Dataset
-from transformers import EarlyStoppingCallback, Trainer, set_seed
-from transformers.utils import logging as hf_logging
+from transformers import Trainer
 
-from medlens import __version__, environment
-from medlens.config import DecoderConfig, to_dict
-from medlens.data.chat_format import IMAGE_TOKEN, read_chat
+from medlens.config import DecoderConfig
+from medlens.data.chat_format import IMAGE_TOKEN
 from medlens.data.images import load_image
-from medlens.errors import ConfigError, DataError
-from medlens.io import atomic_dir
-from medlens.precision import resolve_precision
-from medlens.train.checkpoint import claim_trainer_checkpoints, resume_config
-from medlens.train.trainer import (
-    RUN_ONLY,
-    MetricsCsvCallback,
-    PreemptionCallback,
-    run_trainer,
-    training_arguments,
-)
+from medlens.errors import ConfigError
+from medlens.train.trainer import DecoderParts, fit_decoder
 
 __all__ = [
     "train_decoder",
@@ -240,96 +225,36 @@ def train_decoder(
         from medlens.train.vlm import train_vlm
 
         return train_vlm(cfg, chat_dir, out_dir)
+    return fit_decoder(
+        cfg, chat_dir, out_dir, lambda train, val: _captioner_parts(cfg, train, val, encoder_dir)
+    )
+
+
+def _captioner_parts(cfg: DecoderConfig, train: list[dict], val: list[dict], encoder_dir) -> DecoderParts:
+    """The captioner, its BPE tokenizer (or GPT-2's), its datasets and its length-bucketed batches."""
     from medlens.models.captioner import build_captioner, caption_transform
 
-    if not sys.stderr.isatty():
-        hf_logging.disable_progress_bar()
-    set_seed(cfg.trainer.seed)
-    chat_dir, out_dir = Path(chat_dir), Path(out_dir)
-    train_records, val_records = read_chat(chat_dir / "train.jsonl"), read_chat(chat_dir / "val.jsonl")
-    if not train_records:
-        raise DataError(
-            "no training conversations",
-            file=str(chat_dir / "train.jsonl"),
-            expected="at least one row in the train split",
-        )
-    logger.info("decoder config:\n%s", json.dumps(to_dict(cfg), indent=2))
-    logger.info("conversations: train %d, val %d", len(train_records), len(val_records))
-    tokenizer = load_tokenizer(cfg, [assistant_text(r) for r in train_records])
+    tokenizer = load_tokenizer(cfg, [assistant_text(r) for r in train])
     model = build_captioner(cfg, tokenizer, encoder_dir)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    logger.info(
-        "captioner: %s parameters, %s trainable; device %s; precision %s",
-        f"{n_params:,}",
-        f"{n_train:,}",
-        "cuda" if torch.cuda.is_available() else "cpu",
-        resolve_precision(cfg.precision),
-    )
-
-    ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
-    metrics_path = ckpt_dir / "metrics.csv"
-    # the main process decides (and cleans up) before the others look
-    with PartialState().main_process_first():
-        inputs = {
-            "train.jsonl": chat_dir / "train.jsonl",
-            "val.jsonl": chat_dir / "val.jsonl",
-            "encoder": Path(encoder_dir) / "open_clip_model.safetensors" if encoder_dir else None,
-        }
-        run = resume_config(to_dict(cfg), RUN_ONLY, inputs)
-        resume = claim_trainer_checkpoints(ckpt_dir, run, key_prefix="decoder")
-    preemption = PreemptionCallback(ckpt_dir)
-    callbacks = [MetricsCsvCallback(metrics_path), preemption]
-    if cfg.early_stopping_patience and val_records:
-        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
     lengths = None
     if cfg.trainer.train_sampling_strategy == "group_by_length":
-        lengths = [len(ids) for ids in tokenizer([assistant_text(r) for r in train_records])["input_ids"]]
-    trainer = CaptionTrainer(
-        model=model,
-        args=training_arguments(cfg, ckpt_dir, bool(val_records)),
-        train_dataset=CaptionDataset(
-            train_records, caption_transform(model.config, train=True), cfg.trainer.seed, lengths
-        ),
-        eval_dataset=CaptionDataset(val_records, caption_transform(model.config, train=False))
-        if val_records
-        else None,
-        data_collator=CaptionCollator(tokenizer, cfg.max_length),
-        callbacks=callbacks,
-        length_group_batches=cfg.length_group_batches,
-    )
-    result = run_trainer(trainer, preemption, ckpt_dir, resume)
-    summary = {
-        "global_step": result.global_step,
-        "train_loss": result.training_loss,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_val_loss": trainer.state.best_metric,
-    }
-    logger.info("decoder trained: %s", summary)
+        lengths = [len(ids) for ids in tokenizer([assistant_text(r) for r in train])["input_ids"]]
 
-    if trainer.is_world_process_zero():  # one process writes the output (the others hold the same weights)
-        with atomic_dir(out_dir) as tmp:
-            trainer.save_model(str(tmp))
-            tokenizer.save_pretrained(str(tmp))
-            model.save_vision_encoder(tmp / "encoder_final")
-            shutil.copy(metrics_path, tmp / "metrics.csv")
-            (tmp / "medlens.json").write_text(
-                json.dumps(
-                    {
-                        "medlens_version": __version__,
-                        "kind": cfg.kind,
-                        "config": to_dict(cfg),
-                        "summary": summary,
-                        "image_token": IMAGE_TOKEN,
-                        "environment": environment.record(),
-                    },
-                    indent=2,
-                    sort_keys=True,
-                    default=str,
-                )
-                + "\n"
-            )
-        # the finished model is in out_dir; resume state is no longer needed
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
-    return summary
+    def write(tmp: Path, trainer: Any) -> dict[str, Any]:
+        trainer.save_model(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        model.save_vision_encoder(tmp / "encoder_final")
+        return {"image_token": IMAGE_TOKEN}
+
+    return DecoderParts(
+        model=model,
+        train_dataset=CaptionDataset(
+            train, caption_transform(model.config, train=True), cfg.trainer.seed, lengths
+        ),
+        eval_dataset=CaptionDataset(val, caption_transform(model.config, train=False)) if val else None,
+        collator=CaptionCollator(tokenizer, cfg.max_length),
+        write=write,
+        inputs={"encoder": Path(encoder_dir) / "open_clip_model.safetensors" if encoder_dir else None},
+        trainer_class=CaptionTrainer,
+        trainer_kwargs={"length_group_batches": cfg.length_group_batches},
+    )

@@ -206,6 +206,7 @@ def train_encoder(
 
 def _setup(cfg: EncoderConfig, pairs_path: Path, out_dir: Path, zero_shot: ZeroShotConfig | None) -> _Run:
     """Devices, model, data, optimizer and the state to start from (a checkpoint of this run, or fresh)."""
+    # one function on purpose: everything the loop needs, built in the order it depends on (~90 lines)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 

@@ -1,19 +1,24 @@
-"""The Hugging Face Trainer run shared by the captioner and the VLMs: training arguments, the metrics log,
-preemption, and resuming from the run's own checkpoints.
+"""The Hugging Face Trainer run shared by the captioner and the VLMs: :func:`fit_decoder` reads the chat
+splits, checks the settings, resumes the run's own checkpoints, logs progress, handles preemption, writes
+``metrics.csv`` and the finished folder.
 
 The captioner (:mod:`medlens.train.decoder`) and the VLMs (:mod:`medlens.train.vlm`) differ only in how
-they build the model, the collator and the data; everything here is the same for both.
+they build the model, the collator and the data (:class:`DecoderParts`); everything here is the same for
+both.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
+import os
 import pickle
+import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,7 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from medlens.config import DecoderConfig
-from medlens.errors import MedlensError
+from medlens.errors import ConfigError, DataError, MedlensError
 from medlens.precision import resolve_precision
 from medlens.train.progress import Eta
 from medlens.train.signals import StopSignals, TrainingInterrupted, truncate_metrics
@@ -31,8 +36,11 @@ __all__ = [
     "MetricsCsvCallback",
     "PreemptionCallback",
     "TrainerProgress",
+    "DecoderParts",
     "training_arguments",
+    "read_chat_splits",
     "run_trainer",
+    "fit_decoder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -202,3 +210,144 @@ class TrainerProgress(TrainerCallback):
             parts.append(f"grad norm {logs['grad_norm']:.3f}")
         parts += [f"{rate:.1f} samples/s", self.eta(state.global_step)]
         logger.info(" | ".join(parts))
+
+
+@dataclasses.dataclass
+class DecoderParts:
+    """What the captioner and a VLM differ in; :func:`fit_decoder` does the rest the same way for both."""
+
+    model: torch.nn.Module
+    train_dataset: Any
+    eval_dataset: Any  # None without a validation split
+    collator: Any
+    write: Callable[[Path, Any], dict[str, Any]]  # (temporary output folder, trainer) -> medlens.json extras
+    info: dict[str, Any] = dataclasses.field(
+        default_factory=dict
+    )  # medlens.json entries known before training
+    inputs: dict[str, Path | None] = dataclasses.field(default_factory=dict)  # more files the run depends on
+    trainer_class: type | None = None  # a Trainer subclass (the captioner's batching); None: Trainer
+    trainer_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra summary entries
+
+
+def read_chat_splits(chat_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The train and val conversations of ``convert_to_chat_format``'s folder.
+
+    Raises:
+        DataError: naming ``train.jsonl`` when it holds no conversation.
+    """
+    from medlens.data.chat_format import read_chat
+
+    train, val = read_chat(chat_dir / "train.jsonl"), read_chat(chat_dir / "val.jsonl")
+    if not train:
+        raise DataError(
+            "no training conversations",
+            file=str(chat_dir / "train.jsonl"),
+            expected="at least one row in the train split",
+        )
+    return train, val
+
+
+def fit_decoder(
+    cfg: DecoderConfig,
+    chat_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    build: Callable[[list[dict[str, Any]], list[dict[str, Any]]], DecoderParts],
+) -> dict[str, Any]:
+    """The Trainer run of a decoder: settings checked, model and data from ``build``, checkpoints resumed when
+    they belong to this run, preemption, ``metrics.csv``, and the finished folder written atomically.
+
+    Raises:
+        ConfigError: settings the Trainer refuses (named ``decoder.trainer``), or early stopping without
+            the best checkpoint tracked.
+        DataError: an empty training split.
+        TrainingInterrupted: after the checkpoint written on SIGTERM/SIGUSR1.
+    """
+    # one function on purpose: the run reads in order, from the settings to the finished folder (~100 lines)
+    from accelerate import PartialState
+    from transformers import EarlyStoppingCallback, Trainer, set_seed
+    from transformers.utils import logging as hf_logging
+
+    from medlens import __version__, environment
+    from medlens.config import to_dict
+    from medlens.io import atomic_dir
+    from medlens.train.checkpoint import claim_trainer_checkpoints, resume_config
+
+    if not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
+    set_seed(cfg.trainer.seed)
+    chat_dir, out_dir = Path(chat_dir), Path(out_dir)
+    ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
+    train_records, val_records = read_chat_splits(chat_dir)
+    if cfg.early_stopping_patience and val_records and not cfg.trainer.load_best_model_at_end:
+        raise ConfigError(
+            "early stopping needs the best checkpoint tracked",
+            key="decoder.trainer.load_best_model_at_end",
+            expected="true when decoder.early_stopping_patience is set",
+        )
+    try:  # before the model loads: a big one takes minutes
+        args = training_arguments(cfg, ckpt_dir, bool(val_records))
+    except ValueError as e:  # e.g. save_steps not a multiple of eval_steps with load_best_model_at_end
+        raise ConfigError(str(e), key="decoder.trainer") from e
+    logger.info("decoder config:\n%s", json.dumps(to_dict(cfg), indent=2))
+    logger.info("conversations: train %d, val %d", len(train_records), len(val_records))
+    parts = build(train_records, val_records)
+    n_params = sum(p.numel() for p in parts.model.parameters())
+    n_trainable = sum(p.numel() for p in parts.model.parameters() if p.requires_grad)
+    logger.info(
+        "%s: %s parameters, %s trainable; device %s; precision %s",
+        cfg.model or cfg.kind,
+        f"{n_params:,}",
+        f"{n_trainable:,}",
+        "cuda" if torch.cuda.is_available() else "cpu",
+        resolve_precision(cfg.precision),
+    )
+    # the main process decides (and cleans up) before the others look
+    with PartialState().main_process_first():
+        inputs = {
+            "train.jsonl": chat_dir / "train.jsonl",
+            "val.jsonl": chat_dir / "val.jsonl",
+            **parts.inputs,
+        }
+        resume = claim_trainer_checkpoints(
+            ckpt_dir, resume_config(to_dict(cfg), RUN_ONLY, inputs), key_prefix="decoder"
+        )
+    preemption = PreemptionCallback(ckpt_dir)
+    callbacks = [MetricsCsvCallback(ckpt_dir / "metrics.csv"), preemption]
+    if cfg.early_stopping_patience and val_records:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
+    trainer = (parts.trainer_class or Trainer)(
+        model=parts.model,
+        args=args,
+        train_dataset=parts.train_dataset,
+        eval_dataset=parts.eval_dataset,
+        data_collator=parts.collator,
+        callbacks=callbacks,
+        **parts.trainer_kwargs,
+    )
+    result = run_trainer(trainer, preemption, ckpt_dir, resume)
+    summary = {
+        "global_step": result.global_step,
+        "train_loss": result.training_loss,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_val_loss": trainer.state.best_metric,
+        "trainable_parameters": n_trainable,
+        **parts.summary,
+    }
+    logger.info("decoder trained: %s", summary)
+    if trainer.is_world_process_zero():  # one process writes the output (the others hold the same weights)
+        with atomic_dir(out_dir) as tmp:
+            info = {
+                "medlens_version": __version__,
+                "kind": cfg.kind,
+                "config": to_dict(cfg),
+                "summary": summary,
+                **parts.info,
+                **parts.write(tmp, trainer),
+                "environment": environment.record(),
+            }
+            shutil.copy(ckpt_dir / "metrics.csv", tmp / "metrics.csv")
+            (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model is in out_dir; resume state is done with
+    trainer.accelerator.wait_for_everyone()
+    return summary

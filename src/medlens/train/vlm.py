@@ -16,37 +16,21 @@ the adapter then sits in ``adapter/``), the processor, ``metrics.csv`` and ``med
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import PartialState
 from torch.utils.data import Dataset
-from transformers import EarlyStoppingCallback, Trainer, set_seed
-from transformers.utils import logging as hf_logging
+from transformers import Trainer
 
-from medlens import __version__, environment
-from medlens.config import AugmentConfig, DecoderConfig, to_dict
-from medlens.data.chat_format import read_chat
+from medlens.config import AugmentConfig, DecoderConfig
 from medlens.data.images import load_image
 from medlens.data.laterality import mirror_laterality
-from medlens.errors import ConfigError, DataError
-from medlens.io import atomic_dir
+from medlens.errors import ConfigError
 from medlens.models.vlm import PromptFormat, load_processor, load_vlm, pad_rows
-from medlens.precision import resolve_precision
-from medlens.train.checkpoint import claim_trainer_checkpoints, resume_config
-from medlens.train.trainer import (
-    RUN_ONLY,
-    MetricsCsvCallback,
-    PreemptionCallback,
-    run_trainer,
-    training_arguments,
-)
+from medlens.train.trainer import DecoderParts, fit_decoder
 
 __all__ = ["train_vlm", "VLMDataset", "VLMCollator", "split_conversation", "augment_image"]
 
@@ -192,11 +176,11 @@ def _peft_model(model, cfg: DecoderConfig):
     return get_peft_model(model, lora)
 
 
-def _write_output(tmp: Path, trainer: Trainer, cfg: DecoderConfig, processor, info: dict[str, Any]) -> None:
+def _write_output(tmp: Path, trainer: Trainer, cfg: DecoderConfig, processor) -> dict[str, Any]:
     """Adapter (or full weights), merged weights when asked, processor; into the temporary output folder."""
     if cfg.finetune == "full":
         trainer.save_model(str(tmp))
-        info["weights"] = "full"
+        weights = "full"
     elif cfg.merge_adapters:
         from peft import PeftModel
 
@@ -205,11 +189,12 @@ def _write_output(tmp: Path, trainer: Trainer, cfg: DecoderConfig, processor, in
         base = load_vlm(cfg, training=False, quantize=False)
         merged = PeftModel.from_pretrained(base, str(tmp / "adapter")).merge_and_unload()
         merged.save_pretrained(str(tmp))
-        info["weights"] = "merged"
+        weights = "merged"
     else:
         trainer.save_model(str(tmp))
-        info["weights"] = "adapter"
+        weights = "adapter"
     processor.save_pretrained(str(tmp))
+    return {"weights": weights}
 
 
 def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -227,100 +212,34 @@ def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os
         ConfigError: a model that cannot be loaded, or settings the Trainer rejects.
         DataError: an empty training split.
     """
-    if not sys.stderr.isatty():
-        hf_logging.disable_progress_bar()
-    set_seed(cfg.trainer.seed)
-    chat_dir, out_dir = Path(chat_dir), Path(out_dir)
-    train_records, val_records = read_chat(chat_dir / "train.jsonl"), read_chat(chat_dir / "val.jsonl")
-    if not train_records:
-        raise DataError(
-            "no training conversations",
-            file=str(chat_dir / "train.jsonl"),
-            expected="at least one row in the train split",
-        )
-    if cfg.early_stopping_patience and val_records and not cfg.trainer.load_best_model_at_end:
-        raise ConfigError(
-            "early stopping needs the best checkpoint tracked",
-            key="decoder.trainer.load_best_model_at_end",
-            expected="true when decoder.early_stopping_patience is set",
-        )
-    logger.info("decoder config:\n%s", json.dumps(to_dict(cfg), indent=2))
-    logger.info("conversations: train %d, val %d", len(train_records), len(val_records))
+    return fit_decoder(cfg, chat_dir, out_dir, lambda train, val: _vlm_parts(cfg, train, val))
 
-    ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
-    try:
-        args = training_arguments(cfg, ckpt_dir, bool(val_records))
-    except ValueError as e:  # e.g. save_steps not a multiple of eval_steps with load_best_model_at_end
-        raise ConfigError(str(e), key="decoder.trainer") from e
+
+def _vlm_parts(cfg: DecoderConfig, train: list[dict[str, Any]], val: list[dict[str, Any]]) -> DecoderParts:
+    """The VLM (LoRA/QLoRA or full), its processor's prompt layout, datasets and collator."""
     processor = load_processor(cfg.model)
     fmt = PromptFormat(processor)
     model = load_vlm(cfg, training=True)
     if cfg.finetune == "lora":
         model = _peft_model(model, cfg)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
-        "%s: %s parameters, %s trainable (%s); device %s; precision %s; prompt layout: %s",
+        "fine-tuning %s (%s); prompt layout: %s",
         cfg.model,
-        f"{n_params:,}",
-        f"{n_train:,}",
         cfg.finetune,
-        "cuda" if torch.cuda.is_available() else "cpu",
-        resolve_precision(cfg.precision),
         "chat template" if fmt.chat else "PaliGemma prefix/suffix",
     )
-
-    train_set = VLMDataset(train_records, cfg.augment)
     collator = VLMCollator(fmt, cfg.max_length)
-    _log_lengths(collator, VLMDataset(train_records), train_records)
-    metrics_path = ckpt_dir / "metrics.csv"
-    # the main process decides (and cleans up) before the others look
-    with PartialState().main_process_first():
-        run = resume_config(
-            to_dict(cfg),
-            RUN_ONLY,
-            {"train.jsonl": chat_dir / "train.jsonl", "val.jsonl": chat_dir / "val.jsonl"},
-        )
-        resume = claim_trainer_checkpoints(ckpt_dir, run, key_prefix="decoder")
-    preemption = PreemptionCallback(ckpt_dir)
-    callbacks = [MetricsCsvCallback(metrics_path), preemption]
-    if cfg.early_stopping_patience and val_records:
-        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
-    trainer = Trainer(
+    _log_lengths(collator, VLMDataset(train), train)
+    first_system = next((m["content"] for m in train[0]["messages"] if m["role"] == "system"), None)
+    return DecoderParts(
         model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=VLMDataset(val_records) if val_records else None,
-        data_collator=collator,
-        callbacks=callbacks,
+        train_dataset=VLMDataset(train, cfg.augment),
+        eval_dataset=VLMDataset(val) if val else None,
+        collator=collator,
+        write=lambda tmp, trainer: _write_output(tmp, trainer, cfg, processor),
+        info={
+            "base_model": cfg.model,
+            "system": first_system,
+            "prompt_layout": "chat" if fmt.chat else "prefix",
+        },
     )
-    result = run_trainer(trainer, preemption, ckpt_dir, resume)
-    summary = {
-        "global_step": result.global_step,
-        "train_loss": result.training_loss,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_val_loss": trainer.state.best_metric,
-        "trainable_parameters": n_train,
-    }
-    logger.info("decoder trained: %s", summary)
-
-    first_system = next((m["content"] for m in train_records[0]["messages"] if m["role"] == "system"), None)
-    info = {
-        "medlens_version": __version__,
-        "kind": "vlm",
-        "config": to_dict(cfg),
-        "summary": summary,
-        "base_model": cfg.model,
-        "system": first_system,
-        "prompt_layout": "chat" if fmt.chat else "prefix",
-        "environment": environment.record(),
-    }
-    if trainer.is_world_process_zero():  # one process writes the output (the others hold the same weights)
-        with atomic_dir(out_dir) as tmp:
-            _write_output(tmp, trainer, cfg, processor, info)
-            shutil.copy(metrics_path, tmp / "metrics.csv")
-            (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
-        # the finished model is in out_dir; resume state is no longer needed
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
-    return summary
