@@ -45,7 +45,7 @@ def test_two_gpus_train_as_two_processes_that_share_the_log_and_write_one_output
     decoder = (logs / "train_decoder" / "tiny.log").read_text()
     assert "starting 2 processes" in decoder
     assert {
-        int(r) for r in re.findall(r"rank (\d) \| medlens.train.decoder \| decoder trained", decoder)
+        int(r) for r in re.findall(r"rank (\d) \| medlens.train.trainer \| decoder trained", decoder)
     } == {0, 1}
     for stage, name in (("encoder", "open_clip_model.safetensors"), ("decoder", "model.safetensors")):
         assert (workdir / "results" / "tiny" / stage / name).stat().st_size > 0
