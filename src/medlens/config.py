@@ -432,6 +432,8 @@ class ExperimentConfig:
     """One ``config/experiments/<name>.yaml``."""
 
     datasets: list[str]  # names defined under `datasets:` in config/config.yaml
+    # what the experiment's system trains: an encoder-only system has no decoder, a VLM fine-tune no encoder
+    stages: list[Literal["encoder", "decoder"]] = field(default_factory=lambda: ["encoder", "decoder"])
     description: str = ""  # one line shown in the report
     seed: int = 0  # recorded in the report; stages take their own seeds
     split: SplitConfig = field(default_factory=SplitConfig)  # merging and splitting (split rule)
@@ -440,6 +442,32 @@ class ExperimentConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)  # train_decoder; keys override the preset
     evaluate: EvalConfig = field(default_factory=EvalConfig)  # evaluate_encoder and evaluate_decoder
     report: ReportConfig = field(default_factory=ReportConfig)  # report
+
+    def __post_init__(self):
+        if not self.stages or len(set(self.stages)) != len(self.stages):
+            raise ConfigError(
+                f"{self.stages} is not a list of stages",
+                key="stages",
+                expected="'encoder', 'decoder' or both, each once",
+            )
+        if self.evaluate.external_datasets and "encoder" not in self.stages:
+            raise ConfigError(
+                "external datasets are evaluated by evaluate_encoder, and this experiment has no encoder",
+                key="evaluate.external_datasets",
+                expected="an empty list, or 'encoder' in stages",
+            )
+        dec = self.decoder
+        if (
+            "decoder" in self.stages
+            and "encoder" not in self.stages
+            and dec.kind == "captioner"
+            and dec.init_from_encoder
+        ):
+            raise ConfigError(
+                "the captioner starts from the trained encoder, but this experiment trains none",
+                key="decoder.init_from_encoder",
+                expected="false when stages has no 'encoder'",
+            )
 
 
 @dataclass(frozen=True)

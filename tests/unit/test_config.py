@@ -62,7 +62,10 @@ def _walk(cls, schema: dict, path: str):
         )
         if literal is not None:
             allowed = set(typing.get_args(literal)) | ({None} if type(None) in typing.get_args(tp) else set())
-            assert set(prop["enum"]) == allowed, f"{key}: enum differs"
+            enum = (
+                prop["items"]["enum"] if typing.get_origin(tp) is list else prop["enum"]
+            )  # a list of choices
+            assert set(enum) == allowed, f"{key}: enum differs"
         if dataclasses.is_dataclass(tp):
             _walk(tp, prop, key)
             continue
@@ -206,3 +209,33 @@ def test_an_old_training_setting_name_is_told_its_new_one(repo, old, new):
             rf"Hugging Face Trainer's name\); expected {new}",
         ):
             check({"datasets": ["a"], "encoder": {old: 1}})
+
+
+def test_stages_are_checked_against_what_the_experiment_needs():
+    with pytest.raises(ConfigError, match=r"stages: .*expected 'encoder', 'decoder' or both, each once"):
+        C.from_dict(
+            C.ExperimentConfig, {"datasets": ["a"], "stages": ["encoder", "encoder"]}, source="x.yaml"
+        )
+    with pytest.raises(
+        ConfigError, match=r"decoder\.init_from_encoder: the captioner starts from the trained encoder"
+    ):
+        C.from_dict(C.ExperimentConfig, {"datasets": ["a"], "stages": ["decoder"]}, source="x.yaml")
+    with pytest.raises(
+        ConfigError, match=r"evaluate\.external_datasets: external datasets are evaluated by "
+    ):
+        C.from_dict(
+            C.ExperimentConfig,
+            {
+                "datasets": ["a"],
+                "stages": ["decoder"],
+                "decoder": {"init_from_encoder": False},
+                "evaluate": {"external_datasets": ["b"]},
+            },
+            source="x.yaml",
+        )
+    cfg = C.from_dict(
+        C.ExperimentConfig,
+        {"datasets": ["a"], "stages": ["decoder"], "decoder": {"init_from_encoder": False}},
+        source="x.yaml",
+    )
+    assert cfg.stages == ["decoder"]

@@ -78,27 +78,42 @@ def _all_datasets(name):
 
 
 def experiment_files(name):
-    """Paths of everything the report reads for one experiment (all are inputs of the report rule)."""
-    return {
+    """Paths of everything the report reads for one experiment (all are inputs of its report): the
+    stages the experiment has, and nothing of the ones it does not."""
+    stages = experiment(name).stages
+    files = {
         "prepared": {d: f"results/prepared/{d}.parquet" for d in _all_datasets(name)},
         "pairs": f"results/{name}/data/pairs.parquet",
         "split": f"results/{name}/data/split.json",
-        "chat": f"results/{name}/data/chat",
-        "encoder": f"results/{name}/encoder",
-        "decoder": f"results/{name}/decoder",
-        "encoder_eval": f"results/{name}/eval/encoder.json",
-        "decoder_eval": f"results/{name}/eval/decoder.json",
-        "generations": f"results/{name}/eval/generations.jsonl",
     }
+    if "encoder" in stages:
+        files |= {"encoder": f"results/{name}/encoder", "encoder_eval": f"results/{name}/eval/encoder.json"}
+    if "decoder" in stages:
+        files |= {
+            "chat": f"results/{name}/data/chat",
+            "decoder": f"results/{name}/decoder",
+            "decoder_eval": f"results/{name}/eval/decoder.json",
+            "generations": f"results/{name}/eval/generations.jsonl",
+        }
+    return files
+
+
+def _files_of(names):
+    files = set()
+    for name in names:
+        for value in experiment_files(name).values():
+            files.update(value.values() if isinstance(value, dict) else [value])
+    return sorted(files)
 
 
 def report_inputs(wildcards):
     """Everything the report shows, for every experiment in `run` (a missing input fails the job)."""
-    files = set()
-    for name in RUN:
-        for value in experiment_files(name).values():
-            files.update(value.values() if isinstance(value, dict) else [value])
-    return sorted(files)
+    return _files_of(RUN)
+
+
+def experiment_report_inputs(wildcards):
+    """Everything one experiment's own page shows (an experiment not in `run`)."""
+    return _files_of([wildcards.experiment])
 
 
 # ----------------------------------------------------------------------------- params functions
@@ -178,22 +193,15 @@ def evaluate_decoder_params(wildcards):
 
 
 def report_params(wildcards):
-    """Per experiment: its resolved config, the files it produced, and each stage's benchmark and log.
+    """Per experiment in `run` (or the one page asked for): its resolved config, the files it produced, and
+    each stage's benchmark and log.
 
     Benchmarks and logs are not inputs (no rule declares them); the report shows them as missing when absent.
     """
     from medlens.report.claims import load_seed_claims
 
-    stages = [
-        "split",
-        "convert_to_chat_format",
-        "train_encoder",
-        "train_decoder",
-        "evaluate_encoder",
-        "evaluate_decoder",
-    ]
     params = {}
-    for name in RUN:
+    for name in [wildcards.experiment] if "experiment" in wildcards.keys() else RUN:
         exp = experiment(name)
         if exp.report.seed_claims is not None:
             try:  # an unknown name fails here, before any job runs, naming the experiment file
@@ -206,6 +214,8 @@ def report_params(wildcards):
                     expected=e.expected,
                 ) from e
         datasets = _all_datasets(name)
+        stages = ["split", *(["convert_to_chat_format"] if "decoder" in exp.stages else [])]
+        stages += [f"{verb}_{s}" for s in exp.stages for verb in ("train", "evaluate")]
         config_view = to_dict(exp)  # without memory/time/CPU requests, as for the training rules
         config_view["encoder"], config_view["decoder"] = _stage_params(exp.encoder), _stage_params(
             exp.decoder
@@ -222,7 +232,7 @@ def report_params(wildcards):
                     },
                     **{s: f"results/benchmarks/{s}/{name}.tsv" for s in stages},
                 },
-                "logs": {s: f"results/logs/{s}/{name}.log" for s in ("train_encoder", "train_decoder")},
+                "logs": {f"train_{s}": f"results/logs/train_{s}/{name}.log" for s in exp.stages},
             },
         }
     return params
@@ -250,3 +260,8 @@ def stage_resources(stage, key, at_most=None):
 
 def final_outputs():
     return ["results/report.html"]
+
+
+# the experiments whose page only the report_experiment rule writes (the report rule writes those in `run`);
+# a pattern that matches no name when every experiment runs
+NOT_IN_RUN = "|".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.stem not in RUN)) or "(?!)"

@@ -40,3 +40,25 @@ rule report:
         runtime=30,
     script:
         "../scripts/report.py"
+
+
+# The page of an experiment that is not in `run`: `snakemake results/<experiment>/report.html` builds what
+# that experiment needs and its page alone (no overview, no paper table).
+rule report_experiment:
+    input:
+        experiment_report_inputs,
+    output:
+        page="results/{experiment}/report.html",
+    log:
+        "results/logs/report/{experiment}.log",
+    benchmark:
+        "results/benchmarks/report/{experiment}.tsv"
+    params:
+        experiments=report_params,
+    wildcard_constraints:
+        experiment=NOT_IN_RUN,
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/report_experiment.py"

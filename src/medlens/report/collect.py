@@ -119,6 +119,7 @@ def collect_experiment(
         "title": (experiment.get("report") or {}).get("title") or name,
         "description": experiment.get("description", ""),
         "config": experiment,
+        "stages": experiment.get("stages") or ["encoder", "decoder"],
         "datasets": experiment.get("datasets", []),
         "encoder_preset": dig(experiment, "encoder.preset"),
         "decoder_preset": dig(experiment, "decoder.preset"),

@@ -102,10 +102,10 @@ def _environment() -> jinja2.Environment:
 def write_report(
     experiments: Sequence[dict[str, Any]],
     *,
-    out_html: str | os.PathLike,
     out_pages: Sequence[str | os.PathLike],
-    out_csv: str | os.PathLike,
-    out_tex: str | os.PathLike,
+    out_html: str | os.PathLike | None = None,
+    out_csv: str | os.PathLike | None = None,
+    out_tex: str | os.PathLike | None = None,
     env_info: dict[str, Any] | None = None,
 ) -> None:
     """Render the overview page, one page per experiment and the paper tables.
@@ -113,10 +113,10 @@ def write_report(
     Args:
         experiments: ``collect_experiment`` results in ``run`` order, each with ``seed_claims`` (the
             ``load_seed_claims`` entry or None).
-        out_html: ``results/report.html``.
         out_pages: ``results/{experiment}/report.html`` for each experiment, same order.
-        out_csv: ``results/paper/summary.csv``.
-        out_tex: ``results/paper/summary.tex``.
+        out_html: ``results/report.html``; None writes no overview (one experiment's page alone).
+        out_csv: ``results/paper/summary.csv``; None writes no paper table.
+        out_tex: ``results/paper/summary.tex``; None writes no paper table.
         env_info: the build environment; :func:`~medlens.report.provenance.environment` when None.
     """
     template = _environment().get_template("report.html.j2")
@@ -143,30 +143,36 @@ def write_report(
                 ),
                 encoding="utf-8",
             )
-    with atomic_path(out_html) as tmp:
-        tmp.write_text(
-            template.render(
-                title="medlens report",
-                experiments=list(experiments),
-                rows=rows,
-                lock_warnings=lock_warnings(context["provenance"], experiments),
-                **context,
-            ),
-            encoding="utf-8",
-        )
-    write_paper_tables(rows, out_csv, out_tex)
-    logger.info("report written for %d experiment(s): %s", len(experiments), out_html)
+    if out_html is not None:
+        with atomic_path(out_html) as tmp:
+            tmp.write_text(
+                template.render(
+                    title="medlens report",
+                    experiments=list(experiments),
+                    rows=rows,
+                    lock_warnings=lock_warnings(context["provenance"], experiments),
+                    **context,
+                ),
+                encoding="utf-8",
+            )
+    if out_csv is not None and out_tex is not None:
+        write_paper_tables(rows, out_csv, out_tex)
+    logger.info(
+        "report written for %d experiment(s): %s",
+        len(experiments),
+        out_html or ", ".join(map(str, out_pages)),
+    )
 
 
 def build_report(
     experiments: dict[str, dict[str, Any]],
     *,
-    out_html: str | os.PathLike,
     out_pages: Sequence[str | os.PathLike],
-    out_csv: str | os.PathLike,
-    out_tex: str | os.PathLike,
+    out_html: str | os.PathLike | None = None,
+    out_csv: str | os.PathLike | None = None,
+    out_tex: str | os.PathLike | None = None,
 ) -> None:
-    """Collect every experiment's outputs and write the report (the ``report`` rule's one call).
+    """Collect every experiment's outputs and write the report (the ``report`` and ``report_experiment`` rules' call).
 
     Args:
         experiments: ``{name: {"config": resolved config, "files": paths of its outputs}}`` in ``run`` order

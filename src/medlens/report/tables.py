@@ -105,11 +105,14 @@ _TEX_ESCAPES = {
 def summary_row(exp: dict[str, Any]) -> dict[str, Any]:
     """One paper-table row of a collected experiment: what was trained on what, and its numbers (None when absent)."""
     evals = {"encoder": exp.get("encoder_eval") or {}, "decoder": exp.get("decoder_eval") or {}}
+    stages = exp.get("stages") or ["encoder", "decoder"]
     row: dict[str, Any] = {
         "experiment": exp["name"],
         "datasets": ", ".join(exp["datasets"]),
-        "encoder": exp["encoder_preset"],
-        "decoder": exp["decoder_preset"],
+        "encoder": exp["encoder_preset"] if "encoder" in stages else None,
+        "decoder": exp["decoder_preset"] if "decoder" in stages else None,
+        # metrics of a stage the experiment does not have: "n/a", not "missing"
+        "not_trained": [key for key, (which, _) in METRIC_PATHS.items() if which not in stages],
     }
     for key, (which, path) in METRIC_PATHS.items():
         value = dig(evals[which], path)
