@@ -3,6 +3,7 @@
 from functools import cache
 
 from medlens.config import ExperimentConfig, load_experiment, load_pipeline, to_dict
+from medlens.data.access import dataset_problems
 from medlens.errors import ConfigError
 
 EXPERIMENT_SCHEMA = SCHEMAS / "experiment.schema.yaml"
@@ -25,6 +26,19 @@ def _check_experiment(name, exp):
                     key=f"{key}[{i}]",
                     expected=f"one of {', '.join(sorted(PIPELINE.datasets))} (defined in {CONFIG_FILE})",
                 )
+    # data that cannot be read is found now, by a dry run too, not by a job that waited for a GPU
+    problems = [
+        p
+        for d in dict.fromkeys([*exp.datasets, *exp.evaluate.external_datasets])
+        for p in dataset_problems(d, PIPELINE.datasets[d], Path("results/raw") / d, source=CONFIG_FILE)
+    ]
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigError(
+            f"experiment '{name}' needs {len(problems)} datasets that cannot be read:\n  "
+            + "\n  ".join(str(p) for p in problems)
+        )
     return exp
 
 
