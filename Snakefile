@@ -32,7 +32,15 @@ container: PIPELINE.container
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])))
 
 
+# Jobs load pretrained artefacts from the Hugging Face cache that prefetch_weights filled on this host, with
+# the hub offline (compute nodes often reach no internet); prefetch_weights itself goes online unless the
+# user ran the workflow offline.
+USER_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+os.environ.update(HF_HUB_OFFLINE="1")
+
+
 include: "workflow/rules/data.smk"
+include: "workflow/rules/prefetch.smk"
 include: "workflow/rules/encoder.smk"
 include: "workflow/rules/decoder.smk"
 include: "workflow/rules/evaluate.smk"

@@ -61,13 +61,22 @@ def planned_rules(out: str) -> set[str]:
 @pytest.mark.parametrize("name", SEEDS)
 def test_each_seed_experiment_schedules_exactly_its_stages(name, site_config):
     out = dry_run("--configfile", str(site_config), "--config", f"run=[{name}]", "--", "results/report.html")
-    assert planned_rules(out) == {*DATA, *SEEDS[name], "report"}
+    # every seed loads pretrained weights: fetched first, on this host, before any GPU job can start
+    assert planned_rules(out) == {*DATA, "prefetch_weights", *SEEDS[name], "report"}
+    # a local rule: it runs on the submit host, which reaches the Hub, never in a SLURM job
+    assert re.search(
+        r"rule prefetch_weights:(?:\n    .*)*\n    localrule: True",
+        (REPO / "workflow" / "rules" / "prefetch.smk").read_text(),
+    )
+    for train in {"train_encoder", "train_decoder"} & set(SEEDS[name]):
+        job = re.search(rf"\nrule {train}:\n(?:    .*\n)*", out).group(0)
+        assert f"results/{name}/prefetched.json" in job
 
 
 def test_any_experiment_page_can_be_asked_for_by_name(site_config):
     # not in `run` (the repository's run is the demo): its page alone, no overview and no paper table
     out = dry_run("--configfile", str(site_config), "--", "results/hybrid_dinov3_clip/report.html")
-    assert planned_rules(out) == {*DATA, *ENCODER, "report_experiment"}
+    assert planned_rules(out) == {*DATA, "prefetch_weights", *ENCODER, "report_experiment"}
     assert "results/report.html" not in out and "results/paper/summary.csv" not in out
 
 

@@ -4,6 +4,7 @@ from functools import cache
 
 from medlens.config import ExperimentConfig, load_experiment, load_pipeline, to_dict
 from medlens.data.access import dataset_problems
+from medlens.models.prefetch import needs_prefetch
 from medlens.errors import ConfigError
 
 EXPERIMENT_SCHEMA = SCHEMAS / "experiment.schema.yaml"
@@ -86,6 +87,13 @@ def get_decoder_encoder(wildcards):
     return {}
 
 
+def get_prefetched(wildcards):
+    """The prefetch record, for the jobs that load pretrained artefacts from the Hub (none for the demo)."""
+    if needs_prefetch(experiment(wildcards.experiment)):
+        return {"prefetched": f"results/{wildcards.experiment}/prefetched.json"}
+    return {}
+
+
 def _all_datasets(name):
     exp = experiment(name)
     return [*exp.datasets, *exp.evaluate.external_datasets]
@@ -158,6 +166,27 @@ def _stage_params(stage):
     params = to_dict(stage)
     params["resources"] = {"gpus": stage.resources.gpus}
     return params
+
+
+def prefetch_params(wildcards):
+    """Only the keys that name Hub artefacts: editing anything else neither refetches nor reruns."""
+    exp = experiment(wildcards.experiment)
+    enc, dec = exp.encoder, exp.decoder
+    return {
+        "stages": exp.stages,
+        "encoder": {k: getattr(enc, k) for k in PREFETCH_ENCODER_KEYS},
+        "decoder": {k: getattr(dec, k) for k in ("kind", "model", "tokenizer")},
+    }
+
+
+PREFETCH_ENCODER_KEYS = (
+    "model",
+    "pretrained",
+    "pretrained_image",
+    "pretrained_text_model",
+    "pretrained_text",
+    "tokenizer",
+)
 
 
 def encoder_params(wildcards):

@@ -1,5 +1,6 @@
 rule train_decoder:
     input:
+        unpack(get_prefetched),
         unpack(get_decoder_encoder),
         chat=rules.convert_to_chat_format.output.chat,
     output:

@@ -1,5 +1,6 @@
 rule train_encoder:
     input:
+        unpack(get_prefetched),
         pairs=rules.split.output.pairs,
     output:
         encoder=report(

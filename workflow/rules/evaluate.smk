@@ -42,6 +42,7 @@ rule evaluate_encoder:
 
 rule evaluate_decoder:
     input:
+        unpack(get_prefetched),  # a LoRA adapter loads its base model from the cache
         chat=rules.convert_to_chat_format.output.chat,
         pairs=rules.split.output.pairs,  # labels for the probe of a captioner's own tower
         decoder=rules.train_decoder.output.decoder,

@@ -29,23 +29,45 @@ def dataset_problems(name: str, cfg: DatasetConfig, raw_dir: Path, *, source: st
     key = f"datasets.{name}"
     if cfg.source in ("path", "manifest"):
         if not cfg.path:
-            return [ConfigError("no folder given", file=source, key=f"{key}.path", expected="the dataset's folder")]
+            return [
+                ConfigError(
+                    "no folder given", file=source, key=f"{key}.path", expected="the dataset's folder"
+                )
+            ]
         folder = Path(cfg.path).expanduser()
         if not folder.is_dir():
             placeholder = "/path/to/" in cfg.path
             problem = f"'{cfg.path}' is {'still the placeholder' if placeholder else 'not a folder'}"
-            return [ConfigError(problem, file=source, key=f"{key}.path",
-                                expected="the folder holding your copy of the dataset (docs/sources.md says what it "
-                                         "contains and where to get it)")]
+            return [
+                ConfigError(
+                    problem,
+                    file=source,
+                    key=f"{key}.path",
+                    expected="the folder holding your copy of the dataset (docs/sources.md says what it "
+                    "contains and where to get it)",
+                )
+            ]
         if cfg.source == "manifest" and not (folder / cfg.manifest).is_file():
-            return [ConfigError(f"'{folder / cfg.manifest}' does not exist", file=source, key=f"{key}.manifest",
-                                expected="a CSV with the columns image and text inside the dataset's folder")]
+            return [
+                ConfigError(
+                    f"'{folder / cfg.manifest}' does not exist",
+                    file=source,
+                    key=f"{key}.manifest",
+                    expected="a CSV with the columns image and text inside the dataset's folder",
+                )
+            ]
     if cfg.source == "kaggle" and not (Path(raw_dir) / ".complete").is_file():
         from medlens.data.kaggle import find_credentials  # stdlib only; imported when a Kaggle source is used
 
         try:
             find_credentials()
         except ConfigError as e:
-            return [ConfigError(f"downloading it needs Kaggle credentials: {e.problem}", file=source, key=key,
-                                expected=e.expected)]
+            return [
+                ConfigError(
+                    f"downloading it needs Kaggle credentials: {e.problem}",
+                    file=source,
+                    key=key,
+                    expected=e.expected,
+                )
+            ]
     return []

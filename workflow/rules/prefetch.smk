@@ -1,0 +1,15 @@
+# Pretrained weights, processors and tokenizers from the Hugging Face Hub, fetched on the submit host (a
+# local rule) before any GPU job starts; the jobs then load them from the cache with the hub offline.
+rule prefetch_weights:
+    output:
+        record="results/{experiment}/prefetched.json",
+    log:
+        "results/logs/prefetch_weights/{experiment}.log",
+    benchmark:
+        "results/benchmarks/prefetch_weights/{experiment}.tsv"
+    params:
+        artefacts=prefetch_params,
+        offline=USER_HUB_OFFLINE,
+    localrule: True
+    script:
+        "../scripts/prefetch_weights.py"
