@@ -57,6 +57,8 @@ def launch(
     """
     if in_launcher(environ):
         return
+    # the jobs load pretrained artefacts from the cache prefetch_weights filled; the hub is off limits to them
+    logger.info("Hugging Face Hub offline: %s", environ.get("HF_HUB_OFFLINE", "unset"))
     claim_gpus(gpus, environ=environ)
     if gpus <= 1:
         return

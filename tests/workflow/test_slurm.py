@@ -119,7 +119,8 @@ def slurm_run(tmp_path_factory) -> SlurmRun:
     edit_experiment(workdir, light)
     profile = slurm_test_profile(partition, workdir / "profile")
     log = workdir / "results" / "logs" / "train_encoder" / "tiny.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    # the hub is not switched off here: the Snakefile must do it for every job (asserted in their logs)
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "CUDA_VISIBLE_DEVICES": ""}
     out_path = workdir / "snakemake.out"
     run = SlurmRun(workdir, -1, "")
     with open(out_path, "w") as out:
@@ -191,6 +192,8 @@ def test_gpu_stages_ask_slurm_for_their_gpu_and_data_stages_for_none(slurm_run):
     for rule in GPU_RULES:  # the allocation reached the job, which left it as SLURM set it
         log = (slurm_run.workdir / "results" / "logs" / rule / "tiny.log").read_text()
         assert re.search(r"GPU\(s\) given by SLURM: CUDA_VISIBLE_DEVICES=\d", log), rule
+        if rule.startswith("train_"):  # pretrained artefacts come from the cache prefetch_weights filled
+            assert "Hugging Face Hub offline: 1" in log, rule
     sbatch = [line for line in slurm_run.output.splitlines() if line.startswith("sbatch call:")]
     assert len(sbatch) == len(slurm_run.jobs)
     for line in sbatch:  # the early warning goes to training jobs only

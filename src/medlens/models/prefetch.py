@@ -25,6 +25,22 @@ __all__ = ["HubArtefact", "hub_artefacts", "needs_prefetch", "prefetch", "prefet
 
 logger = logging.getLogger(__name__)
 
+# copies of the weights no medlens loader reads: Meta's original checkpoints (Llama 3.2 Vision's 20 GB
+# original/), TensorFlow, Flax, ONNX, Rust and GGUF exports
+_IGNORE = [
+    "original/*",
+    "onnx/*",
+    "*.msgpack",
+    "*.h5",
+    "*.onnx",
+    "*.onnx_data",
+    "*.gguf",
+    "*.ot",
+    "tf_model*",
+    "flax_model*",
+    "rust_model*",
+]
+
 
 @dataclass(frozen=True)
 class HubArtefact:
@@ -140,46 +156,53 @@ def prefetch(
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
-        GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
-        RepositoryNotFoundError,
     )
 
     records = []
     for a in artefacts:
         try:
-            path = Path(snapshot_download(a.repo_id, cache_dir=cache_dir, local_files_only=offline))
-        except GatedRepoError as e:
-            raise ConfigError(
-                f"'{a.repo_id}' is gated and this account may not download it yet",
-                key=a.key,
-                expected=f"the licence accepted at https://huggingface.co/{a.repo_id} with the account whose token "
-                "is set here (`hf auth login`, or HF_TOKEN), then this rule rerun",
-            ) from e
-        except RepositoryNotFoundError as e:
-            raise ConfigError(
-                f"no Hub repository '{a.repo_id}' (or it is private)",
-                key=a.key,
-                expected="an existing repository id, or a local folder",
-            ) from e
+            path = Path(
+                snapshot_download(
+                    a.repo_id, cache_dir=cache_dir, local_files_only=offline, ignore_patterns=_IGNORE
+                )
+            )
         except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
             if a.optional:
                 logger.warning("%s: %s could not be fetched (%s); its stage falls back", a.key, a.repo_id, e)
                 records.append({"repo_id": a.repo_id, "key": a.key, "missing": str(e)})
                 continue
-            where = (
-                "is not in the Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "cannot be fetched"
-            )
-            raise ConfigError(
-                f"'{a.repo_id}' {where} ({type(e).__name__}: {e})",
-                key=a.key,
-                expected="the Hugging Face Hub reachable from this host (run the workflow from a "
-                "login node), or the repository already in the cache",
-            ) from e
+            raise _fetch_error(a, e, offline) from e
         logger.info("%s: %s at %s", a.key, a.repo_id, path)
         records.append({"repo_id": a.repo_id, "key": a.key, "revision": path.name, "path": str(path)})
     return records
+
+
+def _fetch_error(a: HubArtefact, e: Exception, offline: bool) -> ConfigError:
+    """What a failed fetch means for the user, naming the config key that asked for it."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if isinstance(e, GatedRepoError):  # a subclass of RepositoryNotFoundError: first
+        return ConfigError(
+            f"'{a.repo_id}' is gated and this account may not download it yet",
+            key=a.key,
+            expected=f"the licence accepted at https://huggingface.co/{a.repo_id} with the account whose token "
+            "is set here (`hf auth login`, or HF_TOKEN), then this rule rerun",
+        )
+    if isinstance(e, RepositoryNotFoundError):
+        return ConfigError(
+            f"no Hub repository '{a.repo_id}' (or it is private)",
+            key=a.key,
+            expected="an existing repository id, or a local folder",
+        )
+    where = "is not in the Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "cannot be fetched"
+    return ConfigError(
+        f"'{a.repo_id}' {where} ({type(e).__name__}: {e})",
+        key=a.key,
+        expected="the Hugging Face Hub reachable from this host (run the workflow from a login node), or the "
+        "repository already in the cache",
+    )
 
 
 def prefetch_experiment(
