@@ -156,6 +156,10 @@ class ResourcesConfig:
     cpus: int = 2  # CPU cores (per job; data-loader workers use them)
 
 
+# trackers both accelerate (the encoder's loop) and the Hugging Face Trainer (the decoders) report to
+Tracker = Literal["none", "tensorboard", "wandb", "mlflow", "comet_ml"]
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Contrastive image-text encoder: architecture, recipe and training loop (``train_encoder``)."""
@@ -217,6 +221,8 @@ class EncoderConfig:
     )
     dataloader_num_workers: int = 2  # data-loader processes
     seed: int = 0  # initialisation, shuffling and augmentation
+    # experiment trackers that receive the training curves too (results/<experiment>/tensorboard for TensorBoard)
+    report_to: list[Tracker] = field(default_factory=lambda: ["none"])
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what one train_encoder job asks for
 
 
@@ -246,6 +252,8 @@ class TrainerConfig:
     # of phantom reports), still shuffled
     train_sampling_strategy: Literal["random", "group_by_length"] = "random"
     seed: int = 0  # initialisation and shuffling
+    # experiment trackers that receive the training curves too (results/<experiment>/tensorboard for TensorBoard)
+    report_to: list[Tracker] = field(default_factory=lambda: ["none"])
 
     def __post_init__(self):
         # the Trainer only checks this when training starts; a config error should stop the dry run

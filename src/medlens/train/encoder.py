@@ -197,10 +197,10 @@ def train_encoder(
     logger.info("trained %d steps in %.1fs", state.step, time.perf_counter() - t0)
     if run.accelerator.is_main_process:
         _write_output(run, out_dir)
-        shutil.rmtree(
-            run.ckpt_dir, ignore_errors=True
-        )  # the encoder is in out_dir; resume state is done with
+        # the encoder is in out_dir; resume state is done with
+        shutil.rmtree(run.ckpt_dir, ignore_errors=True)
     run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()  # flushes and closes the trackers (and ends the process group)
     return TrainResult(state.step, state.best_step, state.best_metric, run.last_metrics)
 
 
@@ -213,9 +213,16 @@ def _setup(cfg: EncoderConfig, pairs_path: Path, out_dir: Path, zero_shot: ZeroS
     from medlens.models.encoders import create_encoder_for_training
 
     precision = resolve_precision(cfg.precision)
+    trackers = [t for t in cfg.report_to if t != "none"]
     accelerator = Accelerator(
-        mixed_precision={"fp32": "no"}.get(precision, precision), cpu=not torch.cuda.is_available()
+        mixed_precision={"fp32": "no"}.get(precision, precision),
+        cpu=not torch.cuda.is_available(),
+        log_with=trackers or None,
+        project_dir=str(out_dir.parent / "tensorboard"),  # results/<experiment>/tensorboard/encoder
     )
+    if trackers:  # the settings as the trackers' hyperparameters (scalars only: TensorBoard's hparams)
+        flat = {k: v for k, v in to_dict(cfg).items() if isinstance(v, bool | int | float | str)}
+        accelerator.init_trackers("encoder", config=flat)
     set_seed(cfg.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     parts = create_encoder_for_training(cfg)
@@ -364,19 +371,19 @@ def _log_step(run: _Run, loss: float, ema: float, data_time: float, batch_time: 
         batch_time,
         run.eta(state.step),
     )
+    row = {
+        "epoch": state.samples_seen / run.train_size,
+        "samples": state.samples_seen,
+        "train/loss": loss,
+        "lr": lr,
+        "logit_scale": scale,
+        "samples_per_s": rate,
+        "logit_bias": None if bias is None else float(bias.detach()),
+    }
     if run.metrics_csv is not None:
-        run.metrics_csv.write(
-            {
-                "step": state.step,
-                "epoch": state.samples_seen / run.train_size,
-                "samples": state.samples_seen,
-                "train/loss": loss,
-                "lr": lr,
-                "logit_scale": scale,
-                "samples_per_s": rate,
-                "logit_bias": None if bias is None else float(bias.detach()),
-            }
-        )
+        run.metrics_csv.write({"step": state.step, **row})
+    # and to the trackers of report_to (none by default)
+    run.accelerator.log({k: v for k, v in row.items() if v is not None}, step=state.step)
 
 
 def _validate_and_checkpoint(run: _Run, *, do_eval: bool) -> None:
@@ -398,6 +405,7 @@ def _validate_and_checkpoint(run: _Run, *, do_eval: bool) -> None:
             run.val_labels,
         )
         run.metrics_csv.write({"step": state.step, "samples": state.samples_seen, **run.last_metrics})
+        acc.log(run.last_metrics, step=state.step)
         logger.info(
             "eval at step %d: %s", state.step, " | ".join(f"{k} {v:.4f}" for k, v in run.last_metrics.items())
         )
@@ -419,7 +427,7 @@ def _validate_and_checkpoint(run: _Run, *, do_eval: bool) -> None:
 
 
 # settings that change how a run is carried out, not what it computes: editing them keeps its checkpoint
-_RUN_ONLY = ("resources", "dataloader_num_workers", "logging_steps", "save_steps")
+_RUN_ONLY = ("resources", "dataloader_num_workers", "logging_steps", "save_steps", "report_to")
 
 
 def _resume(ckpt_dir: Path, run: dict[str, Any], model, optimizer) -> TrainState:

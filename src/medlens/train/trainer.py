@@ -38,6 +38,7 @@ __all__ = [
     "TrainerProgress",
     "DecoderParts",
     "training_arguments",
+    "tracker_dir",
     "read_chat_splits",
     "run_trainer",
     "fit_decoder",
@@ -118,6 +119,11 @@ class PreemptionCallback(StopSignals, TrainerCallback):
         return control
 
 
+def tracker_dir(out_dir: Path, stage: str) -> Path:
+    """Where a stage's trackers write: ``results/<experiment>/tensorboard/<stage>`` for ``out_dir`` its output."""
+    return out_dir.parent / "tensorboard" / stage
+
+
 def training_arguments(cfg: DecoderConfig, ckpt_dir: Path, has_val: bool) -> TrainingArguments:
     """``cfg.trainer`` as TrainingArguments (same names), plus what medlens decides: precision, evaluation, logging."""
     precision = resolve_precision(cfg.precision)
@@ -135,7 +141,6 @@ def training_arguments(cfg: DecoderConfig, ckpt_dir: Path, has_val: bool) -> Tra
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
-        report_to="none",
         remove_unused_columns=False,
         disable_tqdm=not sys.stderr.isatty(),
         # non-reentrant checkpointing needs no input that requires grad (frozen embeddings under LoRA)
@@ -278,6 +283,8 @@ def fit_decoder(
     set_seed(cfg.trainer.seed)
     chat_dir, out_dir = Path(chat_dir), Path(out_dir)
     ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
+    # TensorBoard (report_to) writes beside the model: the default, inside the checkpoints, is deleted at the end
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(tracker_dir(out_dir, "decoder"))
     train_records, val_records = read_chat_splits(chat_dir)
     if cfg.early_stopping_patience and val_records and not cfg.trainer.load_best_model_at_end:
         raise ConfigError(

@@ -281,3 +281,17 @@ def test_training_progress_goes_to_the_log_with_rate_and_eta_not_to_stdout(chat,
     assert [s.split(" | ")[0] for s in steps] == ["step 2/4 (50%)", "step 4/4 (100%)"]
     assert all(re.search(r"\| [\d.]+ samples/s \| eta \d+(m\d\ds|s)$", s) and "| loss " in s for s in steps)
     assert "{'loss'" not in capsys.readouterr().out  # the Trainer's own print of each log dict is gone
+
+
+def test_report_to_tensorboard_writes_the_decoder_curves_beside_the_model(chat, tmp_path):
+    import dataclasses
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _small(max_steps=2, logging_steps=1)
+    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, report_to=["tensorboard"]))
+    dec.train_decoder(cfg, chat, tmp_path / "exp" / "decoder")
+    events = sorted((tmp_path / "exp" / "tensorboard" / "decoder").glob("**/events.out.tfevents.*"))
+    assert events and not (tmp_path / "exp" / "decoder.ckpt").exists()
+    tags = set().union(*(EventAccumulator(str(e.parent)).Reload().Tags()["scalars"] for e in events))
+    assert "train/loss" in tags

@@ -258,3 +258,13 @@ def test_the_progress_line_says_how_long_is_left(pairs, tmp_path, caplog):
     assert steps and all(
         re.search(r"samples/s \| data [\d.]+s batch [\d.]+s \| eta \d+(m\d\ds|s)$", s) for s in steps
     )
+
+
+def test_report_to_tensorboard_writes_the_training_curves_offline(pairs, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = EncoderConfig(**TINY, max_steps=4, eval_steps=2, save_steps=4, report_to=["tensorboard"])
+    train_encoder(cfg, pairs, tmp_path / "run" / "encoder")
+    events = sorted((tmp_path / "run" / "tensorboard" / "encoder").glob("**/events.out.tfevents.*"))
+    scalars = set().union(*(EventAccumulator(str(e.parent)).Reload().Tags()["scalars"] for e in events))
+    assert {"train/loss", "lr", "val/loss"} <= scalars
