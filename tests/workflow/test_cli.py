@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,9 @@ def runs(tiny_run, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     _inputs(tiny_run, folder)
     enc, dec = str(tiny_run / EXP / "encoder"), str(tiny_run / EXP / "decoder")
     images = [str(folder / n) for n in IMAGES]
+    moved = tmp_path_factory.mktemp("elsewhere")  # model folders copied away from results/: self-describing
+    shutil.copytree(enc, moved / "encoder")
+    shutil.copytree(dec, moved / "decoder")
     commands = {
         "classify": [
             "classify",
@@ -77,6 +81,8 @@ def runs(tiny_run, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         "info": ["info", str(tiny_run / EXP), "--format", "json"],
         "export": ["export", "--model", enc, "--format", "onnx", "--out", str(folder / "onnx")],
         "usage": ["classify", "--model", enc],
+        "classify_moved": ["classify", "--model", str(moved / "encoder"), images[0], "--format", "jsonl"],
+        "generate_moved": ["generate", "--model", str(moved / "decoder"), images[0], "--format", "jsonl"],
     }
     # one thread each: the commands already run side by side, and tiny models gain nothing from more
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
@@ -204,3 +210,15 @@ def test_onnx_export_is_verified_and_usable_from_its_card_alone(runs, tiny_run):
 def test_usage_errors_exit_2(runs):
     proc = runs["usage"]
     assert proc.returncode == 2 and "IMAGE" in proc.stderr
+
+
+def test_a_model_folder_copied_out_of_results_prepares_images_as_training_did(runs):
+    # no --modality/--store-size: the folder's medlens.json says how its training images were prepared
+    for name in ("classify_moved", "generate_moved"):
+        assert runs[name].returncode == 0, runs[name].stderr
+    moved = json.loads(runs["classify_moved"].stdout.splitlines()[0])
+    in_place = json.loads((runs["folder"] / "labels.jsonl").read_text().splitlines()[0])
+    # alone in its batch here, with two others in place: the same numbers to float rounding
+    assert moved["probabilities"] == pytest.approx(in_place["probabilities"], abs=1e-6)
+    report = json.loads(runs["generate_moved"].stdout.splitlines()[0])
+    assert report["report"] == json.loads(runs["generate"].stdout.splitlines()[0])["report"]

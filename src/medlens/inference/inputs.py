@@ -18,8 +18,8 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import pyarrow.parquet as pq
 from PIL import Image
 
 from medlens.data.images import encode_image, load_image, prepare_image
@@ -78,9 +78,10 @@ def resolve_preprocessing(
 ) -> Preprocessing:
     """The modality and store size of the images a model folder was trained on.
 
-    A model folder is ``results/<experiment>/{encoder,decoder}``: the modalities are read from
-    ``results/<experiment>/data/pairs.parquet`` and each dataset's ``store_size`` from the metadata
-    of ``results/prepared/<dataset>.parquet``. Values passed in take precedence.
+    Read from the folder itself (``medlens.json``'s ``preprocessing``, written when it was trained), so the
+    folder works wherever it is copied; a folder written before that record existed is read from its
+    ``results/<experiment>/`` tree (``data/pairs.parquet`` and ``results/prepared/<dataset>.parquet``).
+    Values passed in take precedence.
 
     Args:
         model_dir: the encoder or decoder folder.
@@ -93,24 +94,16 @@ def resolve_preprocessing(
     Raises:
         ConfigError: when a value cannot be read and was not given (the message says which option sets it).
     """
-    from medlens.data.prepare import read_prepared_summary
-
     if store_size is not None and store_size < 1:
         raise ConfigError(
             f"store size {store_size}", key="--store-size", expected="a positive number of pixels"
         )
     if modality is not None and store_size is not None:
         return Preprocessing(modality, store_size, "given on the command line")
-    pairs = Path(model_dir).parent / "data" / "pairs.parquet"
-    if not pairs.is_file():
-        raise ConfigError(
-            f"cannot tell how the training images of '{model_dir}' were prepared: {pairs} not found",
-            key="--modality/--store-size",
-            expected="the model inside its results/<experiment>/ folder, or both --modality "
-            "(e.g. chest_xray) and --store-size (the dataset's store_size, default 320)",
-        )
-    rows = pq.read_table(pairs, columns=["dataset", "modality"]).to_pylist()
-    modalities = Counter(r["modality"] for r in rows)
+    entries, where = _training_images(Path(model_dir))
+    modalities = Counter()
+    for e in entries:
+        modalities[e["modality"]] += e["rows"]
     if modality is None:
         if len(modalities) != 1:
             raise ConfigError(
@@ -124,38 +117,41 @@ def resolve_preprocessing(
             "--modality %s: the model was trained on %s only", modality, ", ".join(sorted(modalities))
         )
     if store_size is not None:
-        return Preprocessing(modality, store_size, f"modality from {pairs}; store size given")
-    datasets = sorted(
-        {r["dataset"] for r in rows if r["modality"] == modality} or {r["dataset"] for r in rows}
-    )
-    sizes: dict[str, int] = {}
-    prepared_dir = pairs.parents[2] / "prepared"
-    for name in datasets:
-        prepared = prepared_dir / f"{name}.parquet"
-        size = (
-            (read_prepared_summary(prepared).get("config") or {}).get("store_size")
-            if prepared.is_file()
-            else None
+        return Preprocessing(modality, store_size, f"modality from {where}; store size given")
+    chosen = [e for e in entries if e["modality"] == modality] or entries
+    unknown = [e["dataset"] for e in chosen if e["store_size"] is None]
+    if unknown:
+        raise ConfigError(
+            f"the store size of dataset '{unknown[0]}' is unknown ({where} does not record it)",
+            key="--store-size",
+            expected="the dataset's store_size in pixels",
         )
-        if size is None:
-            raise ConfigError(
-                f"the store size of dataset '{name}' is unknown: {prepared} is missing or has no "
-                "medlens metadata",
-                key="--store-size",
-                expected="the dataset's store_size in pixels",
-            )
-        sizes[name] = int(size)
+    sizes = {e["dataset"]: e["store_size"] for e in chosen}
     if len(set(sizes.values())) != 1:
         raise ConfigError(
             f"the training datasets were stored at different sizes {sizes}",
             key="--store-size",
             expected=f"one of {sorted(set(sizes.values()))}",
         )
-    return Preprocessing(
-        modality,
-        next(iter(sizes.values())),
-        f"{pairs} (modality) and {prepared_dir}/{{{','.join(datasets)}}}.parquet (store size)",
-    )
+    return Preprocessing(modality, next(iter(sizes.values())), f"{where} (datasets {', '.join(sizes)})")
+
+
+def _training_images(model_dir: Path) -> tuple[list[dict[str, Any]], str]:
+    """The folder's record of its training images, else what its ``results/`` tree says, and where it came from."""
+    recorded = read_medlens_json(model_dir).get("preprocessing")
+    if recorded:
+        return recorded, f"{model_dir / 'medlens.json'}"
+    from medlens.data.preprocessing import describe_training_images
+
+    pairs = model_dir.parent / "data" / "pairs.parquet"
+    if not pairs.is_file():
+        raise ConfigError(
+            f"cannot tell how the training images of '{model_dir}' were prepared: its medlens.json records it not, "
+            f"and {pairs} is not there",
+            key="--modality/--store-size",
+            expected="both --modality (e.g. chest_xray) and --store-size (the dataset's store_size, default 320)",
+        )
+    return describe_training_images(pairs), f"{pairs} and results/prepared/"
 
 
 def model_input(src, prep: Preprocessing) -> Image.Image:

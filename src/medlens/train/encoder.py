@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from medlens import __version__, environment
 from medlens.config import EncoderConfig, ZeroShotConfig, to_dict
 from medlens.data.datasets import PairsDataset, StepBatchSampler, read_split
+from medlens.data.preprocessing import describe_training_images
 from medlens.errors import MedlensError
 from medlens.io import atomic_dir, atomic_path
 from medlens.precision import resolve_precision
@@ -130,6 +131,7 @@ class _Run:
     val_labels: list[str] = dataclasses.field(default_factory=list)  # labels with both classes in val
     metrics_csv: _MetricsCsv | None = None  # main process only
     train_size: int = 0  # pairs in the train split (for the epoch count)
+    pairs_path: Path | None = None
     last_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     eval_step: int | None = None  # the step last validated (the same on every rank)
     eta: Eta | None = None
@@ -273,6 +275,7 @@ def _setup(cfg: EncoderConfig, pairs_path: Path, out_dir: Path, zero_shot: ZeroS
         val_table.num_rows,
         zero_shot,
         eta=Eta(steps, state.step),
+        pairs_path=pairs_path,
         train_size=len(train_set),
     )
     _setup_validation(run, val_table)
@@ -483,6 +486,8 @@ def _write_output(run: _Run, out_dir: Path) -> None:
                 "last.safetensors": f"after step {state.step}",
             },
             "environment": environment.record(),
+            # how the training images were prepared: new images are prepared the same way from this folder alone
+            "preprocessing": describe_training_images(run.pairs_path),
         }
         (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
         with atomic_path(tmp / "README.md") as card:

@@ -275,6 +275,7 @@ def fit_decoder(
 
     from medlens import __version__, environment
     from medlens.config import to_dict
+    from medlens.data.preprocessing import describe_training_images
     from medlens.io import atomic_dir
     from medlens.train.checkpoint import claim_trainer_checkpoints, resume_config
 
@@ -344,7 +345,9 @@ def fit_decoder(
     logger.info("decoder trained: %s", summary)
     if trainer.is_world_process_zero():  # one process writes the output (the others hold the same weights)
         with atomic_dir(out_dir) as tmp:
+            pairs = chat_dir.parent / "pairs.parquet"  # how the training images were prepared, for new ones
             info = {
+                "preprocessing": describe_training_images(pairs) if pairs.is_file() else None,
                 "medlens_version": __version__,
                 "kind": cfg.kind,
                 "config": to_dict(cfg),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -32,6 +33,20 @@ def test_preprocessing_is_read_from_the_experiment(experiment):
     given = resolve_preprocessing(experiment / "encoder", modality="dermatology", store_size=100)
     assert (given.modality, given.store_size) == ("dermatology", 100)
     assert resolve_preprocessing(experiment / "encoder", store_size=90).store_size == 90
+
+
+def test_a_model_folder_that_records_its_training_images_needs_nothing_around_it(tmp_path):
+    rows = [{"dataset": "knee", "modality": "knee_xray"}, {"dataset": "knee", "modality": "knee_xray"}]
+    model = _experiment_with(tmp_path, rows, {"knee": 448})
+    from medlens.data.preprocessing import describe_training_images
+
+    record = describe_training_images(model.parent / "data" / "pairs.parquet")
+    assert record == [{"dataset": "knee", "modality": "knee_xray", "store_size": 448, "rows": 2}]
+    moved = tmp_path / "elsewhere" / "encoder"
+    moved.mkdir(parents=True)
+    (moved / "medlens.json").write_text(json.dumps({"preprocessing": record}))
+    prep = resolve_preprocessing(moved)  # no results/ tree around it
+    assert (prep.modality, prep.store_size) == ("knee_xray", 448) and "medlens.json" in prep.source
 
 
 def test_a_model_outside_its_experiment_needs_the_options(tmp_path):
