@@ -30,7 +30,7 @@ from medlens.data.schema import SPLITS
 from medlens.errors import DataError
 from medlens.io import atomic_dir
 
-__all__ = ["convert_to_chat", "read_chat", "IMAGE_TOKEN", "build_messages"]
+__all__ = ["convert_to_chat", "read_chat", "report_prompt", "IMAGE_TOKEN", "build_messages"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,3 +161,26 @@ def read_chat(path: str | os.PathLike) -> list[dict[str, Any]]:
                 )
             records.append({**rec, "images": [str(p) for p in resolved]})
     return records
+
+
+def report_prompt(chat_dir: str | os.PathLike) -> str | None:
+    """The user turn of the report rows of ``chat_dir/train.jsonl`` (the experiment's ``chat.prompt``), image mark
+    removed; VQA rows carry their own questions, so a row counts only when ``pairs.parquet`` (beside the chat
+    folder) says its text is not a VQA answer. None when the files are not there or hold no report row."""
+    chat_dir = Path(chat_dir)
+    chat, pairs = chat_dir / "train.jsonl", chat_dir.parent / "pairs.parquet"
+    if not chat.is_file() or not pairs.is_file():
+        return None
+    table = pq.read_table(pairs, columns=["id", "text_source"])
+    report_ids = {
+        i
+        for i, s in zip(table["id"].to_pylist(), table["text_source"].to_pylist(), strict=True)
+        if s != "vqa"
+    }
+    with open(chat, encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            if record.get("id") in report_ids:
+                user = next(m["content"] for m in record["messages"] if m["role"] == "user")
+                return user.replace(IMAGE_TOKEN, "")
+    return None

@@ -149,33 +149,18 @@ def classify_images(
 
 
 def training_prompt(decoder_dir: str | os.PathLike) -> str | None:
-    """The user turn a decoder was trained to answer with a report, read from its experiment's chat data.
-
-    The prompt of report/caption rows is the experiment's ``chat.prompt``; VQA rows carry their own
-    questions, so a row counts only when ``pairs.parquet`` says its text is not a VQA answer.
+    """The user turn a decoder was trained to answer with a report: recorded in its ``medlens.json``, else read
+    from its experiment's chat data (a folder from before the record).
 
     Returns:
-        The prompt without the image mark, or None when the experiment's data is not next to the folder.
+        The prompt without the image mark, or None when neither says.
     """
-    from medlens.data.chat_format import IMAGE_TOKEN
+    from medlens.data.chat_format import report_prompt
 
-    data = Path(decoder_dir).parent / "data"
-    chat, pairs = data / "chat" / "train.jsonl", data / "pairs.parquet"
-    if not chat.is_file() or not pairs.is_file():
-        return None
-    table = pq.read_table(pairs, columns=["id", "text_source"])
-    report_ids = {
-        i
-        for i, s in zip(table["id"].to_pylist(), table["text_source"].to_pylist(), strict=True)
-        if s != "vqa"
-    }
-    with open(chat, encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            if record.get("id") in report_ids:
-                user = next(m["content"] for m in record["messages"] if m["role"] == "user")
-                return user.replace(IMAGE_TOKEN, "")
-    return None
+    recorded = read_medlens_json(decoder_dir).get("prompt")
+    if recorded is not None:
+        return recorded
+    return report_prompt(Path(decoder_dir).parent / "data" / "chat")
 
 
 def generation_settings(decoder_dir: str | os.PathLike, **overrides: Any) -> tuple[GenerationConfig, str]:

@@ -275,6 +275,7 @@ def fit_decoder(
 
     from medlens import __version__, environment
     from medlens.config import to_dict
+    from medlens.data.chat_format import report_prompt
     from medlens.data.preprocessing import describe_training_images
     from medlens.io import atomic_dir
     from medlens.train.checkpoint import claim_trainer_checkpoints, resume_config
@@ -348,6 +349,9 @@ def fit_decoder(
             pairs = chat_dir.parent / "pairs.parquet"  # how the training images were prepared, for new ones
             info = {
                 "preprocessing": describe_training_images(pairs) if pairs.is_file() else None,
+                "prompt": report_prompt(
+                    chat_dir
+                ),  # the user turn it answers with a report (VLMs; None: none)
                 "medlens_version": __version__,
                 "kind": cfg.kind,
                 "config": to_dict(cfg),
