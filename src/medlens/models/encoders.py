@@ -28,6 +28,7 @@ __all__ = [
     "create_encoder",
     "create_encoder_for_training",
     "encoder_model_card",
+    "stock_loading_code",
     "TrainableEncoder",
     "create_tokenizer",
     "image_transform",
@@ -402,6 +403,37 @@ def load_encoder(path: str | os.PathLike, *, device: str | torch.device | None =
     )
 
 
+def stock_loading_code(model_cfg: dict[str, Any], folder: str = ".") -> list[str]:
+    """Lines of Python that load the folder with open_clip alone, model, transforms and tokenizer.
+
+    open_clip builds a timm tower at the timm model's own input size whatever ``image_size`` says (its
+    ``TimmModel`` does not pass it on), so a tower trained at another size is resized before its weights load.
+    """
+    lines = ["import open_clip", f'folder = "{folder}"  # this folder']
+    size = model_cfg["vision_cfg"].get("image_size")
+    timm_name = model_cfg["vision_cfg"].get("timm_model_name")
+    native = _timm_native_size(timm_name) if timm_name else None
+    if native is not None and size is not None and native != size:
+        lines += [
+            "from safetensors.torch import load_file",
+            'model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", load_weights=False)',
+            f"model.visual.trunk.set_input_size(img_size={size})  # open_clip builds timm towers at {native} px",
+            'model.load_state_dict(load_file(f"{folder}/open_clip_model.safetensors"))',
+        ]
+    else:
+        lines.append('model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")')
+    lines.append('tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")')
+    return lines
+
+
+def _timm_native_size(name: str) -> int | None:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    size = getattr(cfg, "input_size", None) if cfg is not None else None
+    return int(size[-1]) if size else None
+
+
 def encoder_model_card(
     info: dict[str, Any], preprocess_cfg: dict[str, Any], model_cfg: dict[str, Any], steps: int
 ) -> str:
@@ -413,7 +445,11 @@ def encoder_model_card(
         [
             f"# medlens encoder: preset `{cfg['preset']}` (open_clip `{cfg['model']}`)",
             "",
-            "Load with `open_clip.create_model('local-dir:<this folder>')` or `medlens.models.encoders.load_encoder`.",
+            "Load it with open_clip alone (or `medlens.models.encoders.load_encoder`):",
+            "",
+            "```python",
+            *stock_loading_code(model_cfg),
+            "```",
             "",
             f"- trained: {info['steps']} of {steps} steps, {info['samples_seen']:,} pairs seen; {info['n_train']} train / "
             f"{info['n_val']} validation pairs; loss `{cfg['loss']}`, optimizer `{cfg['optim']}` learning rate {cfg['learning_rate']}",
