@@ -155,6 +155,21 @@ class _Report:
             self.failed += 1
             print(f"medlens {self.command}: error: {f.error}", file=sys.stderr)
 
+    def far_from_training(self, records: list[dict[str, Any]]) -> None:
+        """A warning for each image far outside the model's training images (``ood_score``, medlens.models.ood)."""
+        from medlens.models.ood import OOD_WARN_AT
+
+        for rec in records:
+            score = rec.get("ood_score")
+            if score is not None and score > OOD_WARN_AT:
+                print(
+                    f"medlens {self.command}: warning: {rec['image']} lies far outside the images this model was "
+                    f"trained on (out-of-distribution score {score:.1f}; 1 is the 99th percentile of held-out "
+                    f"images like its training ones, warnings start at {OOD_WARN_AT:g}): its output may mean "
+                    "nothing",
+                    file=sys.stderr,
+                )
+
     def status(self, total: int) -> int:
         if self.failed:
             print(f"medlens {self.command}: {self.failed} of {total} inputs failed", file=sys.stderr)
@@ -187,6 +202,28 @@ def _check_out(args: argparse.Namespace) -> None:
         check_output(args.out, overwrite=args.overwrite, protect=[args.model])
 
 
+def _ood_line(record: dict[str, Any]) -> str:
+    score = record.get("ood_score")
+    return (
+        ""
+        if score is None
+        else f"\n(out-of-distribution score {score:.2f}; 1 = 99th percentile of held-out training images)"
+    )
+
+
+def _decoder_ood(model: Path, items, prep, batch_size: int) -> dict[str, float] | None:
+    """Scores of the images by the captioner's own tower, when the folder records its training images."""
+    from medlens.inference.predict import ood_scores
+    from medlens.models.ood import load_ood
+
+    scorer = load_ood(model)
+    if scorer is None or not (model / "encoder_final").is_dir():
+        return None
+    from medlens.models.captioner import ImageTower
+
+    return ood_scores(ImageTower(model / "encoder_final"), items, prep, scorer, batch_size=batch_size)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from medlens.inference import list_images, resolve_preprocessing
     from medlens.inference.predict import generate_reports, generation_settings, training_prompt
@@ -202,6 +239,7 @@ def _generate(args: argparse.Namespace) -> int:
     )
     generator = load_generator(args.model)
     items = list_images(args.images)
+    ood = _decoder_ood(args.model, items, prep, args.batch_size)
     records, failures = generate_reports(
         generator,
         items,
@@ -210,9 +248,12 @@ def _generate(args: argparse.Namespace) -> int:
         prompt=args.prompt or training_prompt(args.model),
         batch_size=args.batch_size,
     )
+    for rec in records:
+        rec["ood_score"] = ood.get(rec["image"]) if ood is not None else None
     report = _Report("generate")
     report.failures(failures)
-    _write(records, failures, args.format, args.out, lambda r: r["report"])
+    report.far_from_training(records)
+    _write(records, failures, args.format, args.out, lambda r: r["report"] + _ood_line(r))
     return report.status(len(items))
 
 
@@ -220,22 +261,28 @@ def _classify(args: argparse.Namespace) -> int:
     from medlens.inference import list_images, resolve_preprocessing
     from medlens.inference.predict import classify_images, zero_shot_setup
     from medlens.models.encoders import load_encoder
+    from medlens.models.ood import load_ood
 
     _check_out(args)
     encoder = load_encoder(args.model)  # first: a folder that is not an encoder is the clearest error
     labels, templates = zero_shot_setup(args.model, args.labels, args.prompts)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
     items = list_images(args.images)
-    records, failures = classify_images(encoder, items, prep, labels, templates, batch_size=args.batch_size)
+    records, failures = classify_images(
+        encoder, items, prep, labels, templates, batch_size=args.batch_size, ood=load_ood(args.model)
+    )
     report = _Report("classify")
     report.failures(failures)
+    report.far_from_training(records)
     width = max(len(lab) for lab in labels)
     _write(
         records,
         failures,
         args.format,
         args.out,
-        lambda r: "\n".join(f"{lab:<{width}}  {p:.4f}" for lab, p in r["probabilities"].items()),
+        lambda r: (
+            "\n".join(f"{lab:<{width}}  {p:.4f}" for lab, p in r["probabilities"].items()) + _ood_line(r)
+        ),
     )
     return report.status(len(items))
 
@@ -244,6 +291,7 @@ def _embed(args: argparse.Namespace) -> int:
     from medlens.inference import list_images, resolve_preprocessing
     from medlens.inference.predict import embed_images
     from medlens.models.encoders import load_encoder
+    from medlens.models.ood import load_ood
 
     _check_out(args)
     items = list_images(args.images, with_text=args.text)
@@ -257,6 +305,7 @@ def _embed(args: argparse.Namespace) -> int:
         with_text=args.text,
         batch_size=args.batch_size,
         model_dir=str(args.model),
+        ood=load_ood(args.model),
     )
     report = _Report("embed")
     report.failures(failures)

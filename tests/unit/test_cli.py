@@ -122,7 +122,8 @@ def test_generate_jsonl_has_one_line_per_input_errors_included(experiment, image
     )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert status == cli.EXIT_FAILED
-    assert lines[0] == {"id": str(image), "image": str(image), "report": "RGB 48x32"}
+    # no ood.safetensors in this folder: no score (a trained one has it)
+    assert lines[0] == {"id": str(image), "image": str(image), "report": "RGB 48x32", "ood_score": None}
     assert lines[1]["id"] == "gone.png" and lines[1]["error"].startswith("gone.png: image file not found")
 
 

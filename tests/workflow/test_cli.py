@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,11 @@ def _inputs(tiny_run: Path, folder: Path) -> None:
         "corrupt.png,broken,No effusion.\nb16.png,second,Normal chest radiograph.\n"
     )
     (folder / "ids.json").write_text(json.dumps([r["id"] for r in rows]))
+    # not a radiograph: a colour photograph-like picture (smooth hues, a bright disc)
+    yy, xx = np.mgrid[0:96, 0:96] / 95.0
+    photo = np.stack([xx, yy, 1 - xx * yy], axis=-1)
+    photo[(xx - 0.6) ** 2 + (yy - 0.4) ** 2 < 0.05] = [1.0, 0.9, 0.1]
+    Image.fromarray((photo * 255).astype(np.uint8)).save(folder / "photo.png")
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +88,24 @@ def runs(tiny_run, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
         "export": ["export", "--model", enc, "--format", "onnx", "--out", str(folder / "onnx")],
         "usage": ["classify", "--model", enc],
         "classify_moved": ["classify", "--model", str(moved / "encoder"), images[0], "--format", "jsonl"],
+        "generate_far": [
+            "generate",
+            "--model",
+            dec,
+            images[0],
+            str(folder / "photo.png"),
+            "--format",
+            "jsonl",
+        ],
+        "classify_far": [
+            "classify",
+            "--model",
+            enc,
+            images[0],
+            str(folder / "photo.png"),
+            "--format",
+            "jsonl",
+        ],
         "generate_moved": ["generate", "--model", str(moved / "decoder"), images[0], "--format", "jsonl"],
     }
     # one thread each: the commands already run side by side, and tiny models gain nothing from more
@@ -222,3 +246,19 @@ def test_a_model_folder_copied_out_of_results_prepares_images_as_training_did(ru
     assert moved["probabilities"] == pytest.approx(in_place["probabilities"], abs=1e-6)
     report = json.loads(runs["generate_moved"].stdout.splitlines()[0])
     assert report["report"] == json.loads(runs["generate"].stdout.splitlines()[0])["report"]
+
+
+@pytest.mark.parametrize("command", ["generate_far", "classify_far"])
+def test_an_image_far_from_the_training_images_is_warned_about_with_its_score(runs, command):
+    proc = runs[command]
+    assert proc.returncode == 0, proc.stderr
+    scores = {Path(r["image"]).name: r["ood_score"] for r in map(json.loads, proc.stdout.splitlines())}
+    verb = command.split("_")[0]
+    assert scores["photo.png"] > 2 > scores["a.png"]  # a test-split phantom is like the training images
+    warning = re.search(
+        rf"medlens {verb}: warning: \S+photo\.png lies far outside the images this model was "
+        rf"trained on \(out-of-distribution score ([\d.]+);",
+        proc.stderr,
+    )
+    assert warning and float(warning.group(1)) == pytest.approx(scores["photo.png"], abs=0.05)
+    assert "a.png lies far" not in proc.stderr

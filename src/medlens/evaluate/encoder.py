@@ -165,6 +165,26 @@ def _split_probes(
     )
 
 
+def ood_summary(model_dir: str | os.PathLike, feats: np.ndarray) -> dict[str, Any] | None:
+    """The out-of-distribution scores of the evaluation images (``medlens.models.ood``): quantiles and the share
+    ``medlens`` would warn about. None for a folder without ``ood.safetensors``."""
+    from medlens.models.ood import OOD_WARN_AT, load_ood
+
+    scorer = load_ood(model_dir)
+    if scorer is None or not len(feats):
+        return None
+    scores = scorer.score(feats)
+    return {
+        "n": int(len(scores)),
+        "quantiles": {q: float(np.quantile(scores, float(q))) for q in ("0.5", "0.9", "0.99")},
+        "max": float(scores.max()),
+        "warn_at": OOD_WARN_AT,
+        "share_warned": float(np.mean(scores > OOD_WARN_AT)),
+        "protocol": "Mahalanobis distance to the training images' embeddings (Ledoit-Wolf covariance), over the "
+        "99th percentile of held-out validation images' distances",
+    }
+
+
 def evaluate_encoder(
     cfg: EvalConfig,
     pairs_path: str | os.PathLike,
@@ -190,6 +210,7 @@ def evaluate_encoder(
     }
     if cfg.linear_probe.enabled:
         result["linear_probe"] = _split_probes(rows, feats, cfg)
+    result["ood"] = ood_summary(encoder_dir, feats[cfg.split])
     result["external"] = {}
     for path in external:
         ext_rows = _read_rows(path, None, cfg.max_samples, cfg.seed)
@@ -218,30 +239,6 @@ def evaluate_encoder(
     return result
 
 
-class _ImageTower:
-    """``encode_images`` of a bare open_clip image tower, e.g. the captioner's ``decoder/encoder_final``."""
-
-    def __init__(self, tower_dir: str | os.PathLike):
-        import torch
-
-        from medlens.models.captioner import load_vision_encoder
-        from medlens.models.encoders import image_transform
-
-        visual, preprocess_cfg = load_vision_encoder(tower_dir)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.visual = visual.to(self.device)
-        self.transform = image_transform(preprocess_cfg, train=False)
-
-    def encode_images(self, images: list[Any]):
-        import torch
-
-        with torch.no_grad():
-            pixels = torch.stack([self.transform(im) for im in images]).to(self.device)
-            return torch.nn.functional.normalize(
-                self.visual(pixels), dim=-1
-            )  # pooled, as open_clip's encode_image
-
-
 def probe_image_tower(
     cfg: EvalConfig, pairs_path: str | os.PathLike, tower_dir: str | os.PathLike
 ) -> dict[str, Any]:
@@ -250,7 +247,9 @@ def probe_image_tower(
     Seed 004 (LAPVQA) probes its captioner's own tower; ``train_decoder`` writes that tower to
     ``decoder/encoder_final/``.
     """
-    return _split_probes(*_encode_splits(_ImageTower(tower_dir), pairs_path, cfg), cfg)
+    from medlens.models.captioner import ImageTower
+
+    return _split_probes(*_encode_splits(ImageTower(tower_dir), pairs_path, cfg), cfg)
 
 
 def _write_tables(result: dict[str, Any], out_per_label, out_roc) -> None:

@@ -93,8 +93,13 @@ def _image_features(
         if loaded:
             done.extend(item for item, _ in loaded)
             feats.append(encoder.encode_images([img for _, img in loaded]).float().cpu().numpy())
-    dim = int(encoder.model_cfg["embed_dim"])
-    return done, (np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)), failures
+    if feats:
+        return done, np.concatenate(feats), failures
+    return (
+        done,
+        np.zeros((0, int(getattr(encoder, "model_cfg", {}).get("embed_dim", 0))), np.float32),
+        failures,
+    )
 
 
 def _encode_texts(encoder, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -114,6 +119,7 @@ def classify_images(
     templates: str,
     *,
     batch_size: int = 64,
+    ood: Any = None,
 ) -> tuple[list[dict[str, Any]], list[Failure]]:
     """Zero-shot probability of each label for each image.
 
@@ -124,10 +130,11 @@ def classify_images(
         labels: label names (see :func:`zero_shot_setup`).
         templates: prompt set name or YAML path.
         batch_size: images encoded at once.
+        ood: the model folder's :class:`~medlens.models.ood.OodScorer` (None: no ``ood_score``).
 
     Returns:
-        ``(records, failures)``; a record is ``{"id", "image", "probabilities": {label: p}}``, where
-        ``p = exp(pos) / (exp(pos) + exp(neg))`` with the encoder's own logit scale (CheXzero's rule).
+        ``(records, failures)``; a record is ``{"id", "image", "probabilities": {label: p}, "ood_score"}``,
+        where ``p = exp(pos) / (exp(pos) + exp(neg))`` with the encoder's own logit scale (CheXzero's rule).
     """
     from medlens.evaluate.zero_shot import zero_shot_probabilities
 
@@ -137,15 +144,26 @@ def classify_images(
     probs = zero_shot_probabilities(
         feats, lambda t: _encode_texts(encoder, t), list(labels), templates, logit_scale=encoder.logit_scale
     )  # [N, L]
+    scores = ood.score(feats) if ood is not None else [None] * len(done)
     records = [
         {
             "id": item.id,
             "image": str(item.path),
             "probabilities": {lab: float(p) for lab, p in zip(labels, row, strict=True)},
+            "ood_score": None if score is None else float(score),
         }
-        for item, row in zip(done, probs, strict=True)
+        for item, row, score in zip(done, probs, scores, strict=True)
     ]
     return records, failures
+
+
+def ood_scores(
+    encoder, items: Sequence[ImageInput], prep: Preprocessing, ood: Any, *, batch_size: int = 64
+) -> dict[str, float]:
+    """``{image path: out-of-distribution score}`` of the images that could be read (``encoder`` is anything
+    with ``encode_images``: an encoder, or a captioner's own tower)."""
+    done, feats, _ = _image_features(encoder, items, prep, batch_size)
+    return {str(item.path): float(s) for item, s in zip(done, ood.score(feats), strict=True)} if done else {}
 
 
 def training_prompt(decoder_dir: str | os.PathLike) -> str | None:
@@ -229,6 +247,7 @@ def embed_images(
     with_text: bool = False,
     batch_size: int = 64,
     model_dir: str | None = None,
+    ood: Any = None,
 ) -> tuple[int, list[Failure]]:
     """Write unit-norm image (and text) embeddings of ``items`` to a parquet file.
 
@@ -249,6 +268,8 @@ def embed_images(
         "path": pa.array([str(i.path) for i in done], pa.string()),
         "image_embedding": pa.FixedSizeListArray.from_arrays(pa.array(feats.astype(np.float32).ravel()), dim),
     }
+    if ood is not None:  # how far each image lies from the training images (medlens.models.ood)
+        columns["ood_score"] = pa.array(ood.score(feats), pa.float64())
     if with_text:
         texts = [i.text or "" for i in done]
         text_feats = _encode_texts(encoder, texts).astype(np.float32)

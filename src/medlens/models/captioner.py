@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "build_captioner",
     "caption_transform",
     "load_vision_encoder",
+    "ImageTower",
 ]
 
 logger = logging.getLogger(__name__)
@@ -310,3 +312,21 @@ def build_captioner(cfg: DecoderConfig, tokenizer, encoder_dir=None) -> Captione
             )
         logger.info("captioner image tower initialised from %s", encoder_dir)
     return model
+
+
+class ImageTower:
+    """``encode_images`` of a bare open_clip image tower (the captioner's ``decoder/encoder_final``): unit-norm
+    pooled features, as open_clip's ``encode_image``, for probes and the out-of-distribution score."""
+
+    def __init__(self, tower_dir: str | os.PathLike):
+        from medlens.models.encoders import image_transform
+
+        visual, preprocess_cfg = load_vision_encoder(tower_dir)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.visual = visual.to(self.device).eval()
+        self.transform = image_transform(preprocess_cfg, train=False)
+
+    @torch.no_grad()
+    def encode_images(self, images: list[Any]) -> torch.Tensor:
+        pixels = torch.stack([self.transform(im) for im in images]).to(self.device)
+        return torch.nn.functional.normalize(self.visual(pixels), dim=-1)  # [B, D]

@@ -230,6 +230,33 @@ def train_decoder(
     )
 
 
+_OOD_IMAGES = 4000  # a sample of the training images describes their distribution (see medlens.models.ood)
+
+
+def _fit_ood(folder: Path, train: list[dict], val: list[dict], seed: int) -> None:
+    """``ood.safetensors``: the training images as the captioner's own tower (``encoder_final``) embeds them,
+    calibrated on the validation images; ``medlens generate`` warns about images far from them."""
+    import numpy as np
+
+    from medlens.models.captioner import ImageTower
+    from medlens.models.ood import fit_ood
+
+    tower = ImageTower(folder / "encoder_final")
+
+    def embed(records: list[dict]) -> np.ndarray:
+        feats = [
+            tower.encode_images([load_image(r["images"][0], grey=False) for r in records[i : i + 64]])
+            for i in range(0, len(records), 64)
+        ]
+        return torch.cat(feats).float().cpu().numpy()
+
+    rng = np.random.default_rng(seed)
+    sample = [
+        train[i] for i in sorted(rng.choice(len(train), size=min(len(train), _OOD_IMAGES), replace=False))
+    ]
+    fit_ood(embed(sample), embed(val) if len(val) >= 2 else None).save(folder)
+
+
 def _captioner_parts(cfg: DecoderConfig, train: list[dict], val: list[dict], encoder_dir) -> DecoderParts:
     """The captioner, its BPE tokenizer (or GPT-2's), its datasets and its length-bucketed batches."""
     from medlens.models.captioner import build_captioner, caption_transform
@@ -244,6 +271,7 @@ def _captioner_parts(cfg: DecoderConfig, train: list[dict], val: list[dict], enc
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         model.save_vision_encoder(tmp / "encoder_final")
+        _fit_ood(tmp, train, val, cfg.trainer.seed)
         return {"image_token": IMAGE_TOKEN}
 
     return DecoderParts(

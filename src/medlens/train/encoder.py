@@ -132,6 +132,8 @@ class _Run:
     metrics_csv: _MetricsCsv | None = None  # main process only
     train_size: int = 0  # pairs in the train split (for the epoch count)
     pairs_path: Path | None = None
+    train_table: Any = None  # Arrow tables of the splits (image bytes stay in Arrow buffers)
+    val_table: Any = None
     last_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     eval_step: int | None = None  # the step last validated (the same on every rank)
     eta: Eta | None = None
@@ -276,6 +278,8 @@ def _setup(cfg: EncoderConfig, pairs_path: Path, out_dir: Path, zero_shot: ZeroS
         zero_shot,
         eta=Eta(steps, state.step),
         pairs_path=pairs_path,
+        train_table=train_table,
+        val_table=val_table,
         train_size=len(train_set),
     )
     _setup_validation(run, val_table)
@@ -457,6 +461,36 @@ def _resume(ckpt_dir: Path, run: dict[str, Any], model, optimizer) -> TrainState
     return state
 
 
+# training images that describe the training distribution for the out-of-distribution score (a sample: the
+# Gaussian's mean and covariance are steady long before, and MIMIC has 377,000)
+_OOD_IMAGES = 4000
+
+
+def _fit_ood(run: _Run, folder: Path) -> None:
+    """``ood.safetensors``: the embeddings of (a sample of) the training images under the weights the folder
+    holds, calibrated on the validation images (:mod:`medlens.models.ood`)."""
+    from medlens.evaluate.encoder import encode_rows
+    from medlens.models.encoders import load_encoder
+    from medlens.models.ood import fit_ood
+
+    encoder = load_encoder(folder, device=run.accelerator.device)
+    rng = np.random.default_rng(run.cfg.seed)
+    n = run.train_table.num_rows
+    take = np.sort(rng.choice(n, size=min(n, _OOD_IMAGES), replace=False))
+    train = encode_rows(encoder, run.train_table.take(take).select(["image"]).to_pylist())
+    val = (
+        encode_rows(encoder, run.val_table.select(["image"]).to_pylist()) if run.val_table.num_rows else None
+    )
+    scorer = fit_ood(train, val)
+    scorer.save(folder)
+    logger.info(
+        "out-of-distribution reference: %d training images, 99th percentile of %d held-out distances %.3f",
+        len(train),
+        0 if val is None else len(val),
+        scorer.reference,
+    )
+
+
 def _write_output(run: _Run, out_dir: Path) -> None:
     """The finished folder: best weights as open_clip_model.safetensors, last weights, metrics, card."""
     from medlens.models.encoders import WEIGHTS_NAME, encoder_model_card, save_encoder
@@ -468,6 +502,7 @@ def _write_output(run: _Run, out_dir: Path) -> None:
         os.replace(tmp / WEIGHTS_NAME, tmp / "last.safetensors")
         shutil.copy(best if best.exists() else tmp / "last.safetensors", tmp / WEIGHTS_NAME)
         shutil.copy(ckpt_dir / "metrics.csv", tmp / "metrics.csv")
+        _fit_ood(run, tmp)
         info = {
             "medlens_version": __version__,
             "kind": "open_clip",
