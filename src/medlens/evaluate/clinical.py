@@ -120,7 +120,21 @@ def _ratio(num: int, den: int) -> float | None:
     return float(num / den) if den else None
 
 
-def _per_label(ref: np.ndarray, gen: np.ndarray, ref_raw: np.ndarray, gen_raw: np.ndarray) -> dict[str, Any]:
+def _per_label_f1_ci(
+    ref: np.ndarray, gen: np.ndarray, *, n_resamples: int, seed: int, alpha: float
+) -> list[tuple[float | None, float | None, int]]:
+    """Each observation's F1 interval, over the same report resamples as the set scores."""
+    dist = [
+        _f1(*_counts(ref[idx], gen[idx], axis=1))  # [b, L]
+        for idx in resample_indices(len(ref), n_resamples, seed)
+    ]
+    f1 = np.concatenate(dist)
+    return [percentile_ci(f1[:, j], alpha) for j in range(f1.shape[1])]
+
+
+def _per_label(
+    ref: np.ndarray, gen: np.ndarray, ref_raw: np.ndarray, gen_raw: np.ndarray, cis: list | None
+) -> dict[str, Any]:
     tp, fp, fn = _counts(ref, gen, axis=0)
     out = {}
     for j, obs in enumerate(FINDINGS):
@@ -138,6 +152,8 @@ def _per_label(ref: np.ndarray, gen: np.ndarray, ref_raw: np.ndarray, gen_raw: n
             "precision": _ratio(int(tp[j]), predicted),
             "recall": _ratio(int(tp[j]), support),
             "f1": None if np.isnan(f1) else float(f1),
+            "ci_low": cis[j][0] if cis else None,
+            "ci_high": cis[j][1] if cis else None,
             "support": support,
             "n_generated": predicted,
             "tp": int(tp[j]),
@@ -213,13 +229,13 @@ def clinical_efficacy(
         references: the reference reports, paired with ``generated``.
         labeler: ``"rules"``, ``"chexbert:<path>"`` or a labeler object (see :func:`create_labeler`).
         uncertain: how an uncertain label counts, ``"positive"`` (vilmedic, the default) or ``"negative"``.
-        n_resamples: bootstrap resamples for the CIs of micro and macro F1.
+        n_resamples: bootstrap resamples for the CIs of each observation's F1 and of micro and macro F1.
         seed: seed of the resampling.
         alpha: 1 - confidence level.
 
     Returns:
         ``{"labeler", "labeler_info", "n", "uncertain_policy", "protocol", "per_label": {observation:
-        {"precision", "recall", "f1", "support", "n_generated", "tp", "fp", "fn", "n_uncertain_reference",
+        {"precision", "recall", "f1", "ci_low", "ci_high", "support", "n_generated", "tp", "fp", "fn", "n_uncertain_reference",
         "n_uncertain_generated", "reason"}}, "chexpert14": {"labels", "micro": {"precision", "recall",
         "f1", "ci_low", "ci_high", "n_skipped_resamples"}, "macro": {"f1", "ci_low", "ci_high",
         "n_skipped_resamples", "labels"}, "exact_match"}, "chexpert5": {...}}``. A value that is
@@ -275,6 +291,12 @@ def clinical_efficacy(
             "seed": seed,
             "alpha": alpha,
         },
-        "per_label": _per_label(ref, gen, raw(ref_labels), raw(gen_labels)),
+        "per_label": _per_label(
+            ref,
+            gen,
+            raw(ref_labels),
+            raw(gen_labels),
+            _per_label_f1_ci(ref, gen, n_resamples=n_resamples, seed=seed, alpha=alpha) if n else None,
+        ),
         **scores,
     }

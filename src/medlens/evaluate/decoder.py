@@ -134,9 +134,10 @@ def evaluate_decoder(
     write_json(result, out_json)
     with atomic_path(out_per_label) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["label", "precision", "recall", "f1", "support"])
+        columns = ["precision", "recall", "f1", "ci_low", "ci_high", "support", "n_generated"]
+        w.writerow(["label", *columns])
         for label, row in overall["clinical"]["per_label"].items():
-            w.writerow([label, row.get("precision"), row.get("recall"), row.get("f1"), row.get("support")])
+            w.writerow([label, *(row.get(c) for c in columns)])
     logger.info(
         "decoder metrics: %s", json.dumps({k: v for k, v in overall["text"].items() if k != "protocol"})
     )

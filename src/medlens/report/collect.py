@@ -79,6 +79,7 @@ def collect_experiment(
         A dict of plain values; whatever is absent is None or empty.
     """
     from medlens.report.examples import generation_examples, image_strip, retrieval_examples
+    from medlens.report.findings import learned_counts, learned_per_finding
     from medlens.report.provenance import (
         input_checksums,
         read_benchmark,
@@ -114,6 +115,7 @@ def collect_experiment(
     }
     pairs = files.get("pairs", "")
     logs = files.get("logs", {})
+    findings = learned_per_finding(encoder_eval, decoder_eval)
     return {
         "name": name,
         "title": (experiment.get("report") or {}).get("title") or name,
@@ -128,6 +130,8 @@ def collect_experiment(
         "split": _load_json(files.get("split")),
         "encoder_eval": encoder_eval,
         "decoder_eval": decoder_eval,
+        "findings": findings,
+        "findings_counts": learned_counts(findings),
         "environments": environments,
         "encoder_curves": read_metrics_csv(Path(files["encoder"]) / "metrics.csv")
         if "encoder" in files

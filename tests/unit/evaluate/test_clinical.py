@@ -69,6 +69,9 @@ def test_per_label_counts_by_hand():
     assert "absent from the references" in ptx["reason"]
     fracture = out["per_label"]["Fracture"]
     assert fracture["f1"] is None and fracture["precision"] is None
+    assert fracture["ci_low"] is None and fracture["ci_high"] is None  # undefined on every resample
+    # an observation that is right on every report is right on every resample
+    assert (card["ci_low"], card["ci_high"]) == (1.0, 1.0)
 
 
 def test_micro_and_macro_agree_with_sklearn():
@@ -146,6 +149,14 @@ def test_confidence_intervals_cover_the_estimate_and_follow_the_seed():
             assert entry["ci_low"] < entry["ci_high"]
             assert entry == b[name][avg]
             assert entry["f1"] == c[name][avg]["f1"] and entry["ci_low"] != c[name][avg]["ci_low"]
+    # each observation's F1 has its own interval, drawn from the same resamples
+    for obs, row in a["per_label"].items():
+        if row["f1"] is not None:
+            assert row["ci_low"] <= row["f1"] <= row["ci_high"], obs
+            assert (row["ci_low"], row["ci_high"]) == (
+                b["per_label"][obs]["ci_low"],
+                b["per_label"][obs]["ci_high"],
+            )
     # more errors, lower scores
     table, gen, ref = _noisy_table(80, flip=0.4)
     worse = clinical_efficacy(gen, ref, labeler=TableLabeler(table), n_resamples=10)

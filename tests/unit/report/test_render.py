@@ -267,3 +267,31 @@ def test_the_real_environment_lists_every_installed_package_and_its_lock(repo):
     assert set(env["packages"]) == set(installed_packages()) | {"open-clip-torch"}
     assert list(env["packages"])[:2] == ["torch", "torchvision"]
     assert env["lock"]["lock_sha256"] and "packages" not in env["lock"]
+
+
+def test_each_experiment_opens_with_what_was_learned_per_finding(tmp_path, make_experiment, env_info):
+    files, config = make_experiment("learn")
+    decoder = json.loads(Path(files["decoder_eval"]).read_text())
+    decoder["overall"]["clinical"]["n"] = 3
+    decoder["overall"]["clinical"]["per_label"] = {
+        "Cardiomegaly": {"f1": 1.0, "ci_low": 1.0, "ci_high": 1.0, "support": 1, "n_generated": 1},
+        "Pleural Effusion": {"f1": 0.0, "ci_low": 0.0, "ci_high": 0.0, "support": 2, "n_generated": 0},
+    }
+    Path(files["decoder_eval"]).write_text(json.dumps(decoder))
+    out = render(tmp_path, env_info, {"learn": (files, config)})
+    page = Path(out["out_pages"][0]).read_text()
+    # before everything else of the experiment
+    assert page.index('id="learned-learn"') < page.index("<h3>Data</h3>")
+    table = page[page.index('<table class="learned">') :]
+    table = table[: table.index("</table>")]
+    card = re.search(r'<tr data-finding="Cardiomegaly">.*?</tr>', table, re.S).group(0)
+    effusion = re.search(r'<tr data-finding="Pleural Effusion">.*?</tr>', table, re.S).group(0)
+    # the fixture's zero-shot AUC 0.70 [0.60, 0.80] is above chance; the probe scored no single label
+    assert '0.70 <span class="ci">[0.60, 0.80]</span>' in card and 'class="v-learned"' in card
+    assert "n/a" in card
+    # the reports never state the effusion: F1 0 beside the image-blind 2p/(1+p) = 2(2/3)/(5/3) = 0.80
+    assert "<td>0.80</td>" in effusion and 'class="v-not-learned">not learned' in effusion
+    assert "0 (truth 2)" in effusion
+    headline = re.search(r'<p class="headline" data-experiment="learn">.*?</p>', page, re.S).group(0)
+    assert "zero-shot <strong>2 of 2</strong>" in headline
+    assert "generated reports <strong>1 of 2</strong>" in headline
