@@ -330,6 +330,9 @@ class DecoderConfig:
     dropout: float = 0.1  # captioner: GPT-2's residual, embedding and attention dropout
     # captioner with trainer.train_sampling_strategy group_by_length: batches per length-sorted pool
     length_group_batches: int = 4
+    # captioner: repeat reports with rare findings (repeat-factor sampling, LVIS) when a finding is in fewer
+    # than this share of the training reports; None: each report once per epoch
+    repeat_factor_threshold: float | None = None
     tokenizer: str | None = None  # "gpt2" or a path; None trains a BPE tokenizer on the train reports
     vocab_size: int = 2000  # size of the trained BPE tokenizer
     max_length: int = (
@@ -350,6 +353,12 @@ class DecoderConfig:
         # conflicting options fail when the config is read, not after the model has loaded
         if self.kind != "vlm":
             return
+        if self.repeat_factor_threshold is not None:
+            raise ConfigError(
+                "repeat_factor_threshold applies to the captioner only",
+                key="decoder.repeat_factor_threshold",
+                expected="null with kind 'vlm'",
+            )
         if self.model is None:
             raise ConfigError(
                 "kind 'vlm' needs a model",

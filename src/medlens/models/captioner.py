@@ -133,6 +133,14 @@ class Captioner(PreTrainedModel):
         if module is self:
             nn.init.normal_(self.image_pos, std=0.02)
 
+    def train(self, mode: bool = True) -> Captioner:
+        super().train(mode)
+        if self.config.freeze_vision:
+            # a frozen tower stays in eval mode: BatchNorm (ResNet towers) would otherwise normalise with
+            # each batch's statistics and overwrite the running ones the encoder was evaluated with
+            self.visual.eval()
+        return self
+
     def encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> [B, T, n_embd] tokens the decoder attends to."""
         if self.config.freeze_vision:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ __all__ = [
     "CaptionCollator",
     "CaptionTrainer",
     "LengthBucketSampler",
+    "repeat_factors",
     "train_bpe_tokenizer",
 ]
 
@@ -152,6 +155,21 @@ class CaptionCollator:
         }
 
 
+def repeat_factors(label_lists: list[list[str]], threshold: float) -> list[float]:
+    """How often each report is drawn per epoch under repeat-factor sampling.
+
+    Repeat-factor sampling (Gupta et al. 2019, LVIS, arXiv:1908.03195; detectron2's
+    ``RepeatFactorTrainingSampler``): a finding ``c`` present in a share ``f_c`` of the training reports
+    gets ``r_c = max(1, sqrt(threshold / f_c))``, and a report the largest ``r_c`` of its findings (1 when
+    it has none). Findings rarer than ``threshold`` are seen more often; common ones, and "No Finding",
+    keep their frequency. Hand-written: the Trainer has no label-aware sampler.
+    """
+    n = len(label_lists)
+    counts = Counter(c for labels in label_lists for c in set(labels))
+    factor = {c: max(1.0, math.sqrt(threshold * n / k)) for c, k in counts.items()}
+    return [max((factor[c] for c in labels), default=1.0) for labels in label_lists]
+
+
 class LengthBucketSampler(torch.utils.data.Sampler[int]):
     """Shuffled batches of similar report lengths: less padding, with steps in random order.
 
@@ -161,19 +179,50 @@ class LengthBucketSampler(torch.utils.data.Sampler[int]):
     memory), so consecutive steps sweep from long reports to short ones; phantom report length tracks the
     findings, and that order cost clinical F1 (docs/benchmarks.md). Draws from torch's global RNG, as the
     Trainer's own samplers do (a resumed run restores it).
+
+    With ``repeat`` (:func:`repeat_factors`), an epoch holds ``floor(r)`` copies of each report plus a
+    weighted draw, without replacement, of ``round(sum(r - floor(r)))`` more, weighted by the fractional
+    parts: every epoch has the same length, which the Trainer's step counting assumes. Without
+    ``lengths`` the batches are not sorted (repeat factors alone).
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, pool_batches: int):
-        self.lengths, self.batch_size, self.pool = lengths, batch_size, batch_size * max(1, pool_batches)
+    def __init__(
+        self,
+        lengths: list[int] | None,
+        batch_size: int,
+        pool_batches: int,
+        repeat: list[float] | None = None,
+    ):
+        self.lengths, self.batch_size = lengths, batch_size
+        self.pool = batch_size * max(1, pool_batches) if lengths is not None else batch_size
+        self.repeat = torch.tensor(repeat, dtype=torch.float64) if repeat is not None else None
+        if self.repeat is not None:
+            self.whole = self.repeat.floor().long()
+            self.fraction = self.repeat - self.whole
+            self.n_extra = round(float(self.fraction.sum()))
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        if self.repeat is None:
+            return len(self.lengths)
+        return int(self.whole.sum()) + self.n_extra
+
+    def _epoch(self) -> list[int]:
+        """This epoch's samples, repeated by their factors, in random order."""
+        if self.repeat is None:
+            return torch.randperm(len(self.lengths)).tolist()
+        samples = torch.repeat_interleave(torch.arange(len(self.repeat)), self.whole)
+        if self.n_extra:
+            extra = torch.multinomial(self.fraction, self.n_extra, replacement=False)
+            samples = torch.cat([samples, extra])
+        return samples[torch.randperm(len(samples))].tolist()
 
     def __iter__(self):
-        order = torch.randperm(len(self.lengths)).tolist()
+        order = self._epoch()
         batches = []
         for start in range(0, len(order), self.pool):
-            pool = sorted(order[start : start + self.pool], key=self.lengths.__getitem__)
+            pool = order[start : start + self.pool]
+            if self.lengths is not None:
+                pool = sorted(pool, key=self.lengths.__getitem__)
             batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
         # only the very last batch can be short; it stays last so that every other batch is whole
         tail = [batches.pop()] if len(batches[-1]) < self.batch_size else []
@@ -188,14 +237,21 @@ class CaptionTrainer(Trainer):
     every item, which here means decoding every image).
     """
 
-    def __init__(self, *args, length_group_batches: int = 4, **kwargs):
-        self.length_group_batches = length_group_batches
+    def __init__(self, *args, length_group_batches: int = 4, repeat: list[float] | None = None, **kwargs):
+        self.length_group_batches, self.repeat = length_group_batches, repeat
         super().__init__(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.args.train_sampling_strategy == "group_by_length" and getattr(dataset, "lengths", None):
-            return LengthBucketSampler(dataset.lengths, self.args.train_batch_size, self.length_group_batches)
+        lengths = getattr(dataset, "lengths", None)
+        grouped = self.args.train_sampling_strategy == "group_by_length" and lengths
+        if grouped or self.repeat is not None:
+            return LengthBucketSampler(
+                lengths if grouped else None,
+                self.args.train_batch_size,
+                self.length_group_batches,
+                repeat=self.repeat,
+            )
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset):
@@ -263,7 +319,16 @@ def _captioner_parts(cfg: DecoderConfig, train: list[dict], val: list[dict], enc
 
     tokenizer = load_tokenizer(cfg, [assistant_text(r) for r in train])
     model = build_captioner(cfg, tokenizer, encoder_dir)
-    lengths = None
+    lengths = repeat = None
+    if cfg.repeat_factor_threshold is not None:
+        repeat = repeat_factors([r.get("labels") or [] for r in train], cfg.repeat_factor_threshold)
+        logger.info(
+            "repeat-factor sampling (threshold %g): %d reports repeated, an epoch of %.0f draws for %d reports",
+            cfg.repeat_factor_threshold,
+            sum(r > 1 for r in repeat),
+            sum(repeat),
+            len(repeat),
+        )
     if cfg.trainer.train_sampling_strategy == "group_by_length":
         lengths = [len(ids) for ids in tokenizer([assistant_text(r) for r in train])["input_ids"]]
 
@@ -284,5 +349,5 @@ def _captioner_parts(cfg: DecoderConfig, train: list[dict], val: list[dict], enc
         write=write,
         inputs={"encoder": Path(encoder_dir) / "open_clip_model.safetensors" if encoder_dir else None},
         trainer_class=CaptionTrainer,
-        trainer_kwargs={"length_group_batches": cfg.length_group_batches},
+        trainer_kwargs={"length_group_batches": cfg.length_group_batches, "repeat": repeat},
     )

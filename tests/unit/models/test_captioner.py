@@ -109,3 +109,26 @@ def test_frozen_tower_gets_no_gradient(setup):
     model(**batch(model, tok)).loss.backward()
     assert all(p.grad is None for p in model.visual.parameters())
     assert model.bridge[0].weight.grad is not None
+
+
+def test_a_frozen_resnet_tower_keeps_its_batchnorm_statistics_while_the_captioner_trains(setup):
+    """The Trainer calls ``model.train()``; a frozen tower must still normalise with the encoder's running
+    statistics, not each batch's, and must not overwrite them."""
+    from dataclasses import replace
+
+    _, tok, cfg, _ = setup
+    model = build_captioner(
+        replace(cfg, init_from_encoder=False, vision_model="medlens-tiny-resnet", freeze_vision=True), tok
+    )
+    before = {k: v.clone() for k, v in model.visual.state_dict().items() if "running" in k}
+    assert before  # the ResNet tower has BatchNorm
+    model.train()
+    assert model.training and not model.visual.training and model.decoder.training
+    model(**batch(model, tok)).loss.backward()
+    for key, value in model.visual.state_dict().items():
+        if key in before:
+            torch.testing.assert_close(value, before[key])
+    model.eval()
+    first = model.encode(batch(model, tok)["pixel_values"][:1])
+    model.train()  # the tower's output does not depend on the mode or on the rest of the batch
+    torch.testing.assert_close(model.encode(batch(model, tok)["pixel_values"])[:1], first)

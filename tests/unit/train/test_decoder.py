@@ -149,6 +149,44 @@ def test_length_grouped_batches_pad_less_come_in_random_order_and_cover_every_re
     assert 4 <= sum(a > b for a, b in zip(maxima, maxima[1:], strict=False)) <= 14
 
 
+def test_repeat_factors_raise_rare_findings_toward_the_threshold_and_leave_common_ones_alone():
+    # 100 reports: 50 normal, 25 effusion, 4 pneumothorax (one with effusion), 21 unlabelled
+    labels = [["No Finding"]] * 50 + [["Pleural Effusion"]] * 24 + [["Pleural Effusion", "Pneumothorax"]]
+    labels += [["Pneumothorax"]] * 3 + [[]] * 22
+    r = dec.repeat_factors(labels, threshold=0.16)
+    assert r[0] == 1.0  # No Finding: 50 % > 16 %
+    assert r[50] == 1.0  # effusion: 25 % > 16 %
+    assert r[74] == pytest.approx(2.0) == r[75]  # pneumothorax: sqrt(0.16 / 0.04); the larger factor wins
+    assert r[-1] == 1.0  # no labels: drawn once
+
+
+def test_repeat_factor_epochs_have_a_fixed_length_and_draw_rare_reports_as_often_as_their_factor(tmp_path):
+    from transformers import TrainingArguments
+
+    repeat = [1.0] * 90 + [2.5] * 10
+    args = TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, use_cpu=True, report_to="none"
+    )
+    dataset = dec.CaptionDataset([{"images": ["never-read.png"]}] * 100, transform=None)
+    trainer = dec.CaptionTrainer(model=torch.nn.Linear(1, 1), args=args, train_dataset=dataset, repeat=repeat)
+    sampler = trainer._get_train_sampler()
+    assert len(sampler) == 90 + 25
+    torch.manual_seed(0)
+    counts = torch.zeros(100)
+    for _ in range(40):
+        epoch = list(sampler)
+        assert len(epoch) == len(sampler)
+        counts += torch.bincount(torch.tensor(epoch), minlength=100)
+    assert torch.all(counts[:90] == 40)  # each common report exactly once per epoch
+    assert torch.all((counts[90:] >= 80) & (counts[90:] <= 120))  # 2 or 3 times: 2.5 on average
+    assert counts[90:].sum() == 40 * 25
+
+
+def test_repeat_factor_threshold_is_refused_for_a_vlm():
+    with pytest.raises(ConfigError, match="repeat_factor_threshold"):
+        DecoderConfig(kind="vlm", model="some/vlm", repeat_factor_threshold=0.2)
+
+
 def test_gradient_accumulation_takes_the_same_step_as_one_batch_of_the_same_reports(chat, tmp_path):
     """The Trainer leaves the loss of an accumulated step unscaled when the model takes ``num_items_in_batch``;
     the captioner passes it on to GPT-2's loss, so 2 x 4 reports step exactly like 8 (plain SGD shows any
