@@ -116,6 +116,7 @@ def experiment_files(name):
             "decoder": f"results/{name}/decoder",
             "decoder_eval": f"results/{name}/eval/decoder.json",
             "generations": f"results/{name}/eval/generations.jsonl",
+            "rexrank": f"results/{name}/eval/rexrank.json",
         }
     return files
 

@@ -81,3 +81,18 @@ rule evaluate_decoder:
         runtime=120,
     script:
         "../scripts/evaluate_decoder.py"
+
+
+rule export_rexrank:
+    input:
+        generations=rules.evaluate_decoder.output.generations,
+        pairs=rules.split.output.pairs,
+    output:
+        "results/{experiment}/eval/rexrank.json",
+    log:
+        "results/logs/export_rexrank/{experiment}.log",
+    benchmark:
+        "results/benchmarks/export_rexrank/{experiment}.tsv"
+    localrule: True  # a second's work on the generations: no scheduler queue for it
+    script:
+        "../scripts/export_rexrank.py"

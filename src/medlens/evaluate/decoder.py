@@ -1,14 +1,17 @@
 """``evaluate_decoder``: generate reports for the evaluation split and score them.
 
 Writes ``generations.jsonl`` (id, image, reference, generated), one JSON with corpus text metrics
-(BLEU-1..4, ROUGE-L, CIDEr-D, METEOR when computable) and clinical efficacy (CheXpert-style labels
-of generated vs reference reports), overall and per source dataset, with the protocol of each number,
-and a per-label CSV of the clinical scores.
+(BLEU-1..4, ROUGE-L, CIDEr-D, METEOR when computable) and each modality scored its own way: clinical
+efficacy of chest radiograph reports (CheXpert-style labels of generated vs reference reports, the
+labeler named), the KL grade of knee reports, the diagnosis of skin-lesion texts and SLAKE's accuracies
+of VQA answers (:mod:`medlens.evaluate.modality`), overall and per source dataset, with the protocol of
+each number, and a per-label CSV of the clinical scores.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -20,13 +23,26 @@ from typing import Any
 from medlens import environment
 from medlens.config import EvalConfig, to_dict
 from medlens.data.chat_format import read_chat
+from medlens.errors import DataError
 from medlens.evaluate.clinical import clinical_efficacy
+from medlens.evaluate.modality import (
+    MODALITY_TASKS,
+    label_from_text,
+    multiclass_scores,
+    ordinal_scores,
+    vqa_scores,
+)
 from medlens.evaluate.text_metrics import corpus_text_metrics
 from medlens.io import atomic_path, write_json
 
 __all__ = ["evaluate_decoder", "score_generations"]
 
 logger = logging.getLogger(__name__)
+CHEST = "chest_xray"
+_IMAGE_ONLY = (
+    "this decoder is a captioner conditioned on the image alone: it cannot read the question, so these "
+    "accuracies are those of an image-only answerer (a VLM decoder answers each question)"
+)
 
 
 def _target(record: dict[str, Any]) -> tuple[str, str]:
@@ -36,15 +52,88 @@ def _target(record: dict[str, Any]) -> tuple[str, str]:
     return prompt, reference
 
 
-def score_generations(generated: list[str], references: list[str], cfg: EvalConfig) -> dict[str, Any]:
-    """Text metrics and clinical efficacy of one set of generations."""
-    return {
-        "n": len(generated),
-        "text": corpus_text_metrics(generated, references),
-        "clinical": clinical_efficacy(
-            generated, references, labeler=cfg.labeler, n_resamples=cfg.bootstrap_samples, seed=cfg.seed
-        ),
-    }
+@dataclasses.dataclass(frozen=True)
+class RowInfo:
+    """What scoring needs to know of an evaluated row, from ``pairs.parquet``."""
+
+    modality: str = CHEST
+    text_source: str = "report"
+    labels: tuple[str, ...] = ()
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def read_row_info(pairs: str | os.PathLike, ids: list[str]) -> list[RowInfo]:
+    """The modality, text source, labels and metadata of each id, from the pairs table (no image bytes)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(pairs, columns=["id", "modality", "text_source", "labels", "meta"]).to_pylist()
+    by_id = {r["id"]: r for r in table}
+    out = []
+    for i in ids:
+        r = by_id.get(i)
+        if r is None:
+            raise DataError("an evaluated id is not in the pairs table", file=str(pairs), row=i)
+        out.append(
+            RowInfo(r["modality"], r["text_source"], tuple(r["labels"]), json.loads(r["meta"] or "{}"))
+        )
+    return out
+
+
+def score_generations(
+    generated: list[str], references: list[str], cfg: EvalConfig, rows: list[RowInfo] | None = None
+) -> dict[str, Any]:
+    """Text metrics of one set of generations, and each modality scored the way its field scores it.
+
+    Chest radiograph reports get clinical efficacy (the CheXpert labeler, named in the output); knee
+    radiographs the KL grade read from the text (accuracy, quadratic kappa); skin lesions the diagnosis
+    (balanced accuracy, macro-F1); VQA rows the SLAKE accuracies of the answers. Without ``rows`` every
+    row is a chest radiograph report (the demo).
+    """
+    rows = rows or [RowInfo()] * len(generated)
+    out: dict[str, Any] = {"n": len(generated), "text": corpus_text_metrics(generated, references)}
+    vqa = [i for i, r in enumerate(rows) if r.text_source == "vqa"]
+    chest = [i for i, r in enumerate(rows) if r.modality == CHEST and r.text_source != "vqa"]
+    if chest:
+        out["clinical"] = clinical_efficacy(
+            [generated[i] for i in chest],
+            [references[i] for i in chest],
+            labeler=cfg.labeler,
+            n_resamples=cfg.bootstrap_samples,
+            seed=cfg.seed,
+        )
+        if len(chest) < len(rows):
+            out["clinical"]["scope"] = f"the {len(chest)} chest radiograph reports of {len(rows)} rows"
+    else:
+        out["clinical"] = {
+            "not_computed": "no chest radiograph reports in this set: the CheXpert labeler reads chest "
+            "findings only, so other modalities are scored under `grading` and `vqa`"
+        }
+    grading = {}
+    for modality, (task, classes) in MODALITY_TASKS.items():
+        idx = [i for i, r in enumerate(rows) if r.modality == modality and r.text_source != "vqa"]
+        idx = [i for i in idx if any(c in classes for c in rows[i].labels)]
+        if not idx:
+            continue
+        truth = [next(c for c in rows[i].labels if c in classes) for i in idx]
+        predicted = [label_from_text(generated[i], modality) for i in idx]
+        score = ordinal_scores if task == "ordinal" else multiclass_scores
+        grading[modality] = score(truth, predicted, classes, n_resamples=cfg.bootstrap_samples, seed=cfg.seed)
+        grading[modality]["protocol"]["read_from"] = (
+            "the class each generated text states (medlens.evaluate.modality.label_from_text: explicit "
+            "grades, else the phrasings of resources/text_templates); truth from the dataset's labels"
+        )
+    if grading:
+        out["grading"] = grading
+    if vqa:
+        out["vqa"] = vqa_scores(
+            [references[i] for i in vqa],
+            [generated[i] for i in vqa],
+            [rows[i].meta.get("answer_type") for i in vqa],
+            [rows[i].meta.get("content_type") for i in vqa],
+            n_resamples=cfg.bootstrap_samples,
+            seed=cfg.seed,
+        )
+    return out
 
 
 def evaluate_decoder(
@@ -100,13 +189,21 @@ def evaluate_decoder(
                 + "\n"
             )
 
-    overall = score_generations(list(generated), list(references), cfg)
+    rows = read_row_info(pairs, [r["id"] for r in records]) if pairs is not None else None
+    overall = score_generations(list(generated), list(references), cfg, rows)
+    if "vqa" in overall and not getattr(generator, "reads_prompts", True):
+        overall["vqa"]["protocol"]["decoder"] = _IMAGE_ONLY
     by_dataset: dict[str, list[int]] = defaultdict(list)
     for i, rec in enumerate(records):
         by_dataset[rec.get("dataset") or "?"].append(i)
     per_dataset = (
         {
-            name: score_generations([generated[i] for i in idx], [references[i] for i in idx], cfg)
+            name: score_generations(
+                [generated[i] for i in idx],
+                [references[i] for i in idx],
+                cfg,
+                [rows[i] for i in idx] if rows else None,
+            )
             for name, idx in sorted(by_dataset.items())
         }
         if len(by_dataset) > 1
@@ -120,6 +217,7 @@ def evaluate_decoder(
         "protocol": {
             "decoding": to_dict(cfg.generation),
             "labeler": overall["clinical"].get("labeler"),
+            "modalities": sorted({r.modality for r in rows}) if rows else [CHEST],
             "chat_file": str(chat_path),
             "max_samples": cfg.max_samples,
             "seed": cfg.seed,
@@ -136,7 +234,7 @@ def evaluate_decoder(
         w = csv.writer(f)
         columns = ["precision", "recall", "f1", "ci_low", "ci_high", "support", "n_generated"]
         w.writerow(["label", *columns])
-        for label, row in overall["clinical"]["per_label"].items():
+        for label, row in overall["clinical"].get("per_label", {}).items():
             w.writerow([label, *(row.get(c) for c in columns)])
     logger.info(
         "decoder metrics: %s", json.dumps({k: v for k, v in overall["text"].items() if k != "protocol"})

@@ -8,6 +8,7 @@ External datasets (evaluated, never trained on, as seed 000 asks) get zero-shot 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
@@ -153,6 +154,86 @@ def _encode_splits(
     return rows, feats
 
 
+def class_prompts(modality: str, classes: Sequence[str]) -> dict[str, list[str]]:
+    """Zero-shot prompts of each class: its name and report sentences from ``resources/text_templates``
+    (the phrasings such datasets' text is written in)."""
+    from medlens.data.text_from_labels import load_templates
+
+    entries = load_templates(modality)["labels"]
+    return {
+        c: [entries[c].get("term", c), *(s for s in entries[c].get("positive", ()) if "{" not in s)]
+        for c in classes
+    }
+
+
+def _of_modality(rows: list[dict], modality: str, classes: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Indices of the rows of ``modality`` with a class label, and that label."""
+    idx = [
+        i for i, r in enumerate(rows) if r["modality"] == modality and any(c in classes for c in r["labels"])
+    ]
+    return np.asarray(idx, dtype=int), [next(c for c in rows[i]["labels"] if c in classes) for i in idx]
+
+
+def _modality_scores(encoder, rows: dict[str, list[dict]], feats: dict[str, np.ndarray], cfg: EvalConfig):
+    """Knee KL grade and skin-lesion diagnosis from the encoder, zero-shot and by a linear probe, scored as
+    each field does (:mod:`medlens.evaluate.modality`); empty when the split holds neither."""
+    from medlens.evaluate.modality import MODALITY_TASKS
+
+    out: dict[str, Any] = {}
+    for modality, (task, classes) in MODALITY_TASKS.items():
+        test_idx, truth = _of_modality(rows[cfg.split], modality, classes)
+        if not len(test_idx):
+            continue
+        x_test = feats[cfg.split][test_idx]
+        scored = functools.partial(_score_classes, task, truth, classes, cfg)
+        # zero-shot: the class whose averaged prompt embedding is nearest (CLIP's prompt ensembles)
+        prompts = class_prompts(modality, classes)
+        text = np.stack([_unit(_encode_texts(encoder, prompts[c]).mean(0)) for c in classes])
+        sims = _unit(x_test) @ text.T
+        entry = {"zero_shot": scored([classes[i] for i in sims.argmax(1)], sims)}
+        entry["zero_shot"]["protocol"]["prompts"] = prompts
+        entry["linear_probe"] = _modality_probe(rows, feats, cfg, modality, classes, x_test, scored)
+        out[modality] = entry
+    return out
+
+
+def _score_classes(
+    task: str, truth, classes, cfg: EvalConfig, predicted: list[str], class_scores: np.ndarray
+):
+    """Grades get accuracy and kappa (no scores needed); diagnoses also a one-vs-rest AUC from the scores."""
+    from medlens.evaluate.modality import multiclass_scores, ordinal_scores
+
+    kwargs = {"n_resamples": cfg.bootstrap_samples, "seed": cfg.seed}
+    if task == "ordinal":
+        return ordinal_scores(truth, predicted, classes, **kwargs)
+    return multiclass_scores(truth, predicted, classes, scores=class_scores, **kwargs)
+
+
+def _modality_probe(rows, feats, cfg: EvalConfig, modality: str, classes, x_test: np.ndarray, scored):
+    """The multinomial probe of one modality's classes, fit on train, C chosen on val, scored on ``x_test``."""
+    from medlens.evaluate.linear_probe import fit_class_probe
+
+    fit = {}
+    for split in ("train", "val"):
+        idx, truth = _of_modality(rows[split], modality, classes)
+        fit[split] = (feats[split][idx] if len(idx) else np.zeros((0, x_test.shape[1])), np.array(truth))
+    probe, protocol = fit_class_probe(*fit["train"], *fit["val"], cfg.linear_probe.c_grid)
+    if probe is None:
+        return {"not_computed": protocol["reason"], "protocol": protocol}
+    proba, fitted = probe.predict_proba(x_test), list(probe.classes_)
+    # a class absent from train has probability 0
+    class_scores = np.stack(
+        [proba[:, fitted.index(c)] if c in fitted else np.zeros(len(x_test)) for c in classes], 1
+    )
+    result = scored(probe.predict(x_test).tolist(), class_scores)
+    result["protocol"].update(protocol)
+    return result
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
 def _split_probes(
     rows: dict[str, list[dict]], feats: dict[str, np.ndarray], cfg: EvalConfig
 ) -> dict[str, Any]:
@@ -210,6 +291,8 @@ def evaluate_encoder(
     }
     if cfg.linear_probe.enabled:
         result["linear_probe"] = _split_probes(rows, feats, cfg)
+    if modalities := _modality_scores(encoder, rows, feats, cfg):
+        result["modalities"] = modalities
     result["ood"] = ood_summary(encoder_dir, feats[cfg.split])
     result["external"] = {}
     for path in external:

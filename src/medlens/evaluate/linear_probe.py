@@ -30,7 +30,7 @@ from medlens.config import FINDINGS
 from medlens.errors import ConfigError, DataError
 from medlens.evaluate.metrics import binary_targets, classification_metrics, not_computed_auc, per_label_auc
 
-__all__ = ["linear_probe", "targets_from_labels", "LABEL_SETS", "DEFAULT_C_GRID"]
+__all__ = ["fit_class_probe", "linear_probe", "targets_from_labels", "LABEL_SETS", "DEFAULT_C_GRID"]
 
 logger = logging.getLogger(__name__)
 
@@ -329,6 +329,47 @@ def _multiclass(
     )
     protocol.update({k: v for k, v in metrics.pop("protocol").items() if k not in protocol})
     return {"protocol": protocol, **metrics}
+
+
+def fit_class_probe(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    max_iter: int = 1000,
+) -> tuple[Pipeline | None, dict[str, Any]]:
+    """A multinomial probe (balanced class weights) with C chosen on val by macro-F1, for callers that need
+    its predictions and probabilities (the per-modality scores); None with a reason when none can be fit."""
+    grid = sorted({float(c) for c in c_grid})
+
+    def model(c: float) -> Pipeline:
+        return make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=max_iter)
+        )
+
+    reason = None if len(np.unique(y_train)) > 1 else "train holds one class only"
+    if reason is None and len(y_val) == 0:
+        reason = "val split is empty, so C cannot be chosen"
+    chosen, rows = _select(
+        model,
+        _features(x_train, "train"),
+        y_train,
+        lambda m: float(
+            f1_score(y_val, m.predict(_features(x_val, "val")), average="macro", zero_division=0)
+        ),
+        grid,
+        skip=reason,
+    )
+    protocol = {
+        "probe": "logistic regression on standardised frozen features, balanced class weights, C chosen on "
+        "val by macro-F1",
+        "c_grid": grid,
+        "chosen_c": None if chosen is None else chosen[0],
+        "grid": rows,
+        "reason": reason,
+    }
+    return (None if chosen is None else chosen[1]), protocol
 
 
 def _select(

@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 class ReportGenerator(Protocol):
+    reads_prompts: bool  # False: the prompt (a VQA question) is ignored
+
     def generate(
         self,
         images: Sequence[Any],
@@ -46,6 +48,7 @@ class CaptionerGenerator:
     model: Any
     tokenizer: Any
     transform: Any
+    reads_prompts = False  # conditioned on the image alone
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike) -> CaptionerGenerator:

@@ -340,6 +340,7 @@ class VLMGenerator:
     model: Any
     fmt: PromptFormat
     system: str | None = None
+    reads_prompts = True  # each row's prompt (a VQA question) goes into the chat turn
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike) -> VLMGenerator:

@@ -130,6 +130,9 @@ def collect_experiment(
         "split": _load_json(files.get("split")),
         "encoder_eval": encoder_eval,
         "decoder_eval": decoder_eval,
+        "rexrank": {"path": files["rexrank"], "studies": len(_load_json(files["rexrank"]) or {})}
+        if "rexrank" in files
+        else None,
         "findings": findings,
         "findings_counts": learned_counts(findings),
         "environments": environments,

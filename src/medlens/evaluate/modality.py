@@ -1,0 +1,312 @@
+"""Scores for the modalities that are not chest radiographs, as each field reports them.
+
+* Knee radiographs, Kellgren-Lawrence grade 0-4 (:func:`ordinal_scores`): accuracy, quadratic-weighted
+  Cohen's kappa (the knee-OA literature's headline), per-grade F1 and the confusion matrix.
+* Skin-lesion photographs, PAD-UFES-20's six diagnoses (:func:`multiclass_scores`): balanced accuracy
+  (the ISIC challenges' metric), macro-F1, one-vs-rest AUC per class when class scores exist, and the
+  confusion matrix.
+* Visual question answering, SLAKE (:func:`vqa_scores`): closed-question accuracy, open-question
+  accuracy and recall, overall, by answer type and by question category.
+
+A generated text is read back into a class by :func:`label_from_text`, from the same phrase lists the
+text of these datasets is synthesised from (``resources/text_templates/<modality>.yaml``), so a model
+that writes any of their phrasings is read correctly; a text that names no class, or two, is counted as
+unread (``None``), never guessed, and scores as wrong. Headline numbers carry 95 % percentile-bootstrap
+intervals over the evaluated rows (:mod:`medlens.evaluate.bootstrap`); the metrics are scikit-learn's.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from medlens.data.text_from_labels import load_templates
+from medlens.evaluate.bootstrap import bootstrap
+
+__all__ = [
+    "MODALITY_TASKS",
+    "label_from_text",
+    "ordinal_scores",
+    "multiclass_scores",
+    "vqa_scores",
+    "normalize_answer",
+]
+
+# modality -> (task, classes in order); the classes are the label maps' targets (resources/label_maps)
+MODALITY_TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "knee_xray": ("ordinal", ("KL0", "KL1", "KL2", "KL3", "KL4")),
+    "dermatology": (
+        "multiclass",
+        (
+            "Basal Cell Carcinoma",
+            "Squamous Cell Carcinoma",
+            "Actinic Keratosis",
+            "Seborrheic Keratosis",
+            "Melanoma",
+            "Nevus",
+        ),
+    ),
+}
+
+# "Kellgren-Lawrence grade 3", "KL 3", "KL-3", "KL grade 3", "grade 3 osteoarthritis"
+_KL_EXPLICIT = re.compile(
+    r"\b(?:kellgren[- ]lawrence(?:\s+\(kl\))?\s+grade|kl(?:\s+grade)?|grade)[\s-]*([0-4])\b", re.I
+)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _phrases(modality: str) -> dict[str, list[str]]:
+    """class -> the lower-cased phrasings that name it (its ``term`` and its ``positive`` sentences)."""
+    templates = load_templates(modality)
+    out: dict[str, list[str]] = {}
+    for name, entry in templates["labels"].items():
+        phrases = [entry.get("term", ""), *entry.get("positive", ())]
+        out[name] = [_normalise(p.split("(")[0].rstrip(" .")) for p in phrases if p and "{" not in p]
+    return out
+
+
+def label_from_text(text: str, modality: str) -> str | None:
+    """The class a generated text states, or None when it names none or several.
+
+    Knee: an explicit grade ("Kellgren-Lawrence grade 2", "KL 2") wins; otherwise the grade whose
+    template sentences the text contains. Dermatology: the diagnosis whose name or template sentence
+    the text contains.
+    """
+    if modality == "knee_xray":
+        grades = {int(g) for g in _KL_EXPLICIT.findall(text)}
+        if len(grades) == 1:
+            return f"KL{grades.pop()}"
+        if len(grades) > 1:
+            return None
+    body = _normalise(text)
+    found = {
+        name
+        for name, phrases in _phrases(modality).items()
+        if any(re.search(rf"(?<![a-z]){re.escape(p)}(?![a-z])", body) for p in phrases if p)
+    }
+    return found.pop() if len(found) == 1 else None
+
+
+def _indices(labels: Sequence[str | None], classes: Sequence[str]) -> np.ndarray:
+    """Class indices, -1 for an unread text (never equal to a true class)."""
+    position = {c: i for i, c in enumerate(classes)}
+    return np.array([position.get(label, -1) if label is not None else -1 for label in labels])
+
+
+def _per_class_f1(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    p, r, f, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(len(classes))), zero_division=0
+    )
+    return {
+        c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+        for i, c in enumerate(classes)
+    }
+
+
+def _confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    from sklearn.metrics import confusion_matrix
+
+    columns = [*classes, "unread"]
+    matrix = confusion_matrix(
+        y_true, np.where(y_pred < 0, len(classes), y_pred), labels=list(range(len(columns)))
+    )
+    return {"rows": list(classes), "columns": columns, "counts": matrix[: len(classes)].tolist()}
+
+
+def _ci(metric, *arrays, n_resamples: int, seed: int) -> dict[str, Any]:
+    result = bootstrap(metric, *arrays, n_resamples=n_resamples, seed=seed)
+    return {k: result[k] for k in ("value", "ci_low", "ci_high", "n_skipped_resamples")}
+
+
+def ordinal_scores(
+    truth: Sequence[str],
+    predicted: Sequence[str | None],
+    classes: Sequence[str],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Accuracy, quadratic-weighted kappa, per-grade F1 and confusion of an ordinal grade (KL 0-4).
+
+    An unread prediction counts as wrong for accuracy and F1 and, for kappa, as the grade farthest from
+    the truth, so that a model cannot gain kappa by writing no grade.
+    """
+    from sklearn.metrics import accuracy_score, cohen_kappa_score
+
+    k = len(classes)
+    y_true, y_pred = _indices(truth, classes), _indices(predicted, classes)
+
+    def kappa(t: np.ndarray, p: np.ndarray) -> float:
+        p = np.where(p < 0, np.where(t >= k / 2, 0, k - 1), p)
+        if len(np.union1d(t, p)) < 2:  # one grade everywhere: kappa is undefined
+            return float("nan")
+        return cohen_kappa_score(t, p, weights="quadratic", labels=list(range(k)))
+
+    return {
+        "n": len(y_true),
+        "n_unread": int((y_pred < 0).sum()),
+        "accuracy": _ci(accuracy_score, y_true, y_pred, n_resamples=n_resamples, seed=seed),
+        "quadratic_weighted_kappa": _ci(kappa, y_true, y_pred, n_resamples=n_resamples, seed=seed),
+        "per_class": _per_class_f1(y_true, y_pred, classes),
+        "confusion": _confusion(y_true, y_pred, classes),
+        "protocol": {
+            "classes": list(classes),
+            "kappa": "Cohen's kappa with quadratic weights (scikit-learn); an unread text counts as the "
+            "grade farthest from the truth",
+            "accuracy": "exact grade; an unread text is wrong",
+            "ci": f"95 % percentile bootstrap over rows, {n_resamples} resamples, seed {seed}",
+        },
+    }
+
+
+def multiclass_scores(
+    truth: Sequence[str],
+    predicted: Sequence[str | None],
+    classes: Sequence[str],
+    *,
+    scores: np.ndarray | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Balanced accuracy, macro-F1, one-vs-rest AUC per class and confusion of a diagnosis.
+
+    Args:
+        truth, predicted: class names; a prediction of None (an unread text) is wrong.
+        classes: the classes, in order.
+        scores: ``[n, len(classes)]`` class scores (a probe's probabilities, zero-shot similarities);
+            without them there is no AUC (a generated text gives a class, not a score).
+    """
+    from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+
+    y_true, y_pred = _indices(truth, classes), _indices(predicted, classes)
+    present = sorted(set(y_true.tolist()) - {-1})
+
+    def balanced(t: np.ndarray, p: np.ndarray) -> float:
+        # recall averaged over the classes present in this resample (sklearn's definition)
+        return balanced_accuracy_score(t, p) if len(np.unique(t)) > 1 else float("nan")
+
+    def macro_f1(t: np.ndarray, p: np.ndarray) -> float:
+        return f1_score(t, p, labels=present, average="macro", zero_division=0)
+
+    result: dict[str, Any] = {
+        "n": len(y_true),
+        "n_unread": int((y_pred < 0).sum()),
+        "balanced_accuracy": _ci(balanced, y_true, y_pred, n_resamples=n_resamples, seed=seed),
+        "macro_f1": _ci(macro_f1, y_true, y_pred, n_resamples=n_resamples, seed=seed),
+        "per_class": _per_class_f1(y_true, y_pred, classes),
+        "confusion": _confusion(y_true, y_pred, classes),
+        "protocol": {
+            "classes": list(classes),
+            "balanced_accuracy": "mean recall over the classes present in the truth (scikit-learn); an "
+            "unread text is wrong",
+            "macro_f1": "mean F1 over the classes present in the truth",
+            "ci": f"95 % percentile bootstrap over rows, {n_resamples} resamples, seed {seed}",
+        },
+    }
+    if scores is not None:
+        result["auc_one_vs_rest"] = {}
+        for i, c in enumerate(classes):
+            positive = (y_true == i).astype(int)
+
+            def auc(t: np.ndarray, s: np.ndarray) -> float:
+                return roc_auc_score(t, s) if 0 < t.sum() < len(t) else float("nan")
+
+            if 0 < positive.sum() < len(positive):
+                result["auc_one_vs_rest"][c] = _ci(
+                    auc, positive, scores[:, i], n_resamples=n_resamples, seed=seed
+                )
+        result["protocol"]["auc_one_vs_rest"] = (
+            "ROC AUC of each class against the rest, from the class scores"
+        )
+    return result
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans(string.punctuation, " " * len(string.punctuation))
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, punctuation as spaces, no articles, single spaces (as the VQA evaluation normalises)."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
+
+
+def _answer_scores(references: list[str], answers: list[str], closed: list[bool]) -> dict[str, Any]:
+    """Closed accuracy, open accuracy and open recall of one group of questions."""
+    out: dict[str, Any] = {"n": len(references), "n_closed": sum(closed), "n_open": len(closed) - sum(closed)}
+    exact = [normalize_answer(r) == normalize_answer(a) for r, a in zip(references, answers, strict=True)]
+    recall = [_token_recall(r, a) for r, a in zip(references, answers, strict=True)]
+    if out["n_closed"]:
+        out["closed_accuracy"] = float(np.mean([e for e, c in zip(exact, closed, strict=True) if c]))
+    if out["n_open"]:
+        out["open_accuracy"] = float(np.mean([e for e, c in zip(exact, closed, strict=True) if not c]))
+        out["open_recall"] = float(np.mean([r for r, c in zip(recall, closed, strict=True) if not c]))
+    return out
+
+
+def _token_recall(reference: str, answer: str) -> float:
+    """Share of the reference answer's words that the answer contains (LLaVA-Med's open-question recall)."""
+    ref = normalize_answer(reference).split()
+    got = set(normalize_answer(answer).split())
+    return sum(w in got for w in ref) / len(ref) if ref else float(not got)
+
+
+def vqa_scores(
+    references: Sequence[str],
+    answers: Sequence[str],
+    answer_types: Sequence[str | None],
+    categories: Sequence[str | None],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """SLAKE's accuracies: closed (yes/no and other fixed-choice) and open questions, by category.
+
+    Args:
+        references, answers: the reference and the generated answer of each question.
+        answer_types: SLAKE's ``answer_type`` (``CLOSED`` or ``OPEN``); a missing type counts as closed
+            when the reference is yes/no, else open.
+        categories: SLAKE's ``content_type`` (organ, position, abnormality, ...), or None.
+    """
+    references, answers = list(references), list(answers)
+    closed = [
+        (t or "").upper() == "CLOSED" if t else normalize_answer(r) in ("yes", "no")
+        for r, t in zip(references, answer_types, strict=True)
+    ]
+    result = _answer_scores(references, answers, closed)
+    exact = np.array(
+        [normalize_answer(r) == normalize_answer(a) for r, a in zip(references, answers, strict=True)], float
+    )
+    is_closed = np.array(closed)
+    for name, mask in (("closed_accuracy", is_closed), ("open_accuracy", ~is_closed)):
+        if mask.any():
+            result[name] = _ci(np.mean, exact[mask], n_resamples=n_resamples, seed=seed)
+    if (~is_closed).any():
+        recall = np.array([_token_recall(r, a) for r, a in zip(references, answers, strict=True)])
+        result["open_recall"] = _ci(np.mean, recall[~is_closed], n_resamples=n_resamples, seed=seed)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, c in enumerate(categories):
+        groups[c or "unspecified"].append(i)
+    result["by_category"] = {
+        name: _answer_scores(
+            [references[i] for i in idx], [answers[i] for i in idx], [closed[i] for i in idx]
+        )
+        for name, idx in sorted(groups.items())
+    }
+    result["protocol"] = {
+        "normalisation": "lower case, punctuation as spaces, articles removed, whitespace collapsed",
+        "closed_accuracy": "exact match of the normalised answer, questions SLAKE marks CLOSED",
+        "open_accuracy": "exact match of the normalised answer, questions SLAKE marks OPEN",
+        "open_recall": "share of the reference answer's words present in the answer (LLaVA-Med)",
+        "ci": f"95 % percentile bootstrap over questions, {n_resamples} resamples, seed {seed}",
+    }
+    return result
