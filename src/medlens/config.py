@@ -125,6 +125,20 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class LeakageConfig:
+    """The split's audit of one image or report in two splits or datasets (medlens.data.leakage)."""
+
+    enabled: bool = True  # audit the kept rows (reads every image once more)
+    near_duplicate_distance: int = (
+        16  # bits of the 256-bit dHash within which two images are one; -1: exact only
+    )
+    images: Literal["keep", "drop"] = (
+        "keep"  # duplicate images across splits: keep (counted) or drop later copies
+    )
+    texts: Literal["keep", "drop"] = "keep"  # reports repeated word for word across splits: the same choice
+
+
+@dataclass(frozen=True)
 class SplitConfig:
     """How ``split`` merges the experiment's prepared sources into ``pairs.parquet``."""
 
@@ -136,6 +150,9 @@ class SplitConfig:
     min_samples_per_class: int = 0  # labels with fewer rows are dropped (and reported)
     max_samples: int | None = None  # stratified subsample to at most this many rows
     seed: int = 0  # shuffling of patient groups
+    leakage: LeakageConfig = field(
+        default_factory=LeakageConfig
+    )  # duplicate images and reports across splits
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ EXPERIMENT_OUTPUTS = [
     "eval/decoder.json",
     "eval/generations.jsonl",
     "eval/decoder_per_label.csv",
+    "eval/rexrank.json",
     "report.html",
 ]
 RULES = [
@@ -45,6 +46,7 @@ RULES = [
     "train_decoder",
     "evaluate_encoder",
     "evaluate_decoder",
+    "export_rexrank",
     "report",
 ]
 
@@ -80,6 +82,8 @@ def test_every_rule_output_exists_and_is_well_formed(tiny_run):
     for row in pairs:
         by_patient.setdefault(row["patient_id"], set()).add(row["split"])
     assert all(len(s) == 1 for s in by_patient.values())  # patient-level split
+    leakage = json.loads((results / "tiny" / "data" / "split.json").read_text())["leakage"]
+    assert leakage["rows_audited"] == len(pairs) and leakage["images_exact"]["action"] == "keep"
     enc = json.loads((results / "tiny" / "eval" / "encoder.json").read_text())
     assert 0 <= enc["zero_shot"]["mean"]["auc"] <= 1 and enc["protocol"]["templates"]
     assert "synthetic_ext" in enc["external"]
@@ -124,7 +128,12 @@ def copy_of_run(tiny_run, tmp_path):
 
 def test_a_decoder_edit_reruns_only_the_decoder_and_what_follows(copy_of_run):
     _edit(copy_of_run, "experiments/tiny.yaml", lambda d: d["decoder"]["trainer"].update(learning_rate=3e-4))
-    assert planned_jobs(copy_of_run) == {"train_decoder": 1, "evaluate_decoder": 1, "report": 1}
+    assert planned_jobs(copy_of_run) == {
+        "train_decoder": 1,
+        "evaluate_decoder": 1,
+        "export_rexrank": 1,
+        "report": 1,
+    }
 
 
 def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_data_rule(copy_of_run):
@@ -134,6 +143,7 @@ def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_dat
         "evaluate_encoder": 1,
         "train_decoder": 1,
         "evaluate_decoder": 1,
+        "export_rexrank": 1,
         "report": 1,
     }
 
@@ -158,6 +168,7 @@ def test_a_dataset_edit_reruns_from_prepare_for_that_dataset_only(copy_of_run):
         "evaluate_encoder": 1,
         "train_decoder": 1,
         "evaluate_decoder": 1,
+        "export_rexrank": 1,
         "report": 1,
     }
     proc = snakemake(copy_of_run, "results/report.html", "-n")

@@ -10,7 +10,9 @@ Order of operations:
 2. ``max_samples`` keeps a class-proportional subsample;
 3. with ``official: true`` rows keep their source's own split; a patient found in several
    official splits is moved to one of them (test before val before train) and counted;
-4. the remaining patients are allocated to train/val/test by ratio within label strata.
+4. the remaining patients are allocated to train/val/test by ratio within label strata;
+5. the leakage audit (:mod:`medlens.data.leakage`) counts images and reports found in two splits or
+   datasets and, if ``split.leakage`` says so, drops the later split's copies.
 Dropped rows are written to ``dropped.csv`` with their reason.
 """
 
@@ -29,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medlens.config import SplitConfig
+from medlens.data.leakage import audit_leakage
 from medlens.data.schema import PAIRS_SCHEMA, PREPARED_SCHEMA, SPLITS
 from medlens.errors import ConfigError, DataError
 from medlens.io import atomic_path, write_json
@@ -118,6 +121,19 @@ def _ratio_split(
     return assignment
 
 
+def _split_counts(rows: list[dict], split_of: dict[str, str]) -> dict[str, dict]:
+    """Rows per split and label counts per split, of the rows that have a split."""
+    counts = Counter(split_of.values())
+    labels: dict[str, Counter] = {s: Counter() for s in SPLITS}
+    for r in rows:
+        if r["id"] in split_of:
+            labels[split_of[r["id"]]].update(r["labels"])
+    return {
+        "rows_per_split": {s: counts.get(s, 0) for s in SPLITS},
+        "labels_per_split": {s: dict(sorted(labels[s].items())) for s in SPLITS},
+    }
+
+
 def assign_splits(
     meta: pa.Table, cfg: SplitConfig
 ) -> tuple[dict[str, str], list[tuple[str, str, str]], dict]:
@@ -205,21 +221,14 @@ def assign_splits(
         for i in free_groups[g]:
             split_of[rows[i]["id"]] = split
 
-    counts = Counter(split_of.values())
     stats = {
         "rows": len(meta),
         "kept": len(split_of),
         "dropped": len(dropped),
         "patients": len(groups),
-        "rows_per_split": {s: counts.get(s, 0) for s in SPLITS},
         "dropped_classes": sorted(rare),
         "moved_to_keep_patients_together": moved,
-        "labels_per_split": {
-            s: dict(
-                sorted(Counter(lab for r in rows if split_of[r["id"]] == s for lab in r["labels"]).items())
-            )
-            for s in SPLITS
-        },
+        **_split_counts(rows, split_of),
     }
     if moved:
         logger.warning("%d rows moved from their official split so that no patient spans two splits", moved)
@@ -254,6 +263,12 @@ def split_pairs(
             expected="unique ids across an experiment's datasets",
         )
     split_of, dropped, stats = assign_splits(meta, cfg)
+    stats["leakage"], leaked = audit_leakage(prepared, split_of, cfg.leakage)
+    if leaked:
+        for row_id, _, _ in leaked:
+            del split_of[row_id]
+        dropped += leaked
+        stats.update(kept=len(split_of), dropped=len(dropped), **_split_counts(meta.to_pylist(), split_of))
     with atomic_path(out_pairs) as tmp, pq.ParquetWriter(tmp, PAIRS_SCHEMA, compression="zstd") as writer:
         for path in prepared:
             pf = pq.ParquetFile(path)

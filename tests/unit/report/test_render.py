@@ -295,3 +295,26 @@ def test_each_experiment_opens_with_what_was_learned_per_finding(tmp_path, make_
     headline = re.search(r'<p class="headline" data-experiment="learn">.*?</p>', page, re.S).group(0)
     assert "zero-shot <strong>2 of 2</strong>" in headline
     assert "generated reports <strong>1 of 2</strong>" in headline
+
+
+def test_the_leakage_audit_is_shown_with_its_counts_and_examples(tmp_path, make_experiment, env_info):
+    files, config = make_experiment("leaky")
+    split = json.loads(Path(files["split"]).read_text())
+    group = {"groups": 2, "rows": 4, "cross_split_groups": 1, "cross_dataset_groups": 2, "action": "keep"}
+    example = {"ids": ["a/1", HOSTILE], "splits": ["train", "test"], "datasets": ["a", "b"], "size": 3}
+    split["leakage"] = {
+        "enabled": True,
+        "rows_audited": 40,
+        "images_exact": {**group, "dropped": 0, "examples": [example]},
+        "images_near": {**group, "groups": 3, "dropped": 0, "max_distance": 16, "examples": []},
+        "texts": {**group, "action": "drop", "dropped": 1, "examples": []},
+    }
+    Path(files["split"]).write_text(json.dumps(split))
+    page = Path(render(tmp_path, env_info, {"leaky": (files, config)})["out_pages"][0]).read_text()
+    section = page[page.index('id="leakage-leaky"') :]
+    rows = re.findall(r'<tr data-leakage="(\w+)">(.*?)</tr>', section)
+    cells = {key: re.findall(r"<td[^>]*>(.*?)</td>", row) for key, row in rows}
+    assert cells["images_exact"] == ["identical images", "2", "4", "1", "2", "keep", "0"]
+    assert cells["images_near"][0].startswith("near-identical images (dHash within 16 of 256 bits)")
+    assert cells["texts"][-2:] == ["drop", "1"]
+    assert "&lt;script&gt;" in section and "and 1 more" in section and "40 rows audited" in section
