@@ -5,6 +5,7 @@ what the code uses. ``tests/unit/test_config.py`` fails on any difference in key
 defaults between the two. Only the standard library and ``yaml`` are imported here, because the
 Snakefile imports this module while it builds the DAG (a dry run must stay fast).
 """
+# long: every stage's settings in one place, mirrored key for key by workflow/schemas (a test compares)
 
 from __future__ import annotations
 

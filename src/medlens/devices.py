@@ -87,6 +87,7 @@ def claim_gpus(
         ConfigError: when the job asks for more GPUs than the machine shows.
         MedlensError: when ``timeout`` passes before enough devices are free.
     """
+    # long: its docstring (each way a GPU can be given); the logic is 65 lines
     if n <= 0:
         environ["CUDA_VISIBLE_DEVICES"] = ""
         return []

@@ -123,3 +123,36 @@ def test_building_the_dag_imports_nothing_heavy(repo):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "[]", f"{modules} import {out}"
+
+
+FUNCTION_LINES, FILE_LINES = 80, 400
+
+
+def _reason_follows(lines: list[str], start: int, stop: int) -> bool:
+    """A ``# long: <reason>`` comment among lines[start:stop] (0-based, stop exclusive)."""
+    return any(re.match(r"\s*# long: \S", line) for line in lines[start:stop])
+
+
+def test_a_long_function_or_file_says_why_at_its_top(repo):
+    missing = []
+    for path in sorted((repo / "src" / "medlens").rglob("*.py")):
+        text = path.read_text()
+        lines = text.split("\n")
+        tree = ast.parse(text)
+        rel = path.relative_to(repo)
+        if len(lines) > FILE_LINES:
+            doc_end = tree.body[0].end_lineno if tree.body and isinstance(tree.body[0], ast.Expr) else 0
+            if not _reason_follows(lines, doc_end, doc_end + 2):
+                missing.append(f"{rel}: {len(lines)} lines")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                first = node.body[0]
+                docstring = isinstance(first, ast.Expr) and isinstance(
+                    getattr(first, "value", None), ast.Constant
+                )
+                # from the def line to the first statement, or to the line after the docstring
+                stop = first.end_lineno + 1 if docstring else first.lineno - 1
+                if length > FUNCTION_LINES and not _reason_follows(lines, node.lineno - 1, stop):
+                    missing.append(f"{rel}:{node.lineno} {node.name}: {length} lines")
+    assert not missing, "split these, or put '# long: <why>' at their top:\n" + "\n".join(missing)

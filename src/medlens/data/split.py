@@ -134,29 +134,15 @@ def _split_counts(rows: list[dict], split_of: dict[str, str]) -> dict[str, dict]
     }
 
 
-def assign_splits(
-    meta: pa.Table, cfg: SplitConfig
-) -> tuple[dict[str, str], list[tuple[str, str, str]], dict]:
-    """Decide every row's split.
-
-    Args:
-        meta: the ``read_metadata`` table.
-        cfg: the experiment's split settings.
+def _filter_classes(
+    rows: list[dict], cfg: SplitConfig, rng: random.Random
+) -> tuple[list[dict], list[tuple[str, str, str]], set[str]]:
+    """Steps 1-2: drop classes below ``min_samples_per_class`` and subsample to ``max_samples``.
 
     Returns:
-        ``(split by id, dropped rows as (id, dataset, reason), statistics)``.
+        ``(rows kept, dropped rows as (id, dataset, reason), the rare classes)``.
     """
-    weights = [cfg.train, cfg.val, cfg.test]
-    if any(w < 0 for w in weights) or abs(sum(weights) - 1.0) > 1e-6:
-        raise ConfigError(
-            f"split shares {weights} do not sum to 1",
-            key="split.train/val/test",
-            expected="non-negative shares summing to 1, e.g. 0.8/0.1/0.1 or 0.95/0.05/0",
-        )
-    rows = meta.to_pylist()
-    rng = random.Random(cfg.seed)
     dropped: list[tuple[str, str, str]] = []
-
     ids_by_class: dict[str, list[str]] = defaultdict(list)
     for r in rows:
         ids_by_class[_class_key(r["labels"])].append(r["id"])
@@ -181,7 +167,31 @@ def assign_splits(
                 else f"not in the max_samples={cfg.max_samples} subsample"
             )
             dropped.append((r["id"], r["dataset"], reason))
-    rows = [r for r in rows if r["id"] in keep]
+    return [r for r in rows if r["id"] in keep], dropped, rare
+
+
+def assign_splits(
+    meta: pa.Table, cfg: SplitConfig
+) -> tuple[dict[str, str], list[tuple[str, str, str]], dict]:
+    """Decide every row's split.
+
+    Args:
+        meta: the ``read_metadata`` table.
+        cfg: the experiment's split settings.
+
+    Returns:
+        ``(split by id, dropped rows as (id, dataset, reason), statistics)``.
+    """
+    weights = [cfg.train, cfg.val, cfg.test]
+    if any(w < 0 for w in weights) or abs(sum(weights) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"split shares {weights} do not sum to 1",
+            key="split.train/val/test",
+            expected="non-negative shares summing to 1, e.g. 0.8/0.1/0.1 or 0.95/0.05/0",
+        )
+    rows = meta.to_pylist()
+    rng = random.Random(cfg.seed)
+    rows, dropped, rare = _filter_classes(rows, cfg, rng)
 
     # patient groups; rows without a patient id are their own group
     groups: dict[str, list[int]] = defaultdict(list)

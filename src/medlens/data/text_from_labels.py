@@ -118,6 +118,7 @@ def synthesize_text(
     Raises:
         ConfigError: when a label has no phrasings in the template file.
     """
+    # long: its docstring; the sentence rules run in report order, which splitting would scatter
     tpl = load_templates(modality)
     canonical = tpl["_canonical"]
 

@@ -245,6 +245,7 @@ def clinical_efficacy(
         DataError: when the two lists differ in length or hold something other than strings.
         ConfigError: for an unknown labeler or uncertain-label policy.
     """
+    # long: its docstring (every output key); the logic is 65 lines
     if len(generated) != len(references):
         raise DataError(
             f"{len(generated)} generated reports for {len(references)} references",

@@ -136,6 +136,49 @@ def score_generations(
     return out
 
 
+def _write_generations(path, records, references, generated, chat_dir) -> None:
+    """``generations.jsonl``: id, dataset, image (relative to the chat folder), reference, generated."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for rec, ref, gen in zip(records, references, generated, strict=True):
+            image = os.path.relpath(rec["images"][0], Path(chat_dir))
+            line = {
+                "id": rec["id"],
+                "dataset": rec.get("dataset"),
+                "image": image,
+                "reference": ref,
+                "generated": gen,
+            }
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def _per_dataset(records, references, generated, cfg: EvalConfig, rows) -> dict[str, Any]:
+    """The same scores per source dataset, when the split mixes several."""
+    by_dataset: dict[str, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        by_dataset[rec.get("dataset") or "?"].append(i)
+    if len(by_dataset) < 2:
+        return {}
+    return {
+        name: score_generations(
+            [generated[i] for i in idx],
+            [references[i] for i in idx],
+            cfg,
+            [rows[i] for i in idx] if rows else None,
+        )
+        for name, idx in sorted(by_dataset.items())
+    }
+
+
+def _write_per_label(path, per_label: dict[str, dict]) -> None:
+    """``decoder_per_label.csv``: the clinical scores of each observation (empty without chest reports)."""
+    columns = ["precision", "recall", "f1", "ci_low", "ci_high", "support", "n_generated"]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", *columns])
+        for label, row in per_label.items():
+            w.writerow([label, *(row.get(c) for c in columns)])
+
+
 def evaluate_decoder(
     cfg: EvalConfig,
     chat_dir: str | os.PathLike,
@@ -172,48 +215,17 @@ def evaluate_decoder(
     )
     logger.info("generated %d reports for split '%s'", len(generated), cfg.split)
 
-    with atomic_path(out_generations) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for rec, ref, gen in zip(records, references, generated, strict=True):
-            image = os.path.relpath(rec["images"][0], Path(chat_dir))
-            f.write(
-                json.dumps(
-                    {
-                        "id": rec["id"],
-                        "dataset": rec.get("dataset"),
-                        "image": image,
-                        "reference": ref,
-                        "generated": gen,
-                    },
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
+    _write_generations(out_generations, records, references, generated, chat_dir)
 
     rows = read_row_info(pairs, [r["id"] for r in records]) if pairs is not None else None
     overall = score_generations(list(generated), list(references), cfg, rows)
     if "vqa" in overall and not getattr(generator, "reads_prompts", True):
         overall["vqa"]["protocol"]["decoder"] = _IMAGE_ONLY
-    by_dataset: dict[str, list[int]] = defaultdict(list)
-    for i, rec in enumerate(records):
-        by_dataset[rec.get("dataset") or "?"].append(i)
-    per_dataset = (
-        {
-            name: score_generations(
-                [generated[i] for i in idx],
-                [references[i] for i in idx],
-                cfg,
-                [rows[i] for i in idx] if rows else None,
-            )
-            for name, idx in sorted(by_dataset.items())
-        }
-        if len(by_dataset) > 1
-        else {}
-    )
     result = {
         "split": cfg.split,
         "n": len(records),
         "overall": overall,
-        "per_dataset": per_dataset,
+        "per_dataset": _per_dataset(records, references, generated, cfg, rows),
         "protocol": {
             "decoding": to_dict(cfg.generation),
             "labeler": overall["clinical"].get("labeler"),
@@ -230,12 +242,7 @@ def evaluate_decoder(
         result["encoder_final_probe"] = probe_image_tower(cfg, pairs, tower)
     result["environment"] = environment.record()
     write_json(result, out_json)
-    with atomic_path(out_per_label) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        columns = ["precision", "recall", "f1", "ci_low", "ci_high", "support", "n_generated"]
-        w.writerow(["label", *columns])
-        for label, row in overall["clinical"].get("per_label", {}).items():
-            w.writerow([label, *(row.get(c) for c in columns)])
+    _write_per_label(out_per_label, overall["clinical"].get("per_label", {}))
     logger.info(
         "decoder metrics: %s", json.dumps({k: v for k, v in overall["text"].items() if k != "protocol"})
     )

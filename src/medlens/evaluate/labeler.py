@@ -9,6 +9,7 @@ dependency parse; no parser ships offline, so cues are found as phrases with Neg
 (window, clause end, terminators). The phrase lists live in ``resources/labeler/`` so they can be
 reviewed and extended without touching code.
 """
+# long: a rules file's validation, phrase index, negation cues and labeling pass share one structure
 
 from __future__ import annotations
 
@@ -167,6 +168,7 @@ class RuleLabeler:
         source: str = "<dict>",
         sha256: str | None = None,
     ):
+        # long: validation of a rules file, each error naming its key, in the file's order
         self.source, self.sha256 = source, sha256
         observations = _require(mentions, "observations", dict, source)
         allowed = [f for f in FINDINGS if f != NO_FINDING]

@@ -10,6 +10,7 @@ fitted on train with the chosen C is scored on test with bootstrap CIs.
 A label with one class in train cannot be fitted, and one with one class in test cannot be scored:
 both are reported as not computed with the reason, never as 0.
 """
+# long: the label sets, the multi-label, multiclass and per-modality probes and the C search they share
 
 from __future__ import annotations
 
@@ -120,6 +121,7 @@ def linear_probe(
             targets' shape, or an empty/non-positive C grid.
         DataError: on mismatched shapes or non-finite features.
     """
+    # long: its docstring (29 lines); then one probe per label set, each with its reason when skipped
     grid = sorted({float(c) for c in c_grid})
     if not grid or grid[0] <= 0:
         raise ConfigError(f"c_grid={list(c_grid)}", key="linear_probe.c_grid", expected="positive numbers")
@@ -199,6 +201,7 @@ def _multilabel(
     protocol: dict[str, Any],
     max_iter: int,
 ) -> dict[str, Any]:
+    # long: the targets, the fitted-label subset and three closures are shared by the C search and the scoring
     y_train, y_val, y_test = (
         binary_targets(y, labels, name=f"{s} targets")
         for y, s in zip(ys, ("train", "val", "test"), strict=True)

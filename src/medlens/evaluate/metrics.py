@@ -146,6 +146,7 @@ def per_label_auc(
     Raises:
         DataError: on shape mismatches, non-finite scores or targets other than 0/1.
     """
+    # long: its docstring; per label: skip reason, AUC, bootstrap, ROC points, in one loop
     y = binary_targets(targets, labels)
     s = np.asarray(scores, dtype=float)
     if s.shape != y.shape:

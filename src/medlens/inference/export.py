@@ -121,6 +121,7 @@ def export_onnx(
     Raises:
         MedlensError: when a graph differs from PyTorch by more than ``atol`` (nothing is written).
     """
+    # long: export, check against PyTorch and the model card of both towers, in the order they depend on
     import onnxruntime
 
     from medlens.models.encoders import load_encoder

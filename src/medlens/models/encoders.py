@@ -6,6 +6,7 @@ A trained encoder folder is open_clip's ``local-dir:`` layout (``open_clip_confi
 wraps such a folder with the one preprocessing function training used (:func:`image_transform`),
 so evaluation and the ``medlens`` command can never drift from training.
 """
+# long: every encoder family's open_clip build, save and load, and the one preprocessing they all use
 
 from __future__ import annotations
 

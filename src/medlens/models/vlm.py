@@ -12,6 +12,7 @@ Three things are shared by training (``medlens.train.vlm``) and generation (:cla
   ``cross_attention_mask``, tiles...).
 * :func:`load_vlm` loads the weights, 4-bit/8-bit through bitsandbytes when configured.
 """
+# long: prompt format, batching, loading and generation of VLMs, shared by training and inference
 
 from __future__ import annotations
 

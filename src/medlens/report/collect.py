@@ -78,6 +78,7 @@ def collect_experiment(
     Returns:
         A dict of plain values; whatever is absent is None or empty.
     """
+    # long: one dict, one key per section of the report page
     from medlens.report.examples import generation_examples, image_strip, retrieval_examples
     from medlens.report.findings import learned_counts, learned_per_finding
     from medlens.report.provenance import (

@@ -14,6 +14,7 @@ The module is longer than most (~450 lines) because the loop reads top to bottom
 names (setup, step, log, validate and checkpoint, output); the step's arithmetic is in ``contrastive.py``,
 the optimizer and schedule in ``schedules.py``.
 """
+# long: the contrastive training loop with its resume, preemption and validation, read top to bottom
 
 from __future__ import annotations
 
@@ -210,7 +211,7 @@ def train_encoder(
 
 def _setup(cfg: EncoderConfig, pairs_path: Path, out_dir: Path, zero_shot: ZeroShotConfig | None) -> _Run:
     """Devices, model, data, optimizer and the state to start from (a checkpoint of this run, or fresh)."""
-    # one function on purpose: everything the loop needs, built in the order it depends on (~90 lines)
+    # long: one function on purpose: everything the loop needs, built in the order it depends on
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 

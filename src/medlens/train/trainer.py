@@ -268,6 +268,7 @@ def fit_decoder(
         DataError: an empty training split.
         TrainingInterrupted: after the checkpoint written on SIGTERM/SIGUSR1.
     """
+    # long: the Trainer run top to bottom (shared by the captioner and the VLMs), each step a few lines
     # one function on purpose: the run reads in order, from the settings to the finished folder (~100 lines)
     from accelerate import PartialState
     from transformers import EarlyStoppingCallback, Trainer, set_seed

@@ -10,6 +10,7 @@ The cardiothoracic ratio (CTR) is exact by construction: the heart outline is sc
 widest horizontal extent is ``ctr`` times the sum of the two internal thoracic half-widths (the
 widest extent of the lung fields).
 """
+# long: one geometric model of the chest: body plan, acquisition frame and every outline, built on each other
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ in every study; acute findings, devices and the acquisition change from study to
 carries what the report says about it (side, size, lobe, millimetres), so the report, the labels and
 the pixels are three views of one record.
 """
+# long: one random stream per decision, and every finding's sampling beside the report details it carries
 
 from __future__ import annotations
 

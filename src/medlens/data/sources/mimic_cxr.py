@@ -142,6 +142,7 @@ def _study_path(root: Path, subject: str, study: str) -> Path:
 @register_adapter("mimic_cxr")
 def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     """MIMIC-CXR-JPG: FINDINGS/IMPRESSION of the reports, CheXpert labels, official split (validate -> val)."""
+    # long: one pass joining MIMIC's four tables per image; each reject reason sits beside its check
     root = Path(root)
     columns = load_label_map("chexpert_columns")
     metadata = _table(root, "metadata", ("dicom_id", "subject_id", "study_id"))

@@ -95,6 +95,7 @@ def _sides(boxes: list[dict]) -> dict[str, str]:
 
 
 def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> Iterator[RawRecord]:
+    # long: one pass over the label CSV; each reject reason sits beside the check that finds it
     root = Path(root)
     label_map = load_label_map("nih14")
     table = CsvTable(find_file(root, csv_names, what="NIH label file"), required=_REQUIRED)

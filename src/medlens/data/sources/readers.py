@@ -5,6 +5,7 @@ a renamed column, a doubled folder from unzipping). These helpers turn each such
 :class:`~medlens.errors.DataError` naming the file and what was expected (the whole file is unusable)
 or a per-row problem the adapter passes on as a rejected record (one row is unusable).
 """
+# long: the CSV, JSON and table readers every adapter shares, each error naming its file, row and column
 
 from __future__ import annotations
 
