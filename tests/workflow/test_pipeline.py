@@ -35,6 +35,7 @@ EXPERIMENT_OUTPUTS = [
     "eval/generations.jsonl",
     "eval/decoder_per_label.csv",
     "eval/rexrank.json",
+    "eval/zero_shot_scores.csv",
     "report.html",
 ]
 RULES = [
@@ -72,7 +73,11 @@ def test_every_rule_output_exists_and_is_well_formed(tiny_run):
     for rel in EXPERIMENT_OUTPUTS:
         assert (results / "tiny" / rel).stat().st_size > 0, rel
     assert (results / "report.html").stat().st_size > 0
-    assert {p.name for p in (results / "paper").iterdir()} >= {"summary.csv", "summary.tex"}
+    assert {p.name for p in (results / "paper").iterdir()} >= {
+        "summary.csv",
+        "summary.tex",
+        "differences.csv",
+    }
     for rule in RULES:  # every rule has its log and benchmark
         assert any((results / "logs" / rule).iterdir()), rule
         assert any((results / "benchmarks" / rule).iterdir()), rule

@@ -109,7 +109,11 @@ def experiment_files(name):
         "split": f"results/{name}/data/split.json",
     }
     if "encoder" in stages:
-        files |= {"encoder": f"results/{name}/encoder", "encoder_eval": f"results/{name}/eval/encoder.json"}
+        files |= {
+            "encoder": f"results/{name}/encoder",
+            "encoder_eval": f"results/{name}/eval/encoder.json",
+            "zero_shot_scores": f"results/{name}/eval/zero_shot_scores.csv",
+        }
     if "decoder" in stages:
         files |= {
             "chat": f"results/{name}/data/chat",

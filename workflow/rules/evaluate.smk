@@ -25,6 +25,7 @@ rule evaluate_encoder:
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "table": "ROC points"},
         ),
+        scores="results/{experiment}/eval/zero_shot_scores.csv",
     log:
         "results/logs/evaluate_encoder/{experiment}.log",
     benchmark:

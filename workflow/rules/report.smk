@@ -29,6 +29,12 @@ rule report:
             category="Report",
             labels={"page": "paper table (LaTeX)"},
         ),
+        differences=report(
+            "results/paper/differences.csv",
+            caption="../report/paper_differences.rst",
+            category="Report",
+            labels={"page": "paired differences between experiments"},
+        ),
     log:
         "results/logs/report/report.log",
     benchmark:

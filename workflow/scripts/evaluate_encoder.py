@@ -18,4 +18,5 @@ evaluate_encoder(
     out_json=snakemake.output.metrics,
     out_per_label=snakemake.output.per_label,
     out_roc=snakemake.output.roc,
+    out_scores=snakemake.output.scores,
 )

@@ -10,4 +10,5 @@ build_report(
     out_pages=list(snakemake.output.pages),
     out_csv=snakemake.output.summary_csv,
     out_tex=snakemake.output.summary_tex,
+    out_differences=snakemake.output.differences,
 )

@@ -23,6 +23,7 @@ from medlens import environment
 from medlens.config import EvalConfig, to_dict
 from medlens.data.images import load_image
 from medlens.evaluate.linear_probe import LABEL_SETS, linear_probe
+from medlens.evaluate.paired import write_scores
 from medlens.evaluate.retrieval import retrieval_recall
 from medlens.evaluate.zero_shot import evaluate_zero_shot
 from medlens.io import atomic_path, write_json
@@ -67,7 +68,9 @@ def _encode_texts(encoder, texts: Sequence[str], batch_size: int = 256) -> np.nd
     return np.concatenate(out)
 
 
-def _zero_shot_and_retrieval(encoder, rows: list[dict], feats: np.ndarray, cfg: EvalConfig) -> dict[str, Any]:
+def _zero_shot_and_retrieval(
+    encoder, rows: list[dict], feats: np.ndarray, cfg: EvalConfig, scores_out: list | None = None
+) -> dict[str, Any]:
     labels = list(cfg.zero_shot.labels)
     zero_shot = evaluate_zero_shot(
         feats,
@@ -78,6 +81,7 @@ def _zero_shot_and_retrieval(encoder, rows: list[dict], feats: np.ndarray, cfg: 
         logit_scale=encoder.logit_scale,
         n_resamples=cfg.bootstrap_samples,
         seed=cfg.seed,
+        scores_out=scores_out,
     )
     texts = [r["text"] for r in rows]
     retrieval = retrieval_recall(
@@ -275,8 +279,12 @@ def evaluate_encoder(
     out_json: str | os.PathLike,
     out_per_label: str | os.PathLike,
     out_roc: str | os.PathLike,
+    out_scores: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Evaluate the encoder on ``cfg.split`` of the pairs (and on each external prepared dataset).
+
+    ``out_scores`` receives each evaluated row's zero-shot score and truth per label
+    (:func:`medlens.evaluate.paired.write_scores`), from which the report compares experiments pairwise.
 
     Returns:
         The metrics written to ``out_json``.
@@ -285,10 +293,15 @@ def evaluate_encoder(
 
     encoder = load_encoder(encoder_dir)
     rows, feats = _encode_splits(encoder, pairs_path, cfg)
+    scores: list[np.ndarray] = []
     result: dict[str, Any] = {
         "split": cfg.split,
-        **_zero_shot_and_retrieval(encoder, rows[cfg.split], feats[cfg.split], cfg),
+        **_zero_shot_and_retrieval(encoder, rows[cfg.split], feats[cfg.split], cfg, scores),
     }
+    if out_scores is not None:
+        labels = list(cfg.zero_shot.labels)
+        ids = [r["id"] for r in rows[cfg.split]]
+        write_scores(out_scores, ids, labels, scores[0], label_matrix(rows[cfg.split], labels))
     if cfg.linear_probe.enabled:
         result["linear_probe"] = _split_probes(rows, feats, cfg)
     if modalities := _modality_scores(encoder, rows, feats, cfg):

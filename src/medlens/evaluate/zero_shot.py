@@ -316,6 +316,7 @@ def evaluate_zero_shot(
     n_resamples: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    scores_out: list | None = None,
 ) -> dict[str, Any]:
     """Zero-shot per-label AUC with CIs, and the protocol (prompt set, every prompt, scale) behind it.
 
@@ -329,6 +330,8 @@ def evaluate_zero_shot(
         n_resamples: bootstrap resamples.
         seed: seed of the resampling.
         alpha: 1 - confidence level.
+        scores_out: when given, the ``[N, L]`` log-odds the AUCs rank by are appended to it (for paired
+            comparisons between models).
 
     Returns:
         :func:`medlens.evaluate.metrics.per_label_auc`'s dict (``per_label``, ``mean``), with its
@@ -340,6 +343,8 @@ def evaluate_zero_shot(
     logits = zero_shot_logits(image_features, encode_text, labels, t, logit_scale)
     # Ranked by the log-odds pos - neg: the same order as the probability, without its float saturation.
     log_odds = logits[..., 0] - logits[..., 1]
+    if scores_out is not None:
+        scores_out.append(log_odds)
     result = per_label_auc(log_odds, targets, labels, n_resamples=n_resamples, seed=seed, alpha=alpha)
     result["protocol"].update(
         task="zero-shot classification (CheXzero softmax over a positive/negative prompt pair)",

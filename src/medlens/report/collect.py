@@ -131,6 +131,8 @@ def collect_experiment(
         "split": _load_json(files.get("split")),
         "encoder_eval": encoder_eval,
         "decoder_eval": decoder_eval,
+        # what the paired comparison between experiments reads (medlens.report.compare)
+        "paired_inputs": {k: files.get(k) for k in ("zero_shot_scores", "generations", "pairs")},
         "rexrank": {"path": files["rexrank"], "studies": len(_load_json(files["rexrank"]) or {})}
         if "rexrank" in files
         else None,

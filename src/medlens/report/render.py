@@ -19,6 +19,7 @@ from medlens.config import dig
 from medlens.io import atomic_path
 from medlens.report.claims import compare_claims, load_seed_claims
 from medlens.report.collect import collect_experiment
+from medlens.report.compare import experiment_differences, write_differences
 from medlens.report.plots import line_plot, roc_plot
 from medlens.report.provenance import environment, lock_warnings
 from medlens.report.tables import (
@@ -106,6 +107,7 @@ def write_report(
     out_html: str | os.PathLike | None = None,
     out_csv: str | os.PathLike | None = None,
     out_tex: str | os.PathLike | None = None,
+    out_differences: str | os.PathLike | None = None,
     env_info: dict[str, Any] | None = None,
 ) -> None:
     """Render the overview page, one page per experiment and the paper tables.
@@ -117,6 +119,8 @@ def write_report(
         out_html: ``results/report.html``; None writes no overview (one experiment's page alone).
         out_csv: ``results/paper/summary.csv``; None writes no paper table.
         out_tex: ``results/paper/summary.tex``; None writes no paper table.
+        out_differences: ``results/paper/differences.csv``, the paired differences between every two
+            experiments (:mod:`medlens.report.compare`); None computes none.
         env_info: the build environment; :func:`~medlens.report.provenance.environment` when None.
     """
     template = _environment().get_template("report.html.j2")
@@ -138,11 +142,15 @@ def write_report(
                     title=f"medlens: {exp['title']}",
                     experiments=[exp],
                     rows=[row],
+                    differences=[],
                     lock_warnings=lock_warnings(context["provenance"], [exp]),
                     **context,
                 ),
                 encoding="utf-8",
             )
+    differences = experiment_differences(list(experiments)) if out_differences is not None else []
+    if out_differences is not None:
+        write_differences(differences, out_differences)
     if out_html is not None:
         with atomic_path(out_html) as tmp:
             tmp.write_text(
@@ -150,6 +158,7 @@ def write_report(
                     title="medlens report",
                     experiments=list(experiments),
                     rows=rows,
+                    differences=differences,
                     lock_warnings=lock_warnings(context["provenance"], experiments),
                     **context,
                 ),
@@ -171,13 +180,14 @@ def build_report(
     out_html: str | os.PathLike | None = None,
     out_csv: str | os.PathLike | None = None,
     out_tex: str | os.PathLike | None = None,
+    out_differences: str | os.PathLike | None = None,
 ) -> None:
     """Collect every experiment's outputs and write the report (the ``report`` and ``report_experiment`` rules' call).
 
     Args:
         experiments: ``{name: {"config": resolved config, "files": paths of its outputs}}`` in ``run`` order
             (``report_params`` in ``workflow/rules/common.smk``).
-        out_html, out_pages, out_csv, out_tex: as :func:`write_report`.
+        out_html, out_pages, out_csv, out_tex, out_differences: as :func:`write_report`.
     """
     collected = []
     for name, spec in experiments.items():
@@ -188,4 +198,11 @@ def build_report(
         claims = report_cfg.get("seed_claims")
         exp["seed_claims"] = load_seed_claims(claims) if claims else None
         collected.append(exp)
-    write_report(collected, out_html=out_html, out_pages=out_pages, out_csv=out_csv, out_tex=out_tex)
+    write_report(
+        collected,
+        out_html=out_html,
+        out_pages=out_pages,
+        out_csv=out_csv,
+        out_tex=out_tex,
+        out_differences=out_differences,
+    )

@@ -318,3 +318,24 @@ def test_the_leakage_audit_is_shown_with_its_counts_and_examples(tmp_path, make_
     assert cells["images_near"][0].startswith("near-identical images (dHash within 16 of 256 bits)")
     assert cells["texts"][-2:] == ["drop", "1"]
     assert "&lt;script&gt;" in section and "and 1 more" in section and "40 rows audited" in section
+
+
+def test_the_overview_lists_each_pair_of_experiments_and_why_it_is_not_compared(
+    tmp_path, make_experiment, env_info
+):
+    specs = {name: make_experiment(name) for name in ("alpha", "beta")}
+    experiments = [collect_experiment(n, files, config) for n, (files, config) in specs.items()]
+    for exp in experiments:
+        exp["seed_claims"] = None
+    out = outputs(tmp_path, list(specs))
+    write_report(experiments, env_info=env_info, out_differences=tmp_path / "differences.csv", **out)
+    with open(tmp_path / "differences.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["metric"], r["a"], r["b"]) for r in rows] == [
+        ("zero-shot mean AUC", "alpha", "beta"),
+        ("clinical micro-F1 (CheXpert-14)", "alpha", "beta"),
+    ]
+    assert all(r["not_computed"] and not r["difference"] for r in rows)  # never a made-up number
+    page = Path(out["out_html"]).read_text()
+    assert page.count('data-pair="alpha|beta"') == 2 and "not computed: an experiment has no" in page
+    assert 'id="differences-table"' not in Path(out["out_pages"][0]).read_text()

@@ -1,0 +1,148 @@
+"""Every pair of experiments scored on the same test rows, compared by paired bootstrap (the paper table's
+second part, ``results/paper/differences.csv``).
+
+Two experiments are paired on a metric only when they scored exactly the same rows (same ids, same
+truth); otherwise the row says why not. Zero-shot mean AUC is compared from ``eval/zero_shot_scores.csv``;
+clinical micro-F1 (CheXpert-14) from ``eval/generations.jsonl``, the chest radiograph reports of both
+labelled by the labeler both evaluations used. Each difference is ``a - b`` with its 95 % interval over
+the shared resamples and whether that interval excludes zero.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medlens.config import FINDINGS, dig
+from medlens.io import atomic_path
+
+__all__ = ["experiment_differences", "write_differences", "DIFFERENCE_COLUMNS"]
+
+DIFFERENCE_COLUMNS = [
+    "metric",
+    "a",
+    "b",
+    "n",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "excludes_zero",
+    "n_skipped_resamples",
+    "not_computed",
+]
+
+
+def _settings(exp: dict[str, Any]) -> tuple[int, int]:
+    evaluate = exp["config"].get("evaluate") or {}
+    return int(evaluate.get("bootstrap_samples", 1000)), int(evaluate.get("seed", 0))
+
+
+def _zero_shot(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> dict[str, Any]:
+    from medlens.evaluate.paired import paired_auc_difference, read_scores
+
+    paths = [e["paired_inputs"].get("zero_shot_scores") for e in (a, b)]
+    if not all(p and Path(p).is_file() for p in paths):
+        return {
+            "not_computed": "an experiment has no zero_shot_scores.csv (no encoder, or evaluated before it existed)"
+        }
+    (ids_a, labels_a, sa, ta), (ids_b, labels_b, sb, tb) = (read_scores(p) for p in paths)
+    if ids_a != ids_b or labels_a != labels_b or not np.array_equal(ta, tb):
+        return {"not_computed": f"different test rows or labels ({len(ids_a)} and {len(ids_b)} rows)"}
+    result = paired_auc_difference(sa, sb, ta, n_resamples=n_resamples, seed=seed)
+    return {**result, "n": len(ids_a)}
+
+
+def _chest_reports(exp: dict[str, Any]) -> dict[str, tuple[str, str]] | None:
+    """id -> (reference, generated) of the chest radiograph reports of an experiment's generations."""
+    import pyarrow.parquet as pq
+
+    path, pairs = exp["paired_inputs"].get("generations"), exp["paired_inputs"].get("pairs")
+    if not path or not Path(path).is_file() or not pairs or not Path(pairs).is_file():
+        return None
+    table = pq.read_table(pairs, columns=["id", "modality", "text_source"]).to_pylist()
+    chest = {r["id"] for r in table if r["modality"] == "chest_xray" and r["text_source"] != "vqa"}
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                g = json.loads(line)
+                if g["id"] in chest:
+                    out[g["id"]] = (g["reference"], g["generated"])
+    return out
+
+
+def _clinical(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> dict[str, Any]:
+    from medlens.evaluate.clinical import binarize, create_labeler
+    from medlens.evaluate.paired import paired_micro_f1_difference
+
+    labelers = {dig(e, "decoder_eval.overall.clinical.labeler") for e in (a, b)}
+    policies = {dig(e, "decoder_eval.overall.clinical.uncertain_policy") for e in (a, b)}
+    if len(labelers) != 1 or len(policies) != 1 or None in labelers:
+        return {
+            "not_computed": f"not both scored by one labeler with one policy ({sorted(map(str, labelers))})"
+        }
+    reports = [_chest_reports(e) for e in (a, b)]
+    if any(r is None for r in reports):
+        return {"not_computed": "an experiment has no generations.jsonl (no decoder stage)"}
+    ra, rb = reports
+    if not ra or ra.keys() != rb.keys() or any(ra[i][0] != rb[i][0] for i in ra):
+        return {"not_computed": f"different chest test reports ({len(ra)} and {len(rb)})"}
+    ids = sorted(ra)
+    config_labeler = (a["config"].get("evaluate") or {}).get("labeler", "rules")
+    labeler = create_labeler(config_labeler)
+    (policy,) = policies
+
+    def labels(texts: list[str]) -> np.ndarray:
+        return binarize(labeler.label_texts(texts), FINDINGS, policy)
+
+    result = paired_micro_f1_difference(
+        labels([ra[i][1] for i in ids]),
+        labels([rb[i][1] for i in ids]),
+        labels([ra[i][0] for i in ids]),
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    return {**result, "n": len(ids), "labeler": labeler.name}
+
+
+def experiment_differences(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per metric and pair of experiments (in ``run`` order): the paired difference ``a - b``."""
+    rows = []
+    for a, b in itertools.combinations(experiments, 2):
+        n_resamples, seed = _settings(a)
+        for metric, compare, stage in (
+            ("zero-shot mean AUC", _zero_shot, "encoder"),
+            ("clinical micro-F1 (CheXpert-14)", _clinical, "decoder"),
+        ):
+            if not all(stage in e["stages"] for e in (a, b)):
+                continue
+            result = compare(a, b, n_resamples, seed)
+            rows.append(
+                {
+                    "metric": metric,
+                    "a": a["name"],
+                    "b": b["name"],
+                    "n": result.get("n"),
+                    "difference": result.get("value"),
+                    "ci_low": result.get("ci_low"),
+                    "ci_high": result.get("ci_high"),
+                    "excludes_zero": result.get("excludes_zero"),
+                    "n_skipped_resamples": result.get("n_skipped_resamples"),
+                    "not_computed": result.get("not_computed"),
+                }
+            )
+    return rows
+
+
+def write_differences(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    """``results/paper/differences.csv`` (a header alone when ``run`` holds one experiment)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=DIFFERENCE_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)

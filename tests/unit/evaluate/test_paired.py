@@ -1,0 +1,72 @@
+"""Paired bootstrap differences: the same resamples for both models, hand-checked values, and the CSV of scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, roc_auc_score
+
+from medlens.errors import DataError
+from medlens.evaluate.bootstrap import percentile_ci, resample_indices
+from medlens.evaluate.paired import (
+    paired_auc_difference,
+    paired_micro_f1_difference,
+    read_scores,
+    write_scores,
+)
+
+
+def _data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, 2, (n, 3))
+    good = targets + rng.normal(0, 0.6, (n, 3))  # informative
+    weak = targets + rng.normal(0, 3.0, (n, 3))  # barely
+    return good, weak, targets
+
+
+def test_the_auc_difference_is_the_difference_of_mean_aucs_on_shared_resamples():
+    good, weak, targets = _data()
+    result = paired_auc_difference(good, weak, targets, n_resamples=200, seed=4)
+    mean_auc = lambda s, t: np.mean([roc_auc_score(t[:, j], s[:, j]) for j in range(3)])  # noqa: E731
+    assert result["value"] == pytest.approx(mean_auc(good, targets) - mean_auc(weak, targets))
+    # the interval is over the same row resamples for both models (scikit-learn, resample by resample)
+    (idx,) = list(resample_indices(len(targets), 200, seed=4))
+    manual = np.array([mean_auc(good[i], targets[i]) - mean_auc(weak[i], targets[i]) for i in idx])
+    low, high, _ = percentile_ci(manual)
+    assert (result["ci_low"], result["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert result["excludes_zero"] and result["ci_low"] > 0 and result["labels_averaged"] == 3
+
+
+def test_a_model_against_itself_differs_by_exactly_zero_and_the_interval_does_not_exclude_it():
+    good, _, targets = _data()
+    same = paired_auc_difference(good, good, targets, n_resamples=100)
+    assert (same["value"], same["ci_low"], same["ci_high"], same["excludes_zero"]) == (0.0, 0.0, 0.0, False)
+    # two equally good models on different noise: the paired interval straddles zero
+    other = targets + np.random.default_rng(9).normal(0, 0.6, targets.shape)
+    close = paired_auc_difference(good, other, targets, n_resamples=300)
+    assert close["ci_low"] < 0 < close["ci_high"] and close["excludes_zero"] is False
+
+
+def test_the_micro_f1_difference_matches_scikit_learn():
+    ref = np.array([[1, 0], [1, 1], [0, 0], [0, 1], [1, 0], [0, 1]])
+    a = np.array([[1, 0], [1, 1], [0, 0], [0, 1], [0, 0], [0, 1]])  # one false negative
+    b = np.array([[1, 1], [0, 1], [1, 0], [0, 0], [1, 0], [0, 1]])
+    result = paired_micro_f1_difference(a, b, ref, n_resamples=100)
+    expected = f1_score(ref, a, average="micro") - f1_score(ref, b, average="micro")
+    assert result["value"] == pytest.approx(expected)
+    assert result["ci_low"] <= result["value"] <= result["ci_high"]
+
+
+def test_mismatched_shapes_are_refused_and_scores_round_trip(tmp_path):
+    good, weak, targets = _data(10)
+    with pytest.raises(DataError, match="differ"):
+        paired_auc_difference(good, weak[:5], targets)
+    path = tmp_path / "scores.csv"
+    write_scores(path, [f"r,{i}" for i in range(10)], ["A", "B", "C"], good, targets)
+    ids, labels, scores, back = read_scores(path)
+    assert ids[1] == "r,1" and labels == ["A", "B", "C"]
+    np.testing.assert_array_equal(scores, good)  # repr keeps every bit
+    np.testing.assert_array_equal(back, targets)
+    path.write_text("nonsense\n")
+    with pytest.raises(DataError, match="not a zero-shot scores file"):
+        read_scores(path)

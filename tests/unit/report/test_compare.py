@@ -1,0 +1,64 @@
+"""The paper table's paired differences: which pairs are compared, on what, and why a pair is not."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from helpers.pairs import write_pairs
+from medlens.evaluate.paired import write_scores
+from medlens.report.compare import experiment_differences, write_differences
+
+
+def _experiment(tmp_path, name, pairs, generate, *, signal, stages=("encoder", "decoder"), rows=None):
+    table = pq.read_table(pairs, columns=["id", "text", "labels", "split"]).to_pylist()
+    test = [r for r in table if r["split"] == "test"][:rows]
+    root = tmp_path / name
+    root.mkdir()
+    labels = ["Cardiomegaly", "Pleural Effusion"]
+    targets = np.array([[int(lab in r["labels"]) for lab in labels] for r in test])
+    noise = np.random.default_rng(len(name)).normal(0, 1, targets.shape)
+    write_scores(root / "scores.csv", [r["id"] for r in test], labels, signal * targets + noise, targets)
+    with open(root / "generations.jsonl", "w") as f:
+        for r in test:
+            f.write(
+                json.dumps({"id": r["id"], "reference": r["text"], "generated": generate(r["text"])}) + "\n"
+            )
+    return {
+        "name": name,
+        "stages": list(stages),
+        "config": {"evaluate": {"bootstrap_samples": 200, "seed": 0, "labeler": "rules"}},
+        "decoder_eval": {"overall": {"clinical": {"labeler": "rules", "uncertain_policy": "positive"}}},
+        "paired_inputs": {
+            "zero_shot_scores": str(root / "scores.csv"),
+            "generations": str(root / "generations.jsonl"),
+            "pairs": str(pairs),
+        },
+    }
+
+
+def test_pairs_on_the_same_rows_get_paired_differences_and_the_others_a_reason(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.parquet", n=300)
+    exact = _experiment(tmp_path, "exact", pairs, lambda t: t, signal=3.0)
+    blind = _experiment(
+        tmp_path, "blind", pairs, lambda t: "Heart size is normal. No pleural effusion.", signal=0.0
+    )
+    fewer = _experiment(tmp_path, "fewer", pairs, lambda t: t, signal=3.0, rows=20)
+    encoder_only = _experiment(tmp_path, "enc", pairs, lambda t: t, signal=3.0, stages=("encoder",))
+    rows = experiment_differences([exact, blind, fewer, encoder_only])
+    by = {(r["metric"].split()[0], r["a"], r["b"]): r for r in rows}
+    auc = by[("zero-shot", "exact", "blind")]
+    assert auc["n"] == 45 and auc["difference"] > 0.3 and auc["excludes_zero"] is True
+    f1 = by[("clinical", "exact", "blind")]
+    assert f1["difference"] > 0.3 and f1["ci_low"] > 0 and f1["excludes_zero"] is True
+    assert "different" in by[("zero-shot", "exact", "fewer")]["not_computed"]
+    assert "different chest test reports" in by[("clinical", "blind", "fewer")]["not_computed"]
+    # an encoder-only experiment is compared on the encoder's metric only
+    assert ("clinical", "exact", "enc") not in by and ("zero-shot", "exact", "enc") in by
+    write_differences(rows, tmp_path / "differences.csv")
+    with open(tmp_path / "differences.csv") as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == len(rows) and written[0]["excludes_zero"] == "True"
