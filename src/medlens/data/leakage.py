@@ -59,26 +59,18 @@ def difference_hash(image_bytes: bytes) -> int:
     return int.from_bytes(np.packbits(small[:, 1:] > small[:, :-1]).tobytes(), "big")
 
 
-class _Groups:
-    """Union-find over row indices (path halving)."""
+def _components(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
+    """The connected components of two or more of ``n`` nodes joined by ``edges`` (scipy's csgraph)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def __init__(self, n: int):
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        self.parent[self.find(a)] = self.find(b)
-
-    def components(self) -> list[list[int]]:
-        out: dict[int, list[int]] = defaultdict(list)
-        for i in range(len(self.parent)):
-            out[self.find(i)].append(i)
-        return [m for m in out.values() if len(m) > 1]
+    rows, cols = zip(*edges, strict=True) if edges else ((), ())
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, c in enumerate(component):
+        groups[int(c)].append(i)
+    return [m for m in groups.values() if len(m) > 1]
 
 
 def hamming_groups(hashes: Sequence[int], max_distance: int, bits: int = BITS) -> list[list[int]]:
@@ -89,13 +81,11 @@ def hamming_groups(hashes: Sequence[int], max_distance: int, bits: int = BITS) -
     so no pair is missed; bands narrower than 8 bits would match nearly everything, so then every pair
     is compared.
     """
-    groups = _Groups(len(hashes))
     first: dict[int, int] = {}
-    for i, h in enumerate(hashes):
-        groups.union(i, first.setdefault(h, i))
+    edges = [(i, first.setdefault(h, i)) for i, h in enumerate(hashes)]
     unique = sorted(first)
     if max_distance <= 0 or len(unique) < 2:
-        return groups.components()
+        return _components(len(hashes), edges)
     n_bands = max_distance + 1
     width = bits // n_bands
     if width >= 8:
@@ -111,8 +101,8 @@ def hamming_groups(hashes: Sequence[int], max_distance: int, bits: int = BITS) -
         for a_pos, a in enumerate(bucket):
             for b in bucket[a_pos + 1 :]:
                 if (unique[a] ^ unique[b]).bit_count() <= max_distance:
-                    groups.union(first[unique[a]], first[unique[b]])
-    return groups.components()
+                    edges.append((first[unique[a]], first[unique[b]]))
+    return _components(len(hashes), edges)
 
 
 def _fold(text: str) -> str:

@@ -36,7 +36,7 @@ from medlens.data.schema import PAIRS_SCHEMA, PREPARED_SCHEMA, SPLITS
 from medlens.errors import ConfigError, DataError
 from medlens.io import atomic_path, write_json
 
-__all__ = ["split_pairs", "assign_splits", "read_metadata"]
+__all__ = ["split_pairs", "assign_splits", "read_metadata", "pair_rows", "count_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +303,15 @@ def split_pairs(
         stats["dropped"],
     )
     return stats
+
+
+def pair_rows(
+    path: str | os.PathLike, columns: Sequence[str], ids: set[str] | None = None
+) -> dict[str, dict]:
+    """id -> ``{column: value}`` of a pairs parquet (those columns only, never the image bytes unless asked),
+    for every row or only ``ids``."""
+    table = pq.read_table(path, columns=list(dict.fromkeys(["id", *columns]))).to_pylist()
+    return {r["id"]: r for r in table if ids is None or r["id"] in ids}
 
 
 def count_rows(path: str | os.PathLike, split: str) -> int:

@@ -29,6 +29,7 @@ __all__ = [
     "label_report",
     "label_reports",
     "binarize",
+    "micro_f1",
     "CHEXPERT5",
     "UNCERTAIN_POLICIES",
 ]
@@ -104,6 +105,11 @@ def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
 
 def _counts(ref: np.ndarray, gen: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (ref & gen).sum(axis=axis), (~ref & gen).sum(axis=axis), (ref & ~gen).sum(axis=axis)
+
+
+def micro_f1(ref: np.ndarray, gen: np.ndarray, axis: int | tuple[int, ...]) -> np.ndarray:
+    """Micro F1 of boolean label arrays, counts summed over ``axis``; NaN where nothing is positive."""
+    return _f1(*_counts(ref, gen, axis=axis))
 
 
 def _set_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

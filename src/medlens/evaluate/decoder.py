@@ -23,6 +23,7 @@ from typing import Any
 from medlens import environment
 from medlens.config import EvalConfig, to_dict
 from medlens.data.chat_format import read_chat
+from medlens.data.split import pair_rows
 from medlens.errors import DataError
 from medlens.evaluate.clinical import clinical_efficacy
 from medlens.evaluate.modality import (
@@ -30,6 +31,7 @@ from medlens.evaluate.modality import (
     label_from_text,
     multiclass_scores,
     ordinal_scores,
+    rows_of_class,
     vqa_scores,
 )
 from medlens.evaluate.text_metrics import corpus_text_metrics
@@ -64,10 +66,7 @@ class RowInfo:
 
 def read_row_info(pairs: str | os.PathLike, ids: list[str]) -> list[RowInfo]:
     """The modality, text source, labels and metadata of each id, from the pairs table (no image bytes)."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(pairs, columns=["id", "modality", "text_source", "labels", "meta"]).to_pylist()
-    by_id = {r["id"]: r for r in table}
+    by_id = pair_rows(pairs, ["modality", "text_source", "labels", "meta"], set(ids))
     out = []
     for i in ids:
         r = by_id.get(i)
@@ -109,12 +108,11 @@ def score_generations(
             "findings only, so other modalities are scored under `grading` and `vqa`"
         }
     grading = {}
+    graded = [r.modality if r.text_source != "vqa" else None for r in rows]  # a VQA answer is no diagnosis
     for modality, (task, classes) in MODALITY_TASKS.items():
-        idx = [i for i, r in enumerate(rows) if r.modality == modality and r.text_source != "vqa"]
-        idx = [i for i in idx if any(c in classes for c in rows[i].labels)]
+        idx, truth = rows_of_class(graded, [r.labels for r in rows], modality, classes)
         if not idx:
             continue
-        truth = [next(c for c in rows[i].labels if c in classes) for i in idx]
         predicted = [label_from_text(generated[i], modality) for i in idx]
         score = ordinal_scores if task == "ordinal" else multiclass_scores
         grading[modality] = score(truth, predicted, classes, n_resamples=cfg.bootstrap_samples, seed=cfg.seed)

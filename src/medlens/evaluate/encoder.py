@@ -23,6 +23,7 @@ from medlens import environment
 from medlens.config import EvalConfig, to_dict
 from medlens.data.images import load_image
 from medlens.evaluate.linear_probe import LABEL_SETS, linear_probe
+from medlens.evaluate.modality import class_prompts, rows_of_class
 from medlens.evaluate.paired import write_scores
 from medlens.evaluate.retrieval import retrieval_recall
 from medlens.evaluate.zero_shot import evaluate_zero_shot
@@ -158,24 +159,10 @@ def _encode_splits(
     return rows, feats
 
 
-def class_prompts(modality: str, classes: Sequence[str]) -> dict[str, list[str]]:
-    """Zero-shot prompts of each class: its name and report sentences from ``resources/text_templates``
-    (the phrasings such datasets' text is written in)."""
-    from medlens.data.text_from_labels import load_templates
-
-    entries = load_templates(modality)["labels"]
-    return {
-        c: [entries[c].get("term", c), *(s for s in entries[c].get("positive", ()) if "{" not in s)]
-        for c in classes
-    }
-
-
 def _of_modality(rows: list[dict], modality: str, classes: Sequence[str]) -> tuple[np.ndarray, list[str]]:
     """Indices of the rows of ``modality`` with a class label, and that label."""
-    idx = [
-        i for i, r in enumerate(rows) if r["modality"] == modality and any(c in classes for c in r["labels"])
-    ]
-    return np.asarray(idx, dtype=int), [next(c for c in rows[i]["labels"] if c in classes) for i in idx]
+    idx, truth = rows_of_class([r["modality"] for r in rows], [r["labels"] for r in rows], modality, classes)
+    return np.asarray(idx, dtype=int), truth
 
 
 def _modality_scores(encoder, rows: dict[str, list[dict]], feats: dict[str, np.ndarray], cfg: EvalConfig):

@@ -30,6 +30,8 @@ from medlens.evaluate.bootstrap import bootstrap
 
 __all__ = [
     "MODALITY_TASKS",
+    "class_prompts",
+    "rows_of_class",
     "label_from_text",
     "ordinal_scores",
     "multiclass_scores",
@@ -63,14 +65,23 @@ def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def class_prompts(modality: str, classes: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """The phrasings that name each class: its ``term`` (else its name) and its ``positive`` report sentences
+    from ``resources/text_templates`` (the phrasings such datasets' text is written in); the encoder's
+    zero-shot prompts, and what :func:`label_from_text` looks for."""
+    entries = load_templates(modality)["labels"]
+    return {
+        c: [entries[c].get("term", c), *(s for s in entries[c].get("positive", ()) if "{" not in s)]
+        for c in (entries if classes is None else classes)
+    }
+
+
 def _phrases(modality: str) -> dict[str, list[str]]:
-    """class -> the lower-cased phrasings that name it (its ``term`` and its ``positive`` sentences)."""
-    templates = load_templates(modality)
-    out: dict[str, list[str]] = {}
-    for name, entry in templates["labels"].items():
-        phrases = [entry.get("term", ""), *entry.get("positive", ())]
-        out[name] = [_normalise(p.split("(")[0].rstrip(" .")) for p in phrases if p and "{" not in p]
-    return out
+    """class -> the lower-cased phrasings that name it, without trailing detail in brackets."""
+    return {
+        name: [_normalise(p.split("(")[0].rstrip(" .")) for p in phrases if p]
+        for name, phrases in class_prompts(modality).items()
+    }
 
 
 def label_from_text(text: str, modality: str) -> str | None:
@@ -93,6 +104,18 @@ def label_from_text(text: str, modality: str) -> str | None:
         if any(re.search(rf"(?<![a-z]){re.escape(p)}(?![a-z])", body) for p in phrases if p)
     }
     return found.pop() if len(found) == 1 else None
+
+
+def rows_of_class(
+    modalities: Sequence[str | None], labels: Sequence[Sequence[str]], modality: str, classes: Sequence[str]
+) -> tuple[list[int], list[str]]:
+    """Indices of the rows of ``modality`` that carry one of ``classes``, and that class (their truth)."""
+    idx = [
+        i
+        for i, (m, ls) in enumerate(zip(modalities, labels, strict=True))
+        if m == modality and set(ls) & set(classes)
+    ]
+    return idx, [next(c for c in labels[i] if c in classes) for i in idx]
 
 
 def _indices(labels: Sequence[str | None], classes: Sequence[str]) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 
 from medlens.errors import DataError
 from medlens.evaluate.bootstrap import bootstrap
+from medlens.evaluate.clinical import micro_f1
 from medlens.evaluate.metrics import auc_rows
 from medlens.io import atomic_path
 
@@ -66,14 +67,6 @@ def paired_auc_difference(
     return _excludes_zero(result)
 
 
-def _micro_f1(gen: np.ndarray, ref: np.ndarray) -> np.ndarray:  # [B, n, L] -> [B]
-    tp = (gen & ref).sum(axis=(1, 2))
-    fp = (gen & ~ref).sum(axis=(1, 2))
-    fn = (~gen & ref).sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-
-
 def paired_micro_f1_difference(
     generated_a: np.ndarray,
     generated_b: np.ndarray,
@@ -95,8 +88,8 @@ def paired_micro_f1_difference(
             expected="both models' reports for the same rows and observations",
         )
 
-    def difference(x: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:
-        return _micro_f1(x, r) - _micro_f1(y, r)
+    def difference(x: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:  # [B, n, L] each
+        return micro_f1(r, x, axis=(1, 2)) - micro_f1(r, y, axis=(1, 2))
 
     return _excludes_zero(
         bootstrap(difference, a, b, ref, n_resamples=n_resamples, seed=seed, vectorized=True)

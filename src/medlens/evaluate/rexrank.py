@@ -18,6 +18,7 @@ import os
 from collections import defaultdict
 from typing import Any
 
+from medlens.data.split import pair_rows
 from medlens.errors import DataError
 from medlens.io import atomic_path
 
@@ -45,13 +46,6 @@ def read_generations(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def _pair_rows(pairs: str | os.PathLike, ids: set[str]) -> dict[str, dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    columns = ["id", "dataset", "study_id", "modality", "view", "text", "text_source", "split"]
-    return {r["id"]: r for r in pq.read_table(pairs, columns=columns).to_pylist() if r["id"] in ids}
-
-
 def rexrank_submission(generations: list[dict[str, Any]], pairs: str | os.PathLike) -> dict[str, Any]:
     """The ReXrank prediction object of the chest radiograph reports among ``generations``.
 
@@ -62,7 +56,8 @@ def rexrank_submission(generations: list[dict[str, Any]], pairs: str | os.PathLi
     Raises:
         DataError: when a generated id is not in the pairs table, or two datasets share a study id.
     """
-    rows = _pair_rows(pairs, {g["id"] for g in generations})
+    columns = ["dataset", "study_id", "modality", "view", "text", "text_source", "split"]
+    rows = pair_rows(pairs, columns, {g["id"] for g in generations})
     studies: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
     owner: dict[str, str] = {}
     for g in generations:

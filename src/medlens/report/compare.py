@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -60,21 +59,15 @@ def _zero_shot(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int
 
 def _chest_reports(exp: dict[str, Any]) -> dict[str, tuple[str, str]] | None:
     """id -> (reference, generated) of the chest radiograph reports of an experiment's generations."""
-    import pyarrow.parquet as pq
+    from medlens.data.split import pair_rows
+    from medlens.evaluate.rexrank import read_generations
 
     path, pairs = exp["paired_inputs"].get("generations"), exp["paired_inputs"].get("pairs")
     if not path or not Path(path).is_file() or not pairs or not Path(pairs).is_file():
         return None
-    table = pq.read_table(pairs, columns=["id", "modality", "text_source"]).to_pylist()
-    chest = {r["id"] for r in table if r["modality"] == "chest_xray" and r["text_source"] != "vqa"}
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                g = json.loads(line)
-                if g["id"] in chest:
-                    out[g["id"]] = (g["reference"], g["generated"])
-    return out
+    rows = pair_rows(pairs, ["modality", "text_source"]).values()
+    chest = {r["id"] for r in rows if r["modality"] == "chest_xray" and r["text_source"] != "vqa"}
+    return {g["id"]: (g["reference"], g["generated"]) for g in read_generations(path) if g["id"] in chest}
 
 
 def _clinical(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> dict[str, Any]:
