@@ -217,14 +217,17 @@ def run_loader(data: Path, steps: int, workers: int, skip: int) -> float:
     from torch.utils.data import DataLoader
 
     from medlens.config import EncoderConfig
-    from medlens.data.datasets import PairsDataset, StepBatchSampler, read_split
+    from medlens.data.datasets import PairsDataset, StepBatchSampler
+    from medlens.data.mapped import map_split
     from medlens.models.encoders import create_encoder, create_tokenizer, image_transform
     from medlens.train.encoder import _collate
 
     cfg = EncoderConfig(model=MODEL, image_size=IMAGE_SIZE, context_length=CONTEXT, random_crop_scale=CROP)
     _, model_cfg, preprocess_cfg = create_encoder(cfg, device="meta")
-    table = read_split(data / "pairs.parquet", "train")
-    dataset = PairsDataset(table, image_transform(preprocess_cfg, train=True, crop_scale=CROP))
+    dataset = PairsDataset(
+        map_split(data / "pairs.parquet", "train", data / "mapped"),
+        image_transform(preprocess_cfg, train=True, crop_scale=CROP),
+    )
     sampler = StepBatchSampler(len(dataset), BATCH, steps)
     loader = DataLoader(
         dataset,

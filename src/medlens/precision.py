@@ -1,5 +1,5 @@
-"""Choosing the numeric precision of a run from the config and the hardware (training, and loading a model
-in the half precision it will run in)."""
+"""Choosing how a run computes from the config and the hardware: its numeric precision (training, and loading a
+model in the half precision it will run in) and whether its model is compiled."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-__all__ = ["resolve_precision"]
+__all__ = ["resolve_precision", "resolve_compile"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,3 +27,14 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"
+
+
+def resolve_compile(setting: str, *, auto: bool = True) -> bool:
+    """Whether to ``torch.compile`` the model: ``always``/``never`` as said; ``auto`` on a CUDA GPU that Triton
+    supports (compute capability 7.0 or newer), if ``auto`` allows it for this model.
+
+    On CPU, compiling a step takes a minute and gains little for the small models trained there.
+    """
+    if setting != "auto":
+        return setting == "always"
+    return auto and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (7, 0)

@@ -14,17 +14,19 @@ import logging
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
-import pyarrow.parquet as pq
+import pyarrow as pa
 import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset, Sampler
 
 from medlens.data.images import load_image
 from medlens.data.laterality import mirror_laterality
+from medlens.data.mapped import open_mapped
 from medlens.errors import DataError
 
-__all__ = ["PairsDataset", "StepBatchSampler", "read_split", "split_sentences", "sample_text"]
+__all__ = ["PairsDataset", "StepBatchSampler", "split_sentences", "sample_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,31 +59,52 @@ def sample_text(text: str, mode: str, generator: torch.Generator | None = None) 
     return " ".join(s for s, k in zip(sentences, keep.tolist(), strict=True) if k)
 
 
-def read_split(pairs_path: str | os.PathLike, split: str, columns: tuple[str, ...] = ("id", "image", "text")):
-    """The rows of one split of ``pairs.parquet`` as an Arrow table (image bytes stay in Arrow buffers)."""
-    import pyarrow.compute as pc
-
-    table = pq.read_table(pairs_path, columns=[*columns, "split"])
-    return table.filter(pc.equal(table["split"], split)).drop_columns(["split"])
-
-
 class PairsDataset(Dataset):
     """Image-text pairs of one split; items are ``(pixels [3, H, W], text)``.
 
     Args:
-        table: an Arrow table with ``image`` (encoded bytes) and ``text`` columns.
+        source: an Arrow table with ``image`` (encoded bytes) and ``text`` columns, or the path of one split
+            mapped by :func:`medlens.data.mapped.map_split` (read on demand; loader workers, forked or
+            spawned, map the file again instead of receiving a copy of the table).
         transform: the encoder's image transform (``medlens.models.encoders.image_transform``).
         hflip: flip half the images horizontally with their text mirrored (:func:`mirror_laterality`);
             a sample whose text cannot be mirrored exactly is never flipped.
         text_sampling: ``full``, ``sentence`` or ``sentences`` (see :func:`sample_text`); training only.
     """
 
-    def __init__(self, table, transform, *, hflip: bool = False, text_sampling: str = "full"):
-        if table.num_rows == 0:
-            raise DataError("no rows in this split", column="split", expected="at least one image-text pair")
-        self.images = table["image"]
-        self.texts = table["text"].to_pylist()
+    def __init__(
+        self,
+        source: pa.Table | str | os.PathLike,
+        transform,
+        *,
+        hflip: bool = False,
+        text_sampling: str = "full",
+    ):
+        self.source = source if isinstance(source, pa.Table) else Path(source)
+        self._columns()
+        if not len(self):
+            raise DataError(
+                "no rows in this split",
+                file=None if isinstance(source, pa.Table) else str(source),
+                column="split",
+                expected="at least one image-text pair",
+            )
         self.transform, self.hflip, self.text_sampling = transform, hflip, text_sampling
+
+    def _columns(self) -> None:
+        table = self.source if isinstance(self.source, pa.Table) else open_mapped(self.source)
+        # Arrow columns, not Python lists: a list of a million reports is the process's own memory
+        self.images, self.texts = table["image"], table["text"]
+
+    def __getstate__(self) -> dict:
+        if isinstance(self.source, pa.Table):
+            return self.__dict__
+        return {k: v for k, v in self.__dict__.items() if k not in ("images", "texts")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "images" not in state:
+            self._columns()
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -93,7 +116,7 @@ class PairsDataset(Dataset):
         # transform converts to RGB last): the same pixels for a third of the resampling work
         grey = Image.open(io.BytesIO(data)).mode == "L"
         image: Image.Image = load_image(data, grey=grey)
-        text = self.texts[index]
+        text = self.texts[index].as_py()
         if aug_seed is None:
             return self.transform(image), text
         # torchvision draws crops from torch's global RNG: seed it per sample, without leaking out

@@ -35,11 +35,12 @@ from torch.utils.data import DataLoader
 
 from medlens import __version__, environment
 from medlens.config import EncoderConfig, ZeroShotConfig, to_dict
-from medlens.data.datasets import PairsDataset, StepBatchSampler, read_split
+from medlens.data.datasets import PairsDataset, StepBatchSampler
+from medlens.data.mapped import map_split, open_mapped
 from medlens.data.preprocessing import describe_training_images
 from medlens.errors import MedlensError
 from medlens.io import atomic_dir, atomic_path
-from medlens.precision import resolve_precision
+from medlens.precision import resolve_compile, resolve_precision
 from medlens.train.checkpoint import (
     TrainState,
     checkpoint_config_diff,
@@ -138,6 +139,7 @@ class _Run:
     last_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     eval_step: int | None = None  # the step last validated (the same on every rank)
     eta: Eta | None = None
+    compiled: bool = False  # the model is torch.compile'd: its first step includes compiling
 
     @property
     def unwrapped(self) -> torch.nn.Module:
@@ -181,7 +183,13 @@ def train_encoder(
             if len(micro) < cfg.gradient_accumulation_steps:
                 continue
             data_time, t_step = time.perf_counter() - t_data, time.perf_counter()
+            first = run.compiled and run.eta is not None and state.step == run.eta.start
             loss, stop = _optimizer_step(run, micro, signals)
+            if first:
+                logger.info(
+                    "torch.compile: the first step took %.1fs, compiling included",
+                    time.perf_counter() - t_step,
+                )
             micro = []
             ema = loss if ema is None else 0.9 * ema + 0.1 * loss
             if state.step % cfg.logging_steps == 0 or state.step == run.steps:
@@ -231,18 +239,24 @@ def _setup(cfg: EncoderConfig, pairs_path: Path, out_dir: Path, zero_shot: ZeroS
     set_seed(cfg.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     parts = create_encoder_for_training(cfg)
-    train_table = read_split(pairs_path, "train")
-    val_table = read_split(pairs_path, "val", columns=("id", "image", "text", "labels"))
+    ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
+    # the splits memory-mapped (medlens.data.mapped): every process reads the same pages of one file
+    with accelerator.main_process_first():
+        train_path = map_split(pairs_path, "train", ckpt_dir / "data")
+        val_path = map_split(pairs_path, "val", ckpt_dir / "data", columns=("id", "image", "text", "labels"))
+    train_table, val_table = open_mapped(train_path), open_mapped(val_path)
     steps = total_steps(cfg, train_table.num_rows, world)
     train_set = PairsDataset(
-        train_table, parts.train_transform, hflip=cfg.hflip, text_sampling=cfg.text_sampling
+        train_path, parts.train_transform, hflip=cfg.hflip, text_sampling=cfg.text_sampling
     )
     optimizer = create_optimizer(parts.model, cfg)
-    ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
     resume = resume_config(to_dict(cfg), _RUN_ONLY, {"pairs": pairs_path})
     # the main process discards a stale checkpoint before the others look
     with accelerator.main_process_first():
         state = _resume(ckpt_dir, resume, parts.model, optimizer)
+    compiled = resolve_compile(cfg.compile)
+    if compiled:  # in place: the state dict's names (checkpoints, resume, the saved folder) do not change
+        parts.model.compile()
     model, optimizer = accelerator.prepare(parts.model, optimizer)
     sampler = StepBatchSampler(
         len(train_set),
@@ -282,6 +296,7 @@ def _setup(cfg: EncoderConfig, pairs_path: Path, out_dir: Path, zero_shot: ZeroS
         train_table=train_table,
         val_table=val_table,
         train_size=len(train_set),
+        compiled=compiled,
     )
     _setup_validation(run, val_table)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -291,12 +306,13 @@ def _setup(cfg: EncoderConfig, pairs_path: Path, out_dir: Path, zero_shot: ZeroS
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("encoder config:\n%s", json.dumps(to_dict(cfg), indent=2))
     logger.info(
-        "model %s: %s parameters (%s trainable); device %s, precision %s, %d process(es)",
+        "model %s: %s parameters (%s trainable); device %s, precision %s, %s, %d process(es)",
         cfg.model,
         f"{n_params:,}",
         f"{n_trainable:,}",
         accelerator.device,
         precision,
+        "compiled (torch.compile)" if compiled else "not compiled",
         world,
     )
     logger.info(
@@ -435,7 +451,8 @@ def _validate_and_checkpoint(run: _Run, *, do_eval: bool) -> None:
 
 
 # settings that change how a run is carried out, not what it computes: editing them keeps its checkpoint
-_RUN_ONLY = ("resources", "dataloader_num_workers", "logging_steps", "save_steps", "report_to")
+# compile is numerically the same model: a run resumed with it toggled keeps its checkpoint
+_RUN_ONLY = ("resources", "dataloader_num_workers", "logging_steps", "save_steps", "report_to", "compile")
 
 
 def _resume(ckpt_dir: Path, run: dict[str, Any], model, optimizer) -> TrainState:
@@ -478,9 +495,12 @@ def _fit_ood(run: _Run, folder: Path) -> None:
     rng = np.random.default_rng(run.cfg.seed)
     n = run.train_table.num_rows
     take = np.sort(rng.choice(n, size=min(n, _OOD_IMAGES), replace=False))
-    train = encode_rows(encoder, run.train_table.take(take).select(["image"]).to_pylist())
+    # row by row: Arrow's take on a chunked column joins all its chunks first, a copy of the whole split
+    train = encode_rows(encoder, [{"image": run.train_table["image"][int(i)].as_py()} for i in take])
     val = (
-        encode_rows(encoder, run.val_table.select(["image"]).to_pylist()) if run.val_table.num_rows else None
+        encode_rows(encoder, [{"image": image} for image in run.val_table["image"].to_pylist()])
+        if run.val_table.num_rows
+        else None
     )
     scorer = fit_ood(train, val)
     scorer.save(folder)

@@ -27,7 +27,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from medlens.config import DecoderConfig
 from medlens.errors import ConfigError, DataError, MedlensError
-from medlens.precision import resolve_precision
+from medlens.precision import resolve_compile, resolve_precision
 from medlens.train.progress import Eta
 from medlens.train.signals import StopSignals, TrainingInterrupted, truncate_metrics
 
@@ -54,6 +54,7 @@ RUN_ONLY = (
     "trainer.save_steps",
     "trainer.save_total_limit",
     "trainer.report_to",
+    "compile",  # numerically the same model
 )
 
 
@@ -140,6 +141,7 @@ def training_arguments(cfg: DecoderConfig, ckpt_dir: Path, has_val: bool) -> Tra
         greater_is_better=False,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
+        torch_compile=resolve_compile(cfg.compile, auto=cfg.kind != "vlm"),
         use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,
         disable_tqdm=not sys.stderr.isatty(),
@@ -305,12 +307,13 @@ def fit_decoder(
     n_params = sum(p.numel() for p in parts.model.parameters())
     n_trainable = sum(p.numel() for p in parts.model.parameters() if p.requires_grad)
     logger.info(
-        "%s: %s parameters, %s trainable; device %s; precision %s",
+        "%s: %s parameters, %s trainable; device %s; precision %s; %s",
         cfg.model or cfg.kind,
         f"{n_params:,}",
         f"{n_trainable:,}",
         "cuda" if torch.cuda.is_available() else "cpu",
         resolve_precision(cfg.precision),
+        "compiled (torch.compile)" if args.torch_compile else "not compiled",
     )
     # the main process decides (and cleans up) before the others look
     with PartialState().main_process_first():

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from helpers.pairs import write_pairs
-from medlens.data.datasets import PairsDataset, StepBatchSampler, read_split
+from medlens.data.datasets import PairsDataset, StepBatchSampler
 from medlens.data.laterality import mirror_laterality
+from medlens.data.mapped import map_split
 from medlens.errors import DataError
 
 
@@ -13,9 +14,9 @@ def _to_tensor(image):
 
 
 def test_flipped_images_come_with_swapped_text(tmp_path):
-    table = read_split(write_pairs(tmp_path / "p.parquet", n=40), "train")
-    flips = PairsDataset(table, _to_tensor, hflip=True)
-    plain = PairsDataset(table, flips.transform)
+    mapped = map_split(write_pairs(tmp_path / "p.parquet", n=40), "train", tmp_path / "mapped")
+    flips = PairsDataset(mapped, _to_tensor, hflip=True)
+    plain = PairsDataset(mapped, flips.transform)
     flipped = 0
     for i in range(len(flips)):
         (a, ta), (b, tb) = flips[(i, 1000 + i)], plain[i]
@@ -50,9 +51,10 @@ def test_sampler_refuses_a_dataset_smaller_than_one_batch():
 
 
 def test_empty_split_is_an_error(tmp_path):
-    table = read_split(write_pairs(tmp_path / "p.parquet", n=10), "nonexistent")
-    with pytest.raises(DataError, match="no rows"):
-        PairsDataset(table, lambda im: im)
+    mapped = map_split(write_pairs(tmp_path / "p.parquet", n=10), "nonexistent", tmp_path / "mapped")
+    with pytest.raises(DataError, match="no rows") as info:
+        PairsDataset(mapped, lambda im: im)
+    assert "nonexistent.arrow" in str(info.value)
 
 
 REPORT = "FINDINGS: Small left pleural effusion. Heart size is normal. IMPRESSION: Left pleural effusion."

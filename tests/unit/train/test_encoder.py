@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from helpers.pairs import write_pairs
 from medlens.config import EncoderConfig, ZeroShotConfig
+from medlens.models.encoders import load_encoder
 from medlens.train import encoder as enc
 from medlens.train.checkpoint import read_checkpoint_info
 from medlens.train.contrastive import train_step
@@ -110,6 +111,32 @@ def _interrupt_at(monkeypatch, at_step):
 
     monkeypatch.setattr(enc, "lr_at", lr_with_preemption)
     return real_lr_at
+
+
+def test_a_compiled_run_computes_the_eager_model_resumes_exactly_and_saves_plain_weights(
+    pairs, tmp_path, monkeypatch, caplog
+):
+    compiled = EncoderConfig(**TINY, max_steps=4, eval_steps=2, save_steps=2, seed=3, compile="always")
+    with caplog.at_level("INFO", logger="medlens.train.encoder"):
+        train_encoder(compiled, pairs, tmp_path / "full")
+    assert "compiled (torch.compile)" in caplog.text
+    assert re.search(r"torch.compile: the first step took \d+\.\ds, compiling included", caplog.text)
+    train_encoder(dataclasses.replace(compiled, compile="never"), pairs, tmp_path / "eager")
+    # the folder is the plain model's (no torch.compile prefixes), loadable as ever
+    full, eager = _weights(tmp_path / "full"), _weights(tmp_path / "eager")
+    assert full.keys() == eager.keys() and not any("_orig_mod" in k for k in full)
+    for k in full:  # the compiled graph computes the same model, up to the order of float operations
+        assert torch.allclose(full[k], eager[k], atol=1e-4), k
+    load_encoder(tmp_path / "full")
+
+    real_lr_at = _interrupt_at(monkeypatch, 1)
+    with pytest.raises(TrainingInterrupted, match="step 2/4"):
+        train_encoder(compiled, pairs, tmp_path / "resumed")
+    monkeypatch.setattr(enc, "lr_at", real_lr_at)
+    assert train_encoder(compiled, pairs, tmp_path / "resumed").steps == 4
+    resumed = _weights(tmp_path / "resumed")
+    for k in full:
+        assert torch.allclose(full[k], resumed[k], atol=1e-6), k
 
 
 @pytest.mark.parametrize(

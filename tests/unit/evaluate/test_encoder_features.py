@@ -1,0 +1,45 @@
+"""evaluate_encoder's features come from one streamed pass over the parquet, each row's own, in each split's order."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from helpers.pairs import write_pairs
+from medlens.evaluate.encoder import _encode_stored, _read_rows, encode_rows
+
+
+class _PixelEncoder:
+    """Features that identify the image: its mean, spread and corner pixel; records the batch sizes it saw."""
+
+    def __init__(self):
+        self.batches = []
+
+    def encode_images(self, images):
+        self.batches.append(len(images))
+        return torch.tensor(
+            [[np.asarray(im).mean(), np.asarray(im).std(), float(np.asarray(im)[0, 0, 0])] for im in images]
+        )
+
+
+def test_streamed_features_equal_those_of_the_rows_read_whole(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.parquet", n=400)
+    rows = {
+        "train": _read_rows(pairs, "train", None, 0),
+        "val": _read_rows(pairs, "val", None, 0),
+        "sample": _read_rows(pairs, "train", 50, 3),  # subsampled, sorted by id: not the file's order
+    }
+    assert all("image" not in r for r in rows["train"])
+    whole = {r["id"]: r for r in pq.read_table(pairs).to_pylist()}
+    encoder = _PixelEncoder()
+    feats = _encode_stored(encoder, pairs, rows)
+    for group, members in rows.items():
+        want = encode_rows(_PixelEncoder(), [whole[r["id"]] for r in members])
+        np.testing.assert_array_equal(feats[group], want)
+    assert max(encoder.batches) == 128  # never more than a batch of images at a time
+    assert sum(encoder.batches) == sum(len(m) for m in rows.values())
+
+
+def test_a_group_without_rows_has_no_features(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.parquet", n=20)
+    feats = _encode_stored(_PixelEncoder(), pairs, {"none": _read_rows(pairs, "nonexistent", None, 0)})
+    assert feats["none"].shape[0] == 0
