@@ -23,6 +23,17 @@ LLAMA_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )
 
+# PaliGemma checkpoints ship no chat template; this one writes what its processor and big_vision expect when
+# given typed messages: every image mark first, the prefix (turns joined by newlines), then the answer and
+# <eos> (the processor itself inserts <bos> after the last mark and a newline after the prefix).
+PALIGEMMA_CHAT_TEMPLATE = (
+    "{% for m in messages if m['role'] != 'assistant' %}{% for c in m['content'] if c['type'] == 'image' %}"
+    "{{ '<image>' }}{% endfor %}{% endfor %}{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}{% for c in m['content'] if c['type'] == 'text' %}{{ c['text'] | trim }}"
+    "{% endfor %}{{ eos_token }}{% else %}{% if not loop.first %}{{ '\\n' }}{% endif %}"
+    "{% for c in m['content'] if c['type'] == 'text' %}{{ c['text'] | trim }}{% endfor %}{% endif %}{% endfor %}"
+)
+
 
 def _tokenizer(specials: list[str], corpus: list[str], bos: str, eos: str, pad: str, vocab_size: int = 400):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

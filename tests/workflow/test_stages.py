@@ -114,3 +114,12 @@ def test_the_dry_run_finds_placeholder_paths_and_missing_credentials(tmp_path):
         in out
     )
     assert "expected Kaggle credentials: create an API token" in out
+
+
+def test_the_tiny_pipelines_chat_files_feed_trl_and_llamafactory(tmp_path):
+    from helpers.chat_formats import check_llamafactory_info, check_trl_files
+
+    workdir = make_workdir(tmp_path / "chat")
+    snakemake(workdir, "--cores", "2", "results/tiny/data/chat")
+    chat = workdir / "results" / "tiny" / "data" / "chat"
+    assert check_trl_files(chat) == check_llamafactory_info(chat) > 0

@@ -1,15 +1,49 @@
-"""``convert_to_chat_format``: write ``chat/{train,val,test}.jsonl`` and the images they reference.
+"""``convert_to_chat_format``: write the chat folder, one conversation per row, in two layouts.
 
-Each line is one conversation in the ``messages``/``images`` layout read by LLaMA-Factory's
-sharegpt format (and by medlens's own VLM loader)::
+``chat/`` holds, per split (``train``, ``val``, ``test``):
 
-    {"id": "...", "messages": [{"role": "user", "content": "<image>Describe this medical image:"},
-                               {"role": "assistant", "content": "<report>"}],
-     "images": ["images/3f2a....png"], "labels": [...], "dataset": "..."}
+* ``{split}.jsonl``: LLaMA-Factory's sharegpt layout (and what medlens's own loaders read): string
+  content with a literal ``<image>`` per image, the whole conversation in ``messages``::
 
-Image paths are relative to the JSONL file. Images are content-addressed (SHA-1 of the stored
-bytes), so a SLAKE image asked about in twenty questions is written once. A ``dataset_info.json``
-next to the files lets LLaMA-Factory use the folder directly.
+    {"id": "a/r3", "dataset": "a", "images": ["images/3f2a....png"], "labels": [...],
+     "messages": [{"role": "user", "content": "<image>Describe this medical image:"},
+                  {"role": "assistant", "content": "<report>"}]}
+
+  ``dataset_info.json`` registers these files (``medlens_train``...), so the folder is a LLaMA-Factory
+  ``dataset_dir``.
+* ``{split}.trl.jsonl``: TRL's conversational prompt-completion vision layout, which the Hugging Face chat
+  templates take as they are: typed content, one ``{"type": "image"}`` part per entry of ``images``, the
+  assistant turn apart in ``completion`` so that a trainer can leave the prompt out of the loss (TRL's
+  SFTTrainer does so by default for this layout)::
+
+    {"id": "a/r3", "dataset": "a", "images": ["images/3f2a....png"], "labels": [...],
+     "prompt": [{"role": "user", "content": [{"type": "image"},
+                                             {"type": "text", "text": "Describe this medical image:"}]}],
+     "completion": [{"role": "assistant", "content": [{"type": "text", "text": "<report>"}]}]}
+
+  There is no ``messages`` column here: TRL takes a record as either ``messages`` or
+  ``prompt``/``completion``, never both.
+
+Images are content-addressed (SHA-1 of the stored bytes), so a SLAKE image asked about in twenty questions
+is written once. Their paths are relative to the chat folder, which keeps the folder relocatable; the folder
+is the root in every tool: LLaMA-Factory joins them to its ``media_dir`` (the ``dataset_dir`` by default),
+:func:`read_chat` returns them absolute, and ``README.md`` (a dataset card whose ``configs`` name the files)
+says so. Outside medlens, with ``datasets`` and TRL::
+
+    from datasets import load_dataset
+    root = "results/demo/data/chat"
+    data = load_dataset(root, "trl")  # the card's config: train/val/test of {split}.trl.jsonl
+    data = data.map(lambda r: {"images": [f"{root}/{p}" for p in r["images"]]})
+    trainer = SFTTrainer(model=model, processing_class=processor, args=SFTConfig(...),
+                         train_dataset=data["train"], eval_dataset=data["val"])
+
+Processors load image paths themselves (transformers' ``fetch_images``); ``cast_column("images",
+List(Image()))`` decodes them up front instead. A relative path resolves only against the working
+directory there, hence the ``map``. Checked with TRL 1.16: its prompt-completion vision collator runs the
+completion through the processor alone, which Mllama's prefixes with ``<|begin_of_text|>`` (and its
+``cross_attention_mask`` then misses the completion) and PaliGemma's refuses without images; for those two
+hand TRL the whole conversation, ``data.map(lambda r: {"messages": r["prompt"] + r["completion"]},
+remove_columns=["prompt", "completion"])`` (loss then on the prompt too, as TRL does for ``messages``).
 """
 
 from __future__ import annotations
@@ -24,17 +58,27 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import yaml
 
 from medlens.config import ChatConfig
 from medlens.data.schema import SPLITS
 from medlens.errors import DataError
 from medlens.io import atomic_dir
 
-__all__ = ["convert_to_chat", "read_chat", "report_prompt", "IMAGE_TOKEN", "build_messages"]
+__all__ = [
+    "convert_to_chat",
+    "read_chat",
+    "report_prompt",
+    "IMAGE_TOKEN",
+    "build_messages",
+    "prompt_completion",
+    "TRL_SUFFIX",
+]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_TOKEN = "<image>"  # LLaMA-Factory's image placeholder
+TRL_SUFFIX = ".trl.jsonl"  # {split}.trl.jsonl: the prompt-completion layout
 _COLUMNS = ["id", "dataset", "image", "text", "text_source", "labels", "meta", "split"]
 
 
@@ -64,15 +108,85 @@ def build_messages(
     ]
 
 
+def prompt_completion(messages: list[dict[str, str]], n_images: int) -> dict[str, list[dict[str, Any]]]:
+    """A sharegpt conversation as TRL's prompt-completion pair with typed content.
+
+    Every ``<image>`` in a turn becomes one ``{"type": "image"}`` part ahead of its text (where the
+    sharegpt turns put it); the completion is the last assistant turn, the prompt everything before it.
+
+    Raises:
+        DataError: when the ``<image>`` marks do not match ``n_images`` or no assistant turn ends the talk.
+    """
+    marks = sum(m["content"].count(IMAGE_TOKEN) for m in messages)
+    if marks != n_images or not messages or messages[-1]["role"] != "assistant":
+        raise DataError(
+            f"{marks} image marks for {n_images} images, last role "
+            f"{messages[-1]['role'] if messages else None!r}",
+            column="messages",
+            expected="one <image> per image and an assistant turn last",
+        )
+    typed = [
+        {
+            "role": m["role"],
+            "content": [{"type": "image"} for _ in range(m["content"].count(IMAGE_TOKEN))]
+            + [{"type": "text", "text": m["content"].replace(IMAGE_TOKEN, "")}],
+        }
+        for m in messages
+    ]
+    return {"prompt": typed[:-1], "completion": typed[-1:]}
+
+
+def _dataset_info() -> dict[str, Any]:
+    """LLaMA-Factory's registration of the sharegpt files (its data/README.md schema)."""
+    return {
+        f"medlens_{s}": {
+            "file_name": f"{s}.jsonl",
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages", "images": "images"},
+            "tags": {
+                "role_tag": "role",
+                "content_tag": "content",
+                "user_tag": "user",
+                "assistant_tag": "assistant",
+                "system_tag": "system",
+            },
+        }
+        for s in SPLITS
+    }
+
+
+def _card(counts: Counter[str]) -> str:
+    """The folder's dataset card: its ``configs`` let ``datasets.load_dataset(folder, name)`` find the files
+    of each split (only splits with rows: ``datasets`` refuses an empty one)."""
+    configs = [
+        {
+            "config_name": name,
+            **({"default": True} if name == "trl" else {}),
+            "data_files": [{"split": s, "path": f"{s}{suffix}"} for s in SPLITS if counts[s]],
+        }
+        for name, suffix in (("trl", TRL_SUFFIX), ("sharegpt", ".jsonl"))
+    ]
+    return (
+        f"---\n{yaml.safe_dump({'configs': configs}, sort_keys=False)}---\n\n"
+        "# medlens chat files\n\n"
+        "Image paths in `images` are relative to this folder: join them to its path before training "
+        "outside it.\n\n"
+        f"- `trl`: `{{split}}{TRL_SUFFIX}`, TRL's conversational prompt-completion vision layout "
+        "(typed content, one image part per image).\n"
+        "- `sharegpt`: `{split}.jsonl`, LLaMA-Factory's sharegpt layout (`<image>` marks), "
+        "registered in `dataset_info.json`.\n"
+    )
+
+
 def convert_to_chat(
     pairs_path: str | os.PathLike, cfg: ChatConfig, out_dir: str | os.PathLike
 ) -> dict[str, int]:
-    """Write one JSONL per split plus the referenced images into ``out_dir`` (atomically).
+    """Write both layouts of every split, the referenced images and the two registries into ``out_dir``.
 
     Args:
         pairs_path: ``results/{experiment}/data/pairs.parquet``.
         cfg: prompt and optional system turn.
-        out_dir: ``results/{experiment}/data/chat``.
+        out_dir: ``results/{experiment}/data/chat``, built atomically.
 
     Returns:
         Conversations written per split.
@@ -81,7 +195,11 @@ def convert_to_chat(
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         with contextlib.ExitStack() as stack:
-            files = {s: stack.enter_context(open(tmp / f"{s}.jsonl", "w", encoding="utf-8")) for s in SPLITS}
+            files = {
+                (s, suffix): stack.enter_context(open(tmp / f"{s}{suffix}", "w", encoding="utf-8"))
+                for s in SPLITS
+                for suffix in (".jsonl", TRL_SUFFIX)
+            }
             pf = pq.ParquetFile(pairs_path)
             for i in range(pf.num_row_groups):
                 for row in pf.read_row_group(i, columns=_COLUMNS).to_pylist():
@@ -90,38 +208,36 @@ def convert_to_chat(
                     target = tmp / name
                     if not target.exists():
                         target.write_bytes(image)
-                    meta = json.loads(row["meta"])
-                    record = {
-                        "id": row["id"],
-                        "dataset": row["dataset"],
-                        "messages": build_messages(row["text"], row["text_source"], meta, cfg),
-                        "images": [name],
-                        "labels": row["labels"],
-                    }
-                    files[row["split"]].write(json.dumps(record, ensure_ascii=False) + "\n")
+                    try:
+                        messages = build_messages(
+                            row["text"], row["text_source"], json.loads(row["meta"]), cfg
+                        )
+                        typed = prompt_completion(messages, 1)
+                    except DataError as e:
+                        raise DataError(
+                            e.problem,
+                            file=str(pairs_path),
+                            row=row["id"],
+                            column=e.column,
+                            expected=e.expected,
+                        ) from e
+                    about = {"id": row["id"], "dataset": row["dataset"]}
+                    tail = {"images": [name], "labels": row["labels"]}
+                    for suffix, talk in ((".jsonl", {"messages": messages}), (TRL_SUFFIX, typed)):
+                        line = json.dumps({**about, **talk, **tail}, ensure_ascii=False)
+                        files[row["split"], suffix].write(line + "\n")
                     counts[row["split"]] += 1
-        info = {
-            f"medlens_{s}": {
-                "file_name": f"{s}.jsonl",
-                "formatting": "sharegpt",
-                "columns": {"messages": "messages", "images": "images"},
-                "tags": {
-                    "role_tag": "role",
-                    "content_tag": "content",
-                    "user_tag": "user",
-                    "assistant_tag": "assistant",
-                    "system_tag": "system",
-                },
-            }
-            for s in SPLITS
-        }
-        (tmp / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / "dataset_info.json").write_text(json.dumps(_dataset_info(), indent=2) + "\n")
+        (tmp / "README.md").write_text(_card(counts))
     logger.info("chat conversations per split: %s", dict(counts))
     return {s: counts.get(s, 0) for s in SPLITS}
 
 
 def read_chat(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Load one chat JSONL with image paths resolved to absolute paths (checked to exist).
+    """Load one chat JSONL of either layout, image paths made absolute (checked to exist).
+
+    A ``{split}.jsonl`` record keeps its ``messages``; a ``{split}.trl.jsonl`` record its ``prompt`` and
+    ``completion`` (ready for TRL without a ``map``, wherever the process runs).
 
     Raises:
         DataError: naming the file and line of a malformed record or a missing image.
@@ -132,15 +248,17 @@ def read_chat(path: str | os.PathLike) -> list[dict[str, Any]]:
         for n, line in enumerate(f, 1):
             try:
                 rec = json.loads(line)
-                messages, images = rec["messages"], rec["images"]
-            except (json.JSONDecodeError, KeyError) as e:
+                images = rec["images"]
+                turns = rec["messages"] if "messages" in rec else [*rec["prompt"], *rec["completion"]]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise DataError(
                     f"malformed conversation ({e})",
                     file=str(path),
                     row=n,
-                    expected="a JSON object with 'messages' and 'images'",
+                    expected="a JSON object with 'images' and 'messages' (or 'prompt' and 'completion')",
                 ) from e
-            resolved = [path.parent / p for p in images]
+            # absolute (links kept, unlike resolve()), so the records work from any working directory
+            resolved = [path.absolute().parent / p for p in images]
             for p in resolved:
                 if not p.is_file():
                     raise DataError(
@@ -150,13 +268,13 @@ def read_chat(path: str | os.PathLike) -> list[dict[str, Any]]:
                         column="images",
                         expected="paths relative to the JSONL file",
                     )
-            roles = [m["role"] for m in messages]
+            roles = [m["role"] for m in turns]
             if "assistant" not in roles or "user" not in roles:
                 raise DataError(
                     f"roles {roles} lack a user or assistant turn",
                     file=str(path),
                     row=n,
-                    column="messages",
+                    column="messages" if "messages" in rec else "prompt",
                     expected="a user turn and an assistant turn",
                 )
             records.append({**rec, "images": [str(p) for p in resolved]})

@@ -1,14 +1,18 @@
-"""convert_to_chat_format: conversations load back, images resolve, VQA rows become VQA turns."""
+"""convert_to_chat_format: conversations load back, images resolve from anywhere, VQA rows become VQA turns,
+and both layouts pass the schema checks of the tools that read them (TRL, LLaMA-Factory)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import pytest
 
+from helpers.chat_formats import check_llamafactory_info, check_trl_files
 from helpers.prepared import png
 from medlens.config import ChatConfig, SplitConfig
-from medlens.data.chat_format import IMAGE_TOKEN, convert_to_chat, read_chat
+from medlens.data.chat_format import IMAGE_TOKEN, convert_to_chat, prompt_completion, read_chat
 from medlens.data.split import split_pairs
 from medlens.errors import DataError
 
@@ -82,3 +86,60 @@ def test_a_missing_image_is_reported_with_file_and_line(pairs, tmp_path):
     (path.parent / first["images"][0]).unlink()
     with pytest.raises(DataError, match=r"train\.jsonl: row 1 column 'images': image .* not found"):
         read_chat(path)
+
+
+def test_the_trl_files_hold_the_same_talk_as_typed_prompt_and_completion(pairs, tmp_path):
+    cfg = ChatConfig(system="You are a radiologist.")
+    counts = convert_to_chat(pairs, cfg, tmp_path / "chat")
+    assert check_trl_files(tmp_path / "chat") == sum(counts.values()) == 33
+    rec = next(r for r in read_chat(tmp_path / "chat" / "train.trl.jsonl") if r["id"].startswith("a/q"))
+    question = rec["prompt"][1]["content"][1]["text"]
+    assert rec["prompt"] == [
+        {"role": "system", "content": [{"type": "text", "text": "You are a radiologist."}]},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+    ]
+    assert question.startswith("What is shown ")
+    assert rec["completion"] == [
+        {"role": "assistant", "content": [{"type": "text", "text": "Answer " + question[-2]}]}
+    ]
+
+
+def test_dataset_info_registers_files_and_columns_that_llamafactory_reads(pairs, tmp_path):
+    counts = convert_to_chat(pairs, ChatConfig(system="You are a radiologist."), tmp_path / "chat")
+    assert check_llamafactory_info(tmp_path / "chat") == sum(counts.values())
+
+
+def test_the_format_checks_catch_a_missing_image_part_and_a_wrong_column(pairs, tmp_path):
+    chat = tmp_path / "chat"
+    convert_to_chat(pairs, ChatConfig(), chat)
+    trl = chat / "val.trl.jsonl"
+    rec = json.loads(trl.read_text().splitlines()[0])
+    rec["prompt"][0]["content"] = rec["prompt"][0]["content"][1:]
+    trl.write_text(json.dumps(rec) + "\n" + "\n".join(trl.read_text().splitlines()[1:]) + "\n")
+    with pytest.raises(AssertionError):
+        check_trl_files(chat)
+    info = json.loads((chat / "dataset_info.json").read_text())
+    info["medlens_test"]["columns"]["images"] = "image"
+    (chat / "dataset_info.json").write_text(json.dumps(info))
+    with pytest.raises(AssertionError):
+        check_llamafactory_info(chat)
+
+
+def test_image_paths_resolve_from_another_directory_and_after_the_folder_moves(pairs, tmp_path, monkeypatch):
+    convert_to_chat(pairs, ChatConfig(), tmp_path / "chat")
+    moved = shutil.move(tmp_path / "chat", tmp_path / "elsewhere" / "chat")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    for name in ("test.jsonl", "test.trl.jsonl"):
+        images = [p for r in read_chat(os.path.relpath(moved / name)) for p in r["images"]]
+        assert images and all(os.path.isabs(p) and os.path.isfile(p) for p in images)
+
+
+def test_image_marks_that_do_not_match_the_images_are_refused():
+    talk = [
+        {"role": "user", "content": "<image>What is <image> here?"},
+        {"role": "assistant", "content": "A."},
+    ]
+    with pytest.raises(DataError, match="2 image marks for 1 images"):
+        prompt_completion(talk, 1)
+    assert prompt_completion(talk, 2)["prompt"][0]["content"][:2] == [{"type": "image"}] * 2
