@@ -40,10 +40,12 @@ _BATCH = 128
 def _read_rows(path: str | os.PathLike, split: str | None, max_samples: int | None, seed: int) -> list[dict]:
     """The rows of ``split`` (every row when None) without their images, at most ``max_samples`` of them."""
     filters = [("split", "=", split)] if split else None
-    rows = pq.read_table(path, columns=_COLUMNS, filters=filters).to_pylist()
-    if max_samples is not None and len(rows) > max_samples:
-        rows = sorted(random.Random(seed).sample(rows, max_samples), key=lambda r: r["id"])
-    return rows
+    table = pq.read_table(path, columns=_COLUMNS, filters=filters)
+    if max_samples is None or table.num_rows <= max_samples:
+        return table.to_pylist()
+    # the rows a sample of the whole list would pick, made Python objects only once picked
+    pick = random.Random(seed).sample(range(table.num_rows), max_samples)
+    return sorted(table.take(pick).to_pylist(), key=lambda r: r["id"])
 
 
 def _encode_stored(encoder, path: str | os.PathLike, rows: dict[str, list[dict]]) -> dict[str, np.ndarray]:

@@ -43,3 +43,14 @@ def test_a_group_without_rows_has_no_features(tmp_path):
     pairs = write_pairs(tmp_path / "pairs.parquet", n=20)
     feats = _encode_stored(_PixelEncoder(), pairs, {"none": _read_rows(pairs, "nonexistent", None, 0)})
     assert feats["none"].shape[0] == 0
+
+
+def test_a_sample_picks_the_rows_it_always_picked(tmp_path):
+    import random
+
+    pairs = write_pairs(tmp_path / "pairs.parquet", n=300)
+    everything = [r for r in pq.read_table(pairs).to_pylist() if r["split"] == "train"]
+    want = sorted(random.Random(7).sample(everything, 40), key=lambda r: r["id"])
+    got = _read_rows(pairs, "train", 40, 7)
+    assert [r["id"] for r in got] == [r["id"] for r in want]
+    assert got[0].keys() == {"id", "dataset", "text", "labels", "meta", "modality"}
