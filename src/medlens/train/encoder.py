@@ -487,7 +487,7 @@ _OOD_IMAGES = 4000
 def _fit_ood(run: _Run, folder: Path) -> None:
     """``ood.safetensors``: the embeddings of (a sample of) the training images under the weights the folder
     holds, calibrated on the validation images (:mod:`medlens.models.ood`)."""
-    from medlens.evaluate.encoder import encode_rows
+    from medlens.evaluate.features import encode_rows
     from medlens.models.encoders import load_encoder
     from medlens.models.ood import fit_ood
 

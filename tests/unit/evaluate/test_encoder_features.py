@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import torch
 
 from helpers.pairs import write_pairs
-from medlens.evaluate.encoder import _encode_stored, _read_rows, encode_rows
+from medlens.evaluate.features import encode_rows, encode_stored, read_rows
 
 
 class _PixelEncoder:
@@ -24,14 +24,14 @@ class _PixelEncoder:
 def test_streamed_features_equal_those_of_the_rows_read_whole(tmp_path):
     pairs = write_pairs(tmp_path / "pairs.parquet", n=400)
     rows = {
-        "train": _read_rows(pairs, "train", None, 0),
-        "val": _read_rows(pairs, "val", None, 0),
-        "sample": _read_rows(pairs, "train", 50, 3),  # subsampled, sorted by id: not the file's order
+        "train": read_rows(pairs, "train", None, 0),
+        "val": read_rows(pairs, "val", None, 0),
+        "sample": read_rows(pairs, "train", 50, 3),  # subsampled, sorted by id: not the file's order
     }
     assert all("image" not in r for r in rows["train"])
     whole = {r["id"]: r for r in pq.read_table(pairs).to_pylist()}
     encoder = _PixelEncoder()
-    feats = _encode_stored(encoder, pairs, rows)
+    feats = encode_stored(encoder, pairs, rows)
     for group, members in rows.items():
         want = encode_rows(_PixelEncoder(), [whole[r["id"]] for r in members])
         np.testing.assert_array_equal(feats[group], want)
@@ -41,7 +41,7 @@ def test_streamed_features_equal_those_of_the_rows_read_whole(tmp_path):
 
 def test_a_group_without_rows_has_no_features(tmp_path):
     pairs = write_pairs(tmp_path / "pairs.parquet", n=20)
-    feats = _encode_stored(_PixelEncoder(), pairs, {"none": _read_rows(pairs, "nonexistent", None, 0)})
+    feats = encode_stored(_PixelEncoder(), pairs, {"none": read_rows(pairs, "nonexistent", None, 0)})
     assert feats["none"].shape[0] == 0
 
 
@@ -51,6 +51,6 @@ def test_a_sample_picks_the_rows_it_always_picked(tmp_path):
     pairs = write_pairs(tmp_path / "pairs.parquet", n=300)
     everything = [r for r in pq.read_table(pairs).to_pylist() if r["split"] == "train"]
     want = sorted(random.Random(7).sample(everything, 40), key=lambda r: r["id"])
-    got = _read_rows(pairs, "train", 40, 7)
+    got = read_rows(pairs, "train", 40, 7)
     assert [r["id"] for r in got] == [r["id"] for r in want]
     assert got[0].keys() == {"id", "dataset", "text", "labels", "meta", "modality"}
