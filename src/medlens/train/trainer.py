@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 # settings that change how a run is carried out, not what it computes: editing them keeps its checkpoints
 RUN_ONLY = (
     "resources",
+    "generation",  # decoding, written into the finished folder: the weights do not depend on it
     "trainer.dataloader_num_workers",
     "trainer.logging_steps",
     "trainer.save_steps",
