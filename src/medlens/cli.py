@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", nargs="+", help="labels whose prompts the model card records (default: evaluated ones)"
     )
     p.add_argument("--prompts", help="their prompt set (default: the set the encoder was evaluated with)")
+    p.add_argument(
+        "--metrics", type=Path, help="eval/encoder.json of the encoder, for the card's model-index"
+    )
     g = p.add_argument_group(
         "preprocessing recorded in the model card (read from the experiment when not given)"
     )
@@ -332,6 +335,8 @@ def _export(args: argparse.Namespace) -> int:
     check_output(args.out, folder=True, overwrite=args.overwrite, protect=[args.model])
     labels, templates = zero_shot_setup(args.model, args.labels, args.prompts)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
+    if args.metrics is not None and not args.metrics.is_file():
+        raise ConfigError(f"'{args.metrics}' is not a file", key="--metrics", expected="an eval/encoder.json")
     record = export_onnx(
         args.model,
         args.out,
@@ -340,6 +345,7 @@ def _export(args: argparse.Namespace) -> int:
         templates=templates,
         atol=args.atol or DEFAULT_ATOL,
         opset=args.opset or DEFAULT_OPSET,
+        metrics=args.metrics,
     )
     ver = record["verification"]
     print(

@@ -4,8 +4,9 @@ Each tower is exported as its own graph with a dynamic batch axis and L2-normali
 ``encode_image``/``encode_text`` return with ``normalize=True``). Before the folder appears, both
 graphs are run in onnxruntime on inputs of another batch size than the one traced (seeded random
 pixels; the tokenised label prompts) and must match PyTorch within ``atol`` on every feature entry.
-The folder gets a model card that extends the encoder's own with what a user of the ONNX files
-needs: input size, resize, normalisation, the training preprocessing, and the label prompts.
+The folder gets a model card (Hugging Face format) that extends the encoder's own with what a user of the
+ONNX files needs: input size, resize, normalisation, the training preprocessing, and the label prompts; given
+the encoder's evaluation (``eval/encoder.json``), its headline metrics go into the card's ``model-index``.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def export_onnx(
     templates: str,
     atol: float = DEFAULT_ATOL,
     opset: int = DEFAULT_OPSET,
+    metrics: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Export both towers of an encoder folder to ONNX, verify them, and write the model card.
 
@@ -114,6 +116,7 @@ def export_onnx(
         templates: their prompt set.
         atol: largest allowed ``|onnx - torch|`` over feature entries.
         opset: ONNX opset version.
+        metrics: ``evaluate_encoder``'s ``eval/encoder.json`` of this encoder, for the card's model-index.
 
     Returns:
         The export record also written to ``export.json`` (files, inputs, tolerance, differences).
@@ -186,11 +189,7 @@ def export_onnx(
             },
         }
         (tmp / "export.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-        card = encoder_dir / "README.md"
-        (tmp / "README.md").write_text(
-            (card.read_text().rstrip() + "\n\n" if card.is_file() else "")
-            + _card_section(record, height, width)
-        )
+        (tmp / "README.md").write_text(_model_card(encoder_dir, record, height, width, metrics))
     logger.info(
         "exported %s and %s to %s; max |onnx - torch| %s (atol %g)",
         IMAGE_FILE,
@@ -200,6 +199,34 @@ def export_onnx(
         atol,
     )
     return record
+
+
+def _model_card(encoder_dir: Path, record: dict[str, Any], height: int, width: int, metrics) -> str:
+    """The export's card: the encoder's own body, its ONNX section and, given them, the evaluation metrics."""
+    from huggingface_hub import ModelCard
+
+    from medlens.inference.inputs import read_medlens_json
+    from medlens.models.card import card_metadata, eval_results, evaluation_section, render_model_card
+
+    own = encoder_dir / "README.md"
+    body = ModelCard.load(own).text.strip() if own.is_file() else ""
+    info = read_medlens_json(encoder_dir)
+    datasets = sorted({e["dataset"] for e in info.get("preprocessing") or []})
+    results = eval_results(json.loads(Path(metrics).read_text()), datasets) if metrics is not None else []
+    cfg = info.get("config") or {}
+    data = card_metadata(
+        "onnx",
+        info.get("preprocessing"),
+        library_name="onnx",
+        base_model=[cfg.get(k) for k in ("pretrained", "pretrained_image", "pretrained_text")],
+        results=results,
+        model_name=f"medlens encoder {cfg.get('preset', encoder_dir.name)} (ONNX)",
+        tags=["open_clip", "clip"],
+    )
+    sections = [body, "", _card_section(record, height, width)]
+    if results:
+        sections += evaluation_section(results, f"`{metrics}` (evaluate_encoder)")
+    return render_model_card(data, sections)
 
 
 def _card_section(record: dict[str, Any], height: int, width: int) -> str:

@@ -25,7 +25,21 @@ PREP = Preprocessing("chest_xray", 48, "test")
 @pytest.fixture(scope="module")
 def exported(experiment, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx") / "export"
-    return out, export_onnx(experiment / "encoder", out, PREP, labels=LABELS, templates="report")
+    metrics = out.parent / "encoder.json"  # as evaluate_encoder writes it, headline entries only
+    metrics.write_text(
+        json.dumps(
+            {
+                "split": "test",
+                "n": 20,
+                "zero_shot": {"mean": {"auc": 0.8125, "ci_low": 0.7, "ci_high": 0.9}},
+                "retrieval": {"image_to_text": {"recall@1": {"value": 0.25}, "recall@5": {"value": 0.5}}},
+            }
+        )
+    )
+    record = export_onnx(
+        experiment / "encoder", out, PREP, labels=LABELS, templates="report", metrics=metrics
+    )
+    return out, record
 
 
 def test_towers_match_pytorch_on_new_inputs(experiment, exported):
@@ -55,7 +69,9 @@ def test_towers_match_pytorch_on_new_inputs(experiment, exported):
 def test_card_and_record_state_input_size_normalisation_and_prompts(exported):
     out, record = exported
     card = (out / "README.md").read_text()
-    assert card.startswith("# tiny encoder")  # the encoder's own card, extended
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(out / "README.md").text.lstrip().startswith("# tiny encoder")  # its own, extended
     assert "input size: 32 x 32 px" in card
     assert "mean [0.5, 0.5, 0.5] and std [0.25, 0.25, 0.25]" in card
     assert "at most 48 px" in card and "decode grey" in card
@@ -69,6 +85,21 @@ def test_card_and_record_state_input_size_normalisation_and_prompts(exported):
         k: {"positive": p, "negative": n} for k, (p, n) in build_prompts(LABELS, "report").items()
     }
     assert (out / "open_clip_config.json").is_file()
+
+
+def test_the_card_front_matter_carries_the_evaluation_metrics_with_their_protocol(exported):
+    from huggingface_hub import ModelCard
+
+    out, _ = exported
+    card = ModelCard.load(out / "README.md")
+    assert (card.data.library_name, card.data.pipeline_tag) == ("onnx", "zero-shot-image-classification")
+    assert "medical" in card.data.tags
+    results = {r.metric_name: r for r in card.data.eval_results}
+    auc = results["zero-shot mean AUC"]
+    assert (auc.metric_type, auc.metric_value, auc.dataset_split) == ("roc_auc", 0.8125, "test")
+    assert "20 test rows" in auc.metric_args["protocol"]
+    assert results["image-to-text recall@5"].metric_value == 0.5
+    assert "| zero-shot mean AUC | 0.8125 | test |" in card.text
 
 
 def test_a_graph_outside_the_tolerance_writes_nothing(experiment, tmp_path, monkeypatch):

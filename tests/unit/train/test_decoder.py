@@ -374,6 +374,25 @@ def test_the_folder_carries_its_decoding_and_image_processor_for_stock_transform
     torch.testing.assert_close(pixels, generator.transform(load_image(path, grey=False)))
 
 
+def test_a_decoder_trained_on_phantoms_has_a_card_that_says_so(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from helpers.experiment import write_prepared
+
+    data = tmp_path / "results" / "demo" / "data"  # the pipeline's layout: the prepared record is found
+    data.mkdir(parents=True)
+    convert_to_chat(write_pairs(data / "pairs.parquet", n=24), ChatConfig(), data / "chat")
+    write_prepared(tmp_path / "results" / "prepared" / "toy.parquet", 48, adapter="synthetic_cxr")
+    dec.train_decoder(_small(max_steps=1), data / "chat", tmp_path / "results" / "demo" / "decoder")
+    card = ModelCard.load(tmp_path / "results" / "demo" / "decoder" / "README.md")
+    assert (card.data.library_name, card.data.pipeline_tag, card.data.license) == (
+        "transformers",
+        "image-to-text",
+        "apache-2.0",
+    )
+    assert "Trained on synthetic phantoms" in card.text and "not for clinical use" in card.text
+
+
 def test_a_decoding_edit_after_a_kill_resumes_the_decoder(chat, tmp_path, monkeypatch, caplog):
     import dataclasses
 
