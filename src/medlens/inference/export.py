@@ -29,7 +29,7 @@ from medlens.evaluate.zero_shot import build_prompts
 from medlens.inference.inputs import Preprocessing
 from medlens.io import atomic_dir
 
-__all__ = ["export_onnx", "DEFAULT_ATOL", "IMAGE_FILE", "TEXT_FILE"]
+__all__ = ["export_onnx", "export_hub", "DEFAULT_ATOL", "IMAGE_FILE", "TEXT_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -201,12 +201,66 @@ def export_onnx(
     return record
 
 
+def export_hub(
+    model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, metrics: str | os.PathLike
+) -> int:
+    """Copy a model folder for sharing, its card's front matter extended with the evaluation's headline metrics
+    (``model-index``) and its Evaluation section replaced by them.
+
+    The pipeline's own folder is never changed (``evaluate_*`` run after ``train_*``, and a rule must not
+    rewrite another's output); this copy is the one to upload.
+
+    Args:
+        model_dir: a model folder with a medlens model card (encoder or decoder).
+        out_dir: the copy (replaced atomically).
+        metrics: the model's ``eval/encoder.json`` or ``eval/decoder.json``.
+
+    Returns:
+        The number of metrics put in the card.
+
+    Raises:
+        MedlensError: when ``model_dir`` has no model card or ``metrics`` none of the metrics cards carry.
+    """
+    from huggingface_hub import ModelCard
+
+    from medlens.models.card import eval_results, render_model_card
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if not (model_dir / "README.md").is_file():
+        raise MedlensError(f"{model_dir}: no README.md model card (a folder written by medlens has one)")
+    card = ModelCard.load(model_dir / "README.md")
+    results = eval_results(json.loads(Path(metrics).read_text()), list(card.data.datasets or []))
+    if not results:
+        raise MedlensError(f"{metrics}: no zero-shot, retrieval, text or clinical metrics to put in the card")
+    card.data.eval_results = results
+    card.data.model_name = card.data.model_name or f"medlens {model_dir.name}"
+    # the training card's Evaluation section says where the metrics would be; the copy has them
+    body = _with_metrics(card.text, results, f"`{Path(metrics).name}` (medlens evaluation)")
+    with atomic_dir(out_dir) as tmp:
+        shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
+        (tmp / "README.md").write_text(render_model_card(card.data, [body.strip()]))
+    logger.info("copied %s to %s with %d metrics in its model card", model_dir, out_dir, len(results))
+    return len(results)
+
+
+def _with_metrics(body: str, results: list[Any], source: str) -> str:
+    """``body`` with its Evaluation section (where a training card says the metrics will be) replaced by them."""
+    import re
+
+    from medlens.models.card import evaluation_section
+
+    section = "\n".join(evaluation_section(results, source)).rstrip()
+    if "## Evaluation\n" not in body:
+        return body.rstrip() + "\n\n" + section
+    return re.sub(r"## Evaluation\n.*?(?=\n## |\Z)", lambda _: section, body, count=1, flags=re.S)
+
+
 def _model_card(encoder_dir: Path, record: dict[str, Any], height: int, width: int, metrics) -> str:
     """The export's card: the encoder's own body, its ONNX section and, given them, the evaluation metrics."""
     from huggingface_hub import ModelCard
 
     from medlens.inference.inputs import read_medlens_json
-    from medlens.models.card import card_metadata, eval_results, evaluation_section, render_model_card
+    from medlens.models.card import card_metadata, eval_results, render_model_card
 
     own = encoder_dir / "README.md"
     body = ModelCard.load(own).text.strip() if own.is_file() else ""
@@ -223,10 +277,9 @@ def _model_card(encoder_dir: Path, record: dict[str, Any], height: int, width: i
         model_name=f"medlens encoder {cfg.get('preset', encoder_dir.name)} (ONNX)",
         tags=["open_clip", "clip"],
     )
-    sections = [body, "", _card_section(record, height, width)]
     if results:
-        sections += evaluation_section(results, f"`{metrics}` (evaluate_encoder)")
-    return render_model_card(data, sections)
+        body = _with_metrics(body, results, f"`{Path(metrics).name}` (evaluate_encoder)")
+    return render_model_card(data, [body, "", _card_section(record, height, width)])
 
 
 def _card_section(record: dict[str, Any], height: int, width: int) -> str:

@@ -107,3 +107,60 @@ def test_a_graph_outside_the_tolerance_writes_nothing(experiment, tmp_path, monk
     with pytest.raises(MedlensError, match=r"differ by .*'image': 0.5.*nothing was written"):
         export_onnx(experiment / "encoder", tmp_path / "out", PREP, labels=LABELS, templates="report")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_copy_of_a_decoder_folder_carries_its_evaluation_and_the_original_is_untouched(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from medlens.inference.export import export_hub
+    from medlens.models.card import decoder_model_card
+
+    folder = tmp_path / "results" / "demo" / "decoder"
+    folder.mkdir(parents=True)
+    info = {
+        "kind": "captioner",
+        "config": {"preset": "tiny_captioner", "generation": {"max_new_tokens": 160}},
+        "preprocessing": [
+            {"dataset": "synthetic_cxr", "adapter": "synthetic_cxr", "modality": "chest_xray", "rows": 9}
+        ],
+        "summary": {},
+    }
+    card = decoder_model_card(info)
+    (folder / "README.md").write_text(card)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    metrics = tmp_path / "decoder.json"
+    metrics.write_text(
+        json.dumps(
+            {
+                "split": "test",
+                "n": 30,
+                "overall": {
+                    "text": {"bleu4": 0.2},
+                    "clinical": {"labeler": "rules", "chexpert5": {"micro": {"f1": 0.9}}},
+                },
+            }
+        )
+    )
+    assert export_hub(folder, tmp_path / "share", metrics=metrics) == 2
+    shared = ModelCard.load(tmp_path / "share" / "README.md")
+    assert {r.metric_name: r.metric_value for r in shared.data.eval_results} == {
+        "bleu4": 0.2,
+        "clinical micro-F1 (chexpert5)": 0.9,
+    }
+    assert shared.data.license == "apache-2.0" and "Trained on synthetic phantoms" in shared.text
+    assert (
+        "| image-to-text | bleu4 | 0.2 | test |" in shared.text
+        and "Evaluated after training" not in shared.text
+    )
+    assert (tmp_path / "share" / "model.safetensors").read_bytes() == b"weights"
+    assert (folder / "README.md").read_text() == card  # the pipeline's folder is never rewritten
+
+
+def test_a_hub_copy_needs_metrics_with_something_to_report(tmp_path, experiment):
+    from medlens.inference.export import export_hub
+
+    metrics = tmp_path / "empty.json"
+    metrics.write_text("{}")
+    with pytest.raises(MedlensError, match="no zero-shot, retrieval, text or clinical metrics"):
+        export_hub(experiment / "encoder", tmp_path / "share", metrics=metrics)
+    assert not (tmp_path / "share").exists()
