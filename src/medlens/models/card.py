@@ -169,7 +169,7 @@ def training_data_section(preprocessing: list[dict[str, Any]] | None) -> list[st
     if not entries:
         lines += ["Not recorded (the folder's medlens.json has no `preprocessing`).", ""]
     else:
-        lines += ["| dataset | adapter | modality | pairs | licence |", "|---|---|---|---|---|"]
+        lines += ["| dataset | adapter | modality | pairs (all splits) | licence |", "|---|---|---|---|---|"]
         for e in entries:
             lic = DATA_LICENSES.get(e.get("adapter") or "")
             text = (
