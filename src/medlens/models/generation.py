@@ -37,6 +37,11 @@ def save_generation_config(
     # max_length would cap max_new_tokens when it is the smaller; transformers' default (20) is what a stock
     # generate() stopped at before this file existed
     config.max_length = None
+    # medlens decodes greedily or by beam search: a base model's sampling settings (Llama 3.2 Vision ships
+    # temperature 0.6, top_p 0.9) would contradict do_sample=False, which transformers refuses to save
+    for key in ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff"):
+        if hasattr(config, key):
+            setattr(config, key, None)
     config.update(
         **generation.generate_kwargs(),
         do_sample=False,
