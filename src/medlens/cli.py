@@ -9,6 +9,7 @@ still processed, and each failure is reported on stderr naming its file); 2 for 
 (bad options, a folder that is not a model, an unknown prompt set or label).
 """
 
+# long: one parser and one thin function per subcommand (generate, classify, embed, info, export)
 from __future__ import annotations
 
 import argparse
@@ -121,9 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", type=Path, metavar="EXPERIMENT", help="results/<experiment>")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
 
-    p = sub.add_parser("export", help="export an encoder's image and text towers, verified against PyTorch")
-    p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
-    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default onnx)")
+    p = sub.add_parser("export", help="encoder towers as ONNX, or a model folder to share (--format hub)")
+    p.add_argument("--model", type=Path, required=True, help="model folder, results/<experiment>/<stage>")
+    p.add_argument("--format", choices=("onnx", "hub"), default="onnx", help="onnx (an encoder) or hub")
     p.add_argument(
         "--out", type=Path, required=True, help="folder to write (a new or empty one unless --overwrite)"
     )
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels", nargs="+", help="labels whose prompts the model card records (default: evaluated ones)"
     )
     p.add_argument("--prompts", help="their prompt set (default: the set the encoder was evaluated with)")
+    p.add_argument("--metrics", type=Path, help="the model's eval/<stage>.json, for the card's model-index")
     g = p.add_argument_group(
         "preprocessing recorded in the model card (read from the experiment when not given)"
     )
@@ -330,6 +332,10 @@ def _export(args: argparse.Namespace) -> int:
     from medlens.inference.predict import zero_shot_setup
 
     check_output(args.out, folder=True, overwrite=args.overwrite, protect=[args.model])
+    if args.metrics is not None and not args.metrics.is_file():
+        raise ConfigError(f"'{args.metrics}' is not a file", key="--metrics", expected="an eval/<stage>.json")
+    if args.format == "hub":
+        return _export_hub(args)
     labels, templates = zero_shot_setup(args.model, args.labels, args.prompts)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
     record = export_onnx(
@@ -340,6 +346,7 @@ def _export(args: argparse.Namespace) -> int:
         templates=templates,
         atol=args.atol or DEFAULT_ATOL,
         opset=args.opset or DEFAULT_OPSET,
+        metrics=args.metrics,
     )
     ver = record["verification"]
     print(
@@ -347,6 +354,16 @@ def _export(args: argparse.Namespace) -> int:
         f"image {ver['max_abs_diff']['image']:.2e}, text {ver['max_abs_diff']['text']:.2e} "
         f"<= {ver['atol']:g}; model card {args.out / 'README.md'}"
     )
+    return EXIT_OK
+
+
+def _export_hub(args: argparse.Namespace) -> int:
+    from medlens.inference.export import export_hub
+
+    if args.metrics is None:
+        raise ConfigError("--format hub puts the evaluation in the card", key="--metrics", expected="a file")
+    results = export_hub(args.model, args.out, metrics=args.metrics)
+    print(f"copied {args.model} to {args.out}; model card {args.out / 'README.md'} with {results} metrics")
     return EXIT_OK
 
 

@@ -331,6 +331,28 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class GenerationConfig:
+    """Decoding settings: written into a decoder folder as ``generation_config.json`` (``decoder.generation``),
+    which ``evaluate_decoder`` and ``medlens generate`` read; ``evaluate.generation`` may replace them."""
+
+    max_new_tokens: int = 96  # longest generated report, in tokens
+    num_beams: int = 1  # 1 is greedy
+    repetition_penalty: float = 1.0  # >1 discourages repeating tokens
+    no_repeat_ngram_size: int = 0  # forbid repeating n-grams of this size (0: off)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """These settings as ``GenerationMixin.generate`` keyword arguments."""
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+            "repetition_penalty": self.repetition_penalty,
+        }
+        if self.no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
+        return kwargs
+
+
+@dataclass(frozen=True)
 class DecoderConfig:
     """Report generator: the LAPVQA-style captioner or a Hugging Face VLM (``train_decoder``)."""
 
@@ -370,6 +392,8 @@ class DecoderConfig:
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)  # vlm: BitsAndBytesConfig
     merge_adapters: bool = False  # vlm: also write the base model with the adapters merged in
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # vlm: training image augmentation
+    # the folder's generation_config.json: what evaluate_decoder, medlens generate and a stock generate() use
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)  # Hugging Face Trainer settings
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what one train_decoder job asks for
 
@@ -421,27 +445,6 @@ class LinearProbeConfig:
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
-    """Decoding settings used by ``evaluate_decoder`` and ``medlens generate``."""
-
-    max_new_tokens: int = 96  # longest generated report, in tokens
-    num_beams: int = 1  # 1 is greedy
-    repetition_penalty: float = 1.0  # >1 discourages repeating tokens
-    no_repeat_ngram_size: int = 0  # forbid repeating n-grams of this size (0: off)
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        """These settings as ``GenerationMixin.generate`` keyword arguments."""
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "num_beams": self.num_beams,
-            "repetition_penalty": self.repetition_penalty,
-        }
-        if self.no_repeat_ngram_size:
-            kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
-        return kwargs
-
-
-@dataclass(frozen=True)
 class EvalConfig:
     """What ``evaluate_encoder`` and ``evaluate_decoder`` compute."""
 
@@ -454,7 +457,8 @@ class EvalConfig:
     seed: int = 0  # bootstrap resampling
     zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)  # CheXzero-style prompts
     linear_probe: LinearProbeConfig = field(default_factory=LinearProbeConfig)  # frozen-feature probe
-    generation: GenerationConfig = field(default_factory=GenerationConfig)  # decoding for evaluate_decoder
+    # None: decode with the decoder folder's generation_config.json; set: with these (trying decoding, no retraining)
+    generation: GenerationConfig | None = None
     labeler: str = "rules"  # "rules" (medlens's CheXpert-style labeler) or a local CheXbert checkpoint
     max_samples: int | None = None  # evaluate at most this many rows per split (quick trials)
 

@@ -16,12 +16,13 @@ STORE_SIZE = 48
 LABELS = ["Cardiomegaly", "Pleural Effusion"]
 
 
-def write_prepared(path: Path, store_size: int) -> Path:
-    """An empty prepared parquet whose footer holds the dataset config, as prepare_dataset writes it."""
+def write_prepared(path: Path, store_size: int, adapter: str | None = None) -> Path:
+    """An empty prepared parquet whose footer holds the dataset config (and adapter), as prepare_dataset writes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = pq.ParquetWriter(path, PREPARED_SCHEMA)
     writer.write_table(PREPARED_SCHEMA.empty_table())
-    writer.add_key_value_metadata({SUMMARY_KEY: json.dumps({"config": {"store_size": store_size}}).encode()})
+    summary = {"config": {"store_size": store_size}, **({"adapter": adapter} if adapter else {})}
+    writer.add_key_value_metadata({SUMMARY_KEY: json.dumps(summary).encode()})
     writer.close()
     return path
 

@@ -208,3 +208,23 @@ def test_outputs_never_destroy_what_the_command_did_not_create(experiment, image
         "mine",
         "x.png",
     ]
+
+
+def test_export_names_a_metrics_file_that_is_not_there(experiment, tmp_path, capsys):
+    argv = ["export", "--model", str(experiment / "encoder"), "--out", str(tmp_path / "onnx")]
+    assert cli.main([*argv, "--metrics", str(tmp_path / "eval.json")]) == cli.EXIT_USAGE
+    assert "--metrics: " in capsys.readouterr().err and not (tmp_path / "onnx").exists()
+
+
+def test_a_hub_export_without_metrics_is_a_usage_error(experiment, tmp_path, capsys):
+    argv = [
+        "export",
+        "--model",
+        str(experiment / "encoder"),
+        "--out",
+        str(tmp_path / "hub"),
+        "--format",
+        "hub",
+    ]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    assert "--metrics: " in capsys.readouterr().err and not (tmp_path / "hub").exists()

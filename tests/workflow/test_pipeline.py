@@ -141,6 +141,14 @@ def test_a_decoder_edit_reruns_only_the_decoder_and_what_follows(copy_of_run):
     }
 
 
+def test_trying_other_decoding_reruns_only_the_evaluation(copy_of_run):
+    # evaluate.generation replaces the decoder folder's generation_config.json for evaluate_decoder alone
+    _edit(
+        copy_of_run, "experiments/tiny.yaml", lambda d: d["evaluate"].update(generation={"max_new_tokens": 8})
+    )
+    assert planned_jobs(copy_of_run) == {"evaluate_decoder": 1, "export_rexrank": 1, "report": 1}
+
+
 def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_data_rule(copy_of_run):
     _edit(copy_of_run, "experiments/tiny.yaml", lambda d: d["encoder"].update(learning_rate=5e-4))
     assert planned_jobs(copy_of_run) == {

@@ -88,7 +88,7 @@ def light(d):
     d["decoder"]["trainer"].update(max_steps=8, eval_steps=8, save_steps=8, logging_steps=2)
     d["decoder"]["resources"] = {"gpus": 1}
     d["evaluate"]["bootstrap_samples"] = 10
-    d["evaluate"]["generation"]["max_new_tokens"] = 16
+    d["evaluate"]["generation"] = {"max_new_tokens": 16}  # an evaluation override: no retraining
 
 
 @dataclass

@@ -21,24 +21,24 @@ __all__ = ["describe_training_images"]
 
 
 def describe_training_images(pairs_path: str | os.PathLike) -> list[dict[str, Any]]:
-    """``[{"dataset", "modality", "store_size", "rows"}]`` of the data in ``results/<experiment>/data/pairs.parquet``.
+    """``[{"dataset", "adapter", "modality", "store_size", "rows"}]`` of the data in
+    ``results/<experiment>/data/pairs.parquet``.
 
-    ``store_size`` is None when the dataset's prepared parquet (``results/prepared/<dataset>.parquet``) is
-    not beside the experiment or holds no medlens metadata.
+    ``store_size`` and ``adapter`` (the dataset's reader, which the model card's licence comes from) are None
+    when the dataset's prepared parquet (``results/prepared/<dataset>.parquet``) is not beside the experiment
+    or holds no medlens metadata.
     """
     pairs = Path(pairs_path)
     rows = pq.read_table(pairs, columns=["dataset", "modality"]).to_pylist()
     out = []
     for (dataset, modality), n in sorted(Counter((r["dataset"], r["modality"]) for r in rows).items()):
         prepared = pairs.parents[2] / "prepared" / f"{dataset}.parquet"
-        size = (
-            (read_prepared_summary(prepared).get("config") or {}).get("store_size")
-            if prepared.is_file()
-            else None
-        )
+        summary = read_prepared_summary(prepared) if prepared.is_file() else {}
+        size = (summary.get("config") or {}).get("store_size")
         out.append(
             {
                 "dataset": dataset,
+                "adapter": summary.get("adapter"),
                 "modality": modality,
                 "store_size": None if size is None else int(size),
                 "rows": n,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medlens import environment
-from medlens.config import EvalConfig, to_dict
+from medlens.config import EvalConfig, GenerationConfig, to_dict
 from medlens.data.chat_format import read_chat
 from medlens.data.split import pair_rows
 from medlens.errors import DataError
@@ -177,6 +177,22 @@ def _write_per_label(path, per_label: dict[str, dict]) -> None:
             w.writerow([label, *(row.get(c) for c in columns)])
 
 
+def _decoding(cfg: EvalConfig, decoder_dir) -> tuple[GenerationConfig, str]:
+    """The decoding settings to evaluate with, and where they come from: the folder's own unless
+    ``evaluate.generation`` replaces them."""
+    from medlens.models.generation import GENERATION_FILE, read_generation_config
+
+    folder = read_generation_config(decoder_dir)
+    if cfg.generation is not None:
+        differs = "" if folder is None or folder == cfg.generation else f" (the folder's: {to_dict(folder)})"
+        logger.info("decoding with evaluate.generation %s%s", to_dict(cfg.generation), differs)
+        return cfg.generation, "evaluate.generation" + differs
+    if folder is None:  # a folder written before decoders carried their decoding
+        logger.warning("%s has no %s: decoding with medlens's defaults", decoder_dir, GENERATION_FILE)
+        return GenerationConfig(), "medlens defaults (the folder has no generation_config.json)"
+    return folder, f"the decoder folder's {GENERATION_FILE}"
+
+
 def evaluate_decoder(
     cfg: EvalConfig,
     chat_dir: str | os.PathLike,
@@ -190,7 +206,8 @@ def evaluate_decoder(
     """Generate for ``chat/{cfg.split}.jsonl`` and score against the references.
 
     Args:
-        cfg: evaluation settings (split, decoding, labeler, bootstrap, max_samples).
+        cfg: evaluation settings (split, labeler, bootstrap, max_samples; decoding when ``cfg.generation`` is
+            set, else the decoder folder's ``generation_config.json``).
         chat_dir: ``results/{experiment}/data/chat``.
         decoder_dir: ``results/{experiment}/decoder``.
         pairs: ``results/{experiment}/data/pairs.parquet``; with it, a decoder that saved its own image tower
@@ -202,15 +219,14 @@ def evaluate_decoder(
     """
     from medlens.models.generator import load_generator
 
+    generation, decoding_source = _decoding(cfg, decoder_dir)
     chat_path = Path(chat_dir) / f"{cfg.split}.jsonl"
     records = read_chat(chat_path)
     if cfg.max_samples is not None and len(records) > cfg.max_samples:
         records = sorted(random.Random(cfg.seed).sample(records, cfg.max_samples), key=lambda r: r["id"])
     generator = load_generator(decoder_dir)
     prompts, references = zip(*(_target(r) for r in records), strict=True) if records else ((), ())
-    generated = generator.generate(
-        [r["images"][0] for r in records], list(prompts), generation=cfg.generation
-    )
+    generated = generator.generate([r["images"][0] for r in records], list(prompts), generation=generation)
     logger.info("generated %d reports for split '%s'", len(generated), cfg.split)
 
     _write_generations(out_generations, records, references, generated, chat_dir)
@@ -225,7 +241,8 @@ def evaluate_decoder(
         "overall": overall,
         "per_dataset": _per_dataset(records, references, generated, cfg, rows),
         "protocol": {
-            "decoding": to_dict(cfg.generation),
+            "decoding": to_dict(generation),
+            "decoding_source": decoding_source,
             "labeler": overall["clinical"].get("labeler"),
             "modalities": sorted({r.modality for r in rows}) if rows else [CHEST],
             "chat_file": str(chat_path),

@@ -4,8 +4,9 @@ Each tower is exported as its own graph with a dynamic batch axis and L2-normali
 ``encode_image``/``encode_text`` return with ``normalize=True``). Before the folder appears, both
 graphs are run in onnxruntime on inputs of another batch size than the one traced (seeded random
 pixels; the tokenised label prompts) and must match PyTorch within ``atol`` on every feature entry.
-The folder gets a model card that extends the encoder's own with what a user of the ONNX files
-needs: input size, resize, normalisation, the training preprocessing, and the label prompts.
+The folder gets a model card (Hugging Face format) that extends the encoder's own with what a user of the
+ONNX files needs: input size, resize, normalisation, the training preprocessing, and the label prompts; given
+the encoder's evaluation (``eval/encoder.json``), its headline metrics go into the card's ``model-index``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from medlens.evaluate.zero_shot import build_prompts
 from medlens.inference.inputs import Preprocessing
 from medlens.io import atomic_dir
 
-__all__ = ["export_onnx", "DEFAULT_ATOL", "IMAGE_FILE", "TEXT_FILE"]
+__all__ = ["export_onnx", "export_hub", "DEFAULT_ATOL", "IMAGE_FILE", "TEXT_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def export_onnx(
     templates: str,
     atol: float = DEFAULT_ATOL,
     opset: int = DEFAULT_OPSET,
+    metrics: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Export both towers of an encoder folder to ONNX, verify them, and write the model card.
 
@@ -114,6 +116,7 @@ def export_onnx(
         templates: their prompt set.
         atol: largest allowed ``|onnx - torch|`` over feature entries.
         opset: ONNX opset version.
+        metrics: ``evaluate_encoder``'s ``eval/encoder.json`` of this encoder, for the card's model-index.
 
     Returns:
         The export record also written to ``export.json`` (files, inputs, tolerance, differences).
@@ -186,11 +189,7 @@ def export_onnx(
             },
         }
         (tmp / "export.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-        card = encoder_dir / "README.md"
-        (tmp / "README.md").write_text(
-            (card.read_text().rstrip() + "\n\n" if card.is_file() else "")
-            + _card_section(record, height, width)
-        )
+        (tmp / "README.md").write_text(_model_card(encoder_dir, record, height, width, metrics))
     logger.info(
         "exported %s and %s to %s; max |onnx - torch| %s (atol %g)",
         IMAGE_FILE,
@@ -200,6 +199,87 @@ def export_onnx(
         atol,
     )
     return record
+
+
+def export_hub(
+    model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, metrics: str | os.PathLike
+) -> int:
+    """Copy a model folder for sharing, its card's front matter extended with the evaluation's headline metrics
+    (``model-index``) and its Evaluation section replaced by them.
+
+    The pipeline's own folder is never changed (``evaluate_*`` run after ``train_*``, and a rule must not
+    rewrite another's output); this copy is the one to upload.
+
+    Args:
+        model_dir: a model folder with a medlens model card (encoder or decoder).
+        out_dir: the copy (replaced atomically).
+        metrics: the model's ``eval/encoder.json`` or ``eval/decoder.json``.
+
+    Returns:
+        The number of metrics put in the card.
+
+    Raises:
+        MedlensError: when ``model_dir`` has no model card or ``metrics`` none of the metrics cards carry.
+    """
+    from huggingface_hub import ModelCard
+
+    from medlens.models.card import eval_results, render_model_card
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if not (model_dir / "README.md").is_file():
+        raise MedlensError(f"{model_dir}: no README.md model card (a folder written by medlens has one)")
+    card = ModelCard.load(model_dir / "README.md")
+    results = eval_results(json.loads(Path(metrics).read_text()), list(card.data.datasets or []))
+    if not results:
+        raise MedlensError(f"{metrics}: no zero-shot, retrieval, text or clinical metrics to put in the card")
+    card.data.eval_results = results
+    card.data.model_name = card.data.model_name or f"medlens {model_dir.name}"
+    # the training card's Evaluation section says where the metrics would be; the copy has them
+    body = _with_metrics(card.text, results, f"`{Path(metrics).name}` (medlens evaluation)")
+    with atomic_dir(out_dir) as tmp:
+        shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
+        (tmp / "README.md").write_text(render_model_card(card.data, [body.strip()]))
+    logger.info("copied %s to %s with %d metrics in its model card", model_dir, out_dir, len(results))
+    return len(results)
+
+
+def _with_metrics(body: str, results: list[Any], source: str) -> str:
+    """``body`` with its Evaluation section (where a training card says the metrics will be) replaced by them."""
+    import re
+
+    from medlens.models.card import evaluation_section
+
+    section = "\n".join(evaluation_section(results, source)).rstrip()
+    if "## Evaluation\n" not in body:
+        return body.rstrip() + "\n\n" + section
+    return re.sub(r"## Evaluation\n.*?(?=\n## |\Z)", lambda _: section, body, count=1, flags=re.S)
+
+
+def _model_card(encoder_dir: Path, record: dict[str, Any], height: int, width: int, metrics) -> str:
+    """The export's card: the encoder's own body, its ONNX section and, given them, the evaluation metrics."""
+    from huggingface_hub import ModelCard
+
+    from medlens.inference.inputs import read_medlens_json
+    from medlens.models.card import card_metadata, eval_results, render_model_card
+
+    own = encoder_dir / "README.md"
+    body = ModelCard.load(own).text.strip() if own.is_file() else ""
+    info = read_medlens_json(encoder_dir)
+    datasets = sorted({e["dataset"] for e in info.get("preprocessing") or []})
+    results = eval_results(json.loads(Path(metrics).read_text()), datasets) if metrics is not None else []
+    cfg = info.get("config") or {}
+    data = card_metadata(
+        "onnx",
+        info.get("preprocessing"),
+        library_name="onnx",
+        base_model=[cfg.get(k) for k in ("pretrained", "pretrained_image", "pretrained_text")],
+        results=results,
+        model_name=f"medlens encoder {cfg.get('preset', encoder_dir.name)} (ONNX)",
+        tags=["open_clip", "clip"],
+    )
+    if results:
+        body = _with_metrics(body, results, f"`{Path(metrics).name}` (evaluate_encoder)")
+    return render_model_card(data, [body, "", _card_section(record, height, width)])
 
 
 def _card_section(record: dict[str, Any], height: int, width: int) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medlens.config import GenerationConfig, from_dict
+from medlens.config import GenerationConfig
 from medlens.errors import ConfigError
 from medlens.inference.inputs import Failure, ImageInput, Preprocessing, load_batches, read_medlens_json
 from medlens.io import atomic_path
@@ -182,19 +182,18 @@ def training_prompt(decoder_dir: str | os.PathLike) -> str | None:
 
 
 def generation_settings(decoder_dir: str | os.PathLike, **overrides: Any) -> tuple[GenerationConfig, str]:
-    """The decoding settings ``evaluate_decoder`` used for this decoder, with ``overrides`` (None ones dropped).
+    """The decoder folder's decoding settings (its ``generation_config.json``, what ``evaluate_decoder`` used
+    unless the experiment replaced them), with ``overrides`` (None ones dropped).
 
     Returns:
-        ``(settings, where the defaults came from)``: ``eval/decoder.json``'s ``protocol.decoding``
-        when the experiment was evaluated, else :class:`~medlens.config.GenerationConfig`'s defaults.
+        ``(settings, where the defaults came from)``: the folder's file, else (a folder written before
+        decoders carried it) :class:`~medlens.config.GenerationConfig`'s defaults.
     """
-    evaluation = Path(decoder_dir).parent / "eval" / "decoder.json"
-    base, source = GenerationConfig(), "medlens defaults"
-    if evaluation.is_file():
-        decoding = json.loads(evaluation.read_text()).get("protocol", {}).get("decoding")
-        if decoding:
-            base = from_dict(GenerationConfig, decoding, source=str(evaluation), prefix="protocol.decoding")
-            source = str(evaluation)
+    from medlens.models.generation import GENERATION_FILE, read_generation_config
+
+    base, source = read_generation_config(decoder_dir), str(Path(decoder_dir) / GENERATION_FILE)
+    if base is None:
+        base, source = GenerationConfig(), "medlens defaults"
     return replace(base, **{k: v for k, v in overrides.items() if v is not None}), source
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "vision_tokens",
     "build_captioner",
     "caption_transform",
+    "clip_image_processor",
     "load_vision_encoder",
     "ImageTower",
 ]
@@ -58,6 +59,53 @@ def caption_transform(config: CaptionerConfig, *, train: bool):
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     return image_transform_v2(PreprocessCfg(**config.preprocess_cfg), is_train=train)
+
+
+def clip_image_processor(preprocess_cfg: dict[str, Any]):
+    """A ``transformers.CLIPImageProcessor`` giving the pixels of open_clip's evaluation transform for
+    ``preprocess_cfg``, or None where it has no equivalent.
+
+    ``shortest`` (resize the short side, centre-crop; every medlens encoder) and ``squash`` map onto it;
+    ``longest`` pads to a square, which CLIPImageProcessor cannot, and neither can it crop a non-square size
+    after a shortest-side resize. open_clip resizes PIL images with PIL, as the PIL backend does
+    (``backend="pil"``: the same pixels); transformers' default torchvision backend keeps the resized image in
+    floats where PIL rounds it to 8 bits, so its pixels differ by up to one grey level. One difference remains
+    in both: where the resized side exceeds the crop by an odd number of pixels, torchvision's centre crop
+    rounds the half to even and transformers' floors it, so the crop can sit one pixel further left or up
+    (never for square images, such as the phantoms). Both are tested.
+    """
+    from open_clip.transform import PreprocessCfg
+    from transformers import CLIPImageProcessor
+    from transformers.image_utils import PILImageResampling
+
+    pp = PreprocessCfg(**preprocess_cfg)
+    height, width = (pp.size, pp.size) if isinstance(pp.size, int) else pp.size
+    resample = {
+        "bicubic": PILImageResampling.BICUBIC,
+        "bilinear": PILImageResampling.BILINEAR,
+        "nearest": PILImageResampling.NEAREST,
+    }.get(pp.interpolation)
+    if resample is None:
+        return None
+    common = {
+        "do_convert_rgb": True,
+        "resample": resample,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(pp.mean),
+        "image_std": list(pp.std),
+    }
+    if pp.resize_mode == "shortest" and height == width:
+        return CLIPImageProcessor(
+            size={"shortest_edge": height},
+            do_center_crop=True,
+            crop_size={"height": height, "width": width},
+            **common,
+        )
+    if pp.resize_mode == "squash":
+        return CLIPImageProcessor(size={"height": height, "width": width}, do_center_crop=False, **common)
+    return None
 
 
 def _open_clip_model_cfg(cfg: DecoderConfig, encoder_dir) -> tuple[dict, dict, nn.Module | None]:

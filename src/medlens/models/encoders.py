@@ -438,31 +438,54 @@ def _timm_native_size(name: str) -> int | None:
 def encoder_model_card(
     info: dict[str, Any], preprocess_cfg: dict[str, Any], model_cfg: dict[str, Any], steps: int
 ) -> str:
-    """The folder's ``README.md``: what was trained, how to load it, its input and prompts (``info`` is
+    """The folder's ``README.md``: a Hugging Face model card (front matter from :mod:`medlens.models.card`)
+    saying what was trained on what, what it is not for, how to load it, its input and prompts (``info`` is
     ``medlens.json``)."""
+    from medlens.models.card import (
+        card_metadata,
+        evaluation_section,
+        render_model_card,
+        training_data_section,
+    )
+
     cfg = info["config"]
     zs = info.get("zero_shot") or {}
-    return "\n".join(
-        [
-            f"# medlens encoder: preset `{cfg['preset']}` (open_clip `{cfg['model']}`)",
-            "",
-            "Load it with open_clip alone (or `medlens.models.encoders.load_encoder`):",
-            "",
-            "```python",
-            *stock_loading_code(model_cfg),
-            "```",
-            "",
-            f"- trained: {info['steps']} of {steps} steps, {info['samples_seen']:,} pairs seen; {info['n_train']} train / "
-            f"{info['n_val']} validation pairs; loss `{cfg['loss']}`, optimizer `{cfg['optim']}` learning rate {cfg['learning_rate']}",
-            f"- weights: `open_clip_model.safetensors` = {info['weights']['open_clip_model.safetensors']} "
-            f"(step {info['best_step']}, {info['best_metric']} = {info['best_value']}); `last.safetensors` = final step",
-            f"- input: {preprocess_cfg['size']} px RGB, {preprocess_cfg['interpolation']} resize, mean "
-            f"{preprocess_cfg['mean']}, std {preprocess_cfg['std']} (grey X-rays are replicated to 3 channels)",
-            f"- text: context length {model_cfg['text_cfg']['context_length']} tokens; embedding size {model_cfg['embed_dim']}",
-            f"- zero-shot prompts: set `{zs.get('templates', 'chexzero')}` (resources/prompts/) for labels "
-            f"{', '.join(zs.get('labels', []))}",
-            f"- final validation: {json.dumps(info['final_validation'])}",
-            f"- medlens {info['medlens_version']}",
-            "",
-        ]
+    data = card_metadata(
+        "open_clip",
+        info.get("preprocessing"),
+        library_name="open_clip",
+        base_model=[cfg.get(k) for k in ("pretrained", "pretrained_image", "pretrained_text")],
+        tags=["clip", "image-text"],
     )
+    body = [
+        f"# medlens encoder: preset `{cfg['preset']}` (open_clip `{cfg['model']}`)",
+        "",
+        "A contrastive image-text encoder trained by medlens (`train_encoder`). Load it with open_clip alone "
+        "(or `medlens.models.encoders.load_encoder`):",
+        "",
+        "```python",
+        *stock_loading_code(model_cfg),
+        "```",
+        "",
+        *training_data_section(info.get("preprocessing")),
+        *evaluation_section(
+            None,
+            "`evaluate_encoder` writes this model's zero-shot AUC, retrieval recall and linear-probe scores, "
+            "with their protocol, to `results/<experiment>/eval/encoder.json`; `medlens export` puts them in "
+            "its card's model-index",
+        ),
+        "## Training",
+        "",
+        f"- trained: {info['steps']} of {steps} steps, {info['samples_seen']:,} pairs seen; {info['n_train']} train / "
+        f"{info['n_val']} validation pairs; loss `{cfg['loss']}`, optimizer `{cfg['optim']}` learning rate {cfg['learning_rate']}",
+        f"- weights: `open_clip_model.safetensors` = {info['weights']['open_clip_model.safetensors']} "
+        f"(step {info['best_step']}, {info['best_metric']} = {info['best_value']}); `last.safetensors` = final step",
+        f"- input: {preprocess_cfg['size']} px RGB, {preprocess_cfg['interpolation']} resize, mean "
+        f"{preprocess_cfg['mean']}, std {preprocess_cfg['std']} (grey X-rays are replicated to 3 channels)",
+        f"- text: context length {model_cfg['text_cfg']['context_length']} tokens; embedding size {model_cfg['embed_dim']}",
+        f"- zero-shot prompts: set `{zs.get('templates', 'chexzero')}` (resources/prompts/) for labels "
+        f"{', '.join(zs.get('labels', []))}",
+        f"- final validation: {json.dumps(info['final_validation'])}",
+        f"- medlens {info['medlens_version']}",
+    ]
+    return render_model_card(data, body)

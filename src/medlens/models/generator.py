@@ -1,7 +1,8 @@
 """Loading a trained decoder folder and generating reports from images (evaluation and ``medlens generate``).
 
 A decoder folder records its kind in ``medlens.json``; :func:`load_generator` returns an object
-with one method, ``generate(images, prompts=None, **decoding) -> list[str]``, whatever the kind.
+with one method, ``generate(images, prompts=None, **decoding) -> list[str]``, whatever the kind. Its
+decoding settings are its ``generation_config.json`` (:mod:`medlens.models.generation`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from medlens.config import GenerationConfig
 from medlens.data.images import load_image
 from medlens.errors import ConfigError
+from medlens.models.generation import read_generation_config
 
 __all__ = ["ReportGenerator", "CaptionerGenerator", "load_generator"]
 
@@ -48,6 +50,7 @@ class CaptionerGenerator:
     model: Any
     tokenizer: Any
     transform: Any
+    generation: GenerationConfig | None = None  # the folder's generation_config.json: the default decoding
     reads_prompts = False  # conditioned on the image alone
 
     @classmethod
@@ -58,7 +61,10 @@ class CaptionerGenerator:
 
         model = Captioner.from_pretrained(str(path)).to(_device()).eval()
         return cls(
-            model, AutoTokenizer.from_pretrained(str(path)), caption_transform(model.config, train=False)
+            model,
+            AutoTokenizer.from_pretrained(str(path)),
+            caption_transform(model.config, train=False),
+            read_generation_config(path),
         )
 
     @torch.no_grad()
@@ -69,8 +75,9 @@ class CaptionerGenerator:
         generation: GenerationConfig | None = None,
         batch_size: int = 32,
     ) -> list[str]:
-        """Generate one report per image (a path, bytes or PIL image; decoded like training data)."""
-        generation = generation or GenerationConfig()
+        """Generate one report per image (a path, bytes or PIL image; decoded like training data); ``generation``
+        None: the folder's settings."""
+        generation = generation or self.generation or GenerationConfig()
         out: list[str] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]

@@ -341,6 +341,7 @@ class VLMGenerator:
     model: Any
     fmt: PromptFormat
     system: str | None = None
+    generation: GenerationConfig | None = None  # the folder's generation_config.json: the default decoding
     reads_prompts = True  # each row's prompt (a VQA question) goes into the chat turn
 
     @classmethod
@@ -357,7 +358,11 @@ class VLMGenerator:
             model = load_vlm(cfg, training=False, path=path, quantize=False)
         if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
             model = model.to(_device())
-        return cls(model.eval(), PromptFormat(load_processor(path)), info.get("system"))
+        from medlens.models.generation import read_generation_config
+
+        return cls(
+            model.eval(), PromptFormat(load_processor(path)), info.get("system"), read_generation_config(path)
+        )
 
     def _messages(self, prompt: str | None) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.system}] if self.system else []
@@ -400,13 +405,14 @@ class VLMGenerator:
         Args:
             images: one image per report.
             prompts: the user turn of each conversation (``<image>`` marks are optional); None asks nothing.
-            generation: decoding settings (greedy or beam search, length and repetition controls).
+            generation: decoding settings (greedy or beam search, length and repetition controls); None: the
+                folder's.
             batch_size: conversations per ``generate`` call.
 
         Returns:
             The generated answers, without the prompt or special tokens.
         """
-        generation = generation or GenerationConfig()
+        generation = generation or self.generation or GenerationConfig()
         prompts = list(prompts) if prompts is not None else [None] * len(images)
         out: list[str] = []
         for start in range(0, len(images), batch_size):

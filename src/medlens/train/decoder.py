@@ -333,8 +333,22 @@ def _captioner_parts(cfg: DecoderConfig, train: list[dict], val: list[dict], enc
         lengths = [len(ids) for ids in tokenizer([assistant_text(r) for r in train])["input_ids"]]
 
     def write(tmp: Path, trainer: Any) -> dict[str, Any]:
+        from medlens.models.captioner import clip_image_processor
+        from medlens.models.generation import save_generation_config
+
         trainer.save_model(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+        save_generation_config(
+            tmp,
+            cfg.generation,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            decoder_start_token_id=tokenizer.bos_token_id,  # the captioner's generation starts from BOS
+        )
+        processor = clip_image_processor(model.config.preprocess_cfg)
+        if processor is not None:
+            processor.save_pretrained(str(tmp))
         model.save_vision_encoder(tmp / "encoder_final")
         _fit_ood(tmp, train, val, cfg.trainer.seed)
         return {"image_token": IMAGE_TOKEN}

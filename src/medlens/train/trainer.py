@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 # settings that change how a run is carried out, not what it computes: editing them keeps its checkpoints
 RUN_ONLY = (
     "resources",
+    "generation",  # decoding, written into the finished folder: the weights do not depend on it
     "trainer.dataloader_num_workers",
     "trainer.logging_steps",
     "trainer.save_steps",
@@ -281,6 +282,7 @@ def fit_decoder(
     from medlens.data.chat_format import report_prompt
     from medlens.data.preprocessing import describe_training_images
     from medlens.io import atomic_dir
+    from medlens.models.card import decoder_model_card
     from medlens.train.checkpoint import claim_trainer_checkpoints, resume_config
 
     if not sys.stderr.isatty():
@@ -366,6 +368,8 @@ def fit_decoder(
             }
             shutil.copy(ckpt_dir / "metrics.csv", tmp / "metrics.csv")
             (tmp / "medlens.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+            # over the card PEFT writes with an adapter: ours says what the data was and what it is not for
+            (tmp / "README.md").write_text(decoder_model_card(json.loads(json.dumps(info, default=str))))
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model is in out_dir; resume state is done with
     trainer.accelerator.wait_for_everyone()
     return summary

@@ -176,8 +176,11 @@ def _peft_model(model, cfg: DecoderConfig):
     return get_peft_model(model, lora)
 
 
-def _write_output(tmp: Path, trainer: Trainer, cfg: DecoderConfig, processor) -> dict[str, Any]:
-    """Adapter (or full weights), merged weights when asked, processor; into the temporary output folder."""
+def _write_output(tmp: Path, trainer: Trainer, cfg: DecoderConfig, fmt: PromptFormat) -> dict[str, Any]:
+    """Adapter (or full weights), merged weights when asked, processor and decoding settings; into the temporary
+    output folder."""
+    from medlens.models.generation import save_generation_config
+
     if cfg.finetune == "full":
         trainer.save_model(str(tmp))
         weights = "full"
@@ -193,7 +196,17 @@ def _write_output(tmp: Path, trainer: Trainer, cfg: DecoderConfig, processor) ->
     else:
         trainer.save_model(str(tmp))
         weights = "adapter"
-    processor.save_pretrained(str(tmp))
+    fmt.processor.save_pretrained(str(tmp))
+    tok = fmt.tokenizer
+    # over the base model's own file (saved with full or merged weights): its defaults, medlens's decoding, and
+    # the end-of-turn token as a stop token, as VLMGenerator stops
+    save_generation_config(
+        tmp,
+        cfg.generation,
+        base=getattr(trainer.model, "generation_config", None),
+        eos_token_id=[i for i in dict.fromkeys([*fmt.stop_token_ids, tok.eos_token_id]) if i is not None],
+        pad_token_id=tok.pad_token_id,
+    )
     return {"weights": weights}
 
 
@@ -236,7 +249,7 @@ def _vlm_parts(cfg: DecoderConfig, train: list[dict[str, Any]], val: list[dict[s
         train_dataset=VLMDataset(train, cfg.augment),
         eval_dataset=VLMDataset(val) if val else None,
         collator=collator,
-        write=lambda tmp, trainer: _write_output(tmp, trainer, cfg, processor),
+        write=lambda tmp, trainer: _write_output(tmp, trainer, cfg, fmt),
         info={
             "base_model": cfg.model,
             "system": first_system,

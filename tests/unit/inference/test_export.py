@@ -25,7 +25,21 @@ PREP = Preprocessing("chest_xray", 48, "test")
 @pytest.fixture(scope="module")
 def exported(experiment, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx") / "export"
-    return out, export_onnx(experiment / "encoder", out, PREP, labels=LABELS, templates="report")
+    metrics = out.parent / "encoder.json"  # as evaluate_encoder writes it, headline entries only
+    metrics.write_text(
+        json.dumps(
+            {
+                "split": "test",
+                "n": 20,
+                "zero_shot": {"mean": {"auc": 0.8125, "ci_low": 0.7, "ci_high": 0.9}},
+                "retrieval": {"image_to_text": {"recall@1": {"value": 0.25}, "recall@5": {"value": 0.5}}},
+            }
+        )
+    )
+    record = export_onnx(
+        experiment / "encoder", out, PREP, labels=LABELS, templates="report", metrics=metrics
+    )
+    return out, record
 
 
 def test_towers_match_pytorch_on_new_inputs(experiment, exported):
@@ -55,7 +69,9 @@ def test_towers_match_pytorch_on_new_inputs(experiment, exported):
 def test_card_and_record_state_input_size_normalisation_and_prompts(exported):
     out, record = exported
     card = (out / "README.md").read_text()
-    assert card.startswith("# tiny encoder")  # the encoder's own card, extended
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(out / "README.md").text.lstrip().startswith("# tiny encoder")  # its own, extended
     assert "input size: 32 x 32 px" in card
     assert "mean [0.5, 0.5, 0.5] and std [0.25, 0.25, 0.25]" in card
     assert "at most 48 px" in card and "decode grey" in card
@@ -71,8 +87,80 @@ def test_card_and_record_state_input_size_normalisation_and_prompts(exported):
     assert (out / "open_clip_config.json").is_file()
 
 
+def test_the_card_front_matter_carries_the_evaluation_metrics_with_their_protocol(exported):
+    from huggingface_hub import ModelCard
+
+    out, _ = exported
+    card = ModelCard.load(out / "README.md")
+    assert (card.data.library_name, card.data.pipeline_tag) == ("onnx", "zero-shot-image-classification")
+    assert "medical" in card.data.tags
+    results = {r.metric_name: r for r in card.data.eval_results}
+    auc = results["zero-shot mean AUC"]
+    assert (auc.metric_type, auc.metric_value, auc.dataset_split) == ("roc_auc", 0.8125, "test")
+    assert "20 test rows" in auc.metric_args["protocol"]
+    assert results["image-to-text recall@5"].metric_value == 0.5
+    assert "| zero-shot mean AUC | 0.8125 | test |" in card.text
+
+
 def test_a_graph_outside_the_tolerance_writes_nothing(experiment, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "_max_diff", lambda *a: 0.5)
     with pytest.raises(MedlensError, match=r"differ by .*'image': 0.5.*nothing was written"):
         export_onnx(experiment / "encoder", tmp_path / "out", PREP, labels=LABELS, templates="report")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_copy_of_a_decoder_folder_carries_its_evaluation_and_the_original_is_untouched(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from medlens.inference.export import export_hub
+    from medlens.models.card import decoder_model_card
+
+    folder = tmp_path / "results" / "demo" / "decoder"
+    folder.mkdir(parents=True)
+    info = {
+        "kind": "captioner",
+        "config": {"preset": "tiny_captioner", "generation": {"max_new_tokens": 160}},
+        "preprocessing": [
+            {"dataset": "synthetic_cxr", "adapter": "synthetic_cxr", "modality": "chest_xray", "rows": 9}
+        ],
+        "summary": {},
+    }
+    card = decoder_model_card(info)
+    (folder / "README.md").write_text(card)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    metrics = tmp_path / "decoder.json"
+    metrics.write_text(
+        json.dumps(
+            {
+                "split": "test",
+                "n": 30,
+                "overall": {
+                    "text": {"bleu4": 0.2},
+                    "clinical": {"labeler": "rules", "chexpert5": {"micro": {"f1": 0.9}}},
+                },
+            }
+        )
+    )
+    assert export_hub(folder, tmp_path / "share", metrics=metrics) == 2
+    shared = ModelCard.load(tmp_path / "share" / "README.md")
+    assert {r.metric_name: r.metric_value for r in shared.data.eval_results} == {
+        "bleu4": 0.2,
+        "clinical micro-F1 (chexpert5)": 0.9,
+    }
+    assert shared.data.license == "apache-2.0" and "Trained on synthetic phantoms" in shared.text
+    assert (
+        "| image-to-text | bleu4 | 0.2 | test |" in shared.text
+        and "Evaluated after training" not in shared.text
+    )
+    assert (tmp_path / "share" / "model.safetensors").read_bytes() == b"weights"
+    assert (folder / "README.md").read_text() == card  # the pipeline's folder is never rewritten
+
+
+def test_a_hub_copy_needs_metrics_with_something_to_report(tmp_path, experiment):
+    from medlens.inference.export import export_hub
+
+    metrics = tmp_path / "empty.json"
+    metrics.write_text("{}")
+    with pytest.raises(MedlensError, match="no zero-shot, retrieval, text or clinical metrics"):
+        export_hub(experiment / "encoder", tmp_path / "share", metrics=metrics)
+    assert not (tmp_path / "share").exists()

@@ -41,7 +41,9 @@ def test_a_model_folder_that_records_its_training_images_needs_nothing_around_it
     from medlens.data.preprocessing import describe_training_images
 
     record = describe_training_images(model.parent / "data" / "pairs.parquet")
-    assert record == [{"dataset": "knee", "modality": "knee_xray", "store_size": 448, "rows": 2}]
+    assert record == [
+        {"dataset": "knee", "adapter": None, "modality": "knee_xray", "store_size": 448, "rows": 2}
+    ]
     moved = tmp_path / "elsewhere" / "encoder"
     moved.mkdir(parents=True)
     (moved / "medlens.json").write_text(json.dumps({"preprocessing": record}))

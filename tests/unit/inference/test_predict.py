@@ -26,6 +26,7 @@ from medlens.inference.predict import (
     training_prompt,
     zero_shot_setup,
 )
+from medlens.models.generation import save_generation_config
 
 
 @pytest.fixture(scope="module")
@@ -140,26 +141,19 @@ def test_reports_come_back_per_image_with_prepared_inputs(images):
     assert all(p == ["Describe:"] * len(ims) and g is settings for ims, p, g in gen.calls)
 
 
-def test_decoding_defaults_are_the_evaluation_ones(tmp_path):
+def test_decoding_defaults_are_the_folders_own(tmp_path):
     decoder = tmp_path / "exp" / "decoder"
+    decoder.mkdir(parents=True)
     assert generation_settings(decoder) == (GenerationConfig(), "medlens defaults")
+    # an evaluation record beside the folder is not read: the folder is the one source
     (tmp_path / "exp" / "eval").mkdir(parents=True)
     (tmp_path / "exp" / "eval" / "decoder.json").write_text(
-        json.dumps(
-            {
-                "protocol": {
-                    "decoding": {
-                        "max_new_tokens": 48,
-                        "num_beams": 2,
-                        "repetition_penalty": 1.0,
-                        "no_repeat_ngram_size": 0,
-                    }
-                }
-            }
-        )
+        json.dumps({"protocol": {"decoding": {"max_new_tokens": 7}}})
     )
+    save_generation_config(decoder, GenerationConfig(max_new_tokens=48, num_beams=2), eos_token_id=2)
     settings, source = generation_settings(decoder, num_beams=None, max_new_tokens=10)
-    assert settings == GenerationConfig(max_new_tokens=10, num_beams=2) and source.endswith("decoder.json")
+    assert settings == GenerationConfig(max_new_tokens=10, num_beams=2)
+    assert source == str(decoder / "generation_config.json")
 
 
 def test_the_training_prompt_is_the_report_prompt_not_a_vqa_question(tmp_path):

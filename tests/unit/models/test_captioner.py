@@ -132,3 +132,57 @@ def test_a_frozen_resnet_tower_keeps_its_batchnorm_statistics_while_the_captione
     first = model.encode(batch(model, tok)["pixel_values"][:1])
     model.train()  # the tower's output does not depend on the mode or on the rest of the batch
     torch.testing.assert_close(model.encode(batch(model, tok)["pixel_values"])[:1], first)
+
+
+@pytest.mark.parametrize(
+    "preprocess_cfg",
+    [
+        None,  # the encoder's own (open_clip's defaults: bicubic, shortest side, OpenAI mean/std)
+        {"size": 48, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3},
+        {"size": 32, "resize_mode": "squash"},
+    ],
+)
+def test_the_image_processor_gives_the_pixels_of_the_captioners_transform(setup, tmp_path, preprocess_cfg):
+    from transformers import AutoImageProcessor
+
+    from medlens.models.captioner import clip_image_processor
+
+    preprocess_cfg = preprocess_cfg or setup[3].config.preprocess_cfg
+    clip_image_processor(preprocess_cfg).save_pretrained(tmp_path)
+    # not square, not the model's size: resize, crop (or squash) and normalisation all matter
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (70, 90, 3), dtype=np.uint8))
+    want = caption_transform(type(setup[3].config)(preprocess_cfg=preprocess_cfg), train=False)(image)
+    std = torch.tensor(preprocess_cfg.get("std", [0.26862954, 0.26130258, 0.27577711])).view(3, 1, 1)
+    pil = AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
+    torch.testing.assert_close(pil(images=image, return_tensors="pt")["pixel_values"][0], want)
+    # transformers' default backend keeps the resized image in floats: within one grey level of open_clip's
+    default = AutoImageProcessor.from_pretrained(tmp_path)
+    got = default(images=image, return_tensors="pt")["pixel_values"][0]
+    assert got.shape == want.shape
+    assert ((got - want).abs() * std).max() <= 1.01 / 255
+
+
+def test_where_the_crop_offsets_round_differently_the_image_processor_crops_one_pixel_over(tmp_path):
+    """torchvision's CenterCrop rounds half an odd excess to even, transformers' floors it: 70x90 resized to
+    40x51 is cropped from column 6 by open_clip and from column 5 by the processor (documented in
+    clip_image_processor); the pixels are otherwise the same."""
+    from transformers import AutoImageProcessor
+
+    from medlens.models.captioner import CaptionerConfig, clip_image_processor
+
+    clip_image_processor({"size": 40}).save_pretrained(tmp_path)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (70, 90, 3), dtype=np.uint8))
+    want = caption_transform(CaptionerConfig(preprocess_cfg={"size": 40}), train=False)(image)
+    got = AutoImageProcessor.from_pretrained(tmp_path, backend="pil")(images=image, return_tensors="pt")
+    got = got["pixel_values"][0]
+    assert not torch.allclose(got, want)
+    torch.testing.assert_close(got[:, :, 1:], want[:, :, :-1])
+
+
+def test_padding_resize_modes_get_no_image_processor():
+    from medlens.models.captioner import clip_image_processor
+
+    assert (
+        clip_image_processor({"size": 32, "resize_mode": "longest"}) is None
+    )  # CLIPImageProcessor cannot pad
+    assert clip_image_processor({"size": (32, 48)}) is None  # nor crop to a rectangle after a shortest resize

@@ -333,3 +333,76 @@ def test_report_to_tensorboard_writes_the_decoder_curves_beside_the_model(chat, 
     assert events and not (tmp_path / "exp" / "decoder.ckpt").exists()
     tags = set().union(*(EventAccumulator(str(e.parent)).Reload().Tags()["scalars"] for e in events))
     assert "train/loss" in tags
+
+
+def test_the_folder_carries_its_decoding_and_image_processor_for_stock_transformers(chat, tmp_path):
+    import dataclasses
+
+    from transformers import AutoImageProcessor, AutoTokenizer, GenerationConfig
+
+    from medlens.config import GenerationConfig as Decoding
+    from medlens.data.chat_format import read_chat
+    from medlens.data.images import load_image
+    from medlens.models.generator import load_generator
+
+    cfg = dataclasses.replace(
+        _small(max_steps=2), generation=Decoding(max_new_tokens=3, num_beams=2, no_repeat_ngram_size=2)
+    )
+    dec.train_decoder(cfg, chat, tmp_path / "decoder")
+    out = tmp_path / "decoder"
+    stock = GenerationConfig.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert (stock.max_new_tokens, stock.num_beams, stock.no_repeat_ngram_size, stock.do_sample) == (
+        3,
+        2,
+        2,
+        False,
+    )
+    assert stock.decoder_start_token_id == stock.bos_token_id == tok.bos_token_id
+    assert (stock.eos_token_id, stock.pad_token_id) == (tok.eos_token_id, tok.pad_token_id)
+
+    generator = load_generator(out)  # decodes with the folder's settings when given none
+    assert generator.generation == cfg.generation
+    path = read_chat(chat / "test.jsonl")[0]["images"][0]
+    ids = generator.model.generate(
+        generator.transform(load_image(path, grey=False))[None], **generator.generation.generate_kwargs()
+    )
+    assert ids.shape[1] <= 3
+    pixels = AutoImageProcessor.from_pretrained(out, backend="pil")(
+        images=load_image(path, grey=False), return_tensors="pt"
+    )["pixel_values"][0]
+    torch.testing.assert_close(pixels, generator.transform(load_image(path, grey=False)))
+
+
+def test_a_decoder_trained_on_phantoms_has_a_card_that_says_so(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from helpers.experiment import write_prepared
+
+    data = tmp_path / "results" / "demo" / "data"  # the pipeline's layout: the prepared record is found
+    data.mkdir(parents=True)
+    convert_to_chat(write_pairs(data / "pairs.parquet", n=24), ChatConfig(), data / "chat")
+    write_prepared(tmp_path / "results" / "prepared" / "toy.parquet", 48, adapter="synthetic_cxr")
+    dec.train_decoder(_small(max_steps=1), data / "chat", tmp_path / "results" / "demo" / "decoder")
+    card = ModelCard.load(tmp_path / "results" / "demo" / "decoder" / "README.md")
+    assert (card.data.library_name, card.data.pipeline_tag, card.data.license) == (
+        "transformers",
+        "image-to-text",
+        "apache-2.0",
+    )
+    assert "Trained on synthetic phantoms" in card.text and "not for clinical use" in card.text
+
+
+def test_a_decoding_edit_after_a_kill_resumes_the_decoder(chat, tmp_path, monkeypatch, caplog):
+    import dataclasses
+
+    from medlens.config import GenerationConfig as Decoding
+    from medlens.models.generation import read_generation_config
+
+    cfg = _small()
+    _interrupted(chat, tmp_path, monkeypatch, cfg)
+    edited = dataclasses.replace(cfg, generation=Decoding(max_new_tokens=7))
+    with caplog.at_level(logging.INFO):  # the weights do not depend on how they are decoded
+        dec.train_decoder(edited, chat, tmp_path / "run")
+    assert "resuming from the last checkpoint" in caplog.text
+    assert read_generation_config(tmp_path / "run") == Decoding(max_new_tokens=7)

@@ -209,6 +209,15 @@ def test_output_folder_loads_with_open_clip_and_records_the_run(pairs, tmp_path)
     with open(out / "metrics.csv") as f:
         header = next(csv.reader(f))
     assert {"step", "train/loss", "lr", "logit_scale", "val/loss", "val/zero_shot_auc"} <= set(header)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # a Hugging Face model card, front matter included
+    assert (card.data.library_name, card.data.pipeline_tag) == ("open_clip", "zero-shot-image-classification")
+    assert card.data.datasets == ["toy"] and "chest-xray" in card.data.tags
+    assert (
+        card.data.license == "other"
+    )  # no prepared record of the toy data's adapter: its licence is unknown
+    assert "not a medical device" in card.text and "eval/encoder.json" in card.text
 
 
 def test_too_few_pairs_for_one_batch_is_a_clear_error(pairs, tmp_path):

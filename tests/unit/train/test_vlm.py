@@ -172,6 +172,17 @@ def test_lora_steps_lower_the_loss_and_the_output_generates_text(family, chat, b
         and (out / "adapter_model.safetensors").is_file()
     )
     assert not (out.parent / "decoder.ckpt").exists()
+    from transformers import GenerationConfig
+
+    stock, fmt = GenerationConfig.from_pretrained(out), PromptFormat(load_processor(out))
+    assert stock.max_new_tokens == cfg.generation.max_new_tokens and not stock.do_sample
+    assert set(fmt.stop_token_ids) <= set(stock.eos_token_id)  # a stock generate() stops at the turn's end
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # medlens's card over the one PEFT writes
+    assert (card.data.library_name, card.data.pipeline_tag) == ("peft", "image-text-to-text")
+    assert "lora" in card.data.tags and card.data.base_model is None  # a local base is no Hub id
+    assert "PeftModel.from_pretrained" in card.text and "not a medical device" in card.text
 
     batch = VLMCollator(PromptFormat(load_processor(out)), 64)(items(chat, 4))
     base = AutoModelForImageTextToText.from_pretrained(bases[family])
