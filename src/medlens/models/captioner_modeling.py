@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from torch import nn
 from transformers import GenerationMixin, GPT2Config, GPT2LMHeadModel, PretrainedConfig, PreTrainedModel
 
 __all__ = ["CaptionerConfig", "Captioner", "vision_tokens"]
+
+logger = logging.getLogger(__name__)
 
 
 class CaptionerConfig(PretrainedConfig):
@@ -181,6 +184,16 @@ class Captioner(PreTrainedModel, GenerationMixin):
             if getattr(config, name) is None:
                 setattr(config, name, getattr(self.decoder.config, name))
         model_kwargs = config.update(**generate_kwargs)  # what is not a decoding setting goes to the model
+        # GPT-2 has no positions past n_positions: a longer max_new_tokens would fail in its embedding
+        room = self.decoder.config.n_positions - input_ids.shape[1]
+        if config.max_new_tokens is not None and config.max_new_tokens > room:
+            logger.warning(
+                "max_new_tokens %d is more than the decoder's %d positions allow; generating at most %d tokens",
+                config.max_new_tokens,
+                self.decoder.config.n_positions,
+                room,
+            )
+            config.max_new_tokens = room
         out = self.decoder.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),

@@ -280,13 +280,27 @@ def write_model_card(path: str | os.PathLike, data: Any, body_lines: list[str]) 
 
 
 def _decoder_loading(info: dict[str, Any]) -> list[str]:
-    """How to load a decoder folder: a VLM with transformers (and PEFT for adapters), the captioner with medlens."""
+    """How to load a decoder folder with transformers: a VLM (and PEFT for adapters), or the captioner through
+    the modeling file the folder carries."""
     if info["kind"] != "vlm":
         return [
-            "The captioner is a medlens `Captioner` (an open_clip image tower cross-attended by GPT-2). Load and "
-            "run it with `medlens.models.generator.load_generator(folder)`; its tokenizer, image processor "
-            "(`preprocessor_config.json`) and decoding (`generation_config.json`) load with stock "
-            "transformers (`AutoTokenizer`, `AutoImageProcessor`, `GenerationConfig.from_pretrained`).",
+            "An open_clip image tower cross-attended by GPT-2. No transformers class holds an open_clip tower, so "
+            "the folder carries its classes (`captioner_modeling.py`: torch, transformers and open_clip only; "
+            "read it before trusting it):",
+            "",
+            "```python",
+            "from PIL import Image",
+            "from transformers import AutoImageProcessor, AutoModel, AutoTokenizer",
+            "",
+            'model = AutoModel.from_pretrained(".", trust_remote_code=True).eval()',
+            'tokenizer = AutoTokenizer.from_pretrained(".", trust_remote_code=True)',
+            'processor = AutoImageProcessor.from_pretrained(".", backend="pil")  # open_clip\'s exact pixels',
+            'pixels = processor(images=Image.open("image.png").convert("RGB"), return_tensors="pt")["pixel_values"]',
+            "# generate() decodes with this folder's generation_config.json, as the evaluation did",
+            "report = tokenizer.batch_decode(model.generate(pixels), skip_special_tokens=True)[0]",
+            "```",
+            "",
+            "With medlens: `medlens.models.generator.load_generator(folder)`, or `medlens generate`.",
             "",
         ]
     base = info["config"]["model"]

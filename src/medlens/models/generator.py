@@ -62,7 +62,7 @@ class CaptionerGenerator:
         model = Captioner.from_pretrained(str(path)).to(_device()).eval()
         return cls(
             model,
-            AutoTokenizer.from_pretrained(str(path)),
+            AutoTokenizer.from_pretrained(str(path), trust_remote_code=False),
             caption_transform(model.config, train=False),
             read_generation_config(path),
         )

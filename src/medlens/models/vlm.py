@@ -186,7 +186,7 @@ def load_processor(name_or_path: str | os.PathLike) -> Any:
     from transformers import AutoProcessor
 
     try:
-        return AutoProcessor.from_pretrained(str(name_or_path))
+        return AutoProcessor.from_pretrained(str(name_or_path), trust_remote_code=False)
     except OSError as e:
         raise ConfigError(
             f"processor of '{name_or_path}' cannot be loaded ({e})",
@@ -223,7 +223,9 @@ def unquantised_modules(source: str, configured: list[str] | None) -> list[str]:
     from transformers.quantizers.base import get_keys_to_not_convert
 
     with init_empty_weights():
-        model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(source))
+        model = AutoModelForImageTextToText.from_config(
+            AutoConfig.from_pretrained(source, trust_remote_code=False)
+        )
     narrow = [
         name
         for name, m in model.named_modules()
@@ -309,7 +311,7 @@ def load_vlm(
     if quant is not None:
         kwargs.update(quantization_config=quant, device_map={"": _device_index()})
     try:
-        model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(source, trust_remote_code=False, **kwargs)
     except OSError as e:
         raise ConfigError(
             f"model '{source}' cannot be loaded ({e})",

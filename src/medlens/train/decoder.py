@@ -25,7 +25,7 @@ from medlens.config import DecoderConfig
 from medlens.data.chat_format import IMAGE_TOKEN
 from medlens.data.images import load_image
 from medlens.errors import ConfigError
-from medlens.train.trainer import DecoderParts, fit_decoder
+from medlens.train.trainer import DecoderParts, fit_decoder, save_weights
 
 __all__ = [
     "train_decoder",
@@ -336,7 +336,7 @@ def _captioner_parts(cfg: DecoderConfig, train: list[dict], val: list[dict], enc
         from medlens.models.captioner import clip_image_processor
         from medlens.models.generation import save_generation_config
 
-        trainer.save_model(str(tmp))
+        save_weights(trainer, tmp)
         tokenizer.save_pretrained(str(tmp))
         save_generation_config(
             tmp,

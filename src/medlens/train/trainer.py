@@ -42,6 +42,7 @@ __all__ = [
     "read_chat_splits",
     "run_trainer",
     "fit_decoder",
+    "save_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -236,6 +237,13 @@ class DecoderParts:
     trainer_class: type | None = None  # a Trainer subclass (the captioner's batching); None: Trainer
     trainer_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra summary entries
+
+
+def save_weights(trainer: Any, folder: Path) -> None:
+    """``trainer.save_model(folder)`` without ``training_args.bin``: that file is a pickle (loading it runs
+    code), and the settings it holds are in the folder's ``medlens.json``."""
+    trainer.save_model(str(folder))
+    (Path(folder) / "training_args.bin").unlink(missing_ok=True)
 
 
 def read_chat_splits(chat_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -30,7 +30,7 @@ from medlens.data.images import load_image
 from medlens.data.laterality import mirror_laterality
 from medlens.errors import ConfigError
 from medlens.models.vlm import PromptFormat, load_processor, load_vlm, pad_rows
-from medlens.train.trainer import DecoderParts, fit_decoder
+from medlens.train.trainer import DecoderParts, fit_decoder, save_weights
 
 __all__ = ["train_vlm", "VLMDataset", "VLMCollator", "split_conversation", "augment_image"]
 
@@ -182,19 +182,19 @@ def _write_output(tmp: Path, trainer: Trainer, cfg: DecoderConfig, fmt: PromptFo
     from medlens.models.generation import save_generation_config
 
     if cfg.finetune == "full":
-        trainer.save_model(str(tmp))
+        save_weights(trainer, tmp)
         weights = "full"
     elif cfg.merge_adapters:
         from peft import PeftModel
 
-        trainer.save_model(str(tmp / "adapter"))
+        save_weights(trainer, tmp / "adapter")
         # merge into unquantised base weights: merging into 4-bit weights would round the update away
         base = load_vlm(cfg, training=False, quantize=False)
         merged = PeftModel.from_pretrained(base, str(tmp / "adapter")).merge_and_unload()
         merged.save_pretrained(str(tmp))
         weights = "merged"
     else:
-        trainer.save_model(str(tmp))
+        save_weights(trainer, tmp)
         weights = "adapter"
     fmt.processor.save_pretrained(str(tmp))
     tok = fmt.tokenizer

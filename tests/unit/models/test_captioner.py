@@ -186,3 +186,13 @@ def test_padding_resize_modes_get_no_image_processor():
         clip_image_processor({"size": 32, "resize_mode": "longest"}) is None
     )  # CLIPImageProcessor cannot pad
     assert clip_image_processor({"size": (32, 48)}) is None  # nor crop to a rectangle after a shortest resize
+
+
+def test_generation_stops_at_the_decoders_last_position_with_a_warning(setup, caplog):
+    _, _, _, model = setup
+    pixels = caption_transform(model.config, train=False)(images()[0])[None]
+    with caplog.at_level("WARNING"):
+        # past the last position, generation used to fail in GPT-2's embedding
+        ids = model.eval().generate(pixels, max_new_tokens=500)
+    assert ids.shape[1] <= model.decoder.config.n_positions - 1
+    assert "generating at most 63 tokens" in caplog.text

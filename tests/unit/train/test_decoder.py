@@ -406,3 +406,43 @@ def test_a_decoding_edit_after_a_kill_resumes_the_decoder(chat, tmp_path, monkey
         dec.train_decoder(edited, chat, tmp_path / "run")
     assert "resuming from the last checkpoint" in caplog.text
     assert read_generation_config(tmp_path / "run") == Decoding(max_new_tokens=7)
+
+
+PRINT = """
+import json, sys
+print(json.dumps({"text": report, "medlens": sorted(m for m in sys.modules if m.split(".")[0] == "medlens")}))
+"""
+
+
+def test_a_copied_captioner_folder_generates_with_stock_transformers_as_medlens_does(chat, tmp_path):
+    """Copied anywhere, the folder loads with AutoModel (its own modeling file, trust_remote_code) and writes the
+    report medlens writes, decoding with its generation_config.json, by the code its model card gives; medlens
+    never runs that file itself."""
+    import json
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from medlens.data.chat_format import read_chat
+    from medlens.models.generator import load_generator
+
+    dec.train_decoder(_small(max_steps=2), chat, tmp_path / "decoder")
+    copy = tmp_path / "elsewhere" / "my-captioner"
+    shutil.copytree(tmp_path / "decoder", copy)
+    assert not (copy / "training_args.bin").exists()  # the Trainer's pickle is not shipped
+    image = read_chat(chat / "test.jsonl")[0]["images"][0]
+    card = re.search(r"```python\n(.*?)```", (copy / "README.md").read_text(), re.S).group(1)
+    code = card.replace('"image.png"', repr(image)) + PRINT
+    env = {"PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=copy)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stock = json.loads(done.stdout.strip().splitlines()[-1])
+    assert stock["medlens"] == []
+    assert stock["text"] == load_generator(copy).generate([image])[0]
+
+    # medlens loads the folder with its own installed classes: a planted modeling file is never run
+    marker = tmp_path / "ran"
+    (copy / "captioner_modeling.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(1)\n")
+    assert load_generator(copy).generate([image])[0] == stock["text"]
+    assert not marker.exists()
