@@ -213,17 +213,22 @@ def _ood_line(record: dict[str, Any]) -> str:
     )
 
 
-def _decoder_ood(model: Path, items, prep, batch_size: int) -> dict[str, float] | None:
-    """Scores of the images by the captioner's own tower, when the folder records its training images."""
+def _decoder_ood(model: Path, generator, items, prep, batch_size: int) -> dict[str, float] | None:
+    """Scores of the images in the decoder's own image space (the captioner's tower, or the VLM itself), when the
+    folder records its training images."""
     from medlens.inference.predict import ood_scores
     from medlens.models.ood import load_ood
 
     scorer = load_ood(model)
-    if scorer is None or not (model / "encoder_final").is_dir():
+    if scorer is None:
         return None
-    from medlens.models.captioner import ImageTower
+    if (model / "encoder_final").is_dir():
+        from medlens.models.captioner import ImageTower
 
-    return ood_scores(ImageTower(model / "encoder_final"), items, prep, scorer, batch_size=batch_size)
+        return ood_scores(ImageTower(model / "encoder_final"), items, prep, scorer, batch_size=batch_size)
+    if hasattr(generator, "encode_images"):
+        return ood_scores(generator, items, prep, scorer, batch_size=batch_size)
+    return None
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -241,7 +246,7 @@ def _generate(args: argparse.Namespace) -> int:
     )
     generator = load_generator(args.model)
     items = list_images(args.images)
-    ood = _decoder_ood(args.model, items, prep, args.batch_size)
+    ood = _decoder_ood(args.model, generator, items, prep, args.batch_size)
     records, failures = generate_reports(
         generator,
         items,

@@ -12,12 +12,13 @@ distribution already lie, and images well above it are outside what the model sa
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["OOD_NAME", "OodScorer", "fit_ood", "load_ood", "OOD_WARN_AT"]
+__all__ = ["OOD_NAME", "OodScorer", "fit_ood", "fit_training_images", "load_ood", "OOD_WARN_AT"]
 
 OOD_NAME = "ood.safetensors"
 OOD_WARN_AT = 2.0  # scores above this are reported as outside the training images (twice the 99th percentile)
@@ -78,3 +79,30 @@ def load_ood(folder: str | os.PathLike) -> OodScorer | None:
         return None
     t = load_file(str(path))
     return OodScorer(t["mean"], t["precision"], float(t["reference"][0]))
+
+
+def fit_training_images(
+    folder: str | os.PathLike,
+    train: list[dict],
+    val: list[dict],
+    seed: int,
+    encode_images: Callable,
+    limit: int,
+) -> None:
+    """Write ``folder/ood.safetensors``: a sample of at most ``limit`` training conversations' first images embedded by
+    ``encode_images`` (PIL images -> [B, D] features), calibrated on the validation images; ``medlens
+    generate`` warns about images far from them."""
+    import torch
+
+    from medlens.data.images import load_image
+
+    def embed(records: list[dict]) -> np.ndarray:
+        feats = [
+            encode_images([load_image(r["images"][0], grey=False) for r in records[i : i + 16]])
+            for i in range(0, len(records), 16)
+        ]
+        return torch.cat(feats).float().cpu().numpy()
+
+    rng = np.random.default_rng(seed)
+    sample = [train[i] for i in sorted(rng.choice(len(train), size=min(len(train), limit), replace=False))]
+    fit_ood(embed(sample), embed(val[:limit]) if len(val) >= 2 else None).save(folder)

@@ -42,6 +42,7 @@ __all__ = [
     "bnb_config",
     "unquantised_modules",
     "VLMGenerator",
+    "embed_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -336,6 +337,45 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# the image encoder's attribute in the VLM families transformers has (PaliGemma/LLaVA, Mllama, Qwen-VL)
+_VISION_MODULES = ("vision_tower", "vision_model", "visual")
+
+
+@torch.no_grad()
+def embed_images(model: Any, fmt: PromptFormat, images: Sequence[Any]) -> torch.Tensor:
+    """[B, D] unit-norm image embeddings in the VLM's own space, for the out-of-distribution score: the output
+    tokens of its image encoder, averaged, captured while the model reads a user turn holding the image alone.
+
+    The image encoder's output is what every VLM family has in common (Mllama's language model only sees the
+    image through gated cross-attention, which a fine-tune may leave closed); it is read with a forward hook,
+    since each family calls its encoder with its own inputs (tiles, aspect ratios).
+    """
+    vision = next((m for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in _VISION_MODULES), None)
+    if vision is None:
+        raise ConfigError(
+            f"no image encoder found in {type(model).__name__}",
+            expected=f"a VLM with one of the submodules {', '.join(_VISION_MODULES)}",
+        )
+    turn = [{"role": "user", "content": IMAGE_TOKEN}]
+    rows = [fmt.prompt_inputs([load_image(im, grey=False)], turn) for im in images]
+    batch = pad_rows(rows, fmt.tokenizer.pad_token_id, side="left")
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    if "pixel_values" in batch:
+        batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    captured: list[torch.Tensor] = []
+
+    def keep(module, args, output) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+    handle = vision.register_forward_hook(keep)
+    try:
+        model(**batch)
+    finally:
+        handle.remove()
+    tokens = captured[0].float()
+    return F.normalize(tokens.reshape(len(images), -1, tokens.shape[-1]).mean(1), dim=-1)  # [B, D]
+
+
 @dataclass
 class VLMGenerator:
     """Reports from a decoder folder written by ``train_vlm`` (adapters, merged or fully fine-tuned weights)."""
@@ -365,6 +405,10 @@ class VLMGenerator:
         return cls(
             model.eval(), PromptFormat(load_processor(path)), info.get("system"), read_generation_config(path)
         )
+
+    def encode_images(self, images: Sequence[Any]) -> torch.Tensor:
+        """[B, D] image embeddings of the out-of-distribution score (:func:`embed_images`)."""
+        return embed_images(self.model, self.fmt, images)
 
     def _messages(self, prompt: str | None) -> list[dict[str, str]]:
         system = [{"role": "system", "content": self.system}] if self.system else []

@@ -25,6 +25,7 @@ from medlens.config import DecoderConfig
 from medlens.data.chat_format import IMAGE_TOKEN
 from medlens.data.images import load_image
 from medlens.errors import ConfigError
+from medlens.models.ood import fit_training_images
 from medlens.train.trainer import DecoderParts, fit_decoder, save_weights
 
 __all__ = [
@@ -289,30 +290,6 @@ def train_decoder(
 _OOD_IMAGES = 4000  # a sample of the training images describes their distribution (see medlens.models.ood)
 
 
-def _fit_ood(folder: Path, train: list[dict], val: list[dict], seed: int) -> None:
-    """``ood.safetensors``: the training images as the captioner's own tower (``encoder_final``) embeds them,
-    calibrated on the validation images; ``medlens generate`` warns about images far from them."""
-    import numpy as np
-
-    from medlens.models.captioner import ImageTower
-    from medlens.models.ood import fit_ood
-
-    tower = ImageTower(folder / "encoder_final")
-
-    def embed(records: list[dict]) -> np.ndarray:
-        feats = [
-            tower.encode_images([load_image(r["images"][0], grey=False) for r in records[i : i + 64]])
-            for i in range(0, len(records), 64)
-        ]
-        return torch.cat(feats).float().cpu().numpy()
-
-    rng = np.random.default_rng(seed)
-    sample = [
-        train[i] for i in sorted(rng.choice(len(train), size=min(len(train), _OOD_IMAGES), replace=False))
-    ]
-    fit_ood(embed(sample), embed(val) if len(val) >= 2 else None).save(folder)
-
-
 def _captioner_parts(cfg: DecoderConfig, train: list[dict], val: list[dict], encoder_dir) -> DecoderParts:
     """The captioner, its BPE tokenizer (or GPT-2's), its datasets and its length-bucketed batches."""
     from medlens.models.captioner import build_captioner, caption_transform
@@ -350,7 +327,11 @@ def _captioner_parts(cfg: DecoderConfig, train: list[dict], val: list[dict], enc
         if processor is not None:
             processor.save_pretrained(str(tmp))
         model.save_vision_encoder(tmp / "encoder_final")
-        _fit_ood(tmp, train, val, cfg.trainer.seed)
+        from medlens.models.captioner import ImageTower
+
+        # the training images as the captioner's own tower (encoder_final) embeds them
+        tower = ImageTower(tmp / "encoder_final")
+        fit_training_images(tmp, train, val, cfg.trainer.seed, tower.encode_images, _OOD_IMAGES)
         return {"image_token": IMAGE_TOKEN}
 
     return DecoderParts(

@@ -29,7 +29,8 @@ from medlens.config import AugmentConfig, DecoderConfig
 from medlens.data.images import load_image
 from medlens.data.laterality import mirror_laterality
 from medlens.errors import ConfigError
-from medlens.models.vlm import PromptFormat, load_processor, load_vlm, pad_rows
+from medlens.models.ood import fit_training_images
+from medlens.models.vlm import PromptFormat, embed_images, load_processor, load_vlm, pad_rows
 from medlens.train.trainer import DecoderParts, fit_decoder, save_weights
 
 __all__ = ["train_vlm", "VLMDataset", "VLMCollator", "split_conversation", "augment_image"]
@@ -176,9 +177,11 @@ def _peft_model(model, cfg: DecoderConfig):
     return get_peft_model(model, lora)
 
 
-def _write_output(tmp: Path, trainer: Trainer, cfg: DecoderConfig, fmt: PromptFormat) -> dict[str, Any]:
-    """Adapter (or full weights), merged weights when asked, processor and decoding settings; into the temporary
-    output folder."""
+def _write_output(
+    tmp: Path, trainer: Trainer, cfg: DecoderConfig, fmt: PromptFormat, train: list[dict], val: list[dict]
+) -> dict[str, Any]:
+    """Adapter (or full weights), merged weights when asked, processor, decoding settings and the statistics of
+    the training images; into the temporary output folder."""
     from medlens.models.generation import save_generation_config
 
     if cfg.finetune == "full":
@@ -207,7 +210,16 @@ def _write_output(tmp: Path, trainer: Trainer, cfg: DecoderConfig, fmt: PromptFo
         eos_token_id=[i for i in dict.fromkeys([*fmt.stop_token_ids, tok.eos_token_id]) if i is not None],
         pad_token_id=tok.pad_token_id,
     )
+    model = trainer.model.eval()
+    fit_training_images(
+        tmp, train, val, cfg.trainer.seed, lambda images: embed_images(model, fmt, images), _OOD_IMAGES
+    )
     return {"weights": weights}
+
+
+# a forward pass of the whole VLM per image: fewer images than the captioner's 4000 (Ledoit-Wolf's shrinkage keeps
+# the covariance usable with fewer images than dimensions)
+_OOD_IMAGES = 1000
 
 
 def train_vlm(cfg: DecoderConfig, chat_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Any]:
@@ -249,7 +261,7 @@ def _vlm_parts(cfg: DecoderConfig, train: list[dict[str, Any]], val: list[dict[s
         train_dataset=VLMDataset(train, cfg.augment),
         eval_dataset=VLMDataset(val) if val else None,
         collator=collator,
-        write=lambda tmp, trainer: _write_output(tmp, trainer, cfg, fmt),
+        write=lambda tmp, trainer: _write_output(tmp, trainer, cfg, fmt, train, val),
         info={
             "base_model": cfg.model,
             "system": first_system,

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from helpers.pairs import write_pairs
 from helpers.vlm import save_tiny_mllama, save_tiny_paligemma
+from medlens import cli
 from medlens.config import ChatConfig, DecoderConfig, QuantizationConfig, TrainerConfig
 from medlens.data.chat_format import convert_to_chat, read_chat
 from medlens.errors import ConfigError
@@ -157,7 +163,9 @@ def batch_loss(model, batch) -> float:
 
 
 @pytest.mark.parametrize("family", ["paligemma", "mllama"])
-def test_lora_steps_lower_the_loss_and_the_output_generates_text(family, chat, bases, tmp_path):
+def test_lora_steps_lower_the_loss_and_the_output_generates_text(
+    family, chat, bases, tmp_path, monkeypatch, capsys
+):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
@@ -194,8 +202,48 @@ def test_lora_steps_lower_the_loss_and_the_output_generates_text(family, chat, b
     assert len(losses) == 4 and losses[-1] < losses[0]
 
     images = [r["images"][0] for r in read_chat(chat / "test.jsonl")[:3]]
-    texts = load_generator(out).generate(images, ["<image>" + PROMPT] * 3)
+    generator = load_generator(out)
+    texts = generator.generate(images, ["<image>" + PROMPT] * 3)
     assert len(texts) == 3 and all(isinstance(t, str) and t for t in texts)
+
+    # the out-of-distribution statistics of its training images, in the VLM's own space: a photograph-like
+    # colour image is far from the radiographs it was trained on, its test images are not
+    from medlens.models.ood import OOD_WARN_AT, load_ood
+
+    scorer = load_ood(out)
+    far = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    near = scorer.score(generator.encode_images(images).float().numpy())
+    assert scorer.score(generator.encode_images([far]).float().numpy())[0] > max(OOD_WARN_AT, near.max())
+    far.save(tmp_path / "photo.png")
+    monkeypatch.setattr(cli, "_setup_logging", lambda verbose: None)  # pytest owns logging here
+    argv = ["generate", "--model", str(out), str(tmp_path / "photo.png"), "--max-new-tokens", "2"]
+    status = cli.main([*argv, "--store-size", "64"])  # the test data has no prepared-dataset record
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "photo.png lies far outside the images this model was trained on" in err
+
+    # copied anywhere, the adapter loads and generates with transformers and PEFT in a process without medlens
+    copy = tmp_path / "elsewhere" / "adapter"
+    shutil.copytree(out, copy)
+    code = f"""
+import json, sys
+from PIL import Image
+from peft import PeftModel
+from transformers import AutoModelForImageTextToText, AutoProcessor
+model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained({str(bases[family])!r}), {str(copy)!r})
+processor = AutoProcessor.from_pretrained({str(copy)!r})
+turn = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": {PROMPT!r}}}]}}]
+text = processor.apply_chat_template(turn, add_generation_prompt=True) if processor.chat_template else {PROMPT!r}
+inputs = processor(images=Image.open({images[0]!r}).convert("RGB"), text=text, return_tensors="pt")
+ids = model.eval().generate(**inputs, max_new_tokens=4, do_sample=False)
+print(json.dumps({{"new": ids.shape[1] - inputs["input_ids"].shape[1],
+                  "medlens": [m for m in sys.modules if m.split(".")[0] == "medlens"]}}))
+"""
+    env = {"PATH": os.environ["PATH"], "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"new": 4, "medlens": []} or (0 < result["new"] <= 4 and result["medlens"] == [])
 
 
 def test_resume_continues_the_step_count(chat, bases, tmp_path, monkeypatch):
