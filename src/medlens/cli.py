@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from medlens import layout
 from medlens.errors import ConfigError, MedlensError
 from medlens.io import atomic_path, check_output
 
@@ -222,10 +223,10 @@ def _decoder_ood(model: Path, generator, items, prep, batch_size: int) -> dict[s
     scorer = load_ood(model)
     if scorer is None:
         return None
-    if (model / "encoder_final").is_dir():
+    if (model / layout.TOWER).is_dir():
         from medlens.models.captioner import ImageTower
 
-        return ood_scores(ImageTower(model / "encoder_final"), items, prep, scorer, batch_size=batch_size)
+        return ood_scores(ImageTower(model / layout.TOWER), items, prep, scorer, batch_size=batch_size)
     if hasattr(generator, "encode_images"):
         return ood_scores(generator, items, prep, scorer, batch_size=batch_size)
     return None

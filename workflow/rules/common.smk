@@ -2,6 +2,7 @@
 # input functions get_<thing>, params functions <stage>_params, and final_outputs().
 from functools import cache
 
+from medlens import layout
 from medlens.config import ExperimentConfig, load_experiment, load_pipeline, to_dict
 from medlens.data.access import dataset_problems
 from medlens.models.prefetch import needs_prefetch
@@ -31,7 +32,9 @@ def _check_experiment(name, exp):
     problems = [
         p
         for d in dict.fromkeys([*exp.datasets, *exp.evaluate.external_datasets])
-        for p in dataset_problems(d, PIPELINE.datasets[d], Path("results/raw") / d, source=CONFIG_FILE)
+        for p in dataset_problems(
+            d, PIPELINE.datasets[d], Path(layout.RAW.format(dataset=d)), source=CONFIG_FILE
+        )
     ]
     if len(problems) == 1:
         raise problems[0]
@@ -70,12 +73,12 @@ wildcard_constraints:
 
 
 def get_prepared(wildcards):
-    return [f"results/prepared/{d}.parquet" for d in experiment(wildcards.experiment).datasets]
+    return [layout.PREPARED.format(dataset=d) for d in experiment(wildcards.experiment).datasets]
 
 
 def get_external_prepared(wildcards):
     return [
-        f"results/prepared/{d}.parquet" for d in experiment(wildcards.experiment).evaluate.external_datasets
+        layout.PREPARED.format(dataset=d) for d in experiment(wildcards.experiment).evaluate.external_datasets
     ]
 
 
@@ -83,14 +86,14 @@ def get_decoder_encoder(wildcards):
     """The captioner starts from the trained encoder when its config says so (the encoder->decoder edge)."""
     dec = experiment(wildcards.experiment).decoder
     if dec.kind == "captioner" and dec.init_from_encoder:
-        return {"encoder": f"results/{wildcards.experiment}/encoder"}
+        return {"encoder": layout.ENCODER.format(experiment=wildcards.experiment)}
     return {}
 
 
 def get_prefetched(wildcards):
     """The prefetch record, for the jobs that load pretrained artefacts from the Hub (none for the demo)."""
     if needs_prefetch(experiment(wildcards.experiment)):
-        return {"prefetched": f"results/{wildcards.experiment}/prefetched.json"}
+        return {"prefetched": layout.PREFETCHED.format(experiment=wildcards.experiment)}
     return {}
 
 
@@ -104,23 +107,23 @@ def experiment_files(name):
     stages the experiment has, and nothing of the ones it does not."""
     stages = experiment(name).stages
     files = {
-        "prepared": {d: f"results/prepared/{d}.parquet" for d in _all_datasets(name)},
-        "pairs": f"results/{name}/data/pairs.parquet",
-        "split": f"results/{name}/data/split.json",
+        "prepared": {d: layout.PREPARED.format(dataset=d) for d in _all_datasets(name)},
+        "pairs": layout.PAIRS.format(experiment=name),
+        "split": layout.SPLIT.format(experiment=name),
     }
     if "encoder" in stages:
         files |= {
-            "encoder": f"results/{name}/encoder",
-            "encoder_eval": f"results/{name}/eval/encoder.json",
-            "zero_shot_scores": f"results/{name}/eval/zero_shot_scores.csv",
+            "encoder": layout.ENCODER.format(experiment=name),
+            "encoder_eval": layout.ENCODER_EVAL.format(experiment=name),
+            "zero_shot_scores": layout.ZERO_SHOT_SCORES.format(experiment=name),
         }
     if "decoder" in stages:
         files |= {
-            "chat": f"results/{name}/data/chat",
-            "decoder": f"results/{name}/decoder",
-            "decoder_eval": f"results/{name}/eval/decoder.json",
-            "generations": f"results/{name}/eval/generations.jsonl",
-            "rexrank": f"results/{name}/eval/rexrank.json",
+            "chat": layout.CHAT.format(experiment=name),
+            "decoder": layout.DECODER.format(experiment=name),
+            "decoder_eval": layout.DECODER_EVAL.format(experiment=name),
+            "generations": layout.GENERATIONS.format(experiment=name),
+            "rexrank": layout.REXRANK.format(experiment=name),
         }
     return files
 
@@ -273,14 +276,11 @@ def report_params(wildcards):
             "files": {
                 **experiment_files(name),
                 "benchmarks": {
-                    **{f"download/{d}": f"results/benchmarks/download/{d}.tsv" for d in datasets},
-                    **{
-                        f"prepare_datasets/{d}": f"results/benchmarks/prepare_datasets/{d}.tsv"
-                        for d in datasets
-                    },
-                    **{s: f"results/benchmarks/{s}/{name}.tsv" for s in stages},
+                    **{f"download/{d}": layout.benchmark("download", d) for d in datasets},
+                    **{f"prepare_datasets/{d}": layout.benchmark("prepare_datasets", d) for d in datasets},
+                    **{s: layout.benchmark(s, name) for s in stages},
                 },
-                "logs": {f"train_{s}": f"results/logs/train_{s}/{name}.log" for s in exp.stages},
+                "logs": {f"train_{s}": layout.log(f"train_{s}", name) for s in exp.stages},
             },
         }
     return params
@@ -307,7 +307,7 @@ def stage_resources(stage, key, at_most=None):
 
 
 def final_outputs():
-    return ["results/report.html"]
+    return [layout.REPORT]
 
 
 # the experiments whose page only the report_experiment rule writes (the report rule writes those in `run`);

@@ -1,10 +1,10 @@
 rule download:
     output:
-        marker="results/raw/{dataset}/.complete",
+        marker=layout.RAW_MARKER,
     log:
-        "results/logs/download/{dataset}.log",
+        layout.log("download", "{dataset}"),
     benchmark:
-        "results/benchmarks/download/{dataset}.tsv"
+        layout.benchmark("download", "{dataset}")
     params:
         dataset=download_params,
     resources:
@@ -18,18 +18,18 @@ rule prepare_datasets:
     input:
         marker=rules.download.output.marker,
     output:
-        parquet="results/prepared/{dataset}.parquet",
+        parquet=layout.PREPARED,
         rejected=report(
-            "results/prepared/{dataset}.rejected.csv",
+            layout.REJECTED,
             caption="../report/rejected.rst",
             category="Data",
             subcategory="rejected rows",
             labels={"dataset": "{dataset}", "table": "rejected rows"},
         ),
     log:
-        "results/logs/prepare_datasets/{dataset}.log",
+        layout.log("prepare_datasets", "{dataset}"),
     benchmark:
-        "results/benchmarks/prepare_datasets/{dataset}.tsv"
+        layout.benchmark("prepare_datasets", "{dataset}")
     params:
         dataset=prepare_params,
     threads: 8
@@ -44,25 +44,25 @@ rule split:
     input:
         prepared=get_prepared,
     output:
-        pairs="results/{experiment}/data/pairs.parquet",
+        pairs=layout.PAIRS,
         dropped=report(
-            "results/{experiment}/data/dropped.csv",
+            layout.DROPPED,
             caption="../report/dropped.rst",
             category="Data",
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "table": "rows dropped by the split"},
         ),
         stats=report(
-            "results/{experiment}/data/split.json",
+            layout.SPLIT,
             caption="../report/split.rst",
             category="Data",
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "table": "split statistics"},
         ),
     log:
-        "results/logs/split/{experiment}.log",
+        layout.log("split"),
     benchmark:
-        "results/benchmarks/split/{experiment}.tsv"
+        layout.benchmark("split")
     params:
         split=split_params,
     resources:
@@ -76,11 +76,11 @@ rule convert_to_chat_format:
     input:
         pairs=rules.split.output.pairs,
     output:
-        chat=directory("results/{experiment}/data/chat"),
+        chat=directory(layout.CHAT),
     log:
-        "results/logs/convert_to_chat_format/{experiment}.log",
+        layout.log("convert_to_chat_format"),
     benchmark:
-        "results/benchmarks/convert_to_chat_format/{experiment}.tsv"
+        layout.benchmark("convert_to_chat_format")
     params:
         chat=chat_params,
     resources:

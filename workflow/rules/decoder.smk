@@ -5,7 +5,7 @@ rule train_decoder:
         chat=rules.convert_to_chat_format.output.chat,
     output:
         decoder=report(
-            directory("results/{experiment}/decoder"),
+            directory(layout.DECODER),
             patterns=["{file,metrics\\.csv}"],
             caption="../report/training_metrics.rst",
             category="Training",
@@ -13,9 +13,9 @@ rule train_decoder:
             labels={"experiment": "{experiment}", "stage": "decoder"},
         ),
     log:
-        "results/logs/train_decoder/{experiment}.log",
+        layout.log("train_decoder"),
     benchmark:
-        "results/benchmarks/train_decoder/{experiment}.tsv"
+        layout.benchmark("train_decoder")
     params:
         decoder=decoder_params,
     threads: stage_resources("decoder", "cpus")

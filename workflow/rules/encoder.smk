@@ -4,7 +4,7 @@ rule train_encoder:
         pairs=rules.split.output.pairs,
     output:
         encoder=report(
-            directory("results/{experiment}/encoder"),
+            directory(layout.ENCODER),
             patterns=["{file,metrics\\.csv}"],
             caption="../report/training_metrics.rst",
             category="Training",
@@ -12,9 +12,9 @@ rule train_encoder:
             labels={"experiment": "{experiment}", "stage": "encoder"},
         ),
     log:
-        "results/logs/train_encoder/{experiment}.log",
+        layout.log("train_encoder"),
     benchmark:
-        "results/benchmarks/train_encoder/{experiment}.tsv"
+        layout.benchmark("train_encoder")
     params:
         encoder=encoder_params,
         zero_shot=encoder_zero_shot_params,

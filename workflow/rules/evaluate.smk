@@ -5,31 +5,31 @@ rule evaluate_encoder:
         external=get_external_prepared,
     output:
         metrics=report(
-            "results/{experiment}/eval/encoder.json",
+            layout.ENCODER_EVAL,
             caption="../report/encoder_metrics.rst",
             category="Evaluation",
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "table": "encoder metrics"},
         ),
         per_label=report(
-            "results/{experiment}/eval/encoder_per_label.csv",
+            layout.ENCODER_PER_LABEL,
             caption="../report/encoder_per_label.rst",
             category="Evaluation",
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "table": "AUC per label"},
         ),
         roc=report(
-            "results/{experiment}/eval/encoder_roc.csv",
+            layout.ENCODER_ROC,
             caption="../report/encoder_roc.rst",
             category="Evaluation",
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "table": "ROC points"},
         ),
-        scores="results/{experiment}/eval/zero_shot_scores.csv",
+        scores=layout.ZERO_SHOT_SCORES,
     log:
-        "results/logs/evaluate_encoder/{experiment}.log",
+        layout.log("evaluate_encoder"),
     benchmark:
-        "results/benchmarks/evaluate_encoder/{experiment}.tsv"
+        layout.benchmark("evaluate_encoder")
     params:
         evaluate=evaluate_encoder_params,
     threads: stage_resources("encoder", "cpus")
@@ -49,30 +49,30 @@ rule evaluate_decoder:
         decoder=rules.train_decoder.output.decoder,
     output:
         metrics=report(
-            "results/{experiment}/eval/decoder.json",
+            layout.DECODER_EVAL,
             caption="../report/decoder_metrics.rst",
             category="Evaluation",
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "table": "decoder metrics"},
         ),
         generations=report(
-            "results/{experiment}/eval/generations.jsonl",
+            layout.GENERATIONS,
             caption="../report/generations.rst",
             category="Evaluation",
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "table": "generated reports"},
         ),
         per_label=report(
-            "results/{experiment}/eval/decoder_per_label.csv",
+            layout.DECODER_PER_LABEL,
             caption="../report/decoder_per_label.rst",
             category="Evaluation",
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "table": "clinical F1 per label"},
         ),
     log:
-        "results/logs/evaluate_decoder/{experiment}.log",
+        layout.log("evaluate_decoder"),
     benchmark:
-        "results/benchmarks/evaluate_decoder/{experiment}.tsv"
+        layout.benchmark("evaluate_decoder")
     params:
         evaluate=evaluate_decoder_params,
     threads: stage_resources("decoder", "cpus")
@@ -89,11 +89,11 @@ rule export_rexrank:
         generations=rules.evaluate_decoder.output.generations,
         pairs=rules.split.output.pairs,
     output:
-        "results/{experiment}/eval/rexrank.json",
+        layout.REXRANK,
     log:
-        "results/logs/export_rexrank/{experiment}.log",
+        layout.log("export_rexrank"),
     benchmark:
-        "results/benchmarks/export_rexrank/{experiment}.tsv"
+        layout.benchmark("export_rexrank")
     localrule: True  # a second's work on the generations: no scheduler queue for it
     script:
         "../scripts/export_rexrank.py"

@@ -2,11 +2,11 @@
 # local rule) before any GPU job starts; the jobs then load them from the cache with the hub offline.
 rule prefetch_weights:
     output:
-        record="results/{experiment}/prefetched.json",
+        record=layout.PREFETCHED,
     log:
-        "results/logs/prefetch_weights/{experiment}.log",
+        layout.log("prefetch_weights"),
     benchmark:
-        "results/benchmarks/prefetch_weights/{experiment}.tsv"
+        layout.benchmark("prefetch_weights")
     params:
         artefacts=prefetch_params,
         offline=USER_HUB_OFFLINE,

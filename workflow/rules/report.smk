@@ -3,14 +3,14 @@ rule report:
         report_inputs,
     output:
         html=report(
-            "results/report.html",
+            layout.REPORT,
             caption="../report/report.rst",
             category="Report",
             labels={"page": "all experiments"},
         ),
         pages=[
             report(
-                f"results/{name}/report.html",
+                layout.EXPERIMENT_REPORT.format(experiment=name),
                 caption="../report/experiment_page.rst",
                 category="Report",
                 labels={"page": name},
@@ -18,27 +18,27 @@ rule report:
             for name in RUN
         ],
         summary_csv=report(
-            "results/paper/summary.csv",
+            layout.PAPER.format(table="summary.csv"),
             caption="../report/paper_table.rst",
             category="Report",
             labels={"page": "paper table (CSV)"},
         ),
         summary_tex=report(
-            "results/paper/summary.tex",
+            layout.PAPER.format(table="summary.tex"),
             caption="../report/paper_table.rst",
             category="Report",
             labels={"page": "paper table (LaTeX)"},
         ),
         differences=report(
-            "results/paper/differences.csv",
+            layout.PAPER.format(table="differences.csv"),
             caption="../report/paper_differences.rst",
             category="Report",
             labels={"page": "paired differences between experiments"},
         ),
     log:
-        "results/logs/report/report.log",
+        layout.log("report", "report"),
     benchmark:
-        "results/benchmarks/report/report.tsv"
+        layout.benchmark("report", "report")
     params:
         experiments=report_params,
     resources:
@@ -54,11 +54,11 @@ rule report_experiment:
     input:
         experiment_report_inputs,
     output:
-        page="results/{experiment}/report.html",
+        page=layout.EXPERIMENT_REPORT,
     log:
-        "results/logs/report/{experiment}.log",
+        layout.log("report"),
     benchmark:
-        "results/benchmarks/report/{experiment}.tsv"
+        layout.benchmark("report")
     params:
         experiments=report_params,
     wildcard_constraints:

@@ -60,6 +60,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
+from medlens import layout
 from medlens.config import ChatConfig
 from medlens.data.schema import SPLITS
 from medlens.errors import DataError
@@ -286,7 +287,8 @@ def report_prompt(chat_dir: str | os.PathLike) -> str | None:
     removed; VQA rows carry their own questions, so a row counts only when ``pairs.parquet`` (beside the chat
     folder) says its text is not a VQA answer. None when the files are not there or hold no report row."""
     chat_dir = Path(chat_dir)
-    chat, pairs = chat_dir / "train.jsonl", chat_dir.parent / "pairs.parquet"
+    chat = chat_dir / "train.jsonl"
+    pairs = layout.in_experiment(layout.experiment_of(chat_dir, layout.CHAT), layout.PAIRS)
     if not chat.is_file() or not pairs.is_file():
         return None
     table = pq.read_table(pairs, columns=["id", "text_source"])

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from medlens import layout
 from medlens.data.prepare import read_prepared_summary
 
 __all__ = ["describe_training_images"]
@@ -32,7 +33,7 @@ def describe_training_images(pairs_path: str | os.PathLike) -> list[dict[str, An
     rows = pq.read_table(pairs, columns=["dataset", "modality"]).to_pylist()
     out = []
     for (dataset, modality), n in sorted(Counter((r["dataset"], r["modality"]) for r in rows).items()):
-        prepared = pairs.parents[2] / "prepared" / f"{dataset}.parquet"
+        prepared = layout.prepared_beside(layout.experiment_of(pairs, layout.PAIRS), dataset)
         summary = read_prepared_summary(prepared) if prepared.is_file() else {}
         size = (summary.get("config") or {}).get("store_size")
         out.append(

@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from medlens import environment
+from medlens import environment, layout
 from medlens.config import EvalConfig, GenerationConfig, to_dict
 from medlens.data.chat_format import read_chat
 from medlens.data.split import pair_rows
@@ -250,7 +250,7 @@ def evaluate_decoder(
             "seed": cfg.seed,
         },
     }
-    tower = Path(decoder_dir) / "encoder_final"
+    tower = Path(decoder_dir) / layout.TOWER
     if pairs is not None and cfg.linear_probe.enabled and (tower / "vision.safetensors").is_file():
         from medlens.evaluate.encoder import probe_image_tower
 

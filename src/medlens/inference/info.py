@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from medlens import layout
 from medlens.config import dig
 from medlens.environment import LockDifferences
 from medlens.errors import ConfigError
@@ -119,9 +120,12 @@ def _ci(section: Any, key: str = "auc") -> dict[str, Any] | None:
     return {k: section.get(k) for k in (key, "ci_low", "ci_high")}
 
 
-def _evaluation(folder: Path) -> dict[str, Any]:
+def _evaluation(exp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    enc_path, dec_path = folder / "encoder.json", folder / "decoder.json"
+    enc_path, dec_path = (
+        layout.in_experiment(exp, layout.ENCODER_EVAL),
+        layout.in_experiment(exp, layout.DECODER_EVAL),
+    )
     if enc_path.is_file():
         enc = json.loads(enc_path.read_text())
         out["encoder"] = {
@@ -168,8 +172,11 @@ def _environments(
         "train_encoder": (encoder or {}).get("environment"),
         "train_decoder": (decoder or {}).get("environment"),
     }
-    for stage, name in (("evaluate_encoder", "encoder.json"), ("evaluate_decoder", "decoder.json")):
-        path = folder / "eval" / name
+    for stage, template in (
+        ("evaluate_encoder", layout.ENCODER_EVAL),
+        ("evaluate_decoder", layout.DECODER_EVAL),
+    ):
+        path = layout.in_experiment(folder, template)
         out[stage] = json.loads(path.read_text()).get("environment") if path.is_file() else None
     return out
 
@@ -185,18 +192,20 @@ def summarise_experiment(exp_dir: str | os.PathLike) -> dict[str, Any]:
         ConfigError: when the folder holds none of an experiment's outputs.
     """
     exp = Path(exp_dir)
-    parts = [exp / p for p in ("data", "encoder", "decoder", "eval")]
+    parts = [layout.in_experiment(exp, t).parent for t in (layout.PAIRS, layout.ENCODER_EVAL)]
+    parts += [layout.in_experiment(exp, t) for t in (layout.ENCODER, layout.DECODER)]
     if not exp.is_dir() or not any(p.exists() for p in parts):
         raise ConfigError(
             f"'{exp}' is not an experiment folder",
             expected="results/<experiment> holding data/, encoder/, decoder/ or eval/",
         )
-    split_path = exp / "data" / "split.json"
+    split_path = layout.in_experiment(exp, layout.SPLIT)
     split = json.loads(split_path.read_text()) if split_path.is_file() else None
     benchmarks = {
-        stage: _last_row(exp.parent / "benchmarks" / stage / f"{exp.name}.tsv", "\t") for stage in _STAGES
+        stage: _last_row(exp.parent.parent / layout.benchmark(stage, exp.name), "\t") for stage in _STAGES
     }
-    encoder, decoder = _model(exp / "encoder"), _model(exp / "decoder")
+    encoder = _model(layout.in_experiment(exp, layout.ENCODER))
+    decoder = _model(layout.in_experiment(exp, layout.DECODER))
     return {
         "experiment": exp.name,
         "path": str(exp),
@@ -209,7 +218,7 @@ def summarise_experiment(exp_dir: str | os.PathLike) -> dict[str, Any]:
         },
         "encoder": encoder,
         "decoder": decoder,
-        "evaluation": _evaluation(exp / "eval"),
+        "evaluation": _evaluation(exp),
         "environments": _environments(exp, encoder, decoder),
         "benchmarks": {k: v for k, v in benchmarks.items() if v is not None},
         "bytes": _size(exp),

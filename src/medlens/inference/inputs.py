@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image
 
+from medlens import layout
 from medlens.data.images import encode_image, load_image, prepare_image
 from medlens.errors import ConfigError, DataError
 
@@ -143,7 +144,7 @@ def _training_images(model_dir: Path) -> tuple[list[dict[str, Any]], str]:
         return recorded, f"{model_dir / 'medlens.json'}"
     from medlens.data.preprocessing import describe_training_images
 
-    pairs = model_dir.parent / "data" / "pairs.parquet"
+    pairs = layout.in_experiment(model_dir.parent, layout.PAIRS)
     if not pairs.is_file():
         raise ConfigError(
             f"cannot tell how the training images of '{model_dir}' were prepared: its medlens.json records it not, "

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medlens import layout
 from medlens.config import GenerationConfig
 from medlens.errors import ConfigError
 from medlens.inference.inputs import Failure, ImageInput, Preprocessing, load_batches, read_medlens_json
@@ -178,7 +179,7 @@ def training_prompt(decoder_dir: str | os.PathLike) -> str | None:
     recorded = read_medlens_json(decoder_dir).get("prompt")
     if recorded is not None:
         return recorded
-    return report_prompt(Path(decoder_dir).parent / "data" / "chat")
+    return report_prompt(layout.in_experiment(Path(decoder_dir).parent, layout.CHAT))
 
 
 def generation_settings(decoder_dir: str | os.PathLike, **overrides: Any) -> tuple[GenerationConfig, str]:

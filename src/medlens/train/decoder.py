@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import Trainer
 
+from medlens import layout
 from medlens.config import DecoderConfig
 from medlens.data.chat_format import IMAGE_TOKEN
 from medlens.data.images import load_image
@@ -326,11 +327,11 @@ def _captioner_parts(cfg: DecoderConfig, train: list[dict], val: list[dict], enc
         processor = clip_image_processor(model.config.preprocess_cfg)
         if processor is not None:
             processor.save_pretrained(str(tmp))
-        model.save_vision_encoder(tmp / "encoder_final")
+        model.save_vision_encoder(tmp / layout.TOWER)
         from medlens.models.captioner import ImageTower
 
         # the training images as the captioner's own tower (encoder_final) embeds them
-        tower = ImageTower(tmp / "encoder_final")
+        tower = ImageTower(tmp / layout.TOWER)
         fit_training_images(tmp, train, val, cfg.trainer.seed, tower.encode_images, _OOD_IMAGES)
         return {"image_token": IMAGE_TOKEN}
 

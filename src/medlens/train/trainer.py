@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
+from medlens import layout
 from medlens.config import DecoderConfig
 from medlens.errors import ConfigError, DataError, MedlensError
 from medlens.precision import resolve_compile, resolve_precision
@@ -360,7 +361,9 @@ def fit_decoder(
     logger.info("decoder trained: %s", summary)
     if trainer.is_world_process_zero():  # one process writes the output (the others hold the same weights)
         with atomic_dir(out_dir) as tmp:
-            pairs = chat_dir.parent / "pairs.parquet"  # how the training images were prepared, for new ones
+            pairs = layout.in_experiment(
+                layout.experiment_of(chat_dir, layout.CHAT), layout.PAIRS
+            )  # how the training images were prepared, for new ones
             info = {
                 "preprocessing": describe_training_images(pairs) if pairs.is_file() else None,
                 "prompt": report_prompt(
