@@ -35,6 +35,7 @@ __all__ = [
     "DECODER_PER_LABEL",
     "REXRANK",
     "EXPERIMENT_REPORT",
+    "HUB",
     "REPORT",
     "PAPER",
     "log",
@@ -71,6 +72,7 @@ GENERATIONS = f"{EXPERIMENT}/eval/generations.jsonl"
 DECODER_PER_LABEL = f"{EXPERIMENT}/eval/decoder_per_label.csv"
 REXRANK = f"{EXPERIMENT}/eval/rexrank.json"
 EXPERIMENT_REPORT = f"{EXPERIMENT}/report.html"
+HUB = f"{EXPERIMENT}/hub/{{stage}}"  # a trained model's folder with its evaluation in its card, to share
 
 # every experiment in `run`
 REPORT = f"{RESULTS}/report.html"

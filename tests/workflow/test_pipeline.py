@@ -36,6 +36,10 @@ EXPERIMENT_OUTPUTS = [
     "eval/decoder_per_label.csv",
     "eval/rexrank.json",
     "eval/zero_shot_scores.csv",
+    "hub/encoder/README.md",
+    "hub/encoder/open_clip_model.safetensors",
+    "hub/decoder/README.md",
+    "hub/decoder/model.safetensors",
     "report.html",
 ]
 RULES = [
@@ -48,6 +52,7 @@ RULES = [
     "evaluate_encoder",
     "evaluate_decoder",
     "export_rexrank",
+    "export_hub",
     "report",
 ]
 
@@ -103,6 +108,15 @@ def test_every_rule_output_exists_and_is_well_formed(tiny_run):
         assert dec["encoder_final_probe"][name]["mean"]["auc"] == pytest.approx(
             probe["mean"]["auc"], abs=1e-6
         ), name
+    # the shareable copies: the training folders' files, with the evaluation in their model cards
+    from huggingface_hub import ModelCard
+
+    for stage, weights in (("encoder", "open_clip_model.safetensors"), ("decoder", "model.safetensors")):
+        hub = results / "tiny" / "hub" / stage
+        assert (hub / weights).read_bytes() == (results / "tiny" / stage / weights).read_bytes()
+        card = ModelCard.load(hub / "README.md")
+        assert card.data.eval_results and "## Evaluation" in card.text
+        assert not ModelCard.load(results / "tiny" / stage / "README.md").data.eval_results
     gens = [json.loads(line) for line in (results / "tiny" / "eval" / "generations.jsonl").open()]
     assert gens and all({"id", "image", "reference", "generated"} <= set(g) for g in gens)
     with open(results / "paper" / "summary.csv") as f:
@@ -137,6 +151,7 @@ def test_a_decoder_edit_reruns_only_the_decoder_and_what_follows(copy_of_run):
         "train_decoder": 1,
         "evaluate_decoder": 1,
         "export_rexrank": 1,
+        "export_hub": 1,
         "report": 1,
     }
 
@@ -146,7 +161,12 @@ def test_trying_other_decoding_reruns_only_the_evaluation(copy_of_run):
     _edit(
         copy_of_run, "experiments/tiny.yaml", lambda d: d["evaluate"].update(generation={"max_new_tokens": 8})
     )
-    assert planned_jobs(copy_of_run) == {"evaluate_decoder": 1, "export_rexrank": 1, "report": 1}
+    assert planned_jobs(copy_of_run) == {
+        "evaluate_decoder": 1,
+        "export_rexrank": 1,
+        "export_hub": 1,
+        "report": 1,
+    }
 
 
 def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_data_rule(copy_of_run):
@@ -157,6 +177,7 @@ def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_dat
         "train_decoder": 1,
         "evaluate_decoder": 1,
         "export_rexrank": 1,
+        "export_hub": 2,
         "report": 1,
     }
 
@@ -182,6 +203,7 @@ def test_a_dataset_edit_reruns_from_prepare_for_that_dataset_only(copy_of_run):
         "train_decoder": 1,
         "evaluate_decoder": 1,
         "export_rexrank": 1,
+        "export_hub": 2,
         "report": 1,
     }
     proc = snakemake(copy_of_run, "results/report.html", "-n")

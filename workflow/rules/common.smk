@@ -66,6 +66,7 @@ for _name in RUN:
 
 wildcard_constraints:
     dataset="|".join(sorted(PIPELINE.datasets)),
+    stage="encoder|decoder",
     experiment="|".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))),
 
 
@@ -88,6 +89,13 @@ def get_decoder_encoder(wildcards):
     if dec.kind == "captioner" and dec.init_from_encoder:
         return {"encoder": layout.ENCODER.format(experiment=wildcards.experiment)}
     return {}
+
+
+def get_hub_inputs(wildcards):
+    """A trained model and its evaluation, for its shareable copy."""
+    if wildcards.stage == "encoder":
+        return {"model": layout.ENCODER, "metrics": layout.ENCODER_EVAL}
+    return {"model": layout.DECODER, "metrics": layout.DECODER_EVAL}
 
 
 def get_prefetched(wildcards):
@@ -117,6 +125,7 @@ def experiment_files(name):
             "encoder_eval": layout.ENCODER_EVAL.format(experiment=name),
             "zero_shot_scores": layout.ZERO_SHOT_SCORES.format(experiment=name),
         }
+    files["hub"] = {s: layout.HUB.format(experiment=name, stage=s) for s in stages}
     if "decoder" in stages:
         files |= {
             "chat": layout.CHAT.format(experiment=name),

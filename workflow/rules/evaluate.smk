@@ -97,3 +97,19 @@ rule export_rexrank:
     localrule: True  # a second's work on the generations: no scheduler queue for it
     script:
         "../scripts/export_rexrank.py"
+
+
+# The model folders to share: each a copy whose model card holds its evaluation's headline metrics; the
+# training folder itself is never rewritten by a later rule.
+rule export_hub:
+    input:
+        unpack(get_hub_inputs),
+    output:
+        directory(layout.HUB),
+    log:
+        layout.log("export_hub", "{experiment}.{stage}"),
+    benchmark:
+        layout.benchmark("export_hub", "{experiment}.{stage}")
+    localrule: True  # a copy and a model card: no scheduler queue for it
+    script:
+        "../scripts/export_hub.py"

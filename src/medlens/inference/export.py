@@ -202,7 +202,10 @@ def export_onnx(
 
 
 def export_hub(
-    model_dir: str | os.PathLike, out_dir: str | os.PathLike, *, metrics: str | os.PathLike
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    metrics: str | os.PathLike,
 ) -> int:
     """Copy a model folder for sharing, its card's front matter extended with the evaluation's headline metrics
     (``model-index``) and its Evaluation section replaced by them.
@@ -237,6 +240,7 @@ def export_hub(
     # the training card's Evaluation section says where the metrics would be; the copy has them
     body = _with_metrics(card.text, results, f"`{Path(metrics).name}` (medlens evaluation)")
     with atomic_dir(out_dir) as tmp:
+        # copies, not hard links: a link changes the source's ctime, which Snakemake reads as a newer model
         shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
         (tmp / "README.md").write_text(render_model_card(card.data, [body.strip()]))
     logger.info("copied %s to %s with %d metrics in its model card", model_dir, out_dir, len(results))

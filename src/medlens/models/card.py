@@ -236,7 +236,9 @@ def eval_results(metrics: dict[str, Any], datasets: list[str]) -> list[Any]:
         if isinstance(value, int | float):
             out.append(_result("image-to-text", names, split, key, key, value, f"{n}; corpus-level"))
     for scheme, scores in (overall.get("clinical") or {}).items():
-        f1 = (scores.get("micro") or {}).get("f1") if isinstance(scores, dict) else None
+        # the label schemes (chexpert14, chexpert5) hold micro scores; "protocol" says how they were computed
+        micro = scores.get("micro") if isinstance(scores, dict) else None
+        f1 = micro.get("f1") if isinstance(micro, dict) else None
         if f1 is not None:
             out.append(
                 _result(

@@ -91,7 +91,14 @@ def test_decoder_metrics_become_model_index_entries(tmp_path):
         "n": 300,
         "overall": {
             "text": {"bleu4": 0.21, "rouge_l": 0.4, "protocol": {"tokenizer": "x"}},
-            "clinical": {"labeler": "rules", "chexpert14": {"micro": {"f1": 0.85}}},
+            "clinical": {
+                "labeler": "rules",
+                "chexpert14": {"micro": {"f1": 0.85}},
+                "protocol": {
+                    "micro": "pooled over labels",
+                    "n_resamples": 1000,
+                },  # as evaluate_decoder writes
+            },
         },
     }
     results = eval_results(metrics, ["synthetic_cxr"])
