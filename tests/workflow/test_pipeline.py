@@ -119,6 +119,9 @@ def test_every_rule_output_exists_and_is_well_formed(tiny_run):
         assert not ModelCard.load(results / "tiny" / stage / "README.md").data.eval_results
     gens = [json.loads(line) for line in (results / "tiny" / "eval" / "generations.jsonl").open()]
     assert gens and all({"id", "image", "reference", "generated"} <= set(g) for g in gens)
+    # the evaluated images' distance from the decoder's training images, in its own image space, on its page
+    assert dec["ood"]["n"] == len(gens) and 0 < dec["ood"]["quantiles"]["0.5"] < dec["ood"]["warn_at"]
+    assert 'id="decoder-ood-tiny"' in (results / "tiny" / "report.html").read_text()
     with open(results / "paper" / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["experiment"] for r in rows] == ["tiny"]

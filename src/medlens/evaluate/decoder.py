@@ -193,6 +193,30 @@ def _decoding(cfg: EvalConfig, decoder_dir) -> tuple[GenerationConfig, str]:
     return folder, f"the decoder folder's {GENERATION_FILE}"
 
 
+def _ood(decoder_dir: str | os.PathLike, generator: Any, images: list[str]) -> dict[str, Any] | None:
+    """The out-of-distribution scores of the evaluated images in the decoder's own image space (the captioner's
+    tower, or the VLM's image encoder); None for a folder without its training images' statistics."""
+    import numpy as np
+
+    from medlens.data.images import load_image
+    from medlens.evaluate.encoder import ood_summary
+
+    tower = Path(decoder_dir) / layout.TOWER
+    if tower.is_dir():
+        from medlens.models.captioner import ImageTower
+
+        encoder = ImageTower(tower)
+    elif hasattr(generator, "encode_images"):
+        encoder = generator
+    else:
+        return None
+    feats = [
+        encoder.encode_images([load_image(p, grey=False) for p in images[i : i + 16]]).float().cpu().numpy()
+        for i in range(0, len(images), 16)
+    ]
+    return ood_summary(decoder_dir, np.concatenate(feats)) if feats else None
+
+
 def evaluate_decoder(
     cfg: EvalConfig,
     chat_dir: str | os.PathLike,
@@ -255,6 +279,7 @@ def evaluate_decoder(
         from medlens.evaluate.encoder import probe_image_tower
 
         result["encoder_final_probe"] = probe_image_tower(cfg, pairs, tower)
+    result["ood"] = _ood(decoder_dir, generator, [r["images"][0] for r in records])
     result["environment"] = environment.record()
     write_json(result, out_json)
     _write_per_label(out_per_label, overall["clinical"].get("per_label", {}))
