@@ -217,7 +217,8 @@ def test_lora_steps_lower_the_loss_and_the_output_generates_text(
     far.save(tmp_path / "photo.png")
     monkeypatch.setattr(cli, "_setup_logging", lambda verbose: None)  # pytest owns logging here
     argv = ["generate", "--model", str(out), str(tmp_path / "photo.png"), "--max-new-tokens", "2"]
-    status = cli.main([*argv, "--store-size", "64"])  # the test data has no prepared-dataset record
+    # the test data has no prepared-dataset record to say how its images were prepared
+    status = cli.main([*argv, "--modality", "chest_xray", "--store-size", "64"])
     err = capsys.readouterr().err
     assert status == 0, err
     assert "photo.png lies far outside the images this model was trained on" in err
