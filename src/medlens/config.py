@@ -460,6 +460,12 @@ class EvalConfig:
     # None: decode with the decoder folder's generation_config.json; set: with these (trying decoding, no retraining)
     generation: GenerationConfig | None = None
     labeler: str = "rules"  # "rules" (medlens's CheXpert-style labeler) or a local CheXbert checkpoint
+    # the field's report-generation metrics on chest reports (score_reports; weights from prefetch_weights)
+    report_metrics: list[
+        Literal["bertscore", "chexbert", "sembscore", "radgraph", "radcliq", "ratescore"]
+    ] = field(
+        default_factory=lambda: ["bertscore", "chexbert", "sembscore", "radgraph", "radcliq", "ratescore"]
+    )
     max_samples: int | None = None  # evaluate at most this many rows per split (quick trials)
 
 

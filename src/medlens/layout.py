@@ -23,6 +23,7 @@ __all__ = [
     "SPLIT",
     "CHAT",
     "PREFETCHED",
+    "PREFETCHED_METRICS",
     "ENCODER",
     "DECODER",
     "TOWER",
@@ -34,6 +35,8 @@ __all__ = [
     "GENERATIONS",
     "DECODER_PER_LABEL",
     "REXRANK",
+    "REPORT_METRICS",
+    "REPORT_METRIC_SCORES",
     "EXPERIMENT_REPORT",
     "HUB",
     "REPORT",
@@ -60,6 +63,7 @@ DROPPED = f"{EXPERIMENT}/data/dropped.csv"
 SPLIT = f"{EXPERIMENT}/data/split.json"
 CHAT = f"{EXPERIMENT}/data/chat"
 PREFETCHED = f"{EXPERIMENT}/prefetched.json"
+PREFETCHED_METRICS = f"{EXPERIMENT}/prefetched_metrics.json"  # the report metrics' weights
 ENCODER = f"{EXPERIMENT}/encoder"
 DECODER = f"{EXPERIMENT}/decoder"
 TOWER = "encoder_final"  # inside a captioner folder: its image tower alone (seed 004's probe)
@@ -71,6 +75,8 @@ DECODER_EVAL = f"{EXPERIMENT}/eval/decoder.json"
 GENERATIONS = f"{EXPERIMENT}/eval/generations.jsonl"
 DECODER_PER_LABEL = f"{EXPERIMENT}/eval/decoder_per_label.csv"
 REXRANK = f"{EXPERIMENT}/eval/rexrank.json"
+REPORT_METRICS = f"{EXPERIMENT}/eval/report_metrics.json"  # the field's report-generation metrics
+REPORT_METRIC_SCORES = f"{EXPERIMENT}/eval/report_metric_scores.csv"  # their per-report scores
 EXPERIMENT_REPORT = f"{EXPERIMENT}/report.html"
 HUB = f"{EXPERIMENT}/hub/{{stage}}"  # a trained model's folder with its evaluation in its card, to share
 

@@ -7,12 +7,8 @@ code offline. The scores mean nothing: the weights are random.
 
 from __future__ import annotations
 
-import importlib
-import importlib.abc
-import importlib.util
 import json
 import string
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -63,8 +59,13 @@ def bert_vocab(words: list[str] | None = None) -> list[str]:
     return list(dict.fromkeys(vocab))
 
 
-def save_tiny_bert(folder: Path, words: list[str] | None = None) -> Path:
-    """Save a tiny random stand-in of ``bert-base-uncased`` (config, WordPiece tokenizer, weights)."""
+# the published models' sizes, for benchmarks/bench_report_metrics.py (random weights, same compute)
+BASE = {"hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072}
+
+
+def save_tiny_bert(folder: Path, words: list[str] | None = None, **sizes) -> Path:
+    """Save a tiny random stand-in of ``bert-base-uncased`` (config, WordPiece tokenizer, weights);
+    ``sizes`` override the config (``**BASE, num_hidden_layers=12``: the real size)."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
     folder = Path(folder)
@@ -80,14 +81,16 @@ def save_tiny_bert(folder: Path, words: list[str] | None = None) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=512,  # CheXbert pads and truncates to 512 tokens
-    )
+    ).to_dict()
+    config = BertConfig.from_dict(config | sizes)
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     return folder
 
 
-def save_tiny_roberta(folder: Path, n_layers: int = 6) -> Path:
-    """Save a tiny random stand-in of ``distilroberta-base`` (byte-level BPE tokenizer, weights)."""
+def save_tiny_roberta(folder: Path, n_layers: int = 6, **sizes) -> Path:
+    """Save a tiny random stand-in of ``distilroberta-base`` (byte-level BPE tokenizer, weights); ``sizes``
+    override the config."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
@@ -124,7 +127,8 @@ def save_tiny_roberta(folder: Path, n_layers: int = 6) -> Path:
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
-    )
+    ).to_dict()
+    config = RobertaConfig.from_dict(config | sizes)
     torch.manual_seed(0)
     RobertaModel(config, add_pooling_layer=False).save_pretrained(folder)
     return folder
@@ -201,8 +205,8 @@ def write_radgraph_vocabulary(folder: Path, model_type: str) -> Path:
 class _MismatchedBertLayout(torch.nn.Module):
     """The parameter layout of allennlp's ``PretrainedTransformerMismatchedEmbedder``, without its tokenizer.
 
-    radgraph 0.1.18's own embedder cannot be built on transformers 5 (its tokenizer calls the removed
-    ``encode_plus``), so the archive's weights are laid out by this stand-in instead.
+    The archive names its BERT by a Hub id the test serves later; the weights are laid out from a local
+    folder holding the same BERT.
     """
 
     def __init__(self, model_name: str) -> None:
@@ -216,16 +220,20 @@ class _MismatchedBertLayout(torch.nn.Module):
         return self._matched_embedder.transformer_model.config.hidden_size
 
 
-def build_radgraph_model(model_dir: Path):
+def build_radgraph_model(model_dir: Path, bert_folder: Path | None = None):
     """Build the DyGIE model of ``model_dir`` (config.json, vocabulary/) as ``RadGraph.__init__`` does."""
     from dotmap import DotMap
-    from radgraph.allennlp.data import Vocabulary
-    from radgraph.allennlp.modules import text_field_embedders
-    from radgraph.dygie.models import dygie
+
+    from medlens.evaluate.radeval_compat import vendored_radgraph
+
+    vendored_radgraph()  # the alias its modules' `RadEval.` imports need
+    from radeval.metrics.radgraph._vendor.allennlp.data import Vocabulary
+    from radeval.metrics.radgraph._vendor.allennlp.modules import text_field_embedders
+    from radeval.metrics.radgraph._vendor.dygie.models import dygie
 
     config = DotMap(json.loads((Path(model_dir) / "config.json").read_text()))
     vocab = Vocabulary.from_files(str(Path(model_dir) / "vocabulary"), None, None)
-    bert = _MismatchedBertLayout(config.model.embedder.token_embedders.bert.model_name)
+    bert = _MismatchedBertLayout(str(bert_folder or config.model.embedder.token_embedders.bert.model_name))
     embedder = text_field_embedders.BasicTextFieldEmbedder({"bert": bert})
     model_dict = config.model
     for name in ["type", "embedder", "initializer", "module_initializer"]:
@@ -234,12 +242,18 @@ def build_radgraph_model(model_dir: Path):
 
 
 def save_radgraph_archive(
-    path: Path, bert_model_name: str, model_type: str = "radgraph-xl", *, ner_bias: float = 0.0
+    path: Path,
+    bert_model_name: str,
+    model_type: str = "radgraph-xl",
+    *,
+    bert_folder: Path | None = None,
+    ner_bias: float = 0.0,
 ) -> Path:
     """Save the ``<model_type>.tar.gz`` RadGraph downloads: config.json, vocabulary/ and weights.th.
 
     ``ner_bias`` is added to the NER scores of every entity label: a large one makes every candidate
     span an entity, so annotations (and rewards of identical reports) do not hang on the random weights.
+    ``bert_folder``: a local copy of the BERT ``bert_model_name`` names (when that is a Hub id).
     """
 
     if model_type not in NER_LABELS:
@@ -251,7 +265,7 @@ def save_radgraph_archive(
         (model_dir / "config.json").write_text(json.dumps(radgraph_config(bert_model_name), indent=2))
         write_radgraph_vocabulary(model_dir / "vocabulary", model_type)
         torch.manual_seed(0)
-        model = build_radgraph_model(model_dir)
+        model = build_radgraph_model(model_dir, bert_folder)
         with torch.no_grad():
             for scorer in model._ner._ner_scorers.values():
                 scorer[-1]._module.bias += ner_bias  # Sequential(FeedForward, Linear), each TimeDistributed
@@ -271,36 +285,9 @@ def install_radgraph_archive(archive: Path, model_cache_dir: Path, model_type: s
     return model_dir
 
 
-class _RadEvalAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Resolve ``RadEval.*`` to the installed ``radeval.*`` modules (the same objects, not copies)."""
-
-    def find_spec(self, name, path, target=None):
-        if name == "RadEval" or name.startswith("RadEval."):
-            return importlib.util.spec_from_loader(name, self)
-        return None
-
-    def create_module(self, spec):
-        return importlib.import_module("radeval" + spec.name[len("RadEval") :])
-
-    def exec_module(self, module):
-        pass
-
-
-def radeval_vendored_radgraph():
-    """radeval's vendored RadGraph package, importable on a case-sensitive file system.
-
-    Its modules import each other as ``RadEval.metrics...`` (the project's name on a case-insensitive
-    macOS disk), which fails on Linux; an import alias, installed once per process, maps them to radeval.
-    """
-    if not any(isinstance(finder, _RadEvalAlias) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _RadEvalAlias())
-    return importlib.import_module("radeval.metrics.radgraph._vendor")
-
-
 __all__ = [
     "build_radgraph_model",
     "install_radgraph_archive",
-    "radeval_vendored_radgraph",
     "save_chexbert_checkpoint",
     "save_radgraph_archive",
     "save_tiny_bert",

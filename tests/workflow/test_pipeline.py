@@ -35,6 +35,8 @@ EXPERIMENT_OUTPUTS = [
     "eval/generations.jsonl",
     "eval/decoder_per_label.csv",
     "eval/rexrank.json",
+    "eval/report_metrics.json",
+    "eval/report_metric_scores.csv",
     "eval/zero_shot_scores.csv",
     "hub/encoder/README.md",
     "hub/encoder/open_clip_model.safetensors",
@@ -52,6 +54,8 @@ RULES = [
     "evaluate_encoder",
     "evaluate_decoder",
     "export_rexrank",
+    "prefetch_metric_weights",
+    "score_reports",
     "export_hub",
     "report",
 ]
@@ -122,6 +126,19 @@ def test_every_rule_output_exists_and_is_well_formed(tiny_run):
     # the evaluated images' distance from the decoder's training images, in its own image space, on its page
     assert dec["ood"]["n"] == len(gens) and 0 < dec["ood"]["quantiles"]["0.5"] < dec["ood"]["warn_at"]
     assert 'id="decoder-ood-tiny"' in (results / "tiny" / "report.html").read_text()
+    # the field's report metrics: each scored or said not to be, with the command that fetches its weights
+    field = json.loads((results / "tiny" / "eval" / "report_metrics.json").read_text())
+    assert list(field["metrics"]) == [
+        "bertscore",
+        "chexbert",
+        "sembscore",
+        "radgraph",
+        "radcliq",
+        "ratescore",
+    ]
+    for name, metric in field["metrics"].items():
+        assert "protocol" in metric or (metric["not_computed"] and "fetch" in metric), name
+    assert 'id="report-metrics-tiny"' in (results / "tiny" / "report.html").read_text()
     with open(results / "paper" / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["experiment"] for r in rows] == ["tiny"]
@@ -153,6 +170,7 @@ def test_a_decoder_edit_reruns_only_the_decoder_and_what_follows(copy_of_run):
     assert planned_jobs(copy_of_run) == {
         "train_decoder": 1,
         "evaluate_decoder": 1,
+        "score_reports": 1,
         "export_rexrank": 1,
         "export_hub": 1,
         "report": 1,
@@ -166,10 +184,16 @@ def test_trying_other_decoding_reruns_only_the_evaluation(copy_of_run):
     )
     assert planned_jobs(copy_of_run) == {
         "evaluate_decoder": 1,
+        "score_reports": 1,
         "export_rexrank": 1,
         "export_hub": 1,
         "report": 1,
     }
+
+
+def test_changing_the_report_metrics_reruns_only_their_scoring(copy_of_run):
+    _edit(copy_of_run, "experiments/tiny.yaml", lambda d: d["evaluate"].update(report_metrics=["bertscore"]))
+    assert planned_jobs(copy_of_run) == {"prefetch_metric_weights": 1, "score_reports": 1, "report": 1}
 
 
 def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_data_rule(copy_of_run):
@@ -179,6 +203,7 @@ def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_dat
         "evaluate_encoder": 1,
         "train_decoder": 1,
         "evaluate_decoder": 1,
+        "score_reports": 1,
         "export_rexrank": 1,
         "export_hub": 2,
         "report": 1,
@@ -205,6 +230,7 @@ def test_a_dataset_edit_reruns_from_prepare_for_that_dataset_only(copy_of_run):
         "evaluate_encoder": 1,
         "train_decoder": 1,
         "evaluate_decoder": 1,
+        "score_reports": 1,
         "export_rexrank": 1,
         "export_hub": 2,
         "report": 1,

@@ -14,7 +14,15 @@ pytestmark = pytest.mark.slow
 
 DATA = ["download", "prepare_datasets", "split"]
 ENCODER = ["train_encoder", "evaluate_encoder", "export_hub"]
-DECODER = ["convert_to_chat_format", "train_decoder", "evaluate_decoder", "export_rexrank", "export_hub"]
+DECODER = [
+    "convert_to_chat_format",
+    "train_decoder",
+    "evaluate_decoder",
+    "prefetch_metric_weights",
+    "score_reports",
+    "export_rexrank",
+    "export_hub",
+]
 SEEDS = {  # seed experiment -> the stages of its system
     "hybrid_dinov3_clip": ENCODER,  # seed 000: a contrastive encoder
     "siglip_base": ENCODER,  # the SigLIP half of seeds 001/002

@@ -5,7 +5,7 @@ from functools import cache
 from medlens import layout
 from medlens.config import ExperimentConfig, load_experiment, load_pipeline, to_dict
 from medlens.data.access import dataset_problems
-from medlens.models.prefetch import needs_prefetch
+from medlens.models.prefetch import needs_prefetch, scored_metrics
 from medlens.errors import ConfigError
 
 EXPERIMENT_SCHEMA = SCHEMAS / "experiment.schema.yaml"
@@ -105,6 +105,17 @@ def get_prefetched(wildcards):
     return {}
 
 
+def get_metric_weights(wildcards):
+    """The record of the report metrics' weights, for score_reports (none when it scores no metric)."""
+    if scored_metrics(experiment(wildcards.experiment)):
+        return {"weights": layout.PREFETCHED_METRICS.format(experiment=wildcards.experiment)}
+    return {}
+
+
+def metric_prefetch_params(wildcards):
+    return scored_metrics(experiment(wildcards.experiment))
+
+
 def _all_datasets(name):
     exp = experiment(name)
     return [*exp.datasets, *exp.evaluate.external_datasets]
@@ -133,6 +144,7 @@ def experiment_files(name):
             "decoder_eval": layout.DECODER_EVAL.format(experiment=name),
             "generations": layout.GENERATIONS.format(experiment=name),
             "rexrank": layout.REXRANK.format(experiment=name),
+            "report_metrics": layout.REPORT_METRICS.format(experiment=name),
         }
     return files
 
@@ -250,6 +262,11 @@ def evaluate_decoder_params(wildcards):
             "max_samples",
         )
     }
+
+
+def score_reports_params(wildcards):
+    ev = experiment(wildcards.experiment).evaluate
+    return {k: to_dict(getattr(ev, k)) for k in ("report_metrics", "bootstrap_samples", "seed")}
 
 
 def report_params(wildcards):

@@ -84,6 +84,37 @@ rule evaluate_decoder:
         "../scripts/evaluate_decoder.py"
 
 
+# The report-generation metrics the field publishes (BERTScore, CheXbert F1, SembScore, RadGraph F1,
+# RadCliQ-v1, RaTEScore), apart from generation: changing the list reruns the scoring alone.
+rule score_reports:
+    input:
+        unpack(get_metric_weights),  # the metrics' weights, in the cache
+        generations=rules.evaluate_decoder.output.generations,
+        pairs=rules.split.output.pairs,
+    output:
+        metrics=report(
+            layout.REPORT_METRICS,
+            caption="../report/report_metrics.rst",
+            category="Evaluation",
+            subcategory="{experiment}",
+            labels={"experiment": "{experiment}", "table": "report-generation metrics"},
+        ),
+        scores=layout.REPORT_METRIC_SCORES,
+    log:
+        layout.log("score_reports"),
+    benchmark:
+        layout.benchmark("score_reports")
+    params:
+        evaluate=score_reports_params,
+    threads: stage_resources("decoder", "cpus")
+    resources:
+        gpu=stage_resources("decoder", "gpus", at_most=1),
+        mem_mb=8000,
+        runtime=120,
+    script:
+        "../scripts/score_reports.py"
+
+
 rule export_rexrank:
     input:
         generations=rules.evaluate_decoder.output.generations,

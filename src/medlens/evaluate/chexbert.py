@@ -207,6 +207,23 @@ class CheXbertLabeler:
                 out.append({c: v for c, v in labels.items() if v is not None})
         return out
 
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str]) -> Any:
+        """``[N, H]`` float array: the [CLS] state of each report (SembScore's embedding)."""
+        import numpy as np
+
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = [" ".join(t.split()) for t in texts[start : start + self.batch_size]]
+            enc = self.tokenizer(
+                batch, truncation=True, max_length=_MAX_TOKENS, padding=True, return_tensors="pt"
+            )
+            hidden = self.model.bert(
+                enc["input_ids"].to(self.device), attention_mask=enc["attention_mask"].to(self.device)
+            ).last_hidden_state
+            out.append(hidden[:, 0].float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.bert.config.hidden_size))
+
     def describe(self) -> dict[str, Any]:
         """The checkpoint that produced the labels."""
         h = hashlib.sha256()

@@ -14,20 +14,30 @@ Local paths are left alone.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medlens.config import DecoderConfig, EncoderConfig, ExperimentConfig, from_dict
 from medlens.errors import ConfigError
 
-__all__ = ["HubArtefact", "hub_artefacts", "needs_prefetch", "prefetch", "prefetch_experiment"]
+__all__ = [
+    "HubArtefact",
+    "hub_artefacts",
+    "fetch_and_record",
+    "fetch_artefact",
+    "needs_prefetch",
+    "prefetch",
+    "prefetch_experiment",
+    "scored_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
 # copies of the weights no medlens loader reads: Meta's original checkpoints (Llama 3.2 Vision's 20 GB
 # original/), TensorFlow, Flax, ONNX, Rust and GGUF exports
-_IGNORE = [
+IGNORE_PATTERNS = [
     "original/*",
     "onnx/*",
     "*.msgpack",
@@ -49,6 +59,38 @@ class HubArtefact:
     repo_id: str  # e.g. google/paligemma-3b-pt-224
     key: str  # the config key that names it, e.g. decoder.model
     optional: bool = False  # a load that falls back when it is missing (the captioner's GPT-2 tokenizer)
+    filename: str | None = None  # one file of the repository (a metric's checkpoint), else all of it
+    cache_dir: str | None = None  # a package's own cache folder (RadGraph's), else the standard cache
+    # what the fetched file names in turn (the BERT of a RadGraph archive), fetched next
+    follow: Callable[[Path], list[HubArtefact]] | None = field(default=None, compare=False)
+
+    def describe(self) -> str:
+        return f"{self.repo_id}/{self.filename}" if self.filename else self.repo_id
+
+
+def fetch_artefact(a: HubArtefact, *, offline: bool, cache_dir: str | None = None) -> Path:
+    """The cached path of ``a`` (a file, or the repository's snapshot folder), fetched unless ``offline``, in
+    ``cache_dir`` (default: the standard cache) unless its package keeps its own.
+
+    Raises:
+        huggingface_hub's errors, or OSError, when it cannot be had.
+    """
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    if a.filename:
+        return Path(
+            hf_hub_download(
+                a.repo_id, a.filename, cache_dir=a.cache_dir or cache_dir, local_files_only=offline
+            )
+        )
+    return Path(
+        snapshot_download(
+            a.repo_id,
+            cache_dir=a.cache_dir or cache_dir,
+            local_files_only=offline,
+            ignore_patterns=IGNORE_PATTERNS,
+        )
+    )
 
 
 def _is_local(value: str | None) -> bool:
@@ -64,6 +106,11 @@ def needs_prefetch(exp: ExperimentConfig) -> bool:
     if "decoder" in exp.stages:
         named += [dec.model if dec.kind == "vlm" else dec.tokenizer]
     return any(not _is_local(v) for v in named)
+
+
+def scored_metrics(exp: ExperimentConfig) -> list[str]:
+    """The report-generation metrics the experiment scores (only an experiment with a decoder writes reports)."""
+    return list(exp.evaluate.report_metrics) if "decoder" in exp.stages else []
 
 
 def _open_clip_repo(model: str, tag: str) -> str | None:
@@ -154,20 +201,16 @@ def prefetch(
         ConfigError: naming the config key when a repository is gated and the licence is not accepted or
             no token is set, when it does not exist, or when the Hub cannot be reached.
     """
-    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
         LocalEntryNotFoundError,
     )
 
-    records = []
-    for a in artefacts:
+    records, queue = [], list(artefacts)
+    while queue:
+        a = queue.pop(0)
         try:
-            path = Path(
-                snapshot_download(
-                    a.repo_id, cache_dir=cache_dir, local_files_only=offline, ignore_patterns=_IGNORE
-                )
-            )
+            path = fetch_artefact(a, offline=offline, cache_dir=cache_dir)
         except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as e:
             if a.optional:
                 logger.warning("%s: %s could not be fetched (%s); its stage falls back", a.key, a.repo_id, e)
@@ -175,7 +218,10 @@ def prefetch(
                 continue
             raise _fetch_error(a, e, offline) from e
         logger.info("%s: %s at %s", a.key, a.repo_id, path)
-        records.append({"repo_id": a.repo_id, "key": a.key, "revision": path.name, "path": str(path)})
+        revision = path.parent.name if a.filename else path.name  # .../snapshots/<commit>[/<file>]
+        records.append({"repo_id": a.repo_id, "key": a.key, "revision": revision, "path": str(path)})
+        if a.follow is not None:
+            queue[:0] = a.follow(path)
     return records
 
 
@@ -210,13 +256,17 @@ def prefetch_experiment(
 ) -> list[dict[str, Any]]:
     """The ``prefetch_weights`` rule: fetch what ``params`` (``prefetch_params`` in ``common.smk``: the stages
     and the keys that name artefacts) needs, and record each artefact's cached revision in ``out_json``."""
+    enc = from_dict(EncoderConfig, params["encoder"], prefix="encoder")
+    dec = from_dict(DecoderConfig, params["decoder"], prefix="decoder")
+    return fetch_and_record(hub_artefacts(params["stages"], enc, dec), out_json, offline)
+
+
+def fetch_and_record(artefacts: list[HubArtefact], out_json: str, offline: bool) -> list[dict[str, Any]]:
+    """:func:`prefetch` the artefacts and write their records to ``out_json``."""
     import json
 
     from medlens.io import atomic_path
 
-    enc = from_dict(EncoderConfig, params["encoder"], prefix="encoder")
-    dec = from_dict(DecoderConfig, params["decoder"], prefix="decoder")
-    artefacts = hub_artefacts(params["stages"], enc, dec)
     logger.info("%d Hub artefact(s) to fetch: %s", len(artefacts), ", ".join(a.repo_id for a in artefacts))
     records = prefetch(artefacts, offline=offline)
     with atomic_path(out_json) as tmp:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from medlens.config import dig
 from medlens.data.prepare import read_prepared_summary
+from medlens.evaluate.report_metrics import headline_rows
 
 __all__ = ["collect_experiment", "read_metrics_csv", "source_split_counts"]
 
@@ -135,6 +136,12 @@ def collect_experiment(
         "paired_inputs": {k: files.get(k) for k in ("zero_shot_scores", "generations", "pairs")},
         "rexrank": {"path": files["rexrank"], "studies": len(_load_json(files["rexrank"]) or {})}
         if "rexrank" in files
+        else None,
+        "report_metrics": headline_rows(_load_json(files["report_metrics"]))
+        if "report_metrics" in files
+        else [],
+        "report_metrics_scope": (_load_json(files["report_metrics"]) or {}).get("scope")
+        if "report_metrics" in files
         else None,
         "findings": findings,
         "findings_counts": learned_counts(findings),

@@ -1,0 +1,335 @@
+"""The report-generation metrics the field publishes (ReXrank's ranking), on the chest radiograph reports.
+
+Each metric runs the implementation its authors maintain, with weights from the Hugging Face Hub that the
+``prefetch_weights`` rule fetched on the submit host; here the hub is offline and a metric whose weights
+are not in the cache, or whose package cannot run, is reported as not computed, with the reason and the
+command that fetches them, never left out.
+
+=============  =====================================================================================
+bertscore      BERTScore F1 (radeval's copy of bert-score): distilroberta-base, layer 5, rescaled with
+               the published baseline, no idf, as CXR-Report-Metric and ReXrank compute it
+chexbert       CheXbert F1, CheXpert-14 and -5, micro and macro: medlens's clinical efficacy with the
+               published CheXbert weights (StanfordAIMI/RRG_scorers chexbert.pth) as the labeler
+sembscore      SembScore: cosine similarity of the CheXbert [CLS] embeddings of the two reports
+radgraph       RadGraph F1 (radeval's copy of the radgraph package, RadGraph-XL): simple, partial (the headline, as ReXrank
+               reports it) and complete rewards
+radcliq        RadCliQ-v1 (lower is better): CXR-Report-Metric's linear combination of RadGraph
+               (entities and relations, the original RadGraph model), BERTScore, SembScore and BLEU-2
+ratescore      RaTEScore (radeval's copy of the RaTEScore package): entity-aware similarity
+=============  =====================================================================================
+
+GREEN is not offered: its model (StanfordAIMI/GREEN-radllama2-7b) loads with ``trust_remote_code``, code
+from the Hub that medlens never runs, and needs a 7B model on a GPU (docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medlens.evaluate.bootstrap import bootstrap_distribution, percentile_ci
+from medlens.evaluate.metric_weights import CHEXBERT, artefact, missing_weights
+from medlens.evaluate.radcliq import radcliq_v1, radgraph_combined
+from medlens.models.prefetch import fetch_artefact
+
+__all__ = ["REPORT_METRICS", "headline_rows", "score_generations_file", "score_reports"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_METRICS = ("bertscore", "chexbert", "sembscore", "radgraph", "radcliq", "ratescore")
+
+
+def _mean_ci(values: np.ndarray, n_resamples: int, seed: int) -> dict[str, Any]:
+    """Mean of per-report scores with its 95 % percentile bootstrap interval."""
+    dist = bootstrap_distribution(
+        lambda v: v.mean(axis=1), values, n_resamples=n_resamples, seed=seed, vectorized=True
+    )
+    low, high, _ = percentile_ci(dist)
+    return {"mean": float(np.mean(values)), "ci_low": low, "ci_high": high, "n": len(values)}
+
+
+def _bertscore(refs: list[str], hyps: list[str], device: str) -> np.ndarray:
+    from radeval.metrics.bertscore._vendor import BERTScorer
+
+    scorer = BERTScorer(
+        model_type="distilroberta-base",
+        num_layers=5,
+        rescale_with_baseline=True,
+        idf=False,
+        lang="en",
+        device=device,
+    )
+    _, _, f1 = scorer.score(cands=hyps, refs=refs, verbose=False, batch_size=64)
+    return f1.numpy().astype(float)
+
+
+def _chexbert_labeler(device: str):
+    from medlens.evaluate.chexbert import CheXbertLabeler
+
+    return CheXbertLabeler(fetch_artefact(artefact(CHEXBERT), offline=True), device=device)
+
+
+def _sembscore(labeler, refs: list[str], hyps: list[str]) -> np.ndarray:
+    a, b = labeler.embed_texts(refs), labeler.embed_texts(hyps)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(norms > 0, np.einsum("nd,nd->n", a, b) / np.maximum(norms, 1e-12), 0.0)
+
+
+def _radgraph(model_type: str, refs: list[str], hyps: list[str]):
+    """(simple, partial, complete rewards, hypothesis annotations, reference annotations) per report."""
+    from medlens.evaluate.radeval_compat import vendored_radgraph
+
+    scorer = vendored_radgraph().F1RadGraph(reward_level="all", model_type=model_type)
+    _, rewards, hyp_ann, ref_ann = scorer(refs=refs, hyps=hyps)
+    return [np.asarray(r, dtype=float) for r in rewards], hyp_ann, ref_ann
+
+
+def _bleu2(refs: list[str], hyps: list[str]) -> np.ndarray:
+    from radeval.metrics.bleu.bleu import Bleu
+
+    return np.asarray(Bleu(n=2)(refs, hyps)[1], dtype=float)
+
+
+def _fetch_command(experiment: str | None) -> str:
+    target = f"results/{experiment or '<experiment>'}/prefetched_metrics.json"
+    return (
+        f"on a host that reaches the Hugging Face Hub: snakemake --forcerun prefetch_metric_weights {target} "
+        "(without HF_HUB_OFFLINE), then rerun this rule"
+    )
+
+
+def score_reports(
+    refs: Sequence[str],
+    hyps: Sequence[str],
+    names: Sequence[str],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    device: str | None = None,
+    experiment: str | None = None,
+    labeler_uncertain: str = "positive",
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Score generated reports against their references with each named metric.
+
+    Returns:
+        (``{metric: result}``, ``{column: per-report scores}``). A result holds the headline numbers
+        with their 95 % bootstrap intervals and ``protocol``, or ``not_computed`` (the reason) and
+        ``fetch`` (the command that fetches missing weights).
+    """
+    import torch
+
+    from medlens.evaluate.clinical import clinical_efficacy
+
+    refs, hyps = list(refs), list(hyps)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results: dict[str, Any] = {}
+    per_report: dict[str, np.ndarray] = {}
+    cache: dict[str, Any] = {}
+
+    def once(key: str, make: Callable[[], Any]) -> Any:
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    for name in names:
+        missing = missing_weights(name)
+        if missing:
+            results[name] = {
+                "not_computed": f"weights not in the cache: {', '.join(missing)}",
+                "fetch": _fetch_command(experiment),
+            }
+            logger.warning("%s not computed: %s", name, results[name]["not_computed"])
+            continue
+        try:
+            results[name] = _compute(
+                name,
+                refs,
+                hyps,
+                device,
+                once,
+                per_report,
+                n_resamples,
+                seed,
+                labeler_uncertain,
+                clinical_efficacy,
+            )
+        except ImportError as e:  # a package that cannot run in this environment (RaTEScore on 3.11)
+            results[name] = {"not_computed": _import_reason(name, e)}
+            logger.warning("%s not computed: %s", name, results[name]["not_computed"])
+    return results, per_report
+
+
+def _import_reason(name: str, e: BaseException) -> str:
+    why = f"{type(e).__name__}: {e}"
+    if name == "ratescore":
+        why += (
+            " (RaTEScore needs medspacy, which on Python 3.11 requires spacy < 3.8, built against numpy 1, "
+            "while the lock has numpy 2; it runs on Python 3.12 or later)"
+        )
+    return f"its package cannot be imported here: {why}"
+
+
+def _compute(name, refs, hyps, device, once, per_report, n_resamples, seed, uncertain, clinical_efficacy):
+    """One metric's result; intermediate scores shared between metrics are computed once (``once``)."""
+    ci = {"n_resamples": n_resamples, "seed": seed}
+    if name == "bertscore":
+        scores = once("bertscore", lambda: _bertscore(refs, hyps, device))
+        per_report["bertscore"] = scores
+        return {"f1": _mean_ci(scores, n_resamples, seed), "protocol": {**ci, "source": _SOURCES[name]}}
+    if name == "chexbert":
+        labeler = once("chexbert", lambda: _chexbert_labeler(device))
+        out = clinical_efficacy(
+            hyps, refs, labeler=labeler, uncertain=uncertain, n_resamples=n_resamples, seed=seed
+        )
+        return {
+            k: out[k] for k in ("chexpert14", "chexpert5", "per_label", "labeler_info", "uncertain_policy")
+        } | {"protocol": {**out["protocol"], "source": _SOURCES[name]}}
+    if name == "sembscore":
+        labeler = once("chexbert", lambda: _chexbert_labeler(device))
+        scores = once("sembscore", lambda: _sembscore(labeler, refs, hyps))
+        per_report["sembscore"] = scores
+        return {"score": _mean_ci(scores, n_resamples, seed), "protocol": {**ci, "source": _SOURCES[name]}}
+    if name == "radgraph":
+        rewards, _, _ = once("radgraph-xl", lambda: _radgraph("radgraph-xl", refs, hyps))
+        out = {}
+        for level, scores in zip(("simple", "partial", "complete"), rewards, strict=True):
+            per_report[f"radgraph_{level}"] = scores
+            out[level] = _mean_ci(scores, n_resamples, seed)
+        return out | {"headline": "partial", "protocol": {**ci, "source": _SOURCES[name]}}
+    if name == "radcliq":
+        _, hyp_ann, ref_ann = once("radgraph", lambda: _radgraph("radgraph", refs, hyps))
+        labeler = once("chexbert", lambda: _chexbert_labeler(device))
+        features = {
+            "radgraph": radgraph_combined(hyp_ann, ref_ann),
+            "bertscore": once("bertscore", lambda: _bertscore(refs, hyps, device)),
+            "sembscore": once("sembscore", lambda: _sembscore(labeler, refs, hyps)),
+            "bleu2": _bleu2(refs, hyps),
+        }
+        scores = radcliq_v1(features)
+        per_report["radcliq_v1"] = scores
+        mean = _mean_ci(scores, n_resamples, seed)
+        return {
+            "v1": mean,
+            "inverse": 1 / mean["mean"] if mean["mean"] else None,  # ReXrank shows 1/RadCliQ-v1
+            "features": {k: float(np.mean(v)) for k, v in features.items()},
+            "protocol": {**ci, "source": _SOURCES[name], "lower_is_better": True},
+        }
+    if name == "ratescore":
+        try:
+            from radeval.metrics.RaTEScore.scorer import RaTEScore
+        except (ImportError, ValueError) as e:  # ValueError: a compiled dependency built for another numpy
+            raise ImportError(str(e)) from e
+        scores = np.asarray(
+            RaTEScore().compute_score(candidate_list=hyps, reference_list=refs)[0], dtype=float
+        )
+        per_report["ratescore"] = scores
+        return {"score": _mean_ci(scores, n_resamples, seed), "protocol": {**ci, "source": _SOURCES[name]}}
+    raise ValueError(f"unknown report metric {name!r}")
+
+
+_SOURCES = {
+    "bertscore": "radeval's copy of bert-score 0.3.13 (radeval.metrics.bertscore); distilroberta-base, layer 5, "
+    "F1 rescaled with bert-score's baseline, no idf (CXR-Report-Metric, ReXrank)",
+    "chexbert": "CheXbert (Smit et al. 2020) weights StanfordAIMI/RRG_scorers chexbert.pth labelling both reports; "
+    "F1 over CheXpert-14 and -5 (medlens.evaluate.clinical)",
+    "sembscore": "cosine similarity of CheXbert's [CLS] embeddings of the two reports (CXR-Report-Metric)",
+    "radgraph": "radeval's copy of radgraph 0.1.18 (patched for transformers 5), F1RadGraph, RadGraph-XL; rewards simple, partial, complete (ReXrank: partial)",
+    "radcliq": "RadCliQ-v1 (Yu et al. 2023): CXR-Report-Metric's normaliser and linear model over RadGraph "
+    "(entity and relation F1, original RadGraph), BERTScore, SembScore, BLEU-2 (radeval's Bleu)",
+    "ratescore": "RaTEScore (Zhao et al. 2024), radeval's copy (radeval.metrics.RaTEScore)",
+}
+
+
+def score_generations_file(
+    generations: str | Path,
+    pairs: str | Path,
+    params: dict[str, Any],
+    out_json: str | Path,
+    out_scores: str | Path,
+    *,
+    experiment: str | None = None,
+) -> dict[str, Any]:
+    """The ``score_reports`` rule: the field's metrics of the chest radiograph reports of
+    ``generations.jsonl`` (the modality from ``pairs.parquet``), with a CSV of each report's scores."""
+    import csv
+
+    from medlens import environment
+    from medlens.evaluate.decoder import CHEST, read_row_info
+    from medlens.evaluate.rexrank import read_generations
+    from medlens.io import atomic_path, write_json
+
+    lines = read_generations(generations)
+    rows = read_row_info(pairs, [g["id"] for g in lines]) if lines else []
+    chest = [g for g, r in zip(lines, rows, strict=True) if r.modality == CHEST and r.text_source != "vqa"]
+    names = list(params["report_metrics"])
+    result: dict[str, Any] = {"n": len(chest), "n_generations": len(lines)}
+    if not chest:
+        reason = (
+            "no chest radiograph reports among the generations: these metrics (CheXbert, RadGraph, the "
+            "BERTScore baseline of ReXrank) are defined for chest radiograph reports"
+        )
+        result["metrics"] = {n: {"not_computed": reason} for n in names}
+        scores: dict[str, np.ndarray] = {}
+    else:
+        result["metrics"], scores = score_reports(
+            [g.get("reference") or "" for g in chest],
+            [g["generated"] for g in chest],
+            names,
+            n_resamples=params["bootstrap_samples"],
+            seed=params["seed"],
+            experiment=experiment,
+        )
+    if len(chest) < len(lines):
+        result["scope"] = f"the {len(chest)} chest radiograph reports of {len(lines)} generations"
+    result["environment"] = environment.record()
+    write_json(result, out_json)
+    with atomic_path(out_scores) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", *scores])
+        for i, g in enumerate(chest):
+            w.writerow([g["id"], *(f"{v[i]:.6g}" for v in scores.values())])
+    return result
+
+
+_HEADLINES = {
+    "bertscore": [("BERTScore F1", "f1")],
+    "chexbert": [
+        ("CheXbert F1, 14, micro", "chexpert14.micro"),
+        ("CheXbert F1, 14, macro", "chexpert14.macro"),
+        ("CheXbert F1, 5, micro", "chexpert5.micro"),
+        ("CheXbert F1, 5, macro", "chexpert5.macro"),
+    ],
+    "sembscore": [("SembScore", "score")],
+    "radgraph": [
+        ("RadGraph F1 (partial)", "partial"),
+        ("RadGraph F1 (simple)", "simple"),
+        ("RadGraph F1 (complete)", "complete"),
+    ],
+    "radcliq": [("RadCliQ-v1 (lower is better)", "v1")],
+    "ratescore": [("RaTEScore", "score")],
+}
+
+
+def headline_rows(result: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The report's table of ``report_metrics.json``: one row per headline number (value and interval), or
+    per metric not computed (the reason and the fetch command)."""
+    rows = []
+    for name, metric in ((result or {}).get("metrics") or {}).items():
+        if "not_computed" in metric:
+            rows.append(
+                {"metric": name, "not_computed": metric["not_computed"], "fetch": metric.get("fetch")}
+            )
+            continue
+        for label, path in _HEADLINES[name]:
+            d = metric
+            for part in path.split("."):
+                d = d.get(part) or {}
+            value = d.get("mean", d.get("f1"))
+            rows.append(
+                {"metric": label, "value": value, "ci_low": d.get("ci_low"), "ci_high": d.get("ci_high")}
+            )
+    return rows

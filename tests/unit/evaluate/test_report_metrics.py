@@ -1,0 +1,291 @@
+"""The field's report-generation metrics: hand-checked pieces, the chest-only scope and the not-computed path."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from medlens.data.schema import PAIRS_SCHEMA
+from medlens.evaluate import metric_weights as mw
+from medlens.evaluate import radcliq
+from medlens.evaluate import report_metrics as rm
+
+
+def test_radcliq_v1_is_the_published_linear_model_of_its_standardised_features():
+    means = dict(zip(radcliq.RADCLIQ_COLUMNS, radcliq._RADCLIQ_MEAN, strict=True))
+    at_mean = radcliq.radcliq_v1({k: np.array([v]) for k, v in means.items()})
+    assert at_mean[0] == pytest.approx(0.0, abs=1e-9)  # the intercept is ~0
+    # one standard deviation more RadGraph agreement lowers (improves) RadCliQ-v1 by its weight, 0.377
+    better = dict(means, radgraph=means["radgraph"] + radcliq._RADCLIQ_SCALE[0])
+    assert radcliq.radcliq_v1({k: np.array([v]) for k, v in better.items()})[0] == pytest.approx(-0.37708368)
+    # BLEU-2 has (almost) no weight in v1
+    more_bleu = dict(means, bleu2=1.0)
+    assert abs(radcliq.radcliq_v1({k: np.array([v]) for k, v in more_bleu.items()})[0]) < 1e-9
+
+
+def _annotation(entities):
+    return {"entities": {str(i): e for i, e in enumerate(entities, 1)}}
+
+
+def test_radgraph_feature_of_radcliq_is_the_mean_of_entity_and_relation_f1():
+    effusion = {"tokens": "effusion", "label": "OBS-DP", "relations": [["located_at", "2"]]}
+    pleural = {"tokens": "pleural", "label": "ANAT-DP", "relations": []}
+    reference = _annotation([effusion, pleural])
+    same = radcliq.radgraph_combined([reference], [reference])
+    # the same entities without the relation: entity F1 1, relation F1 0
+    unrelated = _annotation([dict(effusion, relations=[]), pleural])
+    half = radcliq.radgraph_combined([unrelated], [reference])
+    # one of the two entities, no relation: entity F1 2/3
+    one = radcliq.radgraph_combined([_annotation([pleural])], [reference])
+    assert same[0] == 1.0 and half[0] == 0.5 and one[0] == pytest.approx((2 / 3 + 0) / 2)
+    assert radcliq.radgraph_combined([{}], [{}])[0] == 0.0  # two empty reports: nothing to agree on
+
+
+def test_each_metric_names_the_weights_it_loads_and_a_radgraph_archive_names_its_bert(tmp_path):
+    import io
+    import tarfile
+
+    assert mw.metric_weights(["chexbert", "sembscore"]) == [mw.CHEXBERT, mw._BERT]  # each once
+    assert {w.describe() for w in mw.metric_weights(["radcliq"])} == {
+        "StanfordAIMI/RRG_scorers/radgraph.tar.gz",
+        "distilroberta-base",
+        "StanfordAIMI/RRG_scorers/chexbert.pth",
+        "bert-base-uncased",
+    }
+    config = {
+        "dataset_reader": {"token_indexers": {"bert": {"model_name": "org/bert-a"}}},
+        "model": {"embedder": {"token_embedders": {"bert": {"model_name": "org/bert-a"}}}},
+    }
+    archive = tmp_path / "radgraph.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = json.dumps(config).encode()
+        info = tarfile.TarInfo("model/config.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    assert [a.repo_id for a in mw.radgraph_encoders(archive)] == ["org/bert-a"]
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    """A Hugging Face cache and a radgraph cache holding nothing, the hub offline."""
+    import huggingface_hub.constants as hf
+
+    from medlens.evaluate.radeval_compat import vendored_radgraph
+
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(vendored_radgraph(), "CACHE_DIR", str(tmp_path / "radgraph"))
+    return tmp_path
+
+
+def _files(tmp_path, rows):
+    """pairs.parquet and generations.jsonl of (id, modality, text_source, reference, generated) rows."""
+    table = [
+        {
+            "id": rid,
+            "dataset": "d",
+            "patient_id": "p",
+            "study_id": rid,
+            "image": b"x",
+            "width": 1,
+            "height": 1,
+            "modality": modality,
+            "view": None,
+            "text": ref,
+            "text_source": source,
+            "labels": [],
+            "meta": "{}",
+            "split": "test",
+        }
+        for rid, modality, source, ref, _ in rows
+    ]
+    pairs = tmp_path / "pairs.parquet"
+    pq.write_table(pa.Table.from_pylist(table, schema=PAIRS_SCHEMA), pairs)
+    generations = tmp_path / "generations.jsonl"
+    generations.write_text(
+        "".join(json.dumps({"id": r[0], "reference": r[3], "generated": r[4]}) + "\n" for r in rows)
+    )
+    return generations, pairs
+
+
+PARAMS = {"report_metrics": list(rm.REPORT_METRICS), "bootstrap_samples": 50, "seed": 0}
+
+
+def test_without_weights_every_metric_is_reported_not_computed_with_the_command_that_fetches_them(
+    empty_caches,
+):
+    rows = [
+        ("a", "chest_xray", "report", "Small left pleural effusion.", "No effusion."),
+        ("k", "knee_xray", "from_labels", "Kellgren-Lawrence grade 2.", "Grade 2."),
+    ]
+    generations, pairs = _files(empty_caches, rows)
+    out, scores = empty_caches / "report_metrics.json", empty_caches / "scores.csv"
+    result = rm.score_generations_file(generations, pairs, PARAMS, out, scores, experiment="mimic")
+    assert json.loads(out.read_text())["metrics"] == result["metrics"]
+    assert result["n"] == 1 and result["scope"] == "the 1 chest radiograph reports of 2 generations"
+    assert list(result["metrics"]) == list(rm.REPORT_METRICS)  # none left out
+    chexbert = result["metrics"]["chexbert"]
+    assert "StanfordAIMI/RRG_scorers/chexbert.pth" in chexbert["not_computed"]
+    assert "bert-base-uncased" in chexbert["not_computed"]
+    assert "prefetch_metric_weights results/mimic/prefetched_metrics.json" in chexbert["fetch"]
+    assert "radgraph-xl.tar.gz" in result["metrics"]["radgraph"]["not_computed"]
+    rows_shown = rm.headline_rows(result)
+    assert [r["metric"] for r in rows_shown] == list(rm.REPORT_METRICS)
+    assert all(r["not_computed"] and r["fetch"] for r in rows_shown)
+    assert scores.read_text().splitlines() == ["id", "a"]  # the chest report, no scores
+
+
+def test_a_set_without_chest_reports_gets_the_reason_instead_of_chest_metrics(empty_caches):
+    rows = [("q", "chest_xray", "vqa", "yes", "no"), ("s", "dermatology", "from_labels", "nevus", "nevus")]
+    generations, pairs = _files(empty_caches, rows)
+    result = rm.score_generations_file(
+        generations, pairs, PARAMS, empty_caches / "m.json", empty_caches / "s.csv"
+    )
+    assert result["n"] == 0
+    for metric in result["metrics"].values():
+        assert "no chest radiograph reports" in metric["not_computed"]
+
+
+def test_a_package_that_cannot_run_here_is_reported_with_its_import_error(monkeypatch):
+    """RaTEScore's medspacy needs spacy < 3.8 on Python 3.11, built for numpy 1: it fails to import under
+    the lock's numpy 2, and the metric says so rather than failing the job or vanishing."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def failing(name, *args, **kwargs):
+        if name.startswith("radeval.metrics.RaTEScore"):
+            raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(rm, "missing_weights", lambda name: [])
+    monkeypatch.setattr(builtins, "__import__", failing)
+    results, scores = rm.score_reports(["a"], ["b"], ["ratescore"], n_resamples=10)
+    reason = results["ratescore"]["not_computed"]
+    assert "cannot be imported" in reason and "numpy.dtype size changed" in reason
+    assert "Python 3.12" in reason and scores == {}
+
+
+# ------------------------------------------------------------------ fetched, then scored offline
+REFERENCES = [
+    "No acute cardiopulmonary process.",
+    "Small left pleural effusion with adjacent atelectasis.",
+    "Heart size is normal. The lungs are clear.",
+]
+GENERATED = [
+    "No acute cardiopulmonary process.",  # the same report
+    "Moderate right pleural effusion.",
+    "Mild cardiomegaly with pulmonary edema.",
+]
+
+
+def _run(code: str, env: dict, *args: str) -> subprocess.CompletedProcess:
+    """In a subprocess: huggingface_hub and appdirs read HF_HOME, HF_ENDPOINT, XDG_CACHE_HOME at import."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tmp_path):
+    """Tiny random stand-ins of the published weights, served by a stand-in hub under their real names: the
+    prefetch fetches each (and the BERT a RadGraph archive names), then the scoring job runs with the hub
+    offline and gone, through each package's own loading and scoring code."""
+    from helpers.metric_stand_ins import (
+        save_chexbert_checkpoint,
+        save_radgraph_archive,
+        save_tiny_bert,
+        save_tiny_roberta,
+    )
+    from helpers.stand_in_hub import StandInHub
+
+    bert = save_tiny_bert(tmp_path / "repos" / "bert")
+    roberta = save_tiny_roberta(tmp_path / "repos" / "roberta")
+    scorers = tmp_path / "repos" / "RRG_scorers"
+    save_chexbert_checkpoint(scorers / "chexbert.pth", bert, head_bias=10.0)  # every finding positive
+    for model_type in ("radgraph-xl", "radgraph"):
+        save_radgraph_archive(
+            scorers / f"{model_type}.tar.gz",
+            "medlens-test/tiny-biomedbert",
+            model_type,
+            bert_folder=bert,
+            ner_bias=10.0,  # every candidate span an entity: identical reports agree exactly
+        )
+    repos = {
+        "bert-base-uncased": bert,
+        "distilroberta-base": roberta,
+        "StanfordAIMI/RRG_scorers": scorers,
+        "medlens-test/tiny-biomedbert": bert,
+    }
+    caches = {"HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    names = ["bertscore", "chexbert", "sembscore", "radgraph", "radcliq", "ratescore"]
+    fetch = (
+        "import sys, json; from medlens.evaluate.metric_weights import prefetch_metrics;"
+        "prefetch_metrics(json.loads(sys.argv[1]), sys.argv[2])"
+    )
+    with StandInHub(repos) as hub:
+        _run(
+            fetch,
+            {**caches, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"},
+            json.dumps(names),
+            str(tmp_path / "p.json"),
+        )
+    records = {(r["repo_id"], r["key"]): r for r in json.loads((tmp_path / "p.json").read_text())}
+    assert "missing" not in records[("medlens-test/tiny-biomedbert", "evaluate.report_metrics")]
+    assert "missing" in records[("Angelakeke/RaTE-NER-Deberta", "evaluate.report_metrics")]  # not served
+
+    rows = [
+        (f"r{i}", "chest_xray", "report", r, g)
+        for i, (r, g) in enumerate(zip(REFERENCES, GENERATED, strict=True))
+    ]
+    generations, pairs = _files(tmp_path, rows)
+    score = (
+        "import sys, json; from medlens.evaluate.report_metrics import score_generations_file;"
+        "score_generations_file(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5],"
+        " experiment='tiny')"
+    )
+    params = {"report_metrics": names, "bootstrap_samples": 50, "seed": 0}
+    out, scores = tmp_path / "report_metrics.json", tmp_path / "scores.csv"
+    _run(
+        score,
+        {**caches, "HF_HUB_OFFLINE": "1"},
+        str(generations),
+        str(pairs),
+        json.dumps(params),
+        str(out),
+        str(scores),
+    )
+    metrics = json.loads(out.read_text())["metrics"]
+    assert [n for n, m in metrics.items() if "not_computed" in m] == ["ratescore"]
+    assert "Angelakeke/RaTE-NER-Deberta" in metrics["ratescore"]["not_computed"]
+    per_report = {r["id"]: r for r in csv.DictReader(scores.open())}
+    same = per_report["r0"]
+    # the same report: BERTScore (baseline-rescaled), SembScore and every RadGraph reward are exactly 1
+    for column in ("bertscore", "sembscore", "radgraph_simple", "radgraph_partial", "radgraph_complete"):
+        assert float(same[column]) == pytest.approx(1.0, abs=1e-5), column
+        assert all(float(per_report[i][column]) <= float(same[column]) + 1e-6 for i in per_report)
+    bertscore = metrics["bertscore"]["f1"]
+    assert bertscore["ci_low"] <= bertscore["mean"] <= bertscore["ci_high"] and bertscore["n"] == 3
+    # every finding positive in every report: CheXbert F1 through the clinical-efficacy path is 1
+    assert metrics["chexbert"]["chexpert14"]["micro"]["f1"] == pytest.approx(1.0)
+    assert "chexbert.pth" in metrics["chexbert"]["labeler_info"]["checkpoint"]
+    radcliq = metrics["radcliq"]
+    assert set(radcliq["features"]) == {"radgraph", "bertscore", "sembscore", "bleu2"}
+    assert radcliq["protocol"]["lower_is_better"] and float(same["radcliq_v1"]) == min(
+        float(r["radcliq_v1"]) for r in per_report.values()
+    )
+    shown = {r["metric"]: r for r in rm.headline_rows({"metrics": metrics})}
+    assert shown["CheXbert F1, 5, macro"]["value"] is not None and "RaTEScore" not in shown
