@@ -145,6 +145,7 @@ def experiment_files(name):
             "generations": layout.GENERATIONS.format(experiment=name),
             "rexrank": layout.REXRANK.format(experiment=name),
             "report_metrics": layout.REPORT_METRICS.format(experiment=name),
+            "report_metric_scores": layout.REPORT_METRIC_SCORES.format(experiment=name),
         }
     return files
 

@@ -67,6 +67,26 @@ def paired_auc_difference(
     return _excludes_zero(result)
 
 
+def paired_mean_difference(
+    scores_a: np.ndarray, scores_b: np.ndarray, *, n_resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Mean per-report score of ``a`` minus that of ``b`` (BERTScore, RadGraph F1...), paired by report."""
+    scores_a, scores_b = np.asarray(scores_a, float), np.asarray(scores_b, float)
+    if scores_a.shape != scores_b.shape:
+        raise DataError(
+            f"{len(scores_a)} and {len(scores_b)} scores", expected="both models scored on the same reports"
+        )
+    result = bootstrap(
+        lambda a, b: a.mean(axis=1) - b.mean(axis=1),
+        scores_a,
+        scores_b,
+        n_resamples=n_resamples,
+        seed=seed,
+        vectorized=True,
+    )
+    return _excludes_zero(result)
+
+
 def paired_micro_f1_difference(
     generated_a: np.ndarray,
     generated_b: np.ndarray,

@@ -118,6 +118,7 @@ def collect_experiment(
     pairs = files.get("pairs", "")
     logs = files.get("logs", {})
     findings = learned_per_finding(encoder_eval, decoder_eval)
+    report_metrics = _load_json(files.get("report_metrics"))
     return {
         "name": name,
         "title": (experiment.get("report") or {}).get("title") or name,
@@ -133,16 +134,15 @@ def collect_experiment(
         "encoder_eval": encoder_eval,
         "decoder_eval": decoder_eval,
         # what the paired comparison between experiments reads (medlens.report.compare)
-        "paired_inputs": {k: files.get(k) for k in ("zero_shot_scores", "generations", "pairs")},
+        "paired_inputs": {
+            k: files.get(k) for k in ("zero_shot_scores", "generations", "pairs", "report_metric_scores")
+        },
         "rexrank": {"path": files["rexrank"], "studies": len(_load_json(files["rexrank"]) or {})}
         if "rexrank" in files
         else None,
-        "report_metrics": headline_rows(_load_json(files["report_metrics"]))
-        if "report_metrics" in files
-        else [],
-        "report_metrics_scope": (_load_json(files["report_metrics"]) or {}).get("scope")
-        if "report_metrics" in files
-        else None,
+        "report_metrics": headline_rows(report_metrics),
+        "report_metrics_eval": report_metrics,
+        "report_metrics_scope": (report_metrics or {}).get("scope"),
         "findings": findings,
         "findings_counts": learned_counts(findings),
         "environments": environments,

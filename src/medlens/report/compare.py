@@ -104,15 +104,73 @@ def _clinical(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int)
     return {**result, "n": len(ids), "labeler": labeler.name}
 
 
+def _per_report(column: str):
+    """Comparator of a per-report metric of ``eval/report_metric_scores.csv`` (the same chest reports)."""
+
+    def compare(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> dict[str, Any]:
+        from medlens.evaluate.paired import paired_mean_difference
+
+        tables = []
+        for e in (a, b):
+            path = e["paired_inputs"].get("report_metric_scores")
+            if not path or not Path(path).is_file():
+                return {"not_computed": f"{e['name']} has no report_metric_scores.csv"}
+            with open(path, newline="", encoding="utf-8") as f:
+                tables.append({r["id"]: r for r in csv.DictReader(f)})
+        ta, tb = tables
+        if not ta or ta.keys() != tb.keys():
+            return {"not_computed": f"different chest test reports ({len(ta)} and {len(tb)})"}
+        if any(column not in next(iter(t.values())) for t in tables):
+            return {"not_computed": f"{column} was not computed for both"}
+        ra, rb = _chest_reports(a), _chest_reports(b)
+        if ra is None or rb is None or any(ra[i][0] != rb[i][0] for i in ta):
+            return {"not_computed": "the two experiments' reference reports differ"}
+        ids = sorted(ta)
+        result = paired_mean_difference(
+            [float(ta[i][column]) for i in ids],
+            [float(tb[i][column]) for i in ids],
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+        return {**result, "n": len(ids)}
+
+    return compare
+
+
+# the field's report metrics compared per report: (row name, metric, column of the scores CSV)
+_PER_REPORT = (
+    ("BERTScore F1", "bertscore", "bertscore"),
+    ("SembScore", "sembscore", "sembscore"),
+    ("RadGraph F1 (partial)", "radgraph", "radgraph_partial"),
+    ("RadCliQ-v1 (lower is better)", "radcliq", "radcliq_v1"),
+    ("RaTEScore", "ratescore", "ratescore"),
+)
+
+
+def _scored(a: dict[str, Any], b: dict[str, Any], metric: str) -> bool:
+    """Whether either experiment computed ``metric`` (one neither computed gets no row)."""
+    return any(
+        (dig(e, f"report_metrics_eval.metrics.{metric}") or {"not_computed": "absent"}).keys()
+        - {"not_computed", "fetch"}
+        for e in (a, b)
+    )
+
+
 def experiment_differences(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per metric and pair of experiments (in ``run`` order): the paired difference ``a - b``."""
     rows = []
     for a, b in itertools.combinations(experiments, 2):
         n_resamples, seed = _settings(a)
-        for metric, compare, stage in (
+        comparisons = [
             ("zero-shot mean AUC", _zero_shot, "encoder"),
             ("clinical micro-F1 (CheXpert-14)", _clinical, "decoder"),
-        ):
+            *(
+                (row, _per_report(column), "decoder")
+                for row, metric, column in _PER_REPORT
+                if _scored(a, b, metric)
+            ),
+        ]
+        for metric, compare, stage in comparisons:
             if not all(stage in e["stages"] for e in (a, b)):
                 continue
             result = compare(a, b, n_resamples, seed)

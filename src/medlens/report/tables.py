@@ -45,6 +45,22 @@ METRIC_PATHS: dict[str, tuple[str, str]] = {
     "clinical_f1_macro_14": ("decoder", "overall.clinical.chexpert14.macro.f1"),
     "clinical_f1_micro_5": ("decoder", "overall.clinical.chexpert5.micro.f1"),
     "clinical_f1_macro_5": ("decoder", "overall.clinical.chexpert5.macro.f1"),
+    # the field's report-generation metrics (eval/report_metrics.json), each with its interval
+    **{
+        f"{key}{end}": ("report_metrics", f"metrics.{path}{suffix}")
+        for key, path, value in (
+            ("bertscore", "bertscore.f1", "mean"),
+            ("chexbert_f1_micro_14", "chexbert.chexpert14.micro", "f1"),
+            ("chexbert_f1_macro_14", "chexbert.chexpert14.macro", "f1"),
+            ("chexbert_f1_micro_5", "chexbert.chexpert5.micro", "f1"),
+            ("chexbert_f1_macro_5", "chexbert.chexpert5.macro", "f1"),
+            ("sembscore", "sembscore.score", "mean"),
+            ("radgraph_f1", "radgraph.partial", "mean"),
+            ("radcliq_v1", "radcliq.v1", "mean"),
+            ("ratescore", "ratescore.score", "mean"),
+        )
+        for end, suffix in (("", f".{value}"), ("_ci_low", ".ci_low"), ("_ci_high", ".ci_high"))
+    },
 }
 
 # (key in summary_row, column title) in paper order: the HTML summary and the LaTeX table
@@ -70,6 +86,12 @@ SUMMARY_COLUMNS = [
     ("clinical_f1_macro_14", "F1 macro-14"),
     ("clinical_f1_micro_5", "F1 micro-5"),
     ("clinical_f1_macro_5", "F1 macro-5"),
+    ("bertscore", "BERTScore"),
+    ("chexbert_f1_micro_14", "CheXbert F1 micro-14"),
+    ("sembscore", "SembScore"),
+    ("radgraph_f1", "RadGraph F1"),
+    ("radcliq_v1", "RadCliQ-v1"),
+    ("ratescore", "RaTEScore"),
 ]
 TEXT_COLUMNS = 4  # experiment, data, encoder, decoder
 # the HTML header groups the metric columns under one heading each, so the short titles fit a screen
@@ -84,6 +106,17 @@ HEADER_GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Report text", [("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D")]),
     ("Clinical F1-14", [("clinical_f1_micro_14", "micro"), ("clinical_f1_macro_14", "macro")]),
     ("Clinical F1-5", [("clinical_f1_micro_5", "micro"), ("clinical_f1_macro_5", "macro")]),
+    (
+        "ReXrank metrics",
+        [
+            ("bertscore", "BERTScore"),
+            ("chexbert_f1_micro_14", "CheXbert µ-14"),
+            ("sembscore", "SembScore"),
+            ("radgraph_f1", "RadGraph"),
+            ("radcliq_v1", "RadCliQ ↓"),
+            ("ratescore", "RaTEScore"),
+        ],
+    ),
 ]
 # the CSV holds every number at full precision, CIs and the second retrieval direction included
 CSV_COLUMNS = [k for k, _ in SUMMARY_COLUMNS[:TEXT_COLUMNS]] + list(METRIC_PATHS)
@@ -102,9 +135,16 @@ _TEX_ESCAPES = {
 }
 
 
+_STAGE = {"report_metrics": "decoder"}  # the stage whose output an evaluation scores
+
+
 def summary_row(exp: dict[str, Any]) -> dict[str, Any]:
     """One paper-table row of a collected experiment: what was trained on what, and its numbers (None when absent)."""
-    evals = {"encoder": exp.get("encoder_eval") or {}, "decoder": exp.get("decoder_eval") or {}}
+    evals = {
+        "encoder": exp.get("encoder_eval") or {},
+        "decoder": exp.get("decoder_eval") or {},
+        "report_metrics": exp.get("report_metrics_eval") or {},
+    }
     stages = exp.get("stages") or ["encoder", "decoder"]
     row: dict[str, Any] = {
         "experiment": exp["name"],
@@ -112,7 +152,9 @@ def summary_row(exp: dict[str, Any]) -> dict[str, Any]:
         "encoder": exp["encoder_preset"] if "encoder" in stages else None,
         "decoder": exp["decoder_preset"] if "decoder" in stages else None,
         # metrics of a stage the experiment does not have: "n/a", not "missing"
-        "not_trained": [key for key, (which, _) in METRIC_PATHS.items() if which not in stages],
+        "not_trained": [
+            key for key, (which, _) in METRIC_PATHS.items() if _STAGE.get(which, which) not in stages
+        ],
     }
     for key, (which, path) in METRIC_PATHS.items():
         value = dig(evals[which], path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -62,3 +63,42 @@ def test_pairs_on_the_same_rows_get_paired_differences_and_the_others_a_reason(t
     with open(tmp_path / "differences.csv") as f:
         written = list(csv.DictReader(f))
     assert len(written) == len(rows) and written[0]["excludes_zero"] == "True"
+
+
+def _with_report_scores(exp, values, computed=("bertscore",)):
+    """Give a collected experiment per-report scores of the field's metrics (``score_reports``'s outputs)."""
+    lines = Path(exp["paired_inputs"]["generations"]).read_text().splitlines()
+    ids = [json.loads(line)["id"] for line in lines]
+    path = f"{exp['paired_inputs']['generations']}.scores.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "bertscore"])
+        w.writerows(zip(ids, values, strict=True))
+    exp["paired_inputs"]["report_metric_scores"] = path
+    exp["report_metrics_eval"] = {
+        "metrics": {
+            m: {"f1": {}} if m in computed else {"not_computed": "weights"} for m in ("bertscore", "radgraph")
+        }
+    }
+    return exp
+
+
+def test_the_field_metrics_are_compared_report_by_report(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.parquet", n=300)
+    good = _experiment(tmp_path, "good", pairs, lambda t: t, signal=1.0)
+    poor = _experiment(tmp_path, "poor", pairs, lambda t: "No findings.", signal=1.0)
+    n = len(Path(good["paired_inputs"]["generations"]).read_text().splitlines())
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.6, 0.9, n), rng.uniform(0.6, 0.9, n) - 0.2
+    rows = experiment_differences([_with_report_scores(good, a), _with_report_scores(poor, b)])
+    by = {r["metric"]: r for r in rows}
+    bert = by["BERTScore F1"]
+    assert bert["n"] == n and bert["difference"] == np.mean(a) - np.mean(b)
+    assert bert["ci_low"] < bert["difference"] < bert["ci_high"] and bert["excludes_zero"] is True
+    assert "RadGraph F1 (partial)" not in by  # computed by neither: no row
+    # computed for one of them only: the row says why
+    scores = Path(poor["paired_inputs"]["report_metric_scores"])
+    scores.write_text("".join(line.split(",")[0] + "\n" for line in scores.read_text().splitlines()))
+    poor["report_metrics_eval"]["metrics"]["bertscore"] = {"not_computed": "weights not in the cache"}
+    rows = {r["metric"]: r for r in experiment_differences([good, poor])}
+    assert rows["BERTScore F1"]["not_computed"] == "bertscore was not computed for both"

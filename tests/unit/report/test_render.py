@@ -109,7 +109,9 @@ def test_hostile_report_text_and_label_are_shown_as_text(tmp_path, make_experime
             "&lt;/table&gt;&lt;/td&gt;" in text and "&#34;quoted&#34;" in text and "&#39;single&#39;" in text
         )
         assert "<script>alert(1)" not in text and '</table></td> "quoted' not in text
-        assert len(elements.summary_rows) == 1 and len(elements.summary_rows[0]) == 21  # the table is whole
+        assert len(elements.summary_rows) == 1 and len(elements.summary_rows[0]) == len(
+            SUMMARY_COLUMNS
+        )  # the table is whole
 
 
 def _json_value(files, which, path):
