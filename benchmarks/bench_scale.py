@@ -110,6 +110,11 @@ def run_job(pairs: Path, out: Path, nproc: int, stage: str = "train") -> dict[st
     if nproc > 1:
         torchrun = str(Path(sys.executable).with_name("torchrun"))
         cmd = [torchrun, "--standalone", f"--nproc_per_node={nproc}", *cmd[1:]]
+    return measure(cmd)
+
+
+def measure(cmd: list[str]) -> dict[str, float]:
+    """Run ``cmd``; peak summed Pss/Pss_Anon (MiB) of its processes and wall seconds."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
     job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -137,12 +142,52 @@ def run_job(pairs: Path, out: Path, nproc: int, stage: str = "train") -> dict[st
     done.set()
     sampler.join()
     if job.returncode:
-        raise SystemExit(f"training job failed ({job.returncode}):\n{log[-4000:]}")
+        raise SystemExit(f"job failed ({job.returncode}):\n{log[-4000:]}")
     return {
         "pss_mib": peaks["Pss"] / 2**20,
         "anon_mib": peaks["Pss_Anon"] / 2**20,
         "seconds": time.perf_counter() - start,
     }
+
+
+def write_chat(folder: Path, n: int) -> Path:
+    """A chat JSONL of ``n`` report conversations (~1 KB each, as convert_to_chat_format writes MIMIC's)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "a.png").write_bytes(b"png")
+    rng = np.random.default_rng(0)
+    words = [
+        "heart",
+        "size",
+        "normal",
+        "lungs",
+        "clear",
+        "no",
+        "pleural",
+        "effusion",
+        "pneumothorax",
+        "focal",
+        "consolidation",
+        "mild",
+    ]
+    with open(folder / "train.jsonl", "w") as f:
+        for i in range(n):
+            report = " ".join(rng.choice(words, 130))
+            turns = [
+                {"role": "user", "content": "<image>Write the findings of this chest radiograph."},
+                {"role": "assistant", "content": report},
+            ]
+            f.write(json.dumps({"id": f"r{i}", "images": ["a.png"], "messages": turns}) + "\n")
+    return folder / "train.jsonl"
+
+
+def _chat(mode: str, chat: str, cache: str) -> None:
+    """One decoder process's conversations, each read once as an epoch reads them: the list read_chat
+    returned before, or the mapped records train_decoder reads now."""
+    from medlens.data.chat_format import read_chat
+    from medlens.data.mapped import MappedRecords, map_chat
+
+    records = read_chat(chat) if mode == "list" else MappedRecords(map_chat(chat, cache))
+    print(sum(len(records[i]["messages"][1]["content"]) for i in range(len(records))))
 
 
 def loader_vs_step(pairs: Path, work: Path, batches: int = 60) -> dict[str, float]:
@@ -222,6 +267,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000])
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--no-loader", action="store_true", help="skip the loader-vs-step measurement")
+    parser.add_argument("--chat-only", action="store_true", help="only the decoders' conversations")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
@@ -230,6 +276,21 @@ def main() -> None:
         )
         print("| job | rows | parquet MiB | processes | peak Pss MiB | peak Pss_Anon MiB | job s |")
         print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| decoder conversations | rows | JSONL MiB | held as | peak Pss MiB | peak Pss_Anon MiB | s |")
+        print("|---|---:|---:|---|---:|---:|---:|")
+        for n in args.sizes:
+            chat = write_chat(work / f"chat_{n}", n)
+            for mode in ("list", "mapped"):
+                r = measure(
+                    [sys.executable, __file__, "chat", mode, str(chat), str(work / f"chat_{n}" / "mapped")]
+                )
+                print(
+                    f"| train_decoder's records | {n:,} | {chat.stat().st_size / 2**20:.0f} | {mode} | "
+                    f"{r['pss_mib']:.0f} | {r['anon_mib']:.0f} | {r['seconds']:.0f} |",
+                    flush=True,
+                )
+        if args.chat_only:
+            return
         for n in args.sizes:
             pairs = generate(work / f"pairs_{n}.parquet", n)
             mib = pairs.stat().st_size / 2**20
@@ -260,5 +321,7 @@ if __name__ == "__main__":
         _train(*sys.argv[2:5])
     elif sys.argv[1:2] == ["evaluate"]:
         _evaluate(*sys.argv[2:5])
+    elif sys.argv[1:2] == ["chat"]:
+        _chat(*sys.argv[2:5])
     else:
         main()

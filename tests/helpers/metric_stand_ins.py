@@ -88,9 +88,11 @@ def save_tiny_bert(folder: Path, words: list[str] | None = None, **sizes) -> Pat
     return folder
 
 
-def save_tiny_roberta(folder: Path, n_layers: int = 6, **sizes) -> Path:
-    """Save a tiny random stand-in of ``distilroberta-base`` (byte-level BPE tokenizer, weights); ``sizes``
-    override the config."""
+def save_tiny_roberta(
+    folder: Path, n_layers: int = 6, corpus: list[str] | None = None, bpe_size: int = 400, **sizes
+) -> Path:
+    """Save a tiny random stand-in of ``distilroberta-base`` (byte-level BPE tokenizer, trained on ``corpus``
+    or a few report sentences, weights); ``sizes`` override the config."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
@@ -102,9 +104,9 @@ def save_tiny_roberta(folder: Path, n_layers: int = 6, **sizes) -> Path:
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=bpe_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tok.train_from_iterator(REPORT_SENTENCES + [" ".join(REPORT_WORDS)], trainer)
+    tok.train_from_iterator(corpus or REPORT_SENTENCES + [" ".join(REPORT_WORDS)], trainer)
     fast = RobertaTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",

@@ -54,6 +54,7 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ from medlens.io import atomic_dir
 
 __all__ = [
     "convert_to_chat",
+    "iter_chat",
     "read_chat",
     "report_prompt",
     "IMAGE_TOKEN",
@@ -235,7 +237,14 @@ def convert_to_chat(
 
 
 def read_chat(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Load one chat JSONL of either layout, image paths made absolute (checked to exist).
+    """Load one chat JSONL of either layout, image paths made absolute (checked to exist): :func:`iter_chat`
+    as a list."""
+    return list(iter_chat(path))
+
+
+def iter_chat(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The records of one chat JSONL of either layout, one at a time, image paths made absolute (checked to
+    exist).
 
     A ``{split}.jsonl`` record keeps its ``messages``; a ``{split}.trl.jsonl`` record its ``prompt`` and
     ``completion`` (ready for TRL without a ``map``, wherever the process runs).
@@ -244,7 +253,6 @@ def read_chat(path: str | os.PathLike) -> list[dict[str, Any]]:
         DataError: naming the file and line of a malformed record or a missing image.
     """
     path = Path(path)
-    records = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             try:
@@ -278,8 +286,7 @@ def read_chat(path: str | os.PathLike) -> list[dict[str, Any]]:
                     column="messages" if "messages" in rec else "prompt",
                     expected="a user turn and an assistant turn",
                 )
-            records.append({**rec, "images": [str(p) for p in resolved]})
-    return records
+            yield {**rec, "images": [str(p) for p in resolved]}
 
 
 def report_prompt(chat_dir: str | os.PathLike) -> str | None:

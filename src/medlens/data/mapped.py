@@ -1,4 +1,5 @@
-"""One split of ``pairs.parquet`` as a memory-mapped Arrow IPC file, for training's random access.
+"""One split of ``pairs.parquet``, or of the chat conversations, as a memory-mapped Arrow IPC file, for
+training's random access.
 
 Parquet pages are encoded, so reading a split from it puts every image of the split in the process's own
 memory (MIMIC-CXR's 377,000 images: tens of GB, once per GPU process). An uncompressed Arrow IPC file
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,7 +22,7 @@ import pyarrow.parquet as pq
 
 from medlens.io import atomic_path
 
-__all__ = ["map_split", "open_mapped"]
+__all__ = ["MappedRecords", "map_chat", "map_split", "open_mapped"]
 
 _SOURCE_KEY = b"medlens.source"
 _BATCH_ROWS = 1024  # rows per record batch: a random read resolves its batch by binary search
@@ -74,3 +76,60 @@ def map_split(
                     pa.RecordBatch.from_arrays([rows.column(c) for c in columns], schema=out_schema)
                 )
     return path
+
+
+def map_chat(chat_path: str | os.PathLike, cache_dir: str | os.PathLike) -> Path:
+    """The path of ``cache_dir/{name}.arrow``: the conversations of a chat JSONL, validated and with absolute
+    image paths (:func:`medlens.data.chat_format.iter_chat`), one JSON string each, written if missing or
+    stale. Memory stays at one batch of records while it is written; call it on the main process first."""
+    from medlens.data.chat_format import iter_chat
+
+    chat_path, cache = Path(chat_path), Path(cache_dir)
+    path = cache / f"{chat_path.name.removesuffix('.jsonl')}.arrow"
+    stat = chat_path.stat()
+    source = json.dumps(
+        {"path": str(chat_path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}, sort_keys=True
+    ).encode()
+    if path.is_file():
+        with pa.memory_map(str(path), "r") as f:
+            if (pa.ipc.open_file(f).schema.metadata or {}).get(_SOURCE_KEY) == source:
+                return path
+    cache.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([pa.field("record", pa.large_string())], metadata={_SOURCE_KEY: source})
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        batch: list[str] = []
+        for record in iter_chat(chat_path):
+            batch.append(json.dumps(record, ensure_ascii=False))
+            if len(batch) == _BATCH_ROWS:
+                writer.write_batch(
+                    pa.RecordBatch.from_arrays([pa.array(batch, pa.large_string())], schema=schema)
+                )
+                batch = []
+        if batch:
+            writer.write_batch(
+                pa.RecordBatch.from_arrays([pa.array(batch, pa.large_string())], schema=schema)
+            )
+    return path
+
+
+class MappedRecords(Sequence):
+    """The conversations of a file written by :func:`map_chat`, read on demand: a record is parsed when it is
+    indexed, the file's pages are shared through the page cache by every process and loader worker, and the
+    object pickles as its path (a spawned worker maps the file again)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._column = open_mapped(self.path).column("record")
+
+    def __len__(self) -> int:
+        return len(self._column)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return json.loads(self._column[i].as_py())
+
+    def __reduce__(self):
+        return MappedRecords, (self.path,)

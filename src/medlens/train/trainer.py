@@ -18,7 +18,7 @@ import pickle
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -247,15 +247,22 @@ def save_weights(trainer: Any, folder: Path) -> None:
     (Path(folder) / "training_args.bin").unlink(missing_ok=True)
 
 
-def read_chat_splits(chat_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The train and val conversations of ``convert_to_chat_format``'s folder.
+def read_chat_splits(
+    chat_dir: Path, cache_dir: Path
+) -> tuple[Sequence[dict[str, Any]], Sequence[dict[str, Any]]]:
+    """The train and val conversations of ``convert_to_chat_format``'s folder, memory-mapped from
+    ``cache_dir`` (:func:`medlens.data.mapped.map_chat`): a process holds a record only while it uses it.
 
     Raises:
         DataError: naming ``train.jsonl`` when it holds no conversation.
     """
-    from medlens.data.chat_format import read_chat
+    from accelerate import PartialState
 
-    train, val = read_chat(chat_dir / "train.jsonl"), read_chat(chat_dir / "val.jsonl")
+    from medlens.data.mapped import MappedRecords, map_chat
+
+    with PartialState().main_process_first():  # one process writes the files, the others map them
+        paths = [map_chat(chat_dir / f"{split}.jsonl", cache_dir) for split in ("train", "val")]
+    train, val = (MappedRecords(p) for p in paths)
     if not train:
         raise DataError(
             "no training conversations",
@@ -301,7 +308,7 @@ def fit_decoder(
     ckpt_dir = out_dir.with_name(out_dir.name + ".ckpt")
     # TensorBoard (report_to) writes beside the model: the default, inside the checkpoints, is deleted at the end
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(tracker_dir(out_dir, "decoder"))
-    train_records, val_records = read_chat_splits(chat_dir)
+    train_records, val_records = read_chat_splits(chat_dir, ckpt_dir / "data")
     if cfg.early_stopping_patience and val_records and not cfg.trainer.load_best_model_at_end:
         raise ConfigError(
             "early stopping needs the best checkpoint tracked",
