@@ -51,6 +51,7 @@ def stand_ins(root: Path) -> dict[str, Path]:
     know every word of the benchmark's reports (a word is one token, as most report words are in the real
     vocabularies; a rarer medical word is two or three there, so the times are a little low)."""
     import re
+
     from helpers.metric_stand_ins import (
         BASE,
         save_chexbert_checkpoint,
