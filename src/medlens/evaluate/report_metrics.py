@@ -122,8 +122,6 @@ def score_reports(
     """
     import torch
 
-    from medlens.evaluate.clinical import clinical_efficacy
-
     refs, hyps = list(refs), list(hyps)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     results: dict[str, Any] = {}
@@ -155,7 +153,6 @@ def score_reports(
                 n_resamples,
                 seed,
                 labeler_uncertain,
-                clinical_efficacy,
             )
         except ImportError as e:  # a package that cannot run in this environment (RaTEScore on 3.11)
             results[name] = {"not_computed": _import_reason(name, e)}
@@ -173,7 +170,7 @@ def _import_reason(name: str, e: BaseException) -> str:
     return f"its package cannot be imported here: {why}"
 
 
-def _compute(name, refs, hyps, device, once, per_report, n_resamples, seed, uncertain, clinical_efficacy):
+def _compute(name, refs, hyps, device, once, per_report, n_resamples, seed, uncertain):
     """One metric's result; intermediate scores shared between metrics are computed once (``once``)."""
     ci = {"n_resamples": n_resamples, "seed": seed}
     if name == "bertscore":
@@ -181,6 +178,8 @@ def _compute(name, refs, hyps, device, once, per_report, n_resamples, seed, unce
         per_report["bertscore"] = scores
         return {"f1": _mean_ci(scores, n_resamples, seed), "protocol": {**ci, "source": _SOURCES[name]}}
     if name == "chexbert":
+        from medlens.evaluate.clinical import clinical_efficacy
+
         labeler = once("chexbert", lambda: _chexbert_labeler(device))
         out = clinical_efficacy(
             hyps, refs, labeler=labeler, uncertain=uncertain, n_resamples=n_resamples, seed=seed
