@@ -39,8 +39,8 @@ def test_report_opens_offline_with_no_request_and_no_error(tiny_run, browser, pa
     assert outside == [], outside
     assert tab.errors == [], tab.errors
 
-    assert tab.evaluate("document.querySelectorAll('#summary-table tbody tr').length") == 1
-    assert tab.evaluate("document.querySelector('#summary-table td').textContent.trim()") == "tiny"
+    assert tab.evaluate("document.querySelectorAll('#summary-encoder tbody tr').length") == 1
+    assert tab.evaluate("document.querySelector('#summary-encoder td').textContent.trim()") == "tiny"
     plots = tab.evaluate("[...document.querySelectorAll('.plot[data-plot]')].map(e => e.dataset.plot)")
     assert "encoder-loss" in plots and "roc-zero_shot" in plots, plots
     assert tab.evaluate("document.querySelectorAll('.plot svg path').length") > 10  # the plots drew lines

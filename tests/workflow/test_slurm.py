@@ -24,7 +24,8 @@ from helpers.jobs import assert_same_encoder, edit_experiment, last_step, wait_f
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-GPU_RULES = {"train_encoder", "train_decoder", "evaluate_encoder", "evaluate_decoder"}
+# score_reports runs the metrics' BERT models, on the decoder's GPU where it has one
+GPU_RULES = {"train_encoder", "train_decoder", "evaluate_encoder", "evaluate_decoder", "score_reports"}
 CPU_RULES = {"download", "prepare_datasets", "split", "convert_to_chat_format", "report"}
 STEPS = 30
 

@@ -23,9 +23,8 @@ from medlens.report.compare import experiment_differences, write_differences
 from medlens.report.plots import line_plot, roc_plot
 from medlens.report.provenance import environment, lock_warnings
 from medlens.report.tables import (
-    HEADER_GROUPS,
     SUMMARY_COLUMNS,
-    TEXT_COLUMNS,
+    SUMMARY_TABLES,
     summary_row,
     write_paper_tables,
 )
@@ -127,8 +126,7 @@ def write_report(
     context = {
         "provenance": env_info if env_info is not None else environment(),
         "columns": SUMMARY_COLUMNS,
-        "text_columns": TEXT_COLUMNS,
-        "header_groups": HEADER_GROUPS,
+        "summary_tables": SUMMARY_TABLES,
     }
     rows = [summary_row(e) for e in experiments]
     for exp in experiments:

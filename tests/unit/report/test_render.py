@@ -14,7 +14,7 @@ from medlens.errors import ConfigError
 from medlens.report.claims import load_seed_claims
 from medlens.report.collect import collect_experiment
 from medlens.report.render import build_report, curve_plots, write_report
-from medlens.report.tables import SUMMARY_COLUMNS
+from medlens.report.tables import SUMMARY_COLUMNS, SUMMARY_TABLES, table_keys
 
 KEYS = [k for k, _ in SUMMARY_COLUMNS]
 
@@ -22,30 +22,38 @@ HOSTILE = "<script>alert(1)</script> </table></td> \"quoted\" 'single' & <img sr
 
 
 class _Elements(html.parser.HTMLParser):
-    """Every start tag of a page, and the rows of the summary table as text."""
+    """Every start tag of a page, and each experiment's cells of the summary tables as text by column key.
+
+    The summary is one table per stage; an experiment's row in each is merged into one dict.
+    """
 
     def __init__(self):
         super().__init__()
         self.tags: list[tuple[str, dict]] = []
-        self.summary_rows: list[list[str]] = []
+        self.summary_rows: list[dict[str, str]] = []
+        self._row = -1
         self._in_summary = self._in_body = False
         self._cell: list[str] | None = None
+        self._key = ""
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.tags.append((tag, attrs))
-        if tag == "table" and attrs.get("id") == "summary-table":
-            self._in_summary = True
+        if tag == "table" and "summary" in attrs.get("class", "").split():
+            self._in_summary, self._row = True, -1
         elif self._in_summary and tag == "tbody":
             self._in_body = True
         elif self._in_body and tag == "tr":
-            self.summary_rows.append([])
+            self._row += 1
+            if self._row == len(self.summary_rows):
+                self.summary_rows.append({})
         elif self._in_body and tag == "td":
-            self._cell = []
+            self._cell, self._key = [], attrs["data-key"]
 
     def handle_endtag(self, tag):
         if tag == "td" and self._cell is not None:
-            self.summary_rows[-1].append(" ".join("".join(self._cell).split()))
+            text = " ".join("".join(self._cell).split())
+            assert self.summary_rows[self._row].setdefault(self._key, text) == text, self._key
             self._cell = None
         elif tag == "table" and self._in_summary:
             self._in_summary = self._in_body = False
@@ -53,6 +61,17 @@ class _Elements(html.parser.HTMLParser):
     def handle_data(self, data):
         if self._cell is not None:
             self._cell.append(data)
+
+
+def tex_cells(path, name: str) -> dict[str, str]:
+    """An experiment's cells of the LaTeX tables (one row in each), by column key."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.startswith(f"{name} & ")]
+    assert len(lines) == len(SUMMARY_TABLES), lines
+    cells = {}
+    for line, (_, _, text_keys, groups) in zip(lines, SUMMARY_TABLES, strict=True):
+        values = [c.strip() for c in line.removesuffix(r"\\").split(" & ")]
+        cells.update(zip(table_keys(text_keys, groups), values, strict=True))
+    return cells
 
 
 def parse(path) -> _Elements:
@@ -109,9 +128,14 @@ def test_hostile_report_text_and_label_are_shown_as_text(tmp_path, make_experime
             "&lt;/table&gt;&lt;/td&gt;" in text and "&#34;quoted&#34;" in text and "&#39;single&#39;" in text
         )
         assert "<script>alert(1)" not in text and '</table></td> "quoted' not in text
-        assert len(elements.summary_rows) == 1 and len(elements.summary_rows[0]) == len(
-            SUMMARY_COLUMNS
-        )  # the table is whole
+        assert len(elements.summary_rows) == 1 and list(elements.summary_rows[0]) == [
+            "experiment",
+            "datasets",
+            "encoder",
+            *KEYS[4:11],
+            "decoder",
+            *KEYS[11:],
+        ]  # the tables are whole
 
 
 def _json_value(files, which, path):
@@ -144,37 +168,31 @@ def test_two_experiments_give_two_rows_with_the_json_numbers_in_html_csv_and_lat
         "clinical_f1_micro_14": ("decoder", "overall.clinical.chexpert14.micro.f1"),
         "clinical_f1_macro_5": ("decoder", "overall.clinical.chexpert5.macro.f1"),
     }
-    tex_rows = [
-        line for line in Path(out["out_tex"]).read_text().splitlines() if line.startswith(("alpha", "beta"))
-    ]
     html_rows = parse(out["out_html"]).summary_rows
-    assert len(tex_rows) == 2 and len(html_rows) == 2
-    keys = KEYS
-    for row, tex, cells, (files, _) in zip(rows, tex_rows, html_rows, specs.values(), strict=True):
-        tex_cells = [c.strip() for c in tex.removesuffix(r"\\").split(" & ")]
+    assert len(html_rows) == 2
+    for row, cells, (name, (files, _)) in zip(rows, html_rows, specs.items(), strict=True):
+        tex = tex_cells(out["out_tex"], name)
         for key, (which, path) in checked.items():
             expected = _json_value(files, which, path)
             assert float(row[key]) == expected, key  # CSV: full precision
-            if key in keys:
-                assert tex_cells[keys.index(key)].split(" [")[0] == f"{expected:.3f}", key
-                assert cells[keys.index(key)].split(" [")[0] == f"{expected:.3f}", key
+            if key in KEYS:
+                assert tex[key].split(" [")[0] == f"{expected:.3f}", key
+                assert cells[key].split(" [")[0] == f"{expected:.3f}", key
     # each experiment's own page has its own row only
-    assert [r[0] for r in parse(out["out_pages"][1]).summary_rows] == ["beta"]
+    assert [r["experiment"] for r in parse(out["out_pages"][1]).summary_rows] == ["beta"]
 
 
 def test_a_missing_metric_is_shown_as_missing_never_zero(tmp_path, make_experiment, env_info):
     files, config = make_experiment("partial", probe=None, bleu4=None)
     out = render(tmp_path, env_info, {"partial": (files, config)})
-    keys = KEYS
     cells = parse(out["out_html"]).summary_rows[0]
     for key in ("probe_auc_chexpert5", "probe_auc_nih14", "bleu4"):
-        assert cells[keys.index(key)] == "missing", key
-    assert cells[keys.index("bleu3")] == "0.200"  # present metrics are printed
+        assert cells[key] == "missing", key
+    assert cells["bleu3"] == "0.200"  # present metrics are printed
     with open(out["out_csv"], newline="") as f:
         row = next(csv.DictReader(f))
     assert row["bleu4"] == "" and row["probe_auc_chexpert5"] == "" and row["bleu3"] == "0.2"
-    tex = next(line for line in Path(out["out_tex"]).read_text().splitlines() if line.startswith("partial"))
-    assert tex.split(" & ")[keys.index("bleu4")] == "--"
+    assert tex_cells(out["out_tex"], "partial")["bleu4"] == "--"
     page = Path(out["out_html"]).read_text()
     # the report-generation table says so too, and no 0.000 stands in for BLEU-4 anywhere
     assert re.search(r"BLEU-4</td><td><span class=\"missing\">missing</span>", page)

@@ -8,9 +8,11 @@ from medlens.report.tables import (
     CSV_COLUMNS,
     HEADER_GROUPS,
     SUMMARY_COLUMNS,
+    SUMMARY_TABLES,
     TEXT_COLUMNS,
     latex_table,
     summary_row,
+    table_keys,
     write_paper_tables,
 )
 
@@ -47,12 +49,23 @@ def test_latex_escapes_names_and_writes_missing_as_dashes():
     row = summary_row(
         _exp("a_b&c%", enc={"zero_shot": {"mean": {"auc": 0.81234, "ci_low": 0.7, "ci_high": 0.9}}})
     )
-    line = latex_table([row]).splitlines()[-3]
-    cells = [c.strip() for c in line.removesuffix(r"\\").split(" & ")]  # an escaped \& has no spaces
-    assert cells[0] == r"a\_b\&c\%" and len(cells) == len(SUMMARY_COLUMNS)
-    assert cells[3] == "--"  # no decoder
-    assert cells[4] == "0.812 [0.70, 0.90]"
-    assert cells[5:] == ["--"] * (len(SUMMARY_COLUMNS) - 5)
+    tex = latex_table([row])
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == len(SUMMARY_TABLES)
+    lines = [line for line in tex.splitlines() if line.startswith("a")]
+    assert len(lines) == len(SUMMARY_TABLES)  # one row per table
+    cells = {}
+    for line, (_, _, text_keys, groups) in zip(lines, SUMMARY_TABLES, strict=True):
+        values = [c.strip() for c in line.removesuffix(r"\\").split(" & ")]  # an escaped \& has no spaces
+        keys = table_keys(text_keys, groups)
+        assert len(values) == len(keys)
+        cells.update(zip(keys, values, strict=True))
+    assert set(cells) == {key for key, _ in SUMMARY_COLUMNS}  # every column is in one of the tables
+    assert cells["experiment"] == r"a\_b\&c\%"
+    assert cells["decoder"] == "--"  # no decoder
+    assert cells["zero_shot_auc"] == "0.812 [0.70, 0.90]"
+    assert {
+        v for k, v in cells.items() if k not in ("experiment", "datasets", "encoder", "zero_shot_auc")
+    } == {"--"}
 
 
 def test_csv_round_trips_full_precision(tmp_path):
@@ -62,7 +75,7 @@ def test_csv_round_trips_full_precision(tmp_path):
     with open(tmp_path / "s.csv", newline="") as f:
         got = next(csv.DictReader(f))
     assert float(got["bleu1"]) == value and got["bleu2"] == ""
-    assert (tmp_path / "s.tex").read_text().count(r"\\") == 2  # header and one row
+    assert (tmp_path / "s.tex").read_text().count(r"\\") == 2 * len(SUMMARY_TABLES)  # header and one row each
 
 
 def test_the_html_header_groups_cover_the_metric_columns_in_order():
