@@ -460,9 +460,10 @@ class EvalConfig:
     # None: decode with the decoder folder's generation_config.json; set: with these (trying decoding, no retraining)
     generation: GenerationConfig | None = None
     labeler: str = "rules"  # "rules" (medlens's CheXpert-style labeler) or a local CheXbert checkpoint
-    # the field's report-generation metrics on chest reports (score_reports; weights from prefetch_weights)
+    # the field's report-generation metrics on chest reports (score_reports; weights from
+    # prefetch_metric_weights); "green", a 7B model best on a GPU, only when asked for
     report_metrics: list[
-        Literal["bertscore", "chexbert", "sembscore", "radgraph", "radcliq", "ratescore"]
+        Literal["bertscore", "chexbert", "sembscore", "radgraph", "radcliq", "ratescore", "green"]
     ] = field(
         default_factory=lambda: ["bertscore", "chexbert", "sembscore", "radgraph", "radcliq", "ratescore"]
     )

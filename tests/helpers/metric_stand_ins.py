@@ -295,3 +295,40 @@ __all__ = [
     "save_tiny_bert",
     "save_tiny_roberta",
 ]
+
+
+def save_tiny_llama(folder: Path, words: list[str] | None = None, *, eos_first: bool = True) -> Path:
+    """A Llama causal LM and a fast tokenizer (word level, ``</s>`` as end of sequence), as GREEN loads them.
+
+    ``eos_first``: the final norm is zeroed, so every logit is 0 and greedy decoding picks token 0, ``</s>``:
+    generation stops at once (a CPU test need not wait for 2,048 tokens of noise).
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = ["</s>", "<s>", "<unk>", *dict.fromkeys(words or REPORT_WORDS)]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    tokenizer.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    if eos_first:
+        with torch.no_grad():
+            model.model.norm.weight.zero_()
+    model.save_pretrained(folder)
+    return folder

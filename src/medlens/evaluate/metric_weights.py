@@ -48,6 +48,7 @@ _NEEDS = {
     "radgraph": (_RADGRAPH_XL,),
     "radcliq": (_RADGRAPH, _DISTILROBERTA, CHEXBERT, _BERT),
     "ratescore": (Weights("Angelakeke/RaTE-NER-Deberta"), Weights("FremyCompany/BioLORD-2023-C")),
+    "green": (Weights("StanfordAIMI/GREEN-radllama2-7b"),),
 }
 
 

@@ -1,4 +1,10 @@
-"""radeval's vendored RadGraph, importable on a case-sensitive file system.
+"""radeval, imported without reaching the network, and its vendored RadGraph, importable on Linux.
+
+``import radeval`` calls ``nltk.download("punkt_tab")``, which fetches nltk's index from GitHub even when
+the data is installed: on a compute node without internet that is an error at best and, behind a firewall
+that drops packets, a wait with no timeout. None of the metrics medlens runs needs punkt (RadGraph
+tokenises with nltk's regular-expression ``wordpunct_tokenize``), so :func:`radeval_module` imports radeval
+with that call skipped.
 
 radeval 2.2.1 vendors a copy of RadGraph patched for transformers 5 (the `radgraph` package itself calls
 tokenizer APIs transformers 5 removed), but the copy's modules import each other as ``RadEval.metrics...``,
@@ -15,7 +21,7 @@ import importlib.util
 import sys
 from types import ModuleType
 
-__all__ = ["vendored_radgraph"]
+__all__ = ["radeval_module", "vendored_radgraph"]
 
 
 class _RadEvalAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -33,9 +39,23 @@ class _RadEvalAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         pass
 
 
+def radeval_module(name: str) -> ModuleType:
+    """The module ``name`` of radeval, the package imported the first time without its nltk download."""
+    if "radeval" not in sys.modules:
+        import nltk
+
+        download = nltk.download
+        nltk.download = lambda *args, **kwargs: False
+        try:
+            importlib.import_module("radeval")
+        finally:
+            nltk.download = download
+    return importlib.import_module(name)
+
+
 def vendored_radgraph() -> ModuleType:
     """``radeval.metrics.radgraph._vendor.core`` (``RadGraph``, ``F1RadGraph``, ``CACHE_DIR``), the alias
     installed once per process."""
     if not any(isinstance(finder, _RadEvalAlias) for finder in sys.meta_path):
         sys.meta_path.insert(0, _RadEvalAlias())
-    return importlib.import_module("radeval.metrics.radgraph._vendor.core")
+    return radeval_module("radeval.metrics.radgraph._vendor.core")

@@ -16,10 +16,9 @@ radgraph       RadGraph F1 (radeval's copy of the radgraph package, RadGraph-XL)
 radcliq        RadCliQ-v1 (lower is better): CXR-Report-Metric's linear combination of RadGraph
                (entities and relations, the original RadGraph model), BERTScore, SembScore and BLEU-2
 ratescore      RaTEScore (radeval's copy of the RaTEScore package): entity-aware similarity
+green          GREEN (radeval's copy of the GREEN package), opt-in: a 7B model counts clinically significant
+               errors and matched findings (:mod:`medlens.evaluate.green`)
 =============  =====================================================================================
-
-GREEN is not offered: its model (StanfordAIMI/GREEN-radllama2-7b) loads with ``trust_remote_code``, code
-from the Hub that medlens never runs, and needs a 7B model on a GPU (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -34,13 +33,15 @@ import numpy as np
 from medlens.evaluate.bootstrap import bootstrap_distribution, percentile_ci
 from medlens.evaluate.metric_weights import CHEXBERT, artefact, missing_weights
 from medlens.evaluate.radcliq import radcliq_v1, radgraph_combined
+from medlens.evaluate.radeval_compat import radeval_module
 from medlens.models.prefetch import fetch_artefact
 
-__all__ = ["REPORT_METRICS", "headline_rows", "score_generations_file", "score_reports"]
+__all__ = ["OPT_IN_METRICS", "REPORT_METRICS", "headline_rows", "score_generations_file", "score_reports"]
 
 logger = logging.getLogger(__name__)
 
-REPORT_METRICS = ("bertscore", "chexbert", "sembscore", "radgraph", "radcliq", "ratescore")
+REPORT_METRICS = ("bertscore", "chexbert", "sembscore", "radgraph", "radcliq", "ratescore")  # the default
+OPT_IN_METRICS = ("green",)  # a 7B model: scored only when the experiment asks
 
 
 def _mean_ci(values: np.ndarray, n_resamples: int, seed: int) -> dict[str, Any]:
@@ -53,9 +54,7 @@ def _mean_ci(values: np.ndarray, n_resamples: int, seed: int) -> dict[str, Any]:
 
 
 def _bertscore(refs: list[str], hyps: list[str], device: str) -> np.ndarray:
-    from radeval.metrics.bertscore._vendor import BERTScorer
-
-    scorer = BERTScorer(
+    scorer = radeval_module("radeval.metrics.bertscore._vendor").BERTScorer(
         model_type="distilroberta-base",
         num_layers=5,
         rescale_with_baseline=True,
@@ -89,9 +88,8 @@ def _radgraph(model_type: str, refs: list[str], hyps: list[str]):
 
 
 def _bleu2(refs: list[str], hyps: list[str]) -> np.ndarray:
-    from radeval.metrics.bleu.bleu import Bleu
-
-    return np.asarray(Bleu(n=2)(refs, hyps)[1], dtype=float)
+    bleu = radeval_module("radeval.metrics.bleu.bleu").Bleu(n=2)
+    return np.asarray(bleu(refs, hyps)[1], dtype=float)
 
 
 def _fetch_command(experiment: str | None) -> str:
@@ -154,13 +152,17 @@ def score_reports(
                 seed,
                 labeler_uncertain,
             )
-        except ImportError as e:  # a package that cannot run in this environment (RaTEScore on 3.11)
+        except (
+            ImportError
+        ) as e:  # a package that cannot run here (RaTEScore on 3.11), a model that needs code
             results[name] = {"not_computed": _import_reason(name, e)}
             logger.warning("%s not computed: %s", name, results[name]["not_computed"])
     return results, per_report
 
 
 def _import_reason(name: str, e: BaseException) -> str:
+    if name == "green":  # its model needs the repository's own code (medlens.evaluate.green)
+        return str(e)
     why = f"{type(e).__name__}: {e}"
     if name == "ratescore":
         why += (
@@ -219,7 +221,7 @@ def _compute(name, refs, hyps, device, once, per_report, n_resamples, seed, unce
         }
     if name == "ratescore":
         try:
-            from radeval.metrics.RaTEScore.scorer import RaTEScore
+            RaTEScore = radeval_module("radeval.metrics.RaTEScore.scorer").RaTEScore  # noqa: N806
         except (ImportError, ValueError) as e:  # ValueError: a compiled dependency built for another numpy
             raise ImportError(str(e)) from e
         scores = np.asarray(
@@ -227,6 +229,18 @@ def _compute(name, refs, hyps, device, once, per_report, n_resamples, seed, unce
         )
         per_report["ratescore"] = scores
         return {"score": _mean_ci(scores, n_resamples, seed), "protocol": {**ci, "source": _SOURCES[name]}}
+    if name == "green":
+        from medlens.evaluate.green import GREEN_MODEL, green_scores
+        from medlens.evaluate.metric_weights import Weights
+
+        model = fetch_artefact(artefact(Weights(GREEN_MODEL)), offline=True)
+        scores, counts = green_scores(refs, hyps, model, device)
+        per_report["green"] = scores
+        return {
+            "score": _mean_ci(scores, n_resamples, seed),
+            "mean_counts": counts,
+            "protocol": {**ci, "source": _SOURCES[name]},
+        }
     raise ValueError(f"unknown report metric {name!r}")
 
 
@@ -240,6 +254,8 @@ _SOURCES = {
     "radcliq": "RadCliQ-v1 (Yu et al. 2023): CXR-Report-Metric's normaliser and linear model over RadGraph "
     "(entity and relation F1, original RadGraph), BERTScore, SembScore, BLEU-2 (radeval's Bleu)",
     "ratescore": "RaTEScore (Zhao et al. 2024), radeval's copy (radeval.metrics.RaTEScore)",
+    "green": "GREEN (Ostmeier et al. 2024), radeval's copy of its prompt, greedy generation and parser "
+    "(radeval.metrics.green_score), model StanfordAIMI/GREEN-radllama2-7b loaded without code from the Hub",
 }
 
 
@@ -310,6 +326,7 @@ _HEADLINES = {
     ],
     "radcliq": [("RadCliQ-v1 (lower is better)", "v1")],
     "ratescore": [("RaTEScore", "score")],
+    "green": [("GREEN", "score")],
 }
 
 

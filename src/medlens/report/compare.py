@@ -144,6 +144,7 @@ _PER_REPORT = (
     ("RadGraph F1 (partial)", "radgraph", "radgraph_partial"),
     ("RadCliQ-v1 (lower is better)", "radcliq", "radcliq_v1"),
     ("RaTEScore", "ratescore", "ratescore"),
+    ("GREEN", "green", "green"),
 )
 
 

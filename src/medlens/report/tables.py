@@ -60,6 +60,7 @@ METRIC_PATHS: dict[str, tuple[str, str]] = {
             ("radgraph_f1", "radgraph.partial", "mean"),
             ("radcliq_v1", "radcliq.v1", "mean"),
             ("ratescore", "ratescore.score", "mean"),
+            ("green", "green.score", "mean"),
         )
         for end, suffix in (("", f".{value}"), ("_ci_low", ".ci_low"), ("_ci_high", ".ci_high"))
     },
@@ -94,6 +95,7 @@ SUMMARY_COLUMNS = [
     ("radgraph_f1", "RadGraph F1"),
     ("radcliq_v1", "RadCliQ-v1"),
     ("ratescore", "RaTEScore"),
+    ("green", "GREEN"),
 ]
 TEXT_COLUMNS = 4  # experiment, data, encoder, decoder
 # the HTML header groups the metric columns under one heading each, so the short titles fit a screen
@@ -119,12 +121,13 @@ GENERATION_GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
             ("radgraph_f1", "RadGraph"),
             ("radcliq_v1", "RadCliQ ↓"),
             ("ratescore", "RaTEScore"),
+            ("green", "GREEN"),
         ],
     ),
 ]
 HEADER_GROUPS = ENCODER_GROUPS + GENERATION_GROUPS
 # the HTML summary is two tables, (id, title, text columns, header groups), so that each fits the width
-# of an A4 landscape page: the 23 metric columns side by side do not
+# of an A4 landscape page: the 24 metric columns side by side do not
 SUMMARY_TABLES: list[tuple[str, str, list[str], list[tuple[str, list[tuple[str, str]]]]]] = [
     ("summary-encoder", "Encoders", ["experiment", "datasets", "encoder"], ENCODER_GROUPS),
     ("summary-generation", "Report generation", ["experiment", "datasets", "decoder"], GENERATION_GROUPS),

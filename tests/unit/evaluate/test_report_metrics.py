@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from medlens.data.schema import PAIRS_SCHEMA
+from helpers.generations import run_python, write_generations
 from medlens.evaluate import metric_weights as mw
 from medlens.evaluate import radcliq
 from medlens.evaluate import report_metrics as rm
@@ -73,49 +68,6 @@ def test_each_metric_names_the_weights_it_loads_and_a_radgraph_archive_names_its
     assert [a.repo_id for a in mw.radgraph_encoders(archive)] == ["org/bert-a"]
 
 
-@pytest.fixture
-def empty_caches(tmp_path, monkeypatch):
-    """A Hugging Face cache and a radgraph cache holding nothing, the hub offline."""
-    import huggingface_hub.constants as hf
-
-    from medlens.evaluate.radeval_compat import vendored_radgraph
-
-    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(vendored_radgraph(), "CACHE_DIR", str(tmp_path / "radgraph"))
-    return tmp_path
-
-
-def _files(tmp_path, rows):
-    """pairs.parquet and generations.jsonl of (id, modality, text_source, reference, generated) rows."""
-    table = [
-        {
-            "id": rid,
-            "dataset": "d",
-            "patient_id": "p",
-            "study_id": rid,
-            "image": b"x",
-            "width": 1,
-            "height": 1,
-            "modality": modality,
-            "view": None,
-            "text": ref,
-            "text_source": source,
-            "labels": [],
-            "meta": "{}",
-            "split": "test",
-        }
-        for rid, modality, source, ref, _ in rows
-    ]
-    pairs = tmp_path / "pairs.parquet"
-    pq.write_table(pa.Table.from_pylist(table, schema=PAIRS_SCHEMA), pairs)
-    generations = tmp_path / "generations.jsonl"
-    generations.write_text(
-        "".join(json.dumps({"id": r[0], "reference": r[3], "generated": r[4]}) + "\n" for r in rows)
-    )
-    return generations, pairs
-
-
 PARAMS = {"report_metrics": list(rm.REPORT_METRICS), "bootstrap_samples": 50, "seed": 0}
 
 
@@ -126,7 +78,7 @@ def test_without_weights_every_metric_is_reported_not_computed_with_the_command_
         ("a", "chest_xray", "report", "Small left pleural effusion.", "No effusion."),
         ("k", "knee_xray", "from_labels", "Kellgren-Lawrence grade 2.", "Grade 2."),
     ]
-    generations, pairs = _files(empty_caches, rows)
+    generations, pairs = write_generations(empty_caches, rows)
     out, scores = empty_caches / "report_metrics.json", empty_caches / "scores.csv"
     result = rm.score_generations_file(generations, pairs, PARAMS, out, scores, experiment="mimic")
     assert json.loads(out.read_text())["metrics"] == result["metrics"]
@@ -145,7 +97,7 @@ def test_without_weights_every_metric_is_reported_not_computed_with_the_command_
 
 def test_a_set_without_chest_reports_gets_the_reason_instead_of_chest_metrics(empty_caches):
     rows = [("q", "chest_xray", "vqa", "yes", "no"), ("s", "dermatology", "from_labels", "nevus", "nevus")]
-    generations, pairs = _files(empty_caches, rows)
+    generations, pairs = write_generations(empty_caches, rows)
     result = rm.score_generations_file(
         generations, pairs, PARAMS, empty_caches / "m.json", empty_caches / "s.csv"
     )
@@ -187,19 +139,6 @@ GENERATED = [
 ]
 
 
-def _run(code: str, env: dict, *args: str) -> subprocess.CompletedProcess:
-    """In a subprocess: huggingface_hub and appdirs read HF_HOME, HF_ENDPOINT, XDG_CACHE_HOME at import."""
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
-
-
 def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tmp_path):
     """Tiny random stand-ins of the published weights, served by a stand-in hub under their real names: the
     prefetch fetches each (and the BERT a RadGraph archive names), then the scoring job runs with the hub
@@ -237,7 +176,7 @@ def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tm
         "prefetch_metrics(json.loads(sys.argv[1]), sys.argv[2])"
     )
     with StandInHub(repos) as hub:
-        _run(
+        run_python(
             fetch,
             {**caches, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"},
             json.dumps(names),
@@ -251,7 +190,7 @@ def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tm
         (f"r{i}", "chest_xray", "report", r, g)
         for i, (r, g) in enumerate(zip(REFERENCES, GENERATED, strict=True))
     ]
-    generations, pairs = _files(tmp_path, rows)
+    generations, pairs = write_generations(tmp_path, rows)
     score = (
         "import sys, json; from medlens.evaluate.report_metrics import score_generations_file;"
         "score_generations_file(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4], sys.argv[5],"
@@ -259,7 +198,7 @@ def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tm
     )
     params = {"report_metrics": names, "bootstrap_samples": 50, "seed": 0}
     out, scores = tmp_path / "report_metrics.json", tmp_path / "scores.csv"
-    _run(
+    run_python(
         score,
         {**caches, "HF_HUB_OFFLINE": "1"},
         str(generations),
@@ -289,3 +228,21 @@ def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tm
     )
     shown = {r["metric"]: r for r in rm.headline_rows({"metrics": metrics})}
     assert shown["CheXbert F1, 5, macro"]["value"] is not None and "RaTEScore" not in shown
+
+
+def test_radeval_is_imported_without_its_nltk_download():
+    """``import radeval`` asks nltk to download punkt_tab, which reaches GitHub even when the data is there:
+    a compute node without internet must not wait on it. A fresh interpreter records every call."""
+    record = (
+        "import nltk, sys; calls = []; nltk.download = lambda *a, **k: calls.append(a);"
+        "exec(sys.argv[1]); print(len(calls))"
+    )
+    plain = run_python(record, {}, "import radeval.metrics.bleu.bleu")
+    assert plain.stdout.split()[-1] == "1"  # radeval's own import downloads
+    ours = run_python(
+        record,
+        {},
+        "from medlens.evaluate.radeval_compat import radeval_module, vendored_radgraph;"
+        "radeval_module('radeval.metrics.bleu.bleu'); vendored_radgraph()",
+    )
+    assert ours.stdout.split()[-1] == "0"

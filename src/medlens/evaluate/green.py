@@ -1,0 +1,88 @@
+"""GREEN (Ostmeier et al. 2024), opt-in: a 7B language model reads each reference and generated report and
+counts the clinically significant errors and the matched findings; a report's score is
+matched / (matched + significant errors), 0 when nothing matches.
+
+radeval's copy of the GREEN package builds the prompt, generates and parses the answer. Its loader asks
+for ``trust_remote_code=True``; medlens runs no code from the Hub, so the model and tokenizer are loaded
+here with it off, from the local cache only. StanfordAIMI/GREEN-radllama2-7b is a stock Llama, which needs
+none; a repository that does need its own code fails to load, and GREEN is reported as not computed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["GREEN_MODEL", "green_scores", "green_score_of_analysis"]
+
+logger = logging.getLogger(__name__)
+
+GREEN_MODEL = "StanfordAIMI/GREEN-radllama2-7b"
+
+
+class _WithoutRemoteCode:
+    """A transformers Auto class whose ``from_pretrained`` never runs a repository's code and never goes
+    online, whatever its caller asks."""
+
+    def __init__(self, auto):
+        self._auto = auto
+
+    def from_pretrained(self, *args, **kwargs):
+        return self._auto.from_pretrained(
+            *args, **{**kwargs, "trust_remote_code": False, "local_files_only": True}
+        )
+
+
+def _scorer(model_path: str | Path, device: str):
+    """radeval's GREEN with the model at ``model_path`` loaded by stock transformers."""
+    from unittest import mock
+
+    import transformers
+
+    from medlens.evaluate.radeval_compat import radeval_module
+
+    module = radeval_module("radeval.metrics.green_score.green")
+
+    # GREEN.__init__ loads through these module names; swapping them keeps its own tokenizer set-up (its
+    # chat template, left padding) instead of a copy of it here
+    safe = {
+        "AutoModelForCausalLM": _WithoutRemoteCode(transformers.AutoModelForCausalLM),
+        "AutoTokenizer": _WithoutRemoteCode(transformers.AutoTokenizer),
+    }
+    with mock.patch.multiple(module, **safe):
+        # one device: with several GREEN spawns workers that load the model with its own loader
+        return module.GREEN(str(model_path), cpu=device == "cpu", num_gpus=1)
+
+
+def green_scores(
+    refs: list[str], hyps: list[str], model_path: str | Path, device: str, batch_size: int = 8
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Each report's GREEN score, and the mean count of each kind of error and of matched findings.
+
+    Raises:
+        ImportError: when the model or tokenizer cannot be loaded without the repository's own code.
+    """
+    if device == "cpu":
+        logger.warning(
+            "GREEN runs a 7B model on the CPU: expect hours per thousand reports (docs/evaluation.md)"
+        )
+    try:
+        scorer = _scorer(model_path, device)
+    except ValueError as e:  # transformers' answer to a repository that needs trust_remote_code
+        raise ImportError(
+            f"GREEN's model cannot load without code from the Hub, which medlens never runs: {e}"
+        ) from e
+    scorer.batch_size = batch_size
+    _, _, scores, table = scorer(refs, hyps)
+    counts = {c: float(table[c].mean()) for c in [*scorer.sub_categories, "Matched Findings"]}
+    return np.asarray(scores, dtype=float), counts
+
+
+def green_score_of_analysis(analysis: str) -> float:
+    """The score GREEN gives one analysis the model wrote (radeval's parser; no model needed)."""
+    from medlens.evaluate.radeval_compat import radeval_module
+
+    return float(radeval_module("radeval.metrics.green_score.green").GREEN().compute_green(analysis))
