@@ -79,12 +79,19 @@ def _sembscore(labeler, refs: list[str], hyps: list[str]) -> np.ndarray:
 
 
 def _radgraph(model_type: str, refs: list[str], hyps: list[str]):
-    """(simple, partial, complete rewards, hypothesis annotations, reference annotations) per report."""
+    """(simple, partial, complete rewards, hypothesis annotations, reference annotations) per report.
+
+    F1RadGraph scores a pair with an empty report 0 and leaves it out of its annotations; it gets empty
+    annotations here, so that they stay aligned with the reports (radeval's RadCliQ does the same).
+    """
     from medlens.evaluate.radeval_compat import vendored_radgraph
 
     scorer = vendored_radgraph().F1RadGraph(reward_level="all", model_type=model_type)
     _, rewards, hyp_ann, ref_ann = scorer(refs=refs, hyps=hyps)
-    return [np.asarray(r, dtype=float) for r in rewards], hyp_ann, ref_ann
+    annotated = iter(zip(hyp_ann, ref_ann, strict=True))
+    pairs = [({}, {}) if not h or not r else next(annotated) for r, h in zip(refs, hyps, strict=True)]
+    rewards = [np.asarray(r, dtype=float) for r in rewards]
+    return rewards, [h for h, _ in pairs], [r for _, r in pairs]
 
 
 def _bleu2(refs: list[str], hyps: list[str]) -> np.ndarray:

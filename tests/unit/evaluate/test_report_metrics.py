@@ -131,11 +131,13 @@ REFERENCES = [
     "No acute cardiopulmonary process.",
     "Small left pleural effusion with adjacent atelectasis.",
     "Heart size is normal. The lungs are clear.",
+    "Stable mild cardiomegaly.",
 ]
 GENERATED = [
     "No acute cardiopulmonary process.",  # the same report
     "Moderate right pleural effusion.",
     "Mild cardiomegaly with pulmonary edema.",
+    "",  # a decoder that ended at once
 ]
 
 
@@ -217,7 +219,7 @@ def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tm
         assert float(same[column]) == pytest.approx(1.0, abs=1e-5), column
         assert all(float(per_report[i][column]) <= float(same[column]) + 1e-6 for i in per_report)
     bertscore = metrics["bertscore"]["f1"]
-    assert bertscore["ci_low"] <= bertscore["mean"] <= bertscore["ci_high"] and bertscore["n"] == 3
+    assert bertscore["ci_low"] <= bertscore["mean"] <= bertscore["ci_high"] and bertscore["n"] == 4
     # every finding positive in every report: CheXbert F1 through the clinical-efficacy path is 1
     assert metrics["chexbert"]["chexpert14"]["micro"]["f1"] == pytest.approx(1.0)
     assert "chexbert.pth" in metrics["chexbert"]["labeler_info"]["checkpoint"]
@@ -226,6 +228,9 @@ def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tm
     assert radcliq["protocol"]["lower_is_better"] and float(same["radcliq_v1"]) == min(
         float(r["radcliq_v1"]) for r in per_report.values()
     )
+    empty = per_report["r3"]  # an empty generation is scored (RadGraph 0), neither dropped nor a crash
+    assert float(empty["radgraph_partial"]) == 0.0 and np.isfinite(float(empty["radcliq_v1"]))
+    assert metrics["radcliq"]["v1"]["n"] == metrics["radgraph"]["partial"]["n"] == len(REFERENCES)
     shown = {r["metric"]: r for r in rm.headline_rows({"metrics": metrics})}
     assert shown["CheXbert F1, 5, macro"]["value"] is not None and "RaTEScore" not in shown
 
