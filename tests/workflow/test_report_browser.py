@@ -41,6 +41,11 @@ def test_report_opens_offline_with_no_request_and_no_error(tiny_run, browser, pa
 
     assert tab.evaluate("document.querySelectorAll('#summary-encoder tbody tr').length") == 1
     assert tab.evaluate("document.querySelector('#summary-encoder td').textContent.trim()") == "tiny"
+    # the offline run's field metrics: asked for but without weights, or (GREEN, opt-in) not asked for
+    field = "document.querySelector('#summary-field td[data-key=\"{}\"] span')"
+    assert tab.evaluate(field.format("bertscore") + ".textContent") == "not computed"
+    assert "distilroberta-base" in tab.evaluate(field.format("bertscore") + ".title")
+    assert tab.evaluate(field.format("green") + ".textContent") == "not asked"
     plots = tab.evaluate("[...document.querySelectorAll('.plot[data-plot]')].map(e => e.dataset.plot)")
     assert "encoder-loss" in plots and "roc-zero_shot" in plots, plots
     assert tab.evaluate("document.querySelectorAll('.plot svg path').length") > 10  # the plots drew lines

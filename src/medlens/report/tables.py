@@ -28,41 +28,66 @@ __all__ = [
     "table_keys",
 ]
 
-# summary key -> (evaluation, dotted key path into eval/encoder.json or eval/decoder.json)
+
+def _with_interval(key: str, which: str, path: str) -> dict[str, tuple[str, str]]:
+    """``key`` and its 95 % interval, ``{key}_ci_low`` and ``{key}_ci_high``, siblings of the value in the JSON."""
+    parent = path.rsplit(".", 1)[0]
+    return {
+        key: (which, path),
+        f"{key}_ci_low": (which, f"{parent}.ci_low"),
+        f"{key}_ci_high": (which, f"{parent}.ci_high"),
+    }
+
+
+# summary key -> (evaluation, dotted key path into eval/encoder.json or eval/decoder.json); every metric the
+# evaluation gives an interval has it as {key}_ci_low and {key}_ci_high (BLEU, ROUGE-L, CIDEr-D and METEOR
+# are corpus-level scores without one)
 METRIC_PATHS: dict[str, tuple[str, str]] = {
-    "zero_shot_auc": ("encoder", "zero_shot.mean.auc"),
-    "zero_shot_auc_ci_low": ("encoder", "zero_shot.mean.ci_low"),
-    "zero_shot_auc_ci_high": ("encoder", "zero_shot.mean.ci_high"),
-    "probe_auc_chexpert5": ("encoder", "linear_probe.chexpert5.mean.auc"),
-    "probe_auc_nih14": ("encoder", "linear_probe.nih14.mean.auc"),
-    "probe_auc_chexpert14": ("encoder", "linear_probe.chexpert14.mean.auc"),
-    "probe_accuracy": ("encoder", "linear_probe.single_label.accuracy.value"),
-    **{f"i2t_r@{k}": ("encoder", f"retrieval.image_to_text.recall@{k}.value") for k in (1, 5, 10)},
-    **{f"t2i_r@{k}": ("encoder", f"retrieval.text_to_image.recall@{k}.value") for k in (1, 5, 10)},
+    **_with_interval("zero_shot_auc", "encoder", "zero_shot.mean.auc"),
+    **{
+        k: v
+        for label_set in ("chexpert5", "nih14", "chexpert14")
+        for k, v in _with_interval(
+            f"probe_auc_{label_set}", "encoder", f"linear_probe.{label_set}.mean.auc"
+        ).items()
+    },
+    **_with_interval("probe_accuracy", "encoder", "linear_probe.single_label.accuracy.value"),
+    **{
+        k: v
+        for key, direction in (("i2t", "image_to_text"), ("t2i", "text_to_image"))
+        for n in (1, 5, 10)
+        for k, v in _with_interval(
+            f"{key}_r@{n}", "encoder", f"retrieval.{direction}.recall@{n}.value"
+        ).items()
+    },
     **{f"bleu{k}": ("decoder", f"overall.text.bleu{k}") for k in (1, 2, 3, 4)},
     "rouge_l": ("decoder", "overall.text.rouge_l"),
     "cider_d": ("decoder", "overall.text.cider_d"),
     "meteor": ("decoder", "overall.text.meteor"),
-    "clinical_f1_micro_14": ("decoder", "overall.clinical.chexpert14.micro.f1"),
-    "clinical_f1_macro_14": ("decoder", "overall.clinical.chexpert14.macro.f1"),
-    "clinical_f1_micro_5": ("decoder", "overall.clinical.chexpert5.micro.f1"),
-    "clinical_f1_macro_5": ("decoder", "overall.clinical.chexpert5.macro.f1"),
+    **{
+        k: v
+        for n in (14, 5)
+        for average in ("micro", "macro")
+        for k, v in _with_interval(
+            f"clinical_f1_{average}_{n}", "decoder", f"overall.clinical.chexpert{n}.{average}.f1"
+        ).items()
+    },
     # the field's report-generation metrics (eval/report_metrics.json), each with its interval
     **{
-        f"{key}{end}": ("report_metrics", f"metrics.{path}{suffix}")
-        for key, path, value in (
-            ("bertscore", "bertscore.f1", "mean"),
-            ("chexbert_f1_micro_14", "chexbert.chexpert14.micro", "f1"),
-            ("chexbert_f1_macro_14", "chexbert.chexpert14.macro", "f1"),
-            ("chexbert_f1_micro_5", "chexbert.chexpert5.micro", "f1"),
-            ("chexbert_f1_macro_5", "chexbert.chexpert5.macro", "f1"),
-            ("sembscore", "sembscore.score", "mean"),
-            ("radgraph_f1", "radgraph.partial", "mean"),
-            ("radcliq_v1", "radcliq.v1", "mean"),
-            ("ratescore", "ratescore.score", "mean"),
-            ("green", "green.score", "mean"),
+        k: v
+        for key, path in (
+            ("bertscore", "bertscore.f1.mean"),
+            ("chexbert_f1_micro_14", "chexbert.chexpert14.micro.f1"),
+            ("chexbert_f1_macro_14", "chexbert.chexpert14.macro.f1"),
+            ("chexbert_f1_micro_5", "chexbert.chexpert5.micro.f1"),
+            ("chexbert_f1_macro_5", "chexbert.chexpert5.macro.f1"),
+            ("sembscore", "sembscore.score.mean"),
+            ("radgraph_f1", "radgraph.partial.mean"),
+            ("radcliq_v1", "radcliq.v1.mean"),
+            ("ratescore", "ratescore.score.mean"),
+            ("green", "green.score.mean"),
         )
-        for end, suffix in (("", f".{value}"), ("_ci_low", ".ci_low"), ("_ci_high", ".ci_high"))
+        for k, v in _with_interval(key, "report_metrics", f"metrics.{path}").items()
     },
 }
 
@@ -112,6 +137,8 @@ GENERATION_GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
     ("Report text", [("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D")]),
     ("Clinical F1-14", [("clinical_f1_micro_14", "micro"), ("clinical_f1_macro_14", "macro")]),
     ("Clinical F1-5", [("clinical_f1_micro_5", "micro"), ("clinical_f1_macro_5", "macro")]),
+]
+FIELD_GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
     (
         "ReXrank metrics",
         [
@@ -125,12 +152,13 @@ GENERATION_GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
 ]
-HEADER_GROUPS = ENCODER_GROUPS + GENERATION_GROUPS
-# the HTML summary is two tables, (id, title, text columns, header groups), so that each fits the width
-# of an A4 landscape page: the 24 metric columns side by side do not
+HEADER_GROUPS = ENCODER_GROUPS + GENERATION_GROUPS + FIELD_GROUPS
+# the HTML summary is three tables, (id, title, text columns, header groups), so that each fits the width
+# of an A4 landscape page with its intervals: the 24 metric columns side by side do not
 SUMMARY_TABLES: list[tuple[str, str, list[str], list[tuple[str, list[tuple[str, str]]]]]] = [
     ("summary-encoder", "Encoders", ["experiment", "datasets", "encoder"], ENCODER_GROUPS),
     ("summary-generation", "Report generation", ["experiment", "datasets", "decoder"], GENERATION_GROUPS),
+    ("summary-field", "The field's report metrics", ["experiment", "datasets", "decoder"], FIELD_GROUPS),
 ]
 # the CSV holds every number at full precision, CIs and the second retrieval direction included
 CSV_COLUMNS = [k for k, _ in SUMMARY_COLUMNS[:TEXT_COLUMNS]] + list(METRIC_PATHS)
@@ -174,6 +202,17 @@ def summary_row(exp: dict[str, Any]) -> dict[str, Any]:
         value = dig(evals[which], path)
         # a bool or string where a number belongs is not a number to print
         row[key] = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    # the field's metrics the experiment did not ask for, and why one it asked for was not computed
+    scored = evals["report_metrics"].get("metrics")
+    row["not_asked"], row["not_computed"] = [], {}
+    for key, (which, path) in METRIC_PATHS.items():
+        if which != "report_metrics" or scored is None or key.endswith(("_ci_low", "_ci_high")):
+            continue
+        metric = scored.get(path.split(".")[1])
+        if metric is None:
+            row["not_asked"].append(key)
+        elif "not_computed" in metric:
+            row["not_computed"][key] = metric["not_computed"]
     return row
 
 
@@ -192,17 +231,14 @@ def table_keys(text_keys: list[str], groups: list[tuple[str, list[tuple[str, str
 def latex_table(rows: Sequence[dict[str, Any]]) -> str:
     """The summary as booktabs ``tabular``s, one per :data:`SUMMARY_TABLES` entry, as in the HTML.
 
-    3 decimals, the zero-shot CI in brackets, missing as ``--``.
+    3 decimals, each metric's 95 % interval in brackets where the evaluation gives one, missing as ``--``.
     """
 
     def cell(row: dict[str, Any], key: str) -> str:
         text = _tex(row.get(key))
-        if (
-            key == "zero_shot_auc"
-            and row.get(key) is not None
-            and row.get("zero_shot_auc_ci_low") is not None
-        ):
-            text += f" [{row['zero_shot_auc_ci_low']:.2f}, {row['zero_shot_auc_ci_high']:.2f}]"
+        low, high = row.get(f"{key}_ci_low"), row.get(f"{key}_ci_high")
+        if row.get(key) is not None and low is not None and high is not None:
+            text += f" [{low:.2f}, {high:.2f}]"
         return text
 
     titles = dict(SUMMARY_COLUMNS)

@@ -178,6 +178,13 @@ def test_two_experiments_give_two_rows_with_the_json_numbers_in_html_csv_and_lat
             if key in KEYS:
                 assert tex[key].split(" [")[0] == f"{expected:.3f}", key
                 assert cells[key].split(" [")[0] == f"{expected:.3f}", key
+        for key in ("zero_shot_auc", "probe_auc_chexpert5", "i2t_r@5"):  # each interval the JSON holds
+            which, path = checked[key]
+            parent = path.rsplit(".", 1)[0]
+            low, high = (_json_value(files, which, f"{parent}.{end}") for end in ("ci_low", "ci_high"))
+            assert tex[key].endswith(f" [{low:.2f}, {high:.2f}]"), key
+            assert cells[key].endswith(f" [{low:.2f}, {high:.2f}]"), key
+        assert "[" not in tex["clinical_f1_micro_14"] + cells["clinical_f1_micro_14"]  # none computed
     # each experiment's own page has its own row only
     assert [r["experiment"] for r in parse(out["out_pages"][1]).summary_rows] == ["beta"]
 

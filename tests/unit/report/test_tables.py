@@ -81,3 +81,21 @@ def test_csv_round_trips_full_precision(tmp_path):
 def test_the_html_header_groups_cover_the_metric_columns_in_order():
     grouped = [key for _, cols in HEADER_GROUPS for key, _ in cols]
     assert grouped == [key for key, _ in SUMMARY_COLUMNS[TEXT_COLUMNS:]]
+
+
+def test_the_field_metrics_say_which_were_not_asked_for_and_why_one_was_not_computed():
+    exp = _exp("x", dec={"overall": {}})
+    exp["report_metrics_eval"] = {
+        "metrics": {
+            "bertscore": {"not_computed": "weights not in the cache: distilroberta-base"},
+            "radgraph": {"partial": {"mean": 0.3, "ci_low": 0.2, "ci_high": 0.4}},
+        }
+    }
+    row = summary_row(exp)
+    assert row["not_computed"] == {"bertscore": "weights not in the cache: distilroberta-base"}
+    assert (row["radgraph_f1"], row["radgraph_f1_ci_low"], row["radgraph_f1_ci_high"]) == (0.3, 0.2, 0.4)
+    assert "green" in row["not_asked"] and "radgraph_f1" not in row["not_asked"]
+    assert "bertscore" not in row["not_asked"] and row["bertscore"] is None
+    assert latex_table([row]).count("0.300 [0.20, 0.40]") == 1
+    # an experiment scored before the field's metrics existed: plainly missing, not "not asked"
+    assert summary_row(_exp("y"))["not_asked"] == []
