@@ -89,7 +89,8 @@ def score_generations(
     row is a chest radiograph report (the demo).
     """
     rows = rows or [RowInfo()] * len(generated)
-    out: dict[str, Any] = {"n": len(generated), "text": corpus_text_metrics(generated, references)}
+    text = corpus_text_metrics(generated, references, n_resamples=cfg.bootstrap_samples, seed=cfg.seed)
+    out: dict[str, Any] = {"n": len(generated), "text": text}
     vqa = [i for i, r in enumerate(rows) if r.text_source == "vqa"]
     chest = [i for i, r in enumerate(rows) if r.modality == CHEST and r.text_source != "vqa"]
     if chest:

@@ -13,6 +13,11 @@ Each metric comes from the library the field computes it with, and the JSON reco
   fully offline (the paraphrase table ships in the package); without Java it is None with the reason.
 
 A metric that cannot be computed is None and named under ``not_computed`` with its reason, never 0.
+
+``intervals`` holds the 95 % percentile-bootstrap interval over reports of BLEU-1..4 (corpus BLEU
+recomputed from each resample's sacrebleu statistics, as sacrebleu's own bootstrap does), ROUGE-L and
+CIDEr-D (means of per-report scores; CIDEr-D's document frequencies stay those of the whole corpus).
+METEOR has none: its corpus score is not a sum over reports that a resample could recompute.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
 
+import numpy as np
+
 from medlens.errors import DataError, MedlensError
 
 __all__ = [
@@ -33,6 +40,9 @@ __all__ = [
     "corpus_cider_d",
     "corpus_meteor",
     "cider_tokens",
+    "cider_d_scores",
+    "rouge_l_scores",
+    "text_metric_intervals",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,23 +68,31 @@ def _check_pairs(generated: Sequence[str], references: Sequence[str]) -> None:
             )
 
 
-def corpus_bleu(generated: Sequence[str], references: Sequence[str], max_order: int = 4) -> tuple[float, str]:
-    """Corpus BLEU-``max_order`` on 0-1 and sacrebleu's signature (one reference per report)."""
+def _bleu(max_order: int):
     from sacrebleu.metrics import BLEU
 
-    bleu = BLEU(max_ngram_order=max_order, lowercase=True)
+    return BLEU(max_ngram_order=max_order, lowercase=True)
+
+
+def corpus_bleu(generated: Sequence[str], references: Sequence[str], max_order: int = 4) -> tuple[float, str]:
+    """Corpus BLEU-``max_order`` on 0-1 and sacrebleu's signature (one reference per report)."""
+    bleu = _bleu(max_order)
     return bleu.corpus_score(list(generated), [list(references)]).score / 100.0, str(bleu.get_signature())
 
 
-def corpus_rouge_l(generated: Sequence[str], references: Sequence[str]) -> float:
-    """Mean ROUGE-L F-measure of the pairs (rouge-score, no stemming)."""
+def rouge_l_scores(generated: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Each pair's ROUGE-L F-measure (rouge-score, no stemming)."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    scores = [
-        scorer.score(ref, gen)["rougeL"].fmeasure for gen, ref in zip(generated, references, strict=True)
-    ]
-    return float(sum(scores) / len(scores))
+    return np.array(
+        [scorer.score(ref, gen)["rougeL"].fmeasure for gen, ref in zip(generated, references, strict=True)]
+    )
+
+
+def corpus_rouge_l(generated: Sequence[str], references: Sequence[str]) -> float:
+    """Mean ROUGE-L F-measure of the pairs."""
+    return float(rouge_l_scores(generated, references).mean())
 
 
 def cider_tokens(text: str) -> str:
@@ -86,8 +104,11 @@ def cider_tokens(text: str) -> str:
     return " ".join(_CIDER_TOKEN.findall(text.lower()))
 
 
-def corpus_cider_d(generated: Sequence[str], references: Sequence[str]) -> tuple[float | None, str | None]:
-    """CIDEr-D of the corpus, or None and the reason when idf is undefined."""
+def cider_d_scores(
+    generated: Sequence[str], references: Sequence[str]
+) -> tuple[np.ndarray | None, str | None]:
+    """Each report's CIDEr-D (document frequencies over all the references), or None and the reason when
+    idf is undefined. The corpus CIDEr-D is their mean."""
     from pycocoevalcap.cider.cider_scorer import CiderScorer
 
     refs = [cider_tokens(r) for r in references]
@@ -101,8 +122,43 @@ def corpus_cider_d(generated: Sequence[str], references: Sequence[str]) -> tuple
     scorer = CiderScorer(n=4, sigma=6.0)
     for gen, ref in zip(generated, refs, strict=True):
         scorer += (cider_tokens(gen), [ref])
-    score, _ = scorer.compute_score()
-    return float(score), None
+    _, scores = scorer.compute_score()
+    return np.asarray(scores, dtype=float), None
+
+
+def corpus_cider_d(generated: Sequence[str], references: Sequence[str]) -> tuple[float | None, str | None]:
+    """CIDEr-D of the corpus, or None and the reason when idf is undefined."""
+    scores, reason = cider_d_scores(generated, references)
+    return (None, reason) if scores is None else (float(scores.mean()), None)
+
+
+def text_metric_intervals(
+    generated: Sequence[str], references: Sequence[str], n_resamples: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """The 95 % percentile-bootstrap interval over reports of BLEU-1..4, ROUGE-L and CIDEr-D (module doc)."""
+    from medlens.evaluate.bootstrap import bootstrap
+
+    generated, references = list(generated), list(references)
+
+    def interval(metric, values, vectorized=False):
+        r = bootstrap(metric, values, n_resamples=n_resamples, seed=seed, vectorized=vectorized)
+        return {k: r[k] for k in ("ci_low", "ci_high", "n_resamples", "seed", "method")}
+
+    out = {}
+    for k in (1, 2, 3, 4):
+        bleu = _bleu(k)
+        # sacrebleu's per-report n-gram statistics: a resample's corpus BLEU is computed from their sum
+        stats = np.array(bleu._extract_corpus_statistics(generated, [references]), dtype=float)
+        out[f"bleu{k}"] = interval(
+            lambda s, b=bleu: b._compute_score_from_stats(s.sum(0)).score / 100.0, stats
+        )
+    out["rouge_l"] = interval(
+        lambda v: v.mean(axis=1), rouge_l_scores(generated, references), vectorized=True
+    )
+    cider, _ = cider_d_scores(generated, references)
+    if cider is not None:
+        out["cider_d"] = interval(lambda v: v.mean(axis=1), cider, vectorized=True)
+    return out
 
 
 def corpus_meteor(generated: Sequence[str], references: Sequence[str]) -> tuple[float | None, str | None]:
@@ -131,7 +187,12 @@ def corpus_meteor(generated: Sequence[str], references: Sequence[str]) -> tuple[
 
 
 def corpus_text_metrics(
-    generated: Sequence[str], references: Sequence[str], *, meteor: bool = True
+    generated: Sequence[str],
+    references: Sequence[str],
+    *,
+    meteor: bool = True,
+    n_resamples: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """BLEU-1..4, ROUGE-L, CIDEr-D and METEOR of generated reports against their references.
 
@@ -139,11 +200,14 @@ def corpus_text_metrics(
         generated: the generated reports.
         references: one reference per generated report.
         meteor: whether to run METEOR (it starts a Java process, about 10 s).
+        n_resamples: bootstrap resamples of the ``intervals``; 0 computes none.
+        seed: seed of the resampling.
 
     Returns:
         ``{"n", "bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "meteor", "not_computed":
-        {metric: reason}, "protocol": {metric: {...}, "versions": {...}}}``; values are on 0-1
-        except CIDEr-D (0-10). A metric in ``not_computed`` is None.
+        {metric: reason}, "intervals": {metric: {"ci_low", "ci_high", ...}}, "protocol": {metric: {...},
+        "versions": {...}}}``; values are on 0-1 except CIDEr-D (0-10). A metric in ``not_computed`` is
+        None; ``intervals`` is there when ``n_resamples`` is.
 
     Raises:
         DataError: when the lists differ in length or hold something other than strings.
@@ -168,6 +232,8 @@ def corpus_text_metrics(
             out["meteor"], reason = None, "not requested (meteor=False)"
         if reason:
             not_computed["meteor"] = reason
+        if n_resamples:
+            out["intervals"] = text_metric_intervals(generated, references, n_resamples, seed)
     else:
         for key in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "meteor"):
             out[key] = None

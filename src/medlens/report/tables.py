@@ -40,8 +40,7 @@ def _with_interval(key: str, which: str, path: str) -> dict[str, tuple[str, str]
 
 
 # summary key -> (evaluation, dotted key path into eval/encoder.json or eval/decoder.json); every metric the
-# evaluation gives an interval has it as {key}_ci_low and {key}_ci_high (BLEU, ROUGE-L, CIDEr-D and METEOR
-# are corpus-level scores without one)
+# evaluation gives an interval has it as {key}_ci_low and {key}_ci_high (METEOR has none)
 METRIC_PATHS: dict[str, tuple[str, str]] = {
     **_with_interval("zero_shot_auc", "encoder", "zero_shot.mean.auc"),
     **{
@@ -60,9 +59,15 @@ METRIC_PATHS: dict[str, tuple[str, str]] = {
             f"{key}_r@{n}", "encoder", f"retrieval.{direction}.recall@{n}.value"
         ).items()
     },
-    **{f"bleu{k}": ("decoder", f"overall.text.bleu{k}") for k in (1, 2, 3, 4)},
-    "rouge_l": ("decoder", "overall.text.rouge_l"),
-    "cider_d": ("decoder", "overall.text.cider_d"),
+    **{
+        f"{metric}{end}": ("decoder", path)
+        for metric in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d")
+        for end, path in (
+            ("", f"overall.text.{metric}"),
+            ("_ci_low", f"overall.text.intervals.{metric}.ci_low"),
+            ("_ci_high", f"overall.text.intervals.{metric}.ci_high"),
+        )
+    },
     "meteor": ("decoder", "overall.text.meteor"),
     **{
         k: v

@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 
 from medlens.errors import DataError
@@ -106,3 +107,38 @@ def test_meteor_offline():
     score, reason = corpus_meteor(CORPUS + [""], CORPUS + ["Lungs are clear."])
     assert reason is None
     assert 0.6 < score < 0.99
+
+
+def test_intervals_resample_reports_and_bleu_matches_sacrebleu_on_each_resample():
+    from sacrebleu.metrics import BLEU
+
+    from medlens.evaluate.bootstrap import percentile_ci, resample_indices
+
+    generated = [
+        "The heart is enlarged with a left pleural effusion.",
+        "Right lower lobe consolidation.",
+        "No pneumothorax; the tube tip is above the carina.",
+        "Pulmonary edema and basal atelectasis.",
+        "Normal chest.",
+        "Small right effusion.",
+    ]
+    references = CORPUS + ["No acute cardiopulmonary process.", "Small right pleural effusion."]
+    out = corpus_text_metrics(generated, references, meteor=False, n_resamples=40, seed=3)
+    intervals = out["intervals"]
+    assert set(intervals) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d"}
+    for key, ci in intervals.items():
+        assert ci["ci_low"] <= out[key] <= ci["ci_high"], key
+        assert ci["ci_low"] < ci["ci_high"] and (ci["n_resamples"], ci["seed"]) == (40, 3), key
+    # BLEU-4 from summed per-report statistics is corpus BLEU of each resample, as sacrebleu scores it
+    bleu = BLEU(max_ngram_order=4, lowercase=True)
+    by_sacrebleu = [
+        bleu.corpus_score([generated[i] for i in row], [[references[i] for i in row]]).score / 100
+        for batch in resample_indices(len(generated), 40, 3)
+        for row in batch
+    ]
+    low, high, _ = percentile_ci(np.array(by_sacrebleu))
+    assert (intervals["bleu4"]["ci_low"], intervals["bleu4"]["ci_high"]) == pytest.approx((low, high))
+    # identical reports: ROUGE-L is 1 on every resample
+    same = corpus_text_metrics(CORPUS, CORPUS, meteor=False, n_resamples=20)["intervals"]["rouge_l"]
+    assert same["ci_low"] == same["ci_high"] == pytest.approx(1.0)
+    assert "intervals" not in corpus_text_metrics(generated, references, meteor=False)  # none asked for
