@@ -83,14 +83,35 @@ def fetch_artefact(a: HubArtefact, *, offline: bool, cache_dir: str | None = Non
                 a.repo_id, a.filename, cache_dir=a.cache_dir or cache_dir, local_files_only=offline
             )
         )
-    return Path(
-        snapshot_download(
-            a.repo_id,
-            cache_dir=a.cache_dir or cache_dir,
-            local_files_only=offline,
-            ignore_patterns=IGNORE_PATTERNS,
+
+    def snapshot(ignore: list[str]) -> Path:
+        return Path(
+            snapshot_download(
+                a.repo_id,
+                cache_dir=a.cache_dir or cache_dir,
+                local_files_only=offline,
+                ignore_patterns=ignore,
+            )
         )
-    )
+
+    if not offline:
+        return snapshot(IGNORE_PATTERNS + _duplicate_weights(a.repo_id))
+    # offline, which copy was fetched is not known: huggingface_hub checks the snapshot is complete for the
+    # patterns given, so first without the pickles, then with them where there are no safetensors
+    path = snapshot(IGNORE_PATTERNS + _PICKLES)
+    return path if any(path.rglob("*.safetensors")) else snapshot(IGNORE_PATTERNS)
+
+
+_PICKLES = ["pytorch_model*.bin"]
+
+
+def _duplicate_weights(repo_id: str) -> list[str]:
+    """The PyTorch pickles of a repository that also has safetensors weights, which transformers loads
+    instead: not fetched (a 7B model would otherwise be downloaded twice, 28 GB)."""
+    from huggingface_hub import HfApi
+
+    files = [s.rfilename for s in HfApi().model_info(repo_id, revision="main").siblings or []]
+    return _PICKLES if any(f.endswith(".safetensors") for f in files) else []
 
 
 def _is_local(value: str | None) -> bool:

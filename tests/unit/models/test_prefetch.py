@@ -73,10 +73,13 @@ def tiny_vlm(tmp_path):
 
 def test_a_prefetched_model_then_loads_with_the_hub_offline(tmp_path, tiny_vlm):
     home = tmp_path / "hf"
+    (tiny_vlm / "pytorch_model.bin").write_bytes(b"the same weights as a pickle")  # as many repos hold
     with StandInHub({"medlens-test/tiny-paligemma": tiny_vlm}) as hub:
         proc = _prefetch(hub, home, {"kind": "vlm", "model": "medlens-test/tiny-paligemma"})
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert any(r.startswith("GET /medlens-test/tiny-paligemma/resolve/") for r in hub.requests)
+        # transformers loads the safetensors: the pickled copy is not downloaded
+        assert not any("pytorch_model.bin" in r for r in hub.requests), hub.requests
     [record] = json.loads((home / "prefetched.json").read_text())
     assert (
         record["key"] == "decoder.model" and (home / "hub").is_dir() and record["path"].startswith(str(home))
@@ -122,3 +125,32 @@ def test_an_optional_artefact_that_cannot_be_fetched_is_recorded_as_missing(tmp_
     assert proc.returncode == 0, proc.stderr[-2000:]
     [record] = json.loads((tmp_path / "hf" / "prefetched.json").read_text())
     assert record["repo_id"] == "gpt2" and "missing" in record and "its stage falls back" in proc.stderr
+
+
+def test_a_repository_with_only_pickled_weights_gets_them(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "config.json").write_text("{}")
+    (repo / "pytorch_model.bin").write_bytes(b"weights")
+    code = (
+        "import sys; from medlens.models.prefetch import HubArtefact, fetch_artefact;"
+        "print(sorted(p.name for p in fetch_artefact(HubArtefact('org/old', 'k'), offline=False).iterdir()))"
+    )
+    with StandInHub({"org/old": repo}) as hub:
+        env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
+    assert out.stdout.strip() == "['config.json', 'pytorch_model.bin']", out.stderr[-2000:]
+    # offline (a GPU job), found in the cache; its weights lost (an interrupted download), not found
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    find = code.replace("offline=False", "offline=True")
+    out = subprocess.run(
+        [sys.executable, "-c", find], env=offline, capture_output=True, text=True, timeout=300
+    )
+    assert out.stdout.strip() == "['config.json', 'pytorch_model.bin']", out.stderr[-2000:]
+    next((tmp_path / "hf" / "hub").glob("models--org--old/snapshots/*/pytorch_model.bin")).unlink()
+    out = subprocess.run(
+        [sys.executable, "-c", find], env=offline, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode != 0 and "pytorch_model.bin" in out.stderr, out.stderr[-2000:]
