@@ -5,7 +5,7 @@ Messages follow one shape so a user can find the fault: ``<file>: <key or row>: 
 
 from __future__ import annotations
 
-__all__ = ["MedlensError", "ConfigError", "DataError"]
+__all__ = ["MedlensError", "ConfigError", "DataError", "MetricNotComputed"]
 
 
 class MedlensError(Exception):
@@ -64,3 +64,8 @@ class DataError(MedlensError):
                 if x
             )
         super().__init__(_format(file, where, problem, expected))
+
+
+class MetricNotComputed(MedlensError):
+    """A report metric cannot be computed here (its model cannot load, or ran out of memory); the message is
+    the reason, which ``score_reports`` records instead of failing the job and losing the other metrics."""

@@ -188,6 +188,11 @@ def test_trying_other_decoding_reruns_only_the_evaluation(copy_of_run):
 def test_changing_the_report_metrics_reruns_only_their_scoring(copy_of_run):
     _edit(copy_of_run, "experiments/tiny.yaml", lambda d: d["evaluate"].update(report_metrics=["bertscore"]))
     assert planned_jobs(copy_of_run) == {"prefetch_metric_weights": 1, "score_reports": 1, "report": 1}
+    # GREEN, a 7B model, asks the scheduler for the memory and time it needs
+    _edit(copy_of_run, "experiments/tiny.yaml", lambda d: d["evaluate"].update(report_metrics=["green"]))
+    proc = snakemake(copy_of_run, "results/report.html", "-n")
+    job = (proc.stdout + proc.stderr).split("rule score_reports:")[1].split("\n\n")[0]
+    assert "mem_mb=32000" in job and "runtime=720" in job, job
 
 
 def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_data_rule(copy_of_run):

@@ -313,6 +313,18 @@ def report_params(wildcards):
     return params
 
 
+def score_reports_resources(key):
+    """score_reports' memory and time: GREEN, a 7B model writing a paragraph per report, needs far more than
+    the other metrics (float32 on a CPU, ~28 GB); retries ask for more, like the training jobs."""
+    default, green = {"mem_mb": (8000, 32000), "runtime": (120, 720)}[key]
+
+    def get(wildcards, attempt=1):
+        asked = "green" in experiment(wildcards.experiment).evaluate.report_metrics
+        return (green if asked else default) * attempt
+
+    return get
+
+
 def stage_resources(stage, key, at_most=None):
     """A training/evaluation job's request, read from the experiment's encoder/decoder `resources`.
 

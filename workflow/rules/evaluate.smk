@@ -109,8 +109,8 @@ rule score_reports:
     threads: stage_resources("decoder", "cpus")
     resources:
         gpu=stage_resources("decoder", "gpus", at_most=1),
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=score_reports_resources("mem_mb"),
+        runtime=score_reports_resources("runtime"),
     script:
         "../scripts/score_reports.py"
 

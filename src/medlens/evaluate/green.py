@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from medlens.errors import MetricNotComputed
+
 __all__ = ["GREEN_MODEL", "green_scores", "green_score_of_analysis"]
 
 logger = logging.getLogger(__name__)
@@ -63,7 +65,9 @@ def green_scores(
     """Each report's GREEN score, and the mean count of each kind of error and of matched findings.
 
     Raises:
-        ImportError: when the model or tokenizer cannot be loaded without the repository's own code.
+        MetricNotComputed: when the model or tokenizer cannot be loaded without the repository's own code or is
+            incomplete in the cache, or generation fails (out of GPU memory): GREEN is then not computed
+            and the job's other metrics are still written.
     """
     if device == "cpu":
         logger.warning(
@@ -72,11 +76,16 @@ def green_scores(
     try:
         scorer = _scorer(model_path, device)
     except ValueError as e:  # transformers' answer to a repository that needs trust_remote_code
-        raise ImportError(
+        raise MetricNotComputed(
             f"GREEN's model cannot load without code from the Hub, which medlens never runs: {e}"
         ) from e
+    except OSError as e:  # a file of the snapshot missing (an interrupted prefetch)
+        raise MetricNotComputed(f"GREEN's model is incomplete in the cache: {e}") from e
     scorer.batch_size = batch_size
-    _, _, scores, table = scorer(refs, hyps)
+    try:
+        _, _, scores, table = scorer(refs, hyps)
+    except RuntimeError as e:  # CUDA out of memory among them: the other metrics must still be written
+        raise MetricNotComputed(f"GREEN failed while generating (batch size {batch_size}): {e}") from e
     counts = {c: float(table[c].mean()) for c in [*scorer.sub_categories, "Matched Findings"]}
     return np.asarray(scores, dtype=float), counts
 
@@ -85,4 +94,5 @@ def green_score_of_analysis(analysis: str) -> float:
     """The score GREEN gives one analysis the model wrote (radeval's parser; no model needed)."""
     from medlens.evaluate.radeval_compat import radeval_module
 
-    return float(radeval_module("radeval.metrics.green_score.green").GREEN().compute_green(analysis))
+    # cpu=True: GREEN() alone would select a CUDA device in this process
+    return float(radeval_module("radeval.metrics.green_score.green").GREEN(cpu=True).compute_green(analysis))

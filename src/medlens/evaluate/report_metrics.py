@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from medlens.errors import MetricNotComputed
 from medlens.evaluate.bootstrap import bootstrap_distribution, percentile_ci
 from medlens.evaluate.metric_weights import CHEXBERT, artefact, missing_weights
 from medlens.evaluate.radcliq import radcliq_v1, radgraph_combined
@@ -159,16 +160,15 @@ def score_reports(
                 seed,
                 labeler_uncertain,
             )
-        except (
-            ImportError
-        ) as e:  # a package that cannot run here (RaTEScore on 3.11), a model that needs code
+        # RaTEScore's package on Python 3.11; GREEN's model needing its own code, incomplete or out of memory
+        except (ImportError, MetricNotComputed) as e:
             results[name] = {"not_computed": _import_reason(name, e)}
             logger.warning("%s not computed: %s", name, results[name]["not_computed"])
     return results, per_report
 
 
 def _import_reason(name: str, e: BaseException) -> str:
-    if name == "green":  # its model needs the repository's own code (medlens.evaluate.green)
+    if isinstance(e, MetricNotComputed):  # the reason, in full (medlens.evaluate.green)
         return str(e)
     why = f"{type(e).__name__}: {e}"
     if name == "ratescore":

@@ -253,7 +253,8 @@ def latex_table(rows: Sequence[dict[str, Any]]) -> str:
     ]
     for i, (_, title, text_keys, groups) in enumerate(SUMMARY_TABLES):
         keys = table_keys(text_keys, groups)
-        lines += [r"\medskip" if i else "", f"% {title}"]
+        lines += ["", r"\medskip", ""] if i else []  # a paragraph each: the tables stack, never side by side
+        lines += [f"% {title}"]
         lines += [
             r"\begin{tabular}{" + "l" * len(text_keys) + "r" * (len(keys) - len(text_keys)) + "}",
             r"\toprule",

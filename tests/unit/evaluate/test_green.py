@@ -10,6 +10,7 @@ import pytest
 
 from helpers.generations import run_python, write_generations
 from medlens.config import EvalConfig
+from medlens.errors import MetricNotComputed
 from medlens.evaluate import report_metrics as rm
 from medlens.evaluate.green import GREEN_MODEL, green_score_of_analysis, green_scores
 
@@ -112,6 +113,33 @@ def test_a_model_that_needs_its_own_code_is_refused_and_its_code_never_runs(tmp_
         },
     }
     (model / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ImportError, match="without code from the Hub"):
+    with pytest.raises(MetricNotComputed, match="without code from the Hub"):
         green_scores(["No effusion."], ["No effusion."], model, "cpu")
     assert not ran.exists()
+
+
+def test_green_out_of_gpu_memory_is_not_computed_and_the_other_metrics_are_still_scored(monkeypatch):
+    from medlens.evaluate import green
+
+    class OutOfMemory:
+        batch_size = 8
+
+        def __call__(self, refs, hyps):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(green, "_scorer", lambda path, device: OutOfMemory())
+    with pytest.raises(MetricNotComputed, match="out of memory"):
+        green_scores(["No effusion."], ["No effusion."], "model", "cuda")
+
+    def compute(name, *args):
+        if name == "green":
+            raise MetricNotComputed("GREEN failed while generating (batch size 8): CUDA out of memory")
+        return {"score": {"mean": 1.0}}
+
+    monkeypatch.setattr(rm, "missing_weights", lambda name: [])
+    monkeypatch.setattr(rm, "_compute", compute)
+    results, _ = rm.score_reports(["a"], ["a"], ["green", "bertscore"], device="cpu")
+    assert results["green"] == {
+        "not_computed": "GREEN failed while generating (batch size 8): CUDA out of memory"
+    }
+    assert results["bertscore"] == {"score": {"mean": 1.0}}
