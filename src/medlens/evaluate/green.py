@@ -66,8 +66,9 @@ def green_scores(
 
     Raises:
         MetricNotComputed: when the model or tokenizer cannot be loaded without the repository's own code or is
-            incomplete in the cache, or generation fails (out of GPU memory): GREEN is then not computed
-            and the job's other metrics are still written.
+            incomplete in the cache, or generation fails (out of GPU memory even one report at a time;
+            a larger batch that runs out is halved and retried): GREEN is then not computed and the job's
+            other metrics are still written.
     """
     if device == "cpu":
         logger.warning(
@@ -81,11 +82,23 @@ def green_scores(
         ) from e
     except OSError as e:  # a file of the snapshot missing (an interrupted prefetch)
         raise MetricNotComputed(f"GREEN's model is incomplete in the cache: {e}") from e
-    scorer.batch_size = batch_size
-    try:
-        _, _, scores, table = scorer(refs, hyps)
-    except RuntimeError as e:  # CUDA out of memory among them: the other metrics must still be written
-        raise MetricNotComputed(f"GREEN failed while generating (batch size {batch_size}): {e}") from e
+    import torch
+
+    while True:
+        scorer.batch_size = batch_size
+        try:
+            _, _, scores, table = scorer(refs, hyps)
+            break
+        except torch.OutOfMemoryError as e:  # 8 answers of 2,048 tokens need ~9 GB of cache beside the model
+            if batch_size == 1:
+                raise MetricNotComputed(f"GREEN ran out of GPU memory at batch size 1: {e}") from e
+            logger.warning(
+                "GREEN ran out of GPU memory at batch size %d; retrying at %d", batch_size, batch_size // 2
+            )
+            batch_size //= 2
+            torch.cuda.empty_cache()
+        except RuntimeError as e:  # the other metrics must still be written
+            raise MetricNotComputed(f"GREEN failed while generating (batch size {batch_size}): {e}") from e
     counts = {c: float(table[c].mean()) for c in [*scorer.sub_categories, "Matched Findings"]}
     return np.asarray(scores, dtype=float), counts
 

@@ -118,17 +118,33 @@ def test_a_model_that_needs_its_own_code_is_refused_and_its_code_never_runs(tmp_
     assert not ran.exists()
 
 
-def test_green_out_of_gpu_memory_is_not_computed_and_the_other_metrics_are_still_scored(monkeypatch):
+def test_out_of_gpu_memory_halves_the_batch_then_green_is_not_computed_and_the_rest_still_scored(monkeypatch):
+    import pandas as pd
+    import torch
+
     from medlens.evaluate import green
 
     class OutOfMemory:
-        batch_size = 8
+        """Runs out of GPU memory above ``fits`` reports a batch."""
+
+        sub_categories: list[str] = []
+
+        def __init__(self, fits):
+            self.fits, self.tried = fits, []
 
         def __call__(self, refs, hyps):
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            self.tried.append(self.batch_size)
+            if self.batch_size > self.fits:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return 0.5, 0.0, [0.5] * len(refs), pd.DataFrame({"Matched Findings": [1] * len(refs)})
 
-    monkeypatch.setattr(green, "_scorer", lambda path, device: OutOfMemory())
-    with pytest.raises(MetricNotComputed, match="out of memory"):
+    scorer = OutOfMemory(fits=2)
+    monkeypatch.setattr(green, "_scorer", lambda path, device: scorer)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    scores, counts = green_scores(["No effusion."], ["No effusion."], "model", "cuda")
+    assert scorer.tried == [8, 4, 2] and scores.tolist() == [0.5] and counts == {"Matched Findings": 1.0}
+    scorer = OutOfMemory(fits=0)
+    with pytest.raises(MetricNotComputed, match="out of GPU memory at batch size 1"):
         green_scores(["No effusion."], ["No effusion."], "model", "cuda")
 
     def compute(name, *args):
