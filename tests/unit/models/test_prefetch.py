@@ -102,6 +102,11 @@ def test_a_prefetched_model_then_loads_with_the_hub_offline(tmp_path, tiny_vlm):
             == 0
         )
         assert hub.requests == []
+    # a host without the Hub that did not set HF_HUB_OFFLINE (a SLURM test's, a cluster's): the cache decides
+    proc = _prefetch(hub, home, {"kind": "vlm", "model": "medlens-test/tiny-paligemma"})
+    assert proc.returncode == 0 and "the Hub cannot be reached" in proc.stderr, proc.stderr[-3000:]
+    [record] = json.loads((home / "prefetched.json").read_text())
+    assert record["path"].startswith(str(home))
 
 
 def test_a_gated_or_missing_model_fails_the_prefetch_at_once_with_what_to_do(tmp_path, tiny_vlm):
