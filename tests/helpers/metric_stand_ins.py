@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from helpers.bpe import byte_level_bpe
+
 SPECIAL_BERT = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 # common words of chest radiograph reports, lower case
 REPORT_TEXT = (
@@ -93,20 +95,14 @@ def save_tiny_roberta(
 ) -> Path:
     """Save a tiny random stand-in of ``distilroberta-base`` (byte-level BPE tokenizer, trained on ``corpus``
     or a few report sentences, weights); ``sizes`` override the config."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    tok = byte_level_bpe(corpus or REPORT_SENTENCES + [" ".join(REPORT_WORDS)], specials, bpe_size)
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=bpe_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(corpus or REPORT_SENTENCES + [" ".join(REPORT_WORDS)], trainer)
     fast = RobertaTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",

@@ -10,6 +10,7 @@ import copy
 import json
 from pathlib import Path
 
+from helpers.bpe import byte_level_bpe
 from medlens.models.registry import OPEN_CLIP_CONFIGS_DIR, register_open_clip_configs
 
 TINY_TEXT = {"width": 64, "heads": 2, "layers": 2, "context_length": 24}
@@ -64,22 +65,13 @@ def register_twin(folder: Path, shipped: str, name: str, changes: dict) -> str:
 
 def make_tokenizer(folder: Path, corpus: list[str]):
     """A byte-level BPE tokenizer trained offline and saved as a Hugging Face tokenizer folder."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        corpus,
-        trainers.BpeTrainer(
-            vocab_size=300,
-            special_tokens=["<pad>", "</s>", "<unk>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+        tokenizer_object=byte_level_bpe(corpus, ["<pad>", "</s>", "<unk>"], vocab_size=300),
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
     )
     fast.save_pretrained(folder)
     return fast

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from helpers.bpe import byte_level_bpe
+
 # At the default 0.02 a 64-wide model's logits stay within about +-1.3 whatever LoRA does (normed hidden state
 # of norm 8 times embedding rows of norm 0.16), so the loss cannot fall far below log(vocab); 0.2 lets it.
 INIT_STD = 0.2
@@ -36,23 +38,14 @@ PALIGEMMA_CHAT_TEMPLATE = (
 
 
 def _tokenizer(specials: list[str], corpus: list[str], bos: str, eos: str, pad: str, vocab_size: int = 400):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        corpus,
-        trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token="<unk>"
+        tokenizer_object=byte_level_bpe(corpus, specials, vocab_size),
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token="<unk>",
     )
 
 
