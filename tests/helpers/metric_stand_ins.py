@@ -132,6 +132,33 @@ def save_tiny_roberta(
     return folder
 
 
+# RaTE-NER's BIO labels over RaTEScore's five entity types (its affinity matrix names them)
+RATE_LABELS = [
+    f"{bio}-{kind}"
+    for kind in ("ABNORMALITY", "NON-ABNORMALITY", "DISEASE", "NON-DISEASE", "ANATOMY")
+    for bio in ("B", "I")
+] + ["O"]
+
+
+def save_tiny_rate_ner(folder: Path, bert_folder: Path, label: str = "B-ABNORMALITY") -> Path:
+    """A stand-in of ``Angelakeke/RaTE-NER-Deberta``: the tiny BERT with a token-classification head whose
+    bias tags every token ``label`` (with ``B-`` each token is an entity of its own: identical reports then
+    have identical entities)."""
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    config = BertConfig.from_pretrained(bert_folder)
+    config.id2label = dict(enumerate(RATE_LABELS))
+    config.label2id = {name: i for i, name in enumerate(RATE_LABELS)}
+    torch.manual_seed(0)
+    model = BertForTokenClassification.from_pretrained(bert_folder, config=config)
+    with torch.no_grad():
+        model.classifier.bias.zero_()
+        model.classifier.bias[RATE_LABELS.index(label)] = 10.0
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(bert_folder).save_pretrained(folder)
+    return Path(folder)
+
+
 def chexbert_state(bert_folder: Path, head_bias: float = 0.0) -> dict:
     """The state dict of a CheXbert labeler (``bert.*``, 13 four-way heads and one two-way head)."""
     from transformers import AutoModel
@@ -289,6 +316,7 @@ __all__ = [
     "save_chexbert_checkpoint",
     "save_radgraph_archive",
     "save_tiny_bert",
+    "save_tiny_rate_ner",
     "save_tiny_roberta",
 ]
 

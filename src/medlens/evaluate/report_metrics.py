@@ -95,6 +95,27 @@ def _radgraph(model_type: str, refs: list[str], hyps: list[str]):
     return rewards, [h for h, _ in pairs], [r for _, r in pairs]
 
 
+# RaTEScore's score of a pair where one report has no entity (its scorer's own rule)
+RATESCORE_NO_ENTITIES = 0.5
+
+
+def _ratescore(refs: list[str], hyps: list[str], device: str) -> np.ndarray:
+    """RaTEScore of each pair, scored one pair at a time: the package drops a report with no sentence of 3
+    characters or more (an empty generation) from its NER output and zips the rest, so a list with one would
+    shift every later score to the wrong report. Such a pair scores 0.5, the package's value for a report
+    without entities. Its NER runs one sentence at a time anyway (batch size 1), so this costs nothing."""
+    try:
+        RaTEScore = radeval_module("radeval.metrics.RaTEScore.scorer").RaTEScore  # noqa: N806
+    except (ImportError, ValueError) as e:  # ValueError: a compiled dependency built for another numpy
+        raise ImportError(str(e)) from e
+    scorer = RaTEScore(use_gpu=device.startswith("cuda"))
+    scores = []
+    for ref, hyp in zip(refs, hyps, strict=True):
+        pair = scorer.compute_score(candidate_list=[hyp], reference_list=[ref])[0]
+        scores.append(pair[0] if pair else RATESCORE_NO_ENTITIES)
+    return np.asarray(scores, dtype=float)
+
+
 def _bleu2(refs: list[str], hyps: list[str]) -> np.ndarray:
     bleu = radeval_module("radeval.metrics.bleu.bleu").Bleu(n=2)
     return np.asarray(bleu(refs, hyps)[1], dtype=float)
@@ -227,13 +248,7 @@ def _compute(name, refs, hyps, device, once, per_report, n_resamples, seed, unce
             "protocol": {**ci, "source": _SOURCES[name], "lower_is_better": True},
         }
     if name == "ratescore":
-        try:
-            RaTEScore = radeval_module("radeval.metrics.RaTEScore.scorer").RaTEScore  # noqa: N806
-        except (ImportError, ValueError) as e:  # ValueError: a compiled dependency built for another numpy
-            raise ImportError(str(e)) from e
-        scores = np.asarray(
-            RaTEScore().compute_score(candidate_list=hyps, reference_list=refs)[0], dtype=float
-        )
+        scores = _ratescore(refs, hyps, device)
         per_report["ratescore"] = scores
         return {"score": _mean_ci(scores, n_resamples, seed), "protocol": {**ci, "source": _SOURCES[name]}}
     if name == "green":

@@ -235,6 +235,76 @@ def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tm
     assert shown["CheXbert F1, 5, macro"]["value"] is not None and "RaTEScore" not in shown
 
 
+def _ratescore_runs_here() -> bool:
+    try:
+        rm.radeval_module("radeval.metrics.RaTEScore.scorer")
+    except (ImportError, ValueError):  # Python 3.11: medspacy's spacy 3.7 is built for numpy 1
+        return False
+    return True
+
+
+def test_ratescore_scores_with_weights_fetched_from_a_hub_and_keeps_each_score_with_its_report(tmp_path):
+    """RaTE's NER model and BioLORD stand-ins fetched under their real names, then RaTEScore's own scorer
+    offline. The NER tags every token an entity: the same report scores exactly 1, and an empty generation
+    (which the package drops from its sentence list) scores 0.5, without moving the scores after it."""
+    if not _ratescore_runs_here():
+        pytest.skip(
+            "RaTEScore's package imports on Python 3.12 or later only (medspacy needs spacy < 3.8 on 3.11)"
+        )
+    from helpers.metric_stand_ins import save_tiny_bert, save_tiny_rate_ner
+    from helpers.stand_in_hub import StandInHub
+
+    bert = save_tiny_bert(tmp_path / "repos" / "bert")
+    repos = {
+        "Angelakeke/RaTE-NER-Deberta": save_tiny_rate_ner(tmp_path / "repos" / "rate", bert),
+        "FremyCompany/BioLORD-2023-C": bert,
+    }
+    caches = {"HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    fetch = (
+        "import sys, json; from medlens.evaluate.metric_weights import prefetch_metrics;"
+        "prefetch_metrics(['ratescore'], sys.argv[1])"
+    )
+    with StandInHub(repos) as hub:
+        run_python(fetch, {**caches, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}, str(tmp_path / "p.json"))
+    # the empty generation first: a misaligned list would shift every later score
+    refs, hyps = REFERENCES[::-1], GENERATED[::-1]
+    score = (
+        "import sys, json; from medlens.evaluate.report_metrics import score_reports;"
+        "results, per_report = score_reports(json.loads(sys.argv[1]), json.loads(sys.argv[2]), ['ratescore'],"
+        " n_resamples=50, device='cpu');"
+        "print(json.dumps({'results': results, 'scores': per_report['ratescore'].tolist()}))"
+    )
+    out = run_python(score, {**caches, "HF_HUB_OFFLINE": "1"}, json.dumps(refs), json.dumps(hyps))
+    got = json.loads(out.stdout.splitlines()[-1])
+    scores = got["scores"]
+    assert len(scores) == 4 and scores[0] == rm.RATESCORE_NO_ENTITIES
+    assert scores[3] == pytest.approx(1.0)  # the same report
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    result = got["results"]["ratescore"]["score"]
+    assert result["mean"] == pytest.approx(np.mean(scores)) and result["n"] == 4
+    assert result["ci_low"] <= result["mean"] <= result["ci_high"]
+
+
+def test_a_report_ratescore_splits_into_no_sentence_scores_without_entities(monkeypatch):
+    """Runs where the package cannot (Python 3.11): a scorer that, like RaTEScore's, leaves out a report
+    without sentences and zips what is left, gets each pair on its own."""
+
+    class DroppingScorer:
+        def __init__(self, use_gpu):
+            assert use_gpu is False
+
+        def compute_score(self, candidate_list, reference_list):
+            kept = [(c, r) for c, r in zip(candidate_list, reference_list, strict=True) if c and r]
+            return [1.0 if c == r else 0.25 for c, r in kept], [], []
+
+    class Module:
+        RaTEScore = DroppingScorer
+
+    monkeypatch.setattr(rm, "radeval_module", lambda name: Module)
+    scores = rm._ratescore(["a b c", "d e f", "g h i"], ["", "d e f", "x y z"], "cpu")
+    assert scores.tolist() == [rm.RATESCORE_NO_ENTITIES, 1.0, 0.25]
+
+
 def test_radeval_is_imported_without_its_nltk_download():
     """``import radeval`` asks nltk to download punkt_tab, which reaches GitHub even when the data is there:
     a compute node without internet must not wait on it. A fresh interpreter records every call."""
