@@ -100,20 +100,26 @@ RATESCORE_NO_ENTITIES = 0.5
 
 
 def _ratescore(refs: list[str], hyps: list[str], device: str) -> np.ndarray:
-    """RaTEScore of each pair, scored one pair at a time: the package drops a report with no sentence of 3
-    characters or more (an empty generation) from its NER output and zips the rest, so a list with one would
-    shift every later score to the wrong report. Such a pair scores 0.5, the package's value for a report
-    without entities. Its NER runs one sentence at a time anyway (batch size 1), so this costs nothing."""
+    """RaTEScore of each pair. The package drops a report with no sentence of 3 characters or more (an empty
+    generation) from its NER output and zips the rest, so one such report would shift every later score to
+    the wrong pair (and alone it crashes the tokenizer). Such a pair is found with the package's own
+    sentence splitter and scores 0.5, the package's value for a report without entities."""
     try:
         RaTEScore = radeval_module("radeval.metrics.RaTEScore.scorer").RaTEScore  # noqa: N806
+        sentence_split = radeval_module("radeval.metrics.RaTEScore.utils").sentence_split
     except (ImportError, ValueError) as e:  # ValueError: a compiled dependency built for another numpy
         raise ImportError(str(e)) from e
-    scorer = RaTEScore(use_gpu=device.startswith("cuda"))
-    scores = []
-    for ref, hyp in zip(refs, hyps, strict=True):
-        pair = scorer.compute_score(candidate_list=[hyp], reference_list=[ref])[0]
-        scores.append(pair[0] if pair else RATESCORE_NO_ENTITIES)
-    return np.asarray(scores, dtype=float)
+    scores = np.full(len(refs), RATESCORE_NO_ENTITIES)
+    scored = [
+        i for i, pair in enumerate(zip(refs, hyps, strict=True)) if all(sentence_split([t])[0] for t in pair)
+    ]
+    if scored:
+        scorer = RaTEScore(use_gpu=device.startswith("cuda"))
+        got = scorer.compute_score(
+            candidate_list=[hyps[i] for i in scored], reference_list=[refs[i] for i in scored]
+        )[0]
+        scores[scored] = got
+    return scores
 
 
 def _bleu2(refs: list[str], hyps: list[str]) -> np.ndarray:
