@@ -3,10 +3,12 @@
 The published weights cannot be downloaded here (no internet beyond package registries), so the
 benchmark scores with random weights of the published architectures, which cost the same compute:
 BERT-base (CheXbert, SembScore, the BERT of RadGraph), distilroberta-base (BERTScore, 6 layers), and
-RadGraph's DyGIE heads on a BERT-base. They are the tests' stand-ins at full size, served under their real
+RadGraph's DyGIE heads on a BERT-base, DeBERTa-v3-base with a token-classification head (RaTE-NER) and a
+BERT-base for BioLORD (an MPNet-base: the same size). They are the tests' stand-ins at full size, served under their real
 names by the tests' stand-in hub, fetched by ``prefetch_metrics`` and scored with the hub offline, as the
 ``score_reports`` job does. Random weights find a different number of RadGraph entities than trained ones,
-so its relation step may cost more or less on real reports.
+so its relation step may cost more or less on real reports; the same holds for the entities RaTEScore
+embeds. RaTEScore's package imports on Python 3.12 only: run it with that environment's python.
 
 The reports are the 110 clinical texts of ``../shared/realdata`` (each paired with the next as the
 "generated" report), repeated to the sizes asked for. Each metric is timed alone on two sizes (default 50
@@ -33,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the tests' stand-ins of the published weights, at full size
 REALDATA = REPO.parent / "shared" / "realdata" / "manifest.csv"
-METRICS = ["bertscore", "chexbert", "sembscore", "radgraph", "radcliq"]
+METRICS = ["bertscore", "chexbert", "sembscore", "radgraph", "radcliq", "ratescore"]
 
 SCORE = """
 import json, sys, time
@@ -57,6 +59,7 @@ def stand_ins(root: Path) -> dict[str, Path]:
         save_chexbert_checkpoint,
         save_radgraph_archive,
         save_tiny_bert,
+        save_tiny_rate_ner,
         save_tiny_roberta,
     )
 
@@ -70,7 +73,24 @@ def stand_ins(root: Path) -> dict[str, Path]:
         save_radgraph_archive(
             scorers / f"{model_type}.tar.gz", "bench/biomedbert-base", model_type, bert_folder=bert
         )
+    deberta_v3_base = {  # microsoft/deberta-v3-base, which RaTE-NER fine-tunes (its own vocabulary: 128,100)
+        "model_type": "deberta-v2",
+        **BASE,
+        "num_hidden_layers": 12,
+        "vocab_size": 128100,
+        "relative_attention": True,
+        "position_buckets": 256,
+        "max_relative_positions": -1,
+        "norm_rel_ebd": "layer_norm",
+        "share_att_key": True,
+        "pos_att_type": ["p2c", "c2p"],
+        "position_biased_input": False,
+        "type_vocab_size": 0,
+    }
+    rate_ner = save_tiny_rate_ner(root / "rate_ner", bert, label=None, config=deberta_v3_base)
     return {
+        "Angelakeke/RaTE-NER-Deberta": rate_ner,
+        "FremyCompany/BioLORD-2023-C": bert,
         "bert-base-uncased": bert,
         "distilroberta-base": roberta,
         "StanfordAIMI/RRG_scorers": scorers,

@@ -140,20 +140,31 @@ RATE_LABELS = [
 ] + ["O"]
 
 
-def save_tiny_rate_ner(folder: Path, bert_folder: Path, label: str = "B-ABNORMALITY") -> Path:
-    """A stand-in of ``Angelakeke/RaTE-NER-Deberta``: the tiny BERT with a token-classification head whose
-    bias tags every token ``label`` (with ``B-`` each token is an entity of its own: identical reports then
-    have identical entities)."""
-    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+def save_tiny_rate_ner(
+    folder: Path, bert_folder: Path, label: str | None = "B-ABNORMALITY", config: dict | None = None
+) -> Path:
+    """A stand-in of ``Angelakeke/RaTE-NER-Deberta``: a token classifier with RaTE's labels and the BERT's
+    tokenizer (its [CLS]/[SEP], which RaTEScore's post-processing skips, as DeBERTa's). By default the tiny
+    BERT itself, its head's bias tagging every token ``label`` (with ``B-`` each token is an entity of its
+    own: identical reports then have identical entities); ``config`` (a transformers config as a dict, with
+    its ``model_type``): a random model of that architecture instead (the benchmark's DeBERTa-v3-base);
+    ``label=None``: the head left random."""
+    from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
-    config = BertConfig.from_pretrained(bert_folder)
-    config.id2label = dict(enumerate(RATE_LABELS))
-    config.label2id = {name: i for i, name in enumerate(RATE_LABELS)}
+    labels = {"id2label": dict(enumerate(RATE_LABELS)), "label2id": {n: i for i, n in enumerate(RATE_LABELS)}}
     torch.manual_seed(0)
-    model = BertForTokenClassification.from_pretrained(bert_folder, config=config)
-    with torch.no_grad():
-        model.classifier.bias.zero_()
-        model.classifier.bias[RATE_LABELS.index(label)] = 10.0
+    if config is None:
+        model = AutoModelForTokenClassification.from_pretrained(
+            bert_folder, config=AutoConfig.from_pretrained(bert_folder, **labels)
+        )
+    else:
+        config = dict(config)
+        model_config = AutoConfig.for_model(config.pop("model_type"), **config, **labels)
+        model = AutoModelForTokenClassification.from_config(model_config)
+    if label is not None:
+        with torch.no_grad():
+            model.classifier.bias.zero_()
+            model.classifier.bias[RATE_LABELS.index(label)] = 10.0
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(bert_folder).save_pretrained(folder)
     return Path(folder)

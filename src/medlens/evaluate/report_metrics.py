@@ -201,7 +201,8 @@ def _import_reason(name: str, e: BaseException) -> str:
     if name == "ratescore":
         why += (
             " (RaTEScore needs medspacy, which on Python 3.11 requires spacy < 3.8, built against numpy 1, "
-            "while the lock has numpy 2; it runs on Python 3.12 or later)"
+            "while the lock has numpy 2; it runs on Python 3.12 or later, from the same lock: "
+            "make report PYTHON=python3.12 VENV=.venv-py312)"
         )
     return f"its package cannot be imported here: {why}"
 
