@@ -315,12 +315,16 @@ def report_params(wildcards):
 
 def score_reports_resources(key):
     """score_reports' memory and time: GREEN, a 7B model writing a paragraph per report, needs far more than
-    the other metrics (float32 on a CPU, ~28 GB); retries ask for more, like the training jobs."""
-    default, green = {"mem_mb": (8000, 32000), "runtime": (120, 720)}[key]
+    the other metrics: on a CPU its float32 weights (~27 GB) and their key/value cache (up to ~16 GB at 8
+    answers of 2,048 tokens), on a GPU the host memory to load 16-bit weights; retries ask for more, like the
+    training jobs."""
+    default, on_gpu, on_cpu = {"mem_mb": (8000, 32000, 48000), "runtime": (120, 720, 720)}[key]
 
     def get(wildcards, attempt=1):
-        asked = "green" in experiment(wildcards.experiment).evaluate.report_metrics
-        return (green if asked else default) * attempt
+        exp = experiment(wildcards.experiment)
+        if "green" not in exp.evaluate.report_metrics:
+            return default * attempt
+        return (on_gpu if exp.decoder.resources.gpus else on_cpu) * attempt
 
     return get
 

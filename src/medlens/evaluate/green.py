@@ -10,6 +10,7 @@ none; a repository that does need its own code fails to load, and GREEN is repor
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,18 @@ def _scorer(model_path: str | Path, device: str):
         return module.GREEN(str(model_path), cpu=device == "cpu", num_gpus=1)
 
 
+def _needs_remote_code(model_path: str | Path) -> bool:
+    """Whether the snapshot's config or tokenizer config maps a class to code of its own (``auto_map``)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        path = Path(model_path) / name
+        try:
+            if "auto_map" in json.loads(path.read_text()):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 def green_scores(
     refs: list[str], hyps: list[str], model_path: str | Path, device: str, batch_size: int = 8
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -74,15 +87,23 @@ def green_scores(
         logger.warning(
             "GREEN runs a 7B model on the CPU: expect hours per thousand reports (docs/evaluation.md)"
         )
+    import torch
+
     try:
         scorer = _scorer(model_path, device)
-    except ValueError as e:  # transformers' answer to a repository that needs trust_remote_code
-        raise MetricNotComputed(
-            f"GREEN's model cannot load without code from the Hub, which medlens never runs: {e}"
-        ) from e
     except OSError as e:  # a file of the snapshot missing (an interrupted prefetch)
-        raise MetricNotComputed(f"GREEN's model is incomplete in the cache: {e}") from e
-    import torch
+        raise MetricNotComputed(f"GREEN's model at {model_path} is incomplete in the cache: {e}") from e
+    except Exception as e:  # out of memory, a corrupt shard...: the other metrics must still be written
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if _needs_remote_code(model_path):  # transformers refuses it without trust_remote_code
+            raise MetricNotComputed(
+                f"GREEN's model at {model_path} cannot load without code from the Hub, which medlens never "
+                f"runs: {e}"
+            ) from e
+        raise MetricNotComputed(
+            f"GREEN's model at {model_path} could not be loaded on {device}: {type(e).__name__}: {e}"
+        ) from e
 
     while True:
         scorer.batch_size = batch_size

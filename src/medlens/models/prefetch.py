@@ -97,7 +97,7 @@ def fetch_artefact(a: HubArtefact, *, offline: bool, cache_dir: str | None = Non
     duplicates = None if offline else _duplicate_weights(a.repo_id)
     if duplicates is not None:
         return snapshot(IGNORE_PATTERNS + duplicates)
-    # offline or unreachable, which copy was fetched is not known: huggingface_hub checks the snapshot is complete for the
+    # offline or no file list, which copy was fetched is not known: huggingface_hub checks the snapshot is complete for the
     # patterns given, so first without the pickles, then with them where there are no safetensors
     path = snapshot(IGNORE_PATTERNS + _PICKLES)
     return path if any(path.rglob("*.safetensors")) else snapshot(IGNORE_PATTERNS)
@@ -109,15 +109,17 @@ _PICKLES = ["pytorch_model*.bin"]
 def _duplicate_weights(repo_id: str) -> list[str] | None:
     """The PyTorch pickles of a repository that also has safetensors weights, which transformers loads
     instead: not fetched (a 7B model would otherwise be downloaded twice, 28 GB). None where the Hub cannot
-    be reached: then the cache decides, as in snapshot_download (a host offline without HF_HUB_OFFLINE)."""
+    be reached or refuses the file list (an expired token, a rate limit, a 5xx): then snapshot_download
+    decides, with the cache where the repository is there, else with its own error (gated, missing...)."""
     import httpx2  # huggingface_hub's HTTP client: its connection errors are the ones snapshot_download absorbs
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import OfflineModeIsEnabled
 
     try:
         info = HfApi().model_info(repo_id, revision="main")
-    except (httpx2.ConnectError, httpx2.TimeoutException, OfflineModeIsEnabled) as e:
-        logger.warning("%s: the Hub cannot be reached (%s); looking in the cache", repo_id, e)
+    except (httpx2.TransportError, OfflineModeIsEnabled, HfHubHTTPError) as e:
+        logger.warning("%s: the Hub cannot list its files (%s); the cache decides", repo_id, e)
         return None
     files = [s.rfilename for s in info.siblings or []]
     return _PICKLES if any(f.endswith(".safetensors") for f in files) else []

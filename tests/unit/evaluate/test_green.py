@@ -147,6 +147,15 @@ def test_out_of_gpu_memory_halves_the_batch_then_green_is_not_computed_and_the_r
     with pytest.raises(MetricNotComputed, match="out of GPU memory at batch size 1"):
         green_scores(["No effusion."], ["No effusion."], "model", "cuda")
 
+    def too_big(path, device):  # 13.5 GB of 16-bit weights on a smaller GPU
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 500.00 MiB")
+
+    monkeypatch.setattr(green, "_scorer", too_big)
+    with pytest.raises(
+        MetricNotComputed, match="model at model could not be loaded on cuda: OutOfMemoryError"
+    ):
+        green_scores(["No effusion."], ["No effusion."], "model", "cuda")
+
     def compute(name, *args):
         if name == "green":
             raise MetricNotComputed("GREEN failed while generating (batch size 8): CUDA out of memory")

@@ -104,9 +104,13 @@ def test_a_prefetched_model_then_loads_with_the_hub_offline(tmp_path, tiny_vlm):
         assert hub.requests == []
     # a host without the Hub that did not set HF_HUB_OFFLINE (a SLURM test's, a cluster's): the cache decides
     proc = _prefetch(hub, home, {"kind": "vlm", "model": "medlens-test/tiny-paligemma"})
-    assert proc.returncode == 0 and "the Hub cannot be reached" in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 0 and "the Hub cannot list its files" in proc.stderr, proc.stderr[-3000:]
     [record] = json.loads((home / "prefetched.json").read_text())
     assert record["path"].startswith(str(home))
+    # a Hub that refuses (here: the licence no longer accepted, as with an expired token): the cache decides
+    with StandInHub({"medlens-test/tiny-paligemma": tiny_vlm}, gated={"medlens-test/tiny-paligemma"}) as hub:
+        proc = _prefetch(hub, home, {"kind": "vlm", "model": "medlens-test/tiny-paligemma"})
+    assert proc.returncode == 0 and "the Hub cannot list its files" in proc.stderr, proc.stderr[-3000:]
 
 
 def test_a_gated_or_missing_model_fails_the_prefetch_at_once_with_what_to_do(tmp_path, tiny_vlm):
