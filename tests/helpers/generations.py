@@ -54,3 +54,21 @@ def run_python(code: str, env: dict, *args: str) -> subprocess.CompletedProcess:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
+
+
+def prefetch_from_stand_in_hub(tmp_path, repos: dict, metrics: list[str]) -> tuple[dict, list[dict]]:
+    """``prefetch_metrics`` of ``metrics`` in a subprocess, from a stand-in hub serving ``repos`` (Hub name ->
+    folder), into fresh caches under ``tmp_path``: the caches' environment, for the scoring job, and the
+    records it wrote."""
+    from helpers.stand_in_hub import StandInHub
+
+    caches = {"HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    fetch = (
+        "import sys, json; from medlens.evaluate.metric_weights import prefetch_metrics;"
+        "prefetch_metrics(json.loads(sys.argv[1]), sys.argv[2])"
+    )
+    records = tmp_path / "prefetched.json"
+    with StandInHub(repos) as hub:
+        env = {**caches, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}
+        run_python(fetch, env, json.dumps(metrics), str(records))
+    return caches, json.loads(records.read_text())

@@ -192,9 +192,8 @@ def test_changing_the_report_metrics_reruns_only_their_scoring(copy_of_run):
     _edit(copy_of_run, "experiments/tiny.yaml", lambda d: d["evaluate"].update(report_metrics=["green"]))
     proc = snakemake(copy_of_run, "results/report.html", "-n")
     job = (proc.stdout + proc.stderr).split("rule score_reports:")[1].split("\n\n")[0]
-    assert "mem_mb=48000" in job and "runtime=720" in job, (
-        job
-    )  # float32 on the CPU: the tiny decoder has no GPU
+    # float32 on the CPU: the tiny decoder has no GPU
+    assert "mem_mb=48000" in job and "runtime=720" in job, job
 
 
 def test_an_encoder_edit_reruns_the_encoder_and_everything_downstream_but_no_data_rule(copy_of_run):

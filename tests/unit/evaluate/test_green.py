@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from helpers.generations import run_python, write_generations
+from helpers.generations import prefetch_from_stand_in_hub, run_python, write_generations
 from medlens.config import EvalConfig
 from medlens.errors import MetricNotComputed
 from medlens.evaluate import report_metrics as rm
@@ -61,18 +61,11 @@ def test_green_is_opt_in_and_without_its_model_is_reported_not_computed(empty_ca
 
 def test_green_scores_with_its_model_fetched_from_a_hub_and_loaded_offline(tmp_path):
     from helpers.metric_stand_ins import save_tiny_llama
-    from helpers.stand_in_hub import StandInHub
 
     # the stand-in ends every answer at once: no finding matched, each report scores 0
     model = save_tiny_llama(tmp_path / "repos" / "green")
-    caches = {"HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    fetch = (
-        "import sys; from medlens.evaluate.metric_weights import prefetch_metrics;"
-        "prefetch_metrics(['green'], sys.argv[1])"
-    )
-    with StandInHub({GREEN_MODEL: model}) as hub:
-        run_python(fetch, {**caches, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}, str(tmp_path / "p.json"))
-    assert not any("missing" in r for r in json.loads((tmp_path / "p.json").read_text()))
+    caches, records = prefetch_from_stand_in_hub(tmp_path, {GREEN_MODEL: model}, ["green"])
+    assert not any("missing" in r for r in records)
 
     rows = [
         ("r0", "chest_xray", "report", "Small left pleural effusion.", "Small left pleural effusion."),

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers.generations import run_python, write_generations
+from helpers.generations import prefetch_from_stand_in_hub, run_python, write_generations
 from medlens.evaluate import metric_weights as mw
 from medlens.evaluate import radcliq
 from medlens.evaluate import report_metrics as rm
@@ -151,7 +151,6 @@ def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tm
         save_tiny_bert,
         save_tiny_roberta,
     )
-    from helpers.stand_in_hub import StandInHub
 
     bert = save_tiny_bert(tmp_path / "repos" / "bert")
     roberta = save_tiny_roberta(tmp_path / "repos" / "roberta")
@@ -171,20 +170,9 @@ def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tm
         "StanfordAIMI/RRG_scorers": scorers,
         "medlens-test/tiny-biomedbert": bert,
     }
-    caches = {"HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     names = ["bertscore", "chexbert", "sembscore", "radgraph", "radcliq", "ratescore"]
-    fetch = (
-        "import sys, json; from medlens.evaluate.metric_weights import prefetch_metrics;"
-        "prefetch_metrics(json.loads(sys.argv[1]), sys.argv[2])"
-    )
-    with StandInHub(repos) as hub:
-        run_python(
-            fetch,
-            {**caches, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"},
-            json.dumps(names),
-            str(tmp_path / "p.json"),
-        )
-    records = {(r["repo_id"], r["key"]): r for r in json.loads((tmp_path / "p.json").read_text())}
+    caches, fetched = prefetch_from_stand_in_hub(tmp_path, repos, names)
+    records = {(r["repo_id"], r["key"]): r for r in fetched}
     assert "missing" not in records[("medlens-test/tiny-biomedbert", "evaluate.report_metrics")]
     assert "missing" in records[("Angelakeke/RaTE-NER-Deberta", "evaluate.report_metrics")]  # not served
 
@@ -254,20 +242,13 @@ def test_ratescore_scores_with_weights_fetched_from_a_hub_and_keeps_each_score_w
             "RaTEScore's package imports on Python 3.12 or later only (medspacy needs spacy < 3.8 on 3.11)"
         )
     from helpers.metric_stand_ins import save_tiny_bert, save_tiny_rate_ner
-    from helpers.stand_in_hub import StandInHub
 
     bert = save_tiny_bert(tmp_path / "repos" / "bert")
     repos = {
         "Angelakeke/RaTE-NER-Deberta": save_tiny_rate_ner(tmp_path / "repos" / "rate", bert),
         "FremyCompany/BioLORD-2023-C": bert,
     }
-    caches = {"HF_HOME": str(tmp_path / "hf"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    fetch = (
-        "import sys, json; from medlens.evaluate.metric_weights import prefetch_metrics;"
-        "prefetch_metrics(['ratescore'], sys.argv[1])"
-    )
-    with StandInHub(repos) as hub:
-        run_python(fetch, {**caches, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0"}, str(tmp_path / "p.json"))
+    caches, _ = prefetch_from_stand_in_hub(tmp_path, repos, ["ratescore"])
     # the empty generation first: a misaligned list would shift every later score
     refs, hyps = REFERENCES[::-1], GENERATED[::-1]
     score = (
@@ -298,8 +279,8 @@ def test_a_report_ratescore_splits_into_no_sentence_scores_without_entities(monk
 
         def compute_score(self, candidate_list, reference_list):
             assert all(candidate_list) and all(reference_list)
-            kept = [(c, r) for c, r in zip(candidate_list, reference_list, strict=True) if c and r]
-            return [1.0 if c == r else 0.25 for c, r in kept], [], []
+            pairs = zip(candidate_list, reference_list, strict=True)
+            return [1.0 if c == r else 0.25 for c, r in pairs], [], []
 
     class Module:
         RaTEScore = DroppingScorer
