@@ -15,7 +15,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "read_json", "sha256_file", "check_output"]
+__all__ = [
+    "atomic_path",
+    "atomic_dir",
+    "moved_aside",
+    "write_json",
+    "read_json",
+    "sha256_file",
+    "check_output",
+]
 
 
 # errors that say the output location cannot take the output, whatever was being written
@@ -56,6 +64,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _remove_stale(final: Path, kind: str) -> None:
+    """Remove what killed medlens processes left for ``final``: ``.<name>.<kind>-<pid>`` whose process is gone.
+
+    The hidden, pid-stamped names are medlens's own, so nothing a user made is ever matched.
+    """
+    for stale in final.parent.glob(f".{final.name}.{kind}-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def moved_aside(path: str | os.PathLike) -> list[Path]:
+    """The previous versions of folder ``path`` that :func:`atomic_dir` moved aside (``.<name>.old-<pid>``)
+    and a kill kept it from removing, newest first: what a reader falls back on when ``path`` is gone."""
+    path = Path(path)
+    found = [p for p in path.parent.glob(f".{path.name}.old-*") if p.is_dir() and not p.is_symlink()]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it to ``path`` when the block succeeds.
@@ -74,10 +104,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final = Path(path)
     with _write_faults(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-        for stale in final.parent.glob(f".{final.name}.partial-*"):
-            pid = stale.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
-                stale.unlink(missing_ok=True)
+        _remove_stale(final, "partial")
     tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
     try:
         with _write_faults(final):
@@ -90,15 +117,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Build a folder as ``<path>.partial`` and rename it to ``path`` when the block succeeds.
+    """Build a folder as ``.<name>.partial-<pid>`` and rename it to ``path`` when the block succeeds.
 
-    An existing ``path`` is replaced only after the new folder is complete.
+    An existing ``path`` is replaced only after the new folder is complete: it is moved aside to
+    ``.<name>.old-<pid>`` (:func:`moved_aside` finds it if a kill comes between the two renames) and removed.
+    Only these hidden, pid-stamped names are ever removed, and only once their process is gone: a
+    ``<name>.partial`` or ``<name>.old`` beside the output is someone else's and stays.
     """
     final = Path(path)
-    tmp = final.with_name(final.name + ".partial")
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
     with _write_faults(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
+        _remove_stale(final, "partial")
+        _remove_stale(final, "old")
+        if tmp.exists():  # this process's own, from a block that was interrupted
             shutil.rmtree(tmp)
         tmp.mkdir()
     try:
@@ -108,7 +140,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
-        old = final.with_name(final.name + ".old")
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
         os.replace(tmp, final)
@@ -123,8 +155,24 @@ def write_json(obj: Any, path: str | os.PathLike, *, indent: int = 2) -> None:
         tmp.write_text(json.dumps(obj, indent=indent, sort_keys=True, allow_nan=True) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | os.PathLike, *, expected: str = "the JSON object medlens wrote") -> dict[str, Any]:
+    """The JSON object in ``path``.
+
+    Raises:
+        DataError: naming the file when it is not UTF-8, not JSON or not an object (a damaged or foreign file).
+    """
+    from medlens.errors import DataError
+
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 (byte {e.start})", file=str(path), expected=expected) from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON ({e})", file=str(path), expected=expected) from e
+    if not isinstance(value, dict):
+        raise DataError(f"a JSON {type(value).__name__}, not an object", file=str(path), expected=expected)
+    return value
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -164,6 +212,12 @@ def check_output(
 
     p = Path(path)
     target = p.resolve()
+    if p.name in ("", ".", ".."):  # "." or "..": replacing it would move the folder the command runs in
+        raise ConfigError(
+            f"'{p}' names no output of its own",
+            key="--out",
+            expected="a path ending in a new name, e.g. ./export",
+        )
     for guarded in protect:
         guarded = Path(guarded).resolve()
         if target == guarded or guarded in target.parents or target in guarded.parents:

@@ -50,3 +50,42 @@ def test_a_killed_writer_leaves_no_partial_file_behind_the_next_write(tmp_path):
     with mio.atomic_path(tmp_path / "out.parquet") as tmp:
         tmp.write_text("whole")
     assert not dead.exists() and live.exists() and (tmp_path / "out.parquet").read_text() == "whole"
+
+
+def test_a_folder_output_removes_only_what_killed_medlens_writers_left(tmp_path):
+    out = tmp_path / "share"
+    mine = {name: tmp_path / name for name in ("share.partial", "share.old")}  # a user's folders
+    for folder in mine.values():
+        folder.mkdir()
+        (folder / "KEEP.txt").write_text("notes")
+    dead = {kind: tmp_path / f".share.{kind}-999999999" for kind in ("partial", "old")}
+    for folder in dead.values():
+        folder.mkdir()
+    live = tmp_path / f".share.partial-{os.getppid()}"  # a running writer's
+    live.mkdir()
+    for version in ("first", "second"):  # a new folder, then a replacement
+        with mio.atomic_dir(out) as tmp:
+            (tmp / "model.txt").write_text(version)
+    assert (out / "model.txt").read_text() == "second"
+    assert all((folder / "KEEP.txt").read_text() == "notes" for folder in mine.values())
+    assert not any(folder.exists() for folder in dead.values()) and live.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, *mine, live.name])
+
+
+def test_a_kill_between_the_renames_leaves_the_previous_folder_findable(tmp_path, monkeypatch):
+    out = tmp_path / "ckpt"
+    with mio.atomic_dir(out) as tmp:
+        (tmp / "state.json").write_text("1")
+    real_replace, calls = os.replace, []
+
+    def killed_on_the_second_rename(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the job is killed after moving the old folder aside
+        real_replace(src, dst)
+
+    monkeypatch.setattr(mio.os, "replace", killed_on_the_second_rename)
+    with pytest.raises(KeyboardInterrupt), mio.atomic_dir(out) as tmp:
+        (tmp / "state.json").write_text("2")
+    assert not out.exists()
+    assert [(p / "state.json").read_text() for p in mio.moved_aside(out)] == ["1"]

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from medlens import __version__
 from medlens.errors import MedlensError
-from medlens.io import atomic_dir, sha256_file
+from medlens.io import atomic_dir, moved_aside, sha256_file
 
 __all__ = [
     "TrainState",
@@ -165,7 +165,7 @@ def save_checkpoint(
 def _folder(path: str | os.PathLike) -> Path | None:
     """The checkpoint folder to read: ``path``, or the previous one a kill during replacement left behind."""
     path = Path(path)
-    for candidate in (path, path.with_name(path.name + ".old")):
+    for candidate in (path, *moved_aside(path)):
         if (candidate / _INFO).is_file():
             return candidate
     return None
@@ -233,7 +233,7 @@ def load_checkpoint(
 def discard_checkpoint(path: str | os.PathLike) -> None:
     """Remove a checkpoint folder medlens wrote (and the previous copy a kill may have left)."""
     path = Path(path)
-    for folder in (path, path.with_name(path.name + ".old")):
+    for folder in (path, *moved_aside(path)):
         if (folder / _INFO).is_file():
             shutil.rmtree(folder)
 

@@ -120,5 +120,5 @@ def test_the_config_a_checkpoint_belongs_to_is_compared_key_by_key(tmp_path):
 def test_a_kill_while_replacing_the_checkpoint_leaves_the_previous_one_readable(tmp_path):
     model, optimizer = _model_and_optimizer()
     save_checkpoint(tmp_path / "last", model=model, optimizer=optimizer, state=TrainState(step=4), config={})
-    (tmp_path / "last").rename(tmp_path / "last.old")  # atomic_dir had moved it aside when the job died
+    (tmp_path / "last").rename(tmp_path / ".last.old-999999999")  # atomic_dir had moved it aside, then died
     assert load_checkpoint(tmp_path / "last", model=model, optimizer=optimizer).step == 4
