@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from medlens import layout
 from medlens.errors import ConfigError, MedlensError
-from medlens.io import atomic_path, check_output
+from medlens.io import atomic_path, check_output, read_json
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
 
@@ -334,12 +334,14 @@ def _info(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from medlens.inference import resolve_preprocessing
-    from medlens.inference.export import DEFAULT_ATOL, DEFAULT_OPSET, export_onnx
+    from medlens.inference.export import DEFAULT_ATOL, DEFAULT_OPSET, METRICS_EXPECTED, export_onnx
     from medlens.inference.predict import zero_shot_setup
 
     check_output(args.out, folder=True, overwrite=args.overwrite, protect=[args.model])
     if args.metrics is not None and not args.metrics.is_file():
         raise ConfigError(f"'{args.metrics}' is not a file", key="--metrics", expected="an eval/<stage>.json")
+    if args.metrics is not None:  # read now: a wrong file stops the command before any export work
+        read_json(args.metrics, expected=METRICS_EXPECTED)
     if args.format == "hub":
         return _export_hub(args)
     labels, templates = zero_shot_setup(args.model, args.labels, args.prompts)

@@ -174,6 +174,10 @@ def test_outputs_never_destroy_what_the_command_did_not_create(experiment, image
             ["export", "--model", enc, "--out", str(existing), "--overwrite"],
             "exists and is not a folder",
         ),
+        "the folder it runs in": (
+            ["export", "--model", enc, "--out", ".", "--overwrite"],
+            "names no output of its own",
+        ),
     }
     for case, (argv, message) in refused.items():
         assert cli.main(argv) == cli.EXIT_USAGE, case

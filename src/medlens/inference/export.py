@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from medlens.data.images import GREY_MODALITIES
-from medlens.errors import MedlensError
+from medlens.errors import DataError, MedlensError
 from medlens.evaluate.zero_shot import build_prompts
 from medlens.inference.inputs import Preprocessing
-from medlens.io import atomic_dir
+from medlens.io import atomic_dir, read_json
 
 __all__ = ["export_onnx", "export_hub", "DEFAULT_ATOL", "IMAGE_FILE", "TEXT_FILE"]
 
@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 # kernels of large towers move entries by up to ~1e-5, so 1e-4 catches a wrong graph, not rounding.
 DEFAULT_ATOL = 1e-4
 DEFAULT_OPSET = 17
+METRICS_EXPECTED = "an eval/encoder.json or eval/decoder.json object, as evaluate_* writes it"
 IMAGE_FILE, TEXT_FILE = "image_encoder.onnx", "text_encoder.onnx"
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -231,8 +232,9 @@ def export_hub(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "README.md").is_file():
         raise MedlensError(f"{model_dir}: no README.md model card (a folder written by medlens has one)")
+    _check_weights(model_dir)
     card = ModelCard.load(model_dir / "README.md")
-    results = eval_results(json.loads(Path(metrics).read_text()), list(card.data.datasets or []))
+    results = eval_results(read_json(metrics, expected=METRICS_EXPECTED), list(card.data.datasets or []))
     if not results:
         raise MedlensError(f"{metrics}: no zero-shot, retrieval, text or clinical metrics to put in the card")
     card.data.eval_results = results
@@ -245,6 +247,28 @@ def export_hub(
         (tmp / "README.md").write_text(render_model_card(card.data, [body.strip()]))
     logger.info("copied %s to %s with %d metrics in its model card", model_dir, out_dir, len(results))
     return len(results)
+
+
+def _check_weights(model_dir: Path) -> None:
+    """Refuse to share a folder whose weights are missing or damaged (each safetensors header read, its size
+    checked against the file's)."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = sorted(model_dir.rglob("*.safetensors"))
+    if not weights:
+        raise DataError(
+            "no weights in the model folder",
+            file=str(model_dir),
+            expected="the *.safetensors files training wrote",
+        )
+    for path in weights:
+        try:
+            with safe_open(str(path), framework="np"):
+                pass
+        except SafetensorError as e:
+            raise DataError(
+                f"damaged weights ({e})", file=str(path), expected="a complete safetensors file"
+            ) from e
 
 
 def _with_metrics(body: str, results: list[Any], source: str) -> str:
@@ -270,7 +294,9 @@ def _model_card(encoder_dir: Path, record: dict[str, Any], height: int, width: i
     body = ModelCard.load(own).text.strip() if own.is_file() else ""
     info = read_medlens_json(encoder_dir)
     datasets = sorted({e["dataset"] for e in info.get("preprocessing") or []})
-    results = eval_results(json.loads(Path(metrics).read_text()), datasets) if metrics is not None else []
+    results = (
+        eval_results(read_json(metrics, expected=METRICS_EXPECTED), datasets) if metrics is not None else []
+    )
     cfg = info.get("config") or {}
     data = card_metadata(
         "onnx",

@@ -9,7 +9,6 @@ no weights are loaded.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ from typing import Any
 from medlens import layout
 from medlens.config import dig
 from medlens.environment import LockDifferences
-from medlens.errors import ConfigError
+from medlens.errors import ConfigError, DataError
+from medlens.io import read_json
 
 __all__ = ["summarise_experiment", "format_summary"]
 
@@ -36,8 +36,11 @@ def _last_row(path: Path, delimiter: str = ",") -> dict[str, float] | None:
     """The last row of a metrics.csv or Snakemake benchmark TSV, its numeric cells as floats."""
     if not path.is_file():
         return None
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter=delimiter))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f, delimiter=delimiter))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot be read ({e})", file=str(path), expected="the table medlens wrote") from e
     if not rows:
         return None
     out = {}
@@ -59,15 +62,20 @@ def _parameters(path: Path) -> int | None:
     """Number of parameters in a safetensors file, from its header (None for other formats)."""
     if path.suffix != ".safetensors":
         return None
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     total = 0
-    with safe_open(str(path), framework="np") as f:
-        for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
-            n = 1
-            for dim in f.get_slice(key).get_shape():
-                n *= dim
-            total += n
+    try:
+        with safe_open(str(path), framework="np") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                n = 1
+                for dim in f.get_slice(key).get_shape():
+                    n *= dim
+                total += n
+    except SafetensorError as e:
+        raise DataError(
+            f"damaged weights ({e})", file=str(path), expected="a complete safetensors file"
+        ) from e
     return total
 
 
@@ -88,7 +96,7 @@ def _model(folder: Path) -> dict[str, Any] | None:
     if not folder.is_dir():
         return None
     info_path = folder / "medlens.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = read_json(info_path) if info_path.is_file() else {}
     described = {
         k: info.get(k)
         for k in (
@@ -127,7 +135,7 @@ def _evaluation(exp: Path) -> dict[str, Any]:
         layout.in_experiment(exp, layout.DECODER_EVAL),
     )
     if enc_path.is_file():
-        enc = json.loads(enc_path.read_text())
+        enc = read_json(enc_path)
         out["encoder"] = {
             "split": enc.get("split"),
             "n": enc.get("n"),
@@ -147,7 +155,7 @@ def _evaluation(exp: Path) -> dict[str, Any]:
             "prompt_set": dig(enc, "protocol.templates"),
         }
     if dec_path.is_file():
-        dec = json.loads(dec_path.read_text())
+        dec = read_json(dec_path)
         out["decoder"] = {
             "split": dec.get("split"),
             "n": dec.get("n"),
@@ -177,7 +185,7 @@ def _environments(
         ("evaluate_decoder", layout.DECODER_EVAL),
     ):
         path = layout.in_experiment(folder, template)
-        out[stage] = json.loads(path.read_text()).get("environment") if path.is_file() else None
+        out[stage] = read_json(path).get("environment") if path.is_file() else None
     return out
 
 
@@ -200,7 +208,7 @@ def summarise_experiment(exp_dir: str | os.PathLike) -> dict[str, Any]:
             expected="results/<experiment> holding data/, encoder/, decoder/ or eval/",
         )
     split_path = layout.in_experiment(exp, layout.SPLIT)
-    split = json.loads(split_path.read_text()) if split_path.is_file() else None
+    split = read_json(split_path) if split_path.is_file() else None
     benchmarks = {
         stage: _last_row(exp.parent.parent / layout.benchmark(stage, exp.name), "\t") for stage in _STAGES
     }

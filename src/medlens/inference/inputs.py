@@ -11,7 +11,6 @@ the other files are still processed.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from collections import Counter
@@ -25,6 +24,7 @@ from PIL import Image
 from medlens import layout
 from medlens.data.images import encode_image, load_image, prepare_image
 from medlens.errors import ConfigError, DataError
+from medlens.io import read_json
 
 __all__ = [
     "Preprocessing",
@@ -222,8 +222,9 @@ def list_images(
     return _read_manifest(path, with_text)
 
 
-def _read_manifest(path: Path, with_text: bool) -> list[ImageInput]:
-    with open(path, newline="", encoding="utf-8") as f:
+def _manifest_items(path: Path, with_text: bool) -> list[ImageInput]:
+    # utf-8-sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark, which is not part of the header
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         if "path" not in columns:
@@ -260,6 +261,18 @@ def _read_manifest(path: Path, with_text: bool) -> list[ImageInput]:
             seen[rid] = line
             image = Path(rel) if Path(rel).is_absolute() else path.parent / rel
             items.append(ImageInput(rid, image, row.get("text") if with_text else None))
+    return items
+
+
+def _read_manifest(path: Path, with_text: bool) -> list[ImageInput]:
+    try:
+        items = _manifest_items(path, with_text)
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"not UTF-8 text ({e.reason})", file=str(path), expected="a UTF-8 CSV manifest"
+        ) from e
+    except csv.Error as e:
+        raise DataError(f"not a CSV file ({e})", file=str(path), expected="a comma-separated manifest") from e
     if not items:
         raise DataError("the manifest lists no images", file=str(path), expected="one row per image")
     return items
@@ -292,7 +305,4 @@ def read_medlens_json(model_dir: str | os.PathLike) -> dict:
     path = Path(model_dir) / "medlens.json"
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"not valid JSON ({e})", file=str(path), expected="the file train_* wrote") from e
+    return read_json(path, expected="the JSON object train_* wrote")

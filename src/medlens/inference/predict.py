@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from medlens import layout
 from medlens.config import GenerationConfig
-from medlens.errors import ConfigError
+from medlens.errors import ConfigError, DataError
 from medlens.inference.inputs import Failure, ImageInput, Preprocessing, load_batches, read_medlens_json
 from medlens.io import atomic_path
 
@@ -60,7 +60,13 @@ def zero_shot_setup(
     from medlens.evaluate.zero_shot import DEFAULT_TEMPLATES, build_prompts, load_prompt_templates
 
     recorded = read_medlens_json(encoder_dir).get("zero_shot") or {}
-    known = list(recorded.get("labels") or [])
+    known = (recorded.get("labels") or []) if isinstance(recorded, dict) else None
+    if not isinstance(known, list) or not all(isinstance(lab, str) for lab in known):
+        raise DataError(
+            f"zero_shot.labels is {known!r}" if known is not None else "zero_shot is not an object",
+            file=str(Path(encoder_dir) / "medlens.json"),
+            expected="a list of label names under zero_shot, as train_encoder writes it",
+        )
     templates = prompts or recorded.get("templates") or DEFAULT_TEMPLATES
     if labels and not prompts:
         # a label outside what the model was evaluated on and what its prompt set names would be scored through

@@ -113,6 +113,9 @@ def _open_clip_model_cfg(cfg: DecoderConfig, encoder_dir) -> tuple[dict, dict, n
     import open_clip
 
     if encoder_dir is not None:
+        from medlens.models.remote_code import refuse_remote_code
+
+        refuse_remote_code()
         oc = json.loads((Path(encoder_dir) / "open_clip_config.json").read_text())
         model = open_clip.create_model(f"local-dir:{encoder_dir}")
         return oc["model_cfg"], oc.get("preprocess_cfg", {}), model.visual

@@ -149,7 +149,9 @@ def create_encoder(
     import open_clip
 
     from medlens.models import pretrained
+    from medlens.models.remote_code import refuse_remote_code
 
+    refuse_remote_code()  # an hf-hub: or local-dir: text tower's config may name code of its own
     model_cfg = _model_cfg(cfg)
     pretrained.check_tower_sources(
         model_cfg, cfg.pretrained_image, cfg.pretrained_text_model, cfg.pretrained_text
@@ -227,6 +229,7 @@ def create_tokenizer(cfg: EncoderConfig, model_cfg: dict[str, Any]):
     from open_clip.tokenizer import HFTokenizer
 
     from medlens.models.pretrained import local_dir
+    from medlens.models.remote_code import refuse_remote_code
 
     text_cfg = model_cfg["text_cfg"]
     if not text_cfg.get("hf_tokenizer_name"):
@@ -243,12 +246,13 @@ def create_tokenizer(cfg: EncoderConfig, model_cfg: dict[str, Any]):
         if folder and (folder / "tokenizer_config.json").is_file()
         else text_cfg["hf_tokenizer_name"]
     )
+    refuse_remote_code()
     try:
         return HFTokenizer(
             source,
             context_length=cfg.context_length,
             tokenizer_mode=text_cfg.get("tokenizer_mode"),
-            **text_cfg.get("tokenizer_kwargs", {}),
+            **{**text_cfg.get("tokenizer_kwargs", {}), "trust_remote_code": False},
         )
     except (OSError, ValueError) as e:
         raise ConfigError(
@@ -375,9 +379,16 @@ def load_encoder(path: str | os.PathLike, *, device: str | torch.device | None =
 
     Raises:
         ConfigError: when the folder lacks the open_clip config or weights.
+        DataError: naming the file when the config or weights are damaged or do not fit each other, or the
+            folder asks to run its own code (an ``auto_map``), which medlens never does.
     """
     import open_clip
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from medlens.errors import DataError
+    from medlens.io import read_json
+    from medlens.models.remote_code import refuse_remote_code
 
     path = Path(path)
     if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
@@ -386,14 +397,36 @@ def load_encoder(path: str | os.PathLike, *, device: str | torch.device | None =
             expected=f"{CONFIG_NAME} and {WEIGHTS_NAME} in it "
             "(results/<experiment>/encoder written by train_encoder)",
         )
-    saved = json.loads((path / CONFIG_NAME).read_text())
-    model_cfg, preprocess_cfg = saved["model_cfg"], saved.get("preprocess_cfg", {})
-    # weights are loaded after the timm trunk is resized, so position embeddings match
-    model = open_clip.create_model(f"local-dir:{path}", load_weights=False, output_dict=True)
-    _set_timm_input_size(model, model_cfg["vision_cfg"].get("image_size", 224))
-    model.load_state_dict(load_file(path / WEIGHTS_NAME))
+    expected = "open_clip's local-dir config: {'model_cfg': {'vision_cfg': ..., 'text_cfg': ...}, 'preprocess_cfg': ...}"
+    saved = read_json(path / CONFIG_NAME, expected=expected)
+    model_cfg, preprocess_cfg = saved.get("model_cfg"), saved.get("preprocess_cfg") or {}
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("vision_cfg"), dict):
+        raise DataError("no model_cfg with a vision_cfg", file=str(path / CONFIG_NAME), expected=expected)
+    refuse_remote_code()
+    try:
+        # weights are loaded after the timm trunk is resized, so position embeddings match
+        model = open_clip.create_model(f"local-dir:{path}", load_weights=False, output_dict=True)
+        _set_timm_input_size(model, model_cfg["vision_cfg"].get("image_size", 224))
+        # open_clip passes the config's tokenizer_kwargs to transformers; the caller's override them
+        hf_tokenizer = bool((model_cfg.get("text_cfg") or {}).get("hf_tokenizer_name"))
+        tokenizer = open_clip.get_tokenizer(
+            f"local-dir:{path}", **({"trust_remote_code": False} if hf_tokenizer else {})
+        )
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
+        raise DataError(
+            f"open_clip cannot build the model this folder describes ({type(e).__name__}: {e})",
+            file=str(path / CONFIG_NAME),
+            expected=expected + ", with no code of its own to run",
+        ) from e
+    try:
+        model.load_state_dict(load_file(path / WEIGHTS_NAME))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise DataError(
+            f"the weights cannot be loaded into the model {CONFIG_NAME} describes ({e})",
+            file=str(path / WEIGHTS_NAME),
+            expected="the safetensors file train_encoder wrote with this config, complete",
+        ) from e
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
     return Encoder(
         model.to(device).eval(),
         tokenizer,

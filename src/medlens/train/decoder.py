@@ -72,9 +72,10 @@ def load_tokenizer(cfg: DecoderConfig, train_texts: list[str]):
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
-    except (OSError, ValueError) as e:  # ValueError: a folder without tokenizer files
-        if not Path(cfg.tokenizer).exists():  # a hub id (e.g. "gpt2") out of reach: seed 004's fallback
+        tok = AutoTokenizer.from_pretrained(cfg.tokenizer, trust_remote_code=False)
+    except (OSError, ValueError) as e:  # ValueError: a folder without tokenizer files, or with code to run
+        # a hub id (e.g. "gpt2") out of reach: seed 004's fallback; a tokenizer that needs its own code is an error
+        if isinstance(e, OSError) and not Path(cfg.tokenizer).exists():
             logger.warning(
                 "tokenizer '%s' cannot be loaded (%s); training a %d-token BPE tokenizer on the "
                 "training reports instead",

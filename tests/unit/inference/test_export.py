@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import save_file
 
 from helpers.experiment import LABELS
 from medlens.errors import MedlensError
@@ -127,7 +128,7 @@ def test_a_hub_copy_of_a_decoder_folder_carries_its_evaluation_and_the_original_
     }
     card = decoder_model_card(info)
     (folder / "README.md").write_text(card)
-    (folder / "model.safetensors").write_bytes(b"weights")
+    save_file({"w": np.zeros(2, dtype=np.float32)}, str(folder / "model.safetensors"))
     metrics = tmp_path / "decoder.json"
     metrics.write_text(
         json.dumps(
@@ -152,7 +153,9 @@ def test_a_hub_copy_of_a_decoder_folder_carries_its_evaluation_and_the_original_
         "| image-to-text | bleu4 | 0.2 | test |" in shared.text
         and "Evaluated after training" not in shared.text
     )
-    assert (tmp_path / "share" / "model.safetensors").read_bytes() == b"weights"
+    assert (tmp_path / "share" / "model.safetensors").read_bytes() == (
+        folder / "model.safetensors"
+    ).read_bytes()
     assert (folder / "README.md").read_text() == card  # the pipeline's folder is never rewritten
 
 
