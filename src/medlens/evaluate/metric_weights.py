@@ -4,7 +4,10 @@ on the submit host and looked up offline by ``score_reports``."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ __all__ = [
     "missing_weights",
     "prefetch_metrics",
     "radgraph_encoders",
+    "unpack_radgraph",
 ]
 
 
@@ -97,6 +101,45 @@ def radgraph_encoders(archive: str | Path) -> list[HubArtefact]:
         config["model"]["embedder"]["token_embedders"]["bert"]["model_name"],
     }
     return [HubArtefact(n, "evaluate.report_metrics", True) for n in sorted(names) if not Path(n).exists()]
+
+
+def unpack_radgraph(model_type: str) -> None:
+    """Unpack the cached RadGraph archive of ``model_type`` into the folder RadGraph reads, unless it is there.
+
+    RadGraph unpacks its archive itself with ``extractall`` and no filter, which writes wherever an entry's
+    path points (``../``, absolute paths, links); tarfile's ``data`` filter refuses those. RadGraph then
+    finds the folder filled and does not unpack again. Unpacked under a temporary name first, so a killed
+    job never leaves a half-filled folder that RadGraph would take as complete.
+
+    Raises:
+        MetricNotComputed: the archive holds an entry the filter refuses.
+    """
+    from medlens.errors import MetricNotComputed
+    from medlens.evaluate.radeval_compat import vendored_radgraph
+
+    core = vendored_radgraph()
+    folder = Path(core.CACHE_DIR) / model_type
+    if folder.is_dir() and any(folder.iterdir()):
+        return
+    archive = fetch_artefact(
+        artefact(Weights("StanfordAIMI/RRG_scorers", core.MODEL_MAPPING[model_type], cache="radgraph")),
+        offline=True,
+    )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model_type}.partial-", dir=folder.parent))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(tmp, filter="data")
+        if folder.is_dir():  # the empty folder a failed RadGraph(...) call made
+            folder.rmdir()
+        os.replace(tmp, folder)
+    except tarfile.FilterError as e:
+        raise MetricNotComputed(
+            f"{archive}: the RadGraph archive holds an entry that would be written outside its folder or as a "
+            f"link or device ({e}); delete it and fetch it again"
+        ) from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def missing_weights(name: str) -> list[str]:

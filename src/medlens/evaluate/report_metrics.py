@@ -85,8 +85,10 @@ def _radgraph(model_type: str, refs: list[str], hyps: list[str]):
     F1RadGraph scores a pair with an empty report 0 and leaves it out of its annotations; it gets empty
     annotations here, so that they stay aligned with the reports (radeval's RadCliQ does the same).
     """
+    from medlens.evaluate.metric_weights import unpack_radgraph
     from medlens.evaluate.radeval_compat import vendored_radgraph
 
+    unpack_radgraph(model_type)
     scorer = vendored_radgraph().F1RadGraph(reward_level="all", model_type=model_type)
     _, rewards, hyp_ann, ref_ann = scorer(refs=refs, hyps=hyps)
     annotated = iter(zip(hyp_ann, ref_ann, strict=True))

@@ -69,6 +69,43 @@ def test_each_metric_names_the_weights_it_loads_and_a_radgraph_archive_names_its
     assert [a.repo_id for a in mw.radgraph_encoders(archive)] == ["org/bert-a"]
 
 
+def test_a_radgraph_archive_is_unpacked_only_inside_its_folder(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    from medlens.errors import MetricNotComputed
+    from medlens.evaluate.radeval_compat import vendored_radgraph
+
+    cache = tmp_path / "radgraph-cache"
+    monkeypatch.setattr(vendored_radgraph(), "CACHE_DIR", str(cache))
+    archives = {}
+    for name, entries in {
+        "good": {"config.json": b"{}", "vocabulary/labels.txt": b"O"},
+        "escaping": {"config.json": b"{}", "../../escaped.txt": b"written outside"},
+    }.items():
+        archives[name] = tmp_path / f"{name}.tar.gz"
+        with tarfile.open(archives[name], "w:gz") as tar:
+            for entry, data in entries.items():
+                info = tarfile.TarInfo(entry)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    fetched = []
+    monkeypatch.setattr(mw, "fetch_artefact", lambda a, offline: fetched.append(a.filename) or archives[kind])
+
+    kind = "escaping"
+    with pytest.raises(MetricNotComputed, match=r"escaping\.tar\.gz: the RadGraph archive holds an entry"):
+        mw.unpack_radgraph("radgraph")
+    assert not (tmp_path / "escaped.txt").exists() and not any(cache.iterdir())  # nothing, not even a half
+
+    kind = "good"
+    mw.unpack_radgraph("radgraph-xl")
+    assert (cache / "radgraph-xl" / "vocabulary" / "labels.txt").read_text() == "O"
+    mw.unpack_radgraph("radgraph-xl")  # there already: RadGraph's folder is left as it is
+    assert fetched == ["radgraph.tar.gz", "radgraph-xl.tar.gz"] and sorted(os.listdir(cache)) == [
+        "radgraph-xl"
+    ]
+
+
 PARAMS = {"report_metrics": list(rm.REPORT_METRICS), "bootstrap_samples": 50, "seed": 0}
 
 
