@@ -13,7 +13,6 @@ import csv
 import difflib
 import functools
 import gzip
-import io
 import json
 import logging
 import os
@@ -51,6 +50,14 @@ logger = logging.getLogger(__name__)
 # Folders and files that archives made on macOS or by hand carry along and that are never data.
 _JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
 _SURROGATE = re.compile("[\udc80-\udcff]")
+# one physical line with its ending: LF, CRLF or a lone CR (Excel for Mac); never \u2028 or \x0c,
+# which str.splitlines would also split on inside a report
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def _physical_lines(text: str) -> list[str]:
+    """The lines of ``text`` with their endings kept; ``\n``, ``\r\n`` and ``\r`` all end a line."""
+    return _LINE.findall(text)
 
 
 def is_junk(name: str) -> bool:
@@ -105,13 +112,16 @@ class CsvTable:
     required: Sequence[str | tuple[str, ...]] = ()
     columns: list[str] = field(init=False)
     _text: str = field(init=False, repr=False)
+    _lines: list[str] = field(init=False, repr=False)
     _resolved: dict[str | tuple[str, ...], str] = field(init=False, repr=False)
     _header_lines: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self._text = _read_text(self.path)
-        reader = csv.reader(io.StringIO(self._text, newline=""))
+        # the header and the body are split into lines the same way, so line numbers agree
+        self._lines = _physical_lines(self._text)
+        reader = csv.reader(iter(self._lines))
         try:
             header = next(reader, None)
         except csv.Error as e:
@@ -190,8 +200,7 @@ class CsvTable:
         the parser refuses becomes a row problem on its first line; reading resumes on the next line, so
         that every record is either kept or rejected.
         """
-        lines = [line + "\n" for line in self._text.split("\n")]  # str.splitlines would also split on \u2028
-        lines[-1] = lines[-1][:-1]
+        lines = self._lines  # LF, CRLF and CR-only (Excel for Mac) endings, even mixed in one file
         n = len(self.columns)
         pos = self._header_lines
         while pos is not None and pos < len(lines):
