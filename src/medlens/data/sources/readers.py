@@ -90,6 +90,7 @@ class CsvRow:
     values: dict[str, str]
     problem: str | None = None  # set when the row cannot be used (bad bytes, wrong field count)
     detail: str = ""
+    raw: str = ""  # a record the parser refused: its first physical line, so a caller can name its key
 
     def get(self, column: str | None, default: str = "") -> str:
         return self.values.get(column, default) if column else default
@@ -216,7 +217,13 @@ class CsvTable:
             except StopIteration:
                 return None
             except csv.Error as e:
-                yield CsvRow(start, {}, "malformed record", _csv_problem(str(e), pos + reader.line_num))
+                yield CsvRow(
+                    start,
+                    {},
+                    "malformed record",
+                    _csv_problem(str(e), pos + reader.line_num),
+                    raw=lines[start - 1].rstrip("\r\n"),
+                )
                 return start  # resume on the line after this record's first
             line, start = start, pos + reader.line_num + 1
             if not fields or (len(fields) == 1 and not fields[0].strip()):
