@@ -25,6 +25,7 @@ import yaml
 
 from medlens.config import FINDINGS
 from medlens.errors import ConfigError, DataError
+from medlens.inference.inputs import IMAGE_SUFFIXES
 from medlens.resources import resource_path
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "find_file",
     "index_files",
     "is_junk",
+    "IMAGE_SUFFIXES",
+    "files_under",
+    "unsupported_image",
     "LabelMap",
     "load_label_map",
     "ChexpertValues",
@@ -63,6 +67,30 @@ def _physical_lines(text: str) -> list[str]:
 def is_junk(name: str) -> bool:
     """True for macOS/Windows metadata (``__MACOSX``, ``.DS_Store``, AppleDouble ``._x``) and hidden names."""
     return name in _JUNK_NAMES or name.startswith(".")
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder`` (any depth, sorted), junk left out.
+
+    Junk (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, AppleDouble ``._x``, ``__MACOSX/`` and other
+    hidden names) is metadata that archives and file browsers add and never data, so it is neither
+    read nor counted as a rejected record.
+    """
+    found = []
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not is_junk(d)]
+        found.extend(Path(here) / f for f in files if not is_junk(f))
+    return sorted(found)
+
+
+def unsupported_image(path: Path) -> tuple[str, str] | None:
+    """(reason, detail) when ``path``'s suffix is not one :func:`medlens.data.images.load_image` decodes."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return None
+    return (
+        f"unsupported image suffix {path.suffix.lower() or '(none)'}",
+        f"{path.name}; expected one of {', '.join(sorted(IMAGE_SUFFIXES))}",
+    )
 
 
 def _read_text(path: Path) -> str:
