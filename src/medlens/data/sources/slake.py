@@ -21,6 +21,7 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
+from medlens.data.sources.manifest import _inside
 from medlens.data.sources.readers import find_file, normalise_split, read_json_file
 from medlens.errors import DataError
 
@@ -66,6 +67,7 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             expected="train.json, validate.json (or validation.json) and test.json within 2 levels",
         )
     languages = set(cfg.languages)
+    inside = root.resolve()
     for split, path in found:
         data = read_json_file(path)
         if not isinstance(data, list):
@@ -100,6 +102,10 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             if entry["q_lang"] not in languages:
                 reject = f"filtered: language {entry['q_lang']} not in languages"
                 detail = f"languages {sorted(languages)}"
+            elif not cfg.allow_outside_paths and not _inside(image, inside):
+                # the same guard as manifests: img_name "../../x.jpg" or a link must not read other files
+                reject = "image outside the dataset folder"
+                detail = f"{entry['img_name']} (allow_outside_paths: true reads it)"
             elif not question or not answer:
                 reject, detail = "empty text", "empty question" if not question else "empty answer"
             elif not image.is_file():
