@@ -67,7 +67,6 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             expected="train.json, validate.json (or validation.json) and test.json within 2 levels",
         )
     languages = set(cfg.languages)
-    inside = root.resolve()
     for split, path in found:
         data = read_json_file(path)
         if not isinstance(data, list):
@@ -77,6 +76,7 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 expected="a JSON list of question records (SLAKE 1.0 format)",
             )
         image_dir = path.parent / "imgs"
+        inside = image_dir.resolve()
         logger.info(
             "SLAKE: %s (%s), %d questions, languages kept %s", path.name, split, len(data), sorted(languages)
         )
@@ -103,9 +103,10 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 reject = f"filtered: language {entry['q_lang']} not in languages"
                 detail = f"languages {sorted(languages)}"
             elif not cfg.allow_outside_paths and not _inside(image, inside):
-                # the same guard as manifests: img_name "../../x.jpg" or a link must not read other files
+                # the guard manifests have, on SLAKE's images folder: every img_name is xmlabN/<file>,
+                # so "../../x.jpg" or a link out of imgs/ must not read some other file
                 reject = "image outside the dataset folder"
-                detail = f"{entry['img_name']} (allow_outside_paths: true reads it)"
+                detail = f"{entry['img_name']} leaves {image_dir} (allow_outside_paths: true reads it)"
             elif not question or not answer:
                 reject, detail = "empty text", "empty question" if not question else "empty answer"
             elif not image.is_file():

@@ -113,13 +113,16 @@ def test_official_split_keeps_a_shared_image_in_one_split_and_reports_the_moves(
 def test_an_image_path_leaving_the_dataset_folder_is_a_rejected_row(tmp_path):
     # the audit: img_name "../../outside.jpg" was read from outside the folder; manifests already refused it
     splits = json.loads(json.dumps(slake.SPLITS))
-    splits["train"][1]["img_name"] = "../../../outside.jpg"  # imgs/ -> Slake1.0/ -> data/ -> tmp_path
+    splits["train"][1]["img_name"] = "../../outside.jpg"  # imgs/ -> Slake1.0/ -> data/outside.jpg
     fixture = slake.build(tmp_path / "data", splits=splits)
-    write_jpeg(tmp_path / "outside.jpg", seed=5, size=(32, 32))
+    write_jpeg(fixture.root / "outside.jpg", seed=5, size=(32, 32))
     settings = {"source": "path", "adapter": "slake", "path": str(fixture.root)}
     out = prepare(tmp_path, "slake", settings)
     assert out.rejected["1"]["reason"] == "image outside the dataset folder"
-    assert out.rejected["1"]["detail"] == "../../../outside.jpg (allow_outside_paths: true reads it)"
+    imgs = fixture.root / "Slake1.0" / "imgs"
+    assert (
+        out.rejected["1"]["detail"] == f"../../outside.jpg leaves {imgs} (allow_outside_paths: true reads it)"
+    )
     assert set(out.rows) == slake.ENGLISH - {"1"}
     allowed = prepare(tmp_path, "slake", {**settings, "allow_outside_paths": True})
     assert "1" in allowed.rows
