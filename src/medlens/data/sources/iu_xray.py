@@ -48,6 +48,60 @@ def report_text(findings: str, impression: str) -> tuple[str, list[str]]:
     return " ".join(t for _, t in parts), [n for n, _ in parts]
 
 
+_Report = tuple[dict[str, str], str | None, str, str]  # values, problem, detail, file:line
+
+
+def _reports_by_uid(reports: CsvTable) -> tuple[dict[str, _Report], dict[str, str]]:
+    """uid -> its report row, and uid -> why its report is unusable for rows the parser refused.
+
+    A uid repeated with the same values is one report read twice (kept once, logged: nothing
+    differs, so nothing is chosen). A uid repeated with different values has no trustworthy report:
+    it becomes a problem naming every line, so its images are rejected rather than one row silently
+    replacing the other. A record the CSV parser refused (a quote never closed) has no values; its
+    uid is read from the start of its first line, so its images are rejected as "report row
+    malformed", pointing at that line. Refused rows whose uid cannot be read are listed under "".
+    """
+    rows: dict[str, list] = {}
+    refused: dict[str, list[tuple[int, str]]] = {}  # uid -> (line, what the parser said)
+    where = reports.columns.index(reports.column("uid"))
+    for row in reports:
+        ref = reports.ref(row.line)
+        if row.problem and not row.values:
+            fields = row.raw.split(",")
+            uid = (
+                fields[where].strip()
+                if where < len(fields) - 1 and '"' not in ",".join(fields[: where + 1])
+                else ""
+            )
+            refused.setdefault(uid, []).append((row.line, f"{ref} ({row.problem}: {row.detail})"))
+        else:
+            rows.setdefault(row.get("uid"), []).append(row)
+    by_uid: dict[str, _Report] = {}
+    repeated = 0
+    for uid, same in rows.items():
+        first = same[0]
+        by_uid[uid] = (first.values, first.problem, first.detail, reports.ref(first.line))
+        distinct = {(tuple(r.values.items()), r.problem) for r in same}
+        if len(distinct) > 1 or uid in refused:
+            lines = sorted([r.line for r in same] + [line for line, _ in refused.pop(uid, [])])
+            by_uid[uid] = (
+                first.values,
+                "repeated uid with different reports",
+                f"uid {uid} has different rows on lines {', '.join(map(str, lines))}",
+                reports.ref(first.line),
+            )
+        else:
+            repeated += len(same) - 1
+    if repeated:
+        logger.info("IU: %d report rows repeat an earlier row exactly; each is read once", repeated)
+    malformed = {
+        uid: "its report row " + "; ".join(t for _, t in refs) for uid, refs in refused.items() if uid
+    }
+    if "" in refused:
+        malformed[""] = ", ".join(reports.ref(line) for line, _ in refused[""])
+    return by_uid, malformed
+
+
 @register_adapter("iu_xray", kaggle_slug="raddar/chest-xrays-indiana-university")
 def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     """IU X-ray, Kaggle form: indiana_reports.csv + indiana_projections.csv + images_normalized PNGs."""
@@ -62,9 +116,7 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         required=("uid", "filename", "projection"),
     )
     images = index_files(root, (".png",))
-    by_uid: dict[str, tuple[dict[str, str], str | None, str, str]] = {}
-    for row in reports:
-        by_uid[row.get("uid")] = (row.values, row.problem, row.detail, reports.ref(row.line))
+    by_uid, malformed = _reports_by_uid(reports)
     used: set[str] = set()
     for row in projections:
         uid, filename = row.get("uid"), row.get("filename")
@@ -73,8 +125,12 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         view = normalise_view(row.get("projection"))
         path = images.get(filename)
         reject, why = row.problem, row.detail
-        if reject is None and uid not in by_uid:
+        if reject is None and uid not in by_uid and uid in malformed:
+            reject, why = "report row malformed", f"uid {uid}: {malformed[uid]}"
+        elif reject is None and uid not in by_uid:
             reject, why = "no report for this image", f"uid {uid} is not in {reports.path.name}"
+            if malformed:  # a refused row whose uid could not be read may be this one
+                why += f" (rows the CSV parser refused, uid unreadable: {malformed.get('', 'none')})"
         elif reject is None and problem:
             reject, why = problem, f"{report_ref}: {detail}"
         elif reject is None and path is None:

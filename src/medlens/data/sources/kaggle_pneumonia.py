@@ -19,14 +19,20 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.readers import is_junk, load_label_map, normalise_split
+from medlens.data.sources.readers import (
+    IMAGE_SUFFIXES,
+    files_under,
+    is_junk,
+    load_label_map,
+    normalise_split,
+    unsupported_image,
+)
 from medlens.data.text_from_labels import synthesize_text
 from medlens.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-_SPLIT_DIRS = ("train", "val", "test")
+_SPLITS = ("train", "val", "test")
 _PERSON = re.compile(r"^(person\d+)_(bacteria|virus)_\d+", re.IGNORECASE)
 _IM = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+", re.IGNORECASE)
 _V3 = re.compile(r"^(NORMAL|BACTERIA|VIRUS)-(\d+)-\d+", re.IGNORECASE)
@@ -50,10 +56,16 @@ def parse_filename(name: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _split(folder: Path) -> str | None:
+    """train/val/test for a split folder (``validation``/``valid`` read as val), else None."""
+    split = normalise_split(folder.name) if folder.is_dir() else None
+    return split if split in _SPLITS else None
+
+
 def _count_images(tree: Path) -> int:
     n = 0
     for split in tree.iterdir():
-        if split.is_dir() and split.name.lower() in _SPLIT_DIRS:
+        if _split(split):
             for cls in split.iterdir():
                 if cls.is_dir() and not is_junk(cls.name):
                     n += sum(
@@ -68,17 +80,22 @@ def find_tree(root: Path, *, max_depth: int = 5) -> Path:
     Raises:
         DataError: when no such folder exists under ``root``.
     """
+    return _trees(root, max_depth=max_depth)[0]
+
+
+def _trees(root: Path, *, max_depth: int = 5) -> list[Path]:
+    """Every image tree under ``root``, the one read first; the others are logged as ignored copies."""
     candidates: list[tuple[int, int, Path]] = []
     stack = [(Path(root), 0)]
     while stack:
         here, depth = stack.pop()
         children = sorted(p for p in here.iterdir() if p.is_dir() and not is_junk(p.name))
-        if any(c.name.lower() in _SPLIT_DIRS for c in children):
+        if any(_split(c) for c in children):
             n = _count_images(here)
             if n:
                 candidates.append((-n, depth, here))
         if depth < max_depth:
-            stack.extend((c, depth + 1) for c in children if c.name.lower() not in _SPLIT_DIRS)
+            stack.extend((c, depth + 1) for c in children if not _split(c))
     if not candidates:
         raise DataError(
             "no chest-xray-pneumonia image tree found",
@@ -90,57 +107,90 @@ def find_tree(root: Path, *, max_depth: int = 5) -> Path:
         logger.info(
             "ignoring %s (%d images): a duplicate copy of the tree in %s", other, -n, candidates[0][2]
         )
-    return candidates[0][2]
+    return [tree for _, _, tree in candidates]
+
+
+def _unread(path: Path, tree: Path, reason: str, detail: str) -> RawRecord:
+    """A file in the tree that is not read, as a rejected record so that it is counted."""
+    return RawRecord(
+        native_id=path.relative_to(tree).as_posix(),
+        image=str(path),
+        text=None,
+        text_source="from_labels",
+        source_ref=str(path),
+        reject=reason,
+        reject_detail=detail or str(path),
+    )
 
 
 @register_adapter("chest_xray_pneumonia", kaggle_slug="paultimothymooney/chest-xray-pneumonia")
 def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     """Kaggle chest-xray-pneumonia: NORMAL/PNEUMONIA folders, official split = folder, text from labels."""
     label_map = load_label_map("chest_xray_pneumonia")
-    tree = find_tree(Path(root))
+    tree, *copies = _trees(Path(root))
     logger.info("reading chest-xray-pneumonia tree %s", tree)
     unparsed = 0
-    for split_dir in sorted(p for p in tree.iterdir() if p.is_dir() and p.name.lower() in _SPLIT_DIRS):
-        split = normalise_split(split_dir.name)
-        for cls_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not is_junk(p.name)):
+    # every file in the tree is read or rejected with a reason; junk (.DS_Store, Thumbs.db, __MACOSX,
+    # hidden names) is metadata, not data, and the duplicate tree copies inside it are logged above
+    for child in sorted(c for c in tree.iterdir() if not is_junk(c.name)):
+        split = _split(child)
+        if split is None:
+            if any(c == child or child in c.parents for c in copies):
+                continue
+            why = (
+                (f"unknown split folder {child.name!r} (expected train/val/test)", "")
+                if child.is_dir()
+                else (
+                    "file outside the split folders",
+                    "expected train/, val/ and test/ holding class folders",
+                )
+            )
+            for path in [child] if child.is_file() else files_under(child):
+                yield _unread(path, tree, *why)
+            continue
+        for path in files_under(child):
+            cls_dir = path.parent
+            if cls_dir.parent != child:
+                yield _unread(
+                    path, tree, "not in a class folder", f"expected {child.name}/<NORMAL|PNEUMONIA>/<image>"
+                )
+                continue
+            if bad := unsupported_image(path):
+                yield _unread(path, tree, *bad)
+                continue
             labels, unknown = label_map.map([cls_dir.name])
-            for path in sorted(cls_dir.iterdir()):
-                if is_junk(path.name) or path.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                native_id = path.relative_to(tree).as_posix()
-                patient, subtype = parse_filename(path.name)
-                unparsed += patient is None
-                pneumonia = "Pneumonia" in labels
-                meta = {"native_labels": [cls_dir.name]}
-                if pneumonia and subtype:
-                    meta["pneumonia_type"] = subtype
-                text = (
-                    None
-                    if unknown
-                    else synthesize_text(
-                        labels,
-                        modality="chest_xray",
-                        record_id=native_id,
-                        seed=cfg.seed,
-                        label_context={"Pneumonia": {"qualifier": subtype}}
-                        if pneumonia and subtype
-                        else None,
-                    )
-                )
-                yield RawRecord(
-                    native_id=native_id,
-                    image=str(path),
-                    text=text,
-                    labels=labels,
-                    text_source="from_labels",
+            native_id = path.relative_to(tree).as_posix()
+            patient, subtype = parse_filename(path.name)
+            unparsed += patient is None
+            pneumonia = "Pneumonia" in labels
+            meta = {"native_labels": [cls_dir.name]}
+            if pneumonia and subtype:
+                meta["pneumonia_type"] = subtype
+            text = (
+                None
+                if unknown
+                else synthesize_text(
+                    labels,
                     modality="chest_xray",
-                    # test/ numbers its children independently of train/ and val/ (datasets.md)
-                    patient_id=f"{'test' if split == 'test' else 'train'}/{patient}" if patient else None,
-                    official_split=split,
-                    meta=meta,
-                    source_ref=str(path),
-                    reject=f"unknown label '{unknown[0]}'" if unknown else None,
-                    reject_detail=f"class folder {cls_dir.name}" if unknown else "",
+                    record_id=native_id,
+                    seed=cfg.seed,
+                    label_context={"Pneumonia": {"qualifier": subtype}} if pneumonia and subtype else None,
                 )
+            )
+            yield RawRecord(
+                native_id=native_id,
+                image=str(path),
+                text=text,
+                labels=labels,
+                text_source="from_labels",
+                modality="chest_xray",
+                # test/ numbers its children independently of train/ and val/ (datasets.md)
+                patient_id=f"{'test' if split == 'test' else 'train'}/{patient}" if patient else None,
+                official_split=split,
+                meta=meta,
+                source_ref=str(path),
+                reject=f"unknown label '{unknown[0]}'" if unknown else None,
+                reject_detail=f"class folder {cls_dir.name}" if unknown else "",
+            )
     if unparsed:
         logger.warning("%d file names follow no known naming scheme; they have no patient id", unparsed)

@@ -29,7 +29,13 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.readers import is_junk, load_label_map, normalise_split
+from medlens.data.sources.readers import (
+    files_under,
+    is_junk,
+    load_label_map,
+    normalise_split,
+    unsupported_image,
+)
 from medlens.data.text_from_labels import synthesize_text
 from medlens.errors import DataError
 
@@ -37,7 +43,6 @@ __all__ = ["parse_oai_name"]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _SPLITS = ("train", "val", "test")
 _OAI_NAME = re.compile(r"^(\d{7})([LR])\b", re.IGNORECASE)
 _EXPERT = re.compile(r"^MedicalExpert[-_ ]?(I{1,3}|\d)$", re.IGNORECASE)
@@ -54,11 +59,23 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not is_junk(p.name))
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not is_junk(p.name) and p.suffix.lower() in IMAGE_SUFFIXES
+def _is_oai_tree(folder: Path) -> bool:
+    """A folder holding train/ and val/ or test/ (``valid``/``validation`` count as val)."""
+    splits = {normalise_split(d.name) for d in _subdirs(folder)}
+    return "train" in splits and bool(splits & {"val", "test"})
+
+
+def _unread(path: Path, base: Path, reason: str, detail: str) -> RawRecord:
+    """A file in the dataset folder that is not read, as a rejected record so that it is counted."""
+    return RawRecord(
+        native_id=path.relative_to(base).as_posix(),
+        image=str(path),
+        text=None,
+        text_source="from_labels",
+        modality="knee_xray",
+        source_ref=str(path),
+        reject=reason,
+        reject_detail=detail or str(path),
     )
 
 
@@ -88,9 +105,7 @@ def _knee_text(grade: list[str], cfg: DatasetConfig, record_id: str, side: str |
 def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     """Kaggle OAI knee KL grades: {train,val,test}/{0..4}/<patient><L|R>.png, official split = folder."""
     label_map = load_label_map("knee_kl")
-    trees = _find_dirs(
-        Path(root), lambda d: (d / "train").is_dir() and any((d / s).is_dir() for s in ("val", "test"))
-    )
+    trees = _find_dirs(Path(root), _is_oai_tree)
     if not trees:
         raise DataError(
             "no knee KL image tree found",
@@ -101,36 +116,56 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     for other in trees[1:]:
         logger.info("ignoring %s: a second copy of the tree in %s", other, tree)
     if (tree / "auto_test").is_dir():
-        n = sum(len(_images(d)) for d in _subdirs(tree / "auto_test"))
-        logger.info("knee OAI: auto_test/ (%d images) repeats test/ and is not read", n)
+        n = len(files_under(tree / "auto_test"))
+        logger.info("knee OAI: auto_test/ (%d files) repeats test/ and is not read", n)
     unparsed = 0
-    for split_dir in (tree / s for s in _SPLITS):
-        if not split_dir.is_dir():
-            continue
-        for grade_dir in _subdirs(split_dir):
-            grade, unknown = label_map.map([grade_dir.name])
-            for path in _images(grade_dir):
-                native_id = path.relative_to(tree).as_posix()
-                patient, side = parse_oai_name(path.name)
-                unparsed += patient is None
-                reject = f"unknown label '{unknown[0]}'" if unknown else None
-                yield RawRecord(
-                    native_id=native_id,
-                    image=str(path),
-                    text=None if reject else _knee_text(grade, cfg, native_id, side),
-                    labels=grade,
-                    text_source="from_labels",
-                    modality="knee_xray",
-                    patient_id=patient,
-                    study_id=path.stem[:8].upper() if patient else None,  # patient + knee
-                    official_split=normalise_split(split_dir.name),
-                    meta={k: v for k, v in {"side": side, "grade_folder": grade_dir.name}.items() if v},
-                    source_ref=str(path),
-                    reject=reject,
-                    reject_detail=f"grade folder {grade_dir.name!r}; expected 0..4, 0Normal..4Severe or KL0..KL4"
-                    if reject
-                    else "",
+    # every file in the tree is read or rejected with a reason (junk such as .DS_Store is not data)
+    for child in sorted(c for c in tree.iterdir() if not is_junk(c.name) and c.name != "auto_test"):
+        split = normalise_split(child.name) if child.is_dir() else None
+        if split not in _SPLITS:
+            why = (
+                (f"unknown split folder {child.name!r} (expected train/val/test)", "")
+                if child.is_dir()
+                else (
+                    "file outside the split folders",
+                    "expected train/, val/ and test/ holding grade folders",
                 )
+            )
+            for path in [child] if child.is_file() else files_under(child):
+                yield _unread(path, tree, *why)
+            continue
+        for path in files_under(child):
+            grade_dir = path.parent
+            if grade_dir.parent != child:
+                yield _unread(
+                    path, tree, "not in a grade folder", f"expected {child.name}/<grade 0..4>/<image>"
+                )
+                continue
+            if bad := unsupported_image(path):
+                yield _unread(path, tree, *bad)
+                continue
+            grade, unknown = label_map.map([grade_dir.name])
+            native_id = path.relative_to(tree).as_posix()
+            patient, side = parse_oai_name(path.name)
+            unparsed += patient is None
+            reject = f"unknown label '{unknown[0]}'" if unknown else None
+            yield RawRecord(
+                native_id=native_id,
+                image=str(path),
+                text=None if reject else _knee_text(grade, cfg, native_id, side),
+                labels=grade,
+                text_source="from_labels",
+                modality="knee_xray",
+                patient_id=patient,
+                study_id=path.stem[:8].upper() if patient else None,  # patient + knee
+                official_split=split,
+                meta={k: v for k, v in {"side": side, "grade_folder": grade_dir.name}.items() if v},
+                source_ref=str(path),
+                reject=reject,
+                reject_detail=f"grade folder {grade_dir.name!r}; expected 0..4, 0Normal..4Severe or KL0..KL4"
+                if reject
+                else "",
+            )
     if unparsed:
         logger.warning(
             "knee OAI: %d file names are not <7-digit patient><L|R>; they have no patient id", unparsed
@@ -159,13 +194,22 @@ def mendeley_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         )
     # (path, expert, grade folder, mapped grade, unknown names) per file, grouped by content
     groups: dict[str, list[tuple[Path, str, str, list[str], list[str]]]] = defaultdict(list)
+    unread: list[RawRecord] = []  # files that are no image of a grade folder, rejected so they are counted
     for expert in experts:
-        for grade_dir in _subdirs(expert):
-            grade, unknown = label_map.map([grade_dir.name])
-            for path in _images(grade_dir):
-                # empty files are not grouped (they would all match); prepare rejects each as unreadable
-                key = _sha1(path) if path.stat().st_size else f"empty:{path}"
-                groups[key].append((path, expert.name, grade_dir.name, grade, unknown))
+        for path in files_under(expert):
+            if path.parent.parent != expert:
+                unread.append(
+                    _unread(path, root, "not in a grade folder", f"expected {expert.name}/<grade>/<image>")
+                )
+                continue
+            if bad := unsupported_image(path):
+                unread.append(_unread(path, root, *bad))
+                continue
+            grade, unknown = label_map.map([path.parent.name])
+            # empty files are not grouped (they would all match); prepare rejects each as unreadable
+            key = _sha1(path) if path.stat().st_size else f"empty:{path}"
+            groups[key].append((path, expert.name, path.parent.name, grade, unknown))
+    yield from unread
     logger.info(
         "knee Mendeley: %d files, %d distinct images, experts %s",
         sum(map(len, groups.values())),

@@ -156,8 +156,8 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             row=1,
             expected=f"columns named {', '.join(FINDINGS)}",
         )
-    splits = _by_key(split_table, "dicom_id", lambda r: normalise_split(r.get("split")))
-    labels_of = _by_key(chexpert, "study_id", lambda r: (r.values, chexpert.ref(r.line)))
+    splits, split_conflicts = _by_key(split_table, "dicom_id", lambda r: normalise_split(r.get("split")))
+    labels_of, label_conflicts = _by_key(chexpert, "study_id", lambda r: (r.values, chexpert.ref(r.line)))
     report_roots = _report_roots(root)
     logger.info(
         "MIMIC-CXR: %s, %d studies labelled, %d images in the split table, reports searched in %s",
@@ -183,6 +183,10 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             reject, detail = "empty report text", f"{report[2]} has no FINDINGS, IMPRESSION or last paragraph"
         elif reject is None and not image.is_file():
             reject, detail = "missing image file", str(image)
+        if reject is None and dicom in split_conflicts:
+            reject, detail = "conflicting split rows", split_conflicts[dicom]
+        elif reject is None and study in label_conflicts:
+            reject, detail = "conflicting label rows", label_conflicts[study]
         reject = reject or frontal_filter(cfg.frontal_only, view)
         text, sections, report_path = report or ("", [], "")
         values, label_ref = labels_of.get(study, ({}, ""))
@@ -225,12 +229,18 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         )
 
 
-def _by_key(table: CsvTable, key: str, value) -> dict:
-    """``{row[key]: value(row)}`` over the usable rows; unusable ones are counted in the log, not hidden."""
-    out, bad = {}, []
+def _by_key(table: CsvTable, key: str, value) -> tuple[dict, dict[str, str]]:
+    """``({row[key]: value(row)}, {key: why})`` over the usable rows; unusable ones are counted in the log.
+
+    A key on several rows with the same values is one row read twice (collapsed, logged). A key on
+    rows that differ has no trustworthy value: it goes to the second dict, naming the lines, so the
+    images it describes are rejected instead of the last row silently winning.
+    """
+    rows: dict[str, list] = {}
+    bad = []
     for row in table:
         if row.problem is None:
-            out[row.get(key)] = value(row)
+            rows.setdefault(row.get(key), []).append(row)
         else:
             bad.append(f"line {row.line}: {row.problem}")
     if bad:
@@ -240,7 +250,17 @@ def _by_key(table: CsvTable, key: str, value) -> dict:
             len(bad),
             "; ".join(bad[:3]),
         )
-    return out
+    out, conflicts, repeated = {}, {}, 0
+    for k, same in rows.items():
+        if len({tuple(r.values.items()) for r in same}) > 1:
+            lines = ", ".join(str(r.line) for r in same)
+            conflicts[k] = f"{table.path}: {key} {k} is on lines {lines} with different values"
+        else:
+            out[k] = value(same[0])
+            repeated += len(same) - 1
+    if repeated:
+        logger.info("%s: %d rows repeat an earlier row exactly; each is read once", table.path, repeated)
+    return out, conflicts
 
 
 def _read_report(roots: list[Path], subject: str, study: str) -> tuple[str, list[str], str] | None:

@@ -131,6 +131,12 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
             reject, detail = f"unknown label '{unknown[0]}'", row.get("Finding Labels")
         elif reject is None and path is None:
             reject, detail = "missing image file", f"{name} is in no images folder under {root}"
+        elif reject is None and name in test and name in train_val:
+            # which list is wrong is unknown; test would silently win (and could leak into training)
+            reject, detail = (
+                "in both official split lists",
+                f"{name} is in test_list.txt and train_val_list.txt",
+            )
         meta: dict = {"native_labels": natives}
         if (age := parse_age(row.get(table.column("Patient Age")))) is not None:
             meta["age"] = age

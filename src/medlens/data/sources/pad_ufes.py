@@ -16,6 +16,7 @@ images is one study (``PAT_n/<lesion_id>``).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,10 +44,14 @@ _COUNTRY = {"BRASIL": "BRAZIL"}  # both spellings occur in the background column
 
 
 def _number(raw: str) -> float | None:
+    """A finite number, or None: blank, ``UNK``, text and ``nan``/``inf`` (a pandas re-save writes
+    ``nan`` for a blank cell) are all missing values, so no NaN reaches the text or the meta JSON and
+    ``int()`` of the value cannot fail."""
     try:
-        return float(raw) if raw.strip() else None
+        value = float(raw) if raw.strip() else None
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _mm(value: float) -> str:

@@ -13,7 +13,6 @@ import csv
 import difflib
 import functools
 import gzip
-import io
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ import yaml
 
 from medlens.config import FINDINGS
 from medlens.errors import ConfigError, DataError
+from medlens.inference.inputs import IMAGE_SUFFIXES
 from medlens.resources import resource_path
 
 __all__ = [
@@ -35,6 +35,9 @@ __all__ = [
     "find_file",
     "index_files",
     "is_junk",
+    "IMAGE_SUFFIXES",
+    "files_under",
+    "unsupported_image",
     "LabelMap",
     "load_label_map",
     "ChexpertValues",
@@ -51,11 +54,43 @@ logger = logging.getLogger(__name__)
 # Folders and files that archives made on macOS or by hand carry along and that are never data.
 _JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
 _SURROGATE = re.compile("[\udc80-\udcff]")
+# one physical line with its ending: LF, CRLF or a lone CR (Excel for Mac); never \u2028 or \x0c,
+# which str.splitlines would also split on inside a report
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def _physical_lines(text: str) -> list[str]:
+    """The lines of ``text`` with their endings kept; ``\n``, ``\r\n`` and ``\r`` all end a line."""
+    return _LINE.findall(text)
 
 
 def is_junk(name: str) -> bool:
     """True for macOS/Windows metadata (``__MACOSX``, ``.DS_Store``, AppleDouble ``._x``) and hidden names."""
     return name in _JUNK_NAMES or name.startswith(".")
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder`` (any depth, sorted), junk left out.
+
+    Junk (``.DS_Store``, ``Thumbs.db``, ``desktop.ini``, AppleDouble ``._x``, ``__MACOSX/`` and other
+    hidden names) is metadata that archives and file browsers add and never data, so it is neither
+    read nor counted as a rejected record.
+    """
+    found = []
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not is_junk(d)]
+        found.extend(Path(here) / f for f in files if not is_junk(f))
+    return sorted(found)
+
+
+def unsupported_image(path: Path) -> tuple[str, str] | None:
+    """(reason, detail) when ``path``'s suffix is not one :func:`medlens.data.images.load_image` decodes."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return None
+    return (
+        f"unsupported image suffix {path.suffix.lower() or '(none)'}",
+        f"{path.name}; expected one of {', '.join(sorted(IMAGE_SUFFIXES))}",
+    )
 
 
 def _read_text(path: Path) -> str:
@@ -83,6 +118,7 @@ class CsvRow:
     values: dict[str, str]
     problem: str | None = None  # set when the row cannot be used (bad bytes, wrong field count)
     detail: str = ""
+    raw: str = ""  # a record the parser refused: its first physical line, so a caller can name its key
 
     def get(self, column: str | None, default: str = "") -> str:
         return self.values.get(column, default) if column else default
@@ -105,13 +141,16 @@ class CsvTable:
     required: Sequence[str | tuple[str, ...]] = ()
     columns: list[str] = field(init=False)
     _text: str = field(init=False, repr=False)
+    _lines: list[str] = field(init=False, repr=False)
     _resolved: dict[str | tuple[str, ...], str] = field(init=False, repr=False)
     _header_lines: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         self._text = _read_text(self.path)
-        reader = csv.reader(io.StringIO(self._text, newline=""))
+        # the header and the body are split into lines the same way, so line numbers agree
+        self._lines = _physical_lines(self._text)
+        reader = csv.reader(iter(self._lines))
         try:
             header = next(reader, None)
         except csv.Error as e:
@@ -190,8 +229,7 @@ class CsvTable:
         the parser refuses becomes a row problem on its first line; reading resumes on the next line, so
         that every record is either kept or rejected.
         """
-        lines = [line + "\n" for line in self._text.split("\n")]  # str.splitlines would also split on \u2028
-        lines[-1] = lines[-1][:-1]
+        lines = self._lines  # LF, CRLF and CR-only (Excel for Mac) endings, even mixed in one file
         n = len(self.columns)
         pos = self._header_lines
         while pos is not None and pos < len(lines):
@@ -207,7 +245,13 @@ class CsvTable:
             except StopIteration:
                 return None
             except csv.Error as e:
-                yield CsvRow(start, {}, "malformed record", _csv_problem(str(e), pos + reader.line_num))
+                yield CsvRow(
+                    start,
+                    {},
+                    "malformed record",
+                    _csv_problem(str(e), pos + reader.line_num),
+                    raw=lines[start - 1].rstrip("\r\n"),
+                )
                 return start  # resume on the line after this record's first
             line, start = start, pos + reader.line_num + 1
             if not fields or (len(fields) == 1 and not fields[0].strip()):

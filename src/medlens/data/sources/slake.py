@@ -21,6 +21,7 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
+from medlens.data.sources.manifest import _inside
 from medlens.data.sources.readers import find_file, normalise_split, read_json_file
 from medlens.errors import DataError
 
@@ -75,6 +76,7 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 expected="a JSON list of question records (SLAKE 1.0 format)",
             )
         image_dir = path.parent / "imgs"
+        inside = image_dir.resolve()
         logger.info(
             "SLAKE: %s (%s), %d questions, languages kept %s", path.name, split, len(data), sorted(languages)
         )
@@ -100,6 +102,11 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             if entry["q_lang"] not in languages:
                 reject = f"filtered: language {entry['q_lang']} not in languages"
                 detail = f"languages {sorted(languages)}"
+            elif not cfg.allow_outside_paths and not _inside(image, inside):
+                # the guard manifests have, on SLAKE's images folder: every img_name is xmlabN/<file>,
+                # so "../../x.jpg" or a link out of imgs/ must not read some other file
+                reject = "image outside the dataset folder"
+                detail = f"{entry['img_name']} leaves {image_dir} (allow_outside_paths: true reads it)"
             elif not question or not answer:
                 reject, detail = "empty text", "empty question" if not question else "empty answer"
             elif not image.is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -83,3 +84,48 @@ def test_r2gen_entry_without_image_list_is_a_rejected_row(tmp_path):
     out = prepare(tmp_path, "r2", {"source": "path", "adapter": "iu_xray_r2gen", "path": str(fixture.root)})
     assert out.rejected["train[1]"]["reason"] == "malformed entry"
     assert "annotation.json:train[1]" in out.rejected["train[1]"]["source_ref"]
+
+
+def _append_report(fixture, row):
+    with open(fixture.root / "indiana_reports.csv", "a", newline="") as f:
+        csv.writer(f).writerow(row)
+
+
+def test_a_uid_repeated_with_a_different_report_rejects_its_images_naming_both_lines(tmp_path):
+    # the audit: the later row silently replaced the earlier report of the same uid
+    fixture = iu_xray.build_kaggle(tmp_path / "iu")
+    _append_report(fixture, [*iu_xray.REPORTS[1][:-1], "Large right pleural effusion."])  # uid 2, line 7
+    out = prepare(tmp_path, "iu", {"source": "path", "adapter": "iu_xray", "path": str(fixture.root)})
+    uid_2 = {name for uid, name, _ in iu_xray.PROJECTIONS if uid == "2"}
+    assert set(out.rejected) == uid_2 and len(out.rows) == len(iu_xray.PROJECTIONS) - len(uid_2)
+    reports = fixture.root / "indiana_reports.csv"
+    for name in uid_2:
+        assert out.rejected[name]["reason"] == "repeated uid with different reports"
+        assert out.rejected[name]["detail"] == f"{reports}:3: uid 2 has different rows on lines 3, 7"
+    assert out.summary.read == len(iu_xray.PROJECTIONS)
+
+
+def test_a_uid_repeated_with_the_same_report_is_read_once(tmp_path):
+    # an identical repeat holds no second report to choose from, so nothing is lost by keeping it once
+    fixture = iu_xray.build_kaggle(tmp_path / "iu")
+    _append_report(fixture, iu_xray.REPORTS[0])
+    out = prepare(tmp_path, "iu", {"source": "path", "adapter": "iu_xray", "path": str(fixture.root)})
+    assert out.rejected == {} and set(out.rows) == {name for _, name, _ in iu_xray.PROJECTIONS}
+
+
+def test_an_image_whose_report_row_is_malformed_points_at_that_row(tmp_path):
+    # the audit: the images were rejected as "uid 3 is not in indiana_reports.csv"
+    fixture = iu_xray.build_kaggle(tmp_path / "iu")
+    reports = fixture.root / "indiana_reports.csv"
+    lines = reports.read_bytes().decode().split("\r\n")
+    assert lines[3].startswith("3,")
+    lines[3] = '3,Opacity,Opacity,Xray Chest,"rib pain never closed,,,Left basilar opacity.'
+    reports.write_bytes("\r\n".join(lines).encode())
+    out = prepare(tmp_path, "iu", {"source": "path", "adapter": "iu_xray", "path": str(fixture.root)})
+    assert set(out.rejected) == {"3_IM-1384-2001.dcm.png"}
+    bad = out.rejected["3_IM-1384-2001.dcm.png"]
+    assert bad["reason"] == "report row malformed"
+    assert bad["detail"].startswith(
+        f"uid 3: its report row {reports}:4 (malformed record: a quote opened in this record is never closed"
+    )
+    assert len(out.rows) == len(iu_xray.PROJECTIONS) - 1  # uid 4 after the broken row is still read

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
 from helpers.sources import pneumonia
 from helpers.sources.run import prepare
@@ -71,3 +72,27 @@ def test_rgb_and_tiny_images_are_stored_as_grey_png_without_enlarging(result):
 )
 def test_parse_filename_knows_every_naming_scheme(name, expected):
     assert parse_filename(name) == expected
+
+
+def test_every_file_in_the_tree_is_read_or_rejected_with_a_reason(tmp_path):
+    # the audit: a validation/ folder and .bmp images were skipped without a count
+    fixture = pneumonia.build(tmp_path / "data")
+    (fixture.tree / "val").rename(fixture.tree / "validation")
+    Image.new("L", (40, 40), 80).save(fixture.tree / "train" / "NORMAL" / "IM-0500-0001.bmp")
+    (fixture.tree / "train" / "NORMAL" / "IM-0500-0002.xyz").write_bytes(b"??")
+    (fixture.tree / "train" / "labels.txt").write_text("NORMAL, PNEUMONIA")
+    (fixture.tree / "train" / "NORMAL" / "Thumbs.db").write_bytes(b"\xd0\xcf")  # junk: ignored, not data
+    out = prepare(
+        tmp_path, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia", "path": str(fixture.root)}
+    )
+    kept = {rel.replace("val/", "validation/", 1) for rel in fixture.expected} | {
+        "train/NORMAL/IM-0500-0001.bmp"
+    }
+    assert set(out.rows) == kept
+    assert out.rows["validation/PNEUMONIA/person1946_bacteria_4874.jpeg"]["meta"]["official_split"] == "val"
+    assert out.rows["train/NORMAL/IM-0500-0001.bmp"]["labels"] == ["No Finding"]
+    assert {k: r["reason"] for k, r in out.rejected.items()} == {
+        "train/NORMAL/IM-0500-0002.xyz": "unsupported image suffix .xyz",
+        "train/labels.txt": "not in a class folder",
+    }
+    assert out.summary.read == len(kept) + 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 
 from helpers.sources import knee
 from helpers.sources.run import prepare
@@ -50,3 +51,53 @@ def test_mendeley_keeps_one_row_per_image_and_rejects_duplicates_and_disagreemen
 )
 def test_parse_oai_name(name, expected):
     assert parse_oai_name(name) == expected
+
+
+def test_oai_every_file_is_read_or_rejected_with_a_reason(tmp_path):
+    # the audit: valid/ instead of val/, .bmp/.tif images and stray files were skipped without a count
+    fixture = knee.build_oai(tmp_path / "oai")
+    tree = fixture.root / "KneeXrayData"
+    (tree / "val").rename(tree / "valid")
+    Image.new("L", (32, 32), 90).save(tree / "train" / "2" / "9004175L.bmp")
+    Image.new("L", (32, 32), 120).save(tree / "test" / "3" / "9004175R.tif")
+    (tree / "train" / "2" / "notes.xyz").write_text("not an image")
+    (tree / "train" / "README.txt").write_text("grades 0..4")
+    (tree / "extra" / "0").mkdir(parents=True)
+    Image.new("L", (32, 32), 60).save(tree / "extra" / "0" / "9009999L.png")
+    (tree / "train" / "0" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")  # junk: ignored, not data
+    (tree / "Thumbs.db").write_bytes(b"\xd0\xcf")
+    out = prepare(tmp_path, "knee", {"source": "path", "adapter": "knee_kl_oai", "path": str(fixture.root)})
+    kept = {rel.replace("val/", "valid/", 1) for rel in knee.OAI} | {
+        "train/2/9004175L.bmp",
+        "test/3/9004175R.tif",
+    }
+    assert set(out.rows) == kept
+    assert out.rows["valid/1/9002430R.png"]["meta"]["official_split"] == "val"
+    assert out.rows["train/2/9004175L.bmp"]["labels"] == ["KL2"]
+    assert {k: r["reason"] for k, r in out.rejected.items()} == {
+        "train/2/notes.xyz": "unsupported image suffix .xyz",
+        "train/README.txt": "not in a grade folder",
+        "extra/0/9009999L.png": "unknown split folder 'extra' (expected train/val/test)",
+    }
+    assert (
+        "expected one of .bmp, .dcm, .jpeg, .jpg, .png, .tif, .tiff, .webp"
+        in (out.rejected["train/2/notes.xyz"]["detail"])
+    )
+    assert out.summary.read == len(kept) + 3
+
+
+def test_mendeley_files_that_are_not_images_of_a_grade_folder_are_rejected(tmp_path):
+    fixture = knee.build_mendeley(tmp_path / "m")
+    expert = fixture.root / knee.BASE / "MedicalExpert-I"
+    Image.new("L", (48, 26), 70).save(expert / "4Severe" / "SevereG4 (9).bmp")
+    (expert / "4Severe" / "SevereG4 (9).xyz").write_bytes(b"??")
+    (expert / "loose.png").write_bytes(b"??")
+    out = prepare(
+        tmp_path, "knee", {"source": "path", "adapter": "knee_kl_mendeley", "path": str(fixture.root)}
+    )
+    assert out.rows[f"{knee.BASE}/MedicalExpert-I/4Severe/SevereG4 (9).bmp"]["labels"] == ["KL4"]
+    assert out.rejected[f"{knee.BASE}/MedicalExpert-I/4Severe/SevereG4 (9).xyz"]["reason"] == (
+        "unsupported image suffix .xyz"
+    )
+    assert out.rejected[f"{knee.BASE}/MedicalExpert-I/loose.png"]["reason"] == "not in a grade folder"
+    assert out.summary.read == len(knee.MENDELEY) + 3

@@ -107,3 +107,34 @@ def test_report_sections_as_mit_lcp_names_them():
 )
 def test_parse_study_time(raw, expected):
     assert parse_study_time(raw) == expected
+
+
+def test_repeated_split_and_label_rows_conflicting_are_rejected_identical_are_read_once(tmp_path):
+    # the audit: with a key on two rows the last row won silently
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    split_csv = fixture.root / "mimic-cxr-2.0.0-split.csv"
+    labels_csv = fixture.root / "mimic-cxr-2.0.0-chexpert.csv"
+    split_lines = split_csv.read_text().splitlines()
+    label_lines = labels_csv.read_text().splitlines()
+    split_csv.write_text(
+        "\n".join([*split_lines, f"{D5},51029426,11000011,train", split_lines[4]])
+        + "\n"  # D5 test->train; D4 twice
+    )
+    assert label_lines[1].startswith("10000032,50414267,") and label_lines[2].startswith("10000032,53911762,")
+    changed = label_lines[1].split(",")
+    changed[2] = "1.0" if changed[2] != "1.0" else "0.0"
+    labels_csv.write_text("\n".join([*label_lines, ",".join(changed), label_lines[2]]) + "\n")
+    out = prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)})
+    assert {k: r["reason"] for k, r in out.rejected.items()} == {
+        D5: "conflicting split rows",
+        D1: "conflicting label rows",
+        D2: "conflicting label rows",
+    }
+    assert out.rejected[D5]["detail"] == f"{split_csv}: dicom_id {D5} is on lines 6, 8 with different values"
+    assert (
+        out.rejected[D1]["detail"]
+        == f"{labels_csv}: study_id 50414267 is on lines 2, 6 with different values"
+    )
+    assert set(out.rows) == {D3, D4, D6}
+    assert out.rows[D4]["meta"]["official_split"] == "val" and out.rows[D3]["labels"] == ["No Finding"]
+    assert out.summary.read == len(mimic.IMAGES)

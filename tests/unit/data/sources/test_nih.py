@@ -68,3 +68,19 @@ def test_sample_reads_nnny_ages_and_plain_size_columns(tmp_path):
 )
 def test_parse_age(raw, years):
     assert parse_age(raw) == years
+
+
+def test_an_image_in_both_official_split_lists_is_rejected(tmp_path):
+    # the audit: listed in test_list.txt and train_val_list.txt, the image silently went to test
+    fixture = nih.build_full(tmp_path / "nih", layout="kaggle")
+    with open(fixture.root / "train_val_list.txt", "a") as f:
+        f.write("00000003_000.png\n")
+    out = prepare(tmp_path, "nih", {"source": "path", "adapter": "nih_chest_xray", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        "00000003_000.png": (
+            "in both official split lists",
+            "00000003_000.png is in test_list.txt and train_val_list.txt",
+        )
+    }
+    assert set(out.rows) == set(nih.FULL_EXPECTED) - {"00000003_000.png"}
+    assert out.summary.read == len(nih.FULL_EXPECTED)

@@ -66,3 +66,21 @@ def test_unextracted_archives_are_named(tmp_path):
         DataError, match=r"no \.png images found; the archives \['imgs_part_1\.zip'\] are not extracted"
     ):
         prepare(tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(root)})
+
+
+def test_non_finite_numbers_are_missing_values_not_text_or_a_crash(tmp_path):
+    # a pandas re-save writes nan for blank cells; inf/1e999 overflowed int() and killed the dataset
+    rows = list(pad_ufes.ROWS)
+    rows[1] = rows[1].replace(",3.0,NECK,6.0,5.0,", ",nan,NECK,nan,nan,")
+    rows[4] = rows[4].replace(",70,", ",inf,").replace(",2,CHEST,10,8,", ",-inf,CHEST,10,1e999,")
+    fixture = pad_ufes.build(tmp_path / "pad", rows=rows)
+    out = prepare(tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(fixture.root)})
+    assert out.rejected == {} and set(out.rows) == set(pad_ufes.EXPECTED)
+    assert out.summary.read == len(pad_ufes.EXPECTED)
+    for img_id in ("PAT_46_881_14.png", "PAT_9_1_100.png"):
+        text, meta = out.rows[img_id]["text"], out.rows[img_id]["meta"]
+        assert "nan" not in text.lower() and "inf" not in text.lower() and " mm" not in text
+        assert not {"fitzpatrick", "diameter_2_mm"} & set(meta)
+    assert "age" not in out.rows["PAT_9_1_100.png"]["meta"]
+    assert out.rows["PAT_9_1_100.png"]["meta"]["diameter_1_mm"] == 10.0
+    assert out.rows["PAT_46_881_14.png"]["meta"]["age"] == 55

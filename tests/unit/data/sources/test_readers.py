@@ -194,3 +194,33 @@ def test_a_repeated_header_column_is_an_error_not_a_silent_choice(tmp_path):
         DataError, match=r"t\.csv: row 1: the header repeats the column 'image' \(columns 1, 3\)"
     ):
         R.CsvTable(tmp_path / "t.csv")
+
+
+@pytest.mark.parametrize(
+    "ending", [pytest.param("\n", id="LF"), pytest.param("\r\n", id="CRLF"), pytest.param("\r", id="CR")]
+)
+def test_cr_crlf_and_lf_line_endings_are_read_record_by_record(tmp_path, ending):
+    # Excel for Mac writes CR-only line endings; the audit read 0 records from such a file
+    lines = ["id,text", "1,one", '2,"two', 'lines"', '3,"never closed', "4,four", "", "5,five"]
+    (tmp_path / "t.csv").write_bytes(ending.join(lines).encode() + ending.encode())
+    rows = list(R.CsvTable(tmp_path / "t.csv"))
+    assert [(r.line, r.problem) for r in rows] == [
+        (2, None),
+        (3, None),
+        (5, "malformed record"),
+        (6, None),
+        (8, None),
+    ]
+    assert [r.values["text"] for r in rows if not r.problem] == ["one", f"two{ending}lines", "four", "five"]
+
+
+def test_mixed_line_endings_are_read_record_by_record(tmp_path):
+    # header ended by LF, rows by CR, one by CRLF: the audit collapsed them into one rejected record
+    (tmp_path / "t.csv").write_bytes(b"id,text\n1,one\r2,two\r\n3,three\r4,four\n")
+    rows = list(R.CsvTable(tmp_path / "t.csv"))
+    assert [(r.line, r.values, r.problem) for r in rows] == [
+        (2, {"id": "1", "text": "one"}, None),
+        (3, {"id": "2", "text": "two"}, None),
+        (4, {"id": "3", "text": "three"}, None),
+        (5, {"id": "4", "text": "four"}, None),
+    ]

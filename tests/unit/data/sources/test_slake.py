@@ -8,6 +8,7 @@ from collections import defaultdict
 import pytest
 
 from helpers.sources import slake
+from helpers.sources.images import write_jpeg
 from helpers.sources.run import prepare
 from medlens.config import ChatConfig, SplitConfig
 from medlens.data.chat_format import IMAGE_TOKEN, convert_to_chat, read_chat
@@ -107,3 +108,21 @@ def test_official_split_keeps_a_shared_image_in_one_split_and_reports_the_moves(
     # image 102 is asked about in train (2 questions) and val (1): its train questions move to val
     assert stats["moved_to_keep_patients_together"] == 2
     assert stats["rows_per_split"] == {"train": 1, "val": 3, "test": 1}
+
+
+def test_an_image_path_leaving_the_dataset_folder_is_a_rejected_row(tmp_path):
+    # the audit: img_name "../../outside.jpg" was read from outside the folder; manifests already refused it
+    splits = json.loads(json.dumps(slake.SPLITS))
+    splits["train"][1]["img_name"] = "../../outside.jpg"  # imgs/ -> Slake1.0/ -> data/outside.jpg
+    fixture = slake.build(tmp_path / "data", splits=splits)
+    write_jpeg(fixture.root / "outside.jpg", seed=5, size=(32, 32))
+    settings = {"source": "path", "adapter": "slake", "path": str(fixture.root)}
+    out = prepare(tmp_path, "slake", settings)
+    assert out.rejected["1"]["reason"] == "image outside the dataset folder"
+    imgs = fixture.root / "Slake1.0" / "imgs"
+    assert (
+        out.rejected["1"]["detail"] == f"../../outside.jpg leaves {imgs} (allow_outside_paths: true reads it)"
+    )
+    assert set(out.rows) == slake.ENGLISH - {"1"}
+    allowed = prepare(tmp_path, "slake", {**settings, "allow_outside_paths": True})
+    assert "1" in allowed.rows
