@@ -36,7 +36,7 @@ rule evaluate_encoder:
     resources:
         gpu=stage_resources("encoder", "gpus", at_most=1),
         mem_mb=stage_resources("encoder", "mem_mb"),
-        runtime=60,
+        runtime=lambda wildcards, attempt: 60 * attempt,  # a retry gets more time
     script:
         "../scripts/evaluate_encoder.py"
 
@@ -79,7 +79,7 @@ rule evaluate_decoder:
     resources:
         gpu=stage_resources("decoder", "gpus", at_most=1),
         mem_mb=stage_resources("decoder", "mem_mb"),
-        runtime=120,
+        runtime=lambda wildcards, attempt: 120 * attempt,
     script:
         "../scripts/evaluate_decoder.py"
 

@@ -132,7 +132,7 @@ def _bleu2(refs: list[str], hyps: list[str]) -> np.ndarray:
 def _fetch_command(experiment: str | None) -> str:
     target = f"results/{experiment or '<experiment>'}/prefetched_metrics.json"
     return (
-        f"on a host that reaches the Hugging Face Hub: snakemake --forcerun prefetch_metric_weights {target} "
+        f"on a host that reaches the Hugging Face Hub: snakemake {target} --forcerun prefetch_metric_weights "
         "(without HF_HUB_OFFLINE), then rerun this rule"
     )
 
