@@ -18,7 +18,15 @@ from PIL import Image, ImageOps
 
 from medlens.errors import DataError
 
-__all__ = ["load_image", "fit_longest_side", "encode_image", "prepare_image", "MAX_PIXELS", "GREY_MODALITIES"]
+__all__ = [
+    "load_image",
+    "fit_longest_side",
+    "encode_image",
+    "prepare_image",
+    "MAX_PIXELS",
+    "GREY_MODALITIES",
+    "MODALITIES",
+]
 
 # Decompression-bomb guard: the largest real inputs (MIMIC, CheXpert full-res) are ~4k x 4k.
 MAX_PIXELS = 64_000_000
@@ -26,6 +34,9 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # Modalities stored as single-channel PNG; everything else (photographs) as RGB JPEG.
 GREY_MODALITIES = frozenset({"chest_xray", "knee_xray", "xray", "ct", "mri"})
+# Every modality medlens knows: the grey ones and the photographs. A manifest's modality must be one of
+# them, or an X-ray spelled `CXR` would be decoded as a colour photograph and left out of chest metrics.
+MODALITIES = GREY_MODALITIES | frozenset({"dermatology"})
 
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
