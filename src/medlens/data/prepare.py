@@ -150,6 +150,7 @@ class _Ledger:
         self.reasons: Counter[str] = Counter()
         self.seen_ids: set[str] = set()
         self.seen_content: dict[tuple[str, str], str] = {}  # (image digest, text) -> id
+        self.spelling: dict[str, str] = {}  # casefolded label -> its spelling in the first kept record
 
     def reject(self, rec: RawRecord, reason: str, detail: str = "") -> None:
         self.reasons[reason] += 1
@@ -171,6 +172,13 @@ class _Ledger:
             return "invalid label", f"{bad[0]!r} is how an export writes an empty cell"
         if bad := [lab for lab in rec.labels if _NUMBER.fullmatch(lab.strip())]:
             return "invalid label", f"{bad[0]!r} is a number, not a class name"
+        # `Cardiomegaly` and `cardiomegaly` would be two classes: the first spelling kept is the dataset's
+        if other := [
+            (lab, self.spelling[k])
+            for lab in rec.labels
+            if self.spelling.get(k := lab.casefold(), lab) != lab
+        ]:
+            return "invalid label", f"{other[0][0]!r} is spelled {other[0][1]!r} in earlier records"
         if rid in self.seen_ids:
             return "duplicate id", rid
         if rec.text_source not in TEXT_SOURCES:
@@ -188,6 +196,8 @@ class _Ledger:
             return "duplicate image and text", f"same as {self.seen_content[key]}"
         self.seen_ids.add(rid)
         self.seen_content[key] = rid
+        for lab in rec.labels:
+            self.spelling.setdefault(lab.casefold(), lab)
         return None
 
 

@@ -127,3 +127,43 @@ def test_a_label_that_is_a_number_is_a_rejected_row(tmp_path):
         "r3": ("invalid label", "'1' is a number, not a class name"),
     }
     assert out.rows["r4"]["labels"] == ["Cardiomegaly", "No Finding 2"]
+
+
+def test_rows_with_an_exported_empty_patient_id_are_split_one_by_one(tmp_path):
+    # 16 of 20 rows with patient_id `nan` were one patient: the split came out 18/1/1 from 5 "patients"
+    from medlens.config import LeakageConfig, SplitConfig
+    from medlens.data.split import split_pairs
+
+    cells = [
+        {"patient_id": "nan" if i < 16 else f"P{i}", "labels": "Cardiomegaly" if i % 2 else "No Finding"}
+        for i in range(20)
+    ]
+    columns = ["id", "image", "text", "patient_id", "labels"]
+    fixture = manifest.build(tmp_path / "m", _rows(*cells), columns=columns)
+    out = prepare(tmp_path, "m", {"source": "manifest", "path": str(fixture.root)})
+    stats = split_pairs(
+        [out.parquet],
+        SplitConfig(leakage=LeakageConfig(enabled=False)),
+        tmp_path / "pairs.parquet",
+        tmp_path / "dropped.csv",
+        tmp_path / "split.json",
+    )
+    assert stats["patients"] == 20
+    assert stats["rows_per_split"] == {"train": 16, "val": 2, "test": 2}
+
+
+def test_a_label_spelled_two_ways_is_one_class_the_other_spelling_rejected(tmp_path):
+    labels = ["Cardiomegaly", "cardiomegaly", "Edema|CARDIOMEGALY", "Cardiomegaly|Edema", "edema"]
+    fixture = manifest.build(
+        tmp_path / "m", _rows(*({"labels": x} for x in labels)), columns=["id", "image", "text", "labels"]
+    )
+    out = prepare(tmp_path, "m", {"source": "manifest", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        "r1": ("invalid label", "'cardiomegaly' is spelled 'Cardiomegaly' in earlier records"),
+        "r2": ("invalid label", "'CARDIOMEGALY' is spelled 'Cardiomegaly' in earlier records"),
+        "r4": ("invalid label", "'edema' is spelled 'Edema' in earlier records"),
+    }
+    assert {k: r["labels"] for k, r in out.rows.items()} == {
+        "r0": ["Cardiomegaly"],
+        "r3": ["Cardiomegaly", "Edema"],
+    }
