@@ -264,3 +264,33 @@ def test_a_postscript_file_named_png_is_refused_and_nothing_is_run(tmp_path, mon
         load_image(eps)
     assert err.value.file == str(eps) and "cannot identify image file" in str(err.value)
     assert str(err.value).endswith("expected a readable PNG/JPEG/TIFF/DICOM")
+
+
+def _tiff48(path, arr: np.ndarray) -> None:
+    """An uncompressed 16-bit-per-channel RGB TIFF written by hand (Pillow cannot write one)."""
+    h, w, _ = arr.shape
+    data = arr.astype("<u2").tobytes()
+    # tag, type (3 short, 4 long), count, value; 258 and 273 point past the directory
+    entries = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 3, 0), (259, 3, 1, 1), (262, 3, 1, 2)]
+    entries += [(273, 4, 1, 0), (277, 3, 1, 3), (278, 3, 1, h), (279, 4, 1, len(data))]
+    bits_at = 8 + 2 + len(entries) * 12 + 4
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        value = {258: bits_at, 273: bits_at + 6}.get(tag, value)
+        packed = struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, count) + packed
+    Path(path).write_bytes(
+        b"II*\x00" + struct.pack("<I", 8) + ifd + b"\0" * 4 + struct.pack("<3H", 16, 16, 16) + data
+    )
+
+
+def test_a_16_bit_colour_tiff_is_refused_not_crushed_to_its_high_byte(tmp_path):
+    ramp = np.linspace(0, 4095, 20 * 10).reshape(10, 20).astype(np.uint16)
+    _tiff48(tmp_path / "rgb48.tif", np.stack([ramp] * 3, -1))
+    assert np.asarray(Image.open(tmp_path / "rgb48.tif")).max() == 15  # what Pillow reads: 0..15
+    with pytest.raises(DataError) as err:
+        load_image(tmp_path / "rgb48.tif")
+    assert str(err.value) == (
+        f"{tmp_path / 'rgb48.tif'}: 16-bit colour TIFF image (raw mode RGB;16L): only 8 of its 16 bits could be "
+        "read; expected a 16-bit grey image, a 16-bit colour PNG or an 8-bit colour image"
+    )
