@@ -120,6 +120,15 @@ def _is_dicom(head: bytes) -> bool:
 # 12-bit data to 0..15. A second decode with the little-endian raw mode reads the low bytes instead (same
 # bytes per pixel, so the PNG filters are undone the same way); grey+alpha is decoded as 4 bytes of RGBA.
 _PNG16_LOW = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def _raw_mode(img: Image.Image) -> str | None:
@@ -155,8 +164,11 @@ def _png16(img: Image.Image, reopen, grey: bool, name: str) -> Image.Image | Non
             arr = arr[..., :-1] * alpha + (0.0 if grey else 65535.0) * (1 - alpha)
         if grey and arr.shape[-1] == 3:
             arr = arr @ np.array([0.299, 0.587, 0.114])  # the weights of Pillow's RGB -> L
-        out = _window_to_uint8(arr.squeeze(-1) if arr.ndim == 3 and arr.shape[-1] == 1 else arr)
-        return Image.fromarray(out).convert("L" if grey else "RGB")
+        arr = arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr  # grey+alpha: the grey channel
+        out = Image.fromarray(_window_to_uint8(arr)).convert("L" if grey else "RGB")
+        # the EXIF orientation, as exif_transpose applies it to every other image
+        orientation = img.getexif().get(0x0112)
+        return out.transpose(_ORIENTATION[orientation]) if orientation in _ORIENTATION else out
     if raw and ";16" in raw and img.mode in ("RGB", "RGBA", "RGBX", "LA"):
         raise DataError(
             f"16-bit colour {img.format} image (raw mode {raw}): only 8 of its 16 bits could be read",

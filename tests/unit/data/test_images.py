@@ -137,8 +137,10 @@ def test_an_image_with_nan_pixels_is_a_data_error_not_a_black_image(tmp_path):
             load_image(tmp_path / name)
 
 
-def _png(path, arr: np.ndarray, colour_type: int, bit_depth: int = 16) -> None:
-    """A PNG written byte by byte (Pillow cannot write 16-bit colour), unfiltered rows."""
+def _png(
+    path, arr: np.ndarray, colour_type: int, bit_depth: int = 16, orientation: int | None = None
+) -> None:
+    """A PNG written byte by byte (Pillow cannot write 16-bit colour), unfiltered rows, optional EXIF orientation."""
     h = arr.shape[0]
     raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
 
@@ -146,8 +148,13 @@ def _png(path, arr: np.ndarray, colour_type: int, bit_depth: int = 16) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", arr.shape[1], h, bit_depth, colour_type, 0, 0, 0)
+    exif = b"II*\x00" + struct.pack("<IHHHIHHI", 8, 1, 0x0112, 3, 1, orientation or 1, 0, 0)
     Path(path).write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + (chunk(b"eXIf", exif) if orientation else b"")
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
     )
 
 
@@ -294,3 +301,14 @@ def test_a_16_bit_colour_tiff_is_refused_not_crushed_to_its_high_byte(tmp_path):
         f"{tmp_path / 'rgb48.tif'}: 16-bit colour TIFF image (raw mode RGB;16L): only 8 of its 16 bits could be "
         "read; expected a 16-bit grey image, a 16-bit colour PNG or an 8-bit colour image"
     )
+
+
+def test_a_16_bit_colour_png_is_turned_by_its_exif_orientation_like_other_images(tmp_path):
+    ramp = np.linspace(0, 4095, 40 * 30).reshape(30, 40).astype(np.uint16)
+    _png(tmp_path / "l16.png", ramp, 0)
+    _png(
+        tmp_path / "rgb48.png", np.stack([ramp] * 3, -1), 2, orientation=6
+    )  # stored rotated: turn 90 clockwise
+    upright = np.asarray(load_image(tmp_path / "rgb48.png"))
+    assert upright.shape == (40, 30)
+    assert np.array_equal(upright, np.rot90(np.asarray(load_image(tmp_path / "l16.png")), k=-1))
