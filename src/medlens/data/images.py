@@ -1,7 +1,9 @@
 """Decoding and storing images: the one function every stage (prepare, training, inference) uses.
 
-``load_image`` turns whatever a source holds (8/16-bit PNG, JPEG with EXIF rotation, float TIFF,
-CMYK, palette, RGBA, DICOM when pydicom is installed) into an 8-bit ``L`` or ``RGB`` PIL image.
+``load_image`` turns whatever a source holds (8/16-bit PNG, 16-bit colour PNG included, JPEG with EXIF
+rotation, float TIFF, CMYK, palette, RGBA, grey or colour DICOM, known by its suffix or its ``DICM``
+mark, when pydicom is installed) into an 8-bit ``L`` or ``RGB`` PIL image. Only the formats in
+``FORMATS`` are tried, one frame per file, and anything else is a ``DataError`` naming the file.
 Keeping it in one place is what guarantees that training and inference never drift apart.
 """
 
