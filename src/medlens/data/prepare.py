@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medlens.config import DatasetConfig, to_dict
+from medlens.data.chat_format import IMAGE_TOKEN
 from medlens.data.images import encode_image, prepare_image
 from medlens.data.schema import PREPARED_SCHEMA, REJECTED_COLUMNS, SPLITS, TEXT_SOURCES
 from medlens.data.sources import RawRecord, data_root, get_adapter
@@ -64,11 +65,19 @@ class PrepareSummary:
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 # what spreadsheet and pandas exports write for an empty cell; never a finding
 _EMPTY_LABELS = frozenset({"nan", "none", "null", "n/a", "na", "<na>"})
+# a label that is a number (`-1`, `1.0`: a one-hot or uncertainty column exported as a label) names no class
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _empty(value: str | None) -> bool:
+    """Whether a cell is empty or holds what an export writes for an empty cell (``nan``, ``None``, ``N/A``)."""
+    return value is None or not str(value).strip() or str(value).strip().lower() in _EMPTY_LABELS
 
 
 def _check_text(text: str | None, cfg: DatasetConfig) -> tuple[str | None, str | None]:
     """Return (clean text, rejection reason)."""
-    if text is None or not str(text).strip():
+    # `nan` / `None` / `N/A` is an exported empty cell, whatever min_text_chars allows
+    if _empty(text):
         return None, "empty text"
     if _CONTROL.search(str(text)):
         return None, "control characters in text"
@@ -141,6 +150,7 @@ class _Ledger:
         self.reasons: Counter[str] = Counter()
         self.seen_ids: set[str] = set()
         self.seen_content: dict[tuple[str, str], str] = {}  # (image digest, text) -> id
+        self.spelling: dict[str, str] = {}  # casefolded label -> its spelling in the first kept record
 
     def reject(self, rec: RawRecord, reason: str, detail: str = "") -> None:
         self.reasons[reason] += 1
@@ -160,10 +170,25 @@ class _Ledger:
             return "invalid id", repr(rec.native_id)[:80]
         if bad := [lab for lab in rec.labels if lab.strip().lower() in _EMPTY_LABELS]:
             return "invalid label", f"{bad[0]!r} is how an export writes an empty cell"
+        if bad := [lab for lab in rec.labels if _NUMBER.fullmatch(lab.strip())]:
+            return "invalid label", f"{bad[0]!r} is a number, not a class name"
+        # `Cardiomegaly` and `cardiomegaly` would be two classes: the first spelling kept is the dataset's
+        if other := [
+            (lab, self.spelling[k])
+            for lab in rec.labels
+            if self.spelling.get(k := lab.casefold(), lab) != lab
+        ]:
+            return "invalid label", f"{other[0][0]!r} is spelled {other[0][1]!r} in earlier records"
         if rid in self.seen_ids:
             return "duplicate id", rid
         if rec.text_source not in TEXT_SOURCES:
             return "invalid text_source", f"{rec.text_source!r} not in {TEXT_SOURCES}"
+        # what convert_to_chat needs of the row, checked here so one row cannot stop it for every dataset
+        if rec.text_source == "vqa" and (_empty(rec.meta.get("question")) or _empty(rec.meta.get("answer"))):
+            return "vqa row without question and answer", "expected non-empty question and answer fields"
+        fields = {"text": text, "question": rec.meta.get("question"), "answer": rec.meta.get("answer")}
+        if marked := [k for k, v in fields.items() if IMAGE_TOKEN in str(v or "")]:
+            return f"{IMAGE_TOKEN} in text", f"the {marked[0]} holds the chat image placeholder {IMAGE_TOKEN}"
         if rec.official_split is not None and rec.official_split not in SPLITS:
             return "invalid split", f"{rec.official_split!r} not in {SPLITS}"
         key = (hashlib.sha1(d.image).hexdigest(), text)
@@ -171,6 +196,8 @@ class _Ledger:
             return "duplicate image and text", f"same as {self.seen_content[key]}"
         self.seen_ids.add(rid)
         self.seen_content[key] = rid
+        for lab in rec.labels:
+            self.spelling.setdefault(lab.casefold(), lab)
         return None
 
 
@@ -183,8 +210,9 @@ def _row(name: str, d: Decoded, text: str) -> dict[str, Any]:
     return {
         "id": f"{name}/{rec.native_id}",
         "dataset": name,
-        "patient_id": rec.patient_id,
-        "study_id": rec.study_id,
+        # an exported empty cell (`nan`) is no id: as one it would make every such row one patient
+        "patient_id": None if _empty(rec.patient_id) else rec.patient_id,
+        "study_id": None if _empty(rec.study_id) else rec.study_id,
         "image": d.image,
         "width": d.width,
         "height": d.height,

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -61,8 +66,8 @@ def test_bytes_and_paths_give_the_same_image(tmp_path):
     assert load_image(encode_image(from_path), grey=False).size == (32, 32)
 
 
-def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2"):
-    """A minimal uncompressed 16-bit CR image, as a modality writes it."""
+def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", *, frames: int = 1):
+    """A minimal uncompressed 16-bit CR image, as a modality writes it (8-bit colour for RGB/YBR)."""
     pydicom = pytest.importorskip("pydicom", reason="DICOM input needs pydicom (the test extra installs it)")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -79,10 +84,18 @@ def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2"):
         meta.MediaStorageSOPClassUID,
         meta.MediaStorageSOPInstanceUID,
     )
-    ds.Modality, ds.PhotometricInterpretation, ds.SamplesPerPixel = "CR", photometric, 1
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    colour = photometric.startswith(("RGB", "YBR"))
+    ds.Modality, ds.PhotometricInterpretation, ds.SamplesPerPixel = "CR", photometric, 3 if colour else 1
+    ds.Rows, ds.Columns = pixels.shape[-3:-1] if colour else pixels.shape[-2:]
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    if colour:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PlanarConfiguration = 0
+        ds.PixelData = pixels.astype(np.uint8).tobytes()
+    else:
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
     assert pydicom.dcmread(path).pixel_array.shape == pixels.shape
 
@@ -122,3 +135,180 @@ def test_an_image_with_nan_pixels_is_a_data_error_not_a_black_image(tmp_path):
             rf"{fill * 40} NaN or infinite pixel values of 1600\)",
         ):
             load_image(tmp_path / name)
+
+
+def _png(
+    path, arr: np.ndarray, colour_type: int, bit_depth: int = 16, orientation: int | None = None
+) -> None:
+    """A PNG written byte by byte (Pillow cannot write 16-bit colour), unfiltered rows, optional EXIF orientation."""
+    h = arr.shape[0]
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", arr.shape[1], h, bit_depth, colour_type, 0, 0, 0)
+    exif = b"II*\x00" + struct.pack("<IHHHIHHI", 8, 1, 0x0112, 3, 1, orientation or 1, 0, 0)
+    Path(path).write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + (chunk(b"eXIf", exif) if orientation else b"")
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_16_bit_colour_and_grey_alpha_pngs_are_windowed_like_16_bit_grey_not_crushed(tmp_path):
+    # 12-bit data in 16-bit samples: Pillow keeps the high byte, 0..15, which was stored as a black image
+    ramp = np.linspace(0, 4095, 40 * 30).reshape(30, 40).astype(np.uint16)
+    opaque = np.full_like(ramp, 65535)
+    _png(tmp_path / "l16.png", ramp, 0)
+    _png(tmp_path / "rgb48.png", np.stack([ramp] * 3, -1), 2)
+    _png(tmp_path / "la32.png", np.stack([ramp, opaque], -1), 4)
+    _png(tmp_path / "rgba64.png", np.stack([ramp, ramp, ramp, opaque], -1), 6)
+    grey = np.asarray(load_image(tmp_path / "l16.png"))
+    assert grey.min() == 0 and grey.max() == 255
+    for name in ("rgb48", "la32", "rgba64"):
+        assert np.array_equal(np.asarray(load_image(tmp_path / f"{name}.png")), grey), name
+        colour = np.asarray(load_image(tmp_path / f"{name}.png", grey=False))
+        assert colour.shape == (30, 40, 3) and all(np.array_equal(colour[..., c], grey) for c in range(3)), (
+            name
+        )
+    from_bytes = load_image((tmp_path / "rgb48.png").read_bytes())
+    assert np.array_equal(np.asarray(from_bytes), grey)
+
+
+def test_a_half_transparent_16_bit_grey_alpha_png_is_composited_over_black(tmp_path):
+    ramp = np.linspace(0, 4095, 40 * 30).reshape(30, 40).astype(np.uint16)
+    alpha = np.full_like(ramp, 65535)
+    alpha[:, :20] = 0  # the left half fully transparent
+    _png(tmp_path / "la.png", np.stack([ramp, alpha], -1), 4)
+    out = np.asarray(load_image(tmp_path / "la.png"))
+    assert (out[:, :20] == 0).all() and out[:, 20:].max() == 255
+
+
+def test_a_multi_frame_dicom_is_a_rejected_image_not_a_crash(tmp_path):
+    # was a raw TypeError ("Cannot handle this data type: (1, 1, 32)") that stopped the whole dataset
+    frame = np.tile(np.linspace(100, 4000, 16).astype(np.uint16), (12, 1))
+    _write_dicom(tmp_path / "mf.dcm", np.stack([frame, frame[::-1]]), frames=2)
+    with pytest.raises(DataError) as err:
+        load_image(tmp_path / "mf.dcm")
+    assert str(err.value) == (
+        f"{tmp_path / 'mf.dcm'}: DICOM holds 2 frames; expected a single-frame DICOM (one radiograph); "
+        "export the frame to use as its own file"
+    )
+    rec = RawRecord(native_id="mf", image=str(tmp_path / "mf.dcm"), text="a report", modality="chest_xray")
+    decoded = _process((rec, 64))
+    assert (decoded.reason, decoded.detail) == ("unreadable image", str(err.value))
+
+
+def test_a_dicom_declaring_too_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
+    import pydicom
+
+    _write_dicom(tmp_path / "big.dcm", np.zeros((8, 8), np.uint16))
+    ds = pydicom.dcmread(tmp_path / "big.dcm")
+    ds.Rows, ds.Columns = 30_000, 30_000  # 900 M pixels declared, 128 bytes of data
+    ds.save_as(tmp_path / "big.dcm")
+    monkeypatch.setattr(
+        pydicom.dataset.Dataset, "pixel_array", property(lambda self: pytest.fail("pixels decoded"))
+    )
+    with pytest.raises(
+        DataError,
+        match=r"big.dcm: image is too large \(1 frame\(s\) of 30000x30000\); expected at most 64,000,000 pixels",
+    ):
+        load_image(tmp_path / "big.dcm")
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 4000, 4000, 5  # each frame allowed, 80 M pixels in all
+    ds.save_as(tmp_path / "big.dcm")
+    with pytest.raises(DataError, match=r"too large \(5 frame\(s\) of 4000x4000\)"):
+        load_image(tmp_path / "big.dcm")
+
+
+def test_rgb_and_ybr_dicoms_are_read_and_a_dicom_is_known_by_its_bytes_not_its_name(tmp_path):
+    ramp = np.tile(np.linspace(0, 255, 16).astype(np.uint8), (12, 1))
+    rgb = np.stack([ramp, ramp, ramp], -1)
+    _write_dicom(tmp_path / "rgb.dcm", rgb, "RGB")
+    _write_dicom(
+        tmp_path / "ybr.dcm",
+        np.stack([ramp, np.full_like(ramp, 128), np.full_like(ramp, 128)], -1),
+        "YBR_FULL",
+    )
+    for name in ("rgb", "ybr"):  # "Invalid mode for data type" before
+        img = load_image(tmp_path / f"{name}.dcm", grey=False)
+        assert img.mode == "RGB" and np.abs(np.asarray(img).astype(int) - rgb).max() <= 1, name
+        assert np.abs(np.asarray(load_image(tmp_path / f"{name}.dcm")).astype(int) - ramp).max() <= 1, name
+    _write_dicom(tmp_path / "m2.dcm", np.tile(np.linspace(100, 4000, 16).astype(np.uint16), (12, 1)))
+    expected = np.asarray(load_image(tmp_path / "m2.dcm"))
+    (tmp_path / "IM0001").write_bytes((tmp_path / "m2.dcm").read_bytes())  # a DICOMDIR member has no suffix
+    assert np.array_equal(np.asarray(load_image(tmp_path / "IM0001")), expected)
+    assert np.array_equal(np.asarray(load_image((tmp_path / "m2.dcm").read_bytes())), expected)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "TIFF"])
+def test_a_multi_frame_gif_or_tiff_is_refused_not_read_as_its_first_frame(tmp_path, fmt):
+    frames = [Image.new("L", (20, 20), v) for v in (10, 200, 90)]
+    path = tmp_path / f"stack.{fmt.lower()}"
+    frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(DataError) as err:
+        load_image(path)
+    assert str(err.value) == (
+        f"{path}: {fmt} image holds 3 frames; expected a single-frame image (one radiograph or photograph per file)"
+    )
+    frames[0].save(tmp_path / f"one.{fmt.lower()}", format=fmt)
+    assert np.asarray(load_image(tmp_path / f"one.{fmt.lower()}")).max() == 10
+
+
+def test_a_postscript_file_named_png_is_refused_and_nothing_is_run(tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    eps = tmp_path / "scan.png"
+    eps.write_bytes(
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto showpage\n%%EOF\n"
+    )
+    assert Image.open(eps).format == "EPS"  # what an unrestricted open makes of it: Ghostscript renders it
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: pytest.fail("Ghostscript was run"))
+    monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: pytest.fail("a program was run"))
+    with pytest.raises(DataError) as err:
+        load_image(eps)
+    assert err.value.file == str(eps) and "cannot identify image file" in str(err.value)
+    assert str(err.value).endswith("expected a readable PNG/JPEG/TIFF/DICOM")
+
+
+def _tiff48(path, arr: np.ndarray) -> None:
+    """An uncompressed 16-bit-per-channel RGB TIFF written by hand (Pillow cannot write one)."""
+    h, w, _ = arr.shape
+    data = arr.astype("<u2").tobytes()
+    # tag, type (3 short, 4 long), count, value; 258 and 273 point past the directory
+    entries = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 3, 0), (259, 3, 1, 1), (262, 3, 1, 2)]
+    entries += [(273, 4, 1, 0), (277, 3, 1, 3), (278, 3, 1, h), (279, 4, 1, len(data))]
+    bits_at = 8 + 2 + len(entries) * 12 + 4
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        value = {258: bits_at, 273: bits_at + 6}.get(tag, value)
+        packed = struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, count) + packed
+    Path(path).write_bytes(
+        b"II*\x00" + struct.pack("<I", 8) + ifd + b"\0" * 4 + struct.pack("<3H", 16, 16, 16) + data
+    )
+
+
+def test_a_16_bit_colour_tiff_is_refused_not_crushed_to_its_high_byte(tmp_path):
+    ramp = np.linspace(0, 4095, 20 * 10).reshape(10, 20).astype(np.uint16)
+    _tiff48(tmp_path / "rgb48.tif", np.stack([ramp] * 3, -1))
+    assert np.asarray(Image.open(tmp_path / "rgb48.tif")).max() == 15  # what Pillow reads: 0..15
+    with pytest.raises(DataError) as err:
+        load_image(tmp_path / "rgb48.tif")
+    assert str(err.value) == (
+        f"{tmp_path / 'rgb48.tif'}: 16-bit colour TIFF image (raw mode RGB;16L): only 8 of its 16 bits could be "
+        "read; expected a 16-bit grey image, a 16-bit colour PNG or an 8-bit colour image"
+    )
+
+
+def test_a_16_bit_colour_png_is_turned_by_its_exif_orientation_like_other_images(tmp_path):
+    ramp = np.linspace(0, 4095, 40 * 30).reshape(30, 40).astype(np.uint16)
+    _png(tmp_path / "l16.png", ramp, 0)
+    _png(
+        tmp_path / "rgb48.png", np.stack([ramp] * 3, -1), 2, orientation=6
+    )  # stored rotated: turn 90 clockwise
+    upright = np.asarray(load_image(tmp_path / "rgb48.png"))
+    assert upright.shape == (40, 30)
+    assert np.array_equal(upright, np.rot90(np.asarray(load_image(tmp_path / "l16.png")), k=-1))

@@ -181,3 +181,40 @@ def test_an_empty_text_is_a_failure_of_its_row(tmp_path):
     ((loaded, failed),) = load_batches(items, Preprocessing("chest_xray", 64, "test"), batch_size=8)
     assert [i.id for i, _ in loaded] == ["b"]
     assert failed[0].id == "a" and "empty text" in failed[0].error
+
+
+def test_a_multi_frame_dicom_or_a_numpy_stack_is_a_failed_input_not_a_crash(tmp_path):
+    # a multi-frame DICOM stopped classify/embed/generate with a raw TypeError from Image.fromarray
+    pydicom = pytest.importorskip("pydicom", reason="DICOM input needs pydicom (the test extra installs it)")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = (
+        SecondaryCaptureImageStorage,
+        generate_uid(),
+    )
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, meta.MediaStorageSOPClassUID, generate_uid()
+    ds.PhotometricInterpretation, ds.SamplesPerPixel, ds.Rows, ds.Columns, ds.NumberOfFrames = (
+        "MONOCHROME2",
+        1,
+        8,
+        8,
+        3,
+    )
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.arange(3 * 64, dtype=np.uint16).tobytes()
+    ds.save_as(tmp_path / "cine.dcm", enforce_file_format=True)
+    assert pydicom.dcmread(tmp_path / "cine.dcm").pixel_array.shape == (3, 8, 8)
+    Image.new("L", (80, 60), 100).save(tmp_path / "good.png")
+    items = list_images([tmp_path / "cine.dcm", tmp_path / "good.png"])
+    ((loaded, failed),) = load_batches(items, Preprocessing("chest_xray", 64, "test"), batch_size=8)
+    assert [i.id for i, _ in loaded] == [str(tmp_path / "good.png")]
+    assert [f.error for f in failed] == [
+        f"{tmp_path / 'cine.dcm'}: DICOM holds 3 frames; expected a single-frame DICOM (one radiograph); "
+        "export the frame to use as its own file"
+    ]
+    with pytest.raises(DataError, match=r"<bytes>: image cannot be decoded \(TypeError: Cannot handle"):
+        load_image(np.zeros((1, 1, 32), np.float32))

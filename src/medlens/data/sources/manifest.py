@@ -4,7 +4,7 @@ The CSV (``DatasetConfig.manifest`` inside ``DatasetConfig.path``) needs the col
 path relative to the folder, or absolute) and ``text``. Optional columns: ``id`` (else the image
 path is the id), ``labels`` (``|``-separated, any vocabulary), ``patient_id``, ``study_id``,
 ``view``, ``split`` (train/val/test; ``validate``/``valid`` are read as val), ``modality``
-(default ``chest_xray``) and ``text_source`` (default ``report``). Every other column is kept in
+(default ``chest_xray``; one of ``MODALITIES``, else the row is rejected) and ``text_source`` (default ``report``). Every other column is kept in
 ``meta``. Clusters often stage data by hand, so this is the way in for any folder a user has. Image
 paths must stay inside the folder (``../`` and links out of it are rejected rows) unless the dataset
 sets ``allow_outside_paths: true``.
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medlens.config import DatasetConfig
+from medlens.data.images import MODALITIES
 from medlens.data.sources import RawRecord, register_adapter
 from medlens.data.sources.readers import CsvTable, frontal_filter, normalise_split, normalise_view
 
@@ -53,6 +54,14 @@ def manifest_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         path = Path(image) if Path(image).is_absolute() else Path(root) / image
         reject = row.problem
         detail = row.detail
+        modality = (row.get(table.column("modality")) or "chest_xray").strip()
+        if modality.lower() in MODALITIES:
+            modality = modality.lower()
+        elif reject is None:
+            reject, detail = (
+                "unknown modality",
+                f"{modality!r}; expected one of {', '.join(sorted(MODALITIES))}",
+            )
         if reject is None and image and not cfg.allow_outside_paths and not _inside(path, inside):
             reject, detail = (
                 "image outside the dataset folder",
@@ -71,7 +80,7 @@ def manifest_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             text=row.get("text"),
             labels=labels,
             text_source=row.get(table.column("text_source")) or "report",
-            modality=row.get(table.column("modality")) or "chest_xray",
+            modality=modality,
             view=view,
             patient_id=row.get(table.column("patient_id")) or None,
             study_id=row.get(table.column("study_id")) or None,

@@ -35,3 +35,135 @@ def test_real_chest_xrays_with_clinical_text_are_read_in_place(tmp_path, realdat
         assert row["text"] == " ".join(r["text"].split())
         assert max(row["width"], row["height"]) <= 320
     assert Counter(r["view"] for r in out.rows.values()) == {"PA": 55, "AP": 38, "LATERAL": 17}
+
+
+def _rows(*cells: dict) -> list[dict]:
+    """One manifest row per dict: image `r{i}.png`, a distinct report, the dict's cells over those."""
+    return [
+        {"id": f"r{i}", "image": f"r{i}.png", "text": f"Report number {i} is clear.", **c}
+        for i, c in enumerate(cells)
+    ]
+
+
+def test_an_exported_empty_patient_id_is_no_patient_not_one_giant_patient(tmp_path):
+    # a pandas export writes an empty cell as `nan`: as an id it grouped 16 unrelated rows as one patient
+    cells = [{"patient_id": p, "study_id": p} for p in ("nan", "NaN", "None", "N/A", " ", "P1", "P1")]
+    fixture = manifest.build(
+        tmp_path / "m", _rows(*cells), columns=["id", "image", "text", "patient_id", "study_id"]
+    )
+    out = prepare(tmp_path, "m", {"source": "manifest", "path": str(fixture.root)})
+    assert out.rejected == {}
+    assert [out.rows[f"r{i}"]["patient_id"] for i in range(7)] == [None] * 5 + ["P1", "P1"]
+    assert [out.rows[f"r{i}"]["study_id"] for i in range(7)] == [None] * 5 + ["P1", "P1"]
+
+
+def test_a_modality_medlens_does_not_know_is_a_rejected_row_listing_the_known_ones(tmp_path):
+    spellings = ["Chest X-ray", "CXR", "chest-xray", "CHEST_XRAY", "dermatology", ""]
+    fixture = manifest.build(
+        tmp_path / "m",
+        _rows(*({"modality": m} for m in spellings)),
+        columns=["id", "image", "text", "modality"],
+    )
+    out = prepare(tmp_path, "m", {"source": "manifest", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        f"r{i}": (
+            "unknown modality",
+            f"{m!r}; expected one of chest_xray, ct, dermatology, knee_xray, mri, xray",
+        )
+        for i, m in enumerate(spellings[:3])
+    }
+    assert {k: r["modality"] for k, r in out.rows.items()} == {
+        "r3": "chest_xray",
+        "r4": "dermatology",
+        "r5": "chest_xray",  # an empty cell is the default
+    }
+    assert out.image("r3").mode == "L" and out.image("r4").mode == "RGB"
+
+
+def test_rows_the_chat_conversion_would_refuse_are_rejected_at_prepare(tmp_path):
+    # each of these passed prepare, then stopped convert_to_chat for the whole experiment
+    cells = [
+        {"text": "Heart size normal. <image> No effusion."},
+        {"text_source": "vqa"},  # no question and answer columns
+        {"text_source": "vqa", "question": "Is there an effusion?", "answer": ""},
+        {"text_source": "vqa", "question": "<image>What is shown?", "answer": "A chest."},
+        {"text_source": "vqa", "question": "Is there an effusion?", "answer": "No."},
+        {},
+    ]
+    columns = ["id", "image", "text", "text_source", "question", "answer"]
+    fixture = manifest.build(tmp_path / "m", _rows(*cells), columns=columns)
+    out = prepare(tmp_path, "m", {"source": "manifest", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        "r0": ("<image> in text", "the text holds the chat image placeholder <image>"),
+        "r1": ("vqa row without question and answer", "expected non-empty question and answer fields"),
+        "r2": ("vqa row without question and answer", "expected non-empty question and answer fields"),
+        "r3": ("<image> in text", "the question holds the chat image placeholder <image>"),
+    }
+    assert set(out.rows) == {"r4", "r5"} and out.rows["r4"]["meta"]["question"] == "Is there an effusion?"
+
+
+def test_an_exported_empty_text_is_empty_whatever_min_text_chars_allows(tmp_path):
+    texts = ["nan", "None", "N/A", "NULL", "<NA>", "OK"]
+    fixture = manifest.build(
+        tmp_path / "m", _rows(*({"text": t} for t in texts)), columns=["id", "image", "text"]
+    )
+    out = prepare(tmp_path, "m", {"source": "manifest", "path": str(fixture.root), "min_text_chars": 1})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        f"r{i}": ("empty text", t) for i, t in enumerate(texts[:5])
+    }
+    assert out.rows["r5"]["text"] == "OK"
+
+
+def test_a_label_that_is_a_number_is_a_rejected_row(tmp_path):
+    labels = ["-1", "1.0", "0", "Cardiomegaly|1", "Cardiomegaly|No Finding 2"]
+    fixture = manifest.build(
+        tmp_path / "m", _rows(*({"labels": x} for x in labels)), columns=["id", "image", "text", "labels"]
+    )
+    out = prepare(tmp_path, "m", {"source": "manifest", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        "r0": ("invalid label", "'-1' is a number, not a class name"),
+        "r1": ("invalid label", "'1.0' is a number, not a class name"),
+        "r2": ("invalid label", "'0' is a number, not a class name"),
+        "r3": ("invalid label", "'1' is a number, not a class name"),
+    }
+    assert out.rows["r4"]["labels"] == ["Cardiomegaly", "No Finding 2"]
+
+
+def test_rows_with_an_exported_empty_patient_id_are_split_one_by_one(tmp_path):
+    # 16 of 20 rows with patient_id `nan` were one patient: the split came out 18/1/1 from 5 "patients"
+    from medlens.config import LeakageConfig, SplitConfig
+    from medlens.data.split import split_pairs
+
+    cells = [
+        {"patient_id": "nan" if i < 16 else f"P{i}", "labels": "Cardiomegaly" if i % 2 else "No Finding"}
+        for i in range(20)
+    ]
+    columns = ["id", "image", "text", "patient_id", "labels"]
+    fixture = manifest.build(tmp_path / "m", _rows(*cells), columns=columns)
+    out = prepare(tmp_path, "m", {"source": "manifest", "path": str(fixture.root)})
+    stats = split_pairs(
+        [out.parquet],
+        SplitConfig(leakage=LeakageConfig(enabled=False)),
+        tmp_path / "pairs.parquet",
+        tmp_path / "dropped.csv",
+        tmp_path / "split.json",
+    )
+    assert stats["patients"] == 20
+    assert stats["rows_per_split"] == {"train": 16, "val": 2, "test": 2}
+
+
+def test_a_label_spelled_two_ways_is_one_class_the_other_spelling_rejected(tmp_path):
+    labels = ["Cardiomegaly", "cardiomegaly", "Edema|CARDIOMEGALY", "Cardiomegaly|Edema", "edema"]
+    fixture = manifest.build(
+        tmp_path / "m", _rows(*({"labels": x} for x in labels)), columns=["id", "image", "text", "labels"]
+    )
+    out = prepare(tmp_path, "m", {"source": "manifest", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        "r1": ("invalid label", "'cardiomegaly' is spelled 'Cardiomegaly' in earlier records"),
+        "r2": ("invalid label", "'CARDIOMEGALY' is spelled 'Cardiomegaly' in earlier records"),
+        "r4": ("invalid label", "'edema' is spelled 'Edema' in earlier records"),
+    }
+    assert {k: r["labels"] for k, r in out.rows.items()} == {
+        "r0": ["Cardiomegaly"],
+        "r3": ["Cardiomegaly", "Edema"],
+    }
