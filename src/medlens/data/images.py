@@ -26,6 +26,7 @@ __all__ = [
     "encode_image",
     "prepare_image",
     "MAX_PIXELS",
+    "IMAGE_SUFFIXES",
     "GREY_MODALITIES",
     "MODALITIES",
 ]
@@ -195,6 +196,8 @@ def _normalise_mode(img: Image.Image, grey: bool) -> Image.Image:
 # What medlens decodes besides DICOM. Image.open tries only these, so a file that is really EPS or
 # PostScript (whatever its name) is never handed to Ghostscript, nor any other rarely used plugin.
 FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")  # JPEG includes MPO (a phone's JPEG)
+# the file names taken for images (DICOM needs pydicom); other files in a folder are not images
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm"})
 
 
 def _open(src) -> Image.Image:
@@ -219,6 +222,8 @@ def load_image(src: ImageSource, *, grey: bool = True, draft_size: int | None = 
     Raises:
         DataError: naming the file when it is missing, empty, truncated, too large or undecodable.
     """
+    # long: its docstring; each kind of source (array, PIL image, path, bytes, DICOM) with the checks made
+    # before any pixel is decoded, under the one except that turns a decoder's error into a DataError
     name = str(src) if isinstance(src, str | os.PathLike) else "<bytes>"
     try:
         if isinstance(src, np.ndarray):

@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image
 
 from medlens import layout
-from medlens.data.images import encode_image, load_image, prepare_image
+from medlens.data.images import IMAGE_SUFFIXES, encode_image, load_image, prepare_image
 from medlens.errors import ConfigError, DataError
 from medlens.io import read_json
 
@@ -39,9 +39,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-# what load_image decodes (DICOM needs pydicom); other files in a folder are not images and are skipped
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".dcm"})
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from pathlib import Path
 import yaml
 
 from medlens.config import FINDINGS
+from medlens.data.images import IMAGE_SUFFIXES
 from medlens.errors import ConfigError, DataError
-from medlens.inference.inputs import IMAGE_SUFFIXES
 from medlens.resources import resource_path
 
 __all__ = [

@@ -53,6 +53,7 @@ def _problem(entry: object) -> str | None:
 @register_adapter("slake")
 def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     """SLAKE 1.0: one VQA record per question, `languages` kept, official split = file, imgs/xmlabN/source.jpg."""
+    # long: every check of a question record (fields, language, image inside imgs/) keeps or rejects it here
     root = Path(root)
     found = []
     for split, names in _FILES:
