@@ -679,17 +679,107 @@ def to_dict(obj: Any) -> Any:
 # files
 
 
+class _Repeated(yaml.YAMLError):
+    """A key given twice in one mapping (raised before anything is constructed)."""
+
+    def __init__(self, key: str, first: int, second: int):
+        self.key, self.first, self.second = key, first, second
+        super().__init__(f"{key}: repeated on lines {first} and {second}")
+
+
+def _check_repeated(loader: yaml.SafeLoader, node: yaml.Node, path: str, seen: set[int]) -> None:
+    """Refuse a key given twice in one mapping anywhere under ``node`` (PyYAML keeps the last silently).
+
+    Merge keys (``<<: *base``) are not repeats: keys written beside them override the merged ones on purpose.
+    """
+    if id(node) in seen:  # an alias of a node already checked (and no endless walk on recursive anchors)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                _check_repeated(loader, value_node, path, seen)
+                continue
+            key = (
+                loader.construct_object(key_node, deep=True)
+                if isinstance(key_node, yaml.ScalarNode)
+                else None
+            )
+            dotted = f"{path}.{key}" if path else str(key)
+            line = key_node.start_mark.line + 1
+            if key is not None and key in lines:
+                raise _Repeated(dotted, lines[key], line)
+            if key is not None:
+                lines[key] = line
+            _check_repeated(loader, value_node, dotted, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_repeated(loader, item, f"{path}[{i}]", seen)
+
+
+def _safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` (the same SafeLoader: plain data only, no Python objects) that refuses repeated keys."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_repeated(loader, node, "", set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """The file's text; a byte that is not UTF-8 is a ConfigError naming its position (and line)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        hint = (
+            " (the file starts with a UTF-16 byte-order mark)"
+            if raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+            else ""
+        )
+        raise ConfigError(
+            f"byte 0x{raw[e.start]:02x} at byte position {e.start} (line {line}) is not UTF-8{hint}",
+            file=str(path),
+            expected="a UTF-8 text file (save it as UTF-8)",
+        ) from e
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; an empty file is an empty mapping."""
+    """Read a YAML mapping; an empty file is an empty mapping.
+
+    Stricter than ``yaml.safe_load`` where it would silently guess: the text must be UTF-8, a key may not be
+    repeated in one mapping (YAML would keep the last), and a config is data, never a Snakemake YTE template.
+    """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = _decode(path.read_bytes(), path)
     except FileNotFoundError as e:
         raise ConfigError("file not found", file=str(path)) from e
+    try:
+        data = _safe_load_unique(text) or {}
+    except _Repeated as e:
+        raise ConfigError(
+            f"repeated key (lines {e.first} and {e.second}); YAML would silently keep only the last",
+            file=str(path),
+            key=e.key,
+            expected="each key once in its mapping (merge the two)",
+        ) from e
     except yaml.YAMLError as e:
         raise ConfigError(f"not valid YAML ({e})", file=str(path)) from e
     if not isinstance(data, dict):
         raise ConfigError("the top level is not a mapping", file=str(path), expected="key: value pairs")
+    if "__use_yte__" in data:
+        raise ConfigError(
+            "medlens configs are data, not templates: YTE would run the Python code this file holds",
+            file=str(path),
+            key="__use_yte__",
+            expected="plain YAML without __use_yte__ (write the values out)",
+        )
     return data
 
 

@@ -239,3 +239,93 @@ def test_stages_are_checked_against_what_the_experiment_needs():
         source="x.yaml",
     )
     assert cfg.stages == ["decoder"]
+
+
+def _tiny(repo):
+    return yaml.safe_load((repo / "tests" / "config" / "tiny" / "experiments" / "tiny.yaml").read_text())
+
+
+def _load(repo, tmp_path, data=None, *, raw=None, name="exp.yaml"):
+    path = tmp_path / name
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return C.load_experiment(path, schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml")
+
+
+# --------------------------------------------------------------------------------------------
+# the YAML files themselves
+
+
+def test_a_repeated_key_is_refused_with_both_lines(repo, tmp_path):
+    # YAML keeps the last of two `encoder:` blocks: the first one's learning_rate was silently dropped
+    raw = b"datasets: [synthetic_cxr]\nencoder:\n  learning_rate: 0.1\nencoder:\n  max_steps: 5\n"
+    with pytest.raises(
+        ConfigError,
+        match=r"exp\.yaml: encoder: repeated key \(lines 2 and 4\); YAML would silently keep only the last; "
+        r"expected each key once in its mapping",
+    ):
+        _load(repo, tmp_path, raw=raw)
+    # nested keys are named by their path, in config.yaml's dataset definitions too
+    (tmp_path / "config.yaml").write_text(
+        "run: [tiny]\ndatasets:\n  a:\n    source: synthetic_cxr\n  b:\n    source: manifest\n"
+        "  a:\n    source: path\n"
+    )
+    with pytest.raises(ConfigError, match=r"config\.yaml: datasets\.a: repeated key \(lines 3 and 7\)"):
+        C.load_yaml(tmp_path / "config.yaml")
+
+
+def test_yaml_merge_keys_and_aliases_are_not_repeats(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  x: 3\nagain: *b\n")
+    assert C.load_yaml(path) == {"base": {"x": 1, "y": 2}, "use": {"x": 3, "y": 2}, "again": {"x": 1, "y": 2}}
+
+
+def test_the_loader_builds_plain_data_only(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("a: !!python/object/apply:os.system ['echo owned']\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: not valid YAML \(could not determine a constructor"):
+        C.load_yaml(path)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            b"# r\xe9sum\xe9\ndatasets: [synthetic_cxr]\n",
+            r"byte 0xe9 at byte position 3 \(line 1\) is not UTF-8",
+        ),
+        (
+            "datasets: [synthetic_cxr]\n".encode("utf-16"),
+            r"byte 0xff at byte position 0 \(line 1\) is not UTF-8 \(the file starts with a UTF-16 byte-order mark\)",
+        ),
+        (b"datasets: [synthetic_cxr]\ndescription: caf\xe9\n", r"byte 0xe9 at byte position 42 \(line 2\)"),
+    ],
+    ids=["latin-1-comment", "utf-16", "latin-1-value"],
+)
+def test_a_file_that_is_not_utf8_names_the_byte(repo, tmp_path, raw, message):
+    with pytest.raises(ConfigError, match=rf"exp\.yaml: {message}.*; expected a UTF-8 text file"):
+        _load(repo, tmp_path, raw=raw)
+
+
+def test_a_prompt_set_that_is_not_utf8_is_a_config_error(tmp_path):
+    from medlens.evaluate.zero_shot import load_prompt_templates
+
+    path = tmp_path / "prompts.yaml"
+    path.write_bytes(b"Cardiomegaly:\n  positive: [enlarged heart \xe9]\n")
+    with pytest.raises(
+        ConfigError, match=r"prompts\.yaml: byte 0xe9 at byte position 42 \(line 2\) is not UTF-8"
+    ):
+        load_prompt_templates(path)
+
+
+def test_a_yte_template_is_refused(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("__use_yte__: true\nrun: [tiny]\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"config\.yaml: __use_yte__: medlens configs are data, not templates: YTE would run the Python code "
+        r"this file holds; expected plain YAML without __use_yte__",
+    ):
+        C.load_yaml(path)
