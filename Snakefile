@@ -3,18 +3,26 @@
 import os
 from pathlib import Path
 
-from snakemake.utils import min_version
+from snakemake.utils import min_version, update_config
 
-from medlens.config import validate_against_schema
+from medlens.config import load_yaml, validate_against_schema
 
 min_version("9.0")
 
-
-configfile: "config/config.yaml"
-
-
+# The config is read by medlens's loader, not `configfile:`: it refuses repeated keys, non-UTF-8 bytes and
+# YTE templates (Snakemake's loader would run the Python a `__use_yte__` file holds). Files given with
+# --configfile were read by Snakemake before this file ran; they are checked here all the same, and, as with
+# `configfile:`, override the default key by key, and --config overrides both.
+DEFAULT_CONFIG = "config/config.yaml"
+_files = [*workflow.overwrite_configfiles]
+if not workflow.config_settings.replace_workflow_config and (os.path.exists(DEFAULT_CONFIG) or not _files):
+    _files.insert(0, DEFAULT_CONFIG)
+    workflow.configfiles.append(DEFAULT_CONFIG)  # recorded as `configfile:` would (report, source archive)
+for _path in _files:
+    update_config(config, load_yaml(_path))
+update_config(config, workflow.config_settings.overwrite_config)
 # messages name the file the user edited (a --configfile replaces the default)
-CONFIG_FILE = str((workflow.overwrite_configfiles or ["config/config.yaml"])[-1])
+CONFIG_FILE = str((_files or [DEFAULT_CONFIG])[-1])
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"  # found from any working directory (-d)
 SRC = Path(workflow.basedir) / "src"
 validate_against_schema(config, SCHEMAS / "config.schema.yaml", source=CONFIG_FILE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -155,6 +156,16 @@ class SplitConfig:
         default_factory=LeakageConfig
     )  # duplicate images and reports across splits
 
+    def __post_init__(self):
+        # the split job checks this too, but only after the data was prepared, and without naming the file
+        shares = (self.train, self.val, self.test)
+        if abs(sum(shares) - 1.0) > 1e-6:
+            raise ConfigError(
+                f"shares train {self.train}, val {self.val}, test {self.test} do not sum to 1 (they sum to {sum(shares):g})",
+                key="split",
+                expected="shares of patients summing to 1, e.g. 0.8/0.1/0.1 or 0.95/0.05/0",
+            )
+
 
 @dataclass(frozen=True)
 class ChatConfig:
@@ -162,6 +173,18 @@ class ChatConfig:
 
     prompt: str = "Describe this medical image:"  # user turn for report/caption rows
     system: str | None = None  # optional system turn
+
+    def __post_init__(self):
+        # imported here: chat_format imports this module (and pyarrow), and only a built config needs the mark
+        from medlens.data.chat_format import IMAGE_TOKEN
+
+        for name in ("prompt", "system"):
+            if IMAGE_TOKEN in (getattr(self, name) or ""):
+                raise ConfigError(
+                    f"the {name} holds the image mark {IMAGE_TOKEN!r}, which convert_to_chat_format places itself",
+                    key=f"chat.{name}",
+                    expected=f"text without {IMAGE_TOKEN!r} (each conversation has exactly one, before the prompt)",
+                )
 
 
 @dataclass(frozen=True)
@@ -246,6 +269,19 @@ class EncoderConfig:
     report_to: list[Tracker] = field(default_factory=lambda: ["none"])
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what one train_encoder job asks for
 
+    def __post_init__(self):
+        _check_warmup(self.warmup_steps, self.max_steps, "encoder")
+
+
+def _check_warmup(warmup_steps: int | None, max_steps: int | None, section: str) -> None:
+    """A warmup longer than the run never reaches the peak learning rate (and never decays from it)."""
+    if warmup_steps is not None and max_steps is not None and warmup_steps > max_steps:
+        raise ConfigError(
+            f"warmup_steps {warmup_steps} is more than max_steps {max_steps}: the run would end still warming up",
+            key=f"{section}.warmup_steps",
+            expected=f"at most max_steps ({max_steps}) warmup steps (a preset sets its own warmup_steps: set both)",
+        )
+
 
 @dataclass(frozen=True)
 class TrainerConfig:
@@ -277,6 +313,8 @@ class TrainerConfig:
     report_to: list[Tracker] = field(default_factory=lambda: ["none"])
 
     def __post_init__(self):
+        if self.max_steps > 0:  # -1: num_train_epochs decides, and the warmup is not compared
+            _check_warmup(self.warmup_steps, self.max_steps, "decoder.trainer")
         # the Trainer only checks this when training starts; a config error should stop the dry run
         if self.load_best_model_at_end and self.save_steps % self.eval_steps:
             raise ConfigError(
@@ -399,6 +437,14 @@ class DecoderConfig:
 
     def __post_init__(self):
         # conflicting options fail when the config is read, not after the model has loaded
+        if self.kind == "captioner" and self.hidden_size % self.num_heads:
+            divisors = [n for n in range(1, min(self.hidden_size, 64) + 1) if self.hidden_size % n == 0]
+            raise ConfigError(
+                f"num_heads {self.num_heads} does not divide hidden_size {self.hidden_size}",
+                key="decoder.num_heads",
+                expected=f"a divisor of hidden_size (GPT-2 splits the width evenly across heads): "
+                f"{', '.join(map(str, divisors[-6:]))}, ...",
+            )
         if self.kind != "vlm":
             return
         if self.repeat_factor_threshold is not None:
@@ -502,6 +548,23 @@ class ExperimentConfig:
                 key="stages",
                 expected="'encoder', 'decoder' or both, each once",
             )
+        for key, names, least in (
+            ("datasets", self.datasets, 1),
+            ("evaluate.external_datasets", self.evaluate.external_datasets, 0),
+        ):
+            if len(names) < least or len(set(names)) != len(names):
+                raise ConfigError(
+                    f"{names} is not a list of distinct dataset names",
+                    key=key,
+                    expected=f"{'at least one name' if least else 'names'}, each once",
+                )
+        if trained := [d for d in self.evaluate.external_datasets if d in self.datasets]:
+            i = self.evaluate.external_datasets.index(trained[0])
+            raise ConfigError(
+                f"'{trained[0]}' is also a training dataset, so its rows would be reported as external",
+                key=f"evaluate.external_datasets[{i}]",
+                expected=f"datasets not in datasets ({', '.join(self.datasets)}): evaluated, never trained on",
+            )
         if self.evaluate.external_datasets and "encoder" not in self.stages:
             raise ConfigError(
                 "external datasets are evaluated by evaluate_encoder, and this experiment has no encoder",
@@ -586,6 +649,11 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{value!r} is not a mapping", file=source, key=key, expected=_type_name(tp))
         kt, vt = typing.get_args(tp)
         return {_convert(k, kt, key, source): _convert(v, vt, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        # YAML's .nan/.inf pass every schema bound (NaN compares false with each) and would train on garbage
+        raise ConfigError(
+            f"{value!r} is not a finite number", file=source, key=key, expected="a finite number"
+        )
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is Any or (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
@@ -667,7 +735,12 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "<dict>", pre
             raise ConfigError(
                 "missing required key", file=source, key=path + f.name, expected=_type_name(hints[f.name])
             )
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a __post_init__ check knows its key, not the file
+        if e.file is not None:
+            raise
+        raise ConfigError(e.problem, file=source, key=e.key, expected=e.expected) from e
 
 
 def to_dict(obj: Any) -> Any:
@@ -679,17 +752,107 @@ def to_dict(obj: Any) -> Any:
 # files
 
 
+class _Repeated(yaml.YAMLError):
+    """A key given twice in one mapping (raised before anything is constructed)."""
+
+    def __init__(self, key: str, first: int, second: int):
+        self.key, self.first, self.second = key, first, second
+        super().__init__(f"{key}: repeated on lines {first} and {second}")
+
+
+def _check_repeated(loader: yaml.SafeLoader, node: yaml.Node, path: str, seen: set[int]) -> None:
+    """Refuse a key given twice in one mapping anywhere under ``node`` (PyYAML keeps the last silently).
+
+    Merge keys (``<<: *base``) are not repeats: keys written beside them override the merged ones on purpose.
+    """
+    if id(node) in seen:  # an alias of a node already checked (and no endless walk on recursive anchors)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                _check_repeated(loader, value_node, path, seen)
+                continue
+            key = (
+                loader.construct_object(key_node, deep=True)
+                if isinstance(key_node, yaml.ScalarNode)
+                else None
+            )
+            dotted = f"{path}.{key}" if path else str(key)
+            line = key_node.start_mark.line + 1
+            if key is not None and key in lines:
+                raise _Repeated(dotted, lines[key], line)
+            if key is not None:
+                lines[key] = line
+            _check_repeated(loader, value_node, dotted, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_repeated(loader, item, f"{path}[{i}]", seen)
+
+
+def _safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` (the same SafeLoader: plain data only, no Python objects) that refuses repeated keys."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_repeated(loader, node, "", set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """The file's text; a byte that is not UTF-8 is a ConfigError naming its position (and line)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        hint = (
+            " (the file starts with a UTF-16 byte-order mark)"
+            if raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+            else ""
+        )
+        raise ConfigError(
+            f"byte 0x{raw[e.start]:02x} at byte position {e.start} (line {line}) is not UTF-8{hint}",
+            file=str(path),
+            expected="a UTF-8 text file (save it as UTF-8)",
+        ) from e
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; an empty file is an empty mapping."""
+    """Read a YAML mapping; an empty file is an empty mapping.
+
+    Stricter than ``yaml.safe_load`` where it would silently guess: the text must be UTF-8, a key may not be
+    repeated in one mapping (YAML would keep the last), and a config is data, never a Snakemake YTE template.
+    """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = _decode(path.read_bytes(), path)
     except FileNotFoundError as e:
         raise ConfigError("file not found", file=str(path)) from e
+    try:
+        data = _safe_load_unique(text) or {}
+    except _Repeated as e:
+        raise ConfigError(
+            f"repeated key (lines {e.first} and {e.second}); YAML would silently keep only the last",
+            file=str(path),
+            key=e.key,
+            expected="each key once in its mapping (merge the two)",
+        ) from e
     except yaml.YAMLError as e:
         raise ConfigError(f"not valid YAML ({e})", file=str(path)) from e
     if not isinstance(data, dict):
         raise ConfigError("the top level is not a mapping", file=str(path), expected="key: value pairs")
+    if "__use_yte__" in data:
+        raise ConfigError(
+            "medlens configs are data, not templates: YTE would run the Python code this file holds",
+            file=str(path),
+            key="__use_yte__",
+            expected="plain YAML without __use_yte__ (write the values out)",
+        )
     return data
 
 
@@ -722,7 +885,12 @@ def validate_against_schema(data: dict[str, Any], schema_path: str | Path, *, so
     if err.validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         raise ConfigError("missing required key", file=source, key=".".join(filter(None, [key, missing])))
-    raise ConfigError(err.message, file=source, key=key or None)
+    # the schema keywords whose message does not say what would be accepted
+    expected = {
+        "minItems": f"at least {err.validator_value} item{'s' if err.validator_value != 1 else ''}",
+        "uniqueItems": "each item once",
+    }.get(str(err.validator))
+    raise ConfigError(err.message, file=source, key=key or None, expected=expected)
 
 
 def resolve_preset(

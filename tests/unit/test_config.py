@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Literal, Union
@@ -106,7 +107,7 @@ def test_missing_required_key():
 
 
 def test_integers_are_accepted_for_floats_but_booleans_are_not_integers():
-    cfg = C.from_dict(C.ExperimentConfig, {"datasets": ["a"], "split": {"train": 1}})
+    cfg = C.from_dict(C.ExperimentConfig, {"datasets": ["a"], "split": {"train": 1, "val": 0, "test": 0}})
     assert cfg.split.train == 1.0 and isinstance(cfg.split.train, float)
     with pytest.raises(ConfigError, match="split.seed"):
         C.from_dict(C.ExperimentConfig, {"datasets": ["a"], "split": {"seed": True}})
@@ -133,10 +134,10 @@ def test_unknown_preset_lists_the_available_ones():
 
 def test_experiment_keys_override_the_preset_key_by_key():
     merged = C.resolve_preset(
-        "decoder", {"preset": "tiny_captioner", "trainer": {"max_steps": 7}}, source="x.yaml"
+        "decoder", {"preset": "tiny_captioner", "trainer": {"max_steps": 700}}, source="x.yaml"
     )
     cfg = C.from_dict(C.DecoderConfig, merged)
-    assert cfg.trainer.max_steps == 7
+    assert cfg.trainer.max_steps == 700
     preset = C.load_yaml(C.PRESETS_DIR / "decoder" / "tiny_captioner.yaml")
     assert cfg.trainer.learning_rate == preset["trainer"]["learning_rate"]  # still the preset's value
     assert cfg.resources.mem_mb == 4000
@@ -239,3 +240,243 @@ def test_stages_are_checked_against_what_the_experiment_needs():
         source="x.yaml",
     )
     assert cfg.stages == ["decoder"]
+
+
+# --------------------------------------------------------------------------------------------
+# mistakes that used to pass the load and fail hours later, or silently change what ran
+
+
+def _tiny(repo):
+    return yaml.safe_load((repo / "tests" / "config" / "tiny" / "experiments" / "tiny.yaml").read_text())
+
+
+def _load(repo, tmp_path, data=None, *, raw=None, name="exp.yaml"):
+    path = tmp_path / name
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return C.load_experiment(path, schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml")
+
+
+def test_a_training_dataset_cannot_also_be_external(repo, tmp_path):
+    # it would be evaluated and reported as "external" although the encoder trained on its rows
+    data = _tiny(repo)
+    data["evaluate"]["external_datasets"] = ["synthetic_ext", "synthetic_cxr"]
+    with pytest.raises(
+        ConfigError,
+        match=r"exp\.yaml: evaluate\.external_datasets\[1\]: 'synthetic_cxr' is also a training dataset, so its "
+        r"rows would be reported as external; expected datasets not in datasets \(synthetic_cxr\)",
+    ):
+        _load(repo, tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("datasets", [], r"datasets: \[\] should be non-empty; expected at least 1 item"),
+        (
+            "datasets",
+            ["synthetic_cxr", "synthetic_cxr"],
+            r"datasets: \['synthetic_cxr', 'synthetic_cxr'\] has non-unique elements; expected each item once",
+        ),
+        (
+            "evaluate.external_datasets",
+            ["synthetic_ext", "synthetic_ext"],
+            r"evaluate\.external_datasets: .* has non-unique elements; expected each item once",
+        ),
+    ],
+    ids=["no-dataset", "a-dataset-twice", "an-external-dataset-twice"],
+)
+def test_dataset_lists_are_non_empty_and_name_each_dataset_once(repo, tmp_path, key, value, message):
+    data = _tiny(repo)
+    section, _, leaf = key.rpartition(".")
+    (data[section] if section else data)[leaf] = value
+    with pytest.raises(ConfigError, match=rf"exp\.yaml: {message}"):
+        _load(repo, tmp_path, data)
+    # the dataclass holds the same rule when a config is built in code
+    with pytest.raises(
+        ConfigError, match=rf"x\.yaml: {re.escape(key)}: .* is not a list of distinct dataset"
+    ):
+        C.from_dict(C.ExperimentConfig, data, source="x.yaml")
+
+
+def test_split_shares_must_sum_to_one_when_the_config_is_read(repo, tmp_path):
+    data = _tiny(repo)
+    data["split"] = {"train": 0.5, "val": 0.3, "test": 0.3}
+    with pytest.raises(
+        ConfigError,
+        match=r"exp\.yaml: split: shares train 0\.5, val 0\.3, test 0\.3 do not sum to 1 \(they sum to 1\.1\); "
+        r"expected shares of patients summing to 1",
+    ):
+        _load(repo, tmp_path, data)
+
+
+@pytest.mark.parametrize("key", ["prompt", "system"])
+def test_the_chat_prompt_cannot_hold_the_image_mark(repo, tmp_path, key):
+    from medlens.data.chat_format import IMAGE_TOKEN
+
+    data = _tiny(repo)
+    data["chat"] = {key: f"{IMAGE_TOKEN} Describe the radiograph:"}
+    with pytest.raises(
+        ConfigError,
+        match=rf"exp\.yaml: chat\.{key}: the {key} holds the image mark '<image>', which convert_to_chat_format "
+        rf"places itself; expected text without '<image>'",
+    ):
+        _load(repo, tmp_path, data)
+
+
+def test_captioner_heads_must_divide_its_width(repo, tmp_path):
+    data = _tiny(repo)
+    data["decoder"]["num_heads"] = (
+        3  # hidden_size 64: GPT-2 refused it in train_decoder, after the encoder trained
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"exp\.yaml: decoder\.num_heads: num_heads 3 does not divide hidden_size 64; expected a divisor of "
+        r"hidden_size .*: 2, 4, 8, 16, 32, 64",
+    ):
+        _load(repo, tmp_path, data)
+    # through a preset too: lapvqa_captioner's width with the experiment's head count
+    data["decoder"] = {"preset": "tiny_captioner", "num_heads": 5}
+    with pytest.raises(ConfigError, match=r"decoder\.num_heads: num_heads 5 does not divide hidden_size 192"):
+        _load(repo, tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("encoder", "learning_rate", float("nan")),
+        ("encoder", "learning_rate", float("inf")),
+        ("decoder.trainer", "num_train_epochs", float("inf")),
+        ("split", "train", float("nan")),
+    ],
+    ids=["nan", "inf", "inf-epochs", "nan-share"],
+)
+def test_every_number_is_finite(repo, tmp_path, section, key, value):
+    # NaN compares false with every schema bound, so .nan passed `exclusiveMinimum: 0`
+    data = _tiny(repo)
+    node = data
+    for part in section.split("."):
+        node = node.setdefault(part, {})
+    node[key] = value
+    with pytest.raises(
+        ConfigError,
+        match=rf"exp\.yaml: {re.escape(section)}\.{key}: -?{value!r} is not a finite number; "
+        "expected a finite number",
+    ):
+        _load(repo, tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    "section, steps",
+    [
+        ("encoder", {"max_steps": 24, "warmup_steps": 25}),
+        ("decoder.trainer", {"max_steps": 24, "warmup_steps": 100}),
+    ],
+)
+def test_a_warmup_longer_than_the_run_is_refused(repo, tmp_path, section, steps):
+    data = _tiny(repo)
+    node = data
+    for part in section.split("."):
+        node = node[part]
+    node.update(steps)
+    with pytest.raises(
+        ConfigError,
+        match=rf"exp\.yaml: {re.escape(section)}\.warmup_steps: warmup_steps {steps['warmup_steps']} is more than "
+        rf"max_steps 24: the run would end still warming up; expected at most max_steps \(24\) warmup steps",
+    ):
+        _load(repo, tmp_path, data)
+    node["max_steps"] = -1 if section == "decoder.trainer" else None  # epochs decide: nothing to compare
+    if section == "encoder":
+        node["num_train_epochs"] = 1.0
+    assert _load(repo, tmp_path, data)
+
+
+# --------------------------------------------------------------------------------------------
+# the YAML files themselves
+
+
+def test_a_repeated_key_is_refused_with_both_lines(repo, tmp_path):
+    # YAML keeps the last of two `encoder:` blocks: the first one's learning_rate was silently dropped
+    raw = b"datasets: [synthetic_cxr]\nencoder:\n  learning_rate: 0.1\nencoder:\n  max_steps: 5\n"
+    with pytest.raises(
+        ConfigError,
+        match=r"exp\.yaml: encoder: repeated key \(lines 2 and 4\); YAML would silently keep only the last; "
+        r"expected each key once in its mapping",
+    ):
+        _load(repo, tmp_path, raw=raw)
+    # nested keys are named by their path, in config.yaml's dataset definitions too
+    (tmp_path / "config.yaml").write_text(
+        "run: [tiny]\ndatasets:\n  a:\n    source: synthetic_cxr\n  b:\n    source: manifest\n"
+        "  a:\n    source: path\n"
+    )
+    with pytest.raises(ConfigError, match=r"config\.yaml: datasets\.a: repeated key \(lines 3 and 7\)"):
+        C.load_yaml(tmp_path / "config.yaml")
+
+
+def test_yaml_merge_keys_and_aliases_are_not_repeats(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  x: 3\nagain: *b\n")
+    assert C.load_yaml(path) == {"base": {"x": 1, "y": 2}, "use": {"x": 3, "y": 2}, "again": {"x": 1, "y": 2}}
+
+
+def test_the_loader_builds_plain_data_only(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("a: !!python/object/apply:os.system ['echo owned']\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: not valid YAML \(could not determine a constructor"):
+        C.load_yaml(path)
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (
+            b"# r\xe9sum\xe9\ndatasets: [synthetic_cxr]\n",
+            r"byte 0xe9 at byte position 3 \(line 1\) is not UTF-8",
+        ),
+        (
+            "datasets: [synthetic_cxr]\n".encode("utf-16"),
+            r"byte 0xff at byte position 0 \(line 1\) is not UTF-8 \(the file starts with a UTF-16 byte-order mark\)",
+        ),
+        (b"datasets: [synthetic_cxr]\ndescription: caf\xe9\n", r"byte 0xe9 at byte position 42 \(line 2\)"),
+    ],
+    ids=["latin-1-comment", "utf-16", "latin-1-value"],
+)
+def test_a_file_that_is_not_utf8_names_the_byte(repo, tmp_path, raw, message):
+    with pytest.raises(ConfigError, match=rf"exp\.yaml: {message}.*; expected a UTF-8 text file"):
+        _load(repo, tmp_path, raw=raw)
+
+
+def test_a_prompt_set_that_is_not_utf8_is_a_config_error(tmp_path):
+    from medlens.evaluate.zero_shot import load_prompt_templates
+
+    path = tmp_path / "prompts.yaml"
+    path.write_bytes(b"Cardiomegaly:\n  positive: [enlarged heart \xe9]\n")
+    with pytest.raises(
+        ConfigError, match=r"prompts\.yaml: byte 0xe9 at byte position 42 \(line 2\) is not UTF-8"
+    ):
+        load_prompt_templates(path)
+
+
+def test_a_yte_template_is_refused(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("__use_yte__: true\nrun: [tiny]\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"config\.yaml: __use_yte__: medlens configs are data, not templates: YTE would run the Python code "
+        r"this file holds; expected plain YAML without __use_yte__",
+    ):
+        C.load_yaml(path)
+
+
+def test_a_check_of_the_built_config_names_the_file():
+    # __post_init__ checks know their key; from_dict adds the file they came from
+    with pytest.raises(
+        ConfigError, match=r"^x\.yaml: decoder\.trainer\.save_steps: save_steps 100 is not a multiple"
+    ):
+        C.from_dict(
+            C.ExperimentConfig,
+            {"datasets": ["a"], "decoder": {"trainer": {"save_steps": 100, "eval_steps": 300}}},
+            source="x.yaml",
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -280,8 +281,32 @@ def test_the_dag_renders_to_svg_with_graphviz(tiny_run, tmp_path):
             lambda d: d["datasets"]["synthetic_cxr"].update(store_size=-1),  # the file given to --configfile
             "config.yaml: datasets.synthetic_cxr.store_size: -1 is less than the minimum of 16",
         ),
+        (
+            "experiments/tiny.yaml",
+            lambda d: d["evaluate"].update(external_datasets=["synthetic_cxr"]),
+            "tiny.yaml: evaluate.external_datasets[0]: 'synthetic_cxr' is also a training dataset",
+        ),
+        (
+            "experiments/tiny.yaml",
+            lambda d: d.update(split={"train": 0.5, "val": 0.3, "test": 0.3}),
+            "tiny.yaml: split: shares train 0.5, val 0.3, test 0.3 do not sum to 1",
+        ),
+        (
+            "experiments/tiny.yaml",
+            lambda d: d["decoder"].update(num_heads=3),
+            "tiny.yaml: decoder.num_heads: num_heads 3 does not divide hidden_size 64",
+        ),
     ],
-    ids=["unknown-key", "wrong-type", "unknown-dataset", "out-of-bounds", "configfile"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "unknown-dataset",
+        "out-of-bounds",
+        "configfile",
+        "external-is-training",
+        "split-shares",
+        "heads",
+    ],
 )
 def test_config_mistakes_stop_the_run_before_any_job_with_the_key_path(tmp_path, file, edit, message):
     workdir = make_workdir(tmp_path / "bad")
@@ -290,3 +315,76 @@ def test_config_mistakes_stop_the_run_before_any_job_with_the_key_path(tmp_path,
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (workdir / "results").exists()
+
+
+def _repeat_dataset(raw: bytes) -> bytes:
+    return raw + b"  synthetic_cxr:\n    source: synthetic_cxr\n"
+
+
+def _repeat_encoder(raw: bytes) -> bytes:
+    return raw + b"encoder:\n  learning_rate: 0.01\n"
+
+
+@pytest.mark.parametrize(
+    "file, edit, message",
+    [
+        (
+            "config.yaml",
+            _repeat_dataset,
+            r"config\.yaml: datasets\.synthetic_cxr: repeated key \(lines 6 and 23\)",
+        ),
+        ("experiments/tiny.yaml", _repeat_encoder, r"tiny\.yaml: encoder: repeated key \(lines 3 and 34\)"),
+        (
+            "experiments/tiny.yaml",
+            lambda raw: b"# r\xe9sum\xe9\n" + raw,
+            r"tiny\.yaml: byte 0xe9 at byte position 3 \(line 1\) is not UTF-8; expected a UTF-8 text file",
+        ),
+    ],
+    ids=["dataset-defined-twice", "two-encoder-blocks", "latin-1"],
+)
+def test_yaml_that_would_be_misread_stops_the_run_before_any_job(tmp_path, file, edit, message):
+    # YAML keeps the last of two equal keys: the first definition was silently dropped
+    workdir = make_workdir(tmp_path / "bad")
+    (workdir / file).write_bytes(edit((workdir / file).read_bytes()))
+    proc = snakemake(workdir, "-n", "results/report.html", check=False)
+    assert proc.returncode != 0
+    assert re.search(message, proc.stdout + proc.stderr), proc.stderr[-2000:]
+    assert not (workdir / "results").exists()
+
+
+def test_a_yte_template_as_the_default_config_is_refused_before_it_runs(tmp_path):
+    # Snakemake's `configfile:` would run the template's Python; medlens reads config/config.yaml itself
+    from workflow.conftest import SNAKEMAKE
+
+    workdir = make_workdir(tmp_path / "bad")
+    marker = tmp_path / "ran"
+    (workdir / "config").mkdir()
+    (workdir / "config" / "config.yaml").write_text(
+        f"__use_yte__: true\nrun:\n  - ?open({str(marker)!r}, 'w').write('x') and 'tiny'\n"
+        + (workdir / "config.yaml").read_text().replace("run: [tiny]\n", "")
+    )
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-d", str(workdir), "-n"],
+        cwd=workdir,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert (
+        "config/config.yaml: __use_yte__: medlens configs are data, not templates"
+        in proc.stdout + proc.stderr
+    )
+    assert not marker.exists()
+    # the same file without the template runs: the default config is still read when no --configfile is given
+    (workdir / "config" / "config.yaml").write_text((workdir / "config.yaml").read_text())
+    proc = subprocess.run(
+        [*SNAKEMAKE, "-d", str(workdir), "-n", "--config", "run=[tiny]"],
+        cwd=workdir,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
