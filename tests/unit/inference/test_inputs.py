@@ -130,7 +130,9 @@ def test_manifest_paths_are_relative_to_the_manifest(tmp_path):
 def test_a_spreadsheet_manifest_with_a_byte_order_mark_is_read_and_latin_1_is_named(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_bytes("path,text\na.png,Cardiomégalie.\n".encode("utf-8-sig"))
-    assert list_images(manifest, with_text=True) == [ImageInput("a.png", tmp_path / "a.png", "Cardiomégalie.")]
+    assert list_images(manifest, with_text=True) == [
+        ImageInput("a.png", tmp_path / "a.png", "Cardiomégalie.")
+    ]
     manifest.write_bytes("path,text\na.png,Cardiomégalie.\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"m\.csv: not UTF-8 text .*; expected a UTF-8 CSV manifest"):
         list_images(manifest, with_text=True)
