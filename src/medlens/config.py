@@ -175,8 +175,8 @@ class ChatConfig:
     system: str | None = None  # optional system turn
 
     def __post_init__(self):
-        # imported here: chat_format imports this module (and pyarrow), and only a built config needs the mark
-        from medlens.data.chat_format import IMAGE_TOKEN
+        # imported here: the data contract imports pyarrow, which building the DAG need not pay for otherwise
+        from medlens.data.schema import IMAGE_TOKEN
 
         for name in ("prompt", "system"):
             if IMAGE_TOKEN in (getattr(self, name) or ""):

@@ -63,7 +63,7 @@ import yaml
 
 from medlens import layout
 from medlens.config import ChatConfig
-from medlens.data.schema import SPLITS
+from medlens.data.schema import IMAGE_TOKEN, SPLITS
 from medlens.errors import DataError
 from medlens.io import atomic_dir
 
@@ -80,7 +80,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_TOKEN = "<image>"  # LLaMA-Factory's image placeholder
 TRL_SUFFIX = ".trl.jsonl"  # {split}.trl.jsonl: the prompt-completion layout
 _COLUMNS = ["id", "dataset", "image", "text", "text_source", "labels", "meta", "split"]
 

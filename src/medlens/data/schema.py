@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-__all__ = ["PREPARED_SCHEMA", "PAIRS_SCHEMA", "REJECTED_COLUMNS", "TEXT_SOURCES", "SPLITS"]
+__all__ = ["PREPARED_SCHEMA", "PAIRS_SCHEMA", "REJECTED_COLUMNS", "TEXT_SOURCES", "SPLITS", "IMAGE_TOKEN"]
 
 TEXT_SOURCES = ("report", "from_labels", "vqa", "caption")
 SPLITS = ("train", "val", "test")
+IMAGE_TOKEN = (
+    "<image>"  # the chat files' image placeholder (LLaMA-Factory's); no text of the data may hold it
+)
 
 PREPARED_SCHEMA = pa.schema(
     [
