@@ -270,6 +270,12 @@ class EncoderConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)  # what one train_encoder job asks for
 
     def __post_init__(self):
+        if self.max_steps is None and self.num_train_epochs is None:
+            raise ConfigError(
+                "neither max_steps nor num_train_epochs is set: the run has no length",
+                key="encoder.max_steps",
+                expected="a number of optimizer steps, or max_steps: null with num_train_epochs",
+            )
         _check_warmup(self.warmup_steps, self.max_steps, "encoder")
 
 
@@ -888,7 +894,9 @@ def validate_against_schema(data: dict[str, Any], schema_path: str | Path, *, so
     # the schema keywords whose message does not say what would be accepted
     expected = {
         "minItems": f"at least {err.validator_value} item{'s' if err.validator_value != 1 else ''}",
+        "maxItems": f"at most {err.validator_value} items",
         "uniqueItems": "each item once",
+        "minLength": "a non-empty string",
     }.get(str(err.validator))
     raise ConfigError(err.message, file=source, key=key or None, expected=expected)
 

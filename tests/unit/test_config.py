@@ -480,3 +480,45 @@ def test_a_check_of_the_built_config_names_the_file():
             {"datasets": ["a"], "decoder": {"trainer": {"save_steps": 100, "eval_steps": 300}}},
             source="x.yaml",
         )
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("encoder", "image_mean", [0.5, 0.5], r"encoder\.image_mean: .*; expected at least 3 items"),
+        ("encoder", "image_std", [0.2, 0.2, 0.2, 0.2], r"encoder\.image_std: .*; expected at most 3 items"),
+        ("evaluate.zero_shot", "labels", [], r"evaluate\.zero_shot\.labels: .*; expected at least 1 item"),
+        (
+            "evaluate.zero_shot",
+            "labels",
+            ["Cardiomegaly", ""],
+            r"evaluate\.zero_shot\.labels\.1: .*; expected a non-empty string",
+        ),
+        (
+            "evaluate.linear_probe",
+            "c_grid",
+            [],
+            r"evaluate\.linear_probe\.c_grid: .*; expected at least 1 item",
+        ),
+    ],
+    ids=["two-channel-mean", "four-channel-std", "no-labels", "empty-label", "no-c"],
+)
+def test_lists_a_stage_cannot_use_are_refused_when_the_config_is_read(
+    repo, tmp_path, section, key, value, message
+):
+    data = _tiny(repo)
+    node = data
+    for part in section.split("."):
+        node = node.setdefault(part, {})
+    node[key] = value
+    with pytest.raises(ConfigError, match=r"exp\.yaml: " + message):
+        _load(repo, tmp_path, data)
+
+
+def test_an_encoder_run_needs_a_length(repo, tmp_path):
+    data = _tiny(repo)
+    data.setdefault("encoder", {}).update(max_steps=None, num_train_epochs=None)
+    with pytest.raises(
+        ConfigError, match=r"encoder\.max_steps: neither max_steps nor num_train_epochs is set"
+    ):
+        _load(repo, tmp_path, data)
