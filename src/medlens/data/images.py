@@ -109,6 +109,11 @@ def _from_dicom(src: Path | io.BytesIO, name: str) -> Image.Image:
             file=name,
             expected="one grey or RGB frame",
         )
+    from pydicom.pixels import apply_modality_lut
+
+    # stored values to the modality's own (RescaleSlope/Intercept or a Modality LUT): a negative slope
+    # stores the image inverted, which min-max windowing alone would keep
+    arr = apply_modality_lut(arr, ds)
     if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
         arr = arr.max() - arr  # MONOCHROME1 stores inverted grey levels
     return Image.fromarray(_window_to_uint8(arr), mode="L")

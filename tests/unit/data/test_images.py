@@ -66,7 +66,9 @@ def test_bytes_and_paths_give_the_same_image(tmp_path):
     assert load_image(encode_image(from_path), grey=False).size == (32, 32)
 
 
-def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", *, frames: int = 1):
+def _write_dicom(
+    path, pixels: np.ndarray, photometric: str = "MONOCHROME2", *, frames: int = 1, rescale=None
+):
     """A minimal uncompressed 16-bit CR image, as a modality writes it (8-bit colour for RGB/YBR)."""
     pydicom = pytest.importorskip("pydicom", reason="DICOM input needs pydicom (the test extra installs it)")
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -96,6 +98,8 @@ def _write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", *, 
     else:
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
         ds.PixelData = pixels.astype(np.uint16).tobytes()
+    if rescale is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
     ds.save_as(path, enforce_file_format=True)
     assert pydicom.dcmread(path).pixel_array.shape == pixels.shape
 
@@ -110,6 +114,9 @@ def test_dicom_12_bit_is_windowed_to_8_bit_and_monochrome1_inverted(tmp_path):
     assert np.array_equal(m1, 255 - m2)  # MONOCHROME1 stores dark as high values
     rgb = load_image(tmp_path / "m2.dcm", grey=False)
     assert rgb.mode == "RGB" and np.array_equal(np.asarray(rgb)[..., 0], m2)
+    # a negative rescale slope stores the values inverted: the modality's values are the ramp reversed
+    _write_dicom(tmp_path / "slope.dcm", pixels, rescale=(-1, 4095))
+    assert np.array_equal(np.asarray(load_image(tmp_path / "slope.dcm")), 255 - m2)
     stored = prepare_image(tmp_path / "m2.dcm", modality="chest_xray", store_size=24)
     assert max(stored.size) == 24  # the prepare path reads DICOM through the same function
 
