@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
@@ -69,7 +70,7 @@ def _remove_stale(final: Path, kind: str) -> None:
 
     The hidden, pid-stamped names are medlens's own, so nothing a user made is ever matched.
     """
-    for stale in final.parent.glob(f".{final.name}.{kind}-*"):
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.{kind}-*"):
         pid = stale.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             if stale.is_dir() and not stale.is_symlink():
@@ -82,7 +83,9 @@ def moved_aside(path: str | os.PathLike) -> list[Path]:
     """The previous versions of folder ``path`` that :func:`atomic_dir` moved aside (``.<name>.old-<pid>``)
     and a kill kept it from removing, newest first: what a reader falls back on when ``path`` is gone."""
     path = Path(path)
-    found = [p for p in path.parent.glob(f".{path.name}.old-*") if p.is_dir() and not p.is_symlink()]
+    found = [
+        p for p in path.parent.glob(f".{glob.escape(path.name)}.old-*") if p.is_dir() and not p.is_symlink()
+    ]
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
@@ -129,7 +132,6 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     with _write_faults(final):
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(final, "partial")
-        _remove_stale(final, "old")
         if tmp.exists():  # this process's own, from a block that was interrupted
             shutil.rmtree(tmp)
         tmp.mkdir()
@@ -147,6 +149,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+    # only now: until the new folder is in place, a previous version a killed writer moved aside may be the
+    # only copy (a checkpoint resumed from it)
+    _remove_stale(final, "old")
 
 
 def write_json(obj: Any, path: str | os.PathLike, *, indent: int = 2) -> None:

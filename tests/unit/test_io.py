@@ -72,6 +72,14 @@ def test_a_folder_output_removes_only_what_killed_medlens_writers_left(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, *mine, live.name])
 
 
+def test_a_name_with_glob_characters_matches_only_its_own_temporaries(tmp_path):
+    other = tmp_path / ".export1.partial-999999999"  # what ".export[12].partial-*" would match as a pattern
+    other.mkdir()
+    with mio.atomic_dir(tmp_path / "export[12]") as tmp:
+        (tmp / "a").write_text("x")
+    assert other.is_dir() and (tmp_path / "export[12]" / "a").is_file()
+
+
 def test_a_kill_between_the_renames_leaves_the_previous_folder_findable(tmp_path, monkeypatch):
     out = tmp_path / "ckpt"
     with mio.atomic_dir(out) as tmp:
@@ -89,3 +97,13 @@ def test_a_kill_between_the_renames_leaves_the_previous_folder_findable(tmp_path
         (tmp / "state.json").write_text("2")
     assert not out.exists()
     assert [(p / "state.json").read_text() for p in mio.moved_aside(out)] == ["1"]
+    # the writer that died was this process: seen from a later one, its folder moved aside is stale, yet it
+    # is the only copy, so it stays until a new folder is in place
+    monkeypatch.setattr(mio.os, "replace", real_replace)
+    monkeypatch.setattr(mio, "_alive", lambda pid: False)
+    with pytest.raises(KeyboardInterrupt), mio.atomic_dir(out) as tmp:
+        raise KeyboardInterrupt  # killed again, while writing the next version
+    assert [(p / "state.json").read_text() for p in mio.moved_aside(out)] == ["1"]
+    with mio.atomic_dir(out) as tmp:
+        (tmp / "state.json").write_text("3")
+    assert (out / "state.json").read_text() == "3" and mio.moved_aside(out) == []

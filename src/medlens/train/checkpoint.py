@@ -180,7 +180,7 @@ def read_checkpoint_info(path: str | os.PathLike) -> dict[str, Any] | None:
         return json.loads((folder / _INFO).read_text())
     except (OSError, ValueError) as e:
         raise MedlensError(
-            f"{folder / _INFO}: cannot read the resume checkpoint ({e}); delete {path} to start over"
+            f"{folder / _INFO}: cannot read the resume checkpoint ({e}); delete {folder} to start over"
         ) from e
 
 
@@ -222,7 +222,7 @@ def load_checkpoint(
         optimizer.load_state_dict(skeleton["optimizer"])
     except Exception as e:  # noqa: BLE001 - any unreadable or mismatched checkpoint gets the same advice
         raise MedlensError(
-            f"{folder}: cannot resume from this checkpoint ({e}); delete {path} to start over"
+            f"{folder}: cannot resume from this checkpoint ({e}); delete {folder} to start over"
         ) from e
     if scaler is not None and skeleton.get("scaler") is not None:
         scaler.load_state_dict(skeleton["scaler"])
