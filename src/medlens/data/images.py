@@ -109,7 +109,10 @@ def _from_dicom(src: Path | io.BytesIO, name: str) -> Image.Image:
             file=name,
             expected="one grey or RGB frame",
         )
-    from pydicom.pixels import apply_modality_lut
+    try:
+        from pydicom.pixels import apply_modality_lut
+    except ImportError:  # pydicom 2.x (pyproject allows >= 2.4)
+        from pydicom.pixel_data_handlers.util import apply_modality_lut
 
     # stored values to the modality's own (RescaleSlope/Intercept or a Modality LUT): a negative slope
     # stores the image inverted, which min-max windowing alone would keep

@@ -65,7 +65,8 @@ class PrepareSummary:
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 # what spreadsheet and pandas exports write for an empty cell; never a finding
 _EMPTY_LABELS = frozenset({"nan", "none", "null", "n/a", "na", "<na>"})
-# a label that is a number (`-1`, `1.0`: a one-hot or uncertainty column exported as a label) names no class
+# a signed or decimal number (`-1`, `1.0`: a one-hot or uncertainty value exported as a label) names no
+# class; a plain integer may (a KL grade `2`, a BI-RADS category `4`, an ICD-9 code `486`)
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -74,10 +75,10 @@ def _empty(value: str | None) -> bool:
     return value is None or not str(value).strip() or str(value).strip().lower() in _EMPTY_LABELS
 
 
-def _check_text(text: str | None, cfg: DatasetConfig) -> tuple[str | None, str | None]:
+def _check_text(text: str | None, cfg: DatasetConfig, text_source: str) -> tuple[str | None, str | None]:
     """Return (clean text, rejection reason)."""
-    # `nan` / `None` / `N/A` is an exported empty cell, whatever min_text_chars allows
-    if _empty(text):
+    # `nan` / `None` / `N/A` is an exported empty cell, whatever min_text_chars allows; in VQA, "None" answers
+    if _empty(text) if text_source != "vqa" else not str(text or "").strip():
         return None, "empty text"
     if _CONTROL.search(str(text)):
         return None, "control characters in text"
@@ -150,7 +151,22 @@ class _Ledger:
         self.reasons: Counter[str] = Counter()
         self.seen_ids: set[str] = set()
         self.seen_content: dict[tuple[str, str], str] = {}  # (image digest, text) -> id
-        self.spelling: dict[str, str] = {}  # casefolded label -> its spelling in the first kept record
+        self.spellings: dict[str, Counter[str]] = {}  # casefolded label -> its spellings in kept records
+
+    def warn_spellings(self) -> None:
+        """Name the labels kept under several spellings (`Cardiomegaly`, `cardiomegaly`): each is its own class.
+
+        Kept as they are, not rejected: which spelling is right is the source's to say, and rejecting all but
+        the first seen could drop most of a dataset for one typo in its first row."""
+        for spellings in self.spellings.values():
+            if len(spellings) > 1:
+                logger.warning(
+                    "dataset '%s': one label spelled %d ways, each its own class: %s; make the spelling one in "
+                    "the source",
+                    self.name,
+                    len(spellings),
+                    ", ".join(f"{s!r} ({n} records)" for s, n in spellings.most_common()),
+                )
 
     def reject(self, rec: RawRecord, reason: str, detail: str = "") -> None:
         self.reasons[reason] += 1
@@ -170,21 +186,16 @@ class _Ledger:
             return "invalid id", repr(rec.native_id)[:80]
         if bad := [lab for lab in rec.labels if lab.strip().lower() in _EMPTY_LABELS]:
             return "invalid label", f"{bad[0]!r} is how an export writes an empty cell"
-        if bad := [lab for lab in rec.labels if _NUMBER.fullmatch(lab.strip())]:
-            return "invalid label", f"{bad[0]!r} is a number, not a class name"
-        # `Cardiomegaly` and `cardiomegaly` would be two classes: the first spelling kept is the dataset's
-        if other := [
-            (lab, self.spelling[k])
-            for lab in rec.labels
-            if self.spelling.get(k := lab.casefold(), lab) != lab
-        ]:
-            return "invalid label", f"{other[0][0]!r} is spelled {other[0][1]!r} in earlier records"
+        if bad := [lab for lab in rec.labels if _NUMBER.fullmatch(s := lab.strip()) and not s.isdigit()]:
+            return "invalid label", f"{bad[0]!r} is a signed or decimal number, not a class name"
         if rid in self.seen_ids:
             return "duplicate id", rid
         if rec.text_source not in TEXT_SOURCES:
             return "invalid text_source", f"{rec.text_source!r} not in {TEXT_SOURCES}"
         # what convert_to_chat needs of the row, checked here so one row cannot stop it for every dataset
-        if rec.text_source == "vqa" and (_empty(rec.meta.get("question")) or _empty(rec.meta.get("answer"))):
+        # ("None" is an answer in VQA, not an exported empty cell)
+        blank = [k for k in ("question", "answer") if not str(rec.meta.get(k) or "").strip()]
+        if rec.text_source == "vqa" and blank:
             return "vqa row without question and answer", "expected non-empty question and answer fields"
         fields = {"text": text, "question": rec.meta.get("question"), "answer": rec.meta.get("answer")}
         if marked := [k for k, v in fields.items() if IMAGE_TOKEN in str(v or "")]:
@@ -197,7 +208,7 @@ class _Ledger:
         self.seen_ids.add(rid)
         self.seen_content[key] = rid
         for lab in rec.labels:
-            self.spelling.setdefault(lab.casefold(), lab)
+            self.spellings.setdefault(lab.casefold(), Counter())[lab] += 1
         return None
 
 
@@ -266,7 +277,7 @@ def prepare_dataset(
         ledger = _Ledger(name, rejected_csv)
         for d in _pool_map(((rec, cfg.store_size) for rec in records), workers):
             read += 1
-            text, text_reason = _check_text(d.record.text, cfg)
+            text, text_reason = _check_text(d.record.text, cfg, d.record.text_source)
             verdict = ledger.verdict(d, text, text_reason)
             if verdict:
                 ledger.reject(d.record, *verdict)
@@ -274,6 +285,7 @@ def prepare_dataset(
                 writer.add(_row(name, d, text))
                 kept += 1
         summary = PrepareSummary(name, read, kept, sum(ledger.reasons.values()), dict(ledger.reasons))
+        ledger.warn_spellings()
         writer.metadata = {**summary.as_dict(), "config": to_dict(cfg), "adapter": adapter.name}
         if summary.read != summary.kept + summary.rejected:
             raise MedlensError(f"{name}: read {read} records but kept {kept} + rejected {summary.rejected}")

@@ -2,9 +2,10 @@
 
 The CSV (``DatasetConfig.manifest`` inside ``DatasetConfig.path``) needs the columns ``image`` (a
 path relative to the folder, or absolute) and ``text``. Optional columns: ``id`` (else the image
-path is the id), ``labels`` (``|``-separated, any vocabulary), ``patient_id``, ``study_id``,
-``view``, ``split`` (train/val/test; ``validate``/``valid`` are read as val), ``modality``
-(default ``chest_xray``; one of ``MODALITIES``, else the row is rejected) and ``text_source`` (default ``report``). Every other column is kept in
+path is the id), ``labels`` (``|``-separated, any vocabulary but signed or decimal numbers, which
+are exported values), ``patient_id``, ``study_id``, ``view``, ``split`` (train/val/test;
+``validate``/``valid`` are read as val), ``modality`` (default ``chest_xray``; one of ``MODALITIES``,
+else the row is rejected) and ``text_source`` (default ``report``). Every other column is kept in
 ``meta``. Clusters often stage data by hand, so this is the way in for any folder a user has. Image
 paths must stay inside the folder (``../`` and links out of it are rejected rows) unless the dataset
 sets ``allow_outside_paths: true``.

@@ -54,14 +54,17 @@ logger = logging.getLogger(__name__)
 # Folders and files that archives made on macOS or by hand carry along and that are never data.
 _JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
 _SURROGATE = re.compile("[\udc80-\udcff]")
-# one physical line with its ending: LF, CRLF or a lone CR (Excel for Mac); never \u2028 or \x0c,
-# which str.splitlines would also split on inside a report
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
 def _physical_lines(text: str) -> list[str]:
-    """The lines of ``text`` with their endings kept; ``\n``, ``\r\n`` and ``\r`` all end a line."""
-    return _LINE.findall(text)
+    """The lines of ``text`` with their endings kept: split at ``\n`` (so ``\r\n`` too), or at ``\r`` in a file
+    with no ``\n`` at all (Excel for Mac's CSV). Never at ``\u2028`` or ``\x0c``, which ``str.splitlines`` would
+    split a report at. A lone ``\r`` in a file of ``\n`` lines is left to the CSV parser, which refuses it in an
+    unquoted field (a rejected record, never a report cut short and kept)."""
+    end = "\n" if "\n" in text or "\r" not in text else "\r"
+    lines = [line + end for line in text.split(end)]
+    lines[-1] = lines[-1][: -len(end)]
+    return lines if lines[-1] else lines[:-1]
 
 
 def is_junk(name: str) -> bool:
@@ -276,6 +279,8 @@ def _csv_problem(message: str, line: int) -> str:
         return "a quote opened in this record is never closed (it would swallow every line to the end of the file)"
     if "expected after" in message:
         return f"a quoted field does not end at a delimiter (line {line}); a quote inside it is not doubled"
+    if "new-line character seen in unquoted field" in message:
+        return "a carriage return inside an unquoted field (line endings mixed in one file?); quote the field"
     return f"the CSV parser refused it ({message})"
 
 

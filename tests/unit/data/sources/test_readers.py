@@ -214,13 +214,13 @@ def test_cr_crlf_and_lf_line_endings_are_read_record_by_record(tmp_path, ending)
     assert [r.values["text"] for r in rows if not r.problem] == ["one", f"two{ending}lines", "four", "five"]
 
 
-def test_mixed_line_endings_are_read_record_by_record(tmp_path):
-    # header ended by LF, rows by CR, one by CRLF: the audit collapsed them into one rejected record
-    (tmp_path / "t.csv").write_bytes(b"id,text\n1,one\r2,two\r\n3,three\r4,four\n")
+def test_a_lone_carriage_return_in_a_file_of_lf_lines_is_a_rejected_record_never_a_cut_report(tmp_path):
+    # a CR in an unquoted report is not a line end there: splitting at it kept "left lung" as the report
+    (tmp_path / "t.csv").write_bytes(b'id,text\n1,left lung\rclear\n2,"quoted\rstays"\n3,three\r\n')
     rows = list(R.CsvTable(tmp_path / "t.csv"))
     assert [(r.line, r.values, r.problem) for r in rows] == [
-        (2, {"id": "1", "text": "one"}, None),
-        (3, {"id": "2", "text": "two"}, None),
+        (2, {}, "malformed record"),
+        (3, {"id": "2", "text": "quoted\rstays"}, None),
         (4, {"id": "3", "text": "three"}, None),
-        (5, {"id": "4", "text": "four"}, None),
     ]
+    assert "a carriage return inside an unquoted field" in rows[0].detail
