@@ -22,7 +22,7 @@ for _path in _files:
     update_config(config, load_yaml(_path))
 update_config(config, workflow.config_settings.overwrite_config)
 # messages name the file the user edited (a --configfile replaces the default)
-CONFIG_FILE = str((_files or [DEFAULT_CONFIG])[-1])
+CONFIG_FILE = str(_files[-1]) if _files else "--config"  # --replace-workflow-config with no file
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"  # found from any working directory (-d)
 SRC = Path(workflow.basedir) / "src"
 validate_against_schema(config, SCHEMAS / "config.schema.yaml", source=CONFIG_FILE)

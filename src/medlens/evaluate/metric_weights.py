@@ -8,6 +8,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,7 @@ def unpack_radgraph(model_type: str) -> None:
     job never leaves a half-filled folder that RadGraph would take as complete.
 
     Raises:
-        MetricNotComputed: the archive holds an entry the filter refuses.
+        MetricNotComputed: the archive holds an entry the filter refuses, or is damaged.
     """
     from medlens.errors import MetricNotComputed
     from medlens.evaluate.radeval_compat import vendored_radgraph
@@ -127,6 +128,7 @@ def unpack_radgraph(model_type: str) -> None:
     )
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{model_type}.partial-", dir=folder.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared cache from the other users
     try:
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(tmp, filter="data")
@@ -138,8 +140,22 @@ def unpack_radgraph(model_type: str) -> None:
             f"{archive}: the RadGraph archive holds an entry that would be written outside its folder or as a "
             f"link or device ({e}); delete it and fetch it again"
         ) from e
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise MetricNotComputed(
+            f"{archive}: the RadGraph archive is damaged ({e}); delete it and fetch it again"
+        ) from e
+    except OSError:
+        if not (folder.is_dir() and any(folder.iterdir())):
+            raise
+        # another job (two experiments scored at once) unpacked it first: theirs is the same archive
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def missing_weights(name: str) -> list[str]:

@@ -7,7 +7,6 @@ decoding settings are its ``generation_config.json`` (:mod:`medlens.models.gener
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ import torch
 
 from medlens.config import GenerationConfig
 from medlens.data.images import load_image
-from medlens.errors import ConfigError
+from medlens.errors import ConfigError, DataError
 from medlens.models.generation import read_generation_config
 
 __all__ = ["ReportGenerator", "CaptionerGenerator", "load_generator"]
@@ -94,7 +93,12 @@ def load_generator(path: str | os.PathLike) -> ReportGenerator:
 
     Raises:
         ConfigError: when the folder is not a medlens decoder.
+        DataError: naming the folder when its files are damaged or do not fit each other.
     """
+    from safetensors import SafetensorError
+
+    from medlens.io import read_json
+
     path = Path(path)
     info_path = path / "medlens.json"
     if not info_path.is_file():
@@ -102,13 +106,21 @@ def load_generator(path: str | os.PathLike) -> ReportGenerator:
             f"'{path}' is not a medlens decoder folder (no medlens.json)",
             expected="results/<experiment>/decoder written by train_decoder",
         )
-    kind = json.loads(info_path.read_text()).get("kind")
-    if kind == "captioner":
-        return CaptionerGenerator.from_dir(path)
-    if kind == "vlm":
+    kind = read_json(info_path, expected="the JSON object train_decoder wrote").get("kind")
+    if kind not in ("captioner", "vlm"):
+        raise ConfigError(
+            f"unknown decoder kind {kind!r}", file=str(info_path), key="kind", expected="'captioner' or 'vlm'"
+        )
+    try:
+        if kind == "captioner":
+            return CaptionerGenerator.from_dir(path)
         from medlens.models.vlm import VLMGenerator
 
         return VLMGenerator.from_dir(path)
-    raise ConfigError(
-        f"unknown decoder kind {kind!r}", file=str(info_path), key="kind", expected="'captioner' or 'vlm'"
-    )
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
+        # the libraries' errors for a missing, truncated or mismatched file; medlens's own pass through
+        raise DataError(
+            f"the decoder cannot be loaded ({type(e).__name__}: {e})",
+            file=str(path),
+            expected="the folder train_decoder wrote, complete (weights, config, tokenizer or processor)",
+        ) from e

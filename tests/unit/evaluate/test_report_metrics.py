@@ -97,13 +97,19 @@ def test_a_radgraph_archive_is_unpacked_only_inside_its_folder(tmp_path, monkeyp
         mw.unpack_radgraph("radgraph")
     assert not (tmp_path / "escaped.txt").exists() and not any(cache.iterdir())  # nothing, not even a half
 
+    archives["damaged"] = tmp_path / "damaged.tar.gz"
+    archives["damaged"].write_bytes(archives["good"].read_bytes()[:40])
+    kind = "damaged"
+    with pytest.raises(MetricNotComputed, match=r"damaged\.tar\.gz: the RadGraph archive is damaged"):
+        mw.unpack_radgraph("radgraph")
+    assert not any(cache.iterdir())
+
     kind = "good"
     mw.unpack_radgraph("radgraph-xl")
     assert (cache / "radgraph-xl" / "vocabulary" / "labels.txt").read_text() == "O"
     mw.unpack_radgraph("radgraph-xl")  # there already: RadGraph's folder is left as it is
-    assert fetched == ["radgraph.tar.gz", "radgraph-xl.tar.gz"] and sorted(os.listdir(cache)) == [
-        "radgraph-xl"
-    ]
+    assert fetched == ["radgraph.tar.gz", "radgraph.tar.gz", "radgraph-xl.tar.gz"]
+    assert sorted(os.listdir(cache)) == ["radgraph-xl"]
 
 
 PARAMS = {"report_metrics": list(rm.REPORT_METRICS), "bootstrap_samples": 50, "seed": 0}

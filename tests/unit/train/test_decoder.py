@@ -446,3 +446,14 @@ def test_a_copied_captioner_folder_generates_with_stock_transformers_as_medlens_
     (copy / "captioner_modeling.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(1)\n")
     assert load_generator(copy).generate([image])[0] == stock["text"]
     assert not marker.exists()
+
+    # a damaged folder is named, not a library's traceback
+    from medlens.errors import DataError
+
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(DataError, match=rf"{re.escape(str(copy))}: the decoder cannot be loaded"):
+        load_generator(copy)
+    (copy / "medlens.json").write_text("[]")
+    with pytest.raises(DataError, match=r"medlens\.json: a JSON list, not an object"):
+        load_generator(copy)
