@@ -206,6 +206,11 @@ class CsvTable:
             return None
         close = difflib.get_close_matches(names[0], self.columns, n=1, cutoff=0.6)
         hint = f" (found '{close[0]}': renamed?)" if close else ""
+        # one header cell holding the names: the file separates its fields with something else than commas
+        if len(self.columns) == 1 and (
+            sep := next((s for s in (";", "\t", "|") if s in self.columns[0]), None)
+        ):
+            hint = f" (the header is one field: the file is separated by {sep!r}, not commas; save it as CSV)"
         raise DataError(
             f"missing column {self._describe([spec])}{hint}",
             file=str(self.path),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import pytest
 
@@ -224,3 +225,17 @@ def test_a_lone_carriage_return_in_a_file_of_lf_lines_is_a_rejected_record_never
         (4, {"id": "3", "text": "three"}, None),
     ]
     assert "a carriage return inside an unquoted field" in rows[0].detail
+
+
+@pytest.mark.parametrize("sep", [";", "\t"], ids=["semicolon", "tab"])
+def test_a_file_separated_by_something_else_than_commas_says_so(tmp_path, sep):
+    # a spreadsheet in a European locale saves ';'-separated "CSV": the header arrives as one column
+    (tmp_path / "t.csv").write_text(
+        sep.join(["image", "text"]) + "\n" + sep.join(["a.png", "Normal."]) + "\n"
+    )
+    with pytest.raises(
+        R.DataError,
+        match=r"missing column 'image' \(the header is one field: the file is separated by "
+        + re.escape(repr(sep)),
+    ):
+        R.CsvTable(tmp_path / "t.csv", required=("image", "text"))
