@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.dicom import write_dicom
 from medlens.data.images import encode_image, load_image, prepare_image
 from medlens.data.prepare import _process
 from medlens.data.sources import RawRecord
@@ -66,48 +67,10 @@ def test_bytes_and_paths_give_the_same_image(tmp_path):
     assert load_image(encode_image(from_path), grey=False).size == (32, 32)
 
 
-def _write_dicom(
-    path, pixels: np.ndarray, photometric: str = "MONOCHROME2", *, frames: int = 1, rescale=None
-):
-    """A minimal uncompressed 16-bit CR image, as a modality writes it (8-bit colour for RGB/YBR)."""
-    pydicom = pytest.importorskip("pydicom", reason="DICOM input needs pydicom (the test extra installs it)")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = (
-        SecondaryCaptureImageStorage,
-        generate_uid(),
-    )
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = (
-        meta,
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
-    colour = photometric.startswith(("RGB", "YBR"))
-    ds.Modality, ds.PhotometricInterpretation, ds.SamplesPerPixel = "CR", photometric, 3 if colour else 1
-    ds.Rows, ds.Columns = pixels.shape[-3:-1] if colour else pixels.shape[-2:]
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    if colour:
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-        ds.PlanarConfiguration = 0
-        ds.PixelData = pixels.astype(np.uint8).tobytes()
-    else:
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    if rescale is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = rescale
-    ds.save_as(path, enforce_file_format=True)
-    assert pydicom.dcmread(path).pixel_array.shape == pixels.shape
-
-
 def test_dicom_12_bit_is_windowed_to_8_bit_and_monochrome1_inverted(tmp_path):
     pixels = np.tile(np.linspace(100, 4000, 48).astype(np.uint16), (32, 1))  # a left-to-right ramp
-    _write_dicom(tmp_path / "m2.dcm", pixels)
-    _write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1")
+    write_dicom(tmp_path / "m2.dcm", pixels)
+    write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1")
     m2, m1 = (np.asarray(load_image(tmp_path / f"{n}.dcm")) for n in ("m2", "m1"))
     assert m2.dtype == np.uint8 and m2.shape == (32, 48)
     assert m2[0, 0] == 0 and m2[0, -1] == 255 and np.all(np.diff(m2[0].astype(int)) >= 0)
@@ -115,7 +78,7 @@ def test_dicom_12_bit_is_windowed_to_8_bit_and_monochrome1_inverted(tmp_path):
     rgb = load_image(tmp_path / "m2.dcm", grey=False)
     assert rgb.mode == "RGB" and np.array_equal(np.asarray(rgb)[..., 0], m2)
     # a negative rescale slope stores the values inverted: the modality's values are the ramp reversed
-    _write_dicom(tmp_path / "slope.dcm", pixels, rescale=(-1, 4095))
+    write_dicom(tmp_path / "slope.dcm", pixels, rescale=(-1, 4095))
     assert np.array_equal(np.asarray(load_image(tmp_path / "slope.dcm")), 255 - m2)
     stored = prepare_image(tmp_path / "m2.dcm", modality="chest_xray", store_size=24)
     assert max(stored.size) == 24  # the prepare path reads DICOM through the same function
@@ -197,7 +160,7 @@ def test_a_half_transparent_16_bit_grey_alpha_png_is_composited_over_black(tmp_p
 def test_a_multi_frame_dicom_is_a_rejected_image_not_a_crash(tmp_path):
     # was a raw TypeError ("Cannot handle this data type: (1, 1, 32)") that stopped the whole dataset
     frame = np.tile(np.linspace(100, 4000, 16).astype(np.uint16), (12, 1))
-    _write_dicom(tmp_path / "mf.dcm", np.stack([frame, frame[::-1]]), frames=2)
+    write_dicom(tmp_path / "mf.dcm", np.stack([frame, frame[::-1]]), frames=2)
     with pytest.raises(DataError) as err:
         load_image(tmp_path / "mf.dcm")
     assert str(err.value) == (
@@ -212,7 +175,7 @@ def test_a_multi_frame_dicom_is_a_rejected_image_not_a_crash(tmp_path):
 def test_a_dicom_declaring_too_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
     import pydicom
 
-    _write_dicom(tmp_path / "big.dcm", np.zeros((8, 8), np.uint16))
+    write_dicom(tmp_path / "big.dcm", np.zeros((8, 8), np.uint16))
     ds = pydicom.dcmread(tmp_path / "big.dcm")
     ds.Rows, ds.Columns = 30_000, 30_000  # 900 M pixels declared, 128 bytes of data
     ds.save_as(tmp_path / "big.dcm")
@@ -233,8 +196,8 @@ def test_a_dicom_declaring_too_many_pixels_is_refused_before_decoding(tmp_path, 
 def test_rgb_and_ybr_dicoms_are_read_and_a_dicom_is_known_by_its_bytes_not_its_name(tmp_path):
     ramp = np.tile(np.linspace(0, 255, 16).astype(np.uint8), (12, 1))
     rgb = np.stack([ramp, ramp, ramp], -1)
-    _write_dicom(tmp_path / "rgb.dcm", rgb, "RGB")
-    _write_dicom(
+    write_dicom(tmp_path / "rgb.dcm", rgb, "RGB")
+    write_dicom(
         tmp_path / "ybr.dcm",
         np.stack([ramp, np.full_like(ramp, 128), np.full_like(ramp, 128)], -1),
         "YBR_FULL",
@@ -243,7 +206,7 @@ def test_rgb_and_ybr_dicoms_are_read_and_a_dicom_is_known_by_its_bytes_not_its_n
         img = load_image(tmp_path / f"{name}.dcm", grey=False)
         assert img.mode == "RGB" and np.abs(np.asarray(img).astype(int) - rgb).max() <= 1, name
         assert np.abs(np.asarray(load_image(tmp_path / f"{name}.dcm")).astype(int) - ramp).max() <= 1, name
-    _write_dicom(tmp_path / "m2.dcm", np.tile(np.linspace(100, 4000, 16).astype(np.uint16), (12, 1)))
+    write_dicom(tmp_path / "m2.dcm", np.tile(np.linspace(100, 4000, 16).astype(np.uint16), (12, 1)))
     expected = np.asarray(load_image(tmp_path / "m2.dcm"))
     (tmp_path / "IM0001").write_bytes((tmp_path / "m2.dcm").read_bytes())  # a DICOMDIR member has no suffix
     assert np.array_equal(np.asarray(load_image(tmp_path / "IM0001")), expected)

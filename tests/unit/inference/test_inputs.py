@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from helpers.dicom import write_dicom
 from helpers.experiment import STORE_SIZE, write_prepared
 from medlens.data.images import load_image
 from medlens.data.prepare import _process
@@ -196,29 +197,7 @@ def test_an_empty_text_is_a_failure_of_its_row(tmp_path):
 
 def test_a_multi_frame_dicom_or_a_numpy_stack_is_a_failed_input_not_a_crash(tmp_path):
     # a multi-frame DICOM stopped classify/embed/generate with a raw TypeError from Image.fromarray
-    pydicom = pytest.importorskip("pydicom", reason="DICOM input needs pydicom (the test extra installs it)")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = (
-        SecondaryCaptureImageStorage,
-        generate_uid(),
-    )
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, meta.MediaStorageSOPClassUID, generate_uid()
-    ds.PhotometricInterpretation, ds.SamplesPerPixel, ds.Rows, ds.Columns, ds.NumberOfFrames = (
-        "MONOCHROME2",
-        1,
-        8,
-        8,
-        3,
-    )
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = np.arange(3 * 64, dtype=np.uint16).tobytes()
-    ds.save_as(tmp_path / "cine.dcm", enforce_file_format=True)
-    assert pydicom.dcmread(tmp_path / "cine.dcm").pixel_array.shape == (3, 8, 8)
+    write_dicom(tmp_path / "cine.dcm", np.arange(3 * 64, dtype=np.uint16).reshape(3, 8, 8), frames=3)
     Image.new("L", (80, 60), 100).save(tmp_path / "good.png")
     items = list_images([tmp_path / "cine.dcm", tmp_path / "good.png"])
     ((loaded, failed),) = load_batches(items, Preprocessing("chest_xray", 64, "test"), batch_size=8)
