@@ -19,20 +19,17 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
+from medlens.data.sources.folders import class_folder_images, split_of
 from medlens.data.sources.readers import (
     IMAGE_SUFFIXES,
-    files_under,
     is_junk,
     load_label_map,
-    normalise_split,
-    unsupported_image,
 )
 from medlens.data.text_from_labels import synthesize_text
 from medlens.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-_SPLITS = ("train", "val", "test")
 _PERSON = re.compile(r"^(person\d+)_(bacteria|virus)_\d+", re.IGNORECASE)
 _IM = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+", re.IGNORECASE)
 _V3 = re.compile(r"^(NORMAL|BACTERIA|VIRUS)-(\d+)-\d+", re.IGNORECASE)
@@ -56,16 +53,10 @@ def parse_filename(name: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _split(folder: Path) -> str | None:
-    """train/val/test for a split folder (``validation``/``valid`` read as val), else None."""
-    split = normalise_split(folder.name) if folder.is_dir() else None
-    return split if split in _SPLITS else None
-
-
 def _count_images(tree: Path) -> int:
     n = 0
     for split in tree.iterdir():
-        if _split(split):
+        if split_of(split):
             for cls in split.iterdir():
                 if cls.is_dir() and not is_junk(cls.name):
                     n += sum(
@@ -90,12 +81,12 @@ def _trees(root: Path, *, max_depth: int = 5) -> list[Path]:
     while stack:
         here, depth = stack.pop()
         children = sorted(p for p in here.iterdir() if p.is_dir() and not is_junk(p.name))
-        if any(_split(c) for c in children):
+        if any(split_of(c) for c in children):
             n = _count_images(here)
             if n:
                 candidates.append((-n, depth, here))
         if depth < max_depth:
-            stack.extend((c, depth + 1) for c in children if not _split(c))
+            stack.extend((c, depth + 1) for c in children if not split_of(c))
     if not candidates:
         raise DataError(
             "no chest-xray-pneumonia image tree found",
@@ -110,19 +101,6 @@ def _trees(root: Path, *, max_depth: int = 5) -> list[Path]:
     return [tree for _, _, tree in candidates]
 
 
-def _unread(path: Path, tree: Path, reason: str, detail: str) -> RawRecord:
-    """A file in the tree that is not read, as a rejected record so that it is counted."""
-    return RawRecord(
-        native_id=path.relative_to(tree).as_posix(),
-        image=str(path),
-        text=None,
-        text_source="from_labels",
-        source_ref=str(path),
-        reject=reason,
-        reject_detail=detail or str(path),
-    )
-
-
 @register_adapter("chest_xray_pneumonia", kaggle_slug="paultimothymooney/chest-xray-pneumonia")
 def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     """Kaggle chest-xray-pneumonia: NORMAL/PNEUMONIA folders, official split = folder, text from labels."""
@@ -130,67 +108,52 @@ def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     tree, *copies = _trees(Path(root))
     logger.info("reading chest-xray-pneumonia tree %s", tree)
     unparsed = 0
-    # every file in the tree is read or rejected with a reason; junk (.DS_Store, Thumbs.db, __MACOSX,
-    # hidden names) is metadata, not data, and the duplicate tree copies inside it are logged above
-    for child in sorted(c for c in tree.iterdir() if not is_junk(c.name)):
-        split = _split(child)
-        if split is None:
-            if any(c == child or child in c.parents for c in copies):
-                continue
-            why = (
-                (f"unknown split folder {child.name!r} (expected train/val/test)", "")
-                if child.is_dir()
-                else (
-                    "file outside the split folders",
-                    "expected train/, val/ and test/ holding class folders",
-                )
-            )
-            for path in [child] if child.is_file() else files_under(child):
-                yield _unread(path, tree, *why)
+    # the duplicate tree copies inside the tree are logged above, not read
+    for found in class_folder_images(
+        tree,
+        kind="class",
+        classes="NORMAL|PNEUMONIA",
+        modality="chest_xray",
+        ignore=lambda child: any(c == child or child in c.parents for c in copies),
+    ):
+        if isinstance(found, RawRecord):
+            yield found
             continue
-        for path in files_under(child):
-            cls_dir = path.parent
-            if cls_dir.parent != child:
-                yield _unread(
-                    path, tree, "not in a class folder", f"expected {child.name}/<NORMAL|PNEUMONIA>/<image>"
-                )
-                continue
-            if bad := unsupported_image(path):
-                yield _unread(path, tree, *bad)
-                continue
-            labels, unknown = label_map.map([cls_dir.name])
-            native_id = path.relative_to(tree).as_posix()
-            patient, subtype = parse_filename(path.name)
-            unparsed += patient is None
-            pneumonia = "Pneumonia" in labels
-            meta = {"native_labels": [cls_dir.name]}
-            if pneumonia and subtype:
-                meta["pneumonia_type"] = subtype
-            text = (
-                None
-                if unknown
-                else synthesize_text(
-                    labels,
-                    modality="chest_xray",
-                    record_id=native_id,
-                    seed=cfg.seed,
-                    label_context={"Pneumonia": {"qualifier": subtype}} if pneumonia and subtype else None,
-                )
-            )
-            yield RawRecord(
-                native_id=native_id,
-                image=str(path),
-                text=text,
-                labels=labels,
-                text_source="from_labels",
+        split, path = found
+        cls_dir = path.parent
+        labels, unknown = label_map.map([cls_dir.name])
+        native_id = path.relative_to(tree).as_posix()
+        patient, subtype = parse_filename(path.name)
+        unparsed += patient is None
+        pneumonia = "Pneumonia" in labels
+        meta = {"native_labels": [cls_dir.name]}
+        if pneumonia and subtype:
+            meta["pneumonia_type"] = subtype
+        text = (
+            None
+            if unknown
+            else synthesize_text(
+                labels,
                 modality="chest_xray",
-                # test/ numbers its children independently of train/ and val/ (datasets.md)
-                patient_id=f"{'test' if split == 'test' else 'train'}/{patient}" if patient else None,
-                official_split=split,
-                meta=meta,
-                source_ref=str(path),
-                reject=f"unknown label '{unknown[0]}'" if unknown else None,
-                reject_detail=f"class folder {cls_dir.name}" if unknown else "",
+                record_id=native_id,
+                seed=cfg.seed,
+                label_context={"Pneumonia": {"qualifier": subtype}} if pneumonia and subtype else None,
             )
+        )
+        yield RawRecord(
+            native_id=native_id,
+            image=str(path),
+            text=text,
+            labels=labels,
+            text_source="from_labels",
+            modality="chest_xray",
+            # test/ numbers its children independently of train/ and val/ (datasets.md)
+            patient_id=f"{'test' if split == 'test' else 'train'}/{patient}" if patient else None,
+            official_split=split,
+            meta=meta,
+            source_ref=str(path),
+            reject=f"unknown label '{unknown[0]}'" if unknown else None,
+            reject_detail=f"class folder {cls_dir.name}" if unknown else "",
+        )
     if unparsed:
         logger.warning("%d file names follow no known naming scheme; they have no patient id", unparsed)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
+from medlens.data.sources.folders import class_folder_images
+from medlens.data.sources.folders import unread as unread_file
 from medlens.data.sources.readers import (
     files_under,
     is_junk,
@@ -43,7 +45,6 @@ __all__ = ["parse_oai_name"]
 
 logger = logging.getLogger(__name__)
 
-_SPLITS = ("train", "val", "test")
 _OAI_NAME = re.compile(r"^(\d{7})([LR])\b", re.IGNORECASE)
 _EXPERT = re.compile(r"^MedicalExpert[-_ ]?(I{1,3}|\d)$", re.IGNORECASE)
 _SIDE = {"L": "left", "R": "right"}
@@ -63,20 +64,6 @@ def _is_oai_tree(folder: Path) -> bool:
     """A folder holding train/ and val/ or test/ (``valid``/``validation`` count as val)."""
     splits = {normalise_split(d.name) for d in _subdirs(folder)}
     return "train" in splits and bool(splits & {"val", "test"})
-
-
-def _unread(path: Path, base: Path, reason: str, detail: str) -> RawRecord:
-    """A file in the dataset folder that is not read, as a rejected record so that it is counted."""
-    return RawRecord(
-        native_id=path.relative_to(base).as_posix(),
-        image=str(path),
-        text=None,
-        text_source="from_labels",
-        modality="knee_xray",
-        source_ref=str(path),
-        reject=reason,
-        reject_detail=detail or str(path),
-    )
 
 
 def _find_dirs(root: Path, match, *, max_depth: int = 4) -> list[Path]:
@@ -119,53 +106,36 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         n = len(files_under(tree / "auto_test"))
         logger.info("knee OAI: auto_test/ (%d files) repeats test/ and is not read", n)
     unparsed = 0
-    # every file in the tree is read or rejected with a reason (junk such as .DS_Store is not data)
-    for child in sorted(c for c in tree.iterdir() if not is_junk(c.name) and c.name != "auto_test"):
-        split = normalise_split(child.name) if child.is_dir() else None
-        if split not in _SPLITS:
-            why = (
-                (f"unknown split folder {child.name!r} (expected train/val/test)", "")
-                if child.is_dir()
-                else (
-                    "file outside the split folders",
-                    "expected train/, val/ and test/ holding grade folders",
-                )
-            )
-            for path in [child] if child.is_file() else files_under(child):
-                yield _unread(path, tree, *why)
+    for found in class_folder_images(
+        tree, kind="grade", classes="grade 0..4", modality="knee_xray", ignore=lambda c: c.name == "auto_test"
+    ):
+        if isinstance(found, RawRecord):
+            yield found
             continue
-        for path in files_under(child):
-            grade_dir = path.parent
-            if grade_dir.parent != child:
-                yield _unread(
-                    path, tree, "not in a grade folder", f"expected {child.name}/<grade 0..4>/<image>"
-                )
-                continue
-            if bad := unsupported_image(path):
-                yield _unread(path, tree, *bad)
-                continue
-            grade, unknown = label_map.map([grade_dir.name])
-            native_id = path.relative_to(tree).as_posix()
-            patient, side = parse_oai_name(path.name)
-            unparsed += patient is None
-            reject = f"unknown label '{unknown[0]}'" if unknown else None
-            yield RawRecord(
-                native_id=native_id,
-                image=str(path),
-                text=None if reject else _knee_text(grade, cfg, native_id, side),
-                labels=grade,
-                text_source="from_labels",
-                modality="knee_xray",
-                patient_id=patient,
-                study_id=path.stem[:8].upper() if patient else None,  # patient + knee
-                official_split=split,
-                meta={k: v for k, v in {"side": side, "grade_folder": grade_dir.name}.items() if v},
-                source_ref=str(path),
-                reject=reject,
-                reject_detail=f"grade folder {grade_dir.name!r}; expected 0..4, 0Normal..4Severe or KL0..KL4"
-                if reject
-                else "",
-            )
+        split, path = found
+        grade_dir = path.parent
+        grade, unknown = label_map.map([grade_dir.name])
+        native_id = path.relative_to(tree).as_posix()
+        patient, side = parse_oai_name(path.name)
+        unparsed += patient is None
+        reject = f"unknown label '{unknown[0]}'" if unknown else None
+        yield RawRecord(
+            native_id=native_id,
+            image=str(path),
+            text=None if reject else _knee_text(grade, cfg, native_id, side),
+            labels=grade,
+            text_source="from_labels",
+            modality="knee_xray",
+            patient_id=patient,
+            study_id=path.stem[:8].upper() if patient else None,  # patient + knee
+            official_split=split,
+            meta={k: v for k, v in {"side": side, "grade_folder": grade_dir.name}.items() if v},
+            source_ref=str(path),
+            reject=reject,
+            reject_detail=f"grade folder {grade_dir.name!r}; expected 0..4, 0Normal..4Severe or KL0..KL4"
+            if reject
+            else "",
+        )
     if unparsed:
         logger.warning(
             "knee OAI: %d file names are not <7-digit patient><L|R>; they have no patient id", unparsed
@@ -199,11 +169,17 @@ def mendeley_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         for path in files_under(expert):
             if path.parent.parent != expert:
                 unread.append(
-                    _unread(path, root, "not in a grade folder", f"expected {expert.name}/<grade>/<image>")
+                    unread_file(
+                        path,
+                        root,
+                        "not in a grade folder",
+                        f"expected {expert.name}/<grade>/<image>",
+                        "knee_xray",
+                    )
                 )
                 continue
             if bad := unsupported_image(path):
-                unread.append(_unread(path, root, *bad))
+                unread.append(unread_file(path, root, *bad, "knee_xray"))
                 continue
             grade, unknown = label_map.map([path.parent.name])
             # empty files are not grouped (they would all match); prepare rejects each as unreadable

@@ -1,0 +1,86 @@
+"""Image trees laid out as ``<split>/<class>/<image>`` (Kaggle's pneumonia and OAI knee sets).
+
+Every file found is either an image of a class folder or a rejected record saying why it is not read, so
+that a renamed split folder or an unexpected suffix is counted instead of skipped. Junk (``.DS_Store``,
+``Thumbs.db``, ``__MACOSX``, hidden names) is metadata that archives add, not data, and is left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from medlens.data.sources import RawRecord
+from medlens.data.sources.readers import files_under, is_junk, normalise_split, unsupported_image
+
+__all__ = ["SPLITS", "split_of", "unread", "class_folder_images"]
+
+SPLITS = ("train", "val", "test")
+
+
+def split_of(folder: Path) -> str | None:
+    """train/val/test for a split folder (``validation``/``valid`` read as val), else None."""
+    split = normalise_split(folder.name) if folder.is_dir() else None
+    return split if split in SPLITS else None
+
+
+def unread(path: Path, base: Path, reason: str, detail: str, modality: str) -> RawRecord:
+    """A file of the dataset that is not read, as a rejected record so that it is counted."""
+    return RawRecord(
+        native_id=path.relative_to(base).as_posix(),
+        image=str(path),
+        text=None,
+        text_source="from_labels",
+        modality=modality,
+        source_ref=str(path),
+        reject=reason,
+        reject_detail=detail or str(path),
+    )
+
+
+def class_folder_images(
+    tree: Path,
+    *,
+    kind: str,
+    classes: str,
+    modality: str,
+    ignore: Callable[[Path], bool] = lambda child: False,
+) -> Iterator[tuple[str, Path] | RawRecord]:
+    """``(split, image path)`` for each image of a class folder of a split folder of ``tree``; a rejected
+    record for every other file.
+
+    Args:
+        kind: what a class folder is called in messages (``class``, ``grade``).
+        classes: the class folders expected, for messages (``NORMAL|PNEUMONIA``).
+        modality: of the rejected records.
+        ignore: a top-level entry that is no split folder and is not read on purpose (a copy of the tree).
+    """
+    for child in sorted(c for c in tree.iterdir() if not is_junk(c.name)):
+        split = split_of(child)
+        if split is None:
+            if ignore(child):
+                continue
+            why = (
+                (f"unknown split folder {child.name!r} (expected train/val/test)", "")
+                if child.is_dir()
+                else (
+                    "file outside the split folders",
+                    f"expected train/, val/ and test/ holding {kind} folders",
+                )
+            )
+            for path in [child] if child.is_file() else files_under(child):
+                yield unread(path, tree, *why, modality)
+            continue
+        for path in files_under(child):
+            if path.parent.parent != child:
+                yield unread(
+                    path,
+                    tree,
+                    f"not in a {kind} folder",
+                    f"expected {child.name}/<{classes}>/<image>",
+                    modality,
+                )
+            elif bad := unsupported_image(path):
+                yield unread(path, tree, *bad, modality)
+            else:
+                yield split, path
