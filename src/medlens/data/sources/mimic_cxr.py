@@ -236,13 +236,19 @@ def _by_key(table: CsvTable, key: str, value) -> tuple[dict, dict[str, str]]:
     rows that differ has no trustworthy value: it goes to the second dict, naming the lines, so the
     images it describes are rejected instead of the last row silently winning.
     """
-    rows: dict[str, list] = {}
-    bad = []
+    # a fingerprint and line per key, not the rows: the split table has a row per MIMIC image (377,000)
+    out, first, lines, differing, bad = {}, {}, {}, set(), []
     for row in table:
-        if row.problem is None:
-            rows.setdefault(row.get(key), []).append(row)
-        else:
+        if row.problem is not None:
             bad.append(f"line {row.line}: {row.problem}")
+            continue
+        k, fingerprint = row.get(key), hash(tuple(row.values.items()))
+        if k not in first:
+            first[k], out[k] = (fingerprint, row.line), value(row)
+            continue
+        lines.setdefault(k, [first[k][1]]).append(row.line)
+        if fingerprint != first[k][0]:
+            differing.add(k)
     if bad:
         logger.warning(
             "%s: %d unusable rows ignored (%s); the images they describe get no value from this table",
@@ -250,14 +256,12 @@ def _by_key(table: CsvTable, key: str, value) -> tuple[dict, dict[str, str]]:
             len(bad),
             "; ".join(bad[:3]),
         )
-    out, conflicts, repeated = {}, {}, 0
-    for k, same in rows.items():
-        if len({tuple(r.values.items()) for r in same}) > 1:
-            lines = ", ".join(str(r.line) for r in same)
-            conflicts[k] = f"{table.path}: {key} {k} is on lines {lines} with different values"
-        else:
-            out[k] = value(same[0])
-            repeated += len(same) - 1
+    conflicts = {}
+    for k in differing:
+        del out[k]
+        where = ", ".join(map(str, lines[k]))
+        conflicts[k] = f"{table.path}: {key} {k} is on lines {where} with different values"
+    repeated = sum(len(where) - 1 for k, where in lines.items() if k not in differing)
     if repeated:
         logger.info("%s: %d rows repeat an earlier row exactly; each is read once", table.path, repeated)
     return out, conflicts
