@@ -2,11 +2,12 @@
 #   make report   builds results/report.html (creates .venv from the lock on first use)
 #   make test     runs the test suite in the same environment
 # and the one that changes the environment on purpose:
-#   make lock     re-resolves requirements.lock from pyproject.toml and constraints.txt
+#   make lock     re-resolves requirements.lock from pyproject.toml, constraints.txt and overrides.txt
 PYTHON      ?= python3
 VENV        ?= .venv
 LOCK        ?= requirements.lock
 CONSTRAINTS ?= constraints.txt
+OVERRIDES   ?= overrides.txt
 PROFILE     ?= profiles/local
 BIN         := $(VENV)/bin
 UV          ?= $(BIN)/uv
@@ -42,7 +43,7 @@ $(STAMP): $(LOCK) pyproject.toml env/install.sh
 lock:
 	@test -x $(UV) || { echo "make lock runs uv from the environment: run make venv first, or pass UV=/path/to/uv" >&2; exit 1; }
 	$(UV) pip compile pyproject.toml --all-extras --universal --python-version 3.11 --generate-hashes \
-		--constraints $(CONSTRAINTS) $(if $(UPGRADE),--upgrade) \
+		--constraints $(CONSTRAINTS) --override $(OVERRIDES) $(if $(UPGRADE),--upgrade) \
 		$(if $(TORCH_BACKEND),--torch-backend $(TORCH_BACKEND) --emit-index-url) \
 		--custom-compile-command "make lock" --output-file $(LOCK)
 

@@ -8,7 +8,7 @@ BERT-base for BioLORD (an MPNet-base: the same size). They are the tests' stand-
 names by the tests' stand-in hub, fetched by ``prefetch_metrics`` and scored with the hub offline, as the
 ``score_reports`` job does. Random weights find a different number of RadGraph entities than trained ones,
 so its relation step may cost more or less on real reports; the same holds for the entities RaTEScore
-embeds. RaTEScore's package imports on Python 3.12 only: run it with that environment's python.
+embeds.
 
 The reports are the 110 clinical texts of ``../shared/realdata`` (each paired with the next as the
 "generated" report), repeated to the sizes asked for. Each metric is timed alone on two sizes (default 50

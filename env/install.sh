@@ -14,7 +14,17 @@ test -x "$venv/bin/python" || "${PYTHON:-python3}" -m venv "$venv"
 # job would compile torch again.
 "$venv/bin/python" -m pip install --quiet --no-compile --require-hashes --no-deps -r "$lock" 2>&1 \
   | { grep -v "is ignored: it is neither a file nor a directory" || true; }  # a local mirror's pip.conf noise
-"$venv/bin/python" -m pip check
+# The lock overrides one requirement on purpose (overrides.txt: medspacy and PyRuSH ask for spacy < 3.8 on
+# Python 3.11, whose thinc cannot run with numpy 2); pip check may report exactly those lines, nothing else.
+# (The container recipes copy only this script and the lock, so the accepted lines are written here.)
+accepted='^(medspacy|pyrush) [^ ]+ has requirement spacy<3\.8; python_version < "3\.12", but you have spacy 3\.'
+if report=$("$venv/bin/python" -m pip check 2>&1); then
+  echo "$report"
+else
+  others=$(grep -Ev "$accepted" <<<"$report" || true)
+  if [[ -n $others ]]; then echo "$others" >&2; exit 1; fi
+  echo "pip check: only the requirements overrides.txt overrides on purpose (spacy 3.8 for medspacy and PyRuSH)"
+fi
 cp "$lock" "$venv/medlens.lock"
 # a file only newer Pythons parse (torch ships one) fails to compile, as it does under pip
 "$venv/bin/python" -m compileall -qq -j 0 "$venv/lib" || true

@@ -189,24 +189,17 @@ def score_reports(
                 seed,
                 labeler_uncertain,
             )
-        # RaTEScore's package on Python 3.11; GREEN's model needing its own code, incomplete or out of memory
+        # a package that does not import here; GREEN's model needing its own code, incomplete or out of memory
         except (ImportError, MetricNotComputed) as e:
-            results[name] = {"not_computed": _import_reason(name, e)}
+            results[name] = {"not_computed": _import_reason(e)}
             logger.warning("%s not computed: %s", name, results[name]["not_computed"])
     return results, per_report
 
 
-def _import_reason(name: str, e: BaseException) -> str:
+def _import_reason(e: BaseException) -> str:
     if isinstance(e, MetricNotComputed):  # the reason, in full (medlens.evaluate.green)
         return str(e)
-    why = f"{type(e).__name__}: {e}"
-    if name == "ratescore":
-        why += (
-            " (RaTEScore needs medspacy, which on Python 3.11 requires spacy < 3.8, built against numpy 1, "
-            "while the lock has numpy 2; it runs on Python 3.12 or later, from the same lock: "
-            "make report PYTHON=python3.12 VENV=.venv-py312)"
-        )
-    return f"its package cannot be imported here: {why}"
+    return f"its package cannot be imported here: {type(e).__name__}: {e}"
 
 
 def _compute(name, refs, hyps, device, once, per_report, n_resamples, seed, uncertain):
