@@ -7,13 +7,14 @@ that a renamed split folder or an unexpected suffix is counted instead of skippe
 
 from __future__ import annotations
 
+import filecmp
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from medlens.data.sources import RawRecord
 from medlens.data.sources.readers import files_under, is_junk, normalise_split, unsupported_image
 
-__all__ = ["SPLITS", "split_of", "unread", "class_folder_images"]
+__all__ = ["SPLITS", "split_of", "unread", "class_folder_images", "copy_not_read"]
 
 SPLITS = ("train", "val", "test")
 
@@ -84,3 +85,19 @@ def class_folder_images(
                 yield unread(path, tree, *bad, modality)
             else:
                 yield split, path
+
+
+def copy_not_read(copy: Path, original: Path, base: Path, modality: str) -> Iterator[RawRecord]:
+    """A rejected record for each file of ``copy``, a folder not read because it repeats ``original``
+    (OAI's ``auto_test/`` of ``test/``, a zip's nested copy of the whole tree). Each says whether the file
+    repeats its counterpart byte for byte, differs from it, or has none, so that a "copy" holding other
+    data shows in rejected.csv instead of being lost unseen. ``base``: what native ids are relative to."""
+    for path in files_under(copy):
+        twin = original / path.relative_to(copy)
+        if not twin.is_file():
+            why = ("only in a copy that is not read", f"{copy} repeats {original}, which has no {twin.name}")
+        elif filecmp.cmp(path, twin, shallow=False):
+            why = ("copy of a file read", f"same bytes as {twin}")
+        else:
+            why = ("differs from the file read in its place", f"{twin} has other bytes; {copy} is not read")
+        yield unread(path, base, *why, modality)

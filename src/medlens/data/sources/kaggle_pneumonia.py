@@ -3,7 +3,8 @@
 Layout (datasets.md section 1): ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg``; the label
 is the folder and the official split is the split folder. Zips from Kaggle often also hold a nested
 duplicate ``chest_xray/chest_xray/`` tree, ``__MACOSX/`` and ``.DS_Store``: the tree with the most
-images is read and the others are logged as ignored. Three file-name schemes carry the patient
+images is read; each file of the others is a rejected record saying whether it repeats its counterpart
+in the tree read. Three file-name schemes carry the patient
 (``IM-0115-0001``, ``NORMAL2-IM-0262-0001``, ``person23_bacteria_76``) and the Mendeley v3+
 re-release uses ``NORMAL-1049278-0001``/``BACTERIA-…``/``VIRUS-…``. Numbering in ``test/`` is
 independent of ``train/``, so patient ids are scoped by split. The reports are synthesised from the
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.folders import class_folder_images, split_of
+from medlens.data.sources.folders import class_folder_images, copy_not_read, split_of
 from medlens.data.sources.readers import (
     IMAGE_SUFFIXES,
     is_junk,
@@ -75,7 +76,7 @@ def find_tree(root: Path, *, max_depth: int = 5) -> Path:
 
 
 def _trees(root: Path, *, max_depth: int = 5) -> list[Path]:
-    """Every image tree under ``root``, the one read first; the others are logged as ignored copies."""
+    """Every image tree under ``root``, the one read first; the others are copies, not read."""
     candidates: list[tuple[int, int, Path]] = []
     stack = [(Path(root), 0)]
     while stack:
@@ -108,13 +109,14 @@ def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     tree, *copies = _trees(Path(root))
     logger.info("reading chest-xray-pneumonia tree %s", tree)
     unparsed = 0
-    # the duplicate tree copies inside the tree are logged above, not read
+    for copy in copies:  # each file rejected, saying whether it repeats the one read
+        yield from copy_not_read(copy, tree, Path(root), "chest_xray")
     for found in class_folder_images(
         tree,
         kind="class",
         classes="NORMAL|PNEUMONIA",
         modality="chest_xray",
-        ignore=lambda child: any(c == child or child in c.parents for c in copies),
+        ignore=lambda child: any(c == child or child in c.parents for c in copies),  # rejected above
     ):
         if isinstance(found, RawRecord):
             yield found

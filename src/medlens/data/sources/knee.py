@@ -5,7 +5,8 @@ Two layouts (datasets.md section 7), one label vocabulary (``KL0``..``KL4``, fro
 
 * ``knee_kl_oai``: Kaggle ``shashwatwork/knee-osteoarthritis-dataset-with-severity``,
   ``{train,val,test}/{0..4}/9001695L.png``. The split folder is the official, patient-level split;
-  ``auto_test/`` repeats ``test/`` and is not read (its file count is logged). The file name gives the
+  ``auto_test/`` repeats ``test/`` and is not read: each of its files is a rejected record saying whether
+  it repeats its ``test/`` counterpart byte for byte (a second copy of the tree likewise). The file name gives the
   OAI patient (7 digits) and the knee (``L``/``R``), which the text states.
 * ``knee_kl_mendeley``: Mendeley "Digital Knee X-ray Images", ``MedicalExpert-I/`` and
   ``MedicalExpert-II/``, each with ``0Normal``..``4Severe`` folders of ``NormalG0 (1).png`` files.
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.folders import class_folder_images
+from medlens.data.sources.folders import class_folder_images, copy_not_read
 from medlens.data.sources.folders import unread as unread_file
 from medlens.data.sources.readers import (
     files_under,
@@ -102,9 +103,10 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     tree = trees[0]
     for other in trees[1:]:
         logger.info("ignoring %s: a second copy of the tree in %s", other, tree)
+        yield from copy_not_read(other, tree, Path(root), "knee_xray")
     if (tree / "auto_test").is_dir():
-        n = len(files_under(tree / "auto_test"))
-        logger.info("knee OAI: auto_test/ (%d files) repeats test/ and is not read", n)
+        logger.info("knee OAI: auto_test/ repeats test/ and is not read")
+        yield from copy_not_read(tree / "auto_test", tree / "test", tree, "knee_xray")
     unparsed = 0
     for found in class_folder_images(
         tree, kind="grade", classes="grade 0..4", modality="knee_xray", ignore=lambda c: c.name == "auto_test"

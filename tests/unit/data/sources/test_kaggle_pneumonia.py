@@ -1,4 +1,4 @@
-"""chest_xray_pneumonia: folder labels and splits, three naming schemes, nested copy and junk ignored."""
+"""chest_xray_pneumonia: folder labels and splits, three naming schemes, nested copy rejected, junk ignored."""
 
 from __future__ import annotations
 
@@ -19,10 +19,15 @@ def result(tmp_path_factory):
     )
 
 
+def _nested_copy(kept) -> dict[str, str]:
+    """The zip's nested duplicate tree: each file rejected as a copy of the one read."""
+    return {f"chest_xray/chest_xray/{rel}": "copy of a file read" for rel in kept}
+
+
 def test_every_image_of_one_tree_is_kept_with_its_label_patient_and_split(result):
     fixture, out = result
-    assert out.rejected == {}
     assert set(out.rows) == set(fixture.expected)  # the nested duplicate, __MACOSX and .DS_Store are not read
+    assert {k: r["reason"] for k, r in out.rejected.items()} == _nested_copy(fixture.expected)
     for native_id, (labels, patient, split) in fixture.expected.items():
         row = out.rows[native_id]
         assert row["labels"] == labels, native_id
@@ -78,6 +83,7 @@ def test_every_file_in_the_tree_is_read_or_rejected_with_a_reason(tmp_path):
     # the audit: a validation/ folder and .bmp images were skipped without a count
     fixture = pneumonia.build(tmp_path / "data")
     (fixture.tree / "val").rename(fixture.tree / "validation")
+    (fixture.tree / "chest_xray" / "val").rename(fixture.tree / "chest_xray" / "validation")
     Image.new("L", (40, 40), 80).save(fixture.tree / "train" / "NORMAL" / "IM-0500-0001.bmp")
     (fixture.tree / "train" / "NORMAL" / "IM-0500-0002.xyz").write_bytes(b"??")
     (fixture.tree / "train" / "labels.txt").write_text("NORMAL, PNEUMONIA")
@@ -91,8 +97,9 @@ def test_every_file_in_the_tree_is_read_or_rejected_with_a_reason(tmp_path):
     assert set(out.rows) == kept
     assert out.rows["validation/PNEUMONIA/person1946_bacteria_4874.jpeg"]["meta"]["official_split"] == "val"
     assert out.rows["train/NORMAL/IM-0500-0001.bmp"]["labels"] == ["No Finding"]
-    assert {k: r["reason"] for k, r in out.rejected.items()} == {
+    copies = _nested_copy(kept - {"train/NORMAL/IM-0500-0001.bmp"})
+    assert {k: r["reason"] for k, r in out.rejected.items()} == copies | {
         "train/NORMAL/IM-0500-0002.xyz": "unsupported image suffix .xyz",
         "train/labels.txt": "not in a class folder",
     }
-    assert out.summary.read == len(kept) + 2
+    assert out.summary.read == len(kept) + 2 + len(copies)

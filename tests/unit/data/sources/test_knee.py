@@ -1,4 +1,4 @@
-"""Knee KL grades: Kaggle OAI (patients, sides, official split, auto_test skipped) and Mendeley (expert consensus)."""
+"""Knee KL grades: Kaggle OAI (patients, sides, official split, auto_test not read) and Mendeley (expert consensus)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ from helpers.sources.run import prepare
 from medlens.data.sources.knee import parse_oai_name
 
 
+# OAI's auto_test/ repeats test/: each of its files is a rejected record, not a silent skip
+AUTO_TEST = {
+    rel.replace("test/", "auto_test/", 1): "copy of a file read"
+    for rel in knee.OAI
+    if rel.startswith("test/")
+}
+
+
 def test_oai_rows_labels_patients_sides_and_split(tmp_path):
     fixture = knee.build_oai(tmp_path / "oai")
     out = prepare(tmp_path, "knee", {"source": "path", "adapter": "knee_kl_oai", "path": str(fixture.root)})
-    assert out.rejected == {}
-    assert set(out.rows) == set(knee.OAI)  # auto_test (a copy of test) is not read
+    assert set(out.rows) == set(knee.OAI)  # auto_test (a copy of test) is not read, each file counted
+    assert {k: r["reason"] for k, r in out.rejected.items()} == AUTO_TEST
+    detail = out.rejected["auto_test/3/9003126L.png"]["detail"]
+    assert detail == f"same bytes as {fixture.root / 'KneeXrayData' / 'test' / '3' / '9003126L.png'}"
     for rel, (label, patient, side, split) in knee.OAI.items():
         row = out.rows[rel]
         assert (row["labels"], row["patient_id"], row["meta"]["side"]) == ([label], patient, side)
@@ -74,7 +84,7 @@ def test_oai_every_file_is_read_or_rejected_with_a_reason(tmp_path):
     assert set(out.rows) == kept
     assert out.rows["valid/1/9002430R.png"]["meta"]["official_split"] == "val"
     assert out.rows["train/2/9004175L.bmp"]["labels"] == ["KL2"]
-    assert {k: r["reason"] for k, r in out.rejected.items()} == {
+    assert {k: r["reason"] for k, r in out.rejected.items()} == AUTO_TEST | {
         "train/2/notes.xyz": "unsupported image suffix .xyz",
         "train/README.txt": "not in a grade folder",
         "extra/0/9009999L.png": "unknown split folder 'extra' (expected train/val/test)",
@@ -83,7 +93,23 @@ def test_oai_every_file_is_read_or_rejected_with_a_reason(tmp_path):
         "expected one of .bmp, .dcm, .jpeg, .jpg, .png, .tif, .tiff, .webp"
         in (out.rejected["train/2/notes.xyz"]["detail"])
     )
-    assert out.summary.read == len(kept) + 3
+    assert out.summary.read == len(kept) + 3 + len(AUTO_TEST)
+
+
+def test_an_auto_test_that_is_not_a_copy_of_test_shows_what_differs(tmp_path):
+    # auto_test/ was skipped unread on the strength of "it repeats test/"; a file that does not is named
+    fixture = knee.build_oai(tmp_path / "oai")
+    auto_test = fixture.root / "KneeXrayData" / "auto_test"
+    Image.new("L", (32, 32), 200).save(auto_test / "0" / "9009998R.png")  # in auto_test/ only
+    Image.new("L", (32, 32), 10).save(auto_test / "3" / "9003126L.png")  # other bytes than test/'s
+    out = prepare(tmp_path, "knee", {"source": "path", "adapter": "knee_kl_oai", "path": str(fixture.root)})
+    assert set(out.rows) == set(knee.OAI)
+    reasons = {k: r["reason"] for k, r in out.rejected.items()}
+    assert reasons == AUTO_TEST | {
+        "auto_test/0/9009998R.png": "only in a copy that is not read",
+        "auto_test/3/9003126L.png": "differs from the file read in its place",
+    }
+    assert "has no 9009998R.png" in out.rejected["auto_test/0/9009998R.png"]["detail"]
 
 
 def test_mendeley_files_that_are_not_images_of_a_grade_folder_are_rejected(tmp_path):
