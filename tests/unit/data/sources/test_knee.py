@@ -9,7 +9,6 @@ from helpers.sources import knee
 from helpers.sources.run import prepare
 from medlens.data.sources.knee import parse_oai_name
 
-
 # OAI's auto_test/ repeats test/: each of its files is a rejected record, not a silent skip
 AUTO_TEST = {
     rel.replace("test/", "auto_test/", 1): "copy of a file read"
