@@ -4,7 +4,8 @@ Reproduces: the ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}`` tree; the thr
 (``IM-…``, ``NORMAL2-IM-…``, ``personN_{bacteria|virus}_M``) and the Mendeley v3 ``NORMAL-…``/
 ``BACTERIA-…`` names; a person with two images in one split; ``person1`` in train and in test (two
 different children); one basename in two splits; an RGB JPEG and a tiny image; ``.DS_Store``,
-``__MACOSX/`` and the nested duplicate ``chest_xray/chest_xray`` tree the loader must ignore.
+``__MACOSX/`` and the nested duplicate ``chest_xray/chest_xray`` tree the loader must not read (each of
+its files a rejected row).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ that a renamed split folder or an unexpected suffix is counted instead of skippe
 from __future__ import annotations
 
 import filecmp
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from medlens.data.sources import RawRecord
@@ -87,17 +87,31 @@ def class_folder_images(
                 yield split, path
 
 
-def copy_not_read(copy: Path, original: Path, base: Path, modality: str) -> Iterator[RawRecord]:
+def copy_not_read(
+    copy: Path, original: Path, base: Path, modality: str, *, elsewhere: Sequence[Path] = ()
+) -> Iterator[RawRecord]:
     """A rejected record for each file of ``copy``, a folder not read because it repeats ``original``
     (OAI's ``auto_test/`` of ``test/``, a zip's nested copy of the whole tree). Each says whether the file
-    repeats its counterpart byte for byte, differs from it, or has none, so that a "copy" holding other
-    data shows in rejected.csv instead of being lost unseen. ``base``: what native ids are relative to."""
+    has the same bytes as its counterpart, other bytes, or none, so that a "copy" holding other data shows
+    in rejected.csv instead of being lost unseen (comparing reads both files in full).
+
+    Args:
+        base: what native ids are relative to.
+        elsewhere: folders inside ``copy`` whose files are read or rejected by someone else (the tree read,
+            when the copy holds it; another copy): left out here, so that no file is counted twice.
+    """
+    inside = [e for e in elsewhere if copy in e.parents]
     for path in files_under(copy):
+        if any(e in path.parents for e in inside):
+            continue
         twin = original / path.relative_to(copy)
         if not twin.is_file():
-            why = ("only in a copy that is not read", f"{copy} repeats {original}, which has no {twin.name}")
+            why = (
+                "copy: no counterpart",
+                f"{copy} is taken as a copy of {original}, which has no {twin.name}",
+            )
         elif filecmp.cmp(path, twin, shallow=False):
-            why = ("copy of a file read", f"same bytes as {twin}")
+            why = ("copy: same bytes as its counterpart", f"same bytes as {twin}")
         else:
-            why = ("differs from the file read in its place", f"{twin} has other bytes; {copy} is not read")
+            why = ("copy: other bytes than its counterpart", f"{twin} has other bytes; {copy} is not read")
         yield unread(path, base, *why, modality)

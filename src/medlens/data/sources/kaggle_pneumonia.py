@@ -110,7 +110,8 @@ def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     logger.info("reading chest-xray-pneumonia tree %s", tree)
     unparsed = 0
     for copy in copies:  # each file rejected, saying whether it repeats the one read
-        yield from copy_not_read(copy, tree, Path(root), "chest_xray")
+        others = [tree, *(c for c in copies if c != copy)]
+        yield from copy_not_read(copy, tree, Path(root), "chest_xray", elsewhere=others)
     for found in class_folder_images(
         tree,
         kind="class",

@@ -21,7 +21,7 @@ def result(tmp_path_factory):
 
 def _nested_copy(kept) -> dict[str, str]:
     """The zip's nested duplicate tree: each file rejected as a copy of the one read."""
-    return {f"chest_xray/chest_xray/{rel}": "copy of a file read" for rel in kept}
+    return {f"chest_xray/chest_xray/{rel}": "copy: same bytes as its counterpart" for rel in kept}
 
 
 def test_every_image_of_one_tree_is_kept_with_its_label_patient_and_split(result):
@@ -103,3 +103,18 @@ def test_every_file_in_the_tree_is_read_or_rejected_with_a_reason(tmp_path):
         "train/labels.txt": "not in a class folder",
     }
     assert out.summary.read == len(kept) + 2 + len(copies)
+
+
+def test_a_nested_copy_with_more_images_is_read_and_no_file_is_counted_twice(tmp_path):
+    # the review: with the inner tree read, the outer "copy" walked into it and rejected every kept file too
+    fixture = pneumonia.build(tmp_path / "data")
+    (fixture.tree / "train" / "NORMAL" / "IM-0115-0001.jpeg").unlink()  # a partial unzip of the outer tree
+    out = prepare(
+        tmp_path, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia", "path": str(fixture.root)}
+    )
+    assert set(out.rows) == set(fixture.expected)  # the inner tree, complete, is read
+    outer = {f"chest_xray/{rel}" for rel in fixture.expected} - {"chest_xray/train/NORMAL/IM-0115-0001.jpeg"}
+    assert {k: r["reason"] for k, r in out.rejected.items()} == dict.fromkeys(
+        outer, "copy: same bytes as its counterpart"
+    )
+    assert out.summary.read == 2 * len(fixture.expected) - 1  # every image file on disk, once

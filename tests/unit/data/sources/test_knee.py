@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from PIL import Image
 
@@ -11,7 +13,7 @@ from medlens.data.sources.knee import parse_oai_name
 
 # OAI's auto_test/ repeats test/: each of its files is a rejected record, not a silent skip
 AUTO_TEST = {
-    rel.replace("test/", "auto_test/", 1): "copy of a file read"
+    rel.replace("test/", "auto_test/", 1): "copy: same bytes as its counterpart"
     for rel in knee.OAI
     if rel.startswith("test/")
 }
@@ -95,6 +97,17 @@ def test_oai_every_file_is_read_or_rejected_with_a_reason(tmp_path):
     assert out.summary.read == len(kept) + 3 + len(AUTO_TEST)
 
 
+def test_a_second_copy_of_the_oai_tree_is_rejected_file_by_file(tmp_path):
+    fixture = knee.build_oai(tmp_path / "oai")
+    shutil.copytree(fixture.root / "KneeXrayData", fixture.root / "copy" / "KneeXrayData")
+    out = prepare(tmp_path, "knee", {"source": "path", "adapter": "knee_kl_oai", "path": str(fixture.root)})
+    assert set(out.rows) == set(knee.OAI)
+    second = {f"copy/KneeXrayData/{rel}" for rel in [*knee.OAI, *AUTO_TEST]}
+    assert {k: r["reason"] for k, r in out.rejected.items()} == AUTO_TEST | dict.fromkeys(
+        second, "copy: same bytes as its counterpart"
+    )
+
+
 def test_an_auto_test_that_is_not_a_copy_of_test_shows_what_differs(tmp_path):
     # auto_test/ was skipped unread on the strength of "it repeats test/"; a file that does not is named
     fixture = knee.build_oai(tmp_path / "oai")
@@ -105,8 +118,8 @@ def test_an_auto_test_that_is_not_a_copy_of_test_shows_what_differs(tmp_path):
     assert set(out.rows) == set(knee.OAI)
     reasons = {k: r["reason"] for k, r in out.rejected.items()}
     assert reasons == AUTO_TEST | {
-        "auto_test/0/9009998R.png": "only in a copy that is not read",
-        "auto_test/3/9003126L.png": "differs from the file read in its place",
+        "auto_test/0/9009998R.png": "copy: no counterpart",
+        "auto_test/3/9003126L.png": "copy: other bytes than its counterpart",
     }
     assert "has no 9009998R.png" in out.rejected["auto_test/0/9009998R.png"]["detail"]
 
