@@ -18,6 +18,7 @@ from medlens.models.prefetch import HubArtefact, fetch_and_record, fetch_artefac
 
 __all__ = [
     "CHEXBERT",
+    "RADGRAPH",
     "Weights",
     "artefact",
     "metric_artefacts",
@@ -45,13 +46,13 @@ CHEXBERT = Weights("StanfordAIMI/RRG_scorers", "chexbert.pth")
 _BERT = Weights("bert-base-uncased")  # CheXbert's tokenizer
 _DISTILROBERTA = Weights("distilroberta-base")
 _RADGRAPH_XL = Weights("StanfordAIMI/RRG_scorers", "radgraph-xl.tar.gz", cache="radgraph")
-_RADGRAPH = Weights("StanfordAIMI/RRG_scorers", "radgraph.tar.gz", cache="radgraph")
+RADGRAPH = Weights("StanfordAIMI/RRG_scorers", "radgraph.tar.gz", cache="radgraph")
 _NEEDS = {
     "bertscore": (_DISTILROBERTA,),
     "chexbert": (CHEXBERT, _BERT),
     "sembscore": (CHEXBERT, _BERT),
     "radgraph": (_RADGRAPH_XL,),
-    "radcliq": (_RADGRAPH, _DISTILROBERTA, CHEXBERT, _BERT),
+    "radcliq": (RADGRAPH, _DISTILROBERTA, CHEXBERT, _BERT),
     "ratescore": (Weights("Angelakeke/RaTE-NER-Deberta"), Weights("FremyCompany/BioLORD-2023-C")),
     "green": (Weights("StanfordAIMI/GREEN-radllama2-7b"),),
 }
@@ -158,9 +159,9 @@ def _umask() -> int:
     return mask
 
 
-def missing_weights(name: str) -> list[str]:
-    """The artefacts of metric ``name`` not in the cache (checked without the network)."""
-    missing, queue = [], [artefact(w) for w in _NEEDS[name]]
+def missing_weights(name: str | Sequence[Weights]) -> list[str]:
+    """The artefacts of metric ``name`` (or these weights) not in the cache (checked without the network)."""
+    missing, queue = [], [artefact(w) for w in (_NEEDS[name] if isinstance(name, str) else name)]
     while queue:
         a = queue.pop(0)
         try:
