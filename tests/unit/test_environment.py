@@ -73,7 +73,12 @@ def test_the_lock_pins_every_package_with_hashes_and_follows_the_constraints(rep
     )
     assert len(pins) == len(re.findall(r"^[A-Za-z0-9_.-]+==", text, re.M)) > 100
     locked = read_lock(repo / "requirements.lock", all_environments=True)
-    for line in (repo / "constraints.txt").read_text().splitlines():
+    # the constraints narrow what pyproject allows; the overrides replace a package's own requirement
+    lines = [
+        *(repo / "constraints.txt").read_text().splitlines(),
+        *(repo / "overrides.txt").read_text().splitlines(),
+    ]
+    for line in lines:
         line = line.split("#", 1)[0].strip()
         if line:
             req = Requirement(line)
@@ -131,13 +136,14 @@ def test_a_package_at_another_version_fails_the_check(repo, tmp_path, capsys):
     assert not rec["matches_lock"] and rec["differences"]["different"][0]["name"] == "torch"
 
 
-def _wheel(folder, name: str, version: str):
+def _wheel(folder, name: str, version: str, requires: tuple[str, ...] = ()):
     """A one-module pure-Python wheel, built by hand (no network, no build backend)."""
     path = folder / f"{name}-{version}-py3-none-any.whl"
     info = f"{name}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
     files = {
         f"{name}/__init__.py": f"VERSION = '{version}'\n",
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/METADATA": metadata + "".join(f"Requires-Dist: {r}\n" for r in requires),
         f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in [*files, f"{info}/RECORD"])
@@ -182,6 +188,25 @@ def test_env_install_sh_installs_exactly_the_lock_and_refuses_a_wrong_hash(repo,
         timeout=300,
     )
     assert proc.returncode != 0 and "THESE PACKAGES DO NOT MATCH THE HASHES" in proc.stderr + proc.stdout
+
+
+def test_env_install_sh_fails_on_a_broken_requirement_other_than_the_overridden_one(repo, tmp_path):
+    # pip check may report only what overrides.txt overrides on purpose (medspacy/PyRuSH on spacy 3.8)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    digest = hashlib.sha256(_wheel(wheels, "demo_pkg", "1.0", ("other-pkg<1",)).read_bytes()).hexdigest()
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"demo-pkg==1.0 \\\n    --hash=sha256:{digest}\n")
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
+    proc = subprocess.run(
+        [str(repo / "env" / "install.sh"), str(tmp_path / "venv"), str(lock)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "pip check failed: demo-pkg 1.0 requires other-pkg" in proc.stderr
 
 
 def test_the_container_recipes_and_make_venv_install_through_the_same_script(repo):
