@@ -153,6 +153,18 @@ def _wheel(folder, name: str, version: str, requires: tuple[str, ...] = ()):
     return path
 
 
+def _install_sh(repo, venv, lock, wheels) -> subprocess.CompletedProcess:
+    """env/install.sh of ``lock`` into ``venv``, from the wheels in ``wheels`` only."""
+    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
+    return subprocess.run(
+        [str(repo / "env" / "install.sh"), str(venv), str(lock)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_env_install_sh_installs_exactly_the_lock_and_refuses_a_wrong_hash(repo, tmp_path):
     # the script make venv and both container recipes run (env/medlens.def, env/Dockerfile)
     wheels = tmp_path / "wheels"
@@ -161,15 +173,8 @@ def test_env_install_sh_installs_exactly_the_lock_and_refuses_a_wrong_hash(repo,
     _wheel(wheels, "demo_pkg", "2.0")  # newer, and not what the lock says
     lock = tmp_path / "requirements.lock"
     lock.write_text(f"demo-pkg==1.0 \\\n    --hash=sha256:{digest}\n")
-    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
     venv = tmp_path / "venv"
-    proc = subprocess.run(
-        [str(repo / "env" / "install.sh"), str(venv), str(lock)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _install_sh(repo, venv, lock, wheels)
     assert proc.returncode == 0, proc.stderr
     version = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import demo_pkg; print(demo_pkg.VERSION)"],
@@ -180,13 +185,7 @@ def test_env_install_sh_installs_exactly_the_lock_and_refuses_a_wrong_hash(repo,
     assert version == "1.0" and (venv / "medlens.lock").read_text() == lock.read_text()
 
     lock.write_text(f"demo-pkg==2.0 \\\n    --hash=sha256:{digest}\n")  # a file that is not the one locked
-    proc = subprocess.run(
-        [str(repo / "env" / "install.sh"), str(tmp_path / "v2"), str(lock)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _install_sh(repo, tmp_path / "v2", lock, wheels)
     assert proc.returncode != 0 and "THESE PACKAGES DO NOT MATCH THE HASHES" in proc.stderr + proc.stdout
 
 
@@ -197,14 +196,7 @@ def test_env_install_sh_fails_on_a_broken_requirement_other_than_the_overridden_
     digest = hashlib.sha256(_wheel(wheels, "demo_pkg", "1.0", ("other-pkg<1",)).read_bytes()).hexdigest()
     lock = tmp_path / "requirements.lock"
     lock.write_text(f"demo-pkg==1.0 \\\n    --hash=sha256:{digest}\n")
-    env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
-    proc = subprocess.run(
-        [str(repo / "env" / "install.sh"), str(tmp_path / "venv"), str(lock)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _install_sh(repo, tmp_path / "venv", lock, wheels)
     assert proc.returncode != 0
     assert "pip check failed: demo-pkg 1.0 requires other-pkg" in proc.stderr
 
