@@ -8,11 +8,14 @@ that a renamed split folder or an unexpected suffix is counted instead of skippe
 from __future__ import annotations
 
 import filecmp
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from medlens.data.sources import RawRecord
 from medlens.data.sources.readers import files_under, is_junk, normalise_split, unsupported_image
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SPLITS", "split_of", "unread", "class_folder_images", "copy_not_read"]
 
@@ -48,7 +51,9 @@ def class_folder_images(
     ignore: Callable[[Path], bool] = lambda child: False,
 ) -> Iterator[tuple[str, Path] | RawRecord]:
     """``(split, image path)`` for each image of a class folder of a split folder of ``tree``; a rejected
-    record for every other file.
+    record for every other file. Where two folders name one split (``val/`` and ``validation/``) both are
+    read, less the files of the second that repeat the first's byte for byte (rejected as copies, so that no
+    image is in the split twice).
 
     Args:
         kind: what a class folder is called in messages (``class``, ``grade``).
@@ -56,8 +61,13 @@ def class_folder_images(
         modality: of the rejected records.
         ignore: a top-level entry that is no split folder and is not read on purpose (a copy of the tree).
     """
+    first_of: dict[str, Path] = {}  # split -> the first folder read for it
     for child in sorted(c for c in tree.iterdir() if not is_junk(c.name)):
         split = split_of(child)
+        if split is not None and first_of.setdefault(split, child) != child:
+            logger.warning(
+                "%s/ and %s/ are both read as the %s split", first_of[split].name, child.name, split
+            )
         if split is None:
             if ignore(child):
                 continue
@@ -83,8 +93,19 @@ def class_folder_images(
                 )
             elif bad := unsupported_image(path):
                 yield unread(path, tree, *bad, modality)
+            elif child != first_of[split] and (
+                copy := _same_bytes(path, first_of[split] / path.relative_to(child))
+            ):
+                yield unread(path, tree, *copy, modality)
             else:
                 yield split, path
+
+
+def _same_bytes(path: Path, twin: Path) -> tuple[str, str] | None:
+    """The rejection of ``path`` as a copy when ``twin`` holds the same bytes, else None."""
+    if path != twin and twin.is_file() and filecmp.cmp(path, twin, shallow=False):
+        return "copy: same bytes as its counterpart", f"same bytes as {twin}"
+    return None
 
 
 def copy_not_read(
@@ -110,8 +131,8 @@ def copy_not_read(
                 "copy: no counterpart",
                 f"{copy} is taken as a copy of {original}, which has no {twin.name}",
             )
-        elif filecmp.cmp(path, twin, shallow=False):
-            why = ("copy: same bytes as its counterpart", f"same bytes as {twin}")
+        elif same := _same_bytes(path, twin):
+            why = same
         else:
             why = ("copy: other bytes than its counterpart", f"{twin} has other bytes; {copy} is not read")
         yield unread(path, base, *why, modality)

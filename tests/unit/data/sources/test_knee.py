@@ -108,6 +108,20 @@ def test_a_second_copy_of_the_oai_tree_is_rejected_file_by_file(tmp_path):
     )
 
 
+def test_val_beside_validation_reads_both_but_no_image_twice(tmp_path):
+    # a tree with val/ and a validation/ copy of it read both: the same images twice in one split
+    fixture = knee.build_oai(tmp_path / "oai")
+    tree = fixture.root / "KneeXrayData"
+    shutil.copytree(tree / "val", tree / "validation")
+    Image.new("L", (32, 32), 140).save(tree / "validation" / "1" / "9009997L.png")  # only here: read
+    out = prepare(tmp_path, "knee", {"source": "path", "adapter": "knee_kl_oai", "path": str(fixture.root)})
+    val = [rel for rel in knee.OAI if rel.startswith("val/")]
+    assert set(out.rows) == set(knee.OAI) | {"validation/1/9009997L.png"}
+    assert out.rows["validation/1/9009997L.png"]["meta"]["official_split"] == "val"
+    copies = {rel.replace("val/", "validation/", 1): "copy: same bytes as its counterpart" for rel in val}
+    assert {k: r["reason"] for k, r in out.rejected.items()} == AUTO_TEST | copies
+
+
 def test_an_auto_test_that_is_not_a_copy_of_test_shows_what_differs(tmp_path):
     # auto_test/ was skipped unread on the strength of "it repeats test/"; a file that does not is named
     fixture = knee.build_oai(tmp_path / "oai")
