@@ -25,7 +25,17 @@ from packaging.utils import canonicalize_name
 
 from medlens.errors import ConfigError
 
-__all__ = ["LockDifferences", "read_lock", "installed_packages", "compare", "find_lock", "record", "main"]
+__all__ = [
+    "LockDifferences",
+    "read_lock",
+    "installed_packages",
+    "compare",
+    "find_lock",
+    "machine",
+    "describe_machine",
+    "record",
+    "main",
+]
 
 # installed by the environment itself, not by the lock: the installer and medlens (an editable install)
 _NOT_LOCKED = {"pip", "medlens"}
@@ -135,13 +145,56 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return fields
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def machine() -> dict[str, Any]:
+    """The machine a stage runs on. Training rounds differently from one CPU to another (torch picks its
+    float kernels by instruction set, and two machines sold as one kind differed: docs/benchmarks.md), so
+    a result names the CPU down to its family and model, and the kernels and threads torch used when torch
+    is loaded (it is not imported here: the environment check runs before anything else is)."""
+    cpu = _cpuinfo()
+    torch = sys.modules.get("torch")
+    cuda = torch is not None and torch.cuda.is_available()
+    ids = ("vendor_id", "cpu family", "model", "stepping")
+    return {
+        "host": platform.node() or None,
+        "cpu": cpu.get("model name") or platform.processor() or None,
+        "cpu_id": ", ".join(f"{k} {cpu[k]}" for k in ids if k in cpu) or None,
+        "cpu_count": os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability() if torch is not None else None,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+    }
+
+
+def describe_machine(m: dict[str, Any]) -> str:
+    """One line for a :func:`machine` record (``medlens info``)."""
+    text = f"{m.get('host') or 'unknown host'}: {m.get('cpu') or 'unknown CPU'}"
+    text += f" ({m['cpu_id']})" if m.get("cpu_id") else ""
+    if m.get("torch_cpu_capability"):
+        text += f", torch kernels {m['torch_cpu_capability']}, {m.get('torch_threads')} threads"
+    return text + (f"; {', '.join(m['gpus'])}" if m.get("gpus") else "")
+
+
 def record(lock: str | os.PathLike | None = None) -> dict[str, Any]:
     """The environment a stage runs in, for its output's metadata.
 
     Returns:
-        ``{"python", "platform", "lock", "lock_sha256", "matches_lock", "differences", "packages"}``:
-        ``packages`` is every installed distribution with its version; ``lock`` and ``lock_sha256`` are
-        None (and ``matches_lock`` False) when no lock can be found.
+        ``{"python", "platform", "machine", "lock", "lock_sha256", "matches_lock", "differences",
+        "packages"}``: ``machine`` is :func:`machine`; ``packages`` is every installed distribution with its
+        version; ``lock`` and ``lock_sha256`` are None (and ``matches_lock`` False) when no lock can be found.
     """
     path = Path(lock) if lock is not None else find_lock()
     installed = installed_packages()
@@ -149,6 +202,7 @@ def record(lock: str | os.PathLike | None = None) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "machine": machine(),
         "lock": None if path is None else str(path),
         "lock_sha256": None if path is None else _sha256(path),
         "matches_lock": differences is not None and not differences,

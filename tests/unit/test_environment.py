@@ -125,6 +125,17 @@ def test_this_environment_is_the_lock(repo, capsys):
     assert len(rec["lock_sha256"]) == 64
 
 
+def test_a_record_names_the_machine_down_to_the_cpu_model_and_torch_kernels(repo):
+    import torch
+
+    got = record(repo / "requirements.lock")["machine"]
+    assert got["cpu_count"] == os.cpu_count() and got["host"]
+    assert got["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert got["torch_threads"] == torch.get_num_threads() and got["gpus"] == []  # CPU-only CI
+    if os.path.exists("/proc/cpuinfo"):
+        assert "cpu family" in got["cpu_id"] and "model" in got["cpu_id"]
+
+
 def test_a_package_at_another_version_fails_the_check(repo, tmp_path, capsys):
     text = (repo / "requirements.lock").read_text()
     torch = installed_packages()["torch"]

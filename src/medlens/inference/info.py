@@ -15,7 +15,7 @@ from typing import Any
 
 from medlens import layout
 from medlens.config import dig
-from medlens.environment import LockDifferences
+from medlens.environment import LockDifferences, describe_machine
 from medlens.errors import ConfigError, DataError
 from medlens.io import read_json
 
@@ -291,6 +291,8 @@ def _environment_lines(environments: dict[str, Any]) -> list[str]:
             f"environment of {stage}: lock {rec.get('lock')} sha256 {str(rec.get('lock_sha256'))[:12]}, "
             f"Python {rec.get('python')}, {len(rec.get('packages') or {})} packages {state}"
         )
+        if rec.get("machine"):
+            lines.append(f"  ran on {describe_machine(rec['machine'])}")
         packages = packages or (stage, rec.get("packages"))
     if packages and packages[1]:
         lines.append(f"packages of {packages[0]}: " + ", ".join(f"{k}=={v}" for k, v in packages[1].items()))

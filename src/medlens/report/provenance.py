@@ -82,16 +82,6 @@ def git_state(repo: str | os.PathLike = _REPO) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
 def _memory_gib() -> float | None:
     try:
         pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
@@ -128,7 +118,8 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "host": platform.node() or None,
-        "cpu": _cpu_model(),
+        "cpu": rec["machine"]["cpu"],
+        "cpu_id": rec["machine"]["cpu_id"],
         "cpu_count": os.cpu_count(),
         "memory_gib": _memory_gib(),
         "gpus": _gpus(),
@@ -145,9 +136,8 @@ def stage_environment(output: Mapping[str, Any] | None) -> dict[str, Any] | None
     rec = (output or {}).get("environment")
     if not isinstance(rec, Mapping):
         return None
-    return {k: rec.get(k) for k in ("lock", "lock_sha256", "matches_lock", "differences", "python")} | {
-        "n_packages": len(rec.get("packages") or {})
-    }
+    keys = ("lock", "lock_sha256", "matches_lock", "differences", "python", "machine")
+    return {k: rec.get(k) for k in keys} | {"n_packages": len(rec.get("packages") or {})}
 
 
 def lock_warnings(report_env: Mapping[str, Any], experiments: Sequence[Mapping[str, Any]]) -> list[str]:

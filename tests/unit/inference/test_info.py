@@ -105,6 +105,10 @@ def test_info_names_each_stage_lock_and_every_package_that_produced_the_numbers(
     assert summary["environments"]["train_encoder"]["packages"]["torch"] == rec["packages"]["torch"]
     text = format_summary(summary)
     assert f"environment of train_encoder: lock {rec['lock']} sha256 {rec['lock_sha256'][:12]}" in text
+    machine = rec["machine"]
+    assert (
+        f"  ran on {machine['host']}: {machine['cpu']} ({machine['cpu_id']})" in text
+    )  # where numbers can move
     assert (
         "environment of evaluate_encoder: lock" in text
         and "DIFFERING FROM THE LOCK: numpy locked, not installed; kernels 1 installed, not in the lock"

@@ -286,6 +286,31 @@ def test_a_stage_from_another_lock_or_without_a_record_is_flagged(tmp_path, make
     assert "other: train_decoder recorded no environment" in page
 
 
+def test_each_stage_names_the_machine_it_ran_on(tmp_path, make_experiment, env_info):
+    # the demo's numbers moved between two AVX2 machines of one kind: a reader must see which one ran a stage
+    node = {
+        "host": "gpu-node-7",
+        "cpu": "AMD EPYC 9654",
+        "cpu_id": "vendor_id AuthenticAMD, cpu family 25, model 17, stepping 1",
+        "cpu_count": 32,
+        "torch_cpu_capability": "AVX512",
+        "torch_threads": 8,
+        "gpus": ["NVIDIA H200"],
+    }
+    files, config = make_experiment("m", environment={"machine": node})
+    Path(files["decoder"], "medlens.json").write_text("{}")  # a stage that recorded nothing
+    page = Path(render(tmp_path, env_info, {"m": (files, config)})["out_html"]).read_text()
+    table = re.search(r'<table id="stage-environments">(.*?)</table>', page, re.S).group(1)
+    row = re.search(r"<td class=\"text\">train_encoder</td>(.*?)</tr>", table, re.S).group(1)
+    assert (
+        "gpu-node-7: AMD EPYC 9654 (vendor_id AuthenticAMD, cpu family 25, model 17, stepping 1), "
+        "torch kernels AVX512, 8 threads; NVIDIA H200" in row
+    )
+    assert "not recorded" in re.search(r"<td class=\"text\">train_decoder</td>(.*?)</tr>", table, re.S).group(
+        1
+    )
+
+
 def test_the_real_environment_lists_every_installed_package_and_its_lock(repo):
     from medlens.environment import installed_packages
     from medlens.report.provenance import environment
