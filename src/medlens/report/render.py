@@ -16,6 +16,7 @@ import jinja2
 import yaml
 
 from medlens.config import dig
+from medlens.environment import describe_machine
 from medlens.io import atomic_path
 from medlens.report.claims import compare_claims, load_seed_claims
 from medlens.report.collect import collect_experiment
@@ -96,6 +97,7 @@ def _environment() -> jinja2.Environment:
     env.filters["fmt"] = _fmt
     env.filters["yaml"] = lambda obj: yaml.safe_dump(obj, sort_keys=False, width=100, allow_unicode=True)
     env.globals["dig"] = dig
+    env.filters["machine"] = describe_machine  # one wording for the report and medlens info
     return env
 
 
