@@ -11,7 +11,10 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
+import socket
+import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,14 +68,72 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale(final: Path, kind: str) -> None:
-    """Remove what killed medlens processes left for ``final``: ``.<name>.<kind>-<pid>`` whose process is gone.
+# <pid>@<host>, and under SLURM ~<job>.<restart count>; a bare <pid> is what medlens wrote before hosts were named
+_STAMP = re.compile(r"(\d+)(?:@([\w.-]+?))?(?:~(\d+)\.(\d+))?", re.ASCII)
+# the states of a SLURM job that has ended, so that none of its processes still writes (squeue --format %T)
+_SLURM_ENDED = {
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+    "REVOKED", "TIMEOUT",
+}  # fmt: skip
 
-    The hidden, pid-stamped names are medlens's own, so nothing a user made is ever matched.
+
+def _host() -> str:
+    return re.sub(r"[^\w.-]", "_", socket.gethostname(), flags=re.ASCII)
+
+
+def _stamp() -> str:
+    """Who writes a temporary: ``<pid>@<host>``, and in a SLURM job ``~<job id>.<restart count>``, so that a
+    job requeued or retried on another node knows its earlier run's leftovers from a live writer's."""
+    stamp = f"{os.getpid()}@{_host()}"
+    if job := os.environ.get("SLURM_JOB_ID"):
+        stamp += f"~{job}.{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    return stamp
+
+
+def _slurm_job_ended(job: str) -> bool:
+    """Whether SLURM says job ``job`` has ended (or has forgotten it); False when it cannot be asked."""
+    try:
+        done = subprocess.run(
+            ["squeue", "--noheader", "--jobs", job, "--format", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if done.returncode != 0:
+        return "invalid job id" in done.stderr.lower()  # purged: ended longer ago than MinJobAge
+    states = set(done.stdout.split())
+    return states <= _SLURM_ENDED  # none listed: neither pending nor running
+
+
+def _stale(stamp: str) -> bool:
+    """Whether the writer that stamped a temporary ``stamp`` is gone for sure."""
+    m = _STAMP.fullmatch(stamp)
+    if m is None:
+        return False  # not a name medlens gives
+    pid, host, job, restart = m.groups()
+    if job is not None:
+        if job == os.environ.get("SLURM_JOB_ID"):
+            # an earlier run of this very job: SLURM requeues a job only once that run has ended
+            if int(restart) < int(os.environ.get("SLURM_RESTART_COUNT", "0")):
+                return True
+        elif host != _host() and _slurm_job_ended(job):
+            return True  # another job's, on another node (a retry of a failed job): SLURM says it has ended
+    if host is None or host == _host():
+        return not _alive(int(pid))
+    return False  # another machine's process, which may be writing still
+
+
+def _remove_stale(final: Path, kind: str) -> None:
+    """Remove what killed medlens processes left for ``final``: ``.<name>.<kind>-<stamp>`` whose writer is gone
+    (:func:`_stale`).
+
+    The hidden, stamped names are medlens's own, so nothing a user made is ever matched.
     """
-    for stale in final.parent.glob(f".{glob.escape(final.name)}.{kind}-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+    prefix = f".{final.name}.{kind}-"
+    for stale in final.parent.glob(f"{glob.escape(prefix)}*"):
+        if _stale(stale.name[len(prefix) :]):
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
@@ -80,7 +141,7 @@ def _remove_stale(final: Path, kind: str) -> None:
 
 
 def moved_aside(path: str | os.PathLike) -> list[Path]:
-    """The previous versions of folder ``path`` that :func:`atomic_dir` moved aside (``.<name>.old-<pid>``)
+    """The previous versions of folder ``path`` that :func:`atomic_dir` moved aside (``.<name>.old-<stamp>``)
     and a kill kept it from removing, newest first: what a reader falls back on when ``path`` is gone."""
     path = Path(path)
     found = [
@@ -108,7 +169,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     with _write_faults(final):
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(final, "partial")
-    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    tmp = final.with_name(f".{final.name}.partial-{_stamp()}")
     try:
         with _write_faults(final):
             yield tmp
@@ -120,15 +181,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Build a folder as ``.<name>.partial-<pid>`` and rename it to ``path`` when the block succeeds.
+    """Build a folder as ``.<name>.partial-<stamp>`` and rename it to ``path`` when the block succeeds.
 
     An existing ``path`` is replaced only after the new folder is complete: it is moved aside to
-    ``.<name>.old-<pid>`` (:func:`moved_aside` finds it if a kill comes between the two renames) and removed.
-    Only these hidden, pid-stamped names are ever removed, and only once their process is gone: a
-    ``<name>.partial`` or ``<name>.old`` beside the output is someone else's and stays.
+    ``.<name>.old-<stamp>`` (:func:`moved_aside` finds it if a kill comes between the two renames) and
+    removed. The stamp names the process, its host and its SLURM job (:func:`_stamp`). Only these hidden,
+    stamped names are ever removed, and only once their writer is gone for sure: its process ended on this
+    host, or SLURM says its job has ended (a job requeued or retried on another node). A ``<name>.partial``
+    or ``<name>.old`` beside the output is someone else's and stays.
     """
     final = Path(path)
-    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    tmp = final.with_name(f".{final.name}.partial-{_stamp()}")
     with _write_faults(final):
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(final, "partial")
@@ -142,7 +205,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = final.with_name(f".{final.name}.old-{_stamp()}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
         os.replace(tmp, final)

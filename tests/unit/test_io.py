@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -70,6 +71,70 @@ def test_a_folder_output_removes_only_what_killed_medlens_writers_left(tmp_path)
     assert all((folder / "KEEP.txt").read_text() == "notes" for folder in mine.values())
     assert not any(folder.exists() for folder in dead.values()) and live.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, *mine, live.name])
+
+
+def _leftovers(folder: Path, stamps: dict[str, str]) -> dict[str, Path]:
+    made = {}
+    for what, stamp in stamps.items():
+        made[what] = folder / f".ckpt.partial-{stamp}"
+        made[what].mkdir()
+    return made
+
+
+def test_a_job_requeued_on_another_node_removes_its_earlier_runs_temporaries_and_no_live_writers(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(mio.socket, "gethostname", lambda: "node-b.cluster")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    monkeypatch.setenv("PATH", "/nonexistent")  # squeue is not asked about this job: its restart count says
+    live = os.getppid()  # a pid that runs here, as the earlier run's may by chance
+    left = _leftovers(
+        tmp_path,
+        {
+            "earlier run": f"{live}@node-a.cluster~77.1",
+            "first run": f"{live}@node-c.cluster~77.0",
+            "this run, another node": f"{live}@node-a.cluster~77.2",  # a rank of this very run
+            "no job, another node": f"{live}@node-a.cluster",  # nobody can tell
+            "dead, this node": "999999999@node-b.cluster",
+            "alive, this node": f"{live}@node-b.cluster",
+        },
+    )
+    with mio.atomic_dir(tmp_path / "ckpt") as tmp:
+        assert tmp.name == f".ckpt.partial-{os.getpid()}@node-b.cluster~77.2"
+    kept = {what for what, folder in left.items() if folder.exists()}
+    assert kept == {"this run, another node", "no job, another node", "alive, this node"}
+
+
+def test_a_failed_jobs_temporaries_on_another_node_go_once_slurm_says_it_has_ended(tmp_path, monkeypatch):
+    """Snakemake retries a failed job as a new job, maybe on another node: squeue says whether the old one ended."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    squeue = bin_dir / "squeue"
+    squeue.write_text(
+        "#!/bin/sh\n"
+        'case "$3" in\n'
+        "  41) echo COMPLETED ;;\n"  # still in slurmctld's memory
+        "  42) echo RUNNING ;;\n"
+        "  43) echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1 ;;\n"  # purged long ago
+        "  44) echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1 ;;\n"
+        "  45) ;;\n"  # listed in no state the default filter shows
+        "esac\n"
+    )
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(mio.socket, "gethostname", lambda: "node-b")
+    monkeypatch.setenv("SLURM_JOB_ID", "50")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    left = _leftovers(tmp_path, {job: f"123@node-a~{job}.0" for job in ("41", "42", "43", "44", "45")})
+    with mio.atomic_dir(tmp_path / "ckpt") as tmp:
+        (tmp / "state.json").write_text("{}")
+    assert {job for job, folder in left.items() if folder.exists()} == {"42", "44"}
+    monkeypatch.setenv("PATH", "/nonexistent")  # no squeue on the node: nothing another node wrote is touched
+    left = _leftovers(tmp_path, {"41": "123@node-a~41.0"})
+    with mio.atomic_dir(tmp_path / "ckpt"):
+        pass
+    assert left["41"].is_dir()
 
 
 def test_a_name_with_glob_characters_matches_only_its_own_temporaries(tmp_path):
