@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from medlens import __version__
 from medlens.errors import MedlensError
-from medlens.io import atomic_dir, moved_aside, sha256_file
+from medlens.io import atomic_dir, moved_aside, sha256_file, write_json
 
 __all__ = [
     "TrainState",
@@ -291,9 +291,5 @@ def claim_trainer_checkpoints(
         for folder in checkpoints:
             shutil.rmtree(folder, ignore_errors=True)
     (ckpt_dir / "metrics.csv").unlink(missing_ok=True)
-    tmp = run_path.with_name(f"run.json.{os.getpid()}")
-    tmp.write_text(
-        json.dumps({"config": config, "config_sha256": config_hash(config)}, indent=1, sort_keys=True)
-    )
-    os.replace(tmp, run_path)
+    write_json({"config": config, "config_sha256": config_hash(config)}, run_path, indent=1)
     return False
