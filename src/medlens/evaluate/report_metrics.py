@@ -25,6 +25,7 @@ green          GREEN (radeval's copy of the GREEN package), opt-in: a 7B model c
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,9 @@ def _mean_ci(values: np.ndarray, n_resamples: int, seed: int) -> dict[str, Any]:
 
 
 def _bertscore(refs: list[str], hyps: list[str], device: str) -> np.ndarray:
+    # CXR-Report-Metric (add_bertscore_col) collapses runs of spaces in both reports before scoring: two spaces
+    # are one more RoBERTa token, which moves the score
+    refs, hyps = [re.sub(r" +", " ", t) for t in refs], [re.sub(r" +", " ", t) for t in hyps]
     scorer = radeval_module("radeval.metrics.bertscore._vendor").BERTScorer(
         model_type="distilroberta-base",
         num_layers=5,
