@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -254,13 +254,28 @@ def multiclass_scores(
     return result
 
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans(string.punctuation, " " * len(string.punctuation))
+_ARTICLES = frozenset({"a", "an", "the"})
+# the VQA evaluation's number words (its manualMap, which LLaVA-Med's glossary.py copies): "two" scores as "2"
+_NUMBER_WORDS = {
+    "none": "0",
+    "zero": "0",
+    **{
+        w: str(i)
+        for i, w in enumerate(
+            ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"], 1
+        )
+    },
+}
+_DIGIT_COMMA = re.compile(r"(?<=\d),(?=\d)")  # 1,000 -> 1000, as the VQA evaluation's commaStrip
+# punctuation becomes a space, except a decimal point between digits (2.5 stays 2.5, as the VQA evaluation keeps it)
+_PUNCTUATION = re.compile(r"(?!(?<=\d)\.(?=\d))[" + re.escape(string.punctuation) + "]")
 
 
 def normalize_answer(text: str) -> str:
-    """Lower case, punctuation as spaces, no articles, single spaces (as the VQA evaluation normalises)."""
-    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
+    """Lower case, punctuation as spaces, no articles, number words as digits, single spaces (the VQA
+    evaluation's normalisation, which LLaVA-Med's med-VQA evaluation applies to both answers)."""
+    words = _PUNCTUATION.sub(" ", _DIGIT_COMMA.sub("", text.lower())).split()
+    return " ".join(_NUMBER_WORDS.get(w, w) for w in words if w not in _ARTICLES)
 
 
 def _answer_scores(references: list[str], answers: list[str], closed: list[bool]) -> dict[str, Any]:
@@ -277,10 +292,19 @@ def _answer_scores(references: list[str], answers: list[str], closed: list[bool]
 
 
 def _token_recall(reference: str, answer: str) -> float:
-    """Share of the reference answer's words that the answer contains (LLaVA-Med's open-question recall)."""
-    ref = normalize_answer(reference).split()
-    got = set(normalize_answer(answer).split())
-    return sum(w in got for w in ref) / len(ref) if ref else float(not got)
+    """LLaVA-Med's open-question recall (``calculate_f1score`` in its ``llava/eval/eval_metrics``): over the
+    distinct words, TP counts the answer's occurrences of the words both share and FN the reference's
+    occurrences of the words the answer lacks; recall = TP / (TP + FN), 0 when either text is empty.
+
+    Hand-written: LLaVA-Med's evaluation is not a package. Its counting differs from a plain share of the
+    reference's words when words repeat ("left lung" against "left lung, right lung" is 2/3, not 3/4).
+    """
+    ref, got = Counter(normalize_answer(reference).split()), Counter(normalize_answer(answer).split())
+    if not ref or not got:
+        return 0.0
+    tp = sum(n for w, n in got.items() if w in ref)
+    fn = sum(n for w, n in ref.items() if w not in got)
+    return tp / (tp + fn)
 
 
 def vqa_scores(
@@ -326,10 +350,12 @@ def vqa_scores(
         for name, idx in sorted(groups.items())
     }
     result["protocol"] = {
-        "normalisation": "lower case, punctuation as spaces, articles removed, whitespace collapsed",
+        "normalisation": "lower case, punctuation as spaces (a decimal point between digits kept), articles "
+        "removed, number words zero to ten and 'none' as digits, whitespace collapsed (the VQA evaluation's)",
         "closed_accuracy": "exact match of the normalised answer, questions SLAKE marks CLOSED",
         "open_accuracy": "exact match of the normalised answer, questions SLAKE marks OPEN",
-        "open_recall": "share of the reference answer's words present in the answer (LLaVA-Med)",
+        "open_recall": "LLaVA-Med's token recall: TP / (TP + FN) over distinct words, TP counting the "
+        "answer's occurrences of shared words, FN the reference's of missing ones",
         "ci": f"95 % percentile bootstrap over questions, {n_resamples} resamples, seed {seed}",
     }
     return result

@@ -11,8 +11,9 @@ bertscore      BERTScore F1 (radeval's copy of bert-score): distilroberta-base, 
 chexbert       CheXbert F1, CheXpert-14 and -5, micro and macro: medlens's clinical efficacy with the
                published CheXbert weights (StanfordAIMI/RRG_scorers chexbert.pth) as the labeler
 sembscore      SembScore: cosine similarity of the CheXbert [CLS] embeddings of the two reports
-radgraph       RadGraph F1 (radeval's copy of the radgraph package, RadGraph-XL): simple, partial (the headline, as ReXrank
-               reports it) and complete rewards
+radgraph       RadGraph F1 (radeval's copy of the radgraph package, RadGraph-XL): simple, partial (the headline)
+               and complete rewards. ReXrank's RadGraph column is another number: the mean of entity and
+               relation F1 with the original RadGraph model, RadCliQ's feature (``radcliq.features.radgraph``)
 radcliq        RadCliQ-v1 (lower is better): CXR-Report-Metric's linear combination of RadGraph
                (entities and relations, the original RadGraph model), BERTScore, SembScore and BLEU-2
 ratescore      RaTEScore (radeval's copy of the RaTEScore package): entity-aware similarity
@@ -24,6 +25,7 @@ green          GREEN (radeval's copy of the GREEN package), opt-in: a 7B model c
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,9 @@ def _mean_ci(values: np.ndarray, n_resamples: int, seed: int) -> dict[str, Any]:
 
 
 def _bertscore(refs: list[str], hyps: list[str], device: str) -> np.ndarray:
+    # CXR-Report-Metric (add_bertscore_col) collapses runs of spaces in both reports before scoring: two spaces
+    # are one more RoBERTa token, which moves the score
+    refs, hyps = [re.sub(r" +", " ", t) for t in refs], [re.sub(r" +", " ", t) for t in hyps]
     scorer = radeval_module("radeval.metrics.bertscore._vendor").BERTScorer(
         model_type="distilroberta-base",
         num_layers=5,
@@ -274,7 +279,7 @@ _SOURCES = {
     "chexbert": "CheXbert (Smit et al. 2020) weights StanfordAIMI/RRG_scorers chexbert.pth labelling both reports; "
     "F1 over CheXpert-14 and -5 (medlens.evaluate.clinical)",
     "sembscore": "cosine similarity of CheXbert's [CLS] embeddings of the two reports (CXR-Report-Metric)",
-    "radgraph": "radeval's copy of radgraph 0.1.18 (patched for transformers 5), F1RadGraph, RadGraph-XL; rewards simple, partial, complete (ReXrank: partial)",
+    "radgraph": "radeval's copy of radgraph 0.1.18 (patched for transformers 5), F1RadGraph, RadGraph-XL; rewards simple, partial, complete; ReXrank's RadGraph is radcliq's radgraph feature instead",
     "radcliq": "RadCliQ-v1 (Yu et al. 2023): CXR-Report-Metric's normaliser and linear model over RadGraph "
     "(entity and relation F1, original RadGraph), BERTScore, SembScore, BLEU-2 (radeval's Bleu)",
     "ratescore": "RaTEScore (Zhao et al. 2024), radeval's copy (radeval.metrics.RaTEScore)",

@@ -2,12 +2,17 @@
 
 ReXrank (rajpurkarlab/ReXrank, ``example_files/prediction.json``) takes one JSON object keyed by study id,
 each entry with the study's images (``image_path``, ``key_image_path``), its ``split`` and the model's
-report as ``model_prediction``; its evaluation reads the ground truth from its own copy of the test set
-(``section_findings``, ``section_impression``). medlens scores one image at a time, so a study evaluated
+report as ``model_prediction``. Its evaluation (``example_files/evaluation_script.md``) reads the ground truth
+from the same entry, as ``"Findings: {section_findings} Impression: {section_impression}"``, so each entry
+carries the reference's two sections as the source split them (MIMIC-CXR and IU X-ray's Kaggle form; a
+missing section is null, as in ReXrank's own files). Where the source gives no sections (IU X-ray's R2Gen
+form, a report prepared before medlens kept them) the two keys are left out, and a warning says so,
+rather than a guessed split. medlens scores one image at a time, so a study evaluated
 through several images gets the generation of one key image: a frontal view (PA before AP) when the view
 is known, else the first image by id, and the entry says which. Study ids are the sources' own (MIMIC-CXR
-``study_id``, IU X-ray's R2Gen ``CXR<uid>_IM-<n>``), the keys ReXrank's test files use. Only chest
-radiograph reports are exported: VQA answers, knee and skin texts have no ReXrank track.
+``study_id``, IU X-ray's R2Gen ``CXR<uid>_IM-<n>``), the keys ReXrank's test files use (IU X-ray's Kaggle
+form keys by its uid, which they do not). Only chest radiograph reports are exported: VQA answers, knee and
+skin texts have no ReXrank track.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def rexrank_submission(generations: list[dict[str, Any]], pairs: str | os.PathLi
     Raises:
         DataError: when a generated id is not in the pairs table, or two datasets share a study id.
     """
-    columns = ["dataset", "study_id", "modality", "view", "text", "text_source", "split"]
+    columns = ["dataset", "study_id", "modality", "view", "text", "text_source", "split", "meta"]
     rows = pair_rows(pairs, columns, {g["id"] for g in generations})
     studies: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
     owner: dict[str, str] = {}
@@ -75,7 +80,7 @@ def rexrank_submission(generations: list[dict[str, Any]], pairs: str | os.PathLi
                 row=g["id"],
             )
         studies[study].append((g, row))
-    out = {}
+    out, unsectioned = {}, []
     for study, members in sorted(studies.items()):
         members.sort(key=lambda m: (_VIEW_ORDER.get((m[1]["view"] or "").upper(), 2), m[0]["id"]))
         key, key_row = members[0]
@@ -88,7 +93,38 @@ def rexrank_submission(generations: list[dict[str, Any]], pairs: str | os.PathLi
             "report": key_row["text"],
             "model_prediction": key["generated"],
         }
+        sections = _sections(key_row, pairs)
+        if sections is None:
+            unsectioned.append(study)
+        else:
+            out[study] |= {f"section_{n}": sections.get(n) for n in ("findings", "impression")}
+    if unsectioned:
+        logger.warning(
+            "ReXrank export: %d of %d studies have no findings/impression sections from their source (e.g. %s); "
+            "their entries lack section_findings and section_impression, which ReXrank's evaluation reads",
+            len(unsectioned),
+            len(out),
+            unsectioned[0],
+        )
     return out
+
+
+def _sections(row: dict[str, Any], pairs: str | os.PathLike) -> dict[str, str] | None:
+    """The reference's ``{"findings", "impression"}`` texts its source recorded in ``meta``, else None."""
+    try:
+        sections = json.loads(row["meta"] or "{}").get("sections")
+    except (json.JSONDecodeError, AttributeError):
+        raise DataError("meta is not a JSON object", file=str(pairs), row=row["id"]) from None
+    if sections is None:
+        return None
+    if not isinstance(sections, dict) or not all(isinstance(v, str) for v in sections.values()):
+        raise DataError(
+            "meta.sections is not an object of section texts",
+            file=str(pairs),
+            row=row["id"],
+            expected='{"findings": "...", "impression": "..."}',
+        )
+    return sections
 
 
 def export_rexrank(

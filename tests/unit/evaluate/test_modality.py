@@ -92,12 +92,28 @@ def test_vqa_closed_and_open_accuracy_with_recall_by_category():
     s = vqa_scores(refs, answers, types, cats, n_resamples=100)
     assert s["closed_accuracy"]["value"] == 0.5
     assert s["open_accuracy"]["value"] == pytest.approx(1 / 3)
-    assert s["open_recall"]["value"] == pytest.approx(
-        (1 + 0.75 + 0) / 3
-    )  # "left lung" holds 3 of "left lung right lung"'s 4 words
+    # LLaVA-Med's recall of "left lung" against "left lung right lung": TP 2 (left, lung once each in the
+    # answer), FN 1 (right): 2/3, not the 3 of 4 reference words a plain share would give
+    assert s["open_recall"]["value"] == pytest.approx((1 + 2 / 3 + 0) / 3)
     assert s["by_category"]["Abnormality"]["closed_accuracy"] == 0.5
     assert s["by_category"]["Organ"]["open_accuracy"] == 1.0
     assert normalize_answer("  The Left-Lung. ") == "left lung"
+
+
+def test_vqa_answers_are_normalised_and_recalled_as_llava_meds_evaluation_does():
+    """The VQA evaluation's number words and decimals, and LLaVA-Med's recall counting (its
+    ``llava/eval/eval_metrics``: ``normalize_word``, ``calculate_f1score``), worked by hand."""
+    assert normalize_answer("Two.") == normalize_answer("2") == "2"
+    assert normalize_answer("None") == "0" and normalize_answer("no") == "no"
+    assert normalize_answer("2.5 cm, 1,000") == "2.5 cm 1000"
+    s = vqa_scores(
+        ["2", "Two kidneys", "right lung"], ["two", "2 kidneys", "lung lung lung"], ["OPEN"] * 3, [None] * 3
+    )
+    assert s["open_accuracy"]["value"] == pytest.approx(
+        2 / 3
+    )  # "two" and "2 kidneys" match, "lung lung lung" does not
+    # "lung lung lung" against "right lung": TP counts the answer's three "lung", FN the missing "right"
+    assert s["by_category"]["unspecified"]["open_recall"] == pytest.approx((1 + 1 + 3 / 4) / 3)
 
 
 def test_each_modality_is_scored_its_own_way_and_the_chest_labeler_only_reads_chest_reports():

@@ -172,6 +172,25 @@ def test_a_package_that_cannot_run_here_is_reported_with_its_import_error(monkey
     assert reason.startswith("its package cannot be imported here") and scores == {}
 
 
+def test_bertscore_collapses_runs_of_spaces_as_cxr_report_metric_does(monkeypatch):
+    """CXR-Report-Metric's add_bertscore_col scores re.sub(r' +', ' ', report) on both sides (newlines kept)."""
+    import torch
+
+    seen = {}
+
+    class Scorer:
+        def __init__(self, **kwargs):
+            pass
+
+        def score(self, cands, refs, **kwargs):
+            seen.update(cands=cands, refs=refs)
+            return None, None, torch.zeros(len(cands))
+
+    monkeypatch.setattr(rm, "radeval_module", lambda name: type("M", (), {"BERTScorer": Scorer}))
+    rm._bertscore(["No  effusion.\nClear   lungs."], ["Mild   edema.  "], "cpu")
+    assert seen == {"cands": ["Mild edema. "], "refs": ["No effusion.\nClear lungs."]}
+
+
 # ------------------------------------------------------------------ fetched, then scored offline
 REFERENCES = [
     "No acute cardiopulmonary process.",

@@ -13,7 +13,7 @@ from medlens.errors import DataError
 from medlens.evaluate.rexrank import export_rexrank, read_generations
 
 
-def _row(rid, study, view, *, modality="chest_xray", text_source="report", dataset="iu"):
+def _row(rid, study, view, *, modality="chest_xray", text_source="report", dataset="iu", meta="{}"):
     return {
         "id": f"{dataset}/{rid}",
         "dataset": dataset,
@@ -27,7 +27,7 @@ def _row(rid, study, view, *, modality="chest_xray", text_source="report", datas
         "text": f"reference of {study}",
         "text_source": text_source,
         "labels": [],
-        "meta": "{}",
+        "meta": meta,
         "split": "test",
     }
 
@@ -79,3 +79,44 @@ def test_a_study_id_shared_by_two_datasets_and_a_bad_line_are_errors(tmp_path):
         read_generations(generations)
     assert "not JSON" in str(err.value)
     assert not (tmp_path / "out.json").exists()
+
+
+def test_entries_carry_the_reference_sections_rexranks_evaluation_reads(tmp_path, caplog):
+    """ReXrank's evaluation (example_files/evaluation_script.md) builds its ground truth from each entry's
+    section_findings and section_impression; a source without sections gets neither key and a warning."""
+    sections = json.dumps({"sections": {"findings": "No effusion.", "impression": "Normal chest."}})
+    only_impression = json.dumps({"sections": {"impression": "Normal chest."}})
+    rows = [
+        _row("s1/a.jpg", "50051329", "PA", meta=sections),
+        _row("s2/b.jpg", "53492798", "AP", meta=only_impression),
+        _row("r2gen/0.png", "CXR9_IM-9", None),  # no sections recorded
+    ]
+    pairs = tmp_path / "pairs.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), pairs)
+    generations = tmp_path / "g.jsonl"
+    generations.write_text("".join(json.dumps({"id": r["id"], "generated": "x"}) + "\n" for r in rows))
+    export_rexrank(generations, pairs, tmp_path / "out.json")
+    got = json.loads((tmp_path / "out.json").read_text())
+    ground_truth = {  # as ReXrank's split_json writes it
+        k: f"Findings: {e['section_findings']} Impression: {e['section_impression']}"
+        for k, e in got.items()
+        if "section_findings" in e
+    }
+    assert (
+        ground_truth
+        == {
+            "50051329": "Findings: No effusion. Impression: Normal chest.",
+            "53492798": "Findings: None Impression: Normal chest.",  # a missing section is null, as ReXrank's files
+        }
+    )
+    assert "section_impression" not in got["CXR9_IM-9"]
+    assert "1 of 3 studies have no findings/impression sections" in caplog.text
+    pq.write_table(
+        pa.Table.from_pylist(
+            [_row("x.png", "S", "PA", meta='{"sections": "No effusion."}')], schema=PAIRS_SCHEMA
+        ),
+        pairs,
+    )
+    generations.write_text(json.dumps({"id": "iu/x.png", "generated": "x"}) + "\n")
+    with pytest.raises(DataError, match="meta.sections"):
+        export_rexrank(generations, pairs, tmp_path / "bad.json")

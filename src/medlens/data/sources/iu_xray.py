@@ -143,6 +143,10 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             "native_labels": natives,
             "uid": uid,
             "report_sections": sections,
+            "sections": {  # the sections apart, for ReXrank's export
+                n: " ".join(report.get(n, "").split()) for n in sections if n in ("findings", "impression")
+            }
+            or None,
             "mesh": [x.strip() for x in report.get("MeSH", "").split(";") if x.strip()],
             "indication": report.get("indication") or None,
             "comparison": report.get("comparison") or None,

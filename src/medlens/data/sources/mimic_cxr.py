@@ -37,7 +37,7 @@ from medlens.data.sources.readers import (
 )
 from medlens.errors import DataError
 
-__all__ = ["split_sections", "report_text", "parse_study_time"]
+__all__ = ["split_sections", "section_texts", "report_text", "parse_study_time"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,20 +87,26 @@ def split_sections(report: str) -> list[tuple[str, str]]:
     return sections
 
 
+def section_texts(report: str) -> dict[str, str]:
+    """``{"findings": ..., "impression": ...}`` of a MIMIC-CXR report, whitespace collapsed, the non-empty ones
+    in that order (ReXrank's ``section_findings`` and ``section_impression``)."""
+    found: dict[str, str] = {}
+    for name, text in split_sections(report):
+        if name in ("findings", "impression") and text.strip():
+            found[name] = " ".join(text.split())  # a later section of the same kind wins
+    return {n: found[n] for n in ("findings", "impression") if n in found}
+
+
 def report_text(report: str) -> tuple[str, list[str]]:
     """FINDINGS then IMPRESSION of a MIMIC-CXR report; the last paragraph when it has neither.
 
     Returns:
         (text with whitespace collapsed, names of the sections used).
     """
-    found: dict[str, str] = {}
+    found = section_texts(report)
+    if found:
+        return " ".join(found.values()), list(found)
     sections = split_sections(report)
-    for name, text in sections:
-        if name in ("findings", "impression") and text.strip():
-            found[name] = " ".join(text.split())  # a later section of the same kind wins
-    used = [n for n in ("findings", "impression") if n in found]
-    if used:
-        return " ".join(found[n] for n in used), used
     paragraphs = [p for p in re.split(r"\n\s*\n", sections[-1][1]) if p.strip()]
     if len(paragraphs) > 1:
         return " ".join(paragraphs[-1].split()), ["last_paragraph"]
@@ -188,7 +194,7 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         elif reject is None and study in label_conflicts:
             reject, detail = "conflicting label rows", label_conflicts[study]
         reject = reject or frontal_filter(cfg.frontal_only, view)
-        text, sections, report_path = report or ("", [], "")
+        text, sections, report_path, section_text = report or ("", [], "", {})
         values, label_ref = labels_of.get(study, ({}, ""))
         decoded = chexpert_values(values, label_cols, cfg.uncertain_policy)
         if reject is None and decoded.invalid:
@@ -201,6 +207,7 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             "study_id": study,
             "report": report_path,
             "report_sections": sections,
+            "sections": section_text or None,  # the sections apart, for ReXrank's export
             "view_position": row.get(metadata.column("ViewPosition")) or None,
             "procedure": row.get(metadata.column("PerformedProcedureStepDescription")) or None,
             "study_date": row.get(metadata.column("StudyDate")) or None,
@@ -267,11 +274,14 @@ def _by_key(table: CsvTable, key: str, value) -> tuple[dict, dict[str, str]]:
     return out, conflicts
 
 
-def _read_report(roots: list[Path], subject: str, study: str) -> tuple[str, list[str], str] | None:
+def _read_report(
+    roots: list[Path], subject: str, study: str
+) -> tuple[str, list[str], str, dict[str, str]] | None:
+    """(text, sections used, report file, the text of each section used) of a study's report."""
     for base in roots:
         path = _study_path(base, subject, study).with_suffix(".txt")
         if path.is_file():
-            raw = path.read_bytes().decode("utf-8", errors="replace")
-            text, sections = report_text("\n" + raw)  # headers are matched after a newline
-            return text, sections, str(path)
+            raw = "\n" + path.read_bytes().decode("utf-8", errors="replace")  # headers match after a newline
+            text, sections = report_text(raw)
+            return text, sections, str(path), section_texts(raw)
     return None

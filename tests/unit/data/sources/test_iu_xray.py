@@ -21,6 +21,9 @@ def test_kaggle_form_one_row_per_image_with_the_study_report(tmp_path):
         row = out.rows[name]
         labels, sections = iu_xray.KAGGLE_EXPECTED[uid]
         assert row["labels"] == labels and row["meta"]["report_sections"] == sections, name
+        # each section apart, for ReXrank's section_findings / section_impression
+        assert list(row["meta"]["sections"]) == sections, name
+        assert " ".join(row["meta"]["sections"].values()) == row["text"], name
         assert row["patient_id"] == uid and row["text_source"] == "report"
         assert row["view"] == ("FRONTAL" if projection == "Frontal" else "LATERAL")
     report_1 = out.rows["1_IM-0001-4001.dcm.png"]["text"]

@@ -29,6 +29,11 @@ def test_every_image_is_a_row_with_its_study_report_patient_and_split(tmp_path, 
         row = out.rows[dicom]
         text, sections = mimic.EXPECTED_TEXT[study]
         assert row["text"] == text and row["meta"]["report_sections"] == sections, study
+        if sections == ["last_paragraph"]:  # no sections to give ReXrank's export
+            assert "sections" not in row["meta"], study
+        else:  # each section apart, for ReXrank's section_findings / section_impression
+            assert list(row["meta"]["sections"]) == sections, study
+            assert " ".join(row["meta"]["sections"].values()) == text, study
         assert (row["patient_id"], row["study_id"], row["view"]) == (subject, study, view)
         assert row["text_source"] == "report"
     splits = {d: out.rows[d]["meta"]["official_split"] for d in mimic.IMAGES}
