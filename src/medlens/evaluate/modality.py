@@ -212,14 +212,15 @@ def multiclass_scores(
     from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
     y_true, y_pred = _indices(truth, classes), _indices(predicted, classes)
-    present = sorted(set(y_true.tolist()) - {-1})
 
     def balanced(t: np.ndarray, p: np.ndarray) -> float:
         # recall averaged over the classes present in this resample (sklearn's definition)
         return balanced_accuracy_score(t, p) if len(np.unique(t)) > 1 else float("nan")
 
     def macro_f1(t: np.ndarray, p: np.ndarray) -> float:
-        return f1_score(t, p, labels=present, average="macro", zero_division=0)
+        # over the classes present in this resample, as balanced accuracy: a resample that lacks a rare class
+        # would otherwise score it 0 and pull the interval below every value the data can give
+        return f1_score(t, p, labels=np.unique(t[t >= 0]), average="macro", zero_division=0)
 
     result: dict[str, Any] = {
         "n": len(y_true),

@@ -84,6 +84,15 @@ def test_multiclass_scores_balanced_accuracy_and_one_vs_rest_auc():
     assert "auc_one_vs_rest" not in multiclass_scores(truth, predicted, classes, n_resamples=20)
 
 
+def test_macro_f1_interval_averages_the_classes_each_resample_holds():
+    """One melanoma in 40, diagnosed right like every other row: every resample's macro-F1 is 1."""
+    classes = MODALITY_TASKS["dermatology"][1]
+    truth = [classes[0]] * 20 + [classes[1]] * 19 + [classes[2]]
+    s = multiclass_scores(truth, truth, classes, n_resamples=200)
+    assert s["macro_f1"]["value"] == 1.0
+    assert s["macro_f1"]["ci_low"] == 1.0 and s["macro_f1"]["ci_high"] == 1.0
+
+
 def test_vqa_closed_and_open_accuracy_with_recall_by_category():
     refs = ["Yes", "No", "Lung", "Left lung, right lung", "CT"]
     answers = ["yes.", "Yes", "the lung", "left lung", "MRI"]
