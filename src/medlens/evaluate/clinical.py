@@ -112,14 +112,17 @@ def micro_f1(ref: np.ndarray, gen: np.ndarray, axis: int | tuple[int, ...]) -> n
     return _f1(*_counts(ref, gen, axis=axis))
 
 
-def _set_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Micro and macro F1 over the last axis (labels) of count arrays; NaN where undefined."""
+def _set_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Micro F1, macro F1 over the labels that occur, and macro F1 over every label (one absent from both
+    sides as 0, sklearn's ``classification_report``), over the last axis (labels) of count arrays; NaN
+    where undefined."""
     micro = _f1(tp.sum(axis=-1), fp.sum(axis=-1), fn.sum(axis=-1))
     per_label = _f1(tp, fp, fn)
     defined = ~np.isnan(per_label)
     with np.errstate(invalid="ignore", divide="ignore"):
         macro = np.where(defined.any(axis=-1), np.nansum(per_label, axis=-1) / defined.sum(axis=-1), np.nan)
-    return micro, macro
+    macro_all = np.nansum(per_label, axis=-1) / per_label.shape[-1]
+    return micro, macro, macro_all
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -177,14 +180,16 @@ def _label_set(
 ) -> dict[str, Any]:
     r, g = ref[:, cols], gen[:, cols]
     tp, fp, fn = _counts(r, g, axis=0)
-    micro, macro = _set_scores(tp, fp, fn)
-    dist_micro, dist_macro = [], []
+    micro, macro, macro_all = _set_scores(tp, fp, fn)
+    dist_micro, dist_macro, dist_all = [], [], []
     for idx in resample_indices(len(r), n_resamples, seed):
-        m, M = _set_scores(*_counts(r[idx], g[idx], axis=1))
+        m, M, A = _set_scores(*_counts(r[idx], g[idx], axis=1))
         dist_micro.append(m)
         dist_macro.append(M)
+        dist_all.append(A)
     micro_ci = percentile_ci(np.concatenate(dist_micro), alpha)
     macro_ci = percentile_ci(np.concatenate(dist_macro), alpha)
+    all_ci = percentile_ci(np.concatenate(dist_all), alpha)
     names = [FINDINGS[c] for c in cols]
     averaged = [n for n, f in zip(names, _f1(tp, fp, fn), strict=True) if not np.isnan(f)]
     return {
@@ -204,6 +209,12 @@ def _label_set(
             "n_skipped_resamples": macro_ci[2],
             "labels": averaged,
         },
+        "macro_all": {
+            "f1": float(macro_all),
+            "ci_low": all_ci[0],
+            "ci_high": all_ci[1],
+            "n_skipped_resamples": all_ci[2],
+        },
         "exact_match": float((r == g).all(axis=1).mean()),
     }
 
@@ -214,6 +225,7 @@ def _empty_set(cols: list[int]) -> dict[str, Any]:
         "labels": [FINDINGS[c] for c in cols],
         "micro": {"precision": None, "recall": None, **none},
         "macro": {**none, "labels": []},
+        "macro_all": dict(none),
         "exact_match": None,
     }
 
@@ -244,7 +256,8 @@ def clinical_efficacy(
         {"precision", "recall", "f1", "ci_low", "ci_high", "support", "n_generated", "tp", "fp", "fn", "n_uncertain_reference",
         "n_uncertain_generated", "reason"}}, "chexpert14": {"labels", "micro": {"precision", "recall",
         "f1", "ci_low", "ci_high", "n_skipped_resamples"}, "macro": {"f1", "ci_low", "ci_high",
-        "n_skipped_resamples", "labels"}, "exact_match"}, "chexpert5": {...}}``. A value that is
+        "n_skipped_resamples", "labels"}, "macro_all": {"f1", "ci_low", "ci_high", "n_skipped_resamples"},
+        "exact_match"}, "chexpert5": {...}}``. A value that is
         undefined (recall of an observation absent from the references) is None with a ``reason``.
 
     Raises:
@@ -289,9 +302,10 @@ def clinical_efficacy(
             "truth": "labels of the reference reports, by the same labeler",
             "micro": "TP, FP and FN summed over the set's observations; F1 = 2TP / (2TP + FP + FN)",
             "macro": "mean per-observation F1 over the observations positive in the references or the "
-            "generated reports (listed in macro.labels); sklearn's classification_report, which "
-            "vilmedic uses, also averages observations absent from both as 0, which gives the "
-            "same number whenever every observation occurs",
+            "generated reports (listed in macro.labels)",
+            "macro_all": "mean per-observation F1 over all the set's observations, one absent from both "
+            "as 0: sklearn's classification_report, as radeval, f1chexbert and vilmedic report it (the "
+            "published papers' macro); equal to macro whenever every observation occurs",
             "chexpert5": list(CHEXPERT5),
             "ci_method": "percentile bootstrap over reports (generated and reference resampled together)",
             "n_resamples": n_resamples,

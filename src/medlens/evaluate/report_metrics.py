@@ -343,9 +343,11 @@ _HEADLINES = {
     "bertscore": [("BERTScore F1", "f1")],
     "chexbert": [
         ("CheXbert F1, 14, micro", "chexpert14.micro"),
-        ("CheXbert F1, 14, macro", "chexpert14.macro"),
+        ("CheXbert F1, 14, macro (observations present)", "chexpert14.macro"),
+        ("CheXbert F1, 14, macro (all 14, as radeval)", "chexpert14.macro_all"),
         ("CheXbert F1, 5, micro", "chexpert5.micro"),
-        ("CheXbert F1, 5, macro", "chexpert5.macro"),
+        ("CheXbert F1, 5, macro (observations present)", "chexpert5.macro"),
+        ("CheXbert F1, 5, macro (all 5, as radeval)", "chexpert5.macro_all"),
     ],
     "sembscore": [("SembScore", "score")],
     "radgraph": [

@@ -91,12 +91,23 @@ def test_micro_and_macro_agree_with_sklearn():
         assert out[name]["macro"]["f1"] == pytest.approx(
             f1_score(ref[:, present], gen[:, present], average="macro")
         )
+        # the papers' macro (radeval, f1chexbert: classification_report): every observation, absent ones as 0
+        assert len(present) < len(cols)
+        assert out[name]["macro_all"]["f1"] == pytest.approx(
+            f1_score(ref[:, cols], gen[:, cols], average="macro", zero_division=0)
+        )
+        assert (
+            out[name]["macro_all"]["ci_low"]
+            <= out[name]["macro_all"]["f1"]
+            <= out[name]["macro_all"]["ci_high"]
+        )
 
 
 def test_macro_by_hand_on_chexpert5():
     # Atelectasis 1, Cardiomegaly 1, Edema 1, Pleural Effusion 0; Consolidation absent from both
     out = _score()
     assert out["chexpert5"]["macro"]["f1"] == pytest.approx(3 / 4)
+    assert out["chexpert5"]["macro_all"]["f1"] == pytest.approx(3 / 5)
     assert out["chexpert5"]["macro"]["labels"] == ["Atelectasis", "Cardiomegaly", "Edema", "Pleural Effusion"]
     # TP 4 (card x2, edema, atel), FP 1 (effusion), FN 1 (effusion)
     assert out["chexpert5"]["micro"]["f1"] == pytest.approx(8 / 10)

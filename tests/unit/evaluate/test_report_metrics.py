@@ -285,7 +285,11 @@ def test_the_metrics_score_with_weights_fetched_from_a_hub_and_loaded_offline(tm
     assert float(empty["radgraph_partial"]) == 0.0 and np.isfinite(float(empty["radcliq_v1"]))
     assert metrics["radcliq"]["v1"]["n"] == metrics["radgraph"]["partial"]["n"] == len(REFERENCES)
     shown = {r["metric"]: r for r in rm.headline_rows({"metrics": metrics})}
-    assert shown["CheXbert F1, 5, macro"]["value"] is not None and "RaTEScore" not in shown
+    assert (
+        shown["CheXbert F1, 5, macro (observations present)"]["value"] is not None
+        and "RaTEScore" not in shown
+    )
+    assert shown["CheXbert F1, 5, macro (all 5, as radeval)"]["value"] is not None
 
 
 def test_ratescore_scores_with_weights_fetched_from_a_hub_and_keeps_each_score_with_its_report(tmp_path):

@@ -166,7 +166,7 @@ def test_two_experiments_give_two_rows_with_the_json_numbers_in_html_csv_and_lat
         "rouge_l": ("decoder", "overall.text.rouge_l"),
         "cider_d": ("decoder", "overall.text.cider_d"),
         "clinical_f1_micro_14": ("decoder", "overall.clinical.chexpert14.micro.f1"),
-        "clinical_f1_macro_5": ("decoder", "overall.clinical.chexpert5.macro.f1"),
+        "clinical_f1_macro_all_5": ("decoder", "overall.clinical.chexpert5.macro_all.f1"),
     }
     html_rows = parse(out["out_html"]).summary_rows
     assert len(html_rows) == 2
