@@ -30,6 +30,7 @@ __all__ = [
     "label_reports",
     "binarize",
     "micro_f1",
+    "macro_f1",
     "CHEXPERT5",
     "UNCERTAIN_POLICIES",
 ]
@@ -112,6 +113,14 @@ def micro_f1(ref: np.ndarray, gen: np.ndarray, axis: int | tuple[int, ...]) -> n
     return _f1(*_counts(ref, gen, axis=axis))
 
 
+def macro_f1(ref: np.ndarray, gen: np.ndarray, axis: int) -> np.ndarray:
+    """Macro F1 of boolean label arrays over their last axis (labels), counts summed over ``axis`` (rows);
+    a label absent from both sides counts as 0, as in sklearn's ``f1_score(average="macro",
+    zero_division=0)`` and the published papers."""
+    per_label = _f1(*_counts(ref, gen, axis=axis))
+    return np.nansum(per_label, axis=-1) / per_label.shape[-1]
+
+
 def _set_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Micro F1, macro F1 over the labels that occur, and macro F1 over every label (one absent from both
     sides as 0, sklearn's ``classification_report``), over the last axis (labels) of count arrays; NaN
@@ -121,8 +130,7 @@ def _set_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndar
     defined = ~np.isnan(per_label)
     with np.errstate(invalid="ignore", divide="ignore"):
         macro = np.where(defined.any(axis=-1), np.nansum(per_label, axis=-1) / defined.sum(axis=-1), np.nan)
-    macro_all = np.nansum(per_label, axis=-1) / per_label.shape[-1]
-    return micro, macro, macro_all
+    return micro, macro, np.nansum(per_label, axis=-1) / per_label.shape[-1]
 
 
 def _ratio(num: int, den: int) -> float | None:

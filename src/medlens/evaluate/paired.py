@@ -7,8 +7,10 @@ intervals say nothing either way, which is why the paper table gives these.
 
 * Zero-shot mean AUC: the mean over the labels that have both classes in the full set; a resample on
   which any of them has a single class is skipped and counted (as for the marginal interval).
-* Clinical micro-F1 (CheXpert-14): from each model's generated reports labelled against the shared
-  references.
+* Clinical micro- and macro-F1 (CheXpert-14 and -5): from each model's generated reports labelled
+  against the shared references; the macro is sklearn's, every observation averaged (the papers').
+* BLEU-n: sacrebleu's per-report n-gram statistics of both models, summed over the same resample.
+* Per-report scores (ROUGE-L, CIDEr-D, BERTScore, RadGraph F1...): the difference of their means.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from medlens.errors import DataError
+from medlens.errors import ConfigError, DataError
 from medlens.evaluate.bootstrap import bootstrap
-from medlens.evaluate.clinical import micro_f1
+from medlens.evaluate.clinical import macro_f1, micro_f1
 from medlens.evaluate.metrics import auc_rows
 from medlens.io import atomic_path
 
 __all__ = [
     "paired_auc_difference",
-    "paired_micro_f1_difference",
+    "paired_f1_difference",
+    "paired_bleu_difference",
+    "paired_mean_difference",
     "write_scores",
     "read_scores",
 ]
@@ -87,20 +91,25 @@ def paired_mean_difference(
     return _excludes_zero(result)
 
 
-def paired_micro_f1_difference(
+def paired_f1_difference(
     generated_a: np.ndarray,
     generated_b: np.ndarray,
     references: np.ndarray,
     *,
+    average: str = "micro",
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Micro-F1 of ``a``'s reports minus ``b``'s against the same references, with its paired interval.
+    """F1 of ``a``'s reports minus ``b``'s against the same references, with its paired interval.
 
     Args:
         generated_a, generated_b, references: ``[N, L]`` 0/1 labels of each report (the labeler's
             output, binarised as clinical efficacy binarises it).
+        average: ``micro`` or ``macro`` (every observation averaged, one absent from both sides as 0).
     """
+    f1 = {"micro": lambda r, g: micro_f1(r, g, axis=(1, 2)), "macro": lambda r, g: macro_f1(r, g, axis=1)}
+    if average not in f1:
+        raise ConfigError(f"unknown F1 average {average!r}", key="average", expected="micro or macro")
     a, b, ref = (np.asarray(x).astype(bool) for x in (generated_a, generated_b, references))
     if not a.shape == b.shape == ref.shape:
         raise DataError(
@@ -109,10 +118,42 @@ def paired_micro_f1_difference(
         )
 
     def difference(x: np.ndarray, y: np.ndarray, r: np.ndarray) -> np.ndarray:  # [B, n, L] each
-        return micro_f1(r, x, axis=(1, 2)) - micro_f1(r, y, axis=(1, 2))
+        return f1[average](r, x) - f1[average](r, y)
 
     return _excludes_zero(
         bootstrap(difference, a, b, ref, n_resamples=n_resamples, seed=seed, vectorized=True)
+    )
+
+
+def paired_bleu_difference(
+    generated_a: list[str],
+    generated_b: list[str],
+    references: list[str],
+    *,
+    max_order: int = 4,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Corpus BLEU-``max_order`` of ``a``'s reports minus ``b``'s against the same references, with its
+    paired interval (each resample's corpus BLEU from the sum of its reports' n-gram statistics, as the
+    marginal interval of :func:`medlens.evaluate.text_metrics.text_metric_intervals`)."""
+    from medlens.evaluate.text_metrics import bleu_statistics
+
+    if not len(generated_a) == len(generated_b) == len(references):
+        raise DataError(
+            f"{len(generated_a)} and {len(generated_b)} reports for {len(references)} references",
+            expected="both models' reports for the same rows",
+        )
+    score, stats_a = bleu_statistics(generated_a, references, max_order)
+    _, stats_b = bleu_statistics(generated_b, references, max_order)
+    return _excludes_zero(
+        bootstrap(
+            lambda a, b: score(a.sum(0)) - score(b.sum(0)),
+            stats_a,
+            stats_b,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
     )
 
 

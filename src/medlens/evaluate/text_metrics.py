@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import version
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "cider_d_scores",
     "rouge_l_scores",
     "text_metric_intervals",
+    "bleu_statistics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,16 @@ def corpus_cider_d(generated: Sequence[str], references: Sequence[str]) -> tuple
     return (None, reason) if scores is None else (float(scores.mean()), None)
 
 
+def bleu_statistics(
+    generated: Sequence[str], references: Sequence[str], max_order: int
+) -> tuple[Callable[[np.ndarray], float], np.ndarray]:
+    """sacrebleu's per-report n-gram statistics ``[N, S]`` and the function giving corpus BLEU (0-1) from
+    their sum over any subset of reports (a bootstrap resample's score without re-tokenising)."""
+    bleu = _bleu(max_order)
+    stats = np.array(bleu._extract_corpus_statistics(list(generated), [list(references)]), dtype=float)
+    return (lambda total: bleu._compute_score_from_stats(total).score / 100.0), stats
+
+
 def text_metric_intervals(
     generated: Sequence[str], references: Sequence[str], n_resamples: int, seed: int
 ) -> dict[str, dict[str, Any]]:
@@ -146,12 +157,8 @@ def text_metric_intervals(
 
     out = {}
     for k in (1, 2, 3, 4):
-        bleu = _bleu(k)
-        # sacrebleu's per-report n-gram statistics: a resample's corpus BLEU is computed from their sum
-        stats = np.array(bleu._extract_corpus_statistics(generated, [references]), dtype=float)
-        out[f"bleu{k}"] = interval(
-            lambda s, b=bleu: b._compute_score_from_stats(s.sum(0)).score / 100.0, stats
-        )
+        score, stats = bleu_statistics(generated, references, k)
+        out[f"bleu{k}"] = interval(lambda s, score=score: score(s.sum(0)), stats)
     out["rouge_l"] = interval(
         lambda v: v.mean(axis=1), rouge_l_scores(generated, references), vectorized=True
     )

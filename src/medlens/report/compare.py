@@ -3,8 +3,9 @@ second part, ``results/paper/differences.csv``).
 
 Two experiments are paired on a metric only when they scored exactly the same rows (same ids, same
 truth); otherwise the row says why not. Zero-shot mean AUC is compared from ``eval/zero_shot_scores.csv``;
-clinical micro-F1 (CheXpert-14) from ``eval/generations.jsonl``, the chest radiograph reports of both
-labelled by the labeler both evaluations used. Each difference is ``a - b`` with its 95 % interval over
+clinical micro- and macro-F1 (CheXpert-14 and -5) from ``eval/generations.jsonl``, the chest radiograph
+reports of both labelled by the labeler both evaluations used; BLEU-2/4, ROUGE-L and CIDEr-D from every
+generation; the field's metrics from ``eval/report_metric_scores.csv``. Each difference is ``a - b`` with its 95 % interval over
 the shared resamples and whether that interval excludes zero.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from medlens.config import FINDINGS, dig
+from medlens.evaluate.clinical import CHEXPERT5
 from medlens.io import atomic_path
 
 __all__ = ["experiment_differences", "write_differences", "DIFFERENCE_COLUMNS"]
@@ -57,35 +59,63 @@ def _zero_shot(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int
     return {**result, "n": len(ids_a)}
 
 
+def _generations(exp: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """id -> record of an experiment's ``eval/generations.jsonl`` (None without one)."""
+    from medlens.evaluate.rexrank import read_generations
+
+    path = exp["paired_inputs"].get("generations")
+    if not path or not Path(path).is_file():
+        return None
+    return {g["id"]: g for g in read_generations(path)}
+
+
 def _chest_reports(exp: dict[str, Any]) -> dict[str, tuple[str, str]] | None:
     """id -> (reference, generated) of the chest radiograph reports of an experiment's generations."""
     from medlens.data.split import pair_rows
-    from medlens.evaluate.rexrank import read_generations
 
-    path, pairs = exp["paired_inputs"].get("generations"), exp["paired_inputs"].get("pairs")
-    if not path or not Path(path).is_file() or not pairs or not Path(pairs).is_file():
+    generations, pairs = _generations(exp), exp["paired_inputs"].get("pairs")
+    if generations is None or not pairs or not Path(pairs).is_file():
         return None
     rows = pair_rows(pairs, ["modality", "text_source"]).values()
     chest = {r["id"] for r in rows if r["modality"] == "chest_xray" and r["text_source"] != "vqa"}
-    return {g["id"]: (g["reference"], g["generated"]) for g in read_generations(path) if g["id"] in chest}
+    return {i: (g["reference"], g["generated"]) for i, g in generations.items() if i in chest}
 
 
-def _clinical(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> dict[str, Any]:
+def _same_references(ra: dict[str, tuple[str, str]], rb: dict[str, tuple[str, str]], what: str) -> str | None:
+    """Why two experiments' reports cannot be paired, or None when they answer the same references."""
+    if not ra or ra.keys() != rb.keys():
+        return f"different {what} ({len(ra)} and {len(rb)})"
+    if any(ra[i][0] != rb[i][0] for i in ra):
+        return f"the two experiments' references of the {what} differ"
+    return None
+
+
+# (row name, label set, average) of the clinical F1 differences; macro is sklearn's, as papers report it
+_CLINICAL = tuple(
+    (f"clinical {average}-F1 ({name})", label_set, average)
+    for name, label_set in (("CheXpert-14", FINDINGS), ("CheXpert-5", CHEXPERT5))
+    for average in ("micro", "macro")
+)
+
+
+def _clinical(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> dict[str, dict[str, Any]]:
+    """The clinical F1 differences of :data:`_CLINICAL`, the reports labelled once."""
     from medlens.evaluate.clinical import binarize, create_labeler
-    from medlens.evaluate.paired import paired_micro_f1_difference
+    from medlens.evaluate.paired import paired_f1_difference
+
+    def every(reason: str) -> dict[str, dict[str, Any]]:
+        return {row: {"not_computed": reason} for row, _, _ in _CLINICAL}
 
     labelers = {dig(e, "decoder_eval.overall.clinical.labeler") for e in (a, b)}
     policies = {dig(e, "decoder_eval.overall.clinical.uncertain_policy") for e in (a, b)}
     if len(labelers) != 1 or len(policies) != 1 or None in labelers:
-        return {
-            "not_computed": f"not both scored by one labeler with one policy ({sorted(map(str, labelers))})"
-        }
+        return every(f"not both scored by one labeler with one policy ({sorted(map(str, labelers))})")
     reports = [_chest_reports(e) for e in (a, b)]
     if any(r is None for r in reports):
-        return {"not_computed": "an experiment has no generations.jsonl (no decoder stage)"}
+        return every("an experiment has no generations.jsonl (no decoder stage)")
     ra, rb = reports
-    if not ra or ra.keys() != rb.keys() or any(ra[i][0] != rb[i][0] for i in ra):
-        return {"not_computed": f"different chest test reports ({len(ra)} and {len(rb)})"}
+    if reason := _same_references(ra, rb, "chest test reports"):
+        return every(reason)
     ids = sorted(ra)
     config_labeler = (a["config"].get("evaluate") or {}).get("labeler", "rules")
     labeler = create_labeler(config_labeler)
@@ -94,37 +124,75 @@ def _clinical(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int)
     def labels(texts: list[str]) -> np.ndarray:
         return binarize(labeler.label_texts(texts), FINDINGS, policy)
 
-    result = paired_micro_f1_difference(
-        labels([ra[i][1] for i in ids]),
-        labels([rb[i][1] for i in ids]),
-        labels([ra[i][0] for i in ids]),
-        n_resamples=n_resamples,
-        seed=seed,
-    )
-    return {**result, "n": len(ids), "labeler": labeler.name}
+    gen_a, gen_b, ref = (labels([r[i][k] for i in ids]) for r, k in ((ra, 1), (rb, 1), (ra, 0)))
+    out = {}
+    for row, label_set, average in _CLINICAL:
+        cols = [FINDINGS.index(f) for f in label_set]
+        result = paired_f1_difference(
+            gen_a[:, cols], gen_b[:, cols], ref[:, cols], average=average, n_resamples=n_resamples, seed=seed
+        )
+        out[row] = {**result, "n": len(ids), "labeler": labeler.name}
+    return out
 
 
-def _per_report(column: str):
+# the text metrics compared on every generated text (the rows of eval/decoder.json's overall.text)
+_TEXT = (("BLEU-2", 2), ("BLEU-4", 4), ("ROUGE-L", "rouge_l"), ("CIDEr-D", "cider_d"))
+
+
+def _text(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> dict[str, dict[str, Any]]:
+    """BLEU-2/4, ROUGE-L and CIDEr-D differences over both experiments' generations of the same rows."""
+    from medlens.evaluate.paired import paired_bleu_difference, paired_mean_difference
+    from medlens.evaluate.text_metrics import cider_d_scores, rouge_l_scores
+
+    generations = [_generations(e) for e in (a, b)]
+    if any(g is None for g in generations):
+        reason = "an experiment has no generations.jsonl (no decoder stage)"
+        return {row: {"not_computed": reason} for row, _ in _TEXT}
+    ra, rb = ({i: (g.get("reference", ""), g["generated"]) for i, g in gens.items()} for gens in generations)
+    if reason := _same_references(ra, rb, "test generations"):
+        return {row: {"not_computed": reason} for row, _ in _TEXT}
+    ids = sorted(ra)
+    gen_a, gen_b, refs = ([r[i][k] for i in ids] for r, k in ((ra, 1), (rb, 1), (ra, 0)))
+    out = {}
+    for row, metric in _TEXT:
+        if isinstance(metric, int):
+            result = paired_bleu_difference(
+                gen_a, gen_b, refs, max_order=metric, n_resamples=n_resamples, seed=seed
+            )
+        else:
+            per_report = rouge_l_scores if metric == "rouge_l" else lambda g, r: cider_d_scores(g, r)[0]
+            sa, sb = per_report(gen_a, refs), per_report(gen_b, refs)
+            if sa is None:  # CIDEr-D's idf is undefined on this set (the marginal says why)
+                out[row] = {"not_computed": "CIDEr-D is undefined on these references", "n": len(ids)}
+                continue
+            result = paired_mean_difference(sa, sb, n_resamples=n_resamples, seed=seed)
+        out[row] = {**result, "n": len(ids)}
+    return out
+
+
+def _per_report(row: str, column: str):
     """Comparator of a per-report metric of ``eval/report_metric_scores.csv`` (the same chest reports)."""
 
-    def compare(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> dict[str, Any]:
+    def compare(
+        a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int
+    ) -> dict[str, dict[str, Any]]:
         from medlens.evaluate.paired import paired_mean_difference
 
         tables = []
         for e in (a, b):
             path = e["paired_inputs"].get("report_metric_scores")
             if not path or not Path(path).is_file():
-                return {"not_computed": f"{e['name']} has no report_metric_scores.csv"}
+                return {row: {"not_computed": f"{e['name']} has no report_metric_scores.csv"}}
             with open(path, newline="", encoding="utf-8") as f:
                 tables.append({r["id"]: r for r in csv.DictReader(f)})
         ta, tb = tables
         if not ta or ta.keys() != tb.keys():
-            return {"not_computed": f"different chest test reports ({len(ta)} and {len(tb)})"}
+            return {row: {"not_computed": f"different chest test reports ({len(ta)} and {len(tb)})"}}
         if any(column not in next(iter(t.values())) for t in tables):
-            return {"not_computed": f"{column} was not computed for both"}
+            return {row: {"not_computed": f"{column} was not computed for both"}}
         ra, rb = _chest_reports(a), _chest_reports(b)
         if ra is None or rb is None or any(ra[i][0] != rb[i][0] for i in ta):
-            return {"not_computed": "the two experiments' reference reports differ"}
+            return {row: {"not_computed": "the two experiments' reference reports differ"}}
         ids = sorted(ta)
         result = paired_mean_difference(
             [float(ta[i][column]) for i in ids],
@@ -132,7 +200,7 @@ def _per_report(column: str):
             n_resamples=n_resamples,
             seed=seed,
         )
-        return {**result, "n": len(ids)}
+        return {row: {**result, "n": len(ids)}}
 
     return compare
 
@@ -163,32 +231,33 @@ def experiment_differences(experiments: list[dict[str, Any]]) -> list[dict[str, 
     for a, b in itertools.combinations(experiments, 2):
         n_resamples, seed = _settings(a)
         comparisons = [
-            ("zero-shot mean AUC", _zero_shot, "encoder"),
-            ("clinical micro-F1 (CheXpert-14)", _clinical, "decoder"),
+            ("encoder", lambda *args: {"zero-shot mean AUC": _zero_shot(*args)}),
+            ("decoder", _clinical),
+            ("decoder", _text),
             *(
-                (row, _per_report(column), "decoder")
+                ("decoder", _per_report(row, column))
                 for row, metric, column in _PER_REPORT
                 if _scored(a, b, metric)
             ),
         ]
-        for metric, compare, stage in comparisons:
+        for stage, compare in comparisons:
             if not all(stage in e["stages"] for e in (a, b)):
                 continue
-            result = compare(a, b, n_resamples, seed)
-            rows.append(
-                {
-                    "metric": metric,
-                    "a": a["name"],
-                    "b": b["name"],
-                    "n": result.get("n"),
-                    "difference": result.get("value"),
-                    "ci_low": result.get("ci_low"),
-                    "ci_high": result.get("ci_high"),
-                    "excludes_zero": result.get("excludes_zero"),
-                    "n_skipped_resamples": result.get("n_skipped_resamples"),
-                    "not_computed": result.get("not_computed"),
-                }
-            )
+            for metric, result in compare(a, b, n_resamples, seed).items():
+                rows.append(
+                    {
+                        "metric": metric,
+                        "a": a["name"],
+                        "b": b["name"],
+                        "n": result.get("n"),
+                        "difference": result.get("value"),
+                        "ci_low": result.get("ci_low"),
+                        "ci_high": result.get("ci_high"),
+                        "excludes_zero": result.get("excludes_zero"),
+                        "n_skipped_resamples": result.get("n_skipped_resamples"),
+                        "not_computed": result.get("not_computed"),
+                    }
+                )
     return rows
 
 

@@ -10,7 +10,8 @@ from medlens.errors import DataError
 from medlens.evaluate.bootstrap import percentile_ci, resample_indices
 from medlens.evaluate.paired import (
     paired_auc_difference,
-    paired_micro_f1_difference,
+    paired_bleu_difference,
+    paired_f1_difference,
     read_scores,
     write_scores,
 )
@@ -47,14 +48,37 @@ def test_a_model_against_itself_differs_by_exactly_zero_and_the_interval_does_no
     assert close["ci_low"] < 0 < close["ci_high"] and close["excludes_zero"] is False
 
 
-def test_the_micro_f1_difference_matches_scikit_learn():
-    ref = np.array([[1, 0], [1, 1], [0, 0], [0, 1], [1, 0], [0, 1]])
-    a = np.array([[1, 0], [1, 1], [0, 0], [0, 1], [0, 0], [0, 1]])  # one false negative
-    b = np.array([[1, 1], [0, 1], [1, 0], [0, 0], [1, 0], [0, 1]])
-    result = paired_micro_f1_difference(a, b, ref, n_resamples=100)
-    expected = f1_score(ref, a, average="micro") - f1_score(ref, b, average="micro")
-    assert result["value"] == pytest.approx(expected)
-    assert result["ci_low"] <= result["value"] <= result["ci_high"]
+@pytest.mark.parametrize("average", ["micro", "macro"])
+def test_the_f1_difference_matches_scikit_learn(average):
+    # the third observation never occurs: sklearn's macro (the papers') averages it as 0
+    ref = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]])
+    a = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0], [0, 1, 0]])  # one false negative
+    b = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    result = paired_f1_difference(a, b, ref, average=average, n_resamples=100, seed=2)
+    f1 = lambda r, g: f1_score(r, g, average=average, zero_division=0)  # noqa: E731
+    assert result["value"] == pytest.approx(f1(ref, a) - f1(ref, b))
+    (idx,) = list(resample_indices(len(ref), 100, seed=2))
+    low, high, _ = percentile_ci(np.array([f1(ref[i], a[i]) - f1(ref[i], b[i]) for i in idx]))
+    assert (result["ci_low"], result["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_the_bleu_difference_is_sacrebleus_corpus_bleu_on_each_shared_resample():
+    from sacrebleu.metrics import BLEU
+
+    refs = [f"the heart is normal in size {i} and the lungs are clear" for i in range(12)]
+    a = [r if i % 3 else "the heart is normal" for i, r in enumerate(refs)]
+    b = ["the lungs are clear"] * 12
+    result = paired_bleu_difference(a, b, refs, max_order=2, n_resamples=50, seed=1)
+    bleu = lambda g, r: BLEU(max_ngram_order=2, lowercase=True).corpus_score(g, [r]).score / 100  # noqa: E731
+    assert result["value"] == pytest.approx(bleu(a, refs) - bleu(b, refs))
+    (idx,) = list(resample_indices(len(refs), 50, seed=1))
+    pick = lambda xs, i: [xs[k] for k in i]  # noqa: E731
+    manual = [bleu(pick(a, i), pick(refs, i)) - bleu(pick(b, i), pick(refs, i)) for i in idx]
+    low, high, _ = percentile_ci(np.array(manual))
+    assert (result["ci_low"], result["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert result["excludes_zero"] is True
+    with pytest.raises(DataError, match="same rows"):
+        paired_bleu_difference(a, b[:5], refs)
 
 
 def test_mismatched_shapes_are_refused_and_scores_round_trip(tmp_path):

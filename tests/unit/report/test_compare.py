@@ -8,15 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from helpers.pairs import write_pairs
 from medlens.evaluate.paired import write_scores
+from medlens.evaluate.text_metrics import corpus_bleu
 from medlens.report.compare import experiment_differences, write_differences
 
 
-def _experiment(tmp_path, name, pairs, generate, *, signal, stages=("encoder", "decoder"), rows=None):
+def _test_rows(pairs, rows=None):
     table = pq.read_table(pairs, columns=["id", "text", "labels", "split"]).to_pylist()
-    test = [r for r in table if r["split"] == "test"][:rows]
+    return [r for r in table if r["split"] == "test"][:rows]
+
+
+def _experiment(tmp_path, name, pairs, generate, *, signal, stages=("encoder", "decoder"), rows=None):
+    test = _test_rows(pairs, rows)
     root = tmp_path / name
     root.mkdir()
     labels = ["Cardiomegaly", "Pleural Effusion"]
@@ -50,15 +56,34 @@ def test_pairs_on_the_same_rows_get_paired_differences_and_the_others_a_reason(t
     fewer = _experiment(tmp_path, "fewer", pairs, lambda t: t, signal=3.0, rows=20)
     encoder_only = _experiment(tmp_path, "enc", pairs, lambda t: t, signal=3.0, stages=("encoder",))
     rows = experiment_differences([exact, blind, fewer, encoder_only])
-    by = {(r["metric"].split()[0], r["a"], r["b"]): r for r in rows}
-    auc = by[("zero-shot", "exact", "blind")]
+    by = {(r["metric"], r["a"], r["b"]): r for r in rows}
+    auc = by[("zero-shot mean AUC", "exact", "blind")]
     assert auc["n"] == 45 and auc["difference"] > 0.3 and auc["excludes_zero"] is True
-    f1 = by[("clinical", "exact", "blind")]
-    assert f1["difference"] > 0.3 and f1["ci_low"] > 0 and f1["excludes_zero"] is True
-    assert "different" in by[("zero-shot", "exact", "fewer")]["not_computed"]
-    assert "different chest test reports" in by[("clinical", "blind", "fewer")]["not_computed"]
+    # the copied reports are better on every clinical F1 and text metric, the interval excluding zero
+    for metric in (
+        *(f"clinical {avg}-F1 (CheXpert-{n})" for n in (14, 5) for avg in ("micro", "macro")),
+        "BLEU-2",
+        "BLEU-4",
+        "ROUGE-L",
+        "CIDEr-D",
+    ):
+        row = by[(metric, "exact", "blind")]
+        assert row["n"] == 45 and row["difference"] > 0.1 and row["ci_low"] > 0, metric
+        assert row["excludes_zero"] is True and not row["not_computed"], metric
+    assert by[("BLEU-4", "exact", "blind")]["difference"] == pytest.approx(
+        1
+        - corpus_bleu(
+            ["Heart size is normal. No pleural effusion."] * 45, [r["text"] for r in _test_rows(pairs)]
+        )[0]
+    )
+    assert "different" in by[("zero-shot mean AUC", "exact", "fewer")]["not_computed"]
+    assert (
+        "different chest test reports"
+        in by[("clinical macro-F1 (CheXpert-5)", "blind", "fewer")]["not_computed"]
+    )
+    assert "different test generations" in by[("ROUGE-L", "blind", "fewer")]["not_computed"]
     # an encoder-only experiment is compared on the encoder's metric only
-    assert ("clinical", "exact", "enc") not in by and ("zero-shot", "exact", "enc") in by
+    assert {m for m, a, b in by if "enc" in (a, b)} == {"zero-shot mean AUC"}
     write_differences(rows, tmp_path / "differences.csv")
     with open(tmp_path / "differences.csv") as f:
         written = list(csv.DictReader(f))

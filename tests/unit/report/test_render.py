@@ -384,10 +384,20 @@ def test_the_overview_lists_each_pair_of_experiments_and_why_it_is_not_compared(
     with open(tmp_path / "differences.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["metric"], r["a"], r["b"]) for r in rows] == [
-        ("zero-shot mean AUC", "alpha", "beta"),
-        ("clinical micro-F1 (CheXpert-14)", "alpha", "beta"),
+        (metric, "alpha", "beta")
+        for metric in (
+            "zero-shot mean AUC",
+            "clinical micro-F1 (CheXpert-14)",
+            "clinical macro-F1 (CheXpert-14)",
+            "clinical micro-F1 (CheXpert-5)",
+            "clinical macro-F1 (CheXpert-5)",
+            "BLEU-2",
+            "BLEU-4",
+            "ROUGE-L",
+            "CIDEr-D",
+        )
     ]
     assert all(r["not_computed"] and not r["difference"] for r in rows)  # never a made-up number
     page = Path(out["out_html"]).read_text()
-    assert page.count('data-pair="alpha|beta"') == 2 and "not computed: an experiment has no" in page
+    assert page.count('data-pair="alpha|beta"') == len(rows) and "not computed: an experiment has no" in page
     assert 'id="differences-table"' not in Path(out["out_pages"][0]).read_text()
