@@ -37,6 +37,9 @@ __all__ = [
     "multiclass_scores",
     "vqa_scores",
     "normalize_answer",
+    "task_metrics",
+    "class_indices",
+    "exact_and_recall",
 ]
 
 # modality -> (task, classes in order); the classes are the label maps' targets (resources/label_maps)
@@ -118,7 +121,7 @@ def rows_of_class(
     return idx, [next(c for c in labels[i] if c in classes) for i in idx]
 
 
-def _indices(labels: Sequence[str | None], classes: Sequence[str]) -> np.ndarray:
+def class_indices(labels: Sequence[str | None], classes: Sequence[str]) -> np.ndarray:
     """Class indices, -1 for an unread text (never equal to a true class)."""
     position = {c: i for i, c in enumerate(classes)}
     return np.array([position.get(label, -1) if label is not None else -1 for label in labels])
@@ -146,6 +149,54 @@ def _confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -
     return {"rows": list(classes), "columns": columns, "counts": matrix[: len(classes)].tolist()}
 
 
+def accuracy(t: np.ndarray, p: np.ndarray) -> float:
+    """Share of exact classes; an unread text (-1) is wrong."""
+    from sklearn.metrics import accuracy_score
+
+    return accuracy_score(t, p)
+
+
+def quadratic_kappa(n_classes: int):
+    """Quadratic-weighted Cohen's kappa over ``n_classes`` ordered grades (scikit-learn); an unread text
+    counts as the grade farthest from the truth, so that a model cannot gain kappa by writing no grade."""
+    from sklearn.metrics import cohen_kappa_score
+
+    def kappa(t: np.ndarray, p: np.ndarray) -> float:
+        p = np.where(p < 0, np.where(t >= n_classes / 2, 0, n_classes - 1), p)
+        if len(np.union1d(t, p)) < 2:  # one grade everywhere: kappa is undefined
+            return float("nan")
+        return cohen_kappa_score(t, p, weights="quadratic", labels=list(range(n_classes)))
+
+    return kappa
+
+
+def balanced_accuracy(t: np.ndarray, p: np.ndarray) -> float:
+    """Recall averaged over the classes present in ``t`` (sklearn's definition); NaN with one class."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    return balanced_accuracy_score(t, p) if len(np.unique(t)) > 1 else float("nan")
+
+
+def macro_f1_present(t: np.ndarray, p: np.ndarray) -> float:
+    """Macro-F1 over the classes present in ``t``, as balanced accuracy: a resample that lacks a rare class
+    would otherwise score it 0 and pull the interval below every value the data can give."""
+    from sklearn.metrics import f1_score
+
+    return f1_score(t, p, labels=np.unique(t[t >= 0]), average="macro", zero_division=0)
+
+
+def task_metrics(modality: str) -> tuple[list[str], dict[str, Any]]:
+    """The classes of ``modality``'s task and its headline metrics, name -> f(true, predicted class
+    indices), as :func:`ordinal_scores` and :func:`multiclass_scores` report them."""
+    task, classes = MODALITY_TASKS[modality]
+    if task == "ordinal":
+        return list(classes), {
+            "accuracy": accuracy,
+            "quadratic_weighted_kappa": quadratic_kappa(len(classes)),
+        }
+    return list(classes), {"balanced_accuracy": balanced_accuracy, "macro_f1": macro_f1_present}
+
+
 def _ci(metric, *arrays, n_resamples: int, seed: int) -> dict[str, Any]:
     result = bootstrap(metric, *arrays, n_resamples=n_resamples, seed=seed)
     return {k: result[k] for k in ("value", "ci_low", "ci_high", "n_skipped_resamples")}
@@ -164,21 +215,12 @@ def ordinal_scores(
     An unread prediction counts as wrong for accuracy and F1 and, for kappa, as the grade farthest from
     the truth, so that a model cannot gain kappa by writing no grade.
     """
-    from sklearn.metrics import accuracy_score, cohen_kappa_score
-
-    k = len(classes)
-    y_true, y_pred = _indices(truth, classes), _indices(predicted, classes)
-
-    def kappa(t: np.ndarray, p: np.ndarray) -> float:
-        p = np.where(p < 0, np.where(t >= k / 2, 0, k - 1), p)
-        if len(np.union1d(t, p)) < 2:  # one grade everywhere: kappa is undefined
-            return float("nan")
-        return cohen_kappa_score(t, p, weights="quadratic", labels=list(range(k)))
-
+    y_true, y_pred = class_indices(truth, classes), class_indices(predicted, classes)
+    kappa = quadratic_kappa(len(classes))
     return {
         "n": len(y_true),
         "n_unread": int((y_pred < 0).sum()),
-        "accuracy": _ci(accuracy_score, y_true, y_pred, n_resamples=n_resamples, seed=seed),
+        "accuracy": _ci(accuracy, y_true, y_pred, n_resamples=n_resamples, seed=seed),
         "quadratic_weighted_kappa": _ci(kappa, y_true, y_pred, n_resamples=n_resamples, seed=seed),
         "per_class": _per_class_f1(y_true, y_pred, classes),
         "confusion": _confusion(y_true, y_pred, classes),
@@ -209,24 +251,14 @@ def multiclass_scores(
         scores: ``[n, len(classes)]`` class scores (a probe's probabilities, zero-shot similarities);
             without them there is no AUC (a generated text gives a class, not a score).
     """
-    from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
-    y_true, y_pred = _indices(truth, classes), _indices(predicted, classes)
-
-    def balanced(t: np.ndarray, p: np.ndarray) -> float:
-        # recall averaged over the classes present in this resample (sklearn's definition)
-        return balanced_accuracy_score(t, p) if len(np.unique(t)) > 1 else float("nan")
-
-    def macro_f1(t: np.ndarray, p: np.ndarray) -> float:
-        # over the classes present in this resample, as balanced accuracy: a resample that lacks a rare class
-        # would otherwise score it 0 and pull the interval below every value the data can give
-        return f1_score(t, p, labels=np.unique(t[t >= 0]), average="macro", zero_division=0)
-
+    y_true, y_pred = class_indices(truth, classes), class_indices(predicted, classes)
     result: dict[str, Any] = {
         "n": len(y_true),
         "n_unread": int((y_pred < 0).sum()),
-        "balanced_accuracy": _ci(balanced, y_true, y_pred, n_resamples=n_resamples, seed=seed),
-        "macro_f1": _ci(macro_f1, y_true, y_pred, n_resamples=n_resamples, seed=seed),
+        "balanced_accuracy": _ci(balanced_accuracy, y_true, y_pred, n_resamples=n_resamples, seed=seed),
+        "macro_f1": _ci(macro_f1_present, y_true, y_pred, n_resamples=n_resamples, seed=seed),
         "per_class": _per_class_f1(y_true, y_pred, classes),
         "confusion": _confusion(y_true, y_pred, classes),
         "protocol": {
@@ -308,6 +340,23 @@ def _token_recall(reference: str, answer: str) -> float:
     return tp / (tp + fn)
 
 
+def exact_and_recall(
+    references: Sequence[str], answers: Sequence[str], answer_types: Sequence[str | None]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per question: whether it is closed (SLAKE's ``answer_type``; without one, a yes/no reference), the
+    exact match of the normalised answers (0/1) and LLaVA-Med's token recall."""
+    closed = np.array(
+        [
+            (t or "").upper() == "CLOSED" if t else normalize_answer(r) in ("yes", "no")
+            for r, t in zip(references, answer_types, strict=True)
+        ],
+        dtype=bool,
+    )
+    pairs = list(zip(references, answers, strict=True))
+    exact = np.array([normalize_answer(r) == normalize_answer(a) for r, a in pairs], float)
+    return closed, exact, np.array([_token_recall(r, a) for r, a in pairs], float)
+
+
 def vqa_scores(
     references: Sequence[str],
     answers: Sequence[str],
@@ -326,20 +375,13 @@ def vqa_scores(
         categories: SLAKE's ``content_type`` (organ, position, abnormality, ...), or None.
     """
     references, answers = list(references), list(answers)
-    closed = [
-        (t or "").upper() == "CLOSED" if t else normalize_answer(r) in ("yes", "no")
-        for r, t in zip(references, answer_types, strict=True)
-    ]
+    is_closed, exact, recall = exact_and_recall(references, answers, answer_types)
+    closed = is_closed.tolist()
     result = _answer_scores(references, answers, closed)
-    exact = np.array(
-        [normalize_answer(r) == normalize_answer(a) for r, a in zip(references, answers, strict=True)], float
-    )
-    is_closed = np.array(closed)
     for name, mask in (("closed_accuracy", is_closed), ("open_accuracy", ~is_closed)):
         if mask.any():
             result[name] = _ci(np.mean, exact[mask], n_resamples=n_resamples, seed=seed)
     if (~is_closed).any():
-        recall = np.array([_token_recall(r, a) for r, a in zip(references, answers, strict=True)])
         result["open_recall"] = _ci(np.mean, recall[~is_closed], n_resamples=n_resamples, seed=seed)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, c in enumerate(categories):

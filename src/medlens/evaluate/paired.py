@@ -10,13 +10,17 @@ intervals say nothing either way, which is why the paper table gives these.
 * Clinical micro- and macro-F1 (CheXpert-14 and -5): from each model's generated reports labelled
   against the shared references; the macro is sklearn's, every observation averaged (the papers').
 * BLEU-n: sacrebleu's per-report n-gram statistics of both models, summed over the same resample.
-* Per-report scores (ROUGE-L, CIDEr-D, BERTScore, RadGraph F1...): the difference of their means.
+* Per-report scores (ROUGE-L, CIDEr-D, BERTScore, RadGraph F1, VQA exact match...): the difference of
+  their means.
+* Any metric of true and predicted classes (knee KL accuracy and kappa, skin balanced accuracy...): the
+  difference of the metric on each shared resample.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,6 +36,7 @@ __all__ = [
     "paired_f1_difference",
     "paired_bleu_difference",
     "paired_mean_difference",
+    "paired_metric_difference",
     "write_scores",
     "read_scores",
 ]
@@ -122,6 +127,35 @@ def paired_f1_difference(
 
     return _excludes_zero(
         bootstrap(difference, a, b, ref, n_resamples=n_resamples, seed=seed, vectorized=True)
+    )
+
+
+def paired_metric_difference(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    truth: np.ndarray,
+    predicted_a: np.ndarray,
+    predicted_b: np.ndarray,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``metric(truth, a) - metric(truth, b)`` (accuracy, kappa, balanced accuracy...) with its paired
+    interval; a resample on which the metric is undefined (NaN) is skipped and counted."""
+    truth, predicted_a, predicted_b = (np.asarray(x) for x in (truth, predicted_a, predicted_b))
+    if not truth.shape == predicted_a.shape == predicted_b.shape:
+        raise DataError(
+            f"{len(predicted_a)} and {len(predicted_b)} predictions for {len(truth)} rows",
+            expected="both models' predictions for the same rows",
+        )
+    return _excludes_zero(
+        bootstrap(
+            lambda t, x, y: metric(t, x) - metric(t, y),
+            truth,
+            predicted_a,
+            predicted_b,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
     )
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from medlens.config import FINDINGS, dig
 from medlens.evaluate.clinical import CHEXPERT5
+from medlens.evaluate.modality import MODALITY_TASKS
 from medlens.io import atomic_path
 
 __all__ = ["experiment_differences", "write_differences", "DIFFERENCE_COLUMNS"]
@@ -69,16 +70,33 @@ def _generations(exp: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
     return {g["id"]: g for g in read_generations(path)}
 
 
-def _chest_reports(exp: dict[str, Any]) -> dict[str, tuple[str, str]] | None:
-    """id -> (reference, generated) of the chest radiograph reports of an experiment's generations."""
+def _described(exp: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """id -> the generation record with its row's modality, text source, labels and metadata from
+    ``pairs.parquet`` (None without generations)."""
     from medlens.data.split import pair_rows
 
     generations, pairs = _generations(exp), exp["paired_inputs"].get("pairs")
     if generations is None or not pairs or not Path(pairs).is_file():
         return None
-    rows = pair_rows(pairs, ["modality", "text_source"]).values()
-    chest = {r["id"] for r in rows if r["modality"] == "chest_xray" and r["text_source"] != "vqa"}
-    return {i: (g["reference"], g["generated"]) for i, g in generations.items() if i in chest}
+    rows = pair_rows(pairs, ["modality", "text_source", "labels", "meta"], set(generations))
+    return {i: {**g, **rows[i]} for i, g in generations.items() if i in rows}
+
+
+def _reports_of(exp: dict[str, Any], keep) -> dict[str, tuple[str, str]] | None:
+    """id -> (reference, generated) of the generations whose described row ``keep`` accepts."""
+    described = exp["described"]
+    if described is None:
+        return None
+    return {i: (g.get("reference", ""), g["generated"]) for i, g in described.items() if keep(g)}
+
+
+def _chest_reports(exp: dict[str, Any]) -> dict[str, tuple[str, str]] | None:
+    """id -> (reference, generated) of the chest radiograph reports of an experiment's generations."""
+    return _reports_of(exp, _chest_row)
+
+
+def _chest_row(g: dict[str, Any]) -> bool:
+    return g["modality"] == "chest_xray" and g["text_source"] != "vqa"
 
 
 def _same_references(ra: dict[str, tuple[str, str]], rb: dict[str, tuple[str, str]], what: str) -> str | None:
@@ -170,6 +188,100 @@ def _text(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> 
     return out
 
 
+_METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "quadratic_weighted_kappa": "quadratic-weighted kappa",
+    "balanced_accuracy": "balanced accuracy",
+    "macro_f1": "macro-F1",
+}
+
+
+def _graded(modality: str):
+    """Comparator of the class read from the generated texts of ``modality`` (knee KL grade, skin
+    diagnosis): its task's headline metrics, as ``overall.grading`` scores them."""
+    from medlens.evaluate.modality import task_metrics
+
+    classes, metrics = task_metrics(modality)
+    rows = {name: f"{modality} {_METRIC_NAMES[name]} (from the text)" for name in metrics}
+
+    def compare(
+        a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int
+    ) -> dict[str, dict[str, Any]]:
+        from medlens.evaluate.modality import class_indices, label_from_text
+        from medlens.evaluate.paired import paired_metric_difference
+
+        described = [e["described"] for e in (a, b)]
+        if any(d is None for d in described):
+            return {row: {"not_computed": "an experiment has no generations.jsonl"} for row in rows.values()}
+        da, db = ({i: g for i, g in d.items() if _graded_row(g, modality, classes)} for d in described)
+        reason = _same_references(
+            *({i: (g["reference"], "") for i, g in d.items()} for d in (da, db)), modality
+        )
+        if reason:
+            return {row: {"not_computed": reason} for row in rows.values()}
+        ids = sorted(da)
+        truth = class_indices([next(c for c in da[i]["labels"] if c in classes) for i in ids], classes)
+        pa, pb = (
+            class_indices([label_from_text(d[i]["generated"], modality) for i in ids], classes)
+            for d in (da, db)
+        )
+        return {
+            rows[name]: {
+                **paired_metric_difference(metric, truth, pa, pb, n_resamples=n_resamples, seed=seed),
+                "n": len(ids),
+            }
+            for name, metric in metrics.items()
+        }
+
+    return compare
+
+
+def _graded_row(g: dict[str, Any], modality: str, classes: list[str]) -> bool:
+    return g["modality"] == modality and g["text_source"] != "vqa" and bool(set(g["labels"]) & set(classes))
+
+
+_VQA = ("VQA closed accuracy", "VQA open accuracy", "VQA open recall")
+
+
+def _vqa(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> dict[str, dict[str, Any]]:
+    """SLAKE's closed and open accuracy and open recall of both experiments' answers to the same questions."""
+    import json
+
+    from medlens.evaluate.modality import exact_and_recall
+    from medlens.evaluate.paired import paired_mean_difference
+
+    answers = [_reports_of(e, lambda g: g["text_source"] == "vqa") for e in (a, b)]
+    if any(r is None for r in answers):
+        return {row: {"not_computed": "an experiment has no generations.jsonl"} for row in _VQA}
+    ra, rb = answers
+    if reason := _same_references(ra, rb, "VQA questions"):
+        return {row: {"not_computed": reason} for row in _VQA}
+    ids = sorted(ra)
+    described = a["described"]
+    types = [json.loads(described[i].get("meta") or "{}").get("answer_type") for i in ids]
+    refs = [ra[i][0] for i in ids]
+    closed, exact_a, recall_a = exact_and_recall(refs, [ra[i][1] for i in ids], types)
+    _, exact_b, recall_b = exact_and_recall(refs, [rb[i][1] for i in ids], types)
+    out = {}
+    for row, mask, (sa, sb) in zip(
+        _VQA,
+        (closed, ~closed, ~closed),
+        ((exact_a, exact_b), (exact_a, exact_b), (recall_a, recall_b)),
+        strict=True,
+    ):
+        if not mask.any():
+            out[row] = {"not_computed": f"no {'closed' if row == _VQA[0] else 'open'} questions", "n": 0}
+            continue
+        result = paired_mean_difference(sa[mask], sb[mask], n_resamples=n_resamples, seed=seed)
+        out[row] = {**result, "n": int(mask.sum())}
+    return out
+
+
+def _has_rows(exps: tuple[dict[str, Any], ...], keep) -> bool:
+    """Whether either experiment generated for a row ``keep`` accepts (a metric of neither gets no row)."""
+    return any(e["described"] and any(keep(g) for g in e["described"].values()) for e in exps)
+
+
 def _per_report(row: str, column: str):
     """Comparator of a per-report metric of ``eval/report_metric_scores.csv`` (the same chest reports)."""
 
@@ -228,12 +340,25 @@ def _scored(a: dict[str, Any], b: dict[str, Any], metric: str) -> bool:
 def experiment_differences(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per metric and pair of experiments (in ``run`` order): the paired difference ``a - b``."""
     rows = []
+    # each experiment's generations described by its pairs table, read once for all its comparisons
+    experiments = [{**e, "described": _described(e)} for e in experiments]
     for a, b in itertools.combinations(experiments, 2):
         n_resamples, seed = _settings(a)
         comparisons = [
             ("encoder", lambda *args: {"zero-shot mean AUC": _zero_shot(*args)}),
-            ("decoder", _clinical),
+            # clinical F1 where there are chest reports, or to say why not when generations are missing
+            *(
+                (("decoder", _clinical),)
+                if _has_rows((a, b), _chest_row) or not all(e["described"] for e in (a, b))
+                else ()
+            ),
             ("decoder", _text),
+            *(
+                ("decoder", _graded(modality))
+                for modality, (_, classes) in MODALITY_TASKS.items()
+                if _has_rows((a, b), lambda g, m=modality, c=list(classes): _graded_row(g, m, c))
+            ),
+            *((("decoder", _vqa),) if _has_rows((a, b), lambda g: g["text_source"] == "vqa") else ()),
             *(
                 ("decoder", _per_report(row, column))
                 for row, metric, column in _PER_REPORT

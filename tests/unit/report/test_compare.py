@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -127,3 +128,97 @@ def test_the_field_metrics_are_compared_report_by_report(tmp_path):
     poor["report_metrics_eval"]["metrics"]["bertscore"] = {"not_computed": "weights not in the cache"}
     rows = {r["metric"]: r for r in experiment_differences([good, poor])}
     assert rows["BERTScore F1"]["not_computed"] == "bertscore was not computed for both"
+
+
+def _mixed_pairs(path, n=60):
+    """Knee, skin and VQA test rows (no images needed: the comparison reads labels, metadata and texts)."""
+    from medlens.data.schema import PAIRS_SCHEMA
+    from medlens.evaluate.modality import MODALITY_TASKS
+
+    skin = MODALITY_TASKS["dermatology"][1]
+    rows = []
+    for i in range(n):
+        kind = ("knee_xray", "dermatology", "vqa")[i % 3]
+        if kind == "knee_xray":
+            labels, text, meta = [f"KL{i % 5}"], f"Kellgren-Lawrence grade {i % 5}.", {}
+        elif kind == "dermatology":
+            labels, text, meta = [skin[i % 6]], f"{skin[i % 6]}.", {}
+        else:
+            closed = i % 2 == 0
+            text = ("yes" if i % 4 == 0 else "no") if closed else f"left lung {i}"
+            labels, meta = [], {"answer_type": "CLOSED" if closed else "OPEN"}
+        rows.append(
+            {
+                **dict.fromkeys(("study_id", "view"), None),
+                "id": f"m/{i}",
+                "dataset": "mixed",
+                "patient_id": f"p{i}",
+                "image": b"",
+                "width": 1,
+                "height": 1,
+                "modality": "chest_xray" if kind == "vqa" else kind,
+                "text": text,
+                "text_source": "vqa" if kind == "vqa" else "labels",
+                "labels": labels,
+                "meta": json.dumps(meta),
+                "split": "test",
+            }
+        )
+    pq.write_table(pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), path)
+    return rows
+
+
+def _generated(tmp_path, name, rows, pairs, answer):
+    root = tmp_path / name
+    root.mkdir()
+    with open(root / "generations.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({"id": r["id"], "reference": r["text"], "generated": answer(r)}) + "\n")
+    return {
+        "name": name,
+        "stages": ["decoder"],
+        "config": {"evaluate": {"bootstrap_samples": 200, "seed": 0}},
+        "decoder_eval": {},
+        "paired_inputs": {"generations": str(root / "generations.jsonl"), "pairs": str(pairs)},
+    }
+
+
+def test_knee_skin_and_vqa_are_compared_on_their_own_metrics(tmp_path):
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score
+
+    pairs = tmp_path / "pairs.parquet"
+    rows = _mixed_pairs(pairs)
+    exact = _generated(tmp_path, "exact", rows, pairs, lambda r: r["text"])
+
+    def blind_answer(r):  # always grade 0 / nevus / "no", and the first word of an open answer
+        if r["modality"] == "knee_xray":
+            return "Kellgren-Lawrence grade 0."
+        if r["modality"] == "dermatology":
+            return "Nevus."
+        return "no" if json.loads(r["meta"])["answer_type"] == "CLOSED" else r["text"].split()[0]
+
+    blind = _generated(tmp_path, "blind", rows, pairs, blind_answer)
+    by = {r["metric"]: r for r in experiment_differences([exact, blind])}
+    knee = [r for r in rows if r["modality"] == "knee_xray"]
+    truth = [int(r["labels"][0][2]) for r in knee]
+    assert by["knee_xray accuracy (from the text)"]["difference"] == pytest.approx(
+        1 - accuracy_score(truth, [0] * len(knee))
+    )
+    kappa = by["knee_xray quadratic-weighted kappa (from the text)"]
+    assert kappa["n"] == len(knee) == 20 and kappa["difference"] == pytest.approx(
+        1 - cohen_kappa_score(truth, [0] * 20, weights="quadratic", labels=range(5))
+    )
+    skin = [r["labels"][0] for r in rows if r["modality"] == "dermatology"]
+    assert by["dermatology balanced accuracy (from the text)"]["difference"] == pytest.approx(
+        1 - balanced_accuracy_score(skin, ["Nevus"] * len(skin))
+    )
+    assert by["dermatology macro-F1 (from the text)"]["excludes_zero"] is True
+    closed = [r for r in rows if json.loads(r["meta"]).get("answer_type") == "CLOSED"]
+    yes = sum(r["text"] == "yes" for r in closed)
+    assert by["VQA closed accuracy"]["n"] == len(closed) and by["VQA closed accuracy"]["difference"] == (
+        pytest.approx(yes / len(closed))
+    )
+    assert by["VQA open accuracy"]["difference"] == 1.0  # one word of three is never the whole answer
+    assert 0 < by["VQA open recall"]["difference"] < 1 and by["VQA open recall"]["excludes_zero"] is True
+    # no chest reports in either: no clinical rows; the text metrics cover every generation
+    assert not any(m.startswith("clinical") for m in by) and by["BLEU-4"]["n"] == len(rows)
