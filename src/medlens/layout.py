@@ -31,6 +31,7 @@ __all__ = [
     "ENCODER_PER_LABEL",
     "ENCODER_ROC",
     "ZERO_SHOT_SCORES",
+    "CLASS_PREDICTIONS",
     "DECODER_EVAL",
     "GENERATIONS",
     "DECODER_PER_LABEL",
@@ -71,6 +72,7 @@ ENCODER_EVAL = f"{EXPERIMENT}/eval/encoder.json"
 ENCODER_PER_LABEL = f"{EXPERIMENT}/eval/encoder_per_label.csv"
 ENCODER_ROC = f"{EXPERIMENT}/eval/encoder_roc.csv"
 ZERO_SHOT_SCORES = f"{EXPERIMENT}/eval/zero_shot_scores.csv"
+CLASS_PREDICTIONS = f"{EXPERIMENT}/eval/class_predictions.csv"
 DECODER_EVAL = f"{EXPERIMENT}/eval/decoder.json"
 GENERATIONS = f"{EXPERIMENT}/eval/generations.jsonl"
 DECODER_PER_LABEL = f"{EXPERIMENT}/eval/decoder_per_label.csv"

@@ -39,6 +39,7 @@ EXPERIMENT_OUTPUTS = [
     "eval/report_metrics.json",
     "eval/report_metric_scores.csv",
     "eval/zero_shot_scores.csv",
+    "eval/class_predictions.csv",
     "hub/encoder/README.md",
     "hub/encoder/open_clip_model.safetensors",
     "hub/decoder/README.md",

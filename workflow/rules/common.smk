@@ -135,6 +135,7 @@ def experiment_files(name):
             "encoder": layout.ENCODER.format(experiment=name),
             "encoder_eval": layout.ENCODER_EVAL.format(experiment=name),
             "zero_shot_scores": layout.ZERO_SHOT_SCORES.format(experiment=name),
+            "class_predictions": layout.CLASS_PREDICTIONS.format(experiment=name),
         }
     files["hub"] = {s: layout.HUB.format(experiment=name, stage=s) for s in stages}
     if "decoder" in stages:

@@ -26,6 +26,7 @@ rule evaluate_encoder:
             labels={"experiment": "{experiment}", "table": "ROC points"},
         ),
         scores=layout.ZERO_SHOT_SCORES,
+        classes=layout.CLASS_PREDICTIONS,
     log:
         layout.log("evaluate_encoder"),
     benchmark:

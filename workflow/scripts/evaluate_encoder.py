@@ -19,4 +19,5 @@ evaluate_encoder(
     out_per_label=snakemake.output.per_label,
     out_roc=snakemake.output.roc,
     out_scores=snakemake.output.scores,
+    out_classes=snakemake.output.classes,
 )

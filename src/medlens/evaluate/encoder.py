@@ -22,7 +22,7 @@ from medlens.config import EvalConfig, to_dict
 from medlens.evaluate.features import encode_rows, encode_stored, read_rows
 from medlens.evaluate.linear_probe import LABEL_SETS, linear_probe
 from medlens.evaluate.modality import class_prompts, rows_of_class
-from medlens.evaluate.paired import write_scores
+from medlens.evaluate.paired import write_class_predictions, write_scores
 from medlens.evaluate.retrieval import retrieval_recall
 from medlens.evaluate.zero_shot import evaluate_zero_shot
 from medlens.io import atomic_path, write_json
@@ -144,12 +144,16 @@ def _of_modality(rows: list[dict], modality: str, classes: Sequence[str]) -> tup
     return np.asarray(idx, dtype=int), truth
 
 
-def _modality_scores(encoder, rows: dict[str, list[dict]], feats: dict[str, np.ndarray], cfg: EvalConfig):
+def _modality_scores(
+    encoder, rows: dict[str, list[dict]], feats: dict[str, np.ndarray], cfg: EvalConfig
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Knee KL grade and skin-lesion diagnosis from the encoder, zero-shot and by a linear probe, scored as
-    each field does (:mod:`medlens.evaluate.modality`); empty when the split holds neither."""
+    each field does (:mod:`medlens.evaluate.modality`), and each test row's predicted classes (for the
+    report's paired comparisons); both empty when the split holds neither."""
     from medlens.evaluate.modality import MODALITY_TASKS
 
     out: dict[str, Any] = {}
+    predictions: list[dict[str, Any]] = []
     for modality, (task, classes) in MODALITY_TASKS.items():
         test_idx, truth = _of_modality(rows[cfg.split], modality, classes)
         if not len(test_idx):
@@ -160,11 +164,22 @@ def _modality_scores(encoder, rows: dict[str, list[dict]], feats: dict[str, np.n
         prompts = class_prompts(modality, classes)
         text = np.stack([_unit(_encode_texts(encoder, prompts[c]).mean(0)) for c in classes])
         sims = _unit(x_test) @ text.T
-        entry = {"zero_shot": scored([classes[i] for i in sims.argmax(1)], sims)}
+        zero_shot = [classes[i] for i in sims.argmax(1)]
+        entry = {"zero_shot": scored(zero_shot, sims)}
         entry["zero_shot"]["protocol"]["prompts"] = prompts
-        entry["linear_probe"] = _modality_probe(rows, feats, cfg, modality, classes, x_test, scored)
+        entry["linear_probe"], probed = _modality_probe(rows, feats, cfg, modality, classes, x_test, scored)
         out[modality] = entry
-    return out
+        for k, i in enumerate(test_idx):
+            predictions.append(
+                {
+                    "id": rows[cfg.split][i]["id"],
+                    "modality": modality,
+                    "truth": truth[k],
+                    "zero_shot": zero_shot[k],
+                    "linear_probe": probed[k] if probed else "",
+                }
+            )
+    return out, predictions
 
 
 def _score_classes(
@@ -180,7 +195,8 @@ def _score_classes(
 
 
 def _modality_probe(rows, feats, cfg: EvalConfig, modality: str, classes, x_test: np.ndarray, scored):
-    """The multinomial probe of one modality's classes, fit on train, C chosen on val, scored on ``x_test``."""
+    """The multinomial probe of one modality's classes, fit on train, C chosen on val, scored on ``x_test``,
+    and its predicted classes (None when it could not be fit)."""
     from medlens.evaluate.linear_probe import fit_class_probe
 
     fit = {}
@@ -189,15 +205,16 @@ def _modality_probe(rows, feats, cfg: EvalConfig, modality: str, classes, x_test
         fit[split] = (feats[split][idx] if len(idx) else np.zeros((0, x_test.shape[1])), np.array(truth))
     probe, protocol = fit_class_probe(*fit["train"], *fit["val"], cfg.linear_probe.c_grid)
     if probe is None:
-        return {"not_computed": protocol["reason"], "protocol": protocol}
+        return {"not_computed": protocol["reason"], "protocol": protocol}, None
     proba, fitted = probe.predict_proba(x_test), list(probe.classes_)
     # a class absent from train has probability 0
     class_scores = np.stack(
         [proba[:, fitted.index(c)] if c in fitted else np.zeros(len(x_test)) for c in classes], 1
     )
-    result = scored(probe.predict(x_test).tolist(), class_scores)
+    predicted = probe.predict(x_test).tolist()
+    result = scored(predicted, class_scores)
     result["protocol"].update(protocol)
-    return result
+    return result, predicted
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -246,11 +263,14 @@ def evaluate_encoder(
     out_per_label: str | os.PathLike,
     out_roc: str | os.PathLike,
     out_scores: str | os.PathLike | None = None,
+    out_classes: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Evaluate the encoder on ``cfg.split`` of the pairs (and on each external prepared dataset).
 
     ``out_scores`` receives each evaluated row's zero-shot score and truth per label
-    (:func:`medlens.evaluate.paired.write_scores`), from which the report compares experiments pairwise.
+    (:func:`medlens.evaluate.paired.write_scores`) and ``out_classes`` each knee or skin row's true and
+    predicted classes (:func:`medlens.evaluate.paired.write_class_predictions`), from which the report
+    compares experiments pairwise.
 
     Returns:
         The metrics written to ``out_json``.
@@ -270,8 +290,11 @@ def evaluate_encoder(
         write_scores(out_scores, ids, labels, scores[0], label_matrix(rows[cfg.split], labels))
     if cfg.linear_probe.enabled:
         result["linear_probe"] = _split_probes(rows, feats, cfg)
-    if modalities := _modality_scores(encoder, rows, feats, cfg):
+    modalities, predictions = _modality_scores(encoder, rows, feats, cfg)
+    if modalities:
         result["modalities"] = modalities
+    if out_classes is not None:
+        write_class_predictions(out_classes, predictions)
     result["ood"] = ood_summary(encoder_dir, feats[cfg.split])
     result["external"] = {}
     for path in external:

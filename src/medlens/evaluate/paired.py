@@ -38,6 +38,8 @@ __all__ = [
     "paired_mean_difference",
     "paired_metric_difference",
     "write_scores",
+    "write_class_predictions",
+    "read_class_predictions",
     "read_scores",
 ]
 
@@ -218,3 +220,26 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
     except ValueError as e:
         raise DataError(f"a value is not a number ({e})", file=str(path)) from None
     return [r[0] for r in rows], labels, scores, targets
+
+
+CLASS_COLUMNS = ["id", "modality", "truth", "zero_shot", "linear_probe"]
+
+
+def write_class_predictions(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """``eval/class_predictions.csv``: each knee or skin test row's true class and the encoder's zero-shot
+    and linear-probe classes (the probe's empty when it could not be fit); a header alone without such rows."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=CLASS_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def read_class_predictions(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a file written by :func:`write_class_predictions`."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != CLASS_COLUMNS:
+            raise DataError(
+                f"columns {reader.fieldnames}", file=str(path), row=1, expected=", ".join(CLASS_COLUMNS)
+            )
+        return list(reader)

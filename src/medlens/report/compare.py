@@ -240,6 +240,59 @@ def _graded_row(g: dict[str, Any], modality: str, classes: list[str]) -> bool:
     return g["modality"] == modality and g["text_source"] != "vqa" and bool(set(g["labels"]) & set(classes))
 
 
+def _encoder_graded(modality: str):
+    """Comparator of the encoder's classes of ``modality`` (zero-shot and linear probe, from
+    ``eval/class_predictions.csv``): its task's headline metrics, as ``modalities`` scores them."""
+    from medlens.evaluate.modality import task_metrics
+
+    classes, metrics = task_metrics(modality)
+    methods = (("zero_shot", "zero-shot"), ("linear_probe", "linear probe"))
+    rows = {
+        (m, name): f"{modality} {_METRIC_NAMES[name]} ({title})" for m, title in methods for name in metrics
+    }
+
+    def compare(
+        a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int
+    ) -> dict[str, dict[str, Any]]:
+        from medlens.evaluate.modality import class_indices
+        from medlens.evaluate.paired import paired_metric_difference, read_class_predictions
+
+        def every(reason: str) -> dict[str, dict[str, Any]]:
+            return {row: {"not_computed": reason} for row in rows.values()}
+
+        paths = [e["paired_inputs"].get("class_predictions") for e in (a, b)]
+        if not all(p and Path(p).is_file() for p in paths):
+            return every("an experiment has no class_predictions.csv (evaluated before it existed)")
+        pa, pb = ({r["id"]: r for r in read_class_predictions(p) if r["modality"] == modality} for p in paths)
+        if not pa or pa.keys() != pb.keys() or any(pa[i]["truth"] != pb[i]["truth"] for i in pa):
+            return every(f"different {modality} test rows ({len(pa)} and {len(pb)})")
+        ids = sorted(pa)
+        truth = class_indices([pa[i]["truth"] for i in ids], classes)
+        out = {}
+        for method, _ in methods:
+            if any(not p[i][method] for p in (pa, pb) for i in ids):
+                out |= {rows[method, n]: {"not_computed": f"no {method} for both"} for n in metrics}
+                continue
+            xa, xb = (class_indices([p[i][method] for i in ids], classes) for p in (pa, pb))
+            for name, metric in metrics.items():
+                result = paired_metric_difference(metric, truth, xa, xb, n_resamples=n_resamples, seed=seed)
+                out[rows[method, name]] = {**result, "n": len(ids)}
+        return out
+
+    return compare
+
+
+def _classified(exps: tuple[dict[str, Any], ...], modality: str) -> bool:
+    """Whether either experiment's encoder classified rows of ``modality``."""
+    from medlens.evaluate.paired import read_class_predictions
+
+    paths = [e["paired_inputs"].get("class_predictions") for e in exps]
+    return any(
+        p and Path(p).is_file() and any(r["modality"] == modality for r in read_class_predictions(p))
+        for p in paths
+    )
+
+
 _VQA = ("VQA closed accuracy", "VQA open accuracy", "VQA open recall")
 
 
@@ -346,6 +399,7 @@ def experiment_differences(experiments: list[dict[str, Any]]) -> list[dict[str, 
         n_resamples, seed = _settings(a)
         comparisons = [
             ("encoder", lambda *args: {"zero-shot mean AUC": _zero_shot(*args)}),
+            *(("encoder", _encoder_graded(m)) for m in MODALITY_TASKS if _classified((a, b), m)),
             # clinical F1 where there are chest reports, or to say why not when generations are missing
             *(
                 (("decoder", _clinical),)

@@ -174,19 +174,28 @@ def test_the_encoder_is_scored_on_knee_grades_zero_shot_and_by_a_probe():
 
     def split(n):
         grades = rng.integers(0, 5, n)
-        rows = [{"modality": "knee_xray", "labels": [classes[g]], "meta": _json.dumps({})} for g in grades]
+        rows = [
+            {"id": f"k{n}/{i}", "modality": "knee_xray", "labels": [classes[g]], "meta": _json.dumps({})}
+            for i, g in enumerate(grades)
+        ]
         return rows, np.eye(8)[grades] + 0.3 * rng.standard_normal((n, 8))
 
     data = {s: split(n) for s, n in (("train", 200), ("val", 60), ("test", 80))}
     rows = {s: d[0] for s, d in data.items()}
     feats = {s: d[1] for s, d in data.items()}
     rows["test"].append(
-        {"modality": "chest_xray", "labels": ["Cardiomegaly"], "meta": "{}"}
+        {"id": "chest", "modality": "chest_xray", "labels": ["Cardiomegaly"], "meta": "{}"}
     )  # not scored here
     feats["test"] = np.vstack([feats["test"], np.zeros((1, 8))])
-    out = _modality_scores(Encoder(), rows, feats, EvalConfig(bootstrap_samples=20))
+    out, predictions = _modality_scores(Encoder(), rows, feats, EvalConfig(bootstrap_samples=20))
     assert set(out) == {"knee_xray"}
     for how in ("zero_shot", "linear_probe"):
         assert out["knee_xray"][how]["n"] == 80
         assert out["knee_xray"][how]["quadratic_weighted_kappa"]["value"] > 0.9, how
     assert out["knee_xray"]["linear_probe"]["protocol"]["chosen_c"] is not None
+    # each knee test row's classes, for the report's paired comparisons; the accuracy is theirs
+    assert [p["id"] for p in predictions] == [r["id"] for r in rows["test"][:80]]
+    assert [p["truth"] for p in predictions] == [r["labels"][0] for r in rows["test"][:80]]
+    for how in ("zero_shot", "linear_probe"):
+        accuracy = np.mean([p["truth"] == p[how] for p in predictions])
+        assert accuracy == pytest.approx(out["knee_xray"][how]["accuracy"]["value"]), how

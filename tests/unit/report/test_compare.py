@@ -222,3 +222,43 @@ def test_knee_skin_and_vqa_are_compared_on_their_own_metrics(tmp_path):
     assert 0 < by["VQA open recall"]["difference"] < 1 and by["VQA open recall"]["excludes_zero"] is True
     # no chest reports in either: no clinical rows; the text metrics cover every generation
     assert not any(m.startswith("clinical") for m in by) and by["BLEU-4"]["n"] == len(rows)
+
+
+def test_the_encoders_knee_and_skin_classes_are_compared_zero_shot_and_by_probe(tmp_path):
+    from sklearn.metrics import cohen_kappa_score
+
+    from medlens.evaluate.paired import write_class_predictions
+
+    truth = [f"KL{i % 5}" for i in range(40)]
+
+    def experiment(name, zero_shot, probe):
+        path = tmp_path / f"{name}.csv"
+        rows = [
+            {
+                "id": f"k/{i}",
+                "modality": "knee_xray",
+                "truth": t,
+                "zero_shot": zero_shot(i),
+                "linear_probe": probe(i),
+            }
+            for i, t in enumerate(truth)
+        ]
+        write_class_predictions(path, rows)
+        return {
+            "name": name,
+            "stages": ["encoder"],
+            "config": {"evaluate": {"bootstrap_samples": 100, "seed": 0}},
+            "paired_inputs": {"class_predictions": str(path)},
+        }
+
+    good = experiment("good", lambda i: truth[i], lambda i: truth[i])
+    poor = experiment("poor", lambda i: "KL0", lambda i: "")  # its probe could not be fit
+    by = {r["metric"]: r for r in experiment_differences([good, poor])}
+    kappa = by["knee_xray quadratic-weighted kappa (zero-shot)"]
+    assert kappa["n"] == 40 and kappa["excludes_zero"] is True
+    assert kappa["difference"] == pytest.approx(
+        1 - cohen_kappa_score(truth, ["KL0"] * 40, weights="quadratic", labels=[f"KL{g}" for g in range(5)])
+    )
+    assert by["knee_xray accuracy (zero-shot)"]["difference"] == pytest.approx(1 - 8 / 40)
+    assert by["knee_xray accuracy (linear probe)"]["not_computed"] == "no linear_probe for both"
+    assert not any(m.startswith("dermatology") for m in by)  # neither classified skin lesions
