@@ -224,6 +224,9 @@ class EncoderConfig:
         None  # input normalisation; None: the vision tower's own (timm), else CLIP's
     )
     image_size: int = 64  # model input side in pixels
+    # evaluation resize: "shortest" side to image_size then centre crop, or "squash" both sides to the square
+    # (SigLIP's published preprocessing); saved in preprocess_cfg, so open_clip's local-dir loading repeats it
+    resize_mode: Literal["shortest", "squash"] = "shortest"
     context_length: int = 77  # text tokens; longer contexts extend the positional embedding
     loss: Literal["clip", "siglip"] = "clip"  # InfoNCE (ClipLoss) or sigmoid (SigLipLoss)
     init_temperature: float = 0.07  # logit_scale starts at log(1 / init_temperature)
