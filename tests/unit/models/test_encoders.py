@@ -226,3 +226,10 @@ def test_the_siglip_preset_squashes_as_siglip_does():
     assert preprocess_cfg["resize_mode"] == "squash"
     _, _, preprocess_cfg = create_encoder(_preset("hybrid_dinov3_clip", **NO_WEIGHTS), device="meta")
     assert preprocess_cfg["resize_mode"] == "shortest"  # seed 000: "cropped/resized to 224px"
+
+
+def test_the_seed_002_datasets_keep_its_text_bounds(repo):
+    # 002: "Text length > 5 chars", "Text length < 1000 chars"
+    datasets = yaml.safe_load((repo / "config" / "config.yaml").read_text())["datasets"]
+    for name in ("knee_mendeley", "pad_ufes_20", "slake"):
+        assert (datasets[name]["min_text_chars"], datasets[name]["max_text_chars"]) == (6, 999), name
