@@ -648,3 +648,15 @@ def test_every_shipped_preset_sets_only_keys_it_reads(repo, tmp_path, encoder):
     for decoder in sorted(p.stem for p in (C.PRESETS_DIR / "decoder").glob("*.yaml")):
         data = {"datasets": ["synthetic_cxr"], "encoder": {"preset": encoder}, "decoder": {"preset": decoder}}
         assert _load(repo, tmp_path, data).decoder.preset == decoder
+
+
+@pytest.mark.parametrize("path", sorted((C.PACKAGE_DIR.parents[1] / "config" / "experiments").glob("*.yaml")))
+def test_shipped_experiments_store_images_at_least_as_large_as_their_towers_read(repo, path):
+    # a film stored smaller than the tower's input is upsampled: detail the seed's model saw is lost
+    pipeline = C.load_pipeline(C.load_yaml(repo / "config" / "config.yaml"))
+    exp = C.load_experiment(path, schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml")
+    sizes = [exp.encoder.image_size] if "encoder" in exp.stages else []
+    if "decoder" in exp.stages and exp.decoder.kind == "captioner" and exp.decoder.image_size:
+        sizes.append(exp.decoder.image_size)
+    for name in exp.datasets:
+        assert pipeline.datasets[name].store_size >= max(sizes, default=0), (path.name, name)
