@@ -970,6 +970,18 @@ _CAPTIONER_ONLY = (
 _VLM_ONLY = ("model", "finetune", "lora", "quantization", "merge_adapters", "augment")
 
 
+# sections read by one stage only: the stage's own, the chat layout, and its evaluation settings
+_STAGE_KEYS = (
+    ("encoder", "encoder"),
+    ("decoder", "decoder"),
+    ("chat", "decoder"),
+    ("evaluate.zero_shot", "encoder"),
+    ("evaluate.recall_ks", "encoder"),
+    ("evaluate.generation", "decoder"),
+    ("evaluate.report_metrics", "decoder"),
+)
+
+
 def _unread(cfg: ExperimentConfig) -> list[tuple[str, str, str]]:
     """``(key, deciding key, expected)`` for each key the experiment's stages never read, whatever its value."""
     enc, dec = cfg.encoder, cfg.decoder
@@ -1046,14 +1058,14 @@ def check_unread_keys(cfg: ExperimentConfig, user: dict[str, Any], *, source: st
     Raises:
         ConfigError: naming the key, the file that sets it and what to do instead.
     """
-    for stage in ("encoder", "decoder"):
-        if stage not in cfg.stages and user.get(stage):
-            key = next(iter(user[stage]))
+    for key, stage in _STAGE_KEYS:
+        if stage not in cfg.stages and dig(user, key):
+            section = dig(user, key)
             raise ConfigError(
                 f"set, but this experiment has no {stage} stage (stages: {', '.join(cfg.stages)})",
                 file=source,
-                key=f"{stage}.{key}",
-                expected=f"no {stage}: section, or '{stage}' in stages",
+                key=f"{key}.{next(iter(section))}" if isinstance(section, dict) else key,
+                expected=f"no {key}, or '{stage}' in stages",
             )
     presets = {}
     for stage in ("encoder", "decoder"):

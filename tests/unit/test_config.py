@@ -535,7 +535,25 @@ def test_an_encoder_run_needs_a_length(repo, tmp_path):
             lambda d: d.update(stages=["encoder"]),
             "decoder.preset",
             "this experiment has no decoder stage",
-            "no decoder: section, or 'decoder' in stages",
+            "no decoder, or 'decoder' in stages",
+        ),
+        (
+            lambda d: d.update(stages=["decoder"], decoder={"preset": "lapvqa_captioner"}, encoder={}),
+            "evaluate.external_datasets",
+            "external datasets are evaluated by evaluate_encoder",
+            "an empty list, or 'encoder' in stages",
+        ),
+        (
+            lambda d: d.update(stages=["encoder"], decoder={}, chat={"prompt": "Describe:"}),
+            "chat.prompt",
+            "this experiment has no decoder stage",
+            "no chat, or 'decoder' in stages",
+        ),
+        (
+            lambda d: d.update(stages=["encoder"], decoder={}, evaluate={"report_metrics": ["bertscore"]}),
+            "evaluate.report_metrics",
+            "this experiment has no decoder stage",
+            "no evaluate.report_metrics, or 'decoder' in stages",
         ),
         (
             lambda d: d["encoder"].update(momentum=0.5),
@@ -594,6 +612,9 @@ def test_an_encoder_run_needs_a_length(repo, tmp_path):
     ],
     ids=[
         "no-decoder-stage",
+        "external-without-encoder",
+        "chat-without-decoder",
+        "report-metrics-without-decoder",
         "momentum-adamw",
         "beta-sgd",
         "bias-clip",
