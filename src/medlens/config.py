@@ -46,6 +46,7 @@ __all__ = [
     "load_yaml",
     "load_experiment",
     "resolve_preset",
+    "check_unread_keys",
     "validate_against_schema",
     "PRESETS_DIR",
     "FINDINGS",
@@ -224,6 +225,9 @@ class EncoderConfig:
         None  # input normalisation; None: the vision tower's own (timm), else CLIP's
     )
     image_size: int = 64  # model input side in pixels
+    # evaluation resize: "shortest" side to image_size then centre crop, or "squash" both sides to the square
+    # (SigLIP's published preprocessing); saved in preprocess_cfg, so open_clip's local-dir loading repeats it
+    resize_mode: Literal["shortest", "squash"] = "shortest"
     context_length: int = 77  # text tokens; longer contexts extend the positional embedding
     loss: Literal["clip", "siglip"] = "clip"  # InfoNCE (ClipLoss) or sigmoid (SigLipLoss)
     init_temperature: float = 0.07  # logit_scale starts at log(1 / init_temperature)
@@ -299,7 +303,9 @@ class TrainerConfig:
     per_device_eval_batch_size: int = 32  # per process
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     max_steps: int = -1  # optimizer steps; -1 trains for num_train_epochs
-    num_train_epochs: float = 3.0  # passes over train when max_steps is -1
+    num_train_epochs: float = (
+        3.0  # passes over train when max_steps is -1 (a positive max_steps overrides it)
+    )
     warmup_steps: int = 0  # linear warmup steps
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     max_grad_norm: float = 1.0  # gradient clipping
@@ -919,9 +925,162 @@ def resolve_preset(
             key=f"{kind}.preset",
             expected=f"one of {', '.join(available)}",
         )
-    merged = _deep_merge(load_yaml(path), section)
+    recipe = load_yaml(path)
+    _check_known_keys(EncoderConfig if kind == "encoder" else DecoderConfig, recipe, str(path), kind)
+    merged = _deep_merge(recipe, section)
     merged["preset"] = preset
     return merged
+
+
+def _check_known_keys(cls: type, data: dict[str, Any], source: str, prefix: str) -> None:
+    """Unknown keys of a preset, named in the preset's file (the merged config would blame the experiment)."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in names:
+            _raise_renamed(prefix, key, source)
+            raise ConfigError(
+                f"unknown key '{key}'",
+                file=source,
+                key=f"{prefix}.{key}",
+                expected=f"one of {', '.join(sorted(names))}",
+            )
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            _check_known_keys(hints[key], value, source, f"{prefix}.{key}")
+
+
+# --------------------------------------------------------------------------------------------
+# keys that are set but that nothing reads: the user meant something that would silently not happen
+
+# decoder keys read by one kind only (medlens.models.captioner / medlens.train.vlm)
+_CAPTIONER_ONLY = (
+    "vision_model",
+    "init_from_encoder",
+    "freeze_vision",
+    "image_size",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "dropout",
+    "length_group_batches",
+    "repeat_factor_threshold",
+    "tokenizer",
+    "vocab_size",
+)
+_VLM_ONLY = ("model", "finetune", "lora", "quantization", "merge_adapters", "augment")
+
+
+# sections read by one stage only: the stage's own, the chat layout, and its evaluation settings
+_STAGE_KEYS = (
+    ("encoder", "encoder"),
+    ("decoder", "decoder"),
+    ("chat", "decoder"),
+    ("evaluate.zero_shot", "encoder"),
+    ("evaluate.recall_ks", "encoder"),
+    ("evaluate.generation", "decoder"),
+    ("evaluate.report_metrics", "decoder"),
+)
+
+
+def _unread(cfg: ExperimentConfig) -> list[tuple[str, str, str]]:
+    """``(key, deciding key, expected)`` for each key the experiment's stages never read, whatever its value."""
+    enc, dec = cfg.encoder, cfg.decoder
+    rules: list[tuple[str, str, str]] = []
+    if "encoder" in cfg.stages:
+        adam = ("adam_beta1", "adam_beta2", "adam_epsilon")
+        for key in adam if enc.optim == "sgd" else ("momentum",):
+            rules.append((f"encoder.{key}", "encoder.optim", f"no {key}: optim {enc.optim} does not use it"))
+        if enc.loss == "clip":
+            rules.append(
+                ("encoder.init_logit_bias", "encoder.loss", "no bias: the clip loss has none (siglip)")
+            )
+        if enc.max_steps is not None:
+            rules.append(
+                (
+                    "encoder.num_train_epochs",
+                    "encoder.max_steps",
+                    "max_steps: null to train by epochs instead",
+                )
+            )
+        if enc.warmup_steps is not None:
+            rules.append(
+                ("encoder.warmup_ratio", "encoder.warmup_steps", "warmup_steps: null to use the ratio")
+            )
+        for key, lock in (
+            ("lock_image_unlocked_groups", "lock_image"),
+            ("lock_text_unlocked_layers", "lock_text"),
+        ):
+            if not getattr(enc, lock):
+                rules.append(
+                    (f"encoder.{key}", f"encoder.{lock}", f"{lock}: true (it applies to a locked tower)")
+                )
+    if "decoder" in cfg.stages:
+        for key in _VLM_ONLY if dec.kind == "captioner" else _CAPTIONER_ONLY:
+            rules.append((f"decoder.{key}", "decoder.kind", f"no {key}: kind {dec.kind} does not use it"))
+        if dec.trainer.max_steps > 0:  # the Trainer's rule: max_steps > 0 overrides num_train_epochs
+            rules.append(
+                (
+                    "decoder.trainer.num_train_epochs",
+                    "decoder.trainer.max_steps",
+                    "max_steps: -1 to train by epochs (a positive max_steps overrides num_train_epochs)",
+                )
+            )
+    return rules
+
+
+def _layer(
+    key: str, user: dict[str, Any], presets: dict[str, tuple[str, dict[str, Any]]]
+) -> tuple[int, str | None]:
+    """Who set ``key`` last: 2 the experiment file, 1 its preset (with the preset's path), 0 nobody.
+
+    A key set to null counts as unset: null is every optional key's "not used".
+    """
+    if dig(user, key) is not None:
+        return 2, None
+    section, _, rest = key.partition(".")
+    if section in presets and rest and dig(presets[section][1], rest) is not None:
+        return 1, presets[section][0]
+    return 0, None
+
+
+def check_unread_keys(cfg: ExperimentConfig, user: dict[str, Any], *, source: str) -> None:
+    """Refuse keys set in an experiment file or its presets that the experiment never reads.
+
+    A key is refused when it is set at the same level as, or above, the setting that makes it unread: a
+    preset's key overridden into disuse by the experiment (``max_steps`` set over a preset that trains by
+    epochs) is the user's choice and passes.
+
+    Args:
+        cfg: the resolved experiment.
+        user: the experiment file's own mapping, before its presets were merged in.
+        source: the experiment file, for messages.
+
+    Raises:
+        ConfigError: naming the key, the file that sets it and what to do instead.
+    """
+    for key, stage in _STAGE_KEYS:
+        if stage not in cfg.stages and dig(user, key):
+            section = dig(user, key)
+            raise ConfigError(
+                f"set, but this experiment has no {stage} stage (stages: {', '.join(cfg.stages)})",
+                file=source,
+                key=f"{key}.{next(iter(section))}" if isinstance(section, dict) else key,
+                expected=f"no {key}, or '{stage}' in stages",
+            )
+    presets = {}
+    for stage in ("encoder", "decoder"):
+        preset = PRESETS_DIR / stage / f"{getattr(cfg, stage).preset}.yaml"
+        presets[stage] = (str(preset), load_yaml(preset))
+    for key, decider, expected in _unread(cfg):
+        level, preset = _layer(key, user, presets)
+        if level and level >= _layer(decider, user, presets)[0]:
+            value = dig(to_dict(cfg), decider)
+            raise ConfigError(
+                f"set, but never read: {decider} is {value!r}",
+                file=source if level == 2 else preset,
+                key=key,
+                expected=expected,
+            )
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -946,15 +1105,21 @@ def dig(obj: Any, path: str) -> Any:
 
 
 def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) -> ExperimentConfig:
-    """Read, validate and resolve one experiment YAML into an :class:`ExperimentConfig`."""
+    """Read, validate and resolve one experiment YAML into an :class:`ExperimentConfig`.
+
+    Raises:
+        ConfigError: a bad key or value, or a key set (here or in a preset) that this experiment never reads.
+    """
     path = Path(path)
     data = load_yaml(path)
     if schema_path is not None:
         validate_against_schema(data, schema_path, source=str(path))
+    user = data
     data = dict(data)
     for kind in ("encoder", "decoder"):
         data[kind] = resolve_preset(kind, data.get(kind, {}), source=str(path))
     cfg = from_dict(ExperimentConfig, data, source=str(path))
+    check_unread_keys(cfg, user, source=str(path))
     if schema_path is not None:  # the presets' values keep the bounds too
         validate_against_schema(
             json.loads(json.dumps(to_dict(cfg), default=str)),

@@ -522,3 +522,162 @@ def test_an_encoder_run_needs_a_length(repo, tmp_path):
         ConfigError, match=r"encoder\.max_steps: neither max_steps nor num_train_epochs is set"
     ):
         _load(repo, tmp_path, data)
+
+
+# --------------------------------------------------------------------------------------------
+# keys that are set but never read
+
+
+@pytest.mark.parametrize(
+    "edit, key, problem, expected",
+    [
+        (
+            lambda d: d.update(stages=["encoder"]),
+            "decoder.preset",
+            "this experiment has no decoder stage",
+            "no decoder, or 'decoder' in stages",
+        ),
+        (
+            lambda d: d.update(stages=["decoder"], decoder={"preset": "lapvqa_captioner"}, encoder={}),
+            "evaluate.external_datasets",
+            "external datasets are evaluated by evaluate_encoder",
+            "an empty list, or 'encoder' in stages",
+        ),
+        (
+            lambda d: d.update(stages=["encoder"], decoder={}, chat={"prompt": "Describe:"}),
+            "chat.prompt",
+            "this experiment has no decoder stage",
+            "no chat, or 'decoder' in stages",
+        ),
+        (
+            lambda d: d.update(stages=["encoder"], decoder={}, evaluate={"report_metrics": ["bertscore"]}),
+            "evaluate.report_metrics",
+            "this experiment has no decoder stage",
+            "no evaluate.report_metrics, or 'decoder' in stages",
+        ),
+        (
+            lambda d: d["encoder"].update(momentum=0.5),
+            "encoder.momentum",
+            "encoder.optim is 'adamw_torch'",
+            "no momentum: optim adamw_torch does not use it",
+        ),
+        (
+            lambda d: d["encoder"].update(optim="sgd", adam_beta2=0.95),
+            "encoder.adam_beta2",
+            "encoder.optim is 'sgd'",
+            "no adam_beta2",
+        ),
+        (
+            lambda d: d["encoder"].update(init_logit_bias=-5.0),
+            "encoder.init_logit_bias",
+            "encoder.loss is 'clip'",
+            "no bias",
+        ),
+        (
+            lambda d: d["encoder"].update(num_train_epochs=2),
+            "encoder.num_train_epochs",
+            "encoder.max_steps is 24",
+            "max_steps: null to train by epochs instead",
+        ),
+        (
+            lambda d: d["encoder"].update(warmup_ratio=0.1),
+            "encoder.warmup_ratio",
+            "encoder.warmup_steps is 2",
+            "warmup_steps: null",
+        ),
+        (
+            lambda d: d["encoder"].update(lock_image_unlocked_groups=2),
+            "encoder.lock_image_unlocked_groups",
+            "encoder.lock_image is False",
+            "lock_image: true",
+        ),
+        (
+            lambda d: d["decoder"].update(lora={"r": 4}),
+            "decoder.lora",
+            "decoder.kind is 'captioner'",
+            "no lora: kind captioner does not use it",
+        ),
+        (
+            lambda d: d["decoder"].update(preset="paligemma_qlora", trainer={"max_steps": 100}),
+            "decoder.hidden_size",
+            "decoder.kind is 'vlm'",
+            "no hidden_size: kind vlm does not use it",
+        ),
+        (
+            lambda d: d["decoder"]["trainer"].update(num_train_epochs=2),
+            "decoder.trainer.num_train_epochs",
+            "decoder.trainer.max_steps is 24",
+            "max_steps: -1 to train by epochs (a positive max_steps overrides num_train_epochs)",
+        ),
+    ],
+    ids=[
+        "no-decoder-stage",
+        "external-without-encoder",
+        "chat-without-decoder",
+        "report-metrics-without-decoder",
+        "momentum-adamw",
+        "beta-sgd",
+        "bias-clip",
+        "epochs-and-steps",
+        "ratio-and-steps",
+        "unlocked-not-locked",
+        "lora-captioner",
+        "width-vlm",
+        "trainer-epochs-and-steps",
+    ],
+)
+def test_a_key_the_experiment_never_reads_is_refused(repo, tmp_path, edit, key, problem, expected):
+    data = _tiny(repo)
+    edit(data)
+    with pytest.raises(ConfigError) as err:
+        _load(repo, tmp_path, data)
+    assert (err.value.file, err.value.key) == (str(tmp_path / "exp.yaml"), key)
+    assert problem in err.value.problem and expected in err.value.expected
+
+
+def test_a_preset_key_the_experiment_overrides_into_disuse_passes(repo, tmp_path):
+    # siglip_base trains 2 epochs; an experiment that sets max_steps chose steps (max_steps wins)
+    data = _tiny(repo)
+    data["encoder"] = {"preset": "siglip_base", "max_steps": 10, "pretrained": None}
+    # lapvqa_captioner trains 10 epochs: overridden the same way
+    data["decoder"] = {"preset": "lapvqa_captioner", "trainer": {"max_steps": 5, "warmup_steps": 1}}
+    cfg = _load(repo, tmp_path, data)
+    assert cfg.encoder.max_steps == 10 and cfg.decoder.trainer.max_steps == 5
+
+
+def test_an_unread_key_in_a_preset_names_the_preset_file(repo, tmp_path, monkeypatch):
+    presets = tmp_path / "presets"
+    for kind in ("encoder", "decoder"):
+        (presets / kind).mkdir(parents=True)
+        for p in (C.PRESETS_DIR / kind).glob("*.yaml"):
+            (presets / kind / p.name).write_text(p.read_text())
+    (presets / "encoder" / "tiny.yaml").write_text(
+        (C.PRESETS_DIR / "encoder" / "tiny.yaml").read_text() + "momentum: 0.9\n"
+    )
+    monkeypatch.setattr(C, "PRESETS_DIR", presets)
+    with pytest.raises(ConfigError) as err:
+        _load(repo, tmp_path, _tiny(repo))
+    assert (err.value.file, err.value.key) == (str(presets / "encoder" / "tiny.yaml"), "encoder.momentum")
+    (presets / "encoder" / "tiny.yaml").write_text("momentm: 0.9\n")  # a typo is named in its own file too
+    with pytest.raises(ConfigError) as err:
+        _load(repo, tmp_path, _tiny(repo))
+    assert (err.value.file, err.value.key) == (str(presets / "encoder" / "tiny.yaml"), "encoder.momentm")
+
+
+@pytest.mark.parametrize("encoder", sorted(p.stem for p in (C.PRESETS_DIR / "encoder").glob("*.yaml")))
+def test_every_shipped_preset_sets_only_keys_it_reads(repo, tmp_path, encoder):
+    for decoder in sorted(p.stem for p in (C.PRESETS_DIR / "decoder").glob("*.yaml")):
+        data = {"datasets": ["synthetic_cxr"], "encoder": {"preset": encoder}, "decoder": {"preset": decoder}}
+        assert _load(repo, tmp_path, data).decoder.preset == decoder
+
+
+@pytest.mark.parametrize("path", sorted((C.PACKAGE_DIR.parents[1] / "config" / "experiments").glob("*.yaml")))
+def test_shipped_experiments_store_images_at_least_as_large_as_their_towers_read(repo, path):
+    # a film stored smaller than the tower's input is upsampled: detail the seed's model saw is lost
+    pipeline = C.load_pipeline(C.load_yaml(repo / "config" / "config.yaml"))
+    exp = C.load_experiment(path, schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml")
+    sizes = [exp.encoder.image_size] if "encoder" in exp.stages else []
+    if "decoder" in exp.stages and exp.decoder.kind == "captioner" and exp.decoder.image_size:
+        sizes.append(exp.decoder.image_size)
+    for name in exp.datasets:
+        assert pipeline.datasets[name].store_size >= max(sizes, default=0), (path.name, name)

@@ -195,7 +195,7 @@ def create_encoder(
         "mean": mean,
         "std": std,
         "interpolation": "bicubic",
-        "resize_mode": "shortest",
+        "resize_mode": cfg.resize_mode,
     }
     return model, model_cfg, preprocess_cfg
 
@@ -260,6 +260,14 @@ def create_tokenizer(cfg: EncoderConfig, model_cfg: dict[str, Any]):
             key="encoder.tokenizer",
             expected="a Hugging Face tokenizer id reachable or cached, or a local folder",
         ) from e
+
+
+# how open_clip's evaluation transform fits an image to the square, per preprocess_cfg["resize_mode"]
+_RESIZE_WORDS = {
+    "shortest": "shortest side to size, centre crop",
+    "longest": "longest side to size, padded",
+    "squash": "both sides to size, no crop",
+}
 
 
 def image_transform(preprocess_cfg: dict[str, Any], *, train: bool, crop_scale: float = 1.0):
@@ -513,7 +521,8 @@ def encoder_model_card(
         f"{info['n_val']} validation pairs; loss `{cfg['loss']}`, optimizer `{cfg['optim']}` learning rate {cfg['learning_rate']}",
         f"- weights: `open_clip_model.safetensors` = {info['weights']['open_clip_model.safetensors']} "
         f"(step {info['best_step']}, {info['best_metric']} = {info['best_value']}); `last.safetensors` = final step",
-        f"- input: {preprocess_cfg['size']} px RGB, {preprocess_cfg['interpolation']} resize, mean "
+        f"- input: {preprocess_cfg['size']} px RGB, {preprocess_cfg['interpolation']} resize "
+        f"({_RESIZE_WORDS[preprocess_cfg.get('resize_mode', 'shortest')]}), mean "
         f"{preprocess_cfg['mean']}, std {preprocess_cfg['std']} (grey X-rays are replicated to 3 channels)",
         f"- text: context length {model_cfg['text_cfg']['context_length']} tokens; embedding size {model_cfg['embed_dim']}",
         f"- zero-shot prompts: set `{zs.get('templates', 'chexzero')}` (resources/prompts/) for labels "

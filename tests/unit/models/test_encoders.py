@@ -192,3 +192,44 @@ def test_towers_where_padding_matters_keep_open_clip_text_encoding(tmp_path):
     model, _, _ = create_encoder(_preset("siglip_base", **NO_WEIGHTS), device="meta")
     assert not skip_text_padding(model)
     assert "encode_text" not in vars(model)
+
+
+@pytest.mark.parametrize("mode", ["squash", "shortest"])
+def test_resize_mode_reaches_the_folder_and_stock_open_clip_repeats_it(tmp_path, mode):
+    import numpy as np
+    import open_clip
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    from medlens.models.encoders import image_transform, save_encoder
+
+    cfg = EncoderConfig(image_size=32, context_length=24, resize_mode=mode)
+    model, model_cfg, preprocess_cfg = create_encoder(cfg)
+    save_encoder(model, tmp_path / "enc", model_cfg, preprocess_cfg)
+    _, _, stock = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'enc'}")
+    # a wide film: a centre crop loses its left and right quarters, a squash keeps them
+    pixels = np.zeros((32, 64, 3), dtype=np.uint8)
+    pixels[:, :16] = 255
+    image = Image.fromarray(pixels)
+    ours = image_transform(preprocess_cfg, train=False)(image)
+    torch.testing.assert_close(stock(image), ours)
+    squashed = TF.resize(image, [32, 32], interpolation=TF.InterpolationMode.BICUBIC)
+    left_edge_white = ours[:, :, 0].mean() > ours[:, :, -1].mean()
+    assert left_edge_white == (mode == "squash")
+    if mode == "squash":
+        expected = TF.normalize(TF.to_tensor(squashed), preprocess_cfg["mean"], preprocess_cfg["std"])
+        torch.testing.assert_close(ours, expected)
+
+
+def test_the_siglip_preset_squashes_as_siglip_does():
+    _, _, preprocess_cfg = create_encoder(_preset("siglip_base", **NO_WEIGHTS), device="meta")
+    assert preprocess_cfg["resize_mode"] == "squash"
+    _, _, preprocess_cfg = create_encoder(_preset("hybrid_dinov3_clip", **NO_WEIGHTS), device="meta")
+    assert preprocess_cfg["resize_mode"] == "shortest"  # seed 000: "cropped/resized to 224px"
+
+
+def test_the_seed_002_datasets_keep_its_text_bounds(repo):
+    # 002: "Text length > 5 chars", "Text length < 1000 chars"
+    datasets = yaml.safe_load((repo / "config" / "config.yaml").read_text())["datasets"]
+    for name in ("knee_mendeley", "pad_ufes_20", "slake"):
+        assert (datasets[name]["min_text_chars"], datasets[name]["max_text_chars"]) == (6, 999), name

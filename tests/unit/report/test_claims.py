@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from medlens.errors import ConfigError
 from medlens.report.claims import compare_claims, list_seed_claims, load_seed_claims, measured_value
@@ -24,6 +25,29 @@ def test_the_shipped_claims_load_and_name_their_seed_files(repo):
         for c in load_seed_claims("lapvqa_captioner")["claims"]
     }
     assert lapvqa == {"NIH ChestX-ray14 (14 labels)": 0.686, "CheXpert-5": 0.808}
+
+
+def test_a_probe_claim_points_at_a_probe_its_experiment_can_run(repo):
+    # evaluate_decoder probes the captioner's tower on the experiment's own pairs, and the nih14 probe needs
+    # NIH's own labels: a claim measured there must come from an experiment that trains on an NIH source
+    datasets = yaml.safe_load((repo / "config" / "config.yaml").read_text())["datasets"]
+    for path in sorted((repo / "config" / "experiments").glob("*.yaml")):
+        exp = yaml.safe_load(path.read_text())
+        name = (exp.get("report") or {}).get("seed_claims")
+        if name is None:
+            continue
+        adapters = {datasets[d].get("adapter") or "" for d in exp["datasets"]}
+        for claim in load_seed_claims(name)["claims"]:
+            if ".nih14." in (claim["measured"] or ""):
+                assert any(a.startswith("nih_") for a in adapters), (path.name, claim["figure"])
+
+
+def test_lapvqa_claims_say_what_medlens_measures_beside_them():
+    nih, chexpert = load_seed_claims("lapvqa_captioner")["claims"]
+    assert nih["measured"] is None and "MIMIC-CXR" in nih["note"]
+    assert chexpert["measured"] == "decoder_eval:encoder_final_probe.chexpert5.mean.auc"
+    # the card states no probe protocol, so medlens's cannot be "the seed's"
+    assert "MIMIC-CXR" in chexpert["note"] and "seed's protocol" not in chexpert["note"]
 
 
 @pytest.mark.parametrize(
