@@ -1,11 +1,12 @@
-"""Corpus-level text metrics of generated reports: BLEU-1..4, ROUGE-L, CIDEr-D and METEOR.
+"""Corpus-level text metrics of generated reports: BLEU-1..4, ROUGE-1, -2 and -L, CIDEr-D and METEOR.
 
 Each metric comes from the library the field computes it with, and the JSON records how:
 
 * BLEU-n (sacrebleu, corpus level): ``BLEU(max_ngram_order=n, lowercase=True)``, its own ``13a``
   tokenisation, reported on 0-1 (sacrebleu's score / 100) like the other metrics here.
-* ROUGE-L (rouge-score): mean over reports of the ROUGE-L F-measure (beta = 1), rouge-score's tokeniser
-  (lower case, non-alphanumerics dropped), no stemming.
+* ROUGE-1, -2 and -L (rouge-score): mean over reports of the F-measure (beta = 1), rouge-score's
+  tokeniser (lower case, non-alphanumerics dropped), no stemming (ROUGE-1/2 for the papers that quote
+  them, as seed 003 does).
 * CIDEr-D (pycocoevalcap's ``CiderScorer``, the coco-caption code: tf-idf n-grams 1..4, clipped counts,
   Gaussian length penalty with sigma 6, x10); document frequencies come from the references of the
   corpus scored, so the value depends on the corpus, as in every paper that quotes it.
@@ -15,7 +16,7 @@ Each metric comes from the library the field computes it with, and the JSON reco
 A metric that cannot be computed is None and named under ``not_computed`` with its reason, never 0.
 
 ``intervals`` holds the 95 % percentile-bootstrap interval over reports of BLEU-1..4 (corpus BLEU
-recomputed from each resample's sacrebleu statistics, as sacrebleu's own bootstrap does), ROUGE-L and
+recomputed from each resample's sacrebleu statistics, as sacrebleu's own bootstrap does), ROUGE-1/2/L and
 CIDEr-D (means of per-report scores; CIDEr-D's document frequencies stay those of the whole corpus).
 METEOR has none: its corpus score is not a sum over reports that a resample could recompute.
 """
@@ -36,12 +37,12 @@ from medlens.errors import DataError, MedlensError
 __all__ = [
     "corpus_text_metrics",
     "corpus_bleu",
-    "corpus_rouge_l",
+    "corpus_rouge",
     "corpus_cider_d",
     "corpus_meteor",
     "cider_tokens",
     "cider_d_scores",
-    "rouge_l_scores",
+    "rouge_scores",
     "text_metric_intervals",
     "bleu_statistics",
 ]
@@ -81,19 +82,22 @@ def corpus_bleu(generated: Sequence[str], references: Sequence[str], max_order: 
     return bleu.corpus_score(list(generated), [list(references)]).score / 100.0, str(bleu.get_signature())
 
 
-def rouge_l_scores(generated: Sequence[str], references: Sequence[str]) -> np.ndarray:
-    """Each pair's ROUGE-L F-measure (rouge-score, no stemming)."""
+# medlens's key -> rouge-score's name
+ROUGE = {"rouge1": "rouge1", "rouge2": "rouge2", "rouge_l": "rougeL"}
+
+
+def rouge_scores(generated: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each pair's ROUGE-1, -2 and -L F-measure (rouge-score, no stemming), by medlens's key."""
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    return np.array(
-        [scorer.score(ref, gen)["rougeL"].fmeasure for gen, ref in zip(generated, references, strict=True)]
-    )
+    scorer = rouge_scorer.RougeScorer(list(ROUGE.values()), use_stemmer=False)
+    scores = [scorer.score(ref, gen) for gen, ref in zip(generated, references, strict=True)]
+    return {key: np.array([s[name].fmeasure for s in scores], dtype=float) for key, name in ROUGE.items()}
 
 
-def corpus_rouge_l(generated: Sequence[str], references: Sequence[str]) -> float:
-    """Mean ROUGE-L F-measure of the pairs."""
-    return float(rouge_l_scores(generated, references).mean())
+def corpus_rouge(generated: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1, -2 and -L F-measure of the pairs."""
+    return {key: float(v.mean()) for key, v in rouge_scores(generated, references).items()}
 
 
 def cider_tokens(text: str) -> str:
@@ -146,7 +150,7 @@ def bleu_statistics(
 def text_metric_intervals(
     generated: Sequence[str], references: Sequence[str], n_resamples: int, seed: int
 ) -> dict[str, dict[str, Any]]:
-    """The 95 % percentile-bootstrap interval over reports of BLEU-1..4, ROUGE-L and CIDEr-D (module doc)."""
+    """The 95 % percentile-bootstrap interval over reports of BLEU-1..4, ROUGE-1/2/L and CIDEr-D (module doc)."""
     from medlens.evaluate.bootstrap import bootstrap
 
     generated, references = list(generated), list(references)
@@ -159,9 +163,8 @@ def text_metric_intervals(
     for k in (1, 2, 3, 4):
         score, stats = bleu_statistics(generated, references, k)
         out[f"bleu{k}"] = interval(lambda s, score=score: score(s.sum(0)), stats)
-    out["rouge_l"] = interval(
-        lambda v: v.mean(axis=1), rouge_l_scores(generated, references), vectorized=True
-    )
+    for key, values in rouge_scores(generated, references).items():
+        out[key] = interval(lambda v: v.mean(axis=1), values, vectorized=True)
     cider, _ = cider_d_scores(generated, references)
     if cider is not None:
         out["cider_d"] = interval(lambda v: v.mean(axis=1), cider, vectorized=True)
@@ -201,7 +204,7 @@ def corpus_text_metrics(
     n_resamples: int = 0,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """BLEU-1..4, ROUGE-L, CIDEr-D and METEOR of generated reports against their references.
+    """BLEU-1..4, ROUGE-1/2/L, CIDEr-D and METEOR of generated reports against their references.
 
     Args:
         generated: the generated reports.
@@ -211,7 +214,7 @@ def corpus_text_metrics(
         seed: seed of the resampling.
 
     Returns:
-        ``{"n", "bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "meteor", "not_computed":
+        ``{"n", "bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rouge_l", "cider_d", "meteor", "not_computed":
         {metric: reason}, "intervals": {metric: {"ci_low", "ci_high", ...}}, "protocol": {metric: {...},
         "versions": {...}}}``; values are on 0-1 except CIDEr-D (0-10). A metric in ``not_computed`` is
         None; ``intervals`` is there when ``n_resamples`` is.
@@ -227,7 +230,7 @@ def corpus_text_metrics(
     if n:
         for k in (1, 2, 3, 4):
             out[f"bleu{k}"], signature = corpus_bleu(generated, references, k)
-        out["rouge_l"] = corpus_rouge_l(generated, references)
+        out.update(corpus_rouge(generated, references))
         out["cider_d"], reason = corpus_cider_d(generated, references)
         if reason:
             not_computed["cider_d"] = reason
@@ -242,7 +245,7 @@ def corpus_text_metrics(
         if n_resamples:
             out["intervals"] = text_metric_intervals(generated, references, n_resamples, seed)
     else:
-        for key in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d", "meteor"):
+        for key in ("bleu1", "bleu2", "bleu3", "bleu4", *ROUGE, "cider_d", "meteor"):
             out[key] = None
             not_computed[key] = "no reports"
     out["not_computed"] = not_computed
@@ -255,7 +258,8 @@ def corpus_text_metrics(
             "n_references": 1,
             "orders": "BLEU-k: geometric mean of 1..k-gram precisions x brevity penalty",
         },
-        "rouge_l": {
+        "rouge": {
+            "variants": "rouge1, rouge2 (unigram and bigram overlap) and rouge_l (longest common subsequence)",
             "library": "rouge-score",
             "tokenizer": "rouge-score default (lower case, non-alphanumeric characters split, no stemming)",
             "aggregate": "mean over reports of the F-measure (beta 1)",

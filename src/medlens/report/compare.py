@@ -154,13 +154,13 @@ def _clinical(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int)
 
 
 # the text metrics compared on every generated text (the rows of eval/decoder.json's overall.text)
-_TEXT = (("BLEU-2", 2), ("BLEU-4", 4), ("ROUGE-L", "rouge_l"), ("CIDEr-D", "cider_d"))
+_TEXT = (("BLEU-2", 2), ("BLEU-4", 4), ("ROUGE-L", "rouge_l"), ("CIDEr-D", "cider_d"))  # the table's
 
 
 def _text(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> dict[str, dict[str, Any]]:
     """BLEU-2/4, ROUGE-L and CIDEr-D differences over both experiments' generations of the same rows."""
     from medlens.evaluate.paired import paired_bleu_difference, paired_mean_difference
-    from medlens.evaluate.text_metrics import cider_d_scores, rouge_l_scores
+    from medlens.evaluate.text_metrics import cider_d_scores, rouge_scores
 
     generations = [_generations(e) for e in (a, b)]
     if any(g is None for g in generations):
@@ -178,8 +178,10 @@ def _text(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> 
                 gen_a, gen_b, refs, max_order=metric, n_resamples=n_resamples, seed=seed
             )
         else:
-            per_report = rouge_l_scores if metric == "rouge_l" else lambda g, r: cider_d_scores(g, r)[0]
-            sa, sb = per_report(gen_a, refs), per_report(gen_b, refs)
+            if metric == "rouge_l":
+                sa, sb = (rouge_scores(g, refs)["rouge_l"] for g in (gen_a, gen_b))
+            else:
+                sa, sb = (cider_d_scores(g, refs)[0] for g in (gen_a, gen_b))
             if sa is None:  # CIDEr-D's idf is undefined on this set (the marginal says why)
                 out[row] = {"not_computed": "CIDEr-D is undefined on these references", "n": len(ids)}
                 continue

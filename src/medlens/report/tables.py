@@ -61,7 +61,7 @@ METRIC_PATHS: dict[str, tuple[str, str]] = {
     },
     **{
         f"{metric}{end}": ("decoder", path)
-        for metric in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d")
+        for metric in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rouge_l", "cider_d")
         for end, path in (
             ("", f"overall.text.{metric}"),
             ("_ci_low", f"overall.text.intervals.{metric}.ci_low"),

@@ -16,7 +16,7 @@ from medlens.evaluate.text_metrics import (
     corpus_bleu,
     corpus_cider_d,
     corpus_meteor,
-    corpus_rouge_l,
+    corpus_rouge,
     corpus_text_metrics,
 )
 
@@ -48,8 +48,11 @@ def test_bleu_by_hand():
 
 def test_rouge_l_by_hand():
     # LCS "a c d" of 4 and 4 tokens: P = R = F = 3/4; the corpus value is the mean over pairs
-    assert corpus_rouge_l(["a c d e"], ["a b c d"]) == pytest.approx(0.75)
-    assert corpus_rouge_l(["a c d e", "x y"], ["a b c d", "x y"]) == pytest.approx((0.75 + 1.0) / 2)
+    assert corpus_rouge(["a c d e"], ["a b c d"])["rouge_l"] == pytest.approx(0.75)
+    assert corpus_rouge(["a c d e", "x y"], ["a b c d", "x y"])["rouge_l"] == pytest.approx((0.75 + 1.0) / 2)
+    # unigrams a c d of 4 and 4: 0.75; bigrams "c d" of 3 and 3: 1/3
+    rouge = corpus_rouge(["a c d e"], ["a b c d"])
+    assert (rouge["rouge1"], rouge["rouge2"]) == (pytest.approx(0.75), pytest.approx(1 / 3))
 
 
 def test_cider_d_ranks_closer_reports_higher():
@@ -125,7 +128,7 @@ def test_intervals_resample_reports_and_bleu_matches_sacrebleu_on_each_resample(
     references = CORPUS + ["No acute cardiopulmonary process.", "Small right pleural effusion."]
     out = corpus_text_metrics(generated, references, meteor=False, n_resamples=40, seed=3)
     intervals = out["intervals"]
-    assert set(intervals) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider_d"}
+    assert set(intervals) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rouge_l", "cider_d"}
     for key, ci in intervals.items():
         assert ci["ci_low"] <= out[key] <= ci["ci_high"], key
         assert ci["ci_low"] < ci["ci_high"] and (ci["n_resamples"], ci["seed"]) == (40, 3), key
