@@ -508,6 +508,9 @@ class EvalConfig:
 
     split: Literal["val", "test"] = "test"  # split the metrics are reported on
     external_datasets: list[str] = field(default_factory=list)  # datasets evaluated, never trained on
+    # datasets never trained on, split as `split` says, on which the image tower is linear-probed (fit on
+    # their train, C on their val, scored on their test): seed 004's NIH-14 and CheXpert probes
+    probe_datasets: list[str] = field(default_factory=list)
     recall_ks: list[int] = field(
         default_factory=lambda: [1, 5, 10]
     )  # K of image->text and text->image recall@K
@@ -537,6 +540,12 @@ class ReportConfig:
     seed_claims: str | None = None  # seed system whose published figures are shown beside ours
 
 
+def _probed_towers(stages: list[str], decoder: DecoderConfig) -> list[str]:
+    """The image towers an experiment trains that a linear probe can read: its encoder's, and a
+    captioner's (``decoder/encoder_final/``); a VLM's is inside the Hugging Face model, not probed."""
+    return [s for s in stages if s == "encoder" or decoder.kind == "captioner"]
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """One ``config/experiments/<name>.yaml``."""
@@ -553,6 +562,28 @@ class ExperimentConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)  # evaluate_encoder and evaluate_decoder
     report: ReportConfig = field(default_factory=ReportConfig)  # report
 
+    def _check_probe_datasets(self) -> None:
+        probes = self.evaluate.probe_datasets
+        if trained := [d for d in probes if d in self.datasets]:
+            raise ConfigError(
+                f"'{trained[0]}' is also a training dataset; its probe split would not be held out",
+                key=f"evaluate.probe_datasets[{probes.index(trained[0])}]",
+                expected=f"datasets not in datasets ({', '.join(self.datasets)})",
+            )
+        if probes and not _probed_towers(self.stages, self.decoder):
+            raise ConfigError(
+                "probe datasets probe an image tower, and this experiment trains none a probe can read "
+                "(a VLM's is inside the model)",
+                key="evaluate.probe_datasets",
+                expected="an empty list, or an encoder or captioner stage",
+            )
+        if probes and not self.evaluate.linear_probe.enabled:
+            raise ConfigError(
+                "probe datasets are set but linear probes are off",
+                key="evaluate.probe_datasets",
+                expected="an empty list, or evaluate.linear_probe.enabled: true",
+            )
+
     def __post_init__(self):
         if not self.stages or len(set(self.stages)) != len(self.stages):
             raise ConfigError(
@@ -563,6 +594,7 @@ class ExperimentConfig:
         for key, names, least in (
             ("datasets", self.datasets, 1),
             ("evaluate.external_datasets", self.evaluate.external_datasets, 0),
+            ("evaluate.probe_datasets", self.evaluate.probe_datasets, 0),
         ):
             if len(names) < least or len(set(names)) != len(names):
                 raise ConfigError(
@@ -577,6 +609,7 @@ class ExperimentConfig:
                 key=f"evaluate.external_datasets[{i}]",
                 expected=f"datasets not in datasets ({', '.join(self.datasets)}): evaluated, never trained on",
             )
+        self._check_probe_datasets()
         if self.evaluate.external_datasets and "encoder" not in self.stages:
             raise ConfigError(
                 "external datasets are evaluated by evaluate_encoder, and this experiment has no encoder",

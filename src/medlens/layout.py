@@ -32,6 +32,9 @@ __all__ = [
     "ENCODER_ROC",
     "ZERO_SHOT_SCORES",
     "CLASS_PREDICTIONS",
+    "PROBE_PAIRS",
+    "PROBE_DROPPED",
+    "PROBE_SPLIT",
     "DECODER_EVAL",
     "GENERATIONS",
     "DECODER_PER_LABEL",
@@ -62,6 +65,10 @@ REJECTED = f"{RESULTS}/prepared/{{dataset}}.rejected.csv"
 PAIRS = f"{EXPERIMENT}/data/pairs.parquet"
 DROPPED = f"{EXPERIMENT}/data/dropped.csv"
 SPLIT = f"{EXPERIMENT}/data/split.json"
+# a probe dataset (evaluate.probe_datasets) split on its own, for linear probes only
+PROBE_PAIRS = f"{EXPERIMENT}/data/probe/{{dataset}}.parquet"
+PROBE_DROPPED = f"{EXPERIMENT}/data/probe/{{dataset}}.dropped.csv"
+PROBE_SPLIT = f"{EXPERIMENT}/data/probe/{{dataset}}.split.json"
 CHAT = f"{EXPERIMENT}/data/chat"
 PREFETCHED = f"{EXPERIMENT}/prefetched.json"
 PREFETCHED_METRICS = f"{EXPERIMENT}/prefetched_metrics.json"  # the report metrics' weights

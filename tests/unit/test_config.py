@@ -272,6 +272,47 @@ def test_a_training_dataset_cannot_also_be_external(repo, tmp_path):
 
 
 @pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"evaluate": {"probe_datasets": ["synthetic_ext", "synthetic_cxr"]}},
+            r"evaluate\.probe_datasets\[1\]: 'synthetic_cxr' is also a training dataset; its probe split would "
+            r"not be held out",
+        ),
+        (
+            {
+                "stages": ["decoder"],
+                "decoder": {"kind": "vlm", "model": "tiny-vlm", "preset": "paligemma_qlora"},
+                "evaluate": {"probe_datasets": ["synthetic_ext"]},
+            },
+            r"evaluate\.probe_datasets: probe datasets probe an image tower, and this experiment trains none",
+        ),
+        (
+            {"evaluate": {"probe_datasets": ["synthetic_ext"], "linear_probe": {"enabled": False}}},
+            r"evaluate\.probe_datasets: probe datasets are set but linear probes are off",
+        ),
+    ],
+    ids=["trained-on", "no-tower", "probes-off"],
+)
+def test_probe_datasets_need_a_held_out_dataset_a_tower_and_probes(changes, message):
+    data = {"datasets": ["synthetic_cxr"], **changes}
+    with pytest.raises(ConfigError, match=message):
+        C.from_dict(C.ExperimentConfig, data, source="x.yaml")
+    # a captioner-only experiment probes its own tower on them
+    cfg = C.from_dict(
+        C.ExperimentConfig,
+        {
+            "datasets": ["synthetic_cxr"],
+            "stages": ["decoder"],
+            "decoder": {"init_from_encoder": False},
+            "evaluate": {"probe_datasets": ["synthetic_ext"]},
+        },
+        source="x.yaml",
+    )
+    assert cfg.evaluate.probe_datasets == ["synthetic_ext"]
+
+
+@pytest.mark.parametrize(
     "key, value, message",
     [
         ("datasets", [], r"datasets: \[\] should be non-empty; expected at least 1 item"),

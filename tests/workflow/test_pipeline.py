@@ -114,6 +114,19 @@ def test_every_rule_output_exists_and_is_well_formed(tiny_run):
         assert dec["encoder_final_probe"][name]["mean"]["auc"] == pytest.approx(
             probe["mean"]["auc"], abs=1e-6
         ), name
+    # and both on the probe dataset's own split, never trained on
+    external = enc["external_probes"]["synthetic_ext"]
+    probe_split = json.loads((results / "tiny" / "data" / "probe" / "synthetic_ext.split.json").read_text())
+    assert external["rows_per_split"] == {
+        s: probe_split["rows_per_split"][s] for s in ("train", "val", "test")
+    }
+    assert (
+        sum(external["rows_per_split"].values()) == 40 and external["chexpert14"]["mean"]["auc"] is not None
+    )
+    tower = dec["encoder_final_external_probes"]["synthetic_ext"]
+    assert tower["chexpert14"]["mean"]["auc"] == pytest.approx(
+        external["chexpert14"]["mean"]["auc"], abs=1e-6
+    )
     # the shareable copies: the training folders' files, with the evaluation in their model cards
     from huggingface_hub import ModelCard
 
@@ -334,7 +347,7 @@ def _repeat_encoder(raw: bytes) -> bytes:
             _repeat_dataset,
             r"config\.yaml: datasets\.synthetic_cxr: repeated key \(lines 6 and 23\)",
         ),
-        ("experiments/tiny.yaml", _repeat_encoder, r"tiny\.yaml: encoder: repeated key \(lines 3 and 34\)"),
+        ("experiments/tiny.yaml", _repeat_encoder, r"tiny\.yaml: encoder: repeated key \(lines 3 and 35\)"),
         (
             "experiments/tiny.yaml",
             lambda raw: b"# r\xe9sum\xe9\n" + raw,

@@ -28,7 +28,7 @@ SEEDS = {  # seed experiment -> the stages of its system
     "siglip_base": ENCODER,  # the SigLIP half of seeds 001/002
     "llama32_vision": ENCODER + DECODER,  # seeds 001/002 as one system: SigLIP and Llama side by side
     "paligemma_qlora": DECODER,  # seed 003: a VLM fine-tune
-    "lapvqa_captioner": DECODER,  # seed 004: a captioner from scratch, its tower probed
+    "lapvqa_captioner": DECODER + ["split_probe"],  # seed 004: a captioner, its tower probed on NIH, CheXpert
 }
 
 
@@ -79,6 +79,10 @@ def test_each_seed_experiment_schedules_exactly_its_stages(name, site_config):
     for train in {"train_encoder", "train_decoder"} & set(SEEDS[name]):
         job = re.search(rf"\nrule {train}:\n(?:    .*\n)*", out).group(0)
         assert f"results/{name}/prefetched.json" in job
+    if "split_probe" in SEEDS[name]:  # each probe dataset split on its own, read by the tower's evaluation
+        job = re.search(r"\nrule evaluate_decoder:\n(?:    .*\n)*", out).group(0)
+        for dataset in ("nih14", "chexpert"):
+            assert f"results/{name}/data/probe/{dataset}.parquet" in job
 
 
 def test_any_experiment_page_can_be_asked_for_by_name(site_config):

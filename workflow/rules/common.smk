@@ -13,12 +13,18 @@ PIPELINE = load_pipeline(config, source=CONFIG_FILE)
 EXPERIMENTS_DIR = Path(PIPELINE.experiments_dir)
 
 
+def _all_datasets_of(exp):
+    """Every dataset an experiment reads: trained on, evaluated on, probed on."""
+    return list(dict.fromkeys([*exp.datasets, *exp.evaluate.external_datasets, *exp.evaluate.probe_datasets]))
+
+
 def _check_experiment(name, exp):
     """Every dataset an experiment names must be defined in config.yaml."""
     source = str(EXPERIMENTS_DIR / f"{name}.yaml")
     for key, names in (
         ("datasets", exp.datasets),
         ("evaluate.external_datasets", exp.evaluate.external_datasets),
+        ("evaluate.probe_datasets", exp.evaluate.probe_datasets),
     ):
         for i, dataset in enumerate(names):
             if dataset not in PIPELINE.datasets:
@@ -31,7 +37,7 @@ def _check_experiment(name, exp):
     # data that cannot be read is found now, by a dry run too, not by a job that waited for a GPU
     problems = [
         p
-        for d in dict.fromkeys([*exp.datasets, *exp.evaluate.external_datasets])
+        for d in dict.fromkeys(_all_datasets_of(exp))
         for p in dataset_problems(
             d, PIPELINE.datasets[d], Path(layout.RAW.format(dataset=d)), source=CONFIG_FILE
         )
@@ -77,6 +83,14 @@ def get_prepared(wildcards):
     return [layout.PREPARED.format(dataset=d) for d in experiment(wildcards.experiment).datasets]
 
 
+def get_probe_pairs(wildcards):
+    """Each probe dataset's own split (rule split_probe), for the probes of evaluate_encoder/_decoder."""
+    return [
+        layout.PROBE_PAIRS.format(experiment=wildcards.experiment, dataset=d)
+        for d in experiment(wildcards.experiment).evaluate.probe_datasets
+    ]
+
+
 def get_external_prepared(wildcards):
     return [
         layout.PREPARED.format(dataset=d) for d in experiment(wildcards.experiment).evaluate.external_datasets
@@ -117,8 +131,7 @@ def metric_prefetch_params(wildcards):
 
 
 def _all_datasets(name):
-    exp = experiment(name)
-    return [*exp.datasets, *exp.evaluate.external_datasets]
+    return _all_datasets_of(experiment(name))
 
 
 def experiment_files(name):
@@ -184,6 +197,12 @@ def prepare_params(wildcards):
 
 def split_params(wildcards):
     return to_dict(experiment(wildcards.experiment).split)
+
+
+def probe_split_params(wildcards):
+    """A probe dataset is split by the experiment's settings at patient level, never by its official lists:
+    NIH's have no validation part, CheXpert's a 234-image one, and a probe chooses C on val."""
+    return {**split_params(wildcards), "official": False}
 
 
 def chat_params(wildcards):

@@ -72,6 +72,28 @@ rule split:
         "../scripts/split.py"
 
 
+# A dataset the experiment only probes (evaluate.probe_datasets) gets its own split, by the experiment's
+# split settings at patient level (probe_split_params), never merged with the training pairs.
+rule split_probe:
+    input:
+        prepared=lambda wildcards: [layout.PREPARED.format(dataset=wildcards.dataset)],
+    output:
+        pairs=layout.PROBE_PAIRS,
+        dropped=layout.PROBE_DROPPED,
+        stats=layout.PROBE_SPLIT,
+    log:
+        layout.log("split_probe", "{experiment}/{dataset}"),
+    benchmark:
+        layout.benchmark("split_probe", "{experiment}/{dataset}")
+    params:
+        split=probe_split_params,
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../scripts/split.py"
+
+
 rule convert_to_chat_format:
     input:
         pairs=rules.split.output.pairs,

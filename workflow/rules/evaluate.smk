@@ -3,6 +3,7 @@ rule evaluate_encoder:
         pairs=rules.split.output.pairs,
         encoder=rules.train_encoder.output.encoder,
         external=get_external_prepared,
+        probes=get_probe_pairs,
     output:
         metrics=report(
             layout.ENCODER_EVAL,
@@ -48,6 +49,7 @@ rule evaluate_decoder:
         chat=rules.convert_to_chat_format.output.chat,
         pairs=rules.split.output.pairs,  # labels for the probe of a captioner's own tower
         decoder=rules.train_decoder.output.decoder,
+        probes=get_probe_pairs,  # a captioner's tower is probed on them too
     output:
         metrics=report(
             layout.DECODER_EVAL,

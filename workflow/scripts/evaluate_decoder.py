@@ -15,6 +15,7 @@ evaluate_decoder(
     snakemake.input.chat,
     snakemake.input.decoder,
     pairs=snakemake.input.pairs,
+    probes=list(snakemake.input.probes),
     out_json=snakemake.output.metrics,
     out_generations=snakemake.output.generations,
     out_per_label=snakemake.output.per_label,

@@ -15,6 +15,7 @@ evaluate_encoder(
     snakemake.input.pairs,
     snakemake.input.encoder,
     external=list(snakemake.input.external),
+    probes=list(snakemake.input.probes),
     out_json=snakemake.output.metrics,
     out_per_label=snakemake.output.per_label,
     out_roc=snakemake.output.roc,

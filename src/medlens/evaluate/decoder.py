@@ -17,6 +17,7 @@ import logging
 import os
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,7 @@ def evaluate_decoder(
     decoder_dir: str | os.PathLike,
     *,
     pairs: str | os.PathLike | None = None,
+    probes: Sequence[str | os.PathLike] = (),
     out_json: str | os.PathLike,
     out_generations: str | os.PathLike,
     out_per_label: str | os.PathLike,
@@ -237,6 +239,8 @@ def evaluate_decoder(
         decoder_dir: ``results/{experiment}/decoder``.
         pairs: ``results/{experiment}/data/pairs.parquet``; with it, a decoder that saved its own image tower
             (``encoder_final/``, the captioner) has that tower linear-probed as ``encoder_final_probe``.
+        probes: each probe dataset's own split (``data/probe/<dataset>.parquet``), on which that tower is
+            also probed (``encoder_final_external_probes``, seed 004's NIH-14 and CheXpert probes).
         out_json, out_generations, out_per_label: the rule's outputs.
 
     Returns:
@@ -279,7 +283,9 @@ def evaluate_decoder(
     if pairs is not None and cfg.linear_probe.enabled and (tower / "vision.safetensors").is_file():
         from medlens.evaluate.encoder import probe_image_tower
 
-        result["encoder_final_probe"] = probe_image_tower(cfg, pairs, tower)
+        result["encoder_final_probe"], external = probe_image_tower(cfg, pairs, tower, probes)
+        if external:
+            result["encoder_final_external_probes"] = external
     result["ood"] = _ood(decoder_dir, generator, [r["images"][0] for r in records])
     result["environment"] = environment.record()
     write_json(result, out_json)

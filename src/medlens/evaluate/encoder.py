@@ -13,12 +13,14 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medlens import environment
 from medlens.config import EvalConfig, to_dict
+from medlens.data.split import count_rows
 from medlens.evaluate.features import encode_rows, encode_stored, read_rows
 from medlens.evaluate.linear_probe import LABEL_SETS, linear_probe
 from medlens.evaluate.modality import class_prompts, rows_of_class
@@ -233,6 +235,26 @@ def _split_probes(
     )
 
 
+def probe_sets(model, probe_pairs: Sequence[str | os.PathLike], cfg: EvalConfig) -> dict[str, Any]:
+    """The linear probes of :func:`_split_probes` on each probe dataset's own split (``split_probe``'s
+    ``data/probe/<dataset>.parquet``), by dataset: the frozen tower fit on its train, C chosen on its val,
+    scored on its ``cfg.split``. A dataset lacking one of those splits is not computed, with the reason."""
+    out: dict[str, Any] = {}
+    for path in probe_pairs:
+        name = Path(path).stem
+        counts = {s: count_rows(path, s) for s in ("train", "val", cfg.split)}
+        if empty := [s for s, n in counts.items() if not n]:
+            out[name] = {
+                "not_computed": f"no {' or '.join(empty)} rows in its split ({counts})",
+                "rows_per_split": counts,
+            }
+            continue
+        rows, feats = _encode_splits(model, path, cfg)
+        out[name] = {**_split_probes(rows, feats, cfg), "rows_per_split": counts}
+        logger.info("probed on %s: %s", name, counts)
+    return out
+
+
 def ood_summary(model_dir: str | os.PathLike, feats: np.ndarray) -> dict[str, Any] | None:
     """The out-of-distribution scores of the evaluation images (``medlens.models.ood``): quantiles and the share
     ``medlens`` would warn about. None for a folder without ``ood.safetensors``."""
@@ -259,13 +281,15 @@ def evaluate_encoder(
     encoder_dir: str | os.PathLike,
     *,
     external: Sequence[str | os.PathLike] = (),
+    probes: Sequence[str | os.PathLike] = (),
     out_json: str | os.PathLike,
     out_per_label: str | os.PathLike,
     out_roc: str | os.PathLike,
     out_scores: str | os.PathLike | None = None,
     out_classes: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the encoder on ``cfg.split`` of the pairs (and on each external prepared dataset).
+    """Evaluate the encoder on ``cfg.split`` of the pairs (and on each external prepared dataset, and by
+    linear probes on each probe dataset's own split: ``external_probes``, :func:`probe_sets`).
 
     ``out_scores`` receives each evaluated row's zero-shot score and truth per label
     (:func:`medlens.evaluate.paired.write_scores`) and ``out_classes`` each knee or skin row's true and
@@ -290,6 +314,8 @@ def evaluate_encoder(
         write_scores(out_scores, ids, labels, scores[0], label_matrix(rows[cfg.split], labels))
     if cfg.linear_probe.enabled:
         result["linear_probe"] = _split_probes(rows, feats, cfg)
+        if probes:
+            result["external_probes"] = probe_sets(encoder, probes, cfg)
     modalities, predictions = _modality_scores(encoder, rows, feats, cfg)
     if modalities:
         result["modalities"] = modalities
@@ -325,16 +351,21 @@ def evaluate_encoder(
 
 
 def probe_image_tower(
-    cfg: EvalConfig, pairs_path: str | os.PathLike, tower_dir: str | os.PathLike
-) -> dict[str, Any]:
-    """The linear probes of ``evaluate_encoder`` on a bare image tower's frozen features.
+    cfg: EvalConfig,
+    pairs_path: str | os.PathLike,
+    tower_dir: str | os.PathLike,
+    probes: Sequence[str | os.PathLike] = (),
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The linear probes of ``evaluate_encoder`` on a bare image tower's frozen features: on the
+    experiment's own split, and on each probe dataset's (:func:`probe_sets`).
 
-    Seed 004 (LAPVQA) probes its captioner's own tower; ``train_decoder`` writes that tower to
-    ``decoder/encoder_final/``.
+    Seed 004 (LAPVQA) probes its captioner's own tower, on NIH ChestX-ray14 and CheXpert; ``train_decoder``
+    writes that tower to ``decoder/encoder_final/``.
     """
     from medlens.models.captioner import ImageTower
 
-    return _split_probes(*_encode_splits(ImageTower(tower_dir), pairs_path, cfg), cfg)
+    tower = ImageTower(tower_dir)
+    return _split_probes(*_encode_splits(tower, pairs_path, cfg), cfg), probe_sets(tower, probes, cfg)
 
 
 def _write_tables(result: dict[str, Any], out_per_label, out_roc) -> None:

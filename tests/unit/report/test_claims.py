@@ -28,26 +28,35 @@ def test_the_shipped_claims_load_and_name_their_seed_files(repo):
 
 
 def test_a_probe_claim_points_at_a_probe_its_experiment_can_run(repo):
-    # evaluate_decoder probes the captioner's tower on the experiment's own pairs, and the nih14 probe needs
-    # NIH's own labels: a claim measured there must come from an experiment that trains on an NIH source
+    # a probe on a probe dataset (external_probes.<dataset>) needs that dataset in evaluate.probe_datasets;
+    # the nih14 label set needs NIH's own labels: an NIH source among the data the probe reads
     datasets = yaml.safe_load((repo / "config" / "config.yaml").read_text())["datasets"]
+    checked = 0
     for path in sorted((repo / "config" / "experiments").glob("*.yaml")):
         exp = yaml.safe_load(path.read_text())
         name = (exp.get("report") or {}).get("seed_claims")
         if name is None:
             continue
-        adapters = {datasets[d].get("adapter") or "" for d in exp["datasets"]}
+        probed = (exp.get("evaluate") or {}).get("probe_datasets") or []
         for claim in load_seed_claims(name)["claims"]:
-            if ".nih14." in (claim["measured"] or ""):
-                assert any(a.startswith("nih_") for a in adapters), (path.name, claim["figure"])
+            keys = (claim["measured"] or "").split(":")[-1].split(".")
+            if "external_probes" in keys[0]:
+                assert keys[1] in probed, (path.name, claim["figure"])
+                read = [keys[1]]
+            else:
+                read = exp["datasets"]
+            if "nih14" in keys:
+                checked += 1
+                assert any((datasets[d].get("adapter") or "").startswith("nih_") for d in read), path.name
+    assert checked  # seed 004's NIH-14 claim is measured
 
 
-def test_lapvqa_claims_say_what_medlens_measures_beside_them():
+def test_lapvqa_claims_are_measured_on_the_seeds_probe_datasets():
     nih, chexpert = load_seed_claims("lapvqa_captioner")["claims"]
-    assert nih["measured"] is None and "MIMIC-CXR" in nih["note"]
-    assert chexpert["measured"] == "decoder_eval:encoder_final_probe.chexpert5.mean.auc"
+    assert nih["measured"] == "decoder_eval:encoder_final_external_probes.nih14.nih14.mean.auc"
+    assert chexpert["measured"] == "decoder_eval:encoder_final_external_probes.chexpert.chexpert5.mean.auc"
     # the card states no probe protocol, so medlens's cannot be "the seed's"
-    assert "MIMIC-CXR" in chexpert["note"] and "seed's protocol" not in chexpert["note"]
+    assert all("seed's protocol" not in c["note"] for c in (nih, chexpert))
 
 
 @pytest.mark.parametrize(

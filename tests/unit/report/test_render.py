@@ -401,3 +401,34 @@ def test_the_overview_lists_each_pair_of_experiments_and_why_it_is_not_compared(
     page = Path(out["out_html"]).read_text()
     assert page.count('data-pair="alpha|beta"') == len(rows) and "not computed: an experiment has no" in page
     assert 'id="differences-table"' not in Path(out["out_pages"][0]).read_text()
+
+
+def test_probes_on_probe_datasets_are_shown_for_the_encoder_and_the_captioners_tower(
+    tmp_path, make_experiment, env_info
+):
+    files, config = make_experiment("probed")
+    probe = {"chexpert5": {"mean": {"auc": 0.812, "ci_low": 0.7, "ci_high": 0.9, "labels": ["Edema"]}}}
+    encoder = json.loads(Path(files["encoder_eval"]).read_text())
+    encoder["external_probes"] = {
+        "nih14": {**probe, "rows_per_split": {"train": 8, "val": 2, "test": 2}},
+        "chexpert": {"not_computed": "no val rows in its split", "rows_per_split": {"train": 9, "val": 0}},
+    }
+    Path(files["encoder_eval"]).write_text(json.dumps(encoder))
+    decoder = json.loads(Path(files["decoder_eval"]).read_text())
+    decoder["encoder_final_probe"] = {"chexpert5": {"mean": {"auc": 0.654, "ci_low": 0.6, "ci_high": 0.7}}}
+    decoder["encoder_final_external_probes"] = {"nih14": {"chexpert5": {"mean": {"auc": 0.777}}}}
+    Path(files["decoder_eval"]).write_text(json.dumps(decoder))
+    page = Path(render(tmp_path, env_info, {"probed": (files, config)})["out_pages"][0]).read_text()
+
+    def section(anchor):  # from its heading to the next
+        start = page.index(f'id="{anchor}"')
+        return page[start : page.index("<h", start)]
+
+    assert '0.812 <span class="ci">[0.70, 0.90]</span>' in section("probe-probed-nih14")
+    assert "rows_per_split" not in section("probe-probed-nih14")  # the counts are no label set
+    assert "not computed: no val rows in its split" in section("probe-probed-chexpert")
+    assert '0.654 <span class="ci">[0.60, 0.70]</span>' in section("tower-probe-probed")
+    assert "0.777" in section("tower-probe-probed-nih14")
+    # the clinical table shows both macro F1s: over the observations present, and sklearn's over all
+    clinical = page[page.index('<th class="text">clinical efficacy</th>') :]
+    assert "macro F1 (present)" in clinical and "macro F1 (all)" in clinical
