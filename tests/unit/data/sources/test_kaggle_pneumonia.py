@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from PIL import Image
 
@@ -118,3 +120,15 @@ def test_a_nested_copy_with_more_images_is_read_and_no_file_is_counted_twice(tmp
         outer, "copy: same bytes as its counterpart"
     )
     assert out.summary.read == 2 * len(fixture.expected) - 1  # every image file on disk, once
+
+
+def test_a_file_name_that_is_not_utf8_is_a_rejected_row_not_a_crash(tmp_path):
+    # a zip made on Windows names files in its code page; the rejected row's id stopped the job when written
+    fixture = pneumonia.build(tmp_path / "data")
+    folder = fixture.root / "chest_xray" / "train" / "NORMAL"
+    os.rename(folder / "IM-0115-0001.jpeg", os.fsencode(folder) + b"/IM-0115-0001\xe9.jpeg")
+    out = prepare(
+        tmp_path, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia", "path": str(fixture.root)}
+    )
+    assert out.rejected["train/NORMAL/IM-0115-0001\\xe9.jpeg"]["reason"] == "invalid id"
+    assert set(out.rows) == set(fixture.expected) - {"train/NORMAL/IM-0115-0001.jpeg"}

@@ -84,3 +84,15 @@ def test_an_image_in_both_official_split_lists_is_rejected(tmp_path):
     }
     assert set(out.rows) == set(nih.FULL_EXPECTED) - {"00000003_000.png"}
     assert out.summary.read == len(nih.FULL_EXPECTED)
+
+
+def test_an_image_index_with_a_latin1_byte_is_a_rejected_row_not_a_crash(tmp_path):
+    # the audit: the row was rejected, then writing its id to rejected.csv raised UnicodeEncodeError for the job
+    fixture = nih.build_full(tmp_path / "nih", layout="box")
+    data = fixture.csv.read_bytes().replace(b"00000002_000.png,", b"00000002_00\xe9.png,")
+    fixture.csv.write_bytes(data)
+    out = prepare(tmp_path, "nih", {"source": "path", "adapter": "nih_chest_xray", "path": str(fixture.root)})
+    assert {k: r["reason"] for k, r in out.rejected.items()} == {
+        "00000002_00\\xe9.png": "non-UTF-8 bytes in row"
+    }
+    assert set(out.rows) == set(nih.FULL_EXPECTED) - {"00000002_000.png"}
