@@ -117,7 +117,7 @@ def parse_study_time(raw: str) -> str | None:
     """``HH:MM:SS`` from MIMIC's ``StudyTime`` float, whose leading zero is lost (``80556.875`` is 08:05:56)."""
     try:
         whole = int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: `inf` or `1e400` from a re-saved table
         return None
     digits = f"{whole:06d}"
     if len(digits) != 6 or int(digits[:2]) > 23 or int(digits[2:4]) > 59 or int(digits[4:]) > 59:

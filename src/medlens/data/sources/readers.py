@@ -313,6 +313,12 @@ def read_json_file(path: Path) -> object:
             row=e.lineno,
             expected="a JSON document",
         ) from e
+    except (ValueError, RecursionError) as e:  # an integer over Python's 4300 digits; nesting past the stack
+        raise DataError(
+            f"cannot be parsed ({type(e).__name__}: {str(e)[:120]})",
+            file=str(path),
+            expected="a JSON document of records",
+        ) from e
 
 
 def _walk(root: Path, max_depth: int) -> Iterator[tuple[Path, list[str], list[str]]]:

@@ -108,6 +108,8 @@ def test_report_sections_as_mit_lcp_names_them():
         ("5.0", "00:00:05"),
         ("", None),
         ("256000", None),
+        ("inf", None),  # was an OverflowError that stopped the dataset
+        ("1e400", None),
     ],
 )
 def test_parse_study_time(raw, expected):

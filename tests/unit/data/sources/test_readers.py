@@ -57,6 +57,16 @@ def test_json_syntax_error_names_line_and_column(tmp_path):
         R.read_json_file(tmp_path / "a.json")
 
 
+@pytest.mark.parametrize(
+    "text", ['[{"qid": ' + "9" * 5000 + "}]", "[" * 100_000 + "]" * 100_000], ids=["huge-int", "deep"]
+)
+def test_json_python_cannot_hold_is_a_data_error_naming_the_file(tmp_path, text):
+    # valid JSON all the same, so json raised ValueError / RecursionError, not JSONDecodeError: a bare traceback
+    (tmp_path / "a.json").write_text(text)
+    with pytest.raises(DataError, match=r"a\.json: cannot be parsed \((ValueError|RecursionError): "):
+        R.read_json_file(tmp_path / "a.json")
+
+
 def test_find_file_prefers_the_shallowest_and_skips_junk(tmp_path):
     (tmp_path / "x" / "y").mkdir(parents=True)
     (tmp_path / "__MACOSX").mkdir()
