@@ -70,6 +70,9 @@ def _read_boxes(path: Path | None) -> dict[str, list[dict]]:
     table = CsvTable(path, required=("Image Index", "Finding Label", ("Bbox [x", "x"), "y", "w", ("h]", "h")))
     cols = [table.column(c) for c in (("Bbox [x", "x"), "y", "w", ("h]", "h"))]
     for row in table:
+        if row.problem:  # boxes only add a side to the text; the image's own row still decides the record
+            logger.warning("%s: %s (%s); box ignored", table.ref(row.line), row.problem, row.detail)
+            continue
         try:
             x, y, w, h = (float(row.get(c)) for c in cols)
         except ValueError:
@@ -129,6 +132,9 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
             reject, detail = "missing labels", "empty Finding Labels"
         elif reject is None and unknown:
             reject, detail = f"unknown label '{unknown[0]}'", row.get("Finding Labels")
+        elif reject is None and "No Finding" in natives and len(natives) > 1:
+            # NIH never lists "No Finding" beside a finding: which of the two is true is unknown
+            reject, detail = "contradictory labels", f"{row.get('Finding Labels')}: No Finding with a finding"
         elif reject is None and path is None:
             reject, detail = "missing image file", f"{name} is in no images folder under {root}"
         elif reject is None and name in test and name in train_val:
@@ -165,7 +171,8 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
                 modality="chest_xray",
                 record_id=name,
                 seed=cfg.seed,
-                label_context={k: {"side": v} for k, v in sides.items()},
+                # only the image's own findings: a box for another (or a misspelt) label has no phrasing
+                label_context={k: {"side": v} for k, v in sides.items() if k in natives},
                 context={"view": normalise_view(row.get(table.column("View Position")))},
             )
         )

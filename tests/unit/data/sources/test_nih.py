@@ -96,3 +96,29 @@ def test_an_image_index_with_a_latin1_byte_is_a_rejected_row_not_a_crash(tmp_pat
         "00000002_00\\xe9.png": "non-UTF-8 bytes in row"
     }
     assert set(out.rows) == set(nih.FULL_EXPECTED) - {"00000002_000.png"}
+
+
+def test_a_box_for_a_finding_the_image_does_not_list_is_not_described(tmp_path):
+    # the audit: a box labelled "Covid" (or with a Latin-1 byte) stopped the whole dataset with a ConfigError
+    # about the text templates; a box for a finding the row does not list put that finding's side in the text
+    fixture = nih.build_full(tmp_path / "nih", layout="kaggle")
+    with open(fixture.root / "BBox_List_2017.csv", "ab") as f:
+        f.write(b"00000002_000.png,Covid,100.0,500.0,80.0,80.0,,,\n")
+        f.write(b"00000001_000.png,Mass,100.0,500.0,80.0,80.0,,,\n")
+        f.write(b"00000001_000.png,Atel\xe9ctasis,100.0,500.0,80.0,80.0,,,\n")
+    out = prepare(tmp_path, "nih", {"source": "path", "adapter": "nih_chest_xray", "path": str(fixture.root)})
+    assert out.rejected == {} and set(out.rows) == set(nih.FULL_EXPECTED)
+    assert "mass" not in out.rows["00000001_000.png"]["text"].lower()
+    assert "atelecta" not in out.rows["00000001_000.png"]["text"].lower()
+
+
+def test_no_finding_beside_a_finding_is_a_contradiction_not_two_labels(tmp_path):
+    fixture = nih.build_full(tmp_path / "nih", layout="box")
+    data = fixture.csv.read_text().replace(
+        "00000002_000.png,No Finding,", "00000002_000.png,No Finding|Mass,"
+    )
+    fixture.csv.write_text(data)
+    out = prepare(tmp_path, "nih", {"source": "path", "adapter": "nih_chest_xray", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        "00000002_000.png": ("contradictory labels", "No Finding|Mass: No Finding with a finding")
+    }
