@@ -26,6 +26,7 @@ from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
 from medlens.data.sources.readers import (
     CsvTable,
+    cell_text,
     find_file,
     frontal_filter,
     index_files,
@@ -43,7 +44,11 @@ _R2GEN_KEYS = ("train", "val", "test")
 
 def report_text(findings: str, impression: str) -> tuple[str, list[str]]:
     """Findings then impression; either alone when the other is empty. Returns (text, sections used)."""
-    parts = [(name, " ".join(t.split())) for name, t in (("findings", findings), ("impression", impression))]
+    # cell_text: a re-saved table writes "nan" for the 514 empty findings, which must not become report text
+    parts = [
+        (name, " ".join(cell_text(t).split()))
+        for name, t in (("findings", findings), ("impression", impression))
+    ]
     parts = [(n, t) for n, t in parts if t]
     return " ".join(t for _, t in parts), [n for n, _ in parts]
 
@@ -148,9 +153,9 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             }
             or None,
             "mesh": [x.strip() for x in report.get("MeSH", "").split(";") if x.strip()],
-            "indication": report.get("indication") or None,
-            "comparison": report.get("comparison") or None,
-            "image_caption": report.get("image") or None,
+            "indication": cell_text(report.get("indication")) or None,
+            "comparison": cell_text(report.get("comparison")) or None,
+            "image_caption": cell_text(report.get("image")) or None,
         }
         yield RawRecord(
             native_id=filename or f"line{row.line}",

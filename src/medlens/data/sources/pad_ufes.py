@@ -22,7 +22,14 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.readers import CsvTable, find_file, index_files, load_label_map, parse_bool
+from medlens.data.sources.readers import (
+    CsvTable,
+    cell_text,
+    find_file,
+    index_files,
+    load_label_map,
+    parse_bool,
+)
 from medlens.data.text_from_labels import load_templates, synthesize_text
 from medlens.errors import DataError
 
@@ -60,6 +67,7 @@ def _mm(value: float) -> str:
 
 def _context(row: dict[str, str], words: dict[str, list[str]]) -> tuple[dict, dict]:
     """(template context, meta) of one metadata row; blank and UNK values are left out of the text."""
+    row = {k: cell_text(v) for k, v in row.items()}  # a pandas re-save's "nan" is a blank cell, not a site
     meta: dict = {}
     for col in (*_SYMPTOMS, *_HISTORY):
         if col in row:

@@ -47,6 +47,7 @@ __all__ = [
     "normalise_split",
     "frontal_filter",
     "parse_bool",
+    "cell_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -548,9 +549,21 @@ def normalise_split(name: str | None) -> str | None:
     return _SPLITS.get(str(name).strip().lower(), str(name).strip())
 
 
+# what pandas and spreadsheet exports write for an empty cell (``df.astype(str)`` turns NaN into "nan")
+_EMPTY_CELLS = frozenset({"nan", "none", "null", "n/a", "na", "<na>"})
+
+
+def cell_text(value: str | None) -> str:
+    """``value`` stripped, or ``""`` when it is what an export writes for an empty cell (``nan``, ``None``,
+    ``N/A``), so that such a cell is missing instead of words in a report or a synthesised text."""
+    v = (value or "").strip()
+    return "" if v.lower() in _EMPTY_CELLS else v
+
+
 def parse_bool(value: str) -> bool | str | None:
-    """``True``/``FALSE``/``true`` -> bool, ``UNK`` -> ``"unknown"``, blank -> None; anything else unchanged."""
-    v = value.strip()
+    """``True``/``FALSE``/``true`` -> bool, ``UNK`` -> ``"unknown"``, blank or ``nan`` -> None; anything else
+    unchanged."""
+    v = cell_text(value)
     if not v:
         return None
     low = v.lower()

@@ -132,3 +132,19 @@ def test_an_image_whose_report_row_is_malformed_points_at_that_row(tmp_path):
         f"uid 3: its report row {reports}:4 (malformed record: a quote opened in this record is never closed"
     )
     assert len(out.rows) == len(iu_xray.PROJECTIONS) - 1  # uid 4 after the broken row is still read
+
+
+def test_a_section_exported_as_nan_is_empty_not_report_text(tmp_path):
+    # a table re-saved with `df.astype(str)` writes "nan" for the 514 empty findings: the report read "nan Left..."
+    fixture = iu_xray.build_kaggle(tmp_path / "iu")
+    reports = fixture.root / "indiana_reports.csv"
+    with open(reports, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"])
+        w.writerows([[c or "nan" for c in row] for row in iu_xray.REPORTS])
+    out = prepare(tmp_path, "iu", {"source": "path", "adapter": "iu_xray", "path": str(fixture.root)})
+    assert out.rejected == {}
+    row = out.rows["3_IM-1384-2001.dcm.png"]
+    assert row["text"] == "Left basilar subsegmental atelectasis versus opacity."
+    assert row["meta"]["report_sections"] == ["impression"] and "comparison" not in row["meta"]
+    assert out.rows["4_IM-2050-1001-0001.dcm.png"]["meta"]["report_sections"] == ["findings"]

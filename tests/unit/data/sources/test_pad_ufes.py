@@ -84,3 +84,18 @@ def test_non_finite_numbers_are_missing_values_not_text_or_a_crash(tmp_path):
     assert "age" not in out.rows["PAT_9_1_100.png"]["meta"]
     assert out.rows["PAT_9_1_100.png"]["meta"]["diameter_1_mm"] == 10.0
     assert out.rows["PAT_46_881_14.png"]["meta"]["age"] == 55
+
+
+def test_exported_empty_cells_are_missing_values_not_words_in_the_text(tmp_path):
+    # `df.astype(str).to_csv()` writes "nan" for every blank cell; the text said "a skin lesion on the nan"
+    rows = list(pad_ufes.ROWS)
+    rows[0] = rows[0].replace(",ARM,", ",nan,").replace(",NEV,False,", ",NEV,nan,")
+    rows[1] = rows[1].replace(",FEMALE,", ",nan,").replace("POMERANIA,POMERANIA", "nan,NaN")
+    fixture = pad_ufes.build(tmp_path / "pad", rows=rows)
+    out = prepare(tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(fixture.root)})
+    assert out.rejected == {} and set(out.rows) == set(pad_ufes.EXPECTED)
+    for img_id in ("PAT_1516_1765_530.png", "PAT_46_881_14.png"):
+        row = out.rows[img_id]
+        assert "nan" not in row["text"].lower(), row["text"]
+        assert "nan" not in str(row["meta"]).lower(), row["meta"]
+    assert "itch" not in out.rows["PAT_1516_1765_530.png"]["meta"]
