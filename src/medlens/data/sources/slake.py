@@ -32,12 +32,13 @@ _REQUIRED = {"img_id": int, "img_name": str, "question": str, "answer": str, "q_
 _META = ("answer_type", "base_type", "content_type", "location", "modality", "triple")
 
 
-def _modality(slake_modality: str, location: str) -> str:
-    """medlens modality: ``ct``, ``mri``, ``chest_xray`` (SLAKE's X-rays of the chest) or ``xray``."""
-    m = slake_modality.strip().lower().replace("-", "")
+def _modality(slake_modality: object, location: object) -> str | None:
+    """medlens modality: ``ct``, ``mri``, ``chest_xray`` (SLAKE's X-rays of the chest) or ``xray``; None for a
+    value outside SLAKE's three (the image would be decoded and grouped as a modality medlens does not know)."""
+    m = str(slake_modality).strip().lower().replace("-", "") if isinstance(slake_modality, str) else ""
     if m == "xray":
-        return "chest_xray" if location.lower().startswith(("chest", "lung")) else "xray"
-    return {"ct": "ct", "mri": "mri"}.get(m, m or "xray")
+        return "chest_xray" if str(location).lower().startswith(("chest", "lung")) else "xray"
+    return {"ct": "ct", "mri": "mri"}.get(m)
 
 
 def _problem(entry: object) -> str | None:
@@ -99,6 +100,7 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 continue
             image = image_dir / entry["img_name"]
             question, answer = " ".join(entry["question"].split()), " ".join(str(entry["answer"]).split())
+            modality = _modality(entry.get("modality"), entry.get("location", ""))
             reject, detail = None, ""
             if entry["q_lang"] not in languages:
                 reject = f"filtered: language {entry['q_lang']} not in languages"
@@ -110,6 +112,8 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 detail = f"{entry['img_name']} leaves {image_dir} (allow_outside_paths: true reads it)"
             elif not question or not answer:
                 reject, detail = "empty text", "empty question" if not question else "empty answer"
+            elif modality is None:
+                reject, detail = "unknown modality", f"{entry.get('modality')!r}; expected CT, MRI or X-Ray"
             elif not image.is_file():
                 reject, detail = "missing image file", str(image)
             meta = {
@@ -126,7 +130,7 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 image=str(image),
                 text=f"Question: {question} Answer: {answer}",
                 text_source="vqa",
-                modality=_modality(str(entry.get("modality", "")), str(entry.get("location", ""))),
+                modality=modality or "xray",
                 patient_id=f"img{entry['img_id']}",
                 study_id=f"img{entry['img_id']}",
                 official_split=normalise_split(split),

@@ -64,6 +64,20 @@ def test_malformed_question_record_is_a_rejected_row(tmp_path):
     assert out.rejected["train[1]"]["source_ref"].endswith("train.json:[1]")
 
 
+@pytest.mark.parametrize("modality", ["PET", None, ""])
+def test_a_modality_outside_ct_mri_and_x_ray_is_a_rejected_row(tmp_path, modality):
+    # the audit: "PET" was kept as modality "pet" (decoded in colour), null as "none"
+    splits = json.loads(json.dumps(slake.SPLITS))
+    splits["train"][0]["modality"] = modality
+    fixture = slake.build(tmp_path / "data", splits=splits)
+    out = prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root)})
+    assert (out.rejected["0"]["reason"], out.rejected["0"]["detail"]) == (
+        "unknown modality",
+        f"{modality!r}; expected CT, MRI or X-Ray",
+    )
+    assert set(out.rows) == slake.ENGLISH - {"0"}
+
+
 def test_vqa_rows_become_question_answer_turns_that_load_back_without_images_crossing_splits(tmp_path):
     out = run(tmp_path)
     pairs = tmp_path / "pairs.parquet"
