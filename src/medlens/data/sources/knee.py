@@ -7,7 +7,8 @@ Two layouts (datasets.md section 7), one label vocabulary (``KL0``..``KL4``, fro
   ``{train,val,test}/{0..4}/9001695L.png``. The split folder is the official, patient-level split;
   ``auto_test/`` repeats ``test/`` and is not read: each of its files is a rejected record saying whether
   it repeats its ``test/`` counterpart byte for byte (a second copy of the tree likewise). The file name gives the
-  OAI patient (7 digits) and the knee (``L``/``R``), which the text states.
+  OAI patient (7 digits) and the knee (``L``/``R``), which the text states. The same bytes under two
+  grade folders are rejected as a whole (one knee has one grade; either copy alone would be a wrong label).
 * ``knee_kl_mendeley``: Mendeley "Digital Knee X-ray Images", ``MedicalExpert-I/`` and
   ``MedicalExpert-II/``, each with ``0Normal``..``4Severe`` folders of ``NormalG0 (1).png`` files.
   The same image appears under both experts, sometimes with different grades, and some images
@@ -108,19 +109,24 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         logger.info("knee OAI: auto_test/ repeats test/ and is not read")
         yield from copy_not_read(tree / "auto_test", tree / "test", tree, "knee_xray")
     unparsed = 0
+    images = []
     for found in class_folder_images(
         tree, kind="grade", classes="grade 0..4", modality="knee_xray", ignore=lambda c: c.name == "auto_test"
     ):
         if isinstance(found, RawRecord):
             yield found
-            continue
-        split, path = found
+        else:
+            images.append(found)
+    disagree = _grades_disagree([path for _, path in images], tree, label_map)
+    for split, path in images:
         grade_dir = path.parent
         grade, unknown = label_map.map([grade_dir.name])
         native_id = path.relative_to(tree).as_posix()
         patient, side = parse_oai_name(path.name)
         unparsed += patient is None
         reject = f"unknown label '{unknown[0]}'" if unknown else None
+        if reject is None and path in disagree:
+            reject = "grade folders disagree"
         yield RawRecord(
             native_id=native_id,
             image=str(path),
@@ -134,7 +140,9 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             meta={k: v for k, v in {"side": side, "grade_folder": grade_dir.name}.items() if v},
             source_ref=str(path),
             reject=reject,
-            reject_detail=f"grade folder {grade_dir.name!r}; expected 0..4, 0Normal..4Severe or KL0..KL4"
+            reject_detail=disagree[path]
+            if path in disagree and not unknown
+            else f"grade folder {grade_dir.name!r}; expected 0..4, 0Normal..4Severe or KL0..KL4"
             if reject
             else "",
         )
@@ -142,6 +150,25 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         logger.warning(
             "knee OAI: %d file names are not <7-digit patient><L|R>; they have no patient id", unparsed
         )
+
+
+def _grades_disagree(paths: list[Path], tree: Path, label_map) -> dict[Path, str]:
+    """path -> why, for the images whose bytes are also under another grade folder: one knee cannot have two KL
+    grades, and either copy alone would be a silently wrong label. Only files of equal size are hashed."""
+    by_size: dict[int, list[Path]] = defaultdict(list)
+    for path in paths:
+        by_size[path.stat().st_size].append(path)
+    by_bytes: dict[str, list[Path]] = defaultdict(list)
+    for same_size in by_size.values():
+        if len(same_size) > 1:
+            for path in same_size:
+                by_bytes[_sha1(path)].append(path)
+    disagree = {}
+    for copies in by_bytes.values():
+        if len({tuple(label_map.map([p.parent.name])[0]) for p in copies}) > 1:
+            where = "; ".join(p.relative_to(tree).as_posix() for p in copies)
+            disagree.update(dict.fromkeys(copies, f"the same bytes under several grades: {where}"))
+    return disagree
 
 
 def _sha1(path: Path) -> str:

@@ -35,6 +35,22 @@ def test_oai_rows_labels_patients_sides_and_split(tmp_path):
     assert out.rows["train/0/9001695L.png"]["study_id"] == "9001695L"
 
 
+def test_oai_the_same_image_under_two_grades_is_rejected_not_kept_twice(tmp_path):
+    # the audit: both copies were kept, one as KL0 and one as KL3 (the texts differ, so prepare saw no duplicate)
+    fixture = knee.build_oai(tmp_path / "oai")
+    tree = fixture.root / "KneeXrayData"
+    (tree / "train" / "3").mkdir()
+    shutil.copy(tree / "train" / "0" / "9001695L.png", tree / "train" / "3" / "9001695L.png")
+    out = prepare(tmp_path, "knee", {"source": "path", "adapter": "knee_kl_oai", "path": str(fixture.root)})
+    copies = {"train/0/9001695L.png", "train/3/9001695L.png"}
+    assert set(out.rows) == set(knee.OAI) - copies
+    for rel in copies:
+        assert (out.rejected[rel]["reason"], out.rejected[rel]["detail"]) == (
+            "grade folders disagree",
+            "the same bytes under several grades: train/0/9001695L.png; train/3/9001695L.png",
+        )
+
+
 def test_mendeley_keeps_one_row_per_image_and_rejects_duplicates_and_disagreements(tmp_path):
     fixture = knee.build_mendeley(tmp_path / "m")
     out = prepare(
