@@ -162,8 +162,12 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             row=1,
             expected=f"columns named {', '.join(FINDINGS)}",
         )
-    splits, split_conflicts = _by_key(split_table, "dicom_id", lambda r: normalise_split(r.get("split")))
-    labels_of, label_conflicts = _by_key(chexpert, "study_id", lambda r: (r.values, chexpert.ref(r.line)))
+    splits, split_problems = _by_key(
+        split_table, "dicom_id", lambda r: normalise_split(r.get("split")), "split"
+    )
+    labels_of, label_problems = _by_key(
+        chexpert, "study_id", lambda r: (r.values, chexpert.ref(r.line)), "label"
+    )
     report_roots = _report_roots(root)
     logger.info(
         "MIMIC-CXR: %s, %d studies labelled, %d images in the split table, reports searched in %s",
@@ -185,16 +189,18 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         report = reports.get(study)
         if reject is None and report is None:
             reject, detail = "missing report file", f"s{study}.txt not found next to the study folder"
+        elif reject is None and report[4]:
+            reject, detail = "report not UTF-8", f"{report[2]}: {report[4]}"
         elif reject is None and not report[0]:
             reject, detail = "empty report text", f"{report[2]} has no FINDINGS, IMPRESSION or last paragraph"
         elif reject is None and not image.is_file():
             reject, detail = "missing image file", str(image)
-        if reject is None and dicom in split_conflicts:
-            reject, detail = "conflicting split rows", split_conflicts[dicom]
-        elif reject is None and study in label_conflicts:
-            reject, detail = "conflicting label rows", label_conflicts[study]
+        if reject is None and dicom in split_problems:
+            reject, detail = split_problems[dicom]
+        elif reject is None and study in label_problems:
+            reject, detail = label_problems[study]
         reject = reject or frontal_filter(cfg.frontal_only, view)
-        text, sections, report_path, section_text = report or ("", [], "", {})
+        text, sections, report_path, section_text, _ = report or ("", [], "", {}, None)
         values, label_ref = labels_of.get(study, ({}, ""))
         decoded = chexpert_values(values, label_cols, cfg.uncertain_policy)
         if reject is None and decoded.invalid:
@@ -236,18 +242,23 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         )
 
 
-def _by_key(table: CsvTable, key: str, value) -> tuple[dict, dict[str, str]]:
-    """``({row[key]: value(row)}, {key: why})`` over the usable rows; unusable ones are counted in the log.
+def _by_key(table: CsvTable, key: str, value, what: str) -> tuple[dict, dict[str, tuple[str, str]]]:
+    """``({row[key]: value(row)}, {key: (reason, detail)})``: the usable rows, and the keys no value can be trusted for.
 
     A key on several rows with the same values is one row read twice (collapsed, logged). A key on
-    rows that differ has no trustworthy value: it goes to the second dict, naming the lines, so the
-    images it describes are rejected instead of the last row silently winning.
+    rows that differ has no trustworthy value (``conflicting <what> rows``, naming the lines), and neither has
+    a key whose row the CSV reader flagged (``<what> row unusable``: a non-UTF-8 byte, a wrong field count),
+    so the images it describes are rejected instead of the last row silently winning or the images silently
+    going without labels or split. A refused record whose key cannot be read is counted in the log.
     """
     # a fingerprint and line per key, not the rows: the split table has a row per MIMIC image (377,000)
-    out, first, lines, differing, bad = {}, {}, {}, set(), []
+    out, first, lines, differing, broken, bad = {}, {}, {}, set(), {}, []
     for row in table:
         if row.problem is not None:
-            bad.append(f"line {row.line}: {row.problem}")
+            if k := row.get(key):
+                broken.setdefault(k, f"{table.ref(row.line)}: {row.problem} ({row.detail})")
+            else:
+                bad.append(f"line {row.line}: {row.problem}")
             continue
         k, fingerprint = row.get(key), hash(tuple(row.values.items()))
         if k not in first:
@@ -258,30 +269,43 @@ def _by_key(table: CsvTable, key: str, value) -> tuple[dict, dict[str, str]]:
             differing.add(k)
     if bad:
         logger.warning(
-            "%s: %d unusable rows ignored (%s); the images they describe get no value from this table",
+            "%s: %d unusable rows without a readable %s ignored (%s)",
             table.path,
             len(bad),
+            key,
             "; ".join(bad[:3]),
         )
-    conflicts = {}
+    problems = {}
     for k in differing:
         del out[k]
         where = ", ".join(map(str, lines[k]))
-        conflicts[k] = f"{table.path}: {key} {k} is on lines {where} with different values"
+        problems[k] = (
+            f"conflicting {what} rows",
+            f"{table.path}: {key} {k} is on lines {where} with different values",
+        )
+    for k, why in broken.items():
+        out.pop(k, None)
+        problems[k] = (f"{what} row unusable", why)
     repeated = sum(len(where) - 1 for k, where in lines.items() if k not in differing)
     if repeated:
         logger.info("%s: %d rows repeat an earlier row exactly; each is read once", table.path, repeated)
-    return out, conflicts
+    return out, problems
 
 
 def _read_report(
     roots: list[Path], subject: str, study: str
-) -> tuple[str, list[str], str, dict[str, str]] | None:
-    """(text, sections used, report file, the text of each section used) of a study's report."""
+) -> tuple[str, list[str], str, dict[str, str], str | None] | None:
+    """(text, sections used, report file, the text of each section used, why the bytes are unusable) of a
+    study's report."""
     for base in roots:
         path = _study_path(base, subject, study).with_suffix(".txt")
         if path.is_file():
-            raw = "\n" + path.read_bytes().decode("utf-8", errors="replace")  # headers match after a newline
+            data = path.read_bytes()
+            try:
+                raw = "\n" + data.decode("utf-8")  # headers match after a newline
+            except UnicodeDecodeError as e:
+                # MIMIC reports are ASCII: such bytes are damage (or UTF-16), and U+FFFD would enter the text
+                return "", [], str(path), {}, f"byte {data[e.start : e.start + 1]!r} at offset {e.start}"
             text, sections = report_text(raw)
-            return text, sections, str(path), section_texts(raw)
+            return text, sections, str(path), section_texts(raw), None
     return None

@@ -145,3 +145,35 @@ def test_repeated_split_and_label_rows_conflicting_are_rejected_identical_are_re
     assert set(out.rows) == {D3, D4, D6}
     assert out.rows[D4]["meta"]["official_split"] == "val" and out.rows[D3]["labels"] == ["No Finding"]
     assert out.summary.read == len(mimic.IMAGES)
+
+
+def test_an_unusable_label_or_split_row_rejects_its_images_instead_of_leaving_them_unlabelled(tmp_path):
+    # the audit: a Latin-1 byte in a chexpert row only logged a warning, and the study's two images were kept
+    # with no labels at all (read as negative for every finding); a split row with a field lost, without split
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    labels_csv = fixture.root / "mimic-cxr-2.0.0-chexpert.csv"
+    split_csv = fixture.root / "mimic-cxr-2.0.0-split.csv"
+    labels_csv.write_bytes(labels_csv.read_bytes().replace(b",1.0,", b",1.0\xe9,", 1))
+    split_csv.write_text(
+        split_csv.read_text().replace(f"{D4},57375967,10000764,validate", f"{D4},57375967,val")
+    )
+    out = prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)})
+    assert {k: r["reason"] for k, r in out.rejected.items()} == {
+        D1: "label row unusable",
+        D2: "label row unusable",
+        D4: "split row unusable",
+    }
+    assert out.rejected[D1]["detail"].startswith(f"{labels_csv}:2: non-UTF-8 bytes in row (")
+    assert out.rejected[D4]["detail"] == f"{split_csv}:5: malformed row (3 fields; the header has 4)"
+    assert set(out.rows) == {D3, D5, D6}
+
+
+def test_a_report_that_is_not_utf8_is_rejected_not_kept_with_replacement_characters(tmp_path):
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    report = next(fixture.root.rglob("s57375967.txt"))
+    report.write_bytes(report.read_bytes().replace(b"Moderate", b"Mod\xe9rate"))
+    offset = report.read_bytes().index(b"\xe9")
+    out = prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        D4: ("report not UTF-8", f"{report}: byte b'\\xe9' at offset {offset}")
+    }
