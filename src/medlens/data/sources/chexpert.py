@@ -24,10 +24,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from medlens.config import FINDINGS, DatasetConfig
+from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
 from medlens.data.sources.readers import (
     CsvTable,
+    chexpert_columns,
     chexpert_values,
     find_file,
     frontal_filter,
@@ -89,14 +90,7 @@ def chexpert_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
 
 
 def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns) -> Iterator[RawRecord]:
-    label_cols = {f: c for c in table.columns if (m := columns.lookup(c)) for f in m}
-    if not label_cols:
-        raise DataError(
-            "no CheXpert label columns",
-            file=str(table.path),
-            row=1,
-            expected=f"columns named {', '.join(FINDINGS)}",
-        )
+    label_cols = chexpert_columns(table, columns)
     logger.info(
         "CheXpert: %s (%s), %d label columns, uncertain policy '%s'",
         table.path,

@@ -23,10 +23,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from medlens.config import FINDINGS, DatasetConfig
+from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
 from medlens.data.sources.readers import (
     CsvTable,
+    chexpert_columns,
     chexpert_values,
     find_file,
     frontal_filter,
@@ -35,7 +36,6 @@ from medlens.data.sources.readers import (
     normalise_split,
     normalise_view,
 )
-from medlens.errors import DataError
 
 __all__ = ["split_sections", "section_texts", "report_text", "parse_study_time"]
 
@@ -154,14 +154,7 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     metadata = _table(root, "metadata", ("dicom_id", "subject_id", "study_id"))
     split_table = _table(root, "split", ("dicom_id", "split"))
     chexpert = _table(root, "chexpert", ("subject_id", "study_id"))
-    label_cols = {f: c for c in chexpert.columns if (m := columns.lookup(c)) for f in m}
-    if not label_cols:
-        raise DataError(
-            "no CheXpert label columns",
-            file=str(chexpert.path),
-            row=1,
-            expected=f"columns named {', '.join(FINDINGS)}",
-        )
+    label_cols = chexpert_columns(chexpert, columns)
     splits, split_problems = _by_key(
         split_table, "dicom_id", lambda r: normalise_split(r.get("split")), "split"
     )

@@ -42,6 +42,7 @@ __all__ = [
     "load_label_map",
     "ChexpertValues",
     "chexpert_values",
+    "chexpert_columns",
     "normalise_view",
     "is_frontal",
     "normalise_split",
@@ -460,6 +461,32 @@ class ChexpertValues:
     negative: list[str]
     uncertain: list[str]
     invalid: list[tuple[str, str]]  # (column, value) pairs that are none of the four codes
+
+
+def chexpert_columns(table: CsvTable, label_map: LabelMap) -> dict[str, str]:
+    """CheXpert finding -> its column in ``table`` (CheXpert's train/valid.csv, MIMIC's chexpert/negbio CSVs),
+    selected by name through ``label_map`` (``chexpert_columns``).
+
+    Raises:
+        DataError: when one of the 14 findings has no column. Read without it, every image of the file would be
+            silently negative for that finding (a column renamed ``Edemaa`` or ``cardiomegaly``, or deleted).
+    """
+    columns = {f: c for c in table.columns if (m := label_map.lookup(c)) for f in m}
+    missing = [f for f in FINDINGS if f not in columns]
+    if missing:
+        others = [c for c in table.columns if label_map.lookup(c) is None]
+        close = difflib.get_close_matches(missing[0], others, n=1, cutoff=0.6)
+        close = close or [c for c in others if c.casefold() == missing[0].casefold()]
+        raise DataError(
+            "no CheXpert label columns"
+            if len(missing) == len(FINDINGS)
+            else f"missing label column{'s' * (len(missing) > 1)} {', '.join(repr(f) for f in missing)}"
+            + (f" (found '{close[0]}': renamed?)" if close else ""),
+            file=str(table.path),
+            row=1,
+            expected=f"a column for each of the 14 CheXpert findings, named {', '.join(FINDINGS)}",
+        )
+    return columns
 
 
 def chexpert_values(values: Mapping[str, str], columns: Mapping[str, str], policy: str) -> ChexpertValues:

@@ -8,6 +8,7 @@ from helpers.sources import chexpert
 from helpers.sources.run import prepare
 from medlens.data.sources.chexpert import strip_prefix
 from medlens.data.text_from_labels import load_templates
+from medlens.errors import DataError
 
 
 def run(tmp_path, **settings):
@@ -85,3 +86,23 @@ def test_path_prefix_is_stripped_for_both_versions():
         == "train/patient1/study1/view1_frontal.jpg"
     )
     assert strip_prefix("CheXpert-v1.0/valid/p/s/v.jpg") == "valid/p/s/v.jpg"
+
+
+@pytest.mark.parametrize(
+    "renamed, message",
+    [
+        ("Edemaa", r"missing label column 'Edema' \(found 'Edemaa': renamed\?\)"),
+        ("cardiomegaly", r"missing label column 'Cardiomegaly' \(found 'cardiomegaly': renamed\?\)"),
+    ],
+)
+def test_a_renamed_label_column_is_an_error_not_a_finding_silently_negative(tmp_path, renamed, message):
+    # the audit: the column was skipped, so every image read as without that finding
+    fixture = chexpert.build(tmp_path / "archive")
+    train = fixture.root / "train.csv"
+    header, rest = train.read_text().split("\n", 1)
+    original = {"Edemaa": "Edema", "cardiomegaly": "Cardiomegaly"}[renamed]
+    train.write_text(header.replace(f",{original},", f",{renamed},") + "\n" + rest)
+    with pytest.raises(
+        DataError, match=rf"train\.csv: row 1: {message}; expected a column for each of the 14"
+    ):
+        prepare(tmp_path, "cx", {"source": "path", "adapter": "chexpert", "path": str(fixture.root)})

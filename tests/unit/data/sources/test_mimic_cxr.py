@@ -11,6 +11,7 @@ from helpers.sources.run import prepare
 from medlens.config import SplitConfig
 from medlens.data.sources.mimic_cxr import parse_study_time, report_text
 from medlens.data.split import split_pairs
+from medlens.errors import DataError
 
 
 def run(tmp_path, **settings):
@@ -177,3 +178,16 @@ def test_a_report_that_is_not_utf8_is_rejected_not_kept_with_replacement_charact
     assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
         D4: ("report not UTF-8", f"{report}: byte b'\\xe9' at offset {offset}")
     }
+
+
+def test_a_missing_label_column_is_an_error_naming_it(tmp_path):
+    # the audit: with `Edema` gone from the chexpert table, every image was read as without edema
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    labels_csv = fixture.root / "mimic-cxr-2.0.0-chexpert.csv"
+    rows = [line.split(",") for line in labels_csv.read_text().splitlines()]
+    where = rows[0].index("Edema")
+    labels_csv.write_text("\n".join(",".join(r[:where] + r[where + 1 :]) for r in rows) + "\n")
+    with pytest.raises(
+        DataError, match=r"chexpert\.csv: row 1: missing label column 'Edema'; expected a column"
+    ):
+        prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)})
