@@ -264,8 +264,8 @@ class CsvTable:
                 )
                 return start  # resume on the line after this record's first
             line, start = start, pos + reader.line_num + 1
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # a blank line is not a record
+            if not any(f.strip() for f in fields):
+                continue  # a blank line, or a spreadsheet's row of bare commas, is not a record
             while len(fields) > n and not fields[-1].strip():
                 fields.pop()  # trailing commas
             values = dict(zip(self.columns, (f.strip() for f in fields), strict=False))

@@ -25,6 +25,17 @@ def test_bom_trailing_commas_blank_lines_and_gzip_are_read(tmp_path):
         ]
 
 
+def test_rows_of_bare_commas_a_spreadsheet_leaves_are_not_records(tmp_path):
+    # Excel saves the empty rows below a table as ",,"; each was a rejected row ("malformed row: 1 field" or an
+    # empty id), noise that hid the real rejections
+    (tmp_path / "t.csv").write_text("a,b,c\r\n1,2,3\r\n,,\r\n,\r\n , ,\r\n4,5,6\r\n,,\r\n")
+    rows = list(R.CsvTable(tmp_path / "t.csv"))
+    assert [(r.line, r.values, r.problem) for r in rows] == [
+        (2, {"a": "1", "b": "2", "c": "3"}, None),
+        (6, {"a": "4", "b": "5", "c": "6"}, None),
+    ]
+
+
 def test_a_row_with_too_many_fields_is_a_row_problem(tmp_path):
     (tmp_path / "t.csv").write_text('a,b\n1,2\n3,"x, y",extra\n5,6\n')
     rows = list(R.CsvTable(tmp_path / "t.csv"))
