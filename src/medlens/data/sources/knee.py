@@ -15,7 +15,8 @@ Two layouts (datasets.md section 7), one label vocabulary (``KL0``..``KL4``, fro
   repeat within one expert. Images are therefore grouped by their bytes: a group whose copies all
   carry one grade becomes one record (the other copies are rejected as duplicates, naming the
   kept one); a group the experts grade differently is rejected as a whole, naming every grade,
-  because no grade can be trusted over the other. There are no patient ids and no official split.
+  because no grade can be trusted over the other. An image outside the expert folders (one renamed
+  ``Medical Expert 1``) is a rejected record, not skipped. There are no patient ids and no official split.
 
 Texts are synthesised from the grade with ``resources/text_templates/knee_xray.yaml``.
 """
@@ -214,6 +215,18 @@ def mendeley_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             # empty files are not grouped (they would all match); prepare rejects each as unreadable
             key = _sha1(path) if path.stat().st_size else f"empty:{path}"
             groups[key].append((path, expert.name, path.parent.name, grade, unknown))
+    # an image outside every expert folder (a folder renamed "Medical Expert 1") was silently never read
+    for path in files_under(root):
+        if not any(e in path.parents for e in experts) and not unsupported_image(path):
+            unread.append(
+                unread_file(
+                    path,
+                    root,
+                    "not in a MedicalExpert folder",
+                    "expected MedicalExpert-I/<grade>/<image> or MedicalExpert-II/<grade>/<image>",
+                    "knee_xray",
+                )
+            )
     yield from unread
     logger.info(
         "knee Mendeley: %d files, %d distinct images, experts %s",

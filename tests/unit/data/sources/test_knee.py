@@ -169,3 +169,18 @@ def test_mendeley_files_that_are_not_images_of_a_grade_folder_are_rejected(tmp_p
     )
     assert out.rejected[f"{knee.BASE}/MedicalExpert-I/loose.png"]["reason"] == "not in a grade folder"
     assert out.summary.read == len(knee.MENDELEY) + 3
+
+
+def test_mendeley_images_outside_the_expert_folders_are_rejected_not_skipped(tmp_path):
+    # the audit: a folder renamed "Medical Expert 1" was never read and none of its images was counted
+    fixture = knee.build_mendeley(tmp_path / "m")
+    base = fixture.root / knee.BASE
+    (base / "MedicalExpert-I").rename(base / "Medical Expert 1")
+    (base / "notes.txt").write_text("grades by two experts")
+    out = prepare(
+        tmp_path, "knee", {"source": "path", "adapter": "knee_kl_mendeley", "path": str(fixture.root)}
+    )
+    renamed = {rel.replace("MedicalExpert-I/", "Medical Expert 1/") for rel in knee.MENDELEY if "-I/" in rel}
+    outside = {k for k, r in out.rejected.items() if r["reason"] == "not in a MedicalExpert folder"}
+    assert outside == {f"{knee.BASE}/{rel}" for rel in renamed}
+    assert out.summary.read == len(knee.MENDELEY)
