@@ -26,6 +26,7 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
+from medlens.data.sources.manifest import _inside
 from medlens.data.sources.readers import (
     CsvTable,
     chexpert_columns,
@@ -80,7 +81,7 @@ def chexpert_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         except DataError:
             continue
         found = True
-        yield from _read(cfg, CsvTable(path, required=("Path",)), split, columns)
+        yield from _read(cfg, CsvTable(path, required=("Path",)), split, columns, root.resolve())
     if not found:
         raise DataError(
             "no CheXpert label file found",
@@ -89,7 +90,7 @@ def chexpert_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         )
 
 
-def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns) -> Iterator[RawRecord]:
+def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns, inside: Path) -> Iterator[RawRecord]:
     label_cols = chexpert_columns(table, columns)
     logger.info(
         "CheXpert: %s (%s), %d label columns, uncertain policy '%s'",
@@ -116,6 +117,9 @@ def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns) -> Iterator[
                 "missing image file",
                 f"{rel} (also looked for {strip_prefix(rel)}) under {csv_dir}",
             )
+        elif reject is None and not cfg.allow_outside_paths and not _inside(image, inside):
+            # the manifests' guard: a Path of "../../x.jpg" or "/data/x.jpg" must not read some other file
+            reject, detail = "image outside the dataset folder", f"{rel} (allow_outside_paths: true reads it)"
         reject = reject or frontal_filter(cfg.frontal_only, view, frontal)
         uncertain = [] if cfg.uncertain_policy == "ones" else decoded.uncertain
         text = (

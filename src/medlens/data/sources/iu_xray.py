@@ -24,6 +24,7 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
+from medlens.data.sources.manifest import _inside
 from medlens.data.sources.readers import (
     CsvTable,
     cell_text,
@@ -190,6 +191,7 @@ def iu_r2gen_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             expected="an object with the lists 'train', 'val' and 'test' (R2Gen annotation.json)",
         )
     image_dir = path.parent / "images"
+    inside = Path(root).resolve()
     for key in _R2GEN_KEYS:
         for i, entry in enumerate(data[key]):
             ref = f"{path}:{key}[{i}]"
@@ -217,6 +219,12 @@ def iu_r2gen_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 reject, why = None, ""
                 if not isinstance(entry.get("report"), str):
                     reject, why = "malformed entry", "report is not a string"
+                elif not cfg.allow_outside_paths and not _inside(image, inside):
+                    # the manifests' guard: "../../x.png" or "/data/x.png" must not read some other file
+                    reject, why = (
+                        "image outside the dataset folder",
+                        f"{rel} (allow_outside_paths: true reads it)",
+                    )
                 elif not image.is_file():
                     reject, why = "missing image file", str(image)
                 yield RawRecord(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers.sources import chexpert
+from helpers.sources.images import write_jpeg
 from helpers.sources.run import prepare
 from medlens.data.sources.chexpert import strip_prefix
 from medlens.data.text_from_labels import load_templates
@@ -106,3 +107,19 @@ def test_a_renamed_label_column_is_an_error_not_a_finding_silently_negative(tmp_
         DataError, match=rf"train\.csv: row 1: {message}; expected a column for each of the 14"
     ):
         prepare(tmp_path, "cx", {"source": "path", "adapter": "chexpert", "path": str(fixture.root)})
+
+
+def test_a_path_leaving_the_dataset_folder_is_a_rejected_row(tmp_path):
+    # as for manifests and SLAKE: a Path of "../outside.jpg" was read from wherever it led
+    fixture = chexpert.build(tmp_path / "archive")
+    write_jpeg(tmp_path / "outside.jpg", seed=3, size=(40, 48))
+    train = fixture.root / "train.csv"
+    first = "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg"
+    train.write_text(train.read_text().replace(first, "../outside.jpg"))
+    settings = {"source": "path", "adapter": "chexpert", "path": str(fixture.root)}
+    out = prepare(tmp_path, "cx", settings)
+    assert (out.rejected["../outside.jpg"]["reason"], out.rejected["../outside.jpg"]["detail"]) == (
+        "image outside the dataset folder",
+        "../outside.jpg (allow_outside_paths: true reads it)",
+    )
+    assert "../outside.jpg" in prepare(tmp_path, "cx", {**settings, "allow_outside_paths": True}).rows

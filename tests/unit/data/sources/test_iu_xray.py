@@ -8,6 +8,7 @@ import json
 import pytest
 
 from helpers.sources import iu_xray
+from helpers.sources.images import write_png
 from helpers.sources.run import prepare
 from medlens.errors import DataError
 
@@ -148,3 +149,21 @@ def test_a_section_exported_as_nan_is_empty_not_report_text(tmp_path):
     assert row["text"] == "Left basilar subsegmental atelectasis versus opacity."
     assert row["meta"]["report_sections"] == ["impression"] and "comparison" not in row["meta"]
     assert out.rows["4_IM-2050-1001-0001.dcm.png"]["meta"]["report_sections"] == ["findings"]
+
+
+def test_an_r2gen_image_path_leaving_the_dataset_folder_is_a_rejected_row(tmp_path):
+    # as for manifests and SLAKE: "../../../outside.png" was read from wherever it led
+    changed = json.loads(json.dumps(iu_xray.ANNOTATION))
+    changed["train"][0]["image_path"][1] = "../../../outside.png"  # images/ -> iu_xray/ -> data/ -> tmp_path
+    fixture = iu_xray.build_r2gen(tmp_path / "data", annotation=changed)
+    write_png(tmp_path / "outside.png", seed=9, size=(40, 44))
+    settings = {"source": "path", "adapter": "iu_xray_r2gen", "path": str(fixture.root)}
+    out = prepare(tmp_path, "r2", settings)
+    assert (
+        out.rejected["../../../outside.png"]["reason"],
+        out.rejected["../../../outside.png"]["detail"],
+    ) == (
+        "image outside the dataset folder",
+        "../../../outside.png (allow_outside_paths: true reads it)",
+    )
+    assert "../../../outside.png" in prepare(tmp_path, "r2", {**settings, "allow_outside_paths": True}).rows
