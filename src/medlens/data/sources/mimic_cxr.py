@@ -159,7 +159,7 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         split_table, "dicom_id", lambda r: normalise_split(r.get("split")), "split"
     )
     labels_of, label_problems = _by_key(
-        chexpert, "study_id", lambda r: (r.values, chexpert.ref(r.line)), "label"
+        chexpert, "study_id", lambda r: (r.values, chexpert.ref(r.line)), "label", _id
     )
     report_roots = _report_roots(root)
     logger.info(
@@ -170,8 +170,10 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         [str(p) for p in report_roots],
     )
     reports: dict[str, tuple[str, list[str], str] | None] = {}
+    seen_studies: set[str] = set()
     for row in metadata:
-        dicom, subject, study = row.get("dicom_id"), row.get("subject_id"), row.get("study_id")
+        dicom, subject, study = row.get("dicom_id"), _id(row.get("subject_id")), _id(row.get("study_id"))
+        seen_studies.add(study)
         view = normalise_view(row.get(metadata.column("ViewPosition")))
         image = _study_path(root, subject, study) / f"{dicom}.jpg"
         reject, detail = row.problem, row.detail
@@ -233,9 +235,29 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             reject=reject,
             reject_detail=detail,
         )
+    if unmatched := sorted(set(labels_of) - seen_studies):
+        logger.warning(
+            "%s: %d label rows name a study_id no image has (%s); their labels are not used",
+            chexpert.path,
+            len(unmatched),
+            ", ".join(unmatched[:3]),
+        )
 
 
-def _by_key(table: CsvTable, key: str, value, what: str) -> tuple[dict, dict[str, tuple[str, str]]]:
+_NUMERIC_ID = re.compile(r"[ps]?(\d+)(?:\.0*)?")
+
+
+def _id(raw: str) -> str:
+    """A subject or study id as its digits: ``50414267.0`` (a table re-saved through pandas as floats) and
+    ``s50414267`` (the path's prefix) -> ``50414267``; anything else unchanged, for the row checks to refuse.
+    Left as written, such ids matched no label row, and the study's images were silently unlabelled."""
+    m = _NUMERIC_ID.fullmatch(raw.strip())
+    return m.group(1) if m else raw
+
+
+def _by_key(
+    table: CsvTable, key: str, value, what: str, normalise=lambda k: k
+) -> tuple[dict, dict[str, tuple[str, str]]]:
     """``({row[key]: value(row)}, {key: (reason, detail)})``: the usable rows, and the keys no value can be trusted for.
 
     A key on several rows with the same values is one row read twice (collapsed, logged). A key on
@@ -248,12 +270,12 @@ def _by_key(table: CsvTable, key: str, value, what: str) -> tuple[dict, dict[str
     out, first, lines, differing, broken, bad = {}, {}, {}, set(), {}, []
     for row in table:
         if row.problem is not None:
-            if k := row.get(key):
+            if k := normalise(row.get(key)):
                 broken.setdefault(k, f"{table.ref(row.line)}: {row.problem} ({row.detail})")
             else:
                 bad.append(f"line {row.line}: {row.problem}")
             continue
-        k, fingerprint = row.get(key), hash(tuple(row.values.items()))
+        k, fingerprint = normalise(row.get(key)), hash(tuple(row.values.items()))
         if k not in first:
             first[k], out[k] = (fingerprint, row.line), value(row)
             continue

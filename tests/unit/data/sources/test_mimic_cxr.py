@@ -191,3 +191,21 @@ def test_a_missing_label_column_is_an_error_naming_it(tmp_path):
         DataError, match=r"chexpert\.csv: row 1: missing label column 'Edema'; expected a column"
     ):
         prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)})
+
+
+def test_ids_re_saved_as_floats_still_join_the_label_table(tmp_path):
+    # the audit: a chexpert table re-saved through pandas writes study_id 50414267.0, which matched no image,
+    # so every study was kept without labels (and only "labelled: false" said so)
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    settings = {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)}
+    expected = prepare(tmp_path / "before", "mimic", settings).rows
+    labels_csv = fixture.root / "mimic-cxr-2.0.0-chexpert.csv"
+    header, *rows = labels_csv.read_text().splitlines()
+    rows = [",".join(f"{c}.0" if i < 2 else c for i, c in enumerate(r.split(","))) for r in rows]
+    labels_csv.write_text("\n".join([header, *rows]) + "\n")
+    out = prepare(tmp_path / "after", "mimic", settings)
+    assert set(out.rows) == set(expected)
+    for dicom, row in expected.items():
+        assert out.rows[dicom]["labels"] == row["labels"], dicom
+        assert out.rows[dicom]["meta"]["labelled"] == row["meta"]["labelled"], dicom
+    assert any(row["labels"] for row in expected.values())
