@@ -28,6 +28,7 @@ from medlens.data.sources.manifest import _inside
 from medlens.data.sources.readers import (
     CsvTable,
     cell_text,
+    conflicting_rows,
     find_file,
     frontal_filter,
     index_files,
@@ -123,6 +124,7 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     )
     images = index_files(root, (".png",))
     by_uid, malformed = _reports_by_uid(reports)
+    repeated = conflicting_rows(projections, "filename")  # one image under two uids: whose report is unknown
     used: set[str] = set()
     for row in projections:
         uid, filename = row.get("uid"), row.get("filename")
@@ -139,6 +141,8 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 why += f" (rows the CSV parser refused, uid unreadable: {malformed.get('', 'none')})"
         elif reject is None and problem:
             reject, why = problem, f"{report_ref}: {detail}"
+        elif reject is None and filename in repeated:
+            reject, why = "repeated id with different rows", f"{projections.path.name}: {repeated[filename]}"
         elif reject is None and path is None:
             reject, why = "missing image file", f"{filename} not found under {root}"
         reject = reject or frontal_filter(cfg.frontal_only, view)

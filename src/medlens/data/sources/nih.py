@@ -20,7 +20,14 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.readers import CsvTable, find_file, index_files, load_label_map, normalise_view
+from medlens.data.sources.readers import (
+    CsvTable,
+    conflicting_rows,
+    find_file,
+    index_files,
+    load_label_map,
+    normalise_view,
+)
 from medlens.data.text_from_labels import synthesize_text
 from medlens.errors import DataError
 
@@ -112,6 +119,7 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
     test = _read_list(_optional(root, "test_list.txt"))
     train_val = _read_list(_optional(root, "train_val_list.txt"))
     boxes = _read_boxes(_optional(root, "BBox_List_2017.csv"))
+    repeated = conflicting_rows(table, "Image Index")  # which row's labels are right is unknown
     sex_col = table.column(("Patient Gender", "Patient Sex"))
     size_cols = {k: table.column(v) for k, v in _SIZE_COLUMNS.items()}
     logger.info(
@@ -135,6 +143,8 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
         elif reject is None and "No Finding" in natives and len(natives) > 1:
             # NIH never lists "No Finding" beside a finding: which of the two is true is unknown
             reject, detail = "contradictory labels", f"{row.get('Finding Labels')}: No Finding with a finding"
+        elif reject is None and name in repeated:
+            reject, detail = "repeated id with different rows", repeated[name]
         elif reject is None and path is None:
             reject, detail = "missing image file", f"{name} is in no images folder under {root}"
         elif reject is None and name in test and name in train_val:

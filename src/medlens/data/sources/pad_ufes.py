@@ -25,6 +25,7 @@ from medlens.data.sources import RawRecord, register_adapter
 from medlens.data.sources.readers import (
     CsvTable,
     cell_text,
+    conflicting_rows,
     find_file,
     index_files,
     load_label_map,
@@ -119,6 +120,7 @@ def pad_ufes_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             file=str(root),
             expected="PNGs under images/imgs_part_1..3/ (extract the imgs_part_N.zip files)",
         )
+    repeated = conflicting_rows(table, "img_id")  # which row's diagnosis is right is unknown
     logger.info("PAD-UFES-20: %s, %d images indexed", table.path, len(images))
     for row in table:
         img_id, patient, lesion = row.get("img_id"), row.get("patient_id"), row.get("lesion_id")
@@ -134,6 +136,8 @@ def pad_ufes_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 f"unknown label '{unknown[0]}'",
                 f"diagnostic {unknown[0]!r}; expected one of {', '.join(sorted(label_map.mapping))}",
             )
+        elif reject is None and img_id in repeated:
+            reject, detail = "repeated id with different rows", repeated[img_id]
         elif reject is None and path is None:
             reject, detail = "missing image file", f"{img_id} is in no imgs_part_N folder under {root}"
         context, meta = _context(row.values, words)

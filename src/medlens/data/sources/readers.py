@@ -31,6 +31,7 @@ from medlens.resources import resource_path
 __all__ = [
     "CsvRow",
     "CsvTable",
+    "conflicting_rows",
     "read_json_file",
     "find_file",
     "index_files",
@@ -278,6 +279,24 @@ class CsvTable:
                 bad = next(f for f in fields if _SURROGATE.search(f))
                 row.detail = repr(bad.encode("utf-8", errors="surrogateescape"))[:120]
             yield row
+
+
+def conflicting_rows(table: CsvTable, key: str) -> dict[str, str]:
+    """``{id: detail}`` for the ids in column ``key`` that are on several rows with different values.
+
+    The first row would be kept and the later ones rejected as duplicate ids, so a repeated image with other
+    labels kept whichever came first; callers reject every row of such an id instead. Identical repeats are
+    left out (one row read twice: prepare keeps the first and counts the rest as duplicate ids).
+    """
+    rows: dict[str, list[tuple[int, tuple]]] = {}
+    for row in table:
+        if row.values.get(key):
+            rows.setdefault(row.values[key], []).append((row.line, tuple(row.values.items())))
+    return {
+        k: f"{key} {k} is on lines {', '.join(str(line) for line, _ in same)} with different values"
+        for k, same in rows.items()
+        if len({values for _, values in same}) > 1
+    }
 
 
 def _csv_problem(message: str, line: int) -> str:

@@ -167,3 +167,19 @@ def test_an_r2gen_image_path_leaving_the_dataset_folder_is_a_rejected_row(tmp_pa
         "../../../outside.png (allow_outside_paths: true reads it)",
     )
     assert "../../../outside.png" in prepare(tmp_path, "r2", {**settings, "allow_outside_paths": True}).rows
+
+
+def test_an_image_under_two_uids_is_rejected_on_both_rows(tmp_path):
+    # the image took the report of whichever uid came first; the other row was a "duplicate id"
+    fixture = iu_xray.build_kaggle(tmp_path / "iu")
+    with open(fixture.root / "indiana_projections.csv", "a", newline="") as f:
+        csv.writer(f).writerow(["2", "1_IM-0001-4001.dcm.png", "Frontal"])
+    out = prepare(tmp_path, "iu", {"source": "path", "adapter": "iu_xray", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        "1_IM-0001-4001.dcm.png": (
+            "repeated id with different rows",
+            f"indiana_projections.csv: filename 1_IM-0001-4001.dcm.png is on lines 2, {len(iu_xray.PROJECTIONS) + 2} "
+            "with different values",
+        )
+    }
+    assert out.summary.reasons == {"repeated id with different rows": 2}

@@ -122,3 +122,22 @@ def test_no_finding_beside_a_finding_is_a_contradiction_not_two_labels(tmp_path)
     assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
         "00000002_000.png": ("contradictory labels", "No Finding|Mass: No Finding with a finding")
     }
+
+
+def test_an_image_listed_twice_with_other_labels_is_rejected_on_both_rows(tmp_path):
+    # the first row was kept and the second rejected as a duplicate id: whichever came first set the labels
+    fixture = nih.build_full(tmp_path / "nih", layout="box")
+    with open(fixture.csv, "a") as f:
+        f.write("00000002_000.png,Mass,0,2,80,M,PA,2500,2048,0.171,0.171\n")  # line 8; line 4 says No Finding
+        f.write(nih.FULL_ROWS[0] + "\n")  # an identical repeat: read once
+    out = prepare(tmp_path, "nih", {"source": "path", "adapter": "nih_chest_xray", "path": str(fixture.root)})
+    assert {(k, r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        (
+            "00000002_000.png",
+            "repeated id with different rows",
+            "Image Index 00000002_000.png is on lines 4, 8 with different values",
+        ),
+        ("00000001_000.png", "duplicate id", "nih/00000001_000.png"),
+    }
+    assert out.summary.reasons["repeated id with different rows"] == 2
+    assert set(out.rows) == set(nih.FULL_EXPECTED) - {"00000002_000.png"}

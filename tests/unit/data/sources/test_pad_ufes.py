@@ -99,3 +99,18 @@ def test_exported_empty_cells_are_missing_values_not_words_in_the_text(tmp_path)
         assert "nan" not in row["text"].lower(), row["text"]
         assert "nan" not in str(row["meta"]).lower(), row["meta"]
     assert "itch" not in out.rows["PAT_1516_1765_530.png"]["meta"]
+
+
+def test_an_image_listed_twice_with_another_diagnosis_is_rejected_on_both_rows(tmp_path):
+    rows = [*pad_ufes.ROWS, pad_ufes.ROWS[0].replace(",NEV,", ",MEL,")]
+    fixture = pad_ufes.build(tmp_path / "pad", rows=rows)
+    out = prepare(tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(fixture.root)})
+    line = len(rows) + 1
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        "PAT_1516_1765_530.png": (
+            "repeated id with different rows",
+            f"img_id PAT_1516_1765_530.png is on lines 2, {line} with different values",
+        )
+    }
+    assert out.summary.reasons == {"repeated id with different rows": 2}
+    assert set(out.rows) == set(pad_ufes.EXPECTED) - {"PAT_1516_1765_530.png"}
