@@ -31,6 +31,7 @@ from medlens.data.sources.readers import (
     CsvTable,
     chexpert_columns,
     chexpert_values,
+    conflicting_rows,
     find_file,
     frontal_filter,
     load_label_map,
@@ -100,6 +101,7 @@ def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns, inside: Path
         cfg.uncertain_policy,
     )
     csv_dir = table.path.parent
+    repeated = conflicting_rows(table, "Path")  # which row's labels are right is unknown
     for row in table:
         rel = row.get("Path")
         decoded = chexpert_values(row.values, label_cols, cfg.uncertain_policy)
@@ -109,6 +111,8 @@ def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns, inside: Path
         reject, detail = row.problem, row.detail
         if reject is None and not rel:
             reject, detail = "missing image file", "the Path cell is empty"
+        elif reject is None and rel in repeated:
+            reject, detail = "repeated id with different rows", f"{table.path.name}: {repeated[rel]}"
         elif reject is None and decoded.invalid:
             col, value = decoded.invalid[0]
             reject, detail = "invalid label value", f"{col}={value!r}; expected 1.0, 0.0, -1.0 or blank"

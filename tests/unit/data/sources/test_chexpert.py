@@ -123,3 +123,18 @@ def test_a_path_leaving_the_dataset_folder_is_a_rejected_row(tmp_path):
         "../outside.jpg (allow_outside_paths: true reads it)",
     )
     assert "../outside.jpg" in prepare(tmp_path, "cx", {**settings, "allow_outside_paths": True}).rows
+
+
+def test_an_image_on_two_rows_with_other_labels_is_rejected_on_both(tmp_path):
+    fixture = chexpert.build(tmp_path / "archive")
+    train = fixture.root / "train.csv"
+    first = train.read_text().splitlines()[1]
+    with open(train, "a") as f:
+        f.write(first.replace(",1.0,,,,,,,,,0.0,", ",1.0,,,,,,,,,1.0,") + "\n")  # Pneumothorax 0.0 -> 1.0
+    out = prepare(tmp_path, "cx", {"source": "path", "adapter": "chexpert", "path": str(fixture.root)})
+    rel = "train/patient00001/study1/view1_frontal.jpg"
+    assert (out.rejected[rel]["reason"], out.rejected[rel]["detail"]) == (
+        "repeated id with different rows",
+        f"train.csv: Path {chexpert.PREFIX}{rel} is on lines 2, 8 with different values",
+    )
+    assert out.summary.reasons["repeated id with different rows"] == 2 and rel not in out.rows
