@@ -57,9 +57,22 @@ def parse_age(raw: str) -> float | None:
 
 
 def _read_list(path: Path | None) -> set[str]:
+    """The image names of an official split list. A list that is not UTF-8 (saved as UTF-16 by an editor) is an
+    error: read with replacement characters it matched no image, and every image silently lost its split."""
     if path is None:
         return set()
-    return {line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()}
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"byte {data[e.start : e.start + 1]!r} at offset {e.start} is not UTF-8",
+            file=str(path),
+            row=data.count(b"\n", 0, e.start) + 1,
+            expected="a UTF-8 text file with one image name per line",
+        ) from e
+    # a path (images_001/images/x.png) names the same image as its basename
+    return {line.strip().replace("\\", "/").rsplit("/", 1)[-1] for line in text.splitlines() if line.strip()}
 
 
 def _optional(root: Path, name: str) -> Path | None:

@@ -9,6 +9,7 @@ import pytest
 from helpers.sources import nih
 from helpers.sources.run import prepare
 from medlens.data.sources.nih import parse_age
+from medlens.errors import DataError
 
 
 @pytest.mark.parametrize("layout", ["kaggle", "box"])
@@ -141,3 +142,21 @@ def test_an_image_listed_twice_with_other_labels_is_rejected_on_both_rows(tmp_pa
     }
     assert out.summary.reasons["repeated id with different rows"] == 2
     assert set(out.rows) == set(nih.FULL_EXPECTED) - {"00000002_000.png"}
+
+
+def test_a_split_list_that_is_not_utf8_is_an_error_naming_it(tmp_path):
+    # the audit: a list re-saved as UTF-16 matched no image, and every image silently lost its official split
+    fixture = nih.build_full(tmp_path / "nih", layout="kaggle")
+    test_list = fixture.root / "test_list.txt"
+    test_list.write_bytes(test_list.read_text().encode("utf-16"))
+    with pytest.raises(DataError, match=r"test_list\.txt: row 1: byte b'\\xff' at offset 0 is not UTF-8"):
+        prepare(tmp_path, "nih", {"source": "path", "adapter": "nih_chest_xray", "path": str(fixture.root)})
+
+
+def test_split_lists_with_bom_crlf_or_folders_name_the_same_images(tmp_path):
+    fixture = nih.build_full(tmp_path / "nih", layout="kaggle")
+    test_list = fixture.root / "test_list.txt"
+    names = test_list.read_text().split()
+    test_list.write_bytes(b"\xef\xbb\xbf" + "".join(f"images_002/images/{n}\r\n" for n in names).encode())
+    out = prepare(tmp_path, "nih", {"source": "path", "adapter": "nih_chest_xray", "path": str(fixture.root)})
+    assert {k for k, r in out.rows.items() if r["meta"].get("official_split") == "test"} == set(names)
