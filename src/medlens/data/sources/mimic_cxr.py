@@ -171,9 +171,11 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     )
     reports: dict[str, tuple[str, list[str], str] | None] = {}
     seen_studies: set[str] = set()
+    seen_images: set[str] = set()
     for row in metadata:
         dicom, subject, study = row.get("dicom_id"), _id(row.get("subject_id")), _id(row.get("study_id"))
         seen_studies.add(study)
+        seen_images.add(dicom)
         view = normalise_view(row.get(metadata.column("ViewPosition")))
         image = _study_path(root, subject, study) / f"{dicom}.jpg"
         reject, detail = row.problem, row.detail
@@ -235,13 +237,20 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             reject=reject,
             reject_detail=detail,
         )
-    if unmatched := sorted(set(labels_of) - seen_studies):
-        logger.warning(
-            "%s: %d label rows name a study_id no image has (%s); their labels are not used",
-            chexpert.path,
-            len(unmatched),
-            ", ".join(unmatched[:3]),
-        )
+    # rows of the other tables that no metadata row reads: a metadata table cut short, or ids written otherwise
+    for table, keys, seen, what in (
+        (chexpert, labels_of, seen_studies, "study_id"),
+        (split_table, splits, seen_images, "dicom_id"),
+    ):
+        if unmatched := sorted(set(keys) - seen):
+            logger.warning(
+                "%s: %d rows name a %s that is in no row of %s (%s); they are not used",
+                table.path,
+                len(unmatched),
+                what,
+                metadata.path.name,
+                ", ".join(unmatched[:3]),
+            )
 
 
 _NUMERIC_ID = re.compile(r"[ps]?(\d+)(?:\.0*)?")

@@ -209,3 +209,24 @@ def test_ids_re_saved_as_floats_still_join_the_label_table(tmp_path):
         assert out.rows[dicom]["labels"] == row["labels"], dicom
         assert out.rows[dicom]["meta"]["labelled"] == row["meta"]["labelled"], dicom
     assert any(row["labels"] for row in expected.values())
+
+
+def test_label_and_split_rows_no_image_has_are_named_in_a_warning(tmp_path, caplog):
+    # a split or label table mentioning a study the metadata lacks was ignored without a word
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    with open(fixture.root / "mimic-cxr-2.0.0-split.csv", "a") as f:
+        f.write("ffffffff-12345678-9abcdef0-0fedcba9-87654321,59999999,19999999,train\n")
+    with open(fixture.root / "mimic-cxr-2.0.0-chexpert.csv", "a") as f:
+        f.write("19999999,59999999" + ",1.0" * 14 + "\n")
+    with caplog.at_level("WARNING", logger="medlens.data.sources.mimic_cxr"):
+        out = prepare(
+            tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)}
+        )
+    assert out.summary.read == len(mimic.IMAGES)
+    warned = [r.getMessage() for r in caplog.records]
+    assert any(
+        "chexpert.csv: 1 rows name a study_id that is in no row of" in m and "59999999" in m for m in warned
+    )
+    assert any(
+        "split.csv: 1 rows name a dicom_id that is in no row of" in m and "ffffffff-" in m for m in warned
+    )
