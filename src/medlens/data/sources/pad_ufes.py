@@ -62,6 +62,27 @@ def _number(raw: str) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+# values no lesion or patient can have; kept, they went into the text ("It measures -6 x 5 mm")
+_RANGES = {
+    "diameter_1": (0.0, 500.0),
+    "diameter_2": (0.0, 500.0),
+    "fitspatrick": (1.0, 6.0),
+    "age": (0.0, 120.0),
+}
+
+
+def _implausible(row: dict[str, str]) -> list[str]:
+    """``column=value`` for each number outside what the column can hold (a diameter of 0 or less, ...)."""
+    bad = []
+    for col, (low, high) in _RANGES.items():
+        value = _number(row.get(col, ""))
+        if value is not None and not (
+            low < value <= high if col.startswith("diameter") else low <= value <= high
+        ):
+            bad.append(f"{col}={row[col]}")
+    return bad
+
+
 def _mm(value: float) -> str:
     return f"{value:g}"  # 6.0 -> "6", 6.5 -> "6.5"
 
@@ -69,6 +90,7 @@ def _mm(value: float) -> str:
 def _context(row: dict[str, str], words: dict[str, list[str]]) -> tuple[dict, dict]:
     """(template context, meta) of one metadata row; blank and UNK values are left out of the text."""
     row = {k: cell_text(v) for k, v in row.items()}  # a pandas re-save's "nan" is a blank cell, not a site
+    row.update(dict.fromkeys((b.split("=")[0] for b in _implausible(row)), ""))  # missing, as a blank cell is
     meta: dict = {}
     for col in (*_SYMPTOMS, *_HISTORY):
         if col in row:
@@ -140,6 +162,10 @@ def pad_ufes_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             reject, detail = "repeated id with different rows", repeated[img_id]
         elif reject is None and path is None:
             reject, detail = "missing image file", f"{img_id} is in no imgs_part_N folder under {root}"
+        if bad := _implausible(row.values):
+            logger.warning(
+                "%s: %s out of range; left out of the text and metadata", table.ref(row.line), ", ".join(bad)
+            )
         context, meta = _context(row.values, words)
         text = (
             None

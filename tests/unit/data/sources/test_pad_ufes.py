@@ -114,3 +114,22 @@ def test_an_image_listed_twice_with_another_diagnosis_is_rejected_on_both_rows(t
     }
     assert out.summary.reasons == {"repeated id with different rows": 2}
     assert set(out.rows) == set(pad_ufes.EXPECTED) - {"PAT_1516_1765_530.png"}
+
+
+def test_numbers_no_lesion_or_patient_can_have_are_missing_values(tmp_path, caplog):
+    # the text said "It measures -6 x 5 mm" and the metadata held Fitzpatrick type 9
+    rows = list(pad_ufes.ROWS)
+    rows[1] = rows[1].replace(",3.0,NECK,6.0,5.0,", ",9.0,NECK,-6.0,5.0,").replace(",55,", ",430,")
+    fixture = pad_ufes.build(tmp_path / "pad", rows=rows)
+    with caplog.at_level("WARNING", logger="medlens.data.sources.pad_ufes"):
+        out = prepare(
+            tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(fixture.root)}
+        )
+    row = out.rows["PAT_46_881_14.png"]
+    assert " mm" not in row["text"] and "-6" not in row["text"]
+    assert not {"fitzpatrick", "diameter_1_mm", "age"} & set(row["meta"])
+    assert row["meta"]["diameter_2_mm"] == 5.0
+    assert any(
+        "metadata.csv:3: diameter_1=-6.0, fitspatrick=9.0, age=430 out of range" in r.getMessage()
+        for r in caplog.records
+    )
