@@ -13,6 +13,7 @@ from helpers.sources.run import prepare
 from medlens.config import ChatConfig, SplitConfig
 from medlens.data.chat_format import IMAGE_TOKEN, convert_to_chat, read_chat
 from medlens.data.split import split_pairs
+from medlens.errors import DataError
 
 
 def run(tmp_path, **settings):
@@ -140,3 +141,15 @@ def test_an_image_path_leaving_the_dataset_folder_is_a_rejected_row(tmp_path):
     assert set(out.rows) == slake.ENGLISH - {"1"}
     allowed = prepare(tmp_path, "slake", {**settings, "allow_outside_paths": True})
     assert "1" in allowed.rows
+
+
+def test_validate_and_validation_json_that_differ_are_an_error_naming_both(tmp_path):
+    # the zip's validate.json beside the mirror's validation.json: validation.json was never read, unsaid
+    fixture = slake.build(tmp_path / "data")
+    base = fixture.root / "Slake1.0"
+    (base / "validation.json").write_text(json.dumps(slake.SPLITS["val"][:0]))
+    with pytest.raises(DataError, match=r"Slake1\.0: validate\.json and validation\.json both hold the val "):
+        prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root)})
+    (base / "validation.json").write_bytes((base / "validate.json").read_bytes())  # the same file twice: fine
+    out = prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root)})
+    assert set(out.rows) == slake.ENGLISH
