@@ -23,7 +23,6 @@ Texts are synthesised from the grade with ``resources/text_templates/knee_xray.y
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections import defaultdict
@@ -32,7 +31,7 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.folders import class_folder_images, copy_not_read
+from medlens.data.sources.folders import class_folder_images, copy_not_read, labels_disagree, sha1
 from medlens.data.sources.folders import unread as unread_file
 from medlens.data.sources.readers import (
     files_under,
@@ -118,7 +117,7 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             yield found
         else:
             images.append(found)
-    disagree = _grades_disagree([path for _, path in images], tree, label_map)
+    disagree = labels_disagree([path for _, path in images], tree, label_map)
     for split, path in images:
         grade_dir = path.parent
         grade, unknown = label_map.map([grade_dir.name])
@@ -151,33 +150,6 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         logger.warning(
             "knee OAI: %d file names are not <7-digit patient><L|R>; they have no patient id", unparsed
         )
-
-
-def _grades_disagree(paths: list[Path], tree: Path, label_map) -> dict[Path, str]:
-    """path -> why, for the images whose bytes are also under another grade folder: one knee cannot have two KL
-    grades, and either copy alone would be a silently wrong label. Only files of equal size are hashed."""
-    by_size: dict[int, list[Path]] = defaultdict(list)
-    for path in paths:
-        by_size[path.stat().st_size].append(path)
-    by_bytes: dict[str, list[Path]] = defaultdict(list)
-    for same_size in by_size.values():
-        if len(same_size) > 1:
-            for path in same_size:
-                by_bytes[_sha1(path)].append(path)
-    disagree = {}
-    for copies in by_bytes.values():
-        if len({tuple(label_map.map([p.parent.name])[0]) for p in copies}) > 1:
-            where = "; ".join(p.relative_to(tree).as_posix() for p in copies)
-            disagree.update(dict.fromkeys(copies, f"the same bytes under several grades: {where}"))
-    return disagree
-
-
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 @register_adapter("knee_kl_mendeley")
@@ -213,7 +185,7 @@ def mendeley_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 continue
             grade, unknown = label_map.map([path.parent.name])
             # empty files are not grouped (they would all match); prepare rejects each as unreadable
-            key = _sha1(path) if path.stat().st_size else f"empty:{path}"
+            key = sha1(path) if path.stat().st_size else f"empty:{path}"
             groups[key].append((path, expert.name, path.parent.name, grade, unknown))
     # an image outside every expert folder (a folder renamed "Medical Expert 1") was silently never read
     for path in files_under(root):

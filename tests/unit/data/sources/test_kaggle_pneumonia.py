@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 from PIL import Image
@@ -132,3 +133,20 @@ def test_a_file_name_that_is_not_utf8_is_a_rejected_row_not_a_crash(tmp_path):
     )
     assert out.rejected["train/NORMAL/IM-0115-0001\\xe9.jpeg"]["reason"] == "invalid id"
     assert set(out.rows) == set(fixture.expected) - {"train/NORMAL/IM-0115-0001.jpeg"}
+
+
+def test_the_same_image_under_normal_and_pneumonia_is_rejected_not_kept_twice(tmp_path):
+    # both copies were kept, one labelled normal and one pneumonia (their texts differ, so no duplicate)
+    fixture = pneumonia.build(tmp_path / "data")
+    train = fixture.root / "chest_xray" / "train"
+    shutil.copy(train / "NORMAL" / "IM-0115-0001.jpeg", train / "PNEUMONIA" / "IM-0115-0001.jpeg")
+    out = prepare(
+        tmp_path, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia", "path": str(fixture.root)}
+    )
+    copies = {"train/NORMAL/IM-0115-0001.jpeg", "train/PNEUMONIA/IM-0115-0001.jpeg"}
+    for rel in copies:
+        assert (out.rejected[rel]["reason"], out.rejected[rel]["detail"]) == (
+            "class folders disagree",
+            "the same bytes in several class folders: " + "; ".join(sorted(copies)),
+        )
+    assert set(out.rows) == set(fixture.expected) - copies

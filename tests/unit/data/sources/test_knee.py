@@ -47,7 +47,7 @@ def test_oai_the_same_image_under_two_grades_is_rejected_not_kept_twice(tmp_path
     for rel in copies:
         assert (out.rejected[rel]["reason"], out.rejected[rel]["detail"]) == (
             "grade folders disagree",
-            "the same bytes under several grades: train/0/9001695L.png; train/3/9001695L.png",
+            "the same bytes in several class folders: train/0/9001695L.png; train/3/9001695L.png",
         )
 
 
