@@ -145,6 +145,8 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             reject, why = "repeated id with different rows", f"{projections.path.name}: {repeated[filename]}"
         elif reject is None and path is None:
             reject, why = "missing image file", f"{filename} not found under {root}"
+        elif reject is None and images.ambiguous(filename):
+            reject, why = images.ambiguous(filename)
         reject = reject or frontal_filter(cfg.frontal_only, view)
         text, sections = report_text(report.get("findings", ""), report.get("impression", ""))
         natives = [x.strip() for x in report.get("Problems", "").split(";") if x.strip()]

@@ -160,6 +160,8 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
             reject, detail = "repeated id with different rows", repeated[name]
         elif reject is None and path is None:
             reject, detail = "missing image file", f"{name} is in no images folder under {root}"
+        elif reject is None and images.ambiguous(name):
+            reject, detail = images.ambiguous(name)
         elif reject is None and name in test and name in train_val:
             # which list is wrong is unknown; test would silently win (and could leak into training)
             reject, detail = (

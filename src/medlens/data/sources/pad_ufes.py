@@ -162,6 +162,8 @@ def pad_ufes_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             reject, detail = "repeated id with different rows", repeated[img_id]
         elif reject is None and path is None:
             reject, detail = "missing image file", f"{img_id} is in no imgs_part_N folder under {root}"
+        elif reject is None and images.ambiguous(img_id):
+            reject, detail = images.ambiguous(img_id)
         if bad := _implausible(row.values):
             logger.warning(
                 "%s: %s out of range; left out of the text and metadata", table.ref(row.line), ", ".join(bad)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import filecmp
 import functools
 import gzip
 import json
@@ -35,6 +36,7 @@ __all__ = [
     "read_json_file",
     "find_file",
     "index_files",
+    "FileIndex",
     "is_junk",
     "IMAGE_SUFFIXES",
     "files_under",
@@ -374,27 +376,51 @@ def find_file(root: Path, names: Sequence[str], *, max_depth: int = 3, what: str
     return min(found)[3]
 
 
-def index_files(root: Path, suffixes: Sequence[str], *, max_depth: int = 8) -> dict[str, Path]:
+class FileIndex(dict):
+    """basename -> path, plus ``differing``: the names held by several files whose bytes differ."""
+
+    differing: dict[str, list[Path]]
+
+    def ambiguous(self, name: str) -> tuple[str, str] | None:
+        """(reason, detail) when several different files carry ``name``, else None."""
+        if name not in self.differing:
+            return None
+        return "several different files with this name", "; ".join(str(p) for p in self.differing[name])
+
+
+def index_files(root: Path, suffixes: Sequence[str], *, max_depth: int = 8) -> FileIndex:
     """Map basename -> path for files with one of ``suffixes`` (lower case) under ``root``.
 
     Kaggle's NIH layout spreads images over ``images_0XX/images/`` and PAD-UFES-20 over doubled
     ``imgs_part_N`` folders, so adapters look images up by name. When a name occurs twice the
-    shallower path wins and the count of such duplicates is logged.
+    shallower path wins and the count of such duplicates is logged. Copies with other bytes are listed in
+    ``differing``: which of them a row means is unknown, and taking the shallower one would pair the row
+    with some other image silently.
     """
-    found: dict[str, tuple[int, str, Path]] = {}
-    duplicates = 0
+    found: dict[str, list[tuple[int, str, Path]]] = {}
     for here, _, files in _walk(root, max_depth):
         depth = len(here.parts)
         for f in files:
             if os.path.splitext(f)[1].lower() in suffixes:
-                candidate = (depth, str(here), here / f)
-                if f in found:
-                    duplicates += 1
-                    candidate = min(candidate, found[f])
-                found[f] = candidate
+                found.setdefault(f, []).append((depth, str(here), here / f))
+    index = FileIndex({name: min(copies)[2] for name, copies in found.items()})
+    index.differing = {}
+    duplicates = 0
+    for name, copies in found.items():
+        if len(copies) > 1:
+            duplicates += len(copies) - 1
+            paths = [p for *_, p in sorted(copies)]
+            if any(not filecmp.cmp(paths[0], p, shallow=False) for p in paths[1:]):
+                index.differing[name] = paths
     if duplicates:
-        logger.info("%s: %d image names occur more than once; the shallowest copy is used", root, duplicates)
-    return {name: path for name, (_, _, path) in found.items()}
+        logger.info(
+            "%s: %d image names occur more than once; the shallowest copy is used (%d names with copies that "
+            "differ, their rows rejected)",
+            root,
+            duplicates,
+            len(index.differing),
+        )
+    return index
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from helpers.sources import pad_ufes
+from helpers.sources.images import write_png
 from helpers.sources.run import prepare
 from medlens.errors import DataError
 
@@ -133,3 +134,15 @@ def test_numbers_no_lesion_or_patient_can_have_are_missing_values(tmp_path, capl
         "metadata.csv:3: diameter_1=-6.0, fitspatrick=9.0, age=430 out of range" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_an_image_name_held_by_two_different_files_is_rejected_not_guessed(tmp_path):
+    # images are found by name across imgs_part_1..3; the shallower of two different files was taken silently
+    fixture = pad_ufes.build(tmp_path / "pad")
+    other = fixture.root / "images" / "imgs_part_3" / "extra" / "PAT_46_881_14.png"
+    write_png(other, seed=1, size=(64, 48))
+    out = prepare(tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(fixture.root)})
+    bad = out.rejected["PAT_46_881_14.png"]
+    assert bad["reason"] == "several different files with this name"
+    assert bad["detail"].endswith(f"; {other}") and bad["detail"].count(";") == 1
+    assert set(out.rows) == set(pad_ufes.EXPECTED) - {"PAT_46_881_14.png"}

@@ -102,6 +102,18 @@ def test_index_files_keeps_the_shallowest_copy(tmp_path):
     }
 
 
+def test_index_files_lists_names_whose_copies_differ(tmp_path):
+    for rel, data in (("p1/a.png", b"x"), ("p1/p1/a.png", b"x"), ("p2/b.png", b"y"), ("p3/deep/b.png", b"z")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    index = R.index_files(tmp_path, (".png",))
+    assert index["b.png"] == tmp_path / "p2/b.png" and index.ambiguous("a.png") is None  # a.png: same bytes
+    assert index.ambiguous("b.png") == (
+        "several different files with this name",
+        f"{tmp_path / 'p2/b.png'}; {tmp_path / 'p3/deep/b.png'}",
+    )
+
+
 def test_a_label_map_pointing_outside_its_vocabulary_is_a_config_error(tmp_path, monkeypatch):
     (tmp_path / "bad.yaml").write_text("vocabulary: chexpert14\nlabels:\n  Effusion: [Pleural Efusion]\n")
     monkeypatch.setattr(R, "resource_path", lambda *parts: tmp_path / parts[-1])
