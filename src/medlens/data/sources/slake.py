@@ -16,6 +16,7 @@ reports how many moved, which keeps images out of two splits at the cost of the 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 _FILES = (("train", ("train.json",)), ("val", ("validate.json", "validation.json")), ("test", ("test.json",)))
 _REQUIRED = {"img_id": int, "img_name": str, "question": str, "answer": str, "q_lang": str, "qid": int}
+_XMLAB = re.compile(r"xmlab(\d+)/")
 _META = ("answer_type", "base_type", "content_type", "location", "modality", "triple")
 
 
@@ -119,6 +121,10 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 # so "../../x.jpg" or a link out of imgs/ must not read some other file
                 reject = "image outside the dataset folder"
                 detail = f"{entry['img_name']} leaves {image_dir} (allow_outside_paths: true reads it)"
+            elif (m := _XMLAB.match(entry["img_name"])) and int(m.group(1)) != entry["img_id"]:
+                # img_id groups the splits: a wrong one could put this image in train and test at once
+                reject = "malformed entry"
+                detail = f"img_id {entry['img_id']} but img_name {entry['img_name']!r}; expected the same N"
             elif not question or not answer:
                 reject, detail = "empty text", "empty question" if not question else "empty answer"
             elif modality is None:

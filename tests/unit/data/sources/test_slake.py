@@ -153,3 +153,16 @@ def test_validate_and_validation_json_that_differ_are_an_error_naming_both(tmp_p
     (base / "validation.json").write_bytes((base / "validate.json").read_bytes())  # the same file twice: fine
     out = prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root)})
     assert set(out.rows) == slake.ENGLISH
+
+
+def test_an_img_id_that_is_not_the_img_name_folder_is_a_rejected_row(tmp_path):
+    # img_id groups the splits; img_name is the image read: disagreeing, one image could sit in two splits
+    splits = json.loads(json.dumps(slake.SPLITS))
+    splits["test"][0]["img_id"] = 102  # its img_name is xmlab1/source.jpg
+    fixture = slake.build(tmp_path / "data", splits=splits)
+    out = prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root)})
+    assert (out.rejected["5"]["reason"], out.rejected["5"]["detail"]) == (
+        "malformed entry",
+        "img_id 102 but img_name 'xmlab1/source.jpg'; expected the same N",
+    )
+    assert set(out.rows) == slake.ENGLISH - {"5"}
