@@ -136,9 +136,14 @@ def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         meta = {"native_labels": [cls_dir.name]}
         if pneumonia and subtype:
             meta["pneumonia_type"] = subtype
+        reject, detail = None, ""
+        if unknown:
+            reject, detail = f"unknown label '{unknown[0]}'", f"class folder {cls_dir.name}"
+        elif path in disagree:
+            reject, detail = "class folders disagree", disagree[path]
         text = (
             None
-            if unknown or path in disagree
+            if reject
             else synthesize_text(
                 labels,
                 modality="chest_xray",
@@ -159,12 +164,8 @@ def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             official_split=split,
             meta=meta,
             source_ref=str(path),
-            reject=f"unknown label '{unknown[0]}'"
-            if unknown
-            else "class folders disagree"
-            if path in disagree
-            else None,
-            reject_detail=f"class folder {cls_dir.name}" if unknown else disagree.get(path, ""),
+            reject=reject,
+            reject_detail=detail,
         )
     if unparsed:
         logger.warning("%d file names follow no known naming scheme; they have no patient id", unparsed)

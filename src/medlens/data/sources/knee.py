@@ -124,9 +124,12 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         native_id = path.relative_to(tree).as_posix()
         patient, side = parse_oai_name(path.name)
         unparsed += patient is None
-        reject = f"unknown label '{unknown[0]}'" if unknown else None
-        if reject is None and path in disagree:
-            reject = "grade folders disagree"
+        reject, detail = None, ""
+        if unknown:
+            reject = f"unknown label '{unknown[0]}'"
+            detail = f"grade folder {grade_dir.name!r}; expected 0..4, 0Normal..4Severe or KL0..KL4"
+        elif path in disagree:
+            reject, detail = "grade folders disagree", disagree[path]
         yield RawRecord(
             native_id=native_id,
             image=str(path),
@@ -140,11 +143,7 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             meta={k: v for k, v in {"side": side, "grade_folder": grade_dir.name}.items() if v},
             source_ref=str(path),
             reject=reject,
-            reject_detail=disagree[path]
-            if path in disagree and not unknown
-            else f"grade folder {grade_dir.name!r}; expected 0..4, 0Normal..4Severe or KL0..KL4"
-            if reject
-            else "",
+            reject_detail=detail,
         )
     if unparsed:
         logger.warning(

@@ -169,7 +169,7 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         len(splits),
         [str(p) for p in report_roots],
     )
-    reports: dict[str, tuple[str, list[str], str] | None] = {}
+    reports: dict[str, tuple | None] = {}  # study -> _read_report(...)
     seen_studies: set[str] = set()
     seen_images: set[str] = set()
     for row in metadata:
