@@ -62,6 +62,12 @@ def _locate(csv_dir: Path, path: str) -> Path | None:
     return None
 
 
+def _age(raw: str) -> int | None:
+    """Years from ``68`` or a pandas re-save's ``68.0`` (which was dropped unsaid); 0 stands for unknown."""
+    m = re.fullmatch(r"(\d+)(?:\.0*)?", raw.strip())
+    return int(m.group(1)) if m and int(m.group(1)) > 0 else None
+
+
 def _view(frontal_lateral: str, ap_pa: str) -> tuple[str | None, bool | None]:
     """(view code, frontal?) of one row."""
     kind = frontal_lateral.strip().lower()
@@ -150,7 +156,7 @@ def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns, inside: Path
             "uncertain": decoded.uncertain,
             "uncertain_policy": cfg.uncertain_policy,
             "sex": row.get(table.column("Sex")) or None,
-            "age": int(age) if age.isdigit() and int(age) > 0 else None,  # 0 stands for unknown
+            "age": _age(age),
             "frontal": frontal,
             "path": rel,
         }

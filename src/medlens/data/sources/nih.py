@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 _FULL_CSV = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 _SAMPLE_CSV = ("sample_labels.csv",)
 _REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
-_AGE = re.compile(r"^(\d+)\s*([YMD]?)$", re.IGNORECASE)
+_AGE = re.compile(r"^(\d+)(?:\.0*)?\s*([YMD]?)$", re.IGNORECASE)  # 57, 57.0 (a pandas re-save), 060Y
 _AGE_UNIT = {"": 1.0, "Y": 1.0, "M": 1 / 12, "D": 1 / 365.25}
 # (bracketed name in Data_Entry_2017*.csv, plain name in sample_labels.csv) of the size/spacing columns
 _SIZE_COLUMNS = {

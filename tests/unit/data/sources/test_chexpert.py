@@ -7,7 +7,7 @@ import pytest
 from helpers.sources import chexpert
 from helpers.sources.images import write_jpeg
 from helpers.sources.run import prepare
-from medlens.data.sources.chexpert import strip_prefix
+from medlens.data.sources.chexpert import _age, strip_prefix
 from medlens.data.text_from_labels import load_templates
 from medlens.errors import DataError
 
@@ -138,3 +138,10 @@ def test_an_image_on_two_rows_with_other_labels_is_rejected_on_both(tmp_path):
         f"train.csv: Path {chexpert.PREFIX}{rel} is on lines 2, 8 with different values",
     )
     assert out.summary.reasons["repeated id with different rows"] == 2 and rel not in out.rows
+
+
+@pytest.mark.parametrize(
+    "raw, age", [("68", 68), ("68.0", 68), ("0", None), ("0.0", None), ("", None), ("x", None)]
+)
+def test_age_reads_a_re_saved_float_and_zero_is_unknown(raw, age):
+    assert _age(raw) == age  # "68.0" from a pandas re-save was dropped without a word

@@ -65,7 +65,8 @@ def test_sample_reads_nnny_ages_and_plain_size_columns(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "raw, years", [("57", 57.0), ("060Y", 60.0), ("006M", 0.5), ("", None), ("abc", None)]
+    "raw, years",
+    [("57", 57.0), ("57.0", 57.0), ("060Y", 60.0), ("006M", 0.5), ("", None), ("abc", None), ("5.5", None)],
 )
 def test_parse_age(raw, years):
     assert parse_age(raw) == years
