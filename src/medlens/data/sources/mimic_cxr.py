@@ -187,7 +187,7 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         if reject is None and report is None:
             reject, detail = "missing report file", f"s{study}.txt not found next to the study folder"
         elif reject is None and report[4]:
-            reject, detail = "report not UTF-8", f"{report[2]}: {report[4]}"
+            reject, detail = report[4][0], f"{report[2]}: {report[4][1]}"
         elif reject is None and not report[0]:
             reject, detail = "empty report text", f"{report[2]} has no FINDINGS, IMPRESSION or last paragraph"
         elif reject is None and not image.is_file():
@@ -318,18 +318,24 @@ def _by_key(
 
 def _read_report(
     roots: list[Path], subject: str, study: str
-) -> tuple[str, list[str], str, dict[str, str], str | None] | None:
-    """(text, sections used, report file, the text of each section used, why the bytes are unusable) of a
-    study's report."""
+) -> tuple[str, list[str], str, dict[str, str], tuple[str, str] | None] | None:
+    """(text, sections used, report file, the text of each section used, (reason, detail) when the file is
+    unusable) of a study's report."""
     for base in roots:
         path = _study_path(base, subject, study).with_suffix(".txt")
         if path.is_file():
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                # one unreadable file of 227,835 (a network disk's EIO) must not stop the rest
+                why = f"cannot be read ({type(e).__name__}: {e.strerror or e})"
+                return "", [], str(path), {}, ("report unreadable", why)
             try:
                 raw = "\n" + data.decode("utf-8")  # headers match after a newline
             except UnicodeDecodeError as e:
                 # MIMIC reports are ASCII: such bytes are damage (or UTF-16), and U+FFFD would enter the text
-                return "", [], str(path), {}, f"byte {data[e.start : e.start + 1]!r} at offset {e.start}"
+                why = f"byte {data[e.start : e.start + 1]!r} at offset {e.start}"
+                return "", [], str(path), {}, ("report not UTF-8", why)
             text, sections = report_text(raw)
             return text, sections, str(path), section_texts(raw), None
     return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -230,3 +232,21 @@ def test_label_and_split_rows_no_image_has_are_named_in_a_warning(tmp_path, capl
     assert any(
         "split.csv: 1 rows name a dicom_id that is in no row of" in m and "ffffffff-" in m for m in warned
     )
+
+
+def test_a_report_that_cannot_be_read_rejects_its_images_and_the_rest_go_on(tmp_path, monkeypatch):
+    # an OSError (EIO on a network disk) from one report file stopped the whole dataset
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    report = next(fixture.root.rglob("s57375967.txt"))
+    read_bytes = Path.read_bytes
+
+    def failing(self):
+        if self == report:
+            raise OSError(5, "Input/output error")
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    out = prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        D4: ("report unreadable", f"{report}: cannot be read (OSError: Input/output error)")
+    }
