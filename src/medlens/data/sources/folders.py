@@ -140,11 +140,16 @@ def copy_not_read(
         yield unread(path, base, *why, modality)
 
 
-def sha1(path: Path) -> str:
+def sha1(path: Path) -> str | None:
+    """The file's SHA-1, or None when it cannot be read (EIO): then it is compared with nothing, and prepare
+    rejects it as an unreadable image instead of one file's error stopping the dataset."""
     h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError:
+        return None
     return h.hexdigest()
 
 
@@ -160,7 +165,7 @@ def labels_disagree(paths: list[Path], tree: Path, label_map) -> dict[Path, str]
     for same_size in by_size.values():
         if len(same_size) > 1:
             for path in same_size:
-                by_bytes[sha1(path)].append(path)
+                by_bytes[sha1(path) or f"unreadable:{path}"].append(path)
     disagree = {}
     for copies in by_bytes.values():
         if len({tuple(label_map.map([p.parent.name])[0]) for p in copies}) > 1:

@@ -183,8 +183,8 @@ def mendeley_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 unread.append(unread_file(path, root, *bad, "knee_xray"))
                 continue
             grade, unknown = label_map.map([path.parent.name])
-            # empty files are not grouped (they would all match); prepare rejects each as unreadable
-            key = sha1(path) if path.stat().st_size else f"empty:{path}"
+            # empty and unreadable files are not grouped (empty ones would all match); prepare rejects each
+            key = (sha1(path) or f"unreadable:{path}") if path.stat().st_size else f"empty:{path}"
             groups[key].append((path, expert.name, path.parent.name, grade, unknown))
     # an image outside every expert folder (a folder renamed "Medical Expert 1") was silently never read
     for path in files_under(root):

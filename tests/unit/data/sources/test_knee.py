@@ -184,3 +184,24 @@ def test_mendeley_images_outside_the_expert_folders_are_rejected_not_skipped(tmp
     outside = {k for k, r in out.rejected.items() if r["reason"] == "not in a MedicalExpert folder"}
     assert outside == {f"{knee.BASE}/{rel}" for rel in renamed}
     assert out.summary.read == len(knee.MENDELEY)
+
+
+def test_a_file_that_cannot_be_read_while_grouping_does_not_stop_the_dataset(tmp_path, monkeypatch):
+    # hashing for the duplicate check opened every file; one OSError (EIO) was a traceback for the whole set
+    from medlens.data.sources import folders
+
+    fixture = knee.build_mendeley(tmp_path / "m")
+
+    def failing(path, *args, **kwargs):
+        if str(path).endswith("SevereG4 (1).png"):
+            raise OSError(5, "Input/output error")
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(folders, "open", failing, raising=False)
+    out = prepare(
+        tmp_path, "knee", {"source": "path", "adapter": "knee_kl_mendeley", "path": str(fixture.root)}
+    )
+    assert out.summary.read == len(knee.MENDELEY)
+    assert out.rows[f"{knee.BASE}/MedicalExpert-I/4Severe/SevereG4 (1).png"]["meta"]["sha1"].startswith(
+        "unreadable:"
+    )
