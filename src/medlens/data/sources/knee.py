@@ -151,6 +151,19 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         )
 
 
+def _outside_experts(root: Path, experts: list[Path]) -> Iterator[RawRecord]:
+    """A rejected record for each image in no expert folder (one renamed "Medical Expert 1" was never read)."""
+    for path in files_under(root):
+        if not any(e in path.parents for e in experts) and not unsupported_image(path):
+            yield unread_file(
+                path,
+                root,
+                "not in a MedicalExpert folder",
+                "expected MedicalExpert-I/<grade>/<image> or MedicalExpert-II/<grade>/<image>",
+                "knee_xray",
+            )
+
+
 @register_adapter("knee_kl_mendeley")
 def mendeley_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     """Mendeley knee KL grades: MedicalExpert-I/II grade folders; one record per distinct image, consensus grade."""
@@ -186,19 +199,8 @@ def mendeley_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             # empty and unreadable files are not grouped (empty ones would all match); prepare rejects each
             key = (sha1(path) or f"unreadable:{path}") if path.stat().st_size else f"empty:{path}"
             groups[key].append((path, expert.name, path.parent.name, grade, unknown))
-    # an image outside every expert folder (a folder renamed "Medical Expert 1") was silently never read
-    for path in files_under(root):
-        if not any(e in path.parents for e in experts) and not unsupported_image(path):
-            unread.append(
-                unread_file(
-                    path,
-                    root,
-                    "not in a MedicalExpert folder",
-                    "expected MedicalExpert-I/<grade>/<image> or MedicalExpert-II/<grade>/<image>",
-                    "knee_xray",
-                )
-            )
     yield from unread
+    yield from _outside_experts(root, experts)
     logger.info(
         "knee Mendeley: %d files, %d distinct images, experts %s",
         sum(map(len, groups.values())),
