@@ -19,6 +19,7 @@ patient, which keeps both images of a study in one split.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,13 @@ def report_text(findings: str, impression: str) -> tuple[str, list[str]]:
     return " ".join(t for _, t in parts), [n for n, _ in parts]
 
 
+def _uid(raw: str) -> str:
+    """``1`` from ``1`` or ``1.0``: a table re-saved through pandas writes the uid as a float, and then no image
+    found its report (every row rejected as "no report for this image")."""
+    m = re.fullmatch(r"(\d+)\.0*", raw.strip())
+    return m.group(1) if m else raw.strip()
+
+
 _Report = tuple[dict[str, str], str | None, str, str]  # values, problem, detail, file:line
 
 
@@ -76,13 +84,13 @@ def _reports_by_uid(reports: CsvTable) -> tuple[dict[str, _Report], dict[str, st
         if row.problem and not row.values:
             fields = row.raw.split(",")
             uid = (
-                fields[where].strip()
+                _uid(fields[where])
                 if where < len(fields) - 1 and '"' not in ",".join(fields[: where + 1])
                 else ""
             )
             refused.setdefault(uid, []).append((row.line, f"{ref} ({row.problem}: {row.detail})"))
         else:
-            rows.setdefault(row.get("uid"), []).append(row)
+            rows.setdefault(_uid(row.get("uid")), []).append(row)
     by_uid: dict[str, _Report] = {}
     repeated = 0
     for uid, same in rows.items():
@@ -127,7 +135,7 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     repeated = conflicting_rows(projections, "filename")  # one image under two uids: whose report is unknown
     used: set[str] = set()
     for row in projections:
-        uid, filename = row.get("uid"), row.get("filename")
+        uid, filename = _uid(row.get("uid")), row.get("filename")
         used.add(uid)
         report, problem, detail, report_ref = by_uid.get(uid, ({}, None, "", ""))
         view = normalise_view(row.get("projection"))

@@ -183,3 +183,16 @@ def test_an_image_under_two_uids_is_rejected_on_both_rows(tmp_path):
         )
     }
     assert out.summary.reasons == {"repeated id with different rows": 2}
+
+
+def test_uids_re_saved_as_floats_still_find_their_reports(tmp_path):
+    # a reports table re-saved through pandas writes uid 1.0; every image was "no report for this image"
+    fixture = iu_xray.build_kaggle(tmp_path / "iu")
+    reports = fixture.root / "indiana_reports.csv"
+    with open(reports, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"])
+        w.writerows([[f"{row[0]}.0", *row[1:]] for row in iu_xray.REPORTS])
+    out = prepare(tmp_path, "iu", {"source": "path", "adapter": "iu_xray", "path": str(fixture.root)})
+    assert out.rejected == {} and set(out.rows) == {name for _, name, _ in iu_xray.PROJECTIONS}
+    assert out.rows["3_IM-1384-2001.dcm.png"]["patient_id"] == "3"
