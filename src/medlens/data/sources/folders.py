@@ -105,9 +105,11 @@ def class_folder_images(
 
 def _same_bytes(path: Path, twin: Path) -> tuple[str, str] | None:
     """The rejection of ``path`` as a copy when ``twin`` holds the same bytes, else None."""
-    if path != twin and twin.is_file() and filecmp.cmp(path, twin, shallow=False):
-        return "copy: same bytes as its counterpart", f"same bytes as {twin}"
-    return None
+    try:
+        same = path != twin and twin.is_file() and filecmp.cmp(path, twin, shallow=False)
+    except OSError as e:  # one file that cannot be read (EIO) must not stop the dataset
+        return "copy: cannot be compared", f"{e.strerror or e} comparing it with {twin}"
+    return ("copy: same bytes as its counterpart", f"same bytes as {twin}") if same else None
 
 
 def copy_not_read(

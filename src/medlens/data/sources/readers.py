@@ -376,6 +376,15 @@ def find_file(root: Path, names: Sequence[str], *, max_depth: int = 3, what: str
     return min(found)[3]
 
 
+def _same_bytes(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes; False when either cannot be read (which one a row means is then
+    unknown too), so one file's OSError rejects its row instead of stopping the dataset."""
+    try:
+        return filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
 class FileIndex(dict):
     """basename -> path, plus ``differing``: the names held by several files whose bytes differ."""
 
@@ -410,7 +419,7 @@ def index_files(root: Path, suffixes: Sequence[str], *, max_depth: int = 8) -> F
         if len(copies) > 1:
             duplicates += len(copies) - 1
             paths = [p for *_, p in sorted(copies)]
-            if any(not filecmp.cmp(paths[0], p, shallow=False) for p in paths[1:]):
+            if any(not _same_bytes(paths[0], p) for p in paths[1:]):
                 index.differing[name] = paths
     if duplicates:
         logger.info(

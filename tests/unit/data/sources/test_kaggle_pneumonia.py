@@ -150,3 +150,27 @@ def test_the_same_image_under_normal_and_pneumonia_is_rejected_not_kept_twice(tm
             "the same bytes in several class folders: " + "; ".join(sorted(copies)),
         )
     assert set(out.rows) == set(fixture.expected) - copies
+
+
+def test_a_file_that_cannot_be_compared_with_its_copy_does_not_stop_the_dataset(tmp_path, monkeypatch):
+    # the nested copy is compared byte for byte with the tree read; one OSError (EIO) was a traceback
+    import filecmp
+
+    fixture = pneumonia.build(tmp_path / "data")
+    cmp = filecmp.cmp
+
+    def failing(a, b, shallow=True):
+        if str(a).endswith("person23_bacteria_76.jpeg"):
+            raise OSError(5, "Input/output error")
+        return cmp(a, b, shallow=shallow)
+
+    monkeypatch.setattr(filecmp, "cmp", failing)
+    out = prepare(
+        tmp_path, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia", "path": str(fixture.root)}
+    )
+    assert set(out.rows) == set(fixture.expected)
+    nested = "chest_xray/chest_xray/train/PNEUMONIA/person23_bacteria_76.jpeg"
+    assert (out.rejected[nested]["reason"], out.rejected[nested]["detail"]) == (
+        "copy: cannot be compared",
+        f"Input/output error comparing it with {fixture.root / 'chest_xray/train/PNEUMONIA/person23_bacteria_76.jpeg'}",
+    )

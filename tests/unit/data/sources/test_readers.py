@@ -114,6 +114,20 @@ def test_index_files_lists_names_whose_copies_differ(tmp_path):
     )
 
 
+def test_index_files_takes_copies_it_cannot_compare_as_differing(tmp_path, monkeypatch):
+    # an OSError (EIO) while comparing two copies stopped the whole dataset; which copy a row means is unknown
+    for rel in ("p1/a.png", "p2/deep/a.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+
+    def failing(a, b, shallow=True):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(R.filecmp, "cmp", failing)
+    index = R.index_files(tmp_path, (".png",))
+    assert index.ambiguous("a.png")[0] == "several different files with this name"
+
+
 def test_a_label_map_pointing_outside_its_vocabulary_is_a_config_error(tmp_path, monkeypatch):
     (tmp_path / "bad.yaml").write_text("vocabulary: chexpert14\nlabels:\n  Effusion: [Pleural Efusion]\n")
     monkeypatch.setattr(R, "resource_path", lambda *parts: tmp_path / parts[-1])
