@@ -134,9 +134,11 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     by_uid, malformed = _reports_by_uid(reports)
     repeated = conflicting_rows(projections, "filename")  # one image under two uids: whose report is unknown
     used: set[str] = set()
+    listed: set[str] = set()
     for row in projections:
         uid, filename = _uid(row.get("uid")), row.get("filename")
         used.add(uid)
+        listed.add(filename)
         report, problem, detail, report_ref = by_uid.get(uid, ({}, None, "", ""))
         view = normalise_view(row.get("projection"))
         path = images.get(filename)
@@ -187,6 +189,7 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             reject=reject,
             reject_detail=why,
         )
+    images.warn_unlisted(listed, projections.path)
     unused = len(set(by_uid) - used)
     if unused:
         logger.info("IU: %d reports have no image in %s (not records)", unused, projections.path.name)

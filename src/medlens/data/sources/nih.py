@@ -141,8 +141,10 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
         len(images),
         "yes" if test or train_val else "no",
     )
+    listed = set()
     for row in table:
         name = row.get("Image Index")
+        listed.add(name)
         natives = [x.strip() for x in row.get("Finding Labels").split("|") if x.strip()]
         labels, unknown = label_map.map(natives)
         path = images.get(name)
@@ -219,6 +221,7 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
             reject=reject,
             reject_detail=detail,
         )
+    images.warn_unlisted(listed, table.path)
 
 
 @register_adapter("nih_chest_xray", kaggle_slug="nih-chest-xrays/data")

@@ -144,8 +144,10 @@ def pad_ufes_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         )
     repeated = conflicting_rows(table, "img_id")  # which row's diagnosis is right is unknown
     logger.info("PAD-UFES-20: %s, %d images indexed", table.path, len(images))
+    listed = set()
     for row in table:
         img_id, patient, lesion = row.get("img_id"), row.get("patient_id"), row.get("lesion_id")
+        listed.add(img_id)
         labels, unknown = label_map.map([row.get("diagnostic")])
         path = images.get(img_id)
         reject, detail = row.problem, row.detail
@@ -190,3 +192,4 @@ def pad_ufes_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             reject=reject,
             reject_detail=detail,
         )
+    images.warn_unlisted(listed, table.path)

@@ -390,6 +390,17 @@ class FileIndex(dict):
 
     differing: dict[str, list[Path]]
 
+    def warn_unlisted(self, listed: Iterable[str], table: Path) -> None:
+        """Warn with the count and first names of the indexed files no row of ``table`` names: images the
+        label file does not describe are not records, but they are said, not lost unseen."""
+        if unlisted := sorted(set(self) - set(listed)):
+            logger.warning(
+                "%d images are in no row of %s and are not read (%s)",
+                len(unlisted),
+                table,
+                ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else ""),
+            )
+
     def ambiguous(self, name: str) -> tuple[str, str] | None:
         """(reason, detail) when several different files carry ``name``, else None."""
         if name not in self.differing:

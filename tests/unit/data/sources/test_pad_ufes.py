@@ -146,3 +146,17 @@ def test_an_image_name_held_by_two_different_files_is_rejected_not_guessed(tmp_p
     assert bad["reason"] == "several different files with this name"
     assert bad["detail"].endswith(f"; {other}") and bad["detail"].count(";") == 1
     assert set(out.rows) == set(pad_ufes.EXPECTED) - {"PAT_46_881_14.png"}
+
+
+def test_images_no_row_describes_are_named_in_a_warning(tmp_path, caplog):
+    # an image metadata.csv does not list (a row deleted, a file added) was left out without a word
+    fixture = pad_ufes.build(tmp_path / "pad")
+    write_png(fixture.root / "images" / "imgs_part_2" / "PAT_999_1_1.png", seed=4, size=(64, 48))
+    with caplog.at_level("WARNING", logger="medlens.data.sources.readers"):
+        out = prepare(
+            tmp_path, "pad", {"source": "path", "adapter": "pad_ufes_20", "path": str(fixture.root)}
+        )
+    assert set(out.rows) == set(pad_ufes.EXPECTED)
+    assert [r.getMessage() for r in caplog.records if "are in no row of" in r.getMessage()] == [
+        f"1 images are in no row of {fixture.root / 'metadata.csv'} and are not read (PAT_999_1_1.png)"
+    ]
