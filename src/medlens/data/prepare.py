@@ -90,6 +90,16 @@ def _check_text(text: str | None, cfg: DatasetConfig, text_source: str) -> tuple
     return text, None
 
 
+def _escape_bytes(value: str) -> str:
+    """``value`` with the bytes that were not UTF-8 written as ``\\xe9``. Readers keep such bytes as lone
+    surrogates so that the row holding them is found and rejected; written as they are, they stopped the whole
+    job with a UnicodeEncodeError while the rejected row (an id, a path or a file name) was being recorded."""
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no byte maps to (a JSON ``"\\ud800"`` escape)
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Decoded(NamedTuple):
     """A record with its image decoded, converted and shrunk by a worker, or the reason it could not be."""
 
@@ -170,7 +180,8 @@ class _Ledger:
 
     def reject(self, rec: RawRecord, reason: str, detail: str = "") -> None:
         self.reasons[reason] += 1
-        self.rejected.writerow([f"{self.name}/{rec.native_id}", self.name, rec.source_ref, reason, detail])
+        row = [f"{self.name}/{rec.native_id}", self.name, rec.source_ref, reason, detail]
+        self.rejected.writerow([_escape_bytes(str(x)) for x in row])
 
     def verdict(self, d: Decoded, text: str | None, text_reason: str | None) -> tuple[str, str] | None:
         """``(reason, detail)`` when the record cannot be kept; None when it is kept (and now seen)."""

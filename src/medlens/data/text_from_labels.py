@@ -82,7 +82,8 @@ def _sentence(text: str) -> str:
 
 def _rng(seed: int, record_id: str) -> random.Random:
     # sha256, not hash(): Python salts str hashes per process, and phrasing must repeat across runs
-    digest = hashlib.sha256(f"{seed}\0{record_id}".encode()).digest()
+    # surrogateescape: a file name that is not UTF-8 (its bytes kept as surrogates) must not stop the dataset
+    digest = hashlib.sha256(f"{seed}\0{record_id}".encode(errors="surrogateescape")).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 

@@ -18,9 +18,10 @@ from medlens.data.prepare import PrepareSummary, prepare_dataset
 @dataclass
 class Prepared:
     rows: dict[str, dict]  # native id -> row (meta decoded, image bytes kept)
-    rejected: dict[str, dict]  # native id -> rejected.csv row
+    rejected: dict[str, dict]  # native id -> rejected.csv row (the last, where an id is rejected twice)
     summary: PrepareSummary
     parquet: Path
+    rejected_rows: list[dict]  # every rejected.csv row, in order
 
     def image(self, native_id: str) -> Image.Image:
         return Image.open(io.BytesIO(self.rows[native_id]["image"]))
@@ -37,6 +38,7 @@ def prepare(tmp_path: Path, name: str, settings: dict, *, workers: int = 1) -> P
         row["meta"] = json.loads(row["meta"])
         rows[row["id"].split("/", 1)[1]] = row
     with open(rejected, newline="") as f:
-        rejects = {r["id"].split("/", 1)[1]: r for r in csv.DictReader(f)}
-    assert summary.read == len(rows) + len(rejects), "every record read is either kept or rejected"
-    return Prepared(rows, rejects, summary, parquet)
+        rejected_rows = list(csv.DictReader(f))
+    rejects = {r["id"].split("/", 1)[1]: r for r in rejected_rows}
+    assert summary.read == len(rows) + len(rejected_rows), "every record read is either kept or rejected"
+    return Prepared(rows, rejects, summary, parquet, rejected_rows)

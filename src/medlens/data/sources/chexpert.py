@@ -24,11 +24,14 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from medlens.config import FINDINGS, DatasetConfig
+from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
+from medlens.data.sources.manifest import _inside
 from medlens.data.sources.readers import (
     CsvTable,
+    chexpert_columns,
     chexpert_values,
+    conflicting_rows,
     find_file,
     frontal_filter,
     load_label_map,
@@ -59,6 +62,12 @@ def _locate(csv_dir: Path, path: str) -> Path | None:
     return None
 
 
+def _age(raw: str) -> int | None:
+    """Years from ``68`` or a pandas re-save's ``68.0`` (which was dropped unsaid); 0 stands for unknown."""
+    m = re.fullmatch(r"(\d+)(?:\.0*)?", raw.strip())
+    return int(m.group(1)) if m and int(m.group(1)) > 0 else None
+
+
 def _view(frontal_lateral: str, ap_pa: str) -> tuple[str | None, bool | None]:
     """(view code, frontal?) of one row."""
     kind = frontal_lateral.strip().lower()
@@ -79,7 +88,7 @@ def chexpert_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         except DataError:
             continue
         found = True
-        yield from _read(cfg, CsvTable(path, required=("Path",)), split, columns)
+        yield from _read(cfg, CsvTable(path, required=("Path",)), split, columns, root.resolve())
     if not found:
         raise DataError(
             "no CheXpert label file found",
@@ -88,15 +97,8 @@ def chexpert_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         )
 
 
-def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns) -> Iterator[RawRecord]:
-    label_cols = {f: c for c in table.columns if (m := columns.lookup(c)) for f in m}
-    if not label_cols:
-        raise DataError(
-            "no CheXpert label columns",
-            file=str(table.path),
-            row=1,
-            expected=f"columns named {', '.join(FINDINGS)}",
-        )
+def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns, inside: Path) -> Iterator[RawRecord]:
+    label_cols = chexpert_columns(table, columns)
     logger.info(
         "CheXpert: %s (%s), %d label columns, uncertain policy '%s'",
         table.path,
@@ -105,6 +107,7 @@ def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns) -> Iterator[
         cfg.uncertain_policy,
     )
     csv_dir = table.path.parent
+    repeated = conflicting_rows(table, "Path")  # which row's labels are right is unknown
     for row in table:
         rel = row.get("Path")
         decoded = chexpert_values(row.values, label_cols, cfg.uncertain_policy)
@@ -114,6 +117,8 @@ def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns) -> Iterator[
         reject, detail = row.problem, row.detail
         if reject is None and not rel:
             reject, detail = "missing image file", "the Path cell is empty"
+        elif reject is None and rel in repeated:
+            reject, detail = "repeated id with different rows", f"{table.path.name}: {repeated[rel]}"
         elif reject is None and decoded.invalid:
             col, value = decoded.invalid[0]
             reject, detail = "invalid label value", f"{col}={value!r}; expected 1.0, 0.0, -1.0 or blank"
@@ -122,6 +127,9 @@ def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns) -> Iterator[
                 "missing image file",
                 f"{rel} (also looked for {strip_prefix(rel)}) under {csv_dir}",
             )
+        elif reject is None and not cfg.allow_outside_paths and not _inside(image, inside):
+            # the manifests' guard: a Path of "../../x.jpg" or "/data/x.jpg" must not read some other file
+            reject, detail = "image outside the dataset folder", f"{rel} (allow_outside_paths: true reads it)"
         reject = reject or frontal_filter(cfg.frontal_only, view, frontal)
         uncertain = [] if cfg.uncertain_policy == "ones" else decoded.uncertain
         text = (
@@ -148,7 +156,7 @@ def _read(cfg: DatasetConfig, table: CsvTable, split: str, columns) -> Iterator[
             "uncertain": decoded.uncertain,
             "uncertain_policy": cfg.uncertain_policy,
             "sex": row.get(table.column("Sex")) or None,
-            "age": int(age) if age.isdigit() and int(age) > 0 else None,  # 0 stands for unknown
+            "age": _age(age),
             "frontal": frontal,
             "path": rel,
         }

@@ -8,7 +8,9 @@ that a renamed split folder or an unexpected suffix is counted instead of skippe
 from __future__ import annotations
 
 import filecmp
+import hashlib
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from medlens.data.sources.readers import files_under, is_junk, normalise_split, 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SPLITS", "split_of", "unread", "class_folder_images", "copy_not_read"]
+__all__ = ["SPLITS", "split_of", "unread", "class_folder_images", "copy_not_read", "labels_disagree", "sha1"]
 
 SPLITS = ("train", "val", "test")
 
@@ -103,9 +105,11 @@ def class_folder_images(
 
 def _same_bytes(path: Path, twin: Path) -> tuple[str, str] | None:
     """The rejection of ``path`` as a copy when ``twin`` holds the same bytes, else None."""
-    if path != twin and twin.is_file() and filecmp.cmp(path, twin, shallow=False):
-        return "copy: same bytes as its counterpart", f"same bytes as {twin}"
-    return None
+    try:
+        same = path != twin and twin.is_file() and filecmp.cmp(path, twin, shallow=False)
+    except OSError as e:  # one file that cannot be read (EIO) must not stop the dataset
+        return "copy: cannot be compared", f"{e.strerror or e} comparing it with {twin}"
+    return ("copy: same bytes as its counterpart", f"same bytes as {twin}") if same else None
 
 
 def copy_not_read(
@@ -136,3 +140,37 @@ def copy_not_read(
         else:
             why = ("copy: other bytes than its counterpart", f"{twin} has other bytes; {copy} is not read")
         yield unread(path, base, *why, modality)
+
+
+def sha1(path: Path) -> str | None:
+    """The file's SHA-1, or None when it cannot be read (EIO): then it is compared with nothing, and prepare
+    rejects it as an unreadable image instead of one file's error stopping the dataset."""
+    h = hashlib.sha1()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def labels_disagree(paths: list[Path], tree: Path, label_map) -> dict[Path, str]:
+    """path -> why, for the images whose bytes are also in another class folder (``NORMAL`` and ``PNEUMONIA``,
+    KL grade 0 and 3): one image has one label, and either copy alone would be a silently wrong one. Each copy
+    got its own record with its folder's label, and their synthesised texts differ, so prepare's duplicate
+    check let both through. Only files of equal size are hashed."""
+    by_size: dict[int, list[Path]] = defaultdict(list)
+    for path in paths:
+        by_size[path.stat().st_size].append(path)
+    by_bytes: dict[str, list[Path]] = defaultdict(list)
+    for same_size in by_size.values():
+        if len(same_size) > 1:
+            for path in same_size:
+                by_bytes[sha1(path) or f"unreadable:{path}"].append(path)
+    disagree = {}
+    for copies in by_bytes.values():
+        if len({tuple(label_map.map([p.parent.name])[0]) for p in copies}) > 1:
+            where = "; ".join(p.relative_to(tree).as_posix() for p in copies)
+            disagree.update(dict.fromkeys(copies, f"the same bytes in several class folders: {where}"))
+    return disagree

@@ -19,13 +19,17 @@ patient, which keeps both images of a study in one split.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
+from medlens.data.sources.manifest import _inside
 from medlens.data.sources.readers import (
     CsvTable,
+    cell_text,
+    conflicting_rows,
     find_file,
     frontal_filter,
     index_files,
@@ -43,9 +47,20 @@ _R2GEN_KEYS = ("train", "val", "test")
 
 def report_text(findings: str, impression: str) -> tuple[str, list[str]]:
     """Findings then impression; either alone when the other is empty. Returns (text, sections used)."""
-    parts = [(name, " ".join(t.split())) for name, t in (("findings", findings), ("impression", impression))]
+    # cell_text: a re-saved table writes "nan" for the 514 empty findings, which must not become report text
+    parts = [
+        (name, " ".join(cell_text(t).split()))
+        for name, t in (("findings", findings), ("impression", impression))
+    ]
     parts = [(n, t) for n, t in parts if t]
     return " ".join(t for _, t in parts), [n for n, _ in parts]
+
+
+def _uid(raw: str) -> str:
+    """``1`` from ``1`` or ``1.0``: a table re-saved through pandas writes the uid as a float, and then no image
+    found its report (every row rejected as "no report for this image")."""
+    m = re.fullmatch(r"(\d+)\.0*", raw.strip())
+    return m.group(1) if m else raw.strip()
 
 
 _Report = tuple[dict[str, str], str | None, str, str]  # values, problem, detail, file:line
@@ -69,13 +84,13 @@ def _reports_by_uid(reports: CsvTable) -> tuple[dict[str, _Report], dict[str, st
         if row.problem and not row.values:
             fields = row.raw.split(",")
             uid = (
-                fields[where].strip()
+                _uid(fields[where])
                 if where < len(fields) - 1 and '"' not in ",".join(fields[: where + 1])
                 else ""
             )
             refused.setdefault(uid, []).append((row.line, f"{ref} ({row.problem}: {row.detail})"))
         else:
-            rows.setdefault(row.get("uid"), []).append(row)
+            rows.setdefault(_uid(row.get("uid")), []).append(row)
     by_uid: dict[str, _Report] = {}
     repeated = 0
     for uid, same in rows.items():
@@ -117,10 +132,13 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     )
     images = index_files(root, (".png",))
     by_uid, malformed = _reports_by_uid(reports)
+    repeated = conflicting_rows(projections, "filename")  # one image under two uids: whose report is unknown
     used: set[str] = set()
+    listed: set[str] = set()
     for row in projections:
-        uid, filename = row.get("uid"), row.get("filename")
+        uid, filename = _uid(row.get("uid")), row.get("filename")
         used.add(uid)
+        listed.add(filename)
         report, problem, detail, report_ref = by_uid.get(uid, ({}, None, "", ""))
         view = normalise_view(row.get("projection"))
         path = images.get(filename)
@@ -133,8 +151,12 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 why += f" (rows the CSV parser refused, uid unreadable: {malformed.get('', 'none')})"
         elif reject is None and problem:
             reject, why = problem, f"{report_ref}: {detail}"
+        elif reject is None and filename in repeated:
+            reject, why = "repeated id with different rows", f"{projections.path.name}: {repeated[filename]}"
         elif reject is None and path is None:
             reject, why = "missing image file", f"{filename} not found under {root}"
+        elif reject is None and images.ambiguous(filename):
+            reject, why = images.ambiguous(filename)
         reject = reject or frontal_filter(cfg.frontal_only, view)
         text, sections = report_text(report.get("findings", ""), report.get("impression", ""))
         natives = [x.strip() for x in report.get("Problems", "").split(";") if x.strip()]
@@ -148,9 +170,9 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             }
             or None,
             "mesh": [x.strip() for x in report.get("MeSH", "").split(";") if x.strip()],
-            "indication": report.get("indication") or None,
-            "comparison": report.get("comparison") or None,
-            "image_caption": report.get("image") or None,
+            "indication": cell_text(report.get("indication")) or None,
+            "comparison": cell_text(report.get("comparison")) or None,
+            "image_caption": cell_text(report.get("image")) or None,
         }
         yield RawRecord(
             native_id=filename or f"line{row.line}",
@@ -167,6 +189,7 @@ def iu_kaggle_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             reject=reject,
             reject_detail=why,
         )
+    images.warn_unlisted(listed, projections.path)
     unused = len(set(by_uid) - used)
     if unused:
         logger.info("IU: %d reports have no image in %s (not records)", unused, projections.path.name)
@@ -185,6 +208,7 @@ def iu_r2gen_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             expected="an object with the lists 'train', 'val' and 'test' (R2Gen annotation.json)",
         )
     image_dir = path.parent / "images"
+    inside = Path(root).resolve()
     for key in _R2GEN_KEYS:
         for i, entry in enumerate(data[key]):
             ref = f"{path}:{key}[{i}]"
@@ -212,6 +236,12 @@ def iu_r2gen_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 reject, why = None, ""
                 if not isinstance(entry.get("report"), str):
                     reject, why = "malformed entry", "report is not a string"
+                elif not cfg.allow_outside_paths and not _inside(image, inside):
+                    # the manifests' guard: "../../x.png" or "/data/x.png" must not read some other file
+                    reject, why = (
+                        "image outside the dataset folder",
+                        f"{rel} (allow_outside_paths: true reads it)",
+                    )
                 elif not image.is_file():
                     reject, why = "missing image file", str(image)
                 yield RawRecord(

@@ -7,7 +7,8 @@ images is read; each file of the others is a rejected record saying whether it r
 in the tree read. Three file-name schemes carry the patient
 (``IM-0115-0001``, ``NORMAL2-IM-0262-0001``, ``person23_bacteria_76``) and the Mendeley v3+
 re-release uses ``NORMAL-1049278-0001``/``BACTERIA-…``/``VIRUS-…``. Numbering in ``test/`` is
-independent of ``train/``, so patient ids are scoped by split. The reports are synthesised from the
+independent of ``train/``, so patient ids are scoped by split. The same bytes under ``NORMAL`` and
+``PNEUMONIA`` are rejected as a whole (class folders disagree). The reports are synthesised from the
 labels, as ExplainMyXray does.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.folders import class_folder_images, copy_not_read, split_of
+from medlens.data.sources.folders import class_folder_images, copy_not_read, labels_disagree, split_of
 from medlens.data.sources.readers import (
     IMAGE_SUFFIXES,
     is_junk,
@@ -112,6 +113,7 @@ def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     for copy in copies:  # each file rejected, saying whether it repeats the one read
         others = [tree, *(c for c in copies if c != copy)]
         yield from copy_not_read(copy, tree, Path(root), "chest_xray", elsewhere=others)
+    images = []
     for found in class_folder_images(
         tree,
         kind="class",
@@ -121,8 +123,10 @@ def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     ):
         if isinstance(found, RawRecord):
             yield found
-            continue
-        split, path = found
+        else:
+            images.append(found)
+    disagree = labels_disagree([path for _, path in images], tree, label_map)
+    for split, path in images:
         cls_dir = path.parent
         labels, unknown = label_map.map([cls_dir.name])
         native_id = path.relative_to(tree).as_posix()
@@ -132,9 +136,14 @@ def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         meta = {"native_labels": [cls_dir.name]}
         if pneumonia and subtype:
             meta["pneumonia_type"] = subtype
+        reject, detail = None, ""
+        if unknown:
+            reject, detail = f"unknown label '{unknown[0]}'", f"class folder {cls_dir.name}"
+        elif path in disagree:
+            reject, detail = "class folders disagree", disagree[path]
         text = (
             None
-            if unknown
+            if reject
             else synthesize_text(
                 labels,
                 modality="chest_xray",
@@ -155,8 +164,8 @@ def pneumonia_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             official_split=split,
             meta=meta,
             source_ref=str(path),
-            reject=f"unknown label '{unknown[0]}'" if unknown else None,
-            reject_detail=f"class folder {cls_dir.name}" if unknown else "",
+            reject=reject,
+            reject_detail=detail,
         )
     if unparsed:
         logger.warning("%d file names follow no known naming scheme; they have no patient id", unparsed)

@@ -7,21 +7,22 @@ Two layouts (datasets.md section 7), one label vocabulary (``KL0``..``KL4``, fro
   ``{train,val,test}/{0..4}/9001695L.png``. The split folder is the official, patient-level split;
   ``auto_test/`` repeats ``test/`` and is not read: each of its files is a rejected record saying whether
   it repeats its ``test/`` counterpart byte for byte (a second copy of the tree likewise). The file name gives the
-  OAI patient (7 digits) and the knee (``L``/``R``), which the text states.
+  OAI patient (7 digits) and the knee (``L``/``R``), which the text states. The same bytes under two
+  grade folders are rejected as a whole (one knee has one grade; either copy alone would be a wrong label).
 * ``knee_kl_mendeley``: Mendeley "Digital Knee X-ray Images", ``MedicalExpert-I/`` and
   ``MedicalExpert-II/``, each with ``0Normal``..``4Severe`` folders of ``NormalG0 (1).png`` files.
   The same image appears under both experts, sometimes with different grades, and some images
   repeat within one expert. Images are therefore grouped by their bytes: a group whose copies all
   carry one grade becomes one record (the other copies are rejected as duplicates, naming the
   kept one); a group the experts grade differently is rejected as a whole, naming every grade,
-  because no grade can be trusted over the other. There are no patient ids and no official split.
+  because no grade can be trusted over the other. An image outside the expert folders (one renamed
+  ``Medical Expert 1``) is a rejected record, not skipped. There are no patient ids and no official split.
 
 Texts are synthesised from the grade with ``resources/text_templates/knee_xray.yaml``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections import defaultdict
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.folders import class_folder_images, copy_not_read
+from medlens.data.sources.folders import class_folder_images, copy_not_read, labels_disagree, sha1
 from medlens.data.sources.folders import unread as unread_file
 from medlens.data.sources.readers import (
     files_under,
@@ -108,19 +109,27 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         logger.info("knee OAI: auto_test/ repeats test/ and is not read")
         yield from copy_not_read(tree / "auto_test", tree / "test", tree, "knee_xray")
     unparsed = 0
+    images = []
     for found in class_folder_images(
         tree, kind="grade", classes="grade 0..4", modality="knee_xray", ignore=lambda c: c.name == "auto_test"
     ):
         if isinstance(found, RawRecord):
             yield found
-            continue
-        split, path = found
+        else:
+            images.append(found)
+    disagree = labels_disagree([path for _, path in images], tree, label_map)
+    for split, path in images:
         grade_dir = path.parent
         grade, unknown = label_map.map([grade_dir.name])
         native_id = path.relative_to(tree).as_posix()
         patient, side = parse_oai_name(path.name)
         unparsed += patient is None
-        reject = f"unknown label '{unknown[0]}'" if unknown else None
+        reject, detail = None, ""
+        if unknown:
+            reject = f"unknown label '{unknown[0]}'"
+            detail = f"grade folder {grade_dir.name!r}; expected 0..4, 0Normal..4Severe or KL0..KL4"
+        elif path in disagree:
+            reject, detail = "grade folders disagree", disagree[path]
         yield RawRecord(
             native_id=native_id,
             image=str(path),
@@ -134,9 +143,7 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             meta={k: v for k, v in {"side": side, "grade_folder": grade_dir.name}.items() if v},
             source_ref=str(path),
             reject=reject,
-            reject_detail=f"grade folder {grade_dir.name!r}; expected 0..4, 0Normal..4Severe or KL0..KL4"
-            if reject
-            else "",
+            reject_detail=detail,
         )
     if unparsed:
         logger.warning(
@@ -144,12 +151,17 @@ def oai_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         )
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+def _outside_experts(root: Path, experts: list[Path]) -> Iterator[RawRecord]:
+    """A rejected record for each image in no expert folder (one renamed "Medical Expert 1" was never read)."""
+    for path in files_under(root):
+        if not any(e in path.parents for e in experts) and not unsupported_image(path):
+            yield unread_file(
+                path,
+                root,
+                "not in a MedicalExpert folder",
+                "expected MedicalExpert-I/<grade>/<image> or MedicalExpert-II/<grade>/<image>",
+                "knee_xray",
+            )
 
 
 @register_adapter("knee_kl_mendeley")
@@ -184,10 +196,11 @@ def mendeley_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 unread.append(unread_file(path, root, *bad, "knee_xray"))
                 continue
             grade, unknown = label_map.map([path.parent.name])
-            # empty files are not grouped (they would all match); prepare rejects each as unreadable
-            key = _sha1(path) if path.stat().st_size else f"empty:{path}"
+            # empty and unreadable files are not grouped (empty ones would all match); prepare rejects each
+            key = (sha1(path) or f"unreadable:{path}") if path.stat().st_size else f"empty:{path}"
             groups[key].append((path, expert.name, path.parent.name, grade, unknown))
     yield from unread
+    yield from _outside_experts(root, experts)
     logger.info(
         "knee Mendeley: %d files, %d distinct images, experts %s",
         sum(map(len, groups.values())),

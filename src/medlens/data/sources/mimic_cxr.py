@@ -23,10 +23,11 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from medlens.config import FINDINGS, DatasetConfig
+from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
 from medlens.data.sources.readers import (
     CsvTable,
+    chexpert_columns,
     chexpert_values,
     find_file,
     frontal_filter,
@@ -35,7 +36,6 @@ from medlens.data.sources.readers import (
     normalise_split,
     normalise_view,
 )
-from medlens.errors import DataError
 
 __all__ = ["split_sections", "section_texts", "report_text", "parse_study_time"]
 
@@ -117,7 +117,7 @@ def parse_study_time(raw: str) -> str | None:
     """``HH:MM:SS`` from MIMIC's ``StudyTime`` float, whose leading zero is lost (``80556.875`` is 08:05:56)."""
     try:
         whole = int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: `inf` or `1e400` from a re-saved table
         return None
     digits = f"{whole:06d}"
     if len(digits) != 6 or int(digits[:2]) > 23 or int(digits[2:4]) > 59 or int(digits[4:]) > 59:
@@ -154,16 +154,13 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
     metadata = _table(root, "metadata", ("dicom_id", "subject_id", "study_id"))
     split_table = _table(root, "split", ("dicom_id", "split"))
     chexpert = _table(root, "chexpert", ("subject_id", "study_id"))
-    label_cols = {f: c for c in chexpert.columns if (m := columns.lookup(c)) for f in m}
-    if not label_cols:
-        raise DataError(
-            "no CheXpert label columns",
-            file=str(chexpert.path),
-            row=1,
-            expected=f"columns named {', '.join(FINDINGS)}",
-        )
-    splits, split_conflicts = _by_key(split_table, "dicom_id", lambda r: normalise_split(r.get("split")))
-    labels_of, label_conflicts = _by_key(chexpert, "study_id", lambda r: (r.values, chexpert.ref(r.line)))
+    label_cols = chexpert_columns(chexpert, columns)
+    splits, split_problems = _by_key(
+        split_table, "dicom_id", lambda r: normalise_split(r.get("split")), "split"
+    )
+    labels_of, label_problems = _by_key(
+        chexpert, "study_id", lambda r: (r.values, chexpert.ref(r.line)), "label", _id
+    )
     report_roots = _report_roots(root)
     logger.info(
         "MIMIC-CXR: %s, %d studies labelled, %d images in the split table, reports searched in %s",
@@ -172,9 +169,13 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         len(splits),
         [str(p) for p in report_roots],
     )
-    reports: dict[str, tuple[str, list[str], str] | None] = {}
+    reports: dict[str, tuple | None] = {}  # study -> _read_report(...)
+    seen_studies: set[str] = set()
+    seen_images: set[str] = set()
     for row in metadata:
-        dicom, subject, study = row.get("dicom_id"), row.get("subject_id"), row.get("study_id")
+        dicom, subject, study = row.get("dicom_id"), _id(row.get("subject_id")), _id(row.get("study_id"))
+        seen_studies.add(study)
+        seen_images.add(dicom)
         view = normalise_view(row.get(metadata.column("ViewPosition")))
         image = _study_path(root, subject, study) / f"{dicom}.jpg"
         reject, detail = row.problem, row.detail
@@ -185,16 +186,18 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         report = reports.get(study)
         if reject is None and report is None:
             reject, detail = "missing report file", f"s{study}.txt not found next to the study folder"
+        elif reject is None and report[4]:
+            reject, detail = report[4][0], f"{report[2]}: {report[4][1]}"
         elif reject is None and not report[0]:
             reject, detail = "empty report text", f"{report[2]} has no FINDINGS, IMPRESSION or last paragraph"
         elif reject is None and not image.is_file():
             reject, detail = "missing image file", str(image)
-        if reject is None and dicom in split_conflicts:
-            reject, detail = "conflicting split rows", split_conflicts[dicom]
-        elif reject is None and study in label_conflicts:
-            reject, detail = "conflicting label rows", label_conflicts[study]
+        if reject is None and dicom in split_problems:
+            reject, detail = split_problems[dicom]
+        elif reject is None and study in label_problems:
+            reject, detail = label_problems[study]
         reject = reject or frontal_filter(cfg.frontal_only, view)
-        text, sections, report_path, section_text = report or ("", [], "", {})
+        text, sections, report_path, section_text, _ = report or ("", [], "", {}, None)
         values, label_ref = labels_of.get(study, ({}, ""))
         decoded = chexpert_values(values, label_cols, cfg.uncertain_policy)
         if reject is None and decoded.invalid:
@@ -234,22 +237,54 @@ def mimic_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             reject=reject,
             reject_detail=detail,
         )
+    # rows of the other tables that no metadata row reads: a metadata table cut short, or ids written otherwise
+    for table, keys, seen, what in (
+        (chexpert, labels_of, seen_studies, "study_id"),
+        (split_table, splits, seen_images, "dicom_id"),
+    ):
+        if unmatched := sorted(set(keys) - seen):
+            logger.warning(
+                "%s: %d rows name a %s that is in no row of %s (%s); they are not used",
+                table.path,
+                len(unmatched),
+                what,
+                metadata.path.name,
+                ", ".join(unmatched[:3]),
+            )
 
 
-def _by_key(table: CsvTable, key: str, value) -> tuple[dict, dict[str, str]]:
-    """``({row[key]: value(row)}, {key: why})`` over the usable rows; unusable ones are counted in the log.
+_NUMERIC_ID = re.compile(r"[ps]?(\d+)(?:\.0*)?")
+
+
+def _id(raw: str) -> str:
+    """A subject or study id as its digits: ``50414267.0`` (a table re-saved through pandas as floats) and
+    ``s50414267`` (the path's prefix) -> ``50414267``; anything else unchanged, for the row checks to refuse.
+    Left as written, such ids matched no label row, and the study's images were silently unlabelled."""
+    m = _NUMERIC_ID.fullmatch(raw.strip())
+    return m.group(1) if m else raw
+
+
+def _by_key(
+    table: CsvTable, key: str, value, what: str, normalise=lambda k: k
+) -> tuple[dict, dict[str, tuple[str, str]]]:
+    """``({row[key]: value(row)}, {key: (reason, detail)})``: the usable rows, and the keys no value can be trusted for.
 
     A key on several rows with the same values is one row read twice (collapsed, logged). A key on
-    rows that differ has no trustworthy value: it goes to the second dict, naming the lines, so the
-    images it describes are rejected instead of the last row silently winning.
+    rows that differ has no trustworthy value (``conflicting <what> rows``, naming the lines), and neither has
+    a key whose row the CSV reader flagged (``<what> row unusable``: a non-UTF-8 byte, a wrong field count),
+    so the images it describes are rejected instead of the last row silently winning or the images silently
+    going without labels or split. A refused record whose key cannot be read is counted in the log.
     """
     # a fingerprint and line per key, not the rows: the split table has a row per MIMIC image (377,000)
-    out, first, lines, differing, bad = {}, {}, {}, set(), []
+    out, first, lines, differing, broken, bad = {}, {}, {}, set(), {}, []
     for row in table:
         if row.problem is not None:
-            bad.append(f"line {row.line}: {row.problem}")
+            if k := normalise(row.get(key)):
+                broken.setdefault(k, f"{table.ref(row.line)}: {row.problem} ({row.detail})")
+            else:
+                bad.append(f"line {row.line}: {row.problem}")
             continue
-        k, fingerprint = row.get(key), hash(tuple(row.values.items()))
+        k, fingerprint = normalise(row.get(key)), hash(tuple(row.values.items()))
         if k not in first:
             first[k], out[k] = (fingerprint, row.line), value(row)
             continue
@@ -258,30 +293,49 @@ def _by_key(table: CsvTable, key: str, value) -> tuple[dict, dict[str, str]]:
             differing.add(k)
     if bad:
         logger.warning(
-            "%s: %d unusable rows ignored (%s); the images they describe get no value from this table",
+            "%s: %d unusable rows without a readable %s ignored (%s)",
             table.path,
             len(bad),
+            key,
             "; ".join(bad[:3]),
         )
-    conflicts = {}
+    problems = {}
     for k in differing:
         del out[k]
         where = ", ".join(map(str, lines[k]))
-        conflicts[k] = f"{table.path}: {key} {k} is on lines {where} with different values"
+        problems[k] = (
+            f"conflicting {what} rows",
+            f"{table.path}: {key} {k} is on lines {where} with different values",
+        )
+    for k, why in broken.items():
+        out.pop(k, None)
+        problems[k] = (f"{what} row unusable", why)
     repeated = sum(len(where) - 1 for k, where in lines.items() if k not in differing)
     if repeated:
         logger.info("%s: %d rows repeat an earlier row exactly; each is read once", table.path, repeated)
-    return out, conflicts
+    return out, problems
 
 
 def _read_report(
     roots: list[Path], subject: str, study: str
-) -> tuple[str, list[str], str, dict[str, str]] | None:
-    """(text, sections used, report file, the text of each section used) of a study's report."""
+) -> tuple[str, list[str], str, dict[str, str], tuple[str, str] | None] | None:
+    """(text, sections used, report file, the text of each section used, (reason, detail) when the file is
+    unusable) of a study's report."""
     for base in roots:
         path = _study_path(base, subject, study).with_suffix(".txt")
         if path.is_file():
-            raw = "\n" + path.read_bytes().decode("utf-8", errors="replace")  # headers match after a newline
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                # one unreadable file of 227,835 (a network disk's EIO) must not stop the rest
+                why = f"cannot be read ({type(e).__name__}: {e.strerror or e})"
+                return "", [], str(path), {}, ("report unreadable", why)
+            try:
+                raw = "\n" + data.decode("utf-8")  # headers match after a newline
+            except UnicodeDecodeError as e:
+                # MIMIC reports are ASCII: such bytes are damage (or UTF-16), and U+FFFD would enter the text
+                why = f"byte {data[e.start : e.start + 1]!r} at offset {e.start}"
+                return "", [], str(path), {}, ("report not UTF-8", why)
             text, sections = report_text(raw)
-            return text, sections, str(path), section_texts(raw)
+            return text, sections, str(path), section_texts(raw), None
     return None

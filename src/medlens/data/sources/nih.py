@@ -20,7 +20,14 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.readers import CsvTable, find_file, index_files, load_label_map, normalise_view
+from medlens.data.sources.readers import (
+    CsvTable,
+    conflicting_rows,
+    find_file,
+    index_files,
+    load_label_map,
+    normalise_view,
+)
 from medlens.data.text_from_labels import synthesize_text
 from medlens.errors import DataError
 
@@ -29,7 +36,7 @@ logger = logging.getLogger(__name__)
 _FULL_CSV = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 _SAMPLE_CSV = ("sample_labels.csv",)
 _REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
-_AGE = re.compile(r"^(\d+)\s*([YMD]?)$", re.IGNORECASE)
+_AGE = re.compile(r"^(\d+)(?:\.0*)?\s*([YMD]?)$", re.IGNORECASE)  # 57, 57.0 (a pandas re-save), 060Y
 _AGE_UNIT = {"": 1.0, "Y": 1.0, "M": 1 / 12, "D": 1 / 365.25}
 # (bracketed name in Data_Entry_2017*.csv, plain name in sample_labels.csv) of the size/spacing columns
 _SIZE_COLUMNS = {
@@ -50,9 +57,22 @@ def parse_age(raw: str) -> float | None:
 
 
 def _read_list(path: Path | None) -> set[str]:
+    """The image names of an official split list. A list that is not UTF-8 (saved as UTF-16 by an editor) is an
+    error: read with replacement characters it matched no image, and every image silently lost its split."""
     if path is None:
         return set()
-    return {line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()}
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"byte {data[e.start : e.start + 1]!r} at offset {e.start} is not UTF-8",
+            file=str(path),
+            row=data.count(b"\n", 0, e.start) + 1,
+            expected="a UTF-8 text file with one image name per line",
+        ) from e
+    # a path (images_001/images/x.png) names the same image as its basename
+    return {line.strip().replace("\\", "/").rsplit("/", 1)[-1] for line in text.splitlines() if line.strip()}
 
 
 def _optional(root: Path, name: str) -> Path | None:
@@ -70,6 +90,9 @@ def _read_boxes(path: Path | None) -> dict[str, list[dict]]:
     table = CsvTable(path, required=("Image Index", "Finding Label", ("Bbox [x", "x"), "y", "w", ("h]", "h")))
     cols = [table.column(c) for c in (("Bbox [x", "x"), "y", "w", ("h]", "h"))]
     for row in table:
+        if row.problem:  # boxes only add a side to the text; the image's own row still decides the record
+            logger.warning("%s: %s (%s); box ignored", table.ref(row.line), row.problem, row.detail)
+            continue
         try:
             x, y, w, h = (float(row.get(c)) for c in cols)
         except ValueError:
@@ -109,6 +132,7 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
     test = _read_list(_optional(root, "test_list.txt"))
     train_val = _read_list(_optional(root, "train_val_list.txt"))
     boxes = _read_boxes(_optional(root, "BBox_List_2017.csv"))
+    repeated = conflicting_rows(table, "Image Index")  # which row's labels are right is unknown
     sex_col = table.column(("Patient Gender", "Patient Sex"))
     size_cols = {k: table.column(v) for k, v in _SIZE_COLUMNS.items()}
     logger.info(
@@ -117,8 +141,10 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
         len(images),
         "yes" if test or train_val else "no",
     )
+    listed = set()
     for row in table:
         name = row.get("Image Index")
+        listed.add(name)
         natives = [x.strip() for x in row.get("Finding Labels").split("|") if x.strip()]
         labels, unknown = label_map.map(natives)
         path = images.get(name)
@@ -129,8 +155,15 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
             reject, detail = "missing labels", "empty Finding Labels"
         elif reject is None and unknown:
             reject, detail = f"unknown label '{unknown[0]}'", row.get("Finding Labels")
+        elif reject is None and "No Finding" in natives and len(natives) > 1:
+            # NIH never lists "No Finding" beside a finding: which of the two is true is unknown
+            reject, detail = "contradictory labels", f"{row.get('Finding Labels')}: No Finding with a finding"
+        elif reject is None and name in repeated:
+            reject, detail = "repeated id with different rows", repeated[name]
         elif reject is None and path is None:
             reject, detail = "missing image file", f"{name} is in no images folder under {root}"
+        elif reject is None and images.ambiguous(name):
+            reject, detail = images.ambiguous(name)
         elif reject is None and name in test and name in train_val:
             # which list is wrong is unknown; test would silently win (and could leak into training)
             reject, detail = (
@@ -165,7 +198,8 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
                 modality="chest_xray",
                 record_id=name,
                 seed=cfg.seed,
-                label_context={k: {"side": v} for k, v in sides.items()},
+                # only the image's own findings: a box for another (or a misspelt) label has no phrasing
+                label_context={k: {"side": v} for k, v in sides.items() if k in natives},
                 context={"view": normalise_view(row.get(table.column("View Position")))},
             )
         )
@@ -187,6 +221,7 @@ def _nih_records(cfg: DatasetConfig, root: Path, csv_names: tuple[str, ...]) -> 
             reject=reject,
             reject_detail=detail,
         )
+    images.warn_unlisted(listed, table.path)
 
 
 @register_adapter("nih_chest_xray", kaggle_slug="nih-chest-xrays/data")

@@ -22,7 +22,15 @@ from pathlib import Path
 
 from medlens.config import DatasetConfig
 from medlens.data.sources import RawRecord, register_adapter
-from medlens.data.sources.readers import CsvTable, find_file, index_files, load_label_map, parse_bool
+from medlens.data.sources.readers import (
+    CsvTable,
+    cell_text,
+    conflicting_rows,
+    find_file,
+    index_files,
+    load_label_map,
+    parse_bool,
+)
 from medlens.data.text_from_labels import load_templates, synthesize_text
 from medlens.errors import DataError
 
@@ -54,12 +62,35 @@ def _number(raw: str) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+# values no lesion or patient can have; kept, they went into the text ("It measures -6 x 5 mm")
+_RANGES = {
+    "diameter_1": (0.0, 500.0),
+    "diameter_2": (0.0, 500.0),
+    "fitspatrick": (1.0, 6.0),
+    "age": (0.0, 120.0),
+}
+
+
+def _implausible(row: dict[str, str]) -> list[str]:
+    """``column=value`` for each number outside what the column can hold (a diameter of 0 or less, ...)."""
+    bad = []
+    for col, (low, high) in _RANGES.items():
+        value = _number(row.get(col, ""))
+        if value is not None and not (
+            low < value <= high if col.startswith("diameter") else low <= value <= high
+        ):
+            bad.append(f"{col}={row[col]}")
+    return bad
+
+
 def _mm(value: float) -> str:
     return f"{value:g}"  # 6.0 -> "6", 6.5 -> "6.5"
 
 
 def _context(row: dict[str, str], words: dict[str, list[str]]) -> tuple[dict, dict]:
     """(template context, meta) of one metadata row; blank and UNK values are left out of the text."""
+    row = {k: cell_text(v) for k, v in row.items()}  # a pandas re-save's "nan" is a blank cell, not a site
+    row.update(dict.fromkeys((b.split("=")[0] for b in _implausible(row)), ""))  # missing, as a blank cell is
     meta: dict = {}
     for col in (*_SYMPTOMS, *_HISTORY):
         if col in row:
@@ -111,9 +142,12 @@ def pad_ufes_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             file=str(root),
             expected="PNGs under images/imgs_part_1..3/ (extract the imgs_part_N.zip files)",
         )
+    repeated = conflicting_rows(table, "img_id")  # which row's diagnosis is right is unknown
     logger.info("PAD-UFES-20: %s, %d images indexed", table.path, len(images))
+    listed = set()
     for row in table:
         img_id, patient, lesion = row.get("img_id"), row.get("patient_id"), row.get("lesion_id")
+        listed.add(img_id)
         labels, unknown = label_map.map([row.get("diagnostic")])
         path = images.get(img_id)
         reject, detail = row.problem, row.detail
@@ -126,8 +160,16 @@ def pad_ufes_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 f"unknown label '{unknown[0]}'",
                 f"diagnostic {unknown[0]!r}; expected one of {', '.join(sorted(label_map.mapping))}",
             )
+        elif reject is None and img_id in repeated:
+            reject, detail = "repeated id with different rows", repeated[img_id]
         elif reject is None and path is None:
             reject, detail = "missing image file", f"{img_id} is in no imgs_part_N folder under {root}"
+        elif reject is None and images.ambiguous(img_id):
+            reject, detail = images.ambiguous(img_id)
+        if bad := _implausible(row.values):
+            logger.warning(
+                "%s: %s out of range; left out of the text and metadata", table.ref(row.line), ", ".join(bad)
+            )
         context, meta = _context(row.values, words)
         text = (
             None
@@ -150,3 +192,4 @@ def pad_ufes_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             reject=reject,
             reject_detail=detail,
         )
+    images.warn_unlisted(listed, table.path)

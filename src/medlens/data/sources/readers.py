@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import filecmp
 import functools
 import gzip
 import json
@@ -31,9 +32,11 @@ from medlens.resources import resource_path
 __all__ = [
     "CsvRow",
     "CsvTable",
+    "conflicting_rows",
     "read_json_file",
     "find_file",
     "index_files",
+    "FileIndex",
     "is_junk",
     "IMAGE_SUFFIXES",
     "files_under",
@@ -42,11 +45,13 @@ __all__ = [
     "load_label_map",
     "ChexpertValues",
     "chexpert_values",
+    "chexpert_columns",
     "normalise_view",
     "is_frontal",
     "normalise_split",
     "frontal_filter",
     "parse_bool",
+    "cell_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -262,8 +267,8 @@ class CsvTable:
                 )
                 return start  # resume on the line after this record's first
             line, start = start, pos + reader.line_num + 1
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # a blank line is not a record
+            if not any(f.strip() for f in fields):
+                continue  # a blank line, or a spreadsheet's row of bare commas, is not a record
             while len(fields) > n and not fields[-1].strip():
                 fields.pop()  # trailing commas
             values = dict(zip(self.columns, (f.strip() for f in fields), strict=False))
@@ -276,6 +281,24 @@ class CsvTable:
                 bad = next(f for f in fields if _SURROGATE.search(f))
                 row.detail = repr(bad.encode("utf-8", errors="surrogateescape"))[:120]
             yield row
+
+
+def conflicting_rows(table: CsvTable, key: str) -> dict[str, str]:
+    """``{id: detail}`` for the ids in column ``key`` that are on several rows with different values.
+
+    The first row would be kept and the later ones rejected as duplicate ids, so a repeated image with other
+    labels kept whichever came first; callers reject every row of such an id instead. Identical repeats are
+    left out (one row read twice: prepare keeps the first and counts the rest as duplicate ids).
+    """
+    rows: dict[str, list[tuple[int, tuple]]] = {}
+    for row in table:
+        if row.values.get(key):
+            rows.setdefault(row.values[key], []).append((row.line, tuple(row.values.items())))
+    return {
+        k: f"{key} {k} is on lines {', '.join(str(line) for line, _ in same)} with different values"
+        for k, same in rows.items()
+        if len({values for _, values in same}) > 1
+    }
 
 
 def _csv_problem(message: str, line: int) -> str:
@@ -313,6 +336,12 @@ def read_json_file(path: Path) -> object:
             row=e.lineno,
             expected="a JSON document",
         ) from e
+    except (ValueError, RecursionError) as e:  # an integer over Python's 4300 digits; nesting past the stack
+        raise DataError(
+            f"cannot be parsed ({type(e).__name__}: {str(e)[:120]})",
+            file=str(path),
+            expected="a JSON document of records",
+        ) from e
 
 
 def _walk(root: Path, max_depth: int) -> Iterator[tuple[Path, list[str], list[str]]]:
@@ -347,27 +376,71 @@ def find_file(root: Path, names: Sequence[str], *, max_depth: int = 3, what: str
     return min(found)[3]
 
 
-def index_files(root: Path, suffixes: Sequence[str], *, max_depth: int = 8) -> dict[str, Path]:
+def _same_bytes(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes; False when either cannot be read (which one a row means is then
+    unknown too), so one file's OSError rejects its row instead of stopping the dataset."""
+    try:
+        return filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
+class FileIndex(dict):
+    """basename -> path, plus ``differing``: the names held by several files whose bytes differ."""
+
+    differing: dict[str, list[Path]]
+
+    def warn_unlisted(self, listed: Iterable[str], table: Path) -> None:
+        """Warn with the count and first names of the indexed files no row of ``table`` names: images the
+        label file does not describe are not records, but they are said, not lost unseen."""
+        if unlisted := sorted(set(self) - set(listed)):
+            logger.warning(
+                "%d images are in no row of %s and are not read (%s)",
+                len(unlisted),
+                table,
+                ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else ""),
+            )
+
+    def ambiguous(self, name: str) -> tuple[str, str] | None:
+        """(reason, detail) when several different files carry ``name``, else None."""
+        if name not in self.differing:
+            return None
+        return "several different files with this name", "; ".join(str(p) for p in self.differing[name])
+
+
+def index_files(root: Path, suffixes: Sequence[str], *, max_depth: int = 8) -> FileIndex:
     """Map basename -> path for files with one of ``suffixes`` (lower case) under ``root``.
 
     Kaggle's NIH layout spreads images over ``images_0XX/images/`` and PAD-UFES-20 over doubled
     ``imgs_part_N`` folders, so adapters look images up by name. When a name occurs twice the
-    shallower path wins and the count of such duplicates is logged.
+    shallower path wins and the count of such duplicates is logged. Copies with other bytes are listed in
+    ``differing``: which of them a row means is unknown, and taking the shallower one would pair the row
+    with some other image silently.
     """
-    found: dict[str, tuple[int, str, Path]] = {}
-    duplicates = 0
+    found: dict[str, list[tuple[int, str, Path]]] = {}
     for here, _, files in _walk(root, max_depth):
         depth = len(here.parts)
         for f in files:
             if os.path.splitext(f)[1].lower() in suffixes:
-                candidate = (depth, str(here), here / f)
-                if f in found:
-                    duplicates += 1
-                    candidate = min(candidate, found[f])
-                found[f] = candidate
+                found.setdefault(f, []).append((depth, str(here), here / f))
+    index = FileIndex({name: min(copies)[2] for name, copies in found.items()})
+    index.differing = {}
+    duplicates = 0
+    for name, copies in found.items():
+        if len(copies) > 1:
+            duplicates += len(copies) - 1
+            paths = [p for *_, p in sorted(copies)]
+            if any(not _same_bytes(paths[0], p) for p in paths[1:]):
+                index.differing[name] = paths
     if duplicates:
-        logger.info("%s: %d image names occur more than once; the shallowest copy is used", root, duplicates)
-    return {name: path for name, (_, _, path) in found.items()}
+        logger.info(
+            "%s: %d image names occur more than once; the shallowest copy is used (%d names with copies that "
+            "differ, their rows rejected)",
+            root,
+            duplicates,
+            len(index.differing),
+        )
+    return index
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,6 +526,32 @@ class ChexpertValues:
     negative: list[str]
     uncertain: list[str]
     invalid: list[tuple[str, str]]  # (column, value) pairs that are none of the four codes
+
+
+def chexpert_columns(table: CsvTable, label_map: LabelMap) -> dict[str, str]:
+    """CheXpert finding -> its column in ``table`` (CheXpert's train/valid.csv, MIMIC's chexpert/negbio CSVs),
+    selected by name through ``label_map`` (``chexpert_columns``).
+
+    Raises:
+        DataError: when one of the 14 findings has no column. Read without it, every image of the file would be
+            silently negative for that finding (a column renamed ``Edemaa`` or ``cardiomegaly``, or deleted).
+    """
+    columns = {f: c for c in table.columns if (m := label_map.lookup(c)) for f in m}
+    missing = [f for f in FINDINGS if f not in columns]
+    if missing:
+        others = [c for c in table.columns if label_map.lookup(c) is None]
+        close = difflib.get_close_matches(missing[0], others, n=1, cutoff=0.6)
+        close = close or [c for c in others if c.casefold() == missing[0].casefold()]
+        raise DataError(
+            "no CheXpert label columns"
+            if len(missing) == len(FINDINGS)
+            else f"missing label column{'s' * (len(missing) > 1)} {', '.join(repr(f) for f in missing)}"
+            + (f" (found '{close[0]}': renamed?)" if close else ""),
+            file=str(table.path),
+            row=1,
+            expected=f"a column for each of the 14 CheXpert findings, named {', '.join(FINDINGS)}",
+        )
+    return columns
 
 
 def chexpert_values(values: Mapping[str, str], columns: Mapping[str, str], policy: str) -> ChexpertValues:
@@ -542,9 +641,21 @@ def normalise_split(name: str | None) -> str | None:
     return _SPLITS.get(str(name).strip().lower(), str(name).strip())
 
 
+# what pandas and spreadsheet exports write for an empty cell (``df.astype(str)`` turns NaN into "nan")
+_EMPTY_CELLS = frozenset({"nan", "none", "null", "n/a", "na", "<na>"})
+
+
+def cell_text(value: str | None) -> str:
+    """``value`` stripped, or ``""`` when it is what an export writes for an empty cell (``nan``, ``None``,
+    ``N/A``), so that such a cell is missing instead of words in a report or a synthesised text."""
+    v = (value or "").strip()
+    return "" if v.lower() in _EMPTY_CELLS else v
+
+
 def parse_bool(value: str) -> bool | str | None:
-    """``True``/``FALSE``/``true`` -> bool, ``UNK`` -> ``"unknown"``, blank -> None; anything else unchanged."""
-    v = value.strip()
+    """``True``/``FALSE``/``true`` -> bool, ``UNK`` -> ``"unknown"``, blank or ``nan`` -> None; anything else
+    unchanged."""
+    v = cell_text(value)
     if not v:
         return None
     low = v.lower()

@@ -16,6 +16,7 @@ reports how many moved, which keeps images out of two splits at the cost of the 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,15 +30,17 @@ logger = logging.getLogger(__name__)
 
 _FILES = (("train", ("train.json",)), ("val", ("validate.json", "validation.json")), ("test", ("test.json",)))
 _REQUIRED = {"img_id": int, "img_name": str, "question": str, "answer": str, "q_lang": str, "qid": int}
+_XMLAB = re.compile(r"xmlab(\d+)/")
 _META = ("answer_type", "base_type", "content_type", "location", "modality", "triple")
 
 
-def _modality(slake_modality: str, location: str) -> str:
-    """medlens modality: ``ct``, ``mri``, ``chest_xray`` (SLAKE's X-rays of the chest) or ``xray``."""
-    m = slake_modality.strip().lower().replace("-", "")
+def _modality(slake_modality: object, location: object) -> str | None:
+    """medlens modality: ``ct``, ``mri``, ``chest_xray`` (SLAKE's X-rays of the chest) or ``xray``; None for a
+    value outside SLAKE's three (the image would be decoded and grouped as a modality medlens does not know)."""
+    m = str(slake_modality).strip().lower().replace("-", "") if isinstance(slake_modality, str) else ""
     if m == "xray":
-        return "chest_xray" if location.lower().startswith(("chest", "lung")) else "xray"
-    return {"ct": "ct", "mri": "mri"}.get(m, m or "xray")
+        return "chest_xray" if str(location).lower().startswith(("chest", "lung")) else "xray"
+    return {"ct": "ct", "mri": "mri"}.get(m)
 
 
 def _problem(entry: object) -> str | None:
@@ -67,6 +70,15 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             file=str(root),
             expected="train.json, validate.json (or validation.json) and test.json within 2 levels",
         )
+    for split, path in found:
+        twins = [path.with_name(n) for n in dict(_FILES)[split] if path.with_name(n) != path]
+        if twins := [t for t in twins if t.is_file() and t.read_bytes() != path.read_bytes()]:
+            # the zip's validate.json beside the mirror's validation.json: reading one would drop the other unseen
+            raise DataError(
+                f"{path.name} and {twins[0].name} both hold the {split} questions, and they differ",
+                file=str(path.parent),
+                expected="one of them (delete or move the other)",
+            )
     languages = set(cfg.languages)
     for split, path in found:
         data = read_json_file(path)
@@ -99,6 +111,7 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 continue
             image = image_dir / entry["img_name"]
             question, answer = " ".join(entry["question"].split()), " ".join(str(entry["answer"]).split())
+            modality = _modality(entry.get("modality"), entry.get("location", ""))
             reject, detail = None, ""
             if entry["q_lang"] not in languages:
                 reject = f"filtered: language {entry['q_lang']} not in languages"
@@ -108,8 +121,14 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 # so "../../x.jpg" or a link out of imgs/ must not read some other file
                 reject = "image outside the dataset folder"
                 detail = f"{entry['img_name']} leaves {image_dir} (allow_outside_paths: true reads it)"
+            elif (m := _XMLAB.match(entry["img_name"])) and int(m.group(1)) != entry["img_id"]:
+                # img_id groups the splits: a wrong one could put this image in train and test at once
+                reject = "malformed entry"
+                detail = f"img_id {entry['img_id']} but img_name {entry['img_name']!r}; expected the same N"
             elif not question or not answer:
                 reject, detail = "empty text", "empty question" if not question else "empty answer"
+            elif modality is None:
+                reject, detail = "unknown modality", f"{entry.get('modality')!r}; expected CT, MRI or X-Ray"
             elif not image.is_file():
                 reject, detail = "missing image file", str(image)
             meta = {
@@ -126,7 +145,7 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 image=str(image),
                 text=f"Question: {question} Answer: {answer}",
                 text_source="vqa",
-                modality=_modality(str(entry.get("modality", "")), str(entry.get("location", ""))),
+                modality=modality or "xray",
                 patient_id=f"img{entry['img_id']}",
                 study_id=f"img{entry['img_id']}",
                 official_split=normalise_split(split),

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from helpers.sources import iu_xray
+from helpers.sources.images import write_png
 from helpers.sources.run import prepare
 from medlens.errors import DataError
 
@@ -132,3 +133,66 @@ def test_an_image_whose_report_row_is_malformed_points_at_that_row(tmp_path):
         f"uid 3: its report row {reports}:4 (malformed record: a quote opened in this record is never closed"
     )
     assert len(out.rows) == len(iu_xray.PROJECTIONS) - 1  # uid 4 after the broken row is still read
+
+
+def test_a_section_exported_as_nan_is_empty_not_report_text(tmp_path):
+    # a table re-saved with `df.astype(str)` writes "nan" for the 514 empty findings: the report read "nan Left..."
+    fixture = iu_xray.build_kaggle(tmp_path / "iu")
+    reports = fixture.root / "indiana_reports.csv"
+    with open(reports, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"])
+        w.writerows([[c or "nan" for c in row] for row in iu_xray.REPORTS])
+    out = prepare(tmp_path, "iu", {"source": "path", "adapter": "iu_xray", "path": str(fixture.root)})
+    assert out.rejected == {}
+    row = out.rows["3_IM-1384-2001.dcm.png"]
+    assert row["text"] == "Left basilar subsegmental atelectasis versus opacity."
+    assert row["meta"]["report_sections"] == ["impression"] and "comparison" not in row["meta"]
+    assert out.rows["4_IM-2050-1001-0001.dcm.png"]["meta"]["report_sections"] == ["findings"]
+
+
+def test_an_r2gen_image_path_leaving_the_dataset_folder_is_a_rejected_row(tmp_path):
+    # as for manifests and SLAKE: "../../../outside.png" was read from wherever it led
+    changed = json.loads(json.dumps(iu_xray.ANNOTATION))
+    changed["train"][0]["image_path"][1] = "../../../outside.png"  # images/ -> iu_xray/ -> data/ -> tmp_path
+    fixture = iu_xray.build_r2gen(tmp_path / "data", annotation=changed)
+    write_png(tmp_path / "outside.png", seed=9, size=(40, 44))
+    settings = {"source": "path", "adapter": "iu_xray_r2gen", "path": str(fixture.root)}
+    out = prepare(tmp_path, "r2", settings)
+    assert (
+        out.rejected["../../../outside.png"]["reason"],
+        out.rejected["../../../outside.png"]["detail"],
+    ) == (
+        "image outside the dataset folder",
+        "../../../outside.png (allow_outside_paths: true reads it)",
+    )
+    assert "../../../outside.png" in prepare(tmp_path, "r2", {**settings, "allow_outside_paths": True}).rows
+
+
+def test_an_image_under_two_uids_is_rejected_on_both_rows(tmp_path):
+    # the image took the report of whichever uid came first; the other row was a "duplicate id"
+    fixture = iu_xray.build_kaggle(tmp_path / "iu")
+    with open(fixture.root / "indiana_projections.csv", "a", newline="") as f:
+        csv.writer(f).writerow(["2", "1_IM-0001-4001.dcm.png", "Frontal"])
+    out = prepare(tmp_path, "iu", {"source": "path", "adapter": "iu_xray", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        "1_IM-0001-4001.dcm.png": (
+            "repeated id with different rows",
+            f"indiana_projections.csv: filename 1_IM-0001-4001.dcm.png is on lines 2, {len(iu_xray.PROJECTIONS) + 2} "
+            "with different values",
+        )
+    }
+    assert out.summary.reasons == {"repeated id with different rows": 2}
+
+
+def test_uids_re_saved_as_floats_still_find_their_reports(tmp_path):
+    # a reports table re-saved through pandas writes uid 1.0; every image was "no report for this image"
+    fixture = iu_xray.build_kaggle(tmp_path / "iu")
+    reports = fixture.root / "indiana_reports.csv"
+    with open(reports, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"])
+        w.writerows([[f"{row[0]}.0", *row[1:]] for row in iu_xray.REPORTS])
+    out = prepare(tmp_path, "iu", {"source": "path", "adapter": "iu_xray", "path": str(fixture.root)})
+    assert out.rejected == {} and set(out.rows) == {name for _, name, _ in iu_xray.PROJECTIONS}
+    assert out.rows["3_IM-1384-2001.dcm.png"]["patient_id"] == "3"

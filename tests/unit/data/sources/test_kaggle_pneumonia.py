@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 from PIL import Image
 
@@ -118,3 +121,56 @@ def test_a_nested_copy_with_more_images_is_read_and_no_file_is_counted_twice(tmp
         outer, "copy: same bytes as its counterpart"
     )
     assert out.summary.read == 2 * len(fixture.expected) - 1  # every image file on disk, once
+
+
+def test_a_file_name_that_is_not_utf8_is_a_rejected_row_not_a_crash(tmp_path):
+    # a zip made on Windows names files in its code page; the rejected row's id stopped the job when written
+    fixture = pneumonia.build(tmp_path / "data")
+    folder = fixture.root / "chest_xray" / "train" / "NORMAL"
+    os.rename(folder / "IM-0115-0001.jpeg", os.fsencode(folder) + b"/IM-0115-0001\xe9.jpeg")
+    out = prepare(
+        tmp_path, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia", "path": str(fixture.root)}
+    )
+    assert out.rejected["train/NORMAL/IM-0115-0001\\xe9.jpeg"]["reason"] == "invalid id"
+    assert set(out.rows) == set(fixture.expected) - {"train/NORMAL/IM-0115-0001.jpeg"}
+
+
+def test_the_same_image_under_normal_and_pneumonia_is_rejected_not_kept_twice(tmp_path):
+    # both copies were kept, one labelled normal and one pneumonia (their texts differ, so no duplicate)
+    fixture = pneumonia.build(tmp_path / "data")
+    train = fixture.root / "chest_xray" / "train"
+    shutil.copy(train / "NORMAL" / "IM-0115-0001.jpeg", train / "PNEUMONIA" / "IM-0115-0001.jpeg")
+    out = prepare(
+        tmp_path, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia", "path": str(fixture.root)}
+    )
+    copies = {"train/NORMAL/IM-0115-0001.jpeg", "train/PNEUMONIA/IM-0115-0001.jpeg"}
+    for rel in copies:
+        assert (out.rejected[rel]["reason"], out.rejected[rel]["detail"]) == (
+            "class folders disagree",
+            "the same bytes in several class folders: " + "; ".join(sorted(copies)),
+        )
+    assert set(out.rows) == set(fixture.expected) - copies
+
+
+def test_a_file_that_cannot_be_compared_with_its_copy_does_not_stop_the_dataset(tmp_path, monkeypatch):
+    # the nested copy is compared byte for byte with the tree read; one OSError (EIO) was a traceback
+    import filecmp
+
+    fixture = pneumonia.build(tmp_path / "data")
+    cmp = filecmp.cmp
+
+    def failing(a, b, shallow=True):
+        if str(a).endswith("person23_bacteria_76.jpeg"):
+            raise OSError(5, "Input/output error")
+        return cmp(a, b, shallow=shallow)
+
+    monkeypatch.setattr(filecmp, "cmp", failing)
+    out = prepare(
+        tmp_path, "pneu", {"source": "path", "adapter": "chest_xray_pneumonia", "path": str(fixture.root)}
+    )
+    assert set(out.rows) == set(fixture.expected)
+    nested = "chest_xray/chest_xray/train/PNEUMONIA/person23_bacteria_76.jpeg"
+    assert (out.rejected[nested]["reason"], out.rejected[nested]["detail"]) == (
+        "copy: cannot be compared",
+        f"Input/output error comparing it with {fixture.root / 'chest_xray/train/PNEUMONIA/person23_bacteria_76.jpeg'}",
+    )

@@ -35,6 +35,22 @@ def test_oai_rows_labels_patients_sides_and_split(tmp_path):
     assert out.rows["train/0/9001695L.png"]["study_id"] == "9001695L"
 
 
+def test_oai_the_same_image_under_two_grades_is_rejected_not_kept_twice(tmp_path):
+    # the audit: both copies were kept, one as KL0 and one as KL3 (the texts differ, so prepare saw no duplicate)
+    fixture = knee.build_oai(tmp_path / "oai")
+    tree = fixture.root / "KneeXrayData"
+    (tree / "train" / "3").mkdir()
+    shutil.copy(tree / "train" / "0" / "9001695L.png", tree / "train" / "3" / "9001695L.png")
+    out = prepare(tmp_path, "knee", {"source": "path", "adapter": "knee_kl_oai", "path": str(fixture.root)})
+    copies = {"train/0/9001695L.png", "train/3/9001695L.png"}
+    assert set(out.rows) == set(knee.OAI) - copies
+    for rel in copies:
+        assert (out.rejected[rel]["reason"], out.rejected[rel]["detail"]) == (
+            "grade folders disagree",
+            "the same bytes in several class folders: train/0/9001695L.png; train/3/9001695L.png",
+        )
+
+
 def test_mendeley_keeps_one_row_per_image_and_rejects_duplicates_and_disagreements(tmp_path):
     fixture = knee.build_mendeley(tmp_path / "m")
     out = prepare(
@@ -153,3 +169,39 @@ def test_mendeley_files_that_are_not_images_of_a_grade_folder_are_rejected(tmp_p
     )
     assert out.rejected[f"{knee.BASE}/MedicalExpert-I/loose.png"]["reason"] == "not in a grade folder"
     assert out.summary.read == len(knee.MENDELEY) + 3
+
+
+def test_mendeley_images_outside_the_expert_folders_are_rejected_not_skipped(tmp_path):
+    # the audit: a folder renamed "Medical Expert 1" was never read and none of its images was counted
+    fixture = knee.build_mendeley(tmp_path / "m")
+    base = fixture.root / knee.BASE
+    (base / "MedicalExpert-I").rename(base / "Medical Expert 1")
+    (base / "notes.txt").write_text("grades by two experts")
+    out = prepare(
+        tmp_path, "knee", {"source": "path", "adapter": "knee_kl_mendeley", "path": str(fixture.root)}
+    )
+    renamed = {rel.replace("MedicalExpert-I/", "Medical Expert 1/") for rel in knee.MENDELEY if "-I/" in rel}
+    outside = {k for k, r in out.rejected.items() if r["reason"] == "not in a MedicalExpert folder"}
+    assert outside == {f"{knee.BASE}/{rel}" for rel in renamed}
+    assert out.summary.read == len(knee.MENDELEY)
+
+
+def test_a_file_that_cannot_be_read_while_grouping_does_not_stop_the_dataset(tmp_path, monkeypatch):
+    # hashing for the duplicate check opened every file; one OSError (EIO) was a traceback for the whole set
+    from medlens.data.sources import folders
+
+    fixture = knee.build_mendeley(tmp_path / "m")
+
+    def failing(path, *args, **kwargs):
+        if str(path).endswith("SevereG4 (1).png"):
+            raise OSError(5, "Input/output error")
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(folders, "open", failing, raising=False)
+    out = prepare(
+        tmp_path, "knee", {"source": "path", "adapter": "knee_kl_mendeley", "path": str(fixture.root)}
+    )
+    assert out.summary.read == len(knee.MENDELEY)
+    assert out.rows[f"{knee.BASE}/MedicalExpert-I/4Severe/SevereG4 (1).png"]["meta"]["sha1"].startswith(
+        "unreadable:"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -11,6 +13,7 @@ from helpers.sources.run import prepare
 from medlens.config import SplitConfig
 from medlens.data.sources.mimic_cxr import parse_study_time, report_text
 from medlens.data.split import split_pairs
+from medlens.errors import DataError
 
 
 def run(tmp_path, **settings):
@@ -108,6 +111,8 @@ def test_report_sections_as_mit_lcp_names_them():
         ("5.0", "00:00:05"),
         ("", None),
         ("256000", None),
+        ("inf", None),  # was an OverflowError that stopped the dataset
+        ("1e400", None),
     ],
 )
 def test_parse_study_time(raw, expected):
@@ -143,3 +148,105 @@ def test_repeated_split_and_label_rows_conflicting_are_rejected_identical_are_re
     assert set(out.rows) == {D3, D4, D6}
     assert out.rows[D4]["meta"]["official_split"] == "val" and out.rows[D3]["labels"] == ["No Finding"]
     assert out.summary.read == len(mimic.IMAGES)
+
+
+def test_an_unusable_label_or_split_row_rejects_its_images_instead_of_leaving_them_unlabelled(tmp_path):
+    # the audit: a Latin-1 byte in a chexpert row only logged a warning, and the study's two images were kept
+    # with no labels at all (read as negative for every finding); a split row with a field lost, without split
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    labels_csv = fixture.root / "mimic-cxr-2.0.0-chexpert.csv"
+    split_csv = fixture.root / "mimic-cxr-2.0.0-split.csv"
+    labels_csv.write_bytes(labels_csv.read_bytes().replace(b",1.0,", b",1.0\xe9,", 1))
+    split_csv.write_text(
+        split_csv.read_text().replace(f"{D4},57375967,10000764,validate", f"{D4},57375967,val")
+    )
+    out = prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)})
+    assert {k: r["reason"] for k, r in out.rejected.items()} == {
+        D1: "label row unusable",
+        D2: "label row unusable",
+        D4: "split row unusable",
+    }
+    assert out.rejected[D1]["detail"].startswith(f"{labels_csv}:2: non-UTF-8 bytes in row (")
+    assert out.rejected[D4]["detail"] == f"{split_csv}:5: malformed row (3 fields; the header has 4)"
+    assert set(out.rows) == {D3, D5, D6}
+
+
+def test_a_report_that_is_not_utf8_is_rejected_not_kept_with_replacement_characters(tmp_path):
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    report = next(fixture.root.rglob("s57375967.txt"))
+    report.write_bytes(report.read_bytes().replace(b"Moderate", b"Mod\xe9rate"))
+    offset = report.read_bytes().index(b"\xe9")
+    out = prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        D4: ("report not UTF-8", f"{report}: byte b'\\xe9' at offset {offset}")
+    }
+
+
+def test_a_missing_label_column_is_an_error_naming_it(tmp_path):
+    # the audit: with `Edema` gone from the chexpert table, every image was read as without edema
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    labels_csv = fixture.root / "mimic-cxr-2.0.0-chexpert.csv"
+    rows = [line.split(",") for line in labels_csv.read_text().splitlines()]
+    where = rows[0].index("Edema")
+    labels_csv.write_text("\n".join(",".join(r[:where] + r[where + 1 :]) for r in rows) + "\n")
+    with pytest.raises(
+        DataError, match=r"chexpert\.csv: row 1: missing label column 'Edema'; expected a column"
+    ):
+        prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)})
+
+
+def test_ids_re_saved_as_floats_still_join_the_label_table(tmp_path):
+    # the audit: a chexpert table re-saved through pandas writes study_id 50414267.0, which matched no image,
+    # so every study was kept without labels (and only "labelled: false" said so)
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    settings = {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)}
+    expected = prepare(tmp_path / "before", "mimic", settings).rows
+    labels_csv = fixture.root / "mimic-cxr-2.0.0-chexpert.csv"
+    header, *rows = labels_csv.read_text().splitlines()
+    rows = [",".join(f"{c}.0" if i < 2 else c for i, c in enumerate(r.split(","))) for r in rows]
+    labels_csv.write_text("\n".join([header, *rows]) + "\n")
+    out = prepare(tmp_path / "after", "mimic", settings)
+    assert set(out.rows) == set(expected)
+    for dicom, row in expected.items():
+        assert out.rows[dicom]["labels"] == row["labels"], dicom
+        assert out.rows[dicom]["meta"]["labelled"] == row["meta"]["labelled"], dicom
+    assert any(row["labels"] for row in expected.values())
+
+
+def test_label_and_split_rows_no_image_has_are_named_in_a_warning(tmp_path, caplog):
+    # a split or label table mentioning a study the metadata lacks was ignored without a word
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    with open(fixture.root / "mimic-cxr-2.0.0-split.csv", "a") as f:
+        f.write("ffffffff-12345678-9abcdef0-0fedcba9-87654321,59999999,19999999,train\n")
+    with open(fixture.root / "mimic-cxr-2.0.0-chexpert.csv", "a") as f:
+        f.write("19999999,59999999" + ",1.0" * 14 + "\n")
+    with caplog.at_level("WARNING", logger="medlens.data.sources.mimic_cxr"):
+        out = prepare(
+            tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)}
+        )
+    assert out.summary.read == len(mimic.IMAGES)
+    warned = [r.getMessage() for r in caplog.records]
+    assert any(
+        "chexpert.csv: 1 rows name a study_id that is in no row of" in m and "59999999" in m for m in warned
+    )
+    assert any(
+        "split.csv: 1 rows name a dicom_id that is in no row of" in m and "ffffffff-" in m for m in warned
+    )
+
+
+def test_a_report_that_cannot_be_read_rejects_its_images_and_the_rest_go_on(tmp_path, monkeypatch):
+    # an OSError (EIO on a network disk) from one report file stopped the whole dataset
+    fixture = mimic.build(tmp_path / "mimic", gzipped=False)
+    report = next(fixture.root.rglob("s57375967.txt"))
+    read_bytes = Path.read_bytes
+
+    def failing(self):
+        if self == report:
+            raise OSError(5, "Input/output error")
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    out = prepare(tmp_path, "mimic", {"source": "path", "adapter": "mimic_cxr", "path": str(fixture.root)})
+    assert {k: (r["reason"], r["detail"]) for k, r in out.rejected.items()} == {
+        D4: ("report unreadable", f"{report}: cannot be read (OSError: Input/output error)")
+    }

@@ -25,6 +25,17 @@ def test_bom_trailing_commas_blank_lines_and_gzip_are_read(tmp_path):
         ]
 
 
+def test_rows_of_bare_commas_a_spreadsheet_leaves_are_not_records(tmp_path):
+    # Excel saves the empty rows below a table as ",,"; each was a rejected row ("malformed row: 1 field" or an
+    # empty id), noise that hid the real rejections
+    (tmp_path / "t.csv").write_text("a,b,c\r\n1,2,3\r\n,,\r\n,\r\n , ,\r\n4,5,6\r\n,,\r\n")
+    rows = list(R.CsvTable(tmp_path / "t.csv"))
+    assert [(r.line, r.values, r.problem) for r in rows] == [
+        (2, {"a": "1", "b": "2", "c": "3"}, None),
+        (6, {"a": "4", "b": "5", "c": "6"}, None),
+    ]
+
+
 def test_a_row_with_too_many_fields_is_a_row_problem(tmp_path):
     (tmp_path / "t.csv").write_text('a,b\n1,2\n3,"x, y",extra\n5,6\n')
     rows = list(R.CsvTable(tmp_path / "t.csv"))
@@ -57,6 +68,16 @@ def test_json_syntax_error_names_line_and_column(tmp_path):
         R.read_json_file(tmp_path / "a.json")
 
 
+@pytest.mark.parametrize(
+    "text", ['[{"qid": ' + "9" * 5000 + "}]", "[" * 100_000 + "]" * 100_000], ids=["huge-int", "deep"]
+)
+def test_json_python_cannot_hold_is_a_data_error_naming_the_file(tmp_path, text):
+    # valid JSON all the same, so json raised ValueError / RecursionError, not JSONDecodeError: a bare traceback
+    (tmp_path / "a.json").write_text(text)
+    with pytest.raises(DataError, match=r"a\.json: cannot be parsed \((ValueError|RecursionError): "):
+        R.read_json_file(tmp_path / "a.json")
+
+
 def test_find_file_prefers_the_shallowest_and_skips_junk(tmp_path):
     (tmp_path / "x" / "y").mkdir(parents=True)
     (tmp_path / "__MACOSX").mkdir()
@@ -79,6 +100,32 @@ def test_index_files_keeps_the_shallowest_copy(tmp_path):
         "a.png": tmp_path / "images_001/images/a.png",
         "b.PNG": tmp_path / "images_002/images/b.PNG",
     }
+
+
+def test_index_files_lists_names_whose_copies_differ(tmp_path):
+    for rel, data in (("p1/a.png", b"x"), ("p1/p1/a.png", b"x"), ("p2/b.png", b"y"), ("p3/deep/b.png", b"z")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    index = R.index_files(tmp_path, (".png",))
+    assert index["b.png"] == tmp_path / "p2/b.png" and index.ambiguous("a.png") is None  # a.png: same bytes
+    assert index.ambiguous("b.png") == (
+        "several different files with this name",
+        f"{tmp_path / 'p2/b.png'}; {tmp_path / 'p3/deep/b.png'}",
+    )
+
+
+def test_index_files_takes_copies_it_cannot_compare_as_differing(tmp_path, monkeypatch):
+    # an OSError (EIO) while comparing two copies stopped the whole dataset; which copy a row means is unknown
+    for rel in ("p1/a.png", "p2/deep/a.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+
+    def failing(a, b, shallow=True):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(R.filecmp, "cmp", failing)
+    index = R.index_files(tmp_path, (".png",))
+    assert index.ambiguous("a.png")[0] == "several different files with this name"
 
 
 def test_a_label_map_pointing_outside_its_vocabulary_is_a_config_error(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from helpers.sources.run import prepare
 from medlens.config import ChatConfig, SplitConfig
 from medlens.data.chat_format import IMAGE_TOKEN, convert_to_chat, read_chat
 from medlens.data.split import split_pairs
+from medlens.errors import DataError
 
 
 def run(tmp_path, **settings):
@@ -62,6 +63,20 @@ def test_malformed_question_record_is_a_rejected_row(tmp_path):
     assert out.rejected["train[1]"]["reason"] == "malformed entry"
     assert out.rejected["train[1]"]["detail"] == "field 'qid' is '1'; expected int"
     assert out.rejected["train[1]"]["source_ref"].endswith("train.json:[1]")
+
+
+@pytest.mark.parametrize("modality", ["PET", None, ""])
+def test_a_modality_outside_ct_mri_and_x_ray_is_a_rejected_row(tmp_path, modality):
+    # the audit: "PET" was kept as modality "pet" (decoded in colour), null as "none"
+    splits = json.loads(json.dumps(slake.SPLITS))
+    splits["train"][0]["modality"] = modality
+    fixture = slake.build(tmp_path / "data", splits=splits)
+    out = prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root)})
+    assert (out.rejected["0"]["reason"], out.rejected["0"]["detail"]) == (
+        "unknown modality",
+        f"{modality!r}; expected CT, MRI or X-Ray",
+    )
+    assert set(out.rows) == slake.ENGLISH - {"0"}
 
 
 def test_vqa_rows_become_question_answer_turns_that_load_back_without_images_crossing_splits(tmp_path):
@@ -126,3 +141,28 @@ def test_an_image_path_leaving_the_dataset_folder_is_a_rejected_row(tmp_path):
     assert set(out.rows) == slake.ENGLISH - {"1"}
     allowed = prepare(tmp_path, "slake", {**settings, "allow_outside_paths": True})
     assert "1" in allowed.rows
+
+
+def test_validate_and_validation_json_that_differ_are_an_error_naming_both(tmp_path):
+    # the zip's validate.json beside the mirror's validation.json: validation.json was never read, unsaid
+    fixture = slake.build(tmp_path / "data")
+    base = fixture.root / "Slake1.0"
+    (base / "validation.json").write_text(json.dumps(slake.SPLITS["val"][:0]))
+    with pytest.raises(DataError, match=r"Slake1\.0: validate\.json and validation\.json both hold the val "):
+        prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root)})
+    (base / "validation.json").write_bytes((base / "validate.json").read_bytes())  # the same file twice: fine
+    out = prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root)})
+    assert set(out.rows) == slake.ENGLISH
+
+
+def test_an_img_id_that_is_not_the_img_name_folder_is_a_rejected_row(tmp_path):
+    # img_id groups the splits; img_name is the image read: disagreeing, one image could sit in two splits
+    splits = json.loads(json.dumps(slake.SPLITS))
+    splits["test"][0]["img_id"] = 102  # its img_name is xmlab1/source.jpg
+    fixture = slake.build(tmp_path / "data", splits=splits)
+    out = prepare(tmp_path, "slake", {"source": "path", "adapter": "slake", "path": str(fixture.root)})
+    assert (out.rejected["5"]["reason"], out.rejected["5"]["detail"]) == (
+        "malformed entry",
+        "img_id 102 but img_name 'xmlab1/source.jpg'; expected the same N",
+    )
+    assert set(out.rows) == slake.ENGLISH - {"5"}
