@@ -50,7 +50,8 @@ def test_no_rule_or_module_but_the_layout_spells_a_results_path():
 
 @pytest.mark.parametrize("template", EXPERIMENT_TEMPLATES)
 def test_an_output_found_on_disk_leads_back_to_its_experiment_and_its_siblings(tmp_path, template):
-    template = template.replace("{stage}", "encoder")  # a template with a second wildcard, filled in
+    # a template with a second wildcard, filled in
+    template = template.replace("{stage}", "encoder").replace("{dataset}", "nih14")
     exp = tmp_path / "elsewhere" / "results" / "demo"
     path = layout.in_experiment(exp, template)
     assert path == tmp_path / "elsewhere" / Path(template.format(experiment="demo"))

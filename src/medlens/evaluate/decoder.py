@@ -33,9 +33,9 @@ from medlens.evaluate.modality import (
     multiclass_scores,
     ordinal_scores,
     rows_of_class,
-    vqa_scores,
 )
 from medlens.evaluate.text_metrics import corpus_text_metrics
+from medlens.evaluate.vqa import vqa_scores
 from medlens.io import atomic_path, write_json
 
 __all__ = ["evaluate_decoder", "score_generations"]

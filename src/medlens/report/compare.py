@@ -9,6 +9,8 @@ generation; the field's metrics from ``eval/report_metric_scores.csv``. Each dif
 the shared resamples and whether that interval excludes zero.
 """
 
+# long: one comparator per family of metrics (encoder, clinical, text, modality, VQA, the field's), sharing
+# the readers of the experiments' per-row outputs and the rule for when two experiments can be paired
 from __future__ import annotations
 
 import csv
@@ -302,8 +304,8 @@ def _vqa(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> d
     """SLAKE's closed and open accuracy and open recall of both experiments' answers to the same questions."""
     import json
 
-    from medlens.evaluate.modality import exact_and_recall
     from medlens.evaluate.paired import paired_mean_difference
+    from medlens.evaluate.vqa import exact_and_recall
 
     answers = [_reports_of(e, lambda g: g["text_source"] == "vqa") for e in (a, b)]
     if any(r is None for r in answers):

@@ -11,10 +11,9 @@ from medlens.evaluate.modality import (
     MODALITY_TASKS,
     label_from_text,
     multiclass_scores,
-    normalize_answer,
     ordinal_scores,
-    vqa_scores,
 )
+from medlens.evaluate.vqa import normalize_answer, vqa_scores
 
 
 @pytest.mark.parametrize("modality", ["knee_xray", "dermatology"])
