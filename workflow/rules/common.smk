@@ -346,6 +346,13 @@ def stage_resources(stage, key, at_most=None):
     return get
 
 
+# SLURM sends SIGTERM 10 min before a training job's time limit: training finishes its step, checkpoints and
+# stops, and the retry resumes. TERM, not USR1: the Snakemake process that runs the rule inside the job exits at
+# once on USR1 and takes the job down. Declared by the rules, not the profile: a --set-resources on the command
+# line replaces the profile's whole set-resources, and the signal would be lost with it.
+TRAINING_SLURM_EXTRA = "--signal=TERM@600"
+
+
 # ----------------------------------------------------------------------------- targets
 
 
