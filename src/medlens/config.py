@@ -45,6 +45,7 @@ __all__ = [
     "dig",
     "load_yaml",
     "load_experiment",
+    "check_trackers",
     "resolve_preset",
     "validate_against_schema",
     "PRESETS_DIR",
@@ -199,6 +200,13 @@ class ResourcesConfig:
 
 # trackers both accelerate (the encoder's loop) and the Hugging Face Trainer (the decoders) report to
 Tracker = Literal["none", "tensorboard", "wandb", "mlflow", "comet_ml"]
+# the modules either library imports for a tracker (any one will do); the first is the package to install
+TRACKER_MODULES = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "mlflow": ("mlflow",),
+    "comet_ml": ("comet_ml",),
+}
 
 
 @dataclass(frozen=True)
@@ -955,6 +963,7 @@ def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) 
     for kind in ("encoder", "decoder"):
         data[kind] = resolve_preset(kind, data.get(kind, {}), source=str(path))
     cfg = from_dict(ExperimentConfig, data, source=str(path))
+    check_trackers(cfg, source=str(path))
     if schema_path is not None:  # the presets' values keep the bounds too
         validate_against_schema(
             json.loads(json.dumps(to_dict(cfg), default=str)),
@@ -962,6 +971,33 @@ def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) 
             source=f"{path} (with its presets)",
         )
     return cfg
+
+
+def check_trackers(cfg: ExperimentConfig, *, source: str) -> None:
+    """Every tracker in a trained stage's ``report_to`` must be installed.
+
+    Without its package accelerate drops the encoder's curves with a warning, and the decoder's Trainer stops
+    after its model has loaded (minutes into a GPU job).
+
+    Raises:
+        ConfigError: naming the key and the package to install.
+    """
+    import importlib.util
+
+    stages = {"encoder": ("encoder.report_to", cfg.encoder.report_to)}
+    stages["decoder"] = ("decoder.trainer.report_to", cfg.decoder.trainer.report_to)
+    for stage in cfg.stages:
+        key, trackers = stages[stage]
+        for i, tracker in enumerate(trackers):
+            modules = TRACKER_MODULES.get(tracker, ())
+            if modules and not any(importlib.util.find_spec(m) for m in modules):
+                raise ConfigError(
+                    f"the tracker '{tracker}' is not installed",
+                    file=source,
+                    key=f"{key}[{i}]",
+                    expected=f"its package in the environment Snakemake and its jobs run in (pip install "
+                    f"{modules[0]}), or another tracker ({', '.join(typing.get_args(Tracker))})",
+                )
 
 
 def load_pipeline(data: dict[str, Any], *, source: str = "config/config.yaml") -> PipelineConfig:

@@ -522,3 +522,39 @@ def test_an_encoder_run_needs_a_length(repo, tmp_path):
         ConfigError, match=r"encoder\.max_steps: neither max_steps nor num_train_epochs is set"
     ):
         _load(repo, tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    "stages, section, key",
+    [
+        (["encoder", "decoder"], "encoder", "encoder.report_to[1]"),
+        (["encoder", "decoder"], "decoder.trainer", "decoder.trainer.report_to[1]"),
+    ],
+    ids=["encoder", "decoder"],
+)
+def test_a_tracker_whose_package_is_missing_is_refused_when_the_config_is_read(
+    repo, tmp_path, monkeypatch, stages, section, key
+):
+    # without it accelerate drops the encoder's curves, and the Trainer stops after the model has loaded
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "wandb" else find_spec(name)
+    )
+    data = _tiny(repo)
+    data["stages"] = stages
+    target = data["decoder"]["trainer"] if section == "decoder.trainer" else data["encoder"]
+    target["report_to"] = ["tensorboard", "wandb"]
+    with pytest.raises(ConfigError) as e:
+        _load(repo, tmp_path, data)
+    assert str(e.value).startswith(f"{tmp_path / 'exp.yaml'}: {key}: the tracker 'wandb' is not installed")
+    assert "pip install wandb" in str(e.value)
+    # a stage the experiment does not train is not checked; installed trackers pass
+    data["stages"] = ["decoder" if section == "encoder" else "encoder"]
+    data["decoder"]["init_from_encoder"] = False
+    data["evaluate"]["external_datasets"] = []
+    _load(repo, tmp_path, data)
+    target["report_to"] = ["tensorboard"]
+    data["stages"] = stages
+    _load(repo, tmp_path, data)
