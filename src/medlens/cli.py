@@ -336,6 +336,7 @@ def _export(args: argparse.Namespace) -> int:
     from medlens.inference import resolve_preprocessing
     from medlens.inference.export import DEFAULT_ATOL, DEFAULT_OPSET, METRICS_EXPECTED, export_onnx
     from medlens.inference.predict import zero_shot_setup
+    from medlens.models.encoders import check_encoder_folder
 
     check_output(args.out, folder=True, overwrite=args.overwrite, protect=[args.model])
     if args.metrics is not None and not args.metrics.is_file():
@@ -344,6 +345,12 @@ def _export(args: argparse.Namespace) -> int:
         read_json(args.metrics, expected=METRICS_EXPECTED)
     if args.format == "hub":
         return _export_hub(args)
+    try:  # first: a decoder folder would otherwise be told it records no zero-shot labels
+        check_encoder_folder(args.model)
+    except ConfigError as e:
+        raise ConfigError(
+            e.problem, key="--model", expected=f"{e.expected}; --format hub copies any model folder"
+        ) from e
     labels, templates = zero_shot_setup(args.model, args.labels, args.prompts)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
     record = export_onnx(

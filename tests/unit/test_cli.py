@@ -232,3 +232,18 @@ def test_a_hub_export_without_metrics_is_a_usage_error(experiment, tmp_path, cap
     ]
     assert cli.main(argv) == cli.EXIT_USAGE
     assert "--metrics: " in capsys.readouterr().err and not (tmp_path / "hub").exists()
+
+
+def test_an_onnx_export_of_a_decoder_folder_says_it_is_not_an_encoder(tmp_path, capsys):
+    # was: "records no zero-shot labels", or with --labels "no prompts for ..."
+    decoder = tmp_path / "decoder"
+    decoder.mkdir()
+    (decoder / "config.json").write_text('{"model_type": "medlens_captioner"}')
+    (decoder / "model.safetensors").write_bytes(b"")
+    (decoder / "medlens.json").write_text('{"kind": "captioner"}')
+    for extra in ([], ["--labels", "Cardiomegaly"]):
+        argv = ["export", "--model", str(decoder), "--out", str(tmp_path / "onnx"), *extra]
+        assert cli.main(argv) == cli.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert f"--model: '{decoder}' is not an encoder folder" in err and "--format hub" in err
+    assert not (tmp_path / "onnx").exists()
