@@ -78,9 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         "2 for usage errors",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and library warnings")
+    # -v after the command too (`medlens generate -v ...`); SUPPRESS keeps a -v given before it
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log progress and library warnings",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("generate", help="write a report for each image with a trained decoder")
+    p = sub.add_parser(
+        "generate", parents=[verbose], help="write a report for each image with a trained decoder"
+    )
     p.add_argument("--model", type=Path, required=True, help="decoder folder, results/<experiment>/decoder")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/16-bit/TIFF/DICOM files")
     p.add_argument("--num-beams", type=_positive_int, help="beam width; 1 is greedy")
@@ -90,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(p)
     _add_preprocessing(p)
 
-    p = sub.add_parser("classify", help="zero-shot probability of each label for each image")
+    p = sub.add_parser(
+        "classify", parents=[verbose], help="zero-shot probability of each label for each image"
+    )
     p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/16-bit/TIFF/DICOM files")
     p.add_argument(
@@ -104,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(p)
     _add_preprocessing(p)
 
-    p = sub.add_parser("embed", help="write image (and text) embeddings to a parquet file")
+    p = sub.add_parser("embed", parents=[verbose], help="write image (and text) embeddings to a parquet file")
     p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
     p.add_argument(
         "--images",
@@ -119,11 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="store_true", help="also embed the manifest's 'text' column")
     _add_preprocessing(p)
 
-    p = sub.add_parser("info", help="summarise what an experiment produced")
+    p = sub.add_parser("info", parents=[verbose], help="summarise what an experiment produced")
     p.add_argument("experiment", type=Path, metavar="EXPERIMENT", help="results/<experiment>")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
 
-    p = sub.add_parser("export", help="encoder towers as ONNX, or a model folder to share (--format hub)")
+    p = sub.add_parser(
+        "export", parents=[verbose], help="encoder towers as ONNX, or a model folder to share (--format hub)"
+    )
     p.add_argument("--model", type=Path, required=True, help="model folder, results/<experiment>/<stage>")
     p.add_argument("--format", choices=("onnx", "hub"), default="onnx", help="onnx (an encoder) or hub")
     p.add_argument(

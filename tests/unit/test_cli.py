@@ -247,3 +247,20 @@ def test_an_onnx_export_of_a_decoder_folder_says_it_is_not_an_encoder(tmp_path, 
         err = capsys.readouterr().err
         assert f"--model: '{decoder}' is not an encoder folder" in err and "--format hub" in err
     assert not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, verbose",
+    [
+        (["-v", "info", "{exp}"], True),
+        (["info", "{exp}", "-v"], True),  # was: "unrecognized arguments: -v", exit 2
+        (["info", "--verbose", "{exp}"], True),
+        (["--verbose", "info", "-v", "{exp}"], True),
+        (["info", "{exp}"], False),
+    ],
+)
+def test_verbose_is_accepted_before_and_after_the_command(experiment, monkeypatch, capsys, argv, verbose):
+    seen = []
+    monkeypatch.setattr(cli, "_setup_logging", seen.append)
+    assert cli.main([a.format(exp=experiment) for a in argv]) == cli.EXIT_OK
+    assert seen == [verbose]
