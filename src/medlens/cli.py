@@ -97,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-beams", type=_positive_int, help="beam width; 1 is greedy")
     p.add_argument("--max-new-tokens", type=_positive_int, help="longest report, in tokens")
     p.add_argument("--repetition-penalty", type=_positive_float, help=">1 discourages repeated tokens")
-    p.add_argument("--prompt", help="user turn for VLM decoders (default: the one they were trained with)")
+    p.add_argument(
+        "--prompt",
+        help="user turn for VLM decoders (default: the one they were trained with); a captioner takes none",
+    )
     _add_output(p)
     _add_preprocessing(p)
 
@@ -261,6 +264,13 @@ def _generate(args: argparse.Namespace) -> int:
         repetition_penalty=args.repetition_penalty,
     )
     generator = load_generator(args.model)
+    if args.prompt is not None and not getattr(generator, "reads_prompts", True):
+        # a captioner writes its report from the image alone: a prompt would be dropped without a word
+        raise ConfigError(
+            f"'{args.model}' is a captioner, which takes no prompt",
+            key="--prompt",
+            expected="no --prompt for this model (it is for VLM decoders)",
+        )
     items = list_images(args.images)
     ood = _decoder_ood(args.model, generator, items, prep, args.batch_size)
     records, failures = generate_reports(

@@ -264,3 +264,17 @@ def test_verbose_is_accepted_before_and_after_the_command(experiment, monkeypatc
     monkeypatch.setattr(cli, "_setup_logging", seen.append)
     assert cli.main([a.format(exp=experiment) for a in argv]) == cli.EXIT_OK
     assert seen == [verbose]
+
+
+def test_a_prompt_for_a_captioner_is_a_usage_error_not_silently_dropped(
+    experiment, image, monkeypatch, capsys
+):
+    captioner = RecordingGenerator()
+    captioner.reads_prompts = False
+    monkeypatch.setattr("medlens.models.generator.load_generator", lambda path: captioner)
+    argv = ["generate", "--model", str(experiment / "decoder"), str(image)]
+    assert cli.main([*argv, "--prompt", "Findings?"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--prompt: " in err and "is a captioner, which takes no prompt" in err
+    assert captioner.calls == []
+    assert cli.main(argv) == cli.EXIT_OK and len(captioner.calls) == 1  # its own report, no prompt asked
