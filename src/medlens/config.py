@@ -9,9 +9,11 @@ Snakefile imports this module while it builds the DAG (a dry run must stay fast)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ __all__ = [
     "check_trackers",
     "resolve_preset",
     "validate_against_schema",
+    "naming_the_layer",
     "PRESETS_DIR",
     "FINDINGS",
 ]
@@ -907,6 +910,43 @@ def validate_against_schema(data: dict[str, Any], schema_path: str | Path, *, so
         "minLength": "a non-empty string",
     }.get(str(err.validator))
     raise ConfigError(err.message, file=source, key=key or None, expected=expected)
+
+
+def _sets(data: Any, parts: list[str]) -> bool:
+    """Whether the mapping ``data`` sets the value at the key path ``parts``, or a list or value holding it."""
+    node = data
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return i > 0  # a list or value set whole holds the rest of the key
+        if part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _layer_setting(key: str, layers: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """The name of the last layer that sets the dotted ``key`` (``a.b[0]``, ``a.b.0``), or None."""
+    parts = [re.sub(r"\[\d+\]$", "", part) for part in key.split(".")]
+    return next((name for name, data in reversed(layers) if _sets(data, parts)), None)
+
+
+@contextlib.contextmanager
+def naming_the_layer(layers: list[tuple[str, dict[str, Any]]]):
+    """Re-raise a ConfigError about the merged config naming the layer that set its key.
+
+    Args:
+        layers: ``(name, data)`` in the order they override each other: the config files, then ``--config``
+            (Snakemake merges them into one dict, so an error would otherwise name the last file whatever
+            set the bad key).
+    """
+    try:
+        yield
+    except ConfigError as e:
+        names = {name for name, _ in layers}
+        source = _layer_setting(e.key, layers) if e.key and e.file in names else None
+        if source is None or source == e.file:
+            raise
+        raise ConfigError(e.problem, file=source, key=e.key, expected=e.expected) from e
 
 
 def resolve_preset(

@@ -558,3 +558,26 @@ def test_a_tracker_whose_package_is_missing_is_refused_when_the_config_is_read(
     target["report_to"] = ["tensorboard"]
     data["stages"] = stages
     _load(repo, tmp_path, data)
+
+
+def test_an_error_about_the_merged_config_names_the_layer_that_set_the_key():
+    layers = [
+        ("config/config.yaml", {"run": ["demo"], "datasets": {"a": {"source": "path", "path": "/x"}}}),
+        ("site.yaml", {"datasets": {"a": {"path": "/y"}, "b": {"languages": ["en"]}}}),
+        ("--config", {"run": ["dmeo"], "datasets": {"a": {"store_sise": 3}}}),
+    ]
+
+    def blamed(key, file="site.yaml"):
+        with pytest.raises(ConfigError) as e, C.naming_the_layer(layers):
+            raise ConfigError("bad", file=file, key=key, expected="good")
+        return e.value.file
+
+    assert blamed("run") == "--config"
+    assert blamed("datasets.a.store_sise") == "--config"
+    assert blamed("datasets.a.path") == "site.yaml"
+    assert blamed("datasets.a.source") == "config/config.yaml"
+    assert blamed("datasets.b.languages[0]") == blamed("datasets.b.languages.0") == "site.yaml"
+    assert blamed("datasets.c.source") == "site.yaml"  # set by no layer: the file the error named
+    assert blamed("run", file="experiments/x.yaml") == "experiments/x.yaml"  # not a layer: untouched
+    with pytest.raises(ConfigError, match=r"^--config: run: bad; expected good$"), C.naming_the_layer(layers):
+        raise ConfigError("bad", file="site.yaml", key="run", expected="good")

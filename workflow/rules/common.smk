@@ -3,13 +3,20 @@
 from functools import cache
 
 from medlens import layout
-from medlens.config import ExperimentConfig, load_experiment, load_pipeline, to_dict
+from medlens.config import (
+    ExperimentConfig,
+    load_experiment,
+    load_pipeline,
+    naming_the_layer,
+    to_dict,
+)
 from medlens.data.access import dataset_problems
 from medlens.models.prefetch import needs_prefetch, scored_metrics
 from medlens.errors import ConfigError
 
 EXPERIMENT_SCHEMA = SCHEMAS / "experiment.schema.yaml"
-PIPELINE = load_pipeline(config, source=CONFIG_FILE)
+with naming_the_layer(CONFIG_LAYERS):
+    PIPELINE = load_pipeline(config, source=CONFIG_FILE)
 EXPERIMENTS_DIR = Path(PIPELINE.experiments_dir)
 
 
@@ -60,8 +67,9 @@ def experiment(name) -> ExperimentConfig:
 
 # Validate every experiment that will run before any job starts.
 RUN = list(PIPELINE.run)
-for _name in RUN:
-    experiment(_name)
+with naming_the_layer(CONFIG_LAYERS):  # `run` and dataset paths may come from --config
+    for _name in RUN:
+        experiment(_name)
 
 
 wildcard_constraints:
