@@ -1,5 +1,6 @@
 # Helpers only (no rules): configuration loading and validation, wildcard constraints,
 # input functions get_<thing>, params functions <stage>_params, and final_outputs().
+import re
 from functools import cache
 
 from medlens import layout
@@ -371,3 +372,25 @@ def final_outputs():
 # the experiments whose page only the report_experiment rule writes (the report rule writes those in `run`);
 # a pattern that matches no name when every experiment runs
 NOT_IN_RUN = "|".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.stem not in RUN)) or "(?!)"
+
+
+def unknown_experiment(wildcards):
+    """Stops the DAG at a path asked for in an experiment that has no file, naming the ones there are (Snakemake
+    would only say that no rule produces it)."""
+    known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    raise ConfigError(
+        f"no experiment '{wildcards.folder}' (asked for by {layout.IN_A_FOLDER.format(**wildcards)})",
+        file=str(EXPERIMENTS_DIR),
+        expected=f"one of {', '.join(known)} (a <name>.yaml there)",
+    )
+
+
+# a folder of results/ that is neither an experiment nor one of the shared ones (layout.SHARED_FOLDERS)
+UNKNOWN_EXPERIMENT = (
+    "(?!(?:"
+    + "|".join(
+        re.escape(name)
+        for name in sorted({p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")} | set(layout.SHARED_FOLDERS))
+    )
+    + ")/)[^/]+"
+)
