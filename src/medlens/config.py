@@ -104,12 +104,31 @@ class SyntheticConfig:
     )
 
 
+# the dataset adapters (medlens.data.sources registers them; a test compares): named here so that an unknown one
+# is refused when the config is read, without importing the adapters (PIL, numpy) while the DAG is built
+AdapterName = Literal[
+    "chest_xray_pneumonia",
+    "chexpert",
+    "iu_xray",
+    "iu_xray_r2gen",
+    "knee_kl_mendeley",
+    "knee_kl_oai",
+    "manifest",
+    "mimic_cxr",
+    "nih_chest_xray",
+    "nih_chest_xray_sample",
+    "pad_ufes_20",
+    "slake",
+    "synthetic_cxr",
+]
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     """One dataset definition under ``datasets:`` in ``config/config.yaml``."""
 
     source: Literal["synthetic_cxr", "manifest", "kaggle", "path"]  # how the data arrives
-    adapter: str | None = None  # format of a kaggle/path source, e.g. chest_xray_pneumonia, mimic_cxr
+    adapter: AdapterName | None = None  # format of a kaggle/path source; null for the others
     slug: str | None = None  # Kaggle dataset slug; the adapter's default when unset
     path: str | None = None  # folder holding the data (path, manifest sources)
     manifest: str = "manifest.csv"  # CSV inside `path` for the manifest source

@@ -581,3 +581,24 @@ def test_an_error_about_the_merged_config_names_the_layer_that_set_the_key():
     assert blamed("run", file="experiments/x.yaml") == "experiments/x.yaml"  # not a layer: untouched
     with pytest.raises(ConfigError, match=r"^--config: run: bad; expected good$"), C.naming_the_layer(layers):
         raise ConfigError("bad", file="site.yaml", key="run", expected="good")
+
+
+def test_an_unknown_dataset_adapter_is_refused_when_the_config_is_read(repo):
+    # was: found by prepare_datasets, after the download
+    from medlens.data.sources import list_adapters
+
+    assert sorted(typing.get_args(C.AdapterName)) == list_adapters()  # the names the config accepts
+    config = {"run": ["demo"], "datasets": {"nih": {"source": "kaggle", "adapter": "nih_sample"}}}
+    with pytest.raises(
+        ConfigError,
+        match=r"^c\.yaml: datasets\.nih\.adapter: 'nih_sample' is not one of .*'nih_chest_xray_sample'",
+    ):
+        C.validate_against_schema(
+            config, repo / "workflow" / "schemas" / "config.schema.yaml", source="c.yaml"
+        )
+    with pytest.raises(
+        ConfigError, match=r"^c\.yaml: datasets\.nih\.adapter: unknown 'nih_sample'; expected one of"
+    ):
+        C.load_pipeline(config, source="c.yaml")
+    config["datasets"]["nih"]["adapter"] = "nih_chest_xray_sample"
+    assert C.load_pipeline(config, source="c.yaml").datasets["nih"].adapter == "nih_chest_xray_sample"
