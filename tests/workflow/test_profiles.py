@@ -43,3 +43,18 @@ def test_training_jobs_ask_for_sigterm_before_their_time_limit_whatever_set_reso
         assert ("slurm_extra=--signal=TERM@600" in resources) == (rule in TRAINING), (rule, resources)
     if extra:  # the command line's own settings still apply
         assert "gpu_model=a100" in jobs["train_decoder"] and "mem_mb=9000" in jobs["train_encoder"]
+
+
+# the rules whose jobs reach the internet (Kaggle, the Hugging Face Hub): compute nodes of many clusters cannot
+NETWORK_RULES = {
+    "download": "data.smk",
+    "prefetch_weights": "prefetch.smk",
+    "prefetch_metric_weights": "prefetch.smk",
+}
+
+
+@pytest.mark.parametrize("rule", NETWORK_RULES)
+def test_rules_that_reach_the_internet_run_on_the_submit_host(rule):
+    text = (REPO / "workflow" / "rules" / NETWORK_RULES[rule]).read_text()
+    block = re.search(rf"^rule {rule}:\n((?:    .*\n)*)", text, re.M).group(1)
+    assert "    localrule: True\n" in block, block
