@@ -69,6 +69,44 @@ def _add_overwrite(p: argparse.ArgumentParser) -> None:
     )
 
 
+_VERBOSE_HELP = "log progress and library warnings"
+
+
+def _verbose_after_the_command() -> argparse.ArgumentParser:
+    """A parent parser giving each subcommand ``-v`` (``medlens generate -v ...``); its default is SUPPRESS, so
+    that it never overwrites a ``-v`` given before the command."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
+    return parent
+
+
+def _add_export(sub, verbose: argparse.ArgumentParser) -> None:
+    """The ``export`` subcommand (apart from build_parser, which would pass 80 lines)."""
+    p = sub.add_parser(
+        "export", parents=[verbose], help="encoder towers as ONNX, or a model folder to share (--format hub)"
+    )
+    p.add_argument("--model", type=Path, required=True, help="model folder, results/<experiment>/<stage>")
+    p.add_argument("--format", choices=("onnx", "hub"), default="onnx", help="onnx (an encoder) or hub")
+    p.add_argument(
+        "--out", type=Path, required=True, help="folder to write (a new or empty one unless --overwrite)"
+    )
+    _add_overwrite(p)
+    p.add_argument(
+        "--atol", type=_positive_float, help="largest allowed |export - torch| per feature (default 1e-4)"
+    )
+    p.add_argument("--opset", type=_positive_int, help="ONNX opset (default 17)")
+    p.add_argument(
+        "--labels", nargs="+", help="labels whose prompts the model card records (default: evaluated ones)"
+    )
+    p.add_argument("--prompts", help="their prompt set (default: the set the encoder was evaluated with)")
+    p.add_argument("--metrics", type=Path, help="the model's eval/<stage>.json, for the card's model-index")
+    g = p.add_argument_group(
+        "preprocessing recorded in the model card (read from the experiment when not given)"
+    )
+    g.add_argument("--modality")
+    g.add_argument("--store-size", type=_positive_int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (also used to document them)."""
     parser = argparse.ArgumentParser(
@@ -77,16 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit status: 0 ok; 1 when an input or the model failed (the other inputs are still processed); "
         "2 for usage errors",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and library warnings")
-    # -v after the command too (`medlens generate -v ...`); SUPPRESS keeps a -v given before it
-    verbose = argparse.ArgumentParser(add_help=False)
-    verbose.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="log progress and library warnings",
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    verbose = _verbose_after_the_command()
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -139,29 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", type=Path, metavar="EXPERIMENT", help="results/<experiment>")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
 
-    p = sub.add_parser(
-        "export", parents=[verbose], help="encoder towers as ONNX, or a model folder to share (--format hub)"
-    )
-    p.add_argument("--model", type=Path, required=True, help="model folder, results/<experiment>/<stage>")
-    p.add_argument("--format", choices=("onnx", "hub"), default="onnx", help="onnx (an encoder) or hub")
-    p.add_argument(
-        "--out", type=Path, required=True, help="folder to write (a new or empty one unless --overwrite)"
-    )
-    _add_overwrite(p)
-    p.add_argument(
-        "--atol", type=_positive_float, help="largest allowed |export - torch| per feature (default 1e-4)"
-    )
-    p.add_argument("--opset", type=_positive_int, help="ONNX opset (default 17)")
-    p.add_argument(
-        "--labels", nargs="+", help="labels whose prompts the model card records (default: evaluated ones)"
-    )
-    p.add_argument("--prompts", help="their prompt set (default: the set the encoder was evaluated with)")
-    p.add_argument("--metrics", type=Path, help="the model's eval/<stage>.json, for the card's model-index")
-    g = p.add_argument_group(
-        "preprocessing recorded in the model card (read from the experiment when not given)"
-    )
-    g.add_argument("--modality")
-    g.add_argument("--store-size", type=_positive_int)
+    _add_export(sub, verbose)
     return parser
 
 
