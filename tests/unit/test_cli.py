@@ -278,3 +278,18 @@ def test_a_prompt_for_a_captioner_is_a_usage_error_not_silently_dropped(
     assert "--prompt: " in err and "is a captioner, which takes no prompt" in err
     assert captioner.calls == []
     assert cli.main(argv) == cli.EXIT_OK and len(captioner.calls) == 1  # its own report, no prompt asked
+
+
+def test_python_dash_m_medlens_runs_the_command(repo):
+    # for a virtual environment that is not activated (its scripts not on PATH)
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "medlens", "info", "--help"],
+        env={**os.environ, "PYTHONPATH": str(repo / "src")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: medlens info"), proc.stderr
