@@ -293,3 +293,10 @@ def test_python_dash_m_medlens_runs_the_command(repo):
         timeout=120,
     )
     assert proc.returncode == 0 and proc.stdout.startswith("usage: medlens info"), proc.stderr
+
+
+def test_generate_with_an_encoder_folder_says_it_is_an_encoder(experiment, image, capsys):
+    # was: "medlens.json: kind: unknown decoder kind 'open_clip'"
+    assert cli.main(["generate", "--model", str(experiment / "encoder"), str(image)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"'{experiment / 'encoder'}' is an encoder folder, not a decoder folder" in err
