@@ -5,14 +5,16 @@ Every image goes through the preprocessing of training (``medlens.data.images.pr
 with the modality and store size read from the experiment the model came from.
 
 Exit status: 0 when everything worked; 1 when an input or the model failed (every other input is
-still processed, and each failure is reported on stderr naming its file); 2 for usage errors
-(bad options, a folder that is not a model, an unknown prompt set or label).
+still processed, and each failure is reported on stderr naming its file) or the reader of stdout went
+away (``| head``); 2 for usage errors (bad options, a folder that is not a model, an unknown prompt set or
+label).
 """
 
 # long: one parser and one thin function per subcommand (generate, classify, embed, info, export)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -452,6 +454,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedlensError as e:
         print(f"medlens {args.command}: error: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:
+        _stdout_gone()
+        return EXIT_FAILED
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout went away (``medlens classify ... | head``): stop without a traceback, and point
+    stdout at /dev/null so that flushing it at exit raises nothing either (Python's advice:
+    https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    # a stdout without a file descriptor (a test's capture) has nothing to flush at exit
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

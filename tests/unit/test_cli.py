@@ -300,3 +300,16 @@ def test_generate_with_an_encoder_folder_says_it_is_an_encoder(experiment, image
     assert cli.main(["generate", "--model", str(experiment / "encoder"), str(image)]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert f"'{experiment / 'encoder'}' is an encoder folder, not a decoder folder" in err
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(experiment, monkeypatch):
+    # `medlens info results/demo | head -3` printed a BrokenPipeError traceback
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert cli.main(["info", str(experiment)]) == cli.EXIT_FAILED
