@@ -16,9 +16,24 @@ from medlens.models.prefetch import needs_prefetch, scored_metrics
 from medlens.errors import ConfigError
 
 EXPERIMENT_SCHEMA = SCHEMAS / "experiment.schema.yaml"
+
+
+def _experiments_dir(path):
+    """The experiments folder; a missing one is named as such (each experiment in `run` would be 'not found')."""
+    if not path.is_dir():
+        raise ConfigError(
+            f"'{path}' is not a folder",
+            file=CONFIG_FILE,
+            key="experiments_dir",
+            expected="the folder of the experiment YAML files, relative to the working directory "
+            f"({Path.cwd()})",
+        )
+    return path
+
+
 with naming_the_layer(CONFIG_LAYERS):
     PIPELINE = load_pipeline(config, source=CONFIG_FILE)
-EXPERIMENTS_DIR = Path(PIPELINE.experiments_dir)
+    EXPERIMENTS_DIR = _experiments_dir(Path(PIPELINE.experiments_dir))
 
 
 def _check_experiment(name, exp):
