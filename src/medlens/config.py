@@ -216,7 +216,7 @@ class ResourcesConfig:
 
     gpus: int = 0  # GPUs per job; N > 1 starts N processes
     mem_mb: int = 8000  # host memory
-    runtime: int = 60  # minutes
+    runtime: int = 60  # minutes; more than the 10 by which SLURM's SIGTERM comes before the limit
     cpus: int = 2  # CPU cores (per job; data-loader workers use them)
 
 

@@ -602,3 +602,30 @@ def test_an_unknown_dataset_adapter_is_refused_when_the_config_is_read(repo):
         C.load_pipeline(config, source="c.yaml")
     config["datasets"]["nih"]["adapter"] = "nih_chest_xray_sample"
     assert C.load_pipeline(config, source="c.yaml").datasets["nih"].adapter == "nih_chest_xray_sample"
+
+
+@pytest.mark.parametrize("schema_file", ["config.schema.yaml", "experiment.schema.yaml"])
+def test_every_number_in_the_config_has_a_lower_bound(repo, schema_file):
+    # docs/reliability.md promises it; the jobs' resources had none (gpus: -1, runtime: 5 passed)
+    unbounded = {".encoder.init_logit_bias"}  # SigLIP's bias is negative, of any size
+
+    def walk(node, path):
+        types = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+        bounded = "minimum" in node or "exclusiveMinimum" in node
+        if {"integer", "number"} & set(types) and not bounded and path not in unbounded:
+            yield path
+        for key, child in node.get("properties", {}).items():
+            yield from walk(child, f"{path}.{key}")
+        for key in ("additionalProperties", "items"):
+            if isinstance(node.get(key), dict):
+                yield from walk(node[key], f"{path}.<{key}>")
+
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / schema_file).read_text())
+    assert list(walk(schema, "")) == []
+
+
+def test_a_training_job_asks_for_more_time_than_slurms_early_signal(repo, tmp_path):
+    data = _tiny(repo)
+    data["encoder"]["resources"] = {"runtime": 5}
+    with pytest.raises(ConfigError, match=r"encoder\.resources\.runtime: 5 is less than the minimum of 11"):
+        _load(repo, tmp_path, data)
