@@ -1043,10 +1043,12 @@ def check_trackers(cfg: ExperimentConfig, *, source: str) -> None:
     """
     import importlib.util
 
-    stages = {"encoder": ("encoder.report_to", cfg.encoder.report_to)}
-    stages["decoder"] = ("decoder.trainer.report_to", cfg.decoder.trainer.report_to)
+    keys = {
+        "encoder": ("encoder.report_to", cfg.encoder.report_to),
+        "decoder": ("decoder.trainer.report_to", cfg.decoder.trainer.report_to),
+    }
     for stage in cfg.stages:
-        key, trackers = stages[stage]
+        key, trackers = keys[stage]
         for i, tracker in enumerate(trackers):
             modules = TRACKER_MODULES.get(tracker, ())
             if modules and not any(importlib.util.find_spec(m) for m in modules):
