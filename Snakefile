@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version, update_config
 
-from medlens.config import load_yaml, validate_against_schema
+from medlens.config import load_yaml, naming_the_layer, validate_against_schema
 
 min_version("9.0")
 
@@ -18,14 +18,17 @@ _files = [*workflow.overwrite_configfiles]
 if not workflow.config_settings.replace_workflow_config and (os.path.exists(DEFAULT_CONFIG) or not _files):
     _files.insert(0, DEFAULT_CONFIG)
     workflow.configfiles.append(DEFAULT_CONFIG)  # recorded as `configfile:` would (report, source archive)
-for _path in _files:
-    update_config(config, load_yaml(_path))
-update_config(config, workflow.config_settings.overwrite_config)
+# the layers in the order they override each other: a config error names the one that set its key
+CONFIG_LAYERS = [(str(p), load_yaml(p)) for p in _files]
+CONFIG_LAYERS.append(("--config", dict(workflow.config_settings.config)))  # --config alone, files apart
+for _source, _data in CONFIG_LAYERS:
+    update_config(config, _data)
 # messages name the file the user edited (a --configfile replaces the default)
 CONFIG_FILE = str(_files[-1]) if _files else "--config"  # --replace-workflow-config with no file
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"  # found from any working directory (-d)
 SRC = Path(workflow.basedir) / "src"
-validate_against_schema(config, SCHEMAS / "config.schema.yaml", source=CONFIG_FILE)
+with naming_the_layer(CONFIG_LAYERS):
+    validate_against_schema(config, SCHEMAS / "config.schema.yaml", source=CONFIG_FILE)
 
 
 include: "workflow/rules/common.smk"

@@ -5,14 +5,16 @@ Every image goes through the preprocessing of training (``medlens.data.images.pr
 with the modality and store size read from the experiment the model came from.
 
 Exit status: 0 when everything worked; 1 when an input or the model failed (every other input is
-still processed, and each failure is reported on stderr naming its file); 2 for usage errors
-(bad options, a folder that is not a model, an unknown prompt set or label).
+still processed, and each failure is reported on stderr naming its file) or the reader of stdout went
+away (``| head``); 2 for usage errors (bad options, a folder that is not a model, an unknown prompt set or
+label).
 """
 
 # long: one parser and one thin function per subcommand (generate, classify, embed, info, export)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -69,61 +71,22 @@ def _add_overwrite(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand (also used to document them)."""
-    parser = argparse.ArgumentParser(
-        prog="medlens",
-        description="Run trained medlens models on new images, export encoders, summarise experiments.",
-        epilog="exit status: 0 ok; 1 when an input or the model failed (the other inputs are still processed); "
-        "2 for usage errors",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress and library warnings")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+_VERBOSE_HELP = "log progress and library warnings"
 
-    p = sub.add_parser("generate", help="write a report for each image with a trained decoder")
-    p.add_argument("--model", type=Path, required=True, help="decoder folder, results/<experiment>/decoder")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/16-bit/TIFF/DICOM files")
-    p.add_argument("--num-beams", type=_positive_int, help="beam width; 1 is greedy")
-    p.add_argument("--max-new-tokens", type=_positive_int, help="longest report, in tokens")
-    p.add_argument("--repetition-penalty", type=_positive_float, help=">1 discourages repeated tokens")
-    p.add_argument("--prompt", help="user turn for VLM decoders (default: the one they were trained with)")
-    _add_output(p)
-    _add_preprocessing(p)
 
-    p = sub.add_parser("classify", help="zero-shot probability of each label for each image")
-    p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/16-bit/TIFF/DICOM files")
-    p.add_argument(
-        "--labels", nargs="+", help="labels to score (default: the ones the encoder was evaluated on)"
-    )
-    p.add_argument(
-        "--prompts",
-        help="prompt set name under resources/prompts or a YAML file "
-        "(default: the set the encoder was evaluated with)",
-    )
-    _add_output(p)
-    _add_preprocessing(p)
+def _verbose_after_the_command() -> argparse.ArgumentParser:
+    """A parent parser giving each subcommand ``-v`` (``medlens generate -v ...``); its default is SUPPRESS, so
+    that it never overwrites a ``-v`` given before the command."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
+    return parent
 
-    p = sub.add_parser("embed", help="write image (and text) embeddings to a parquet file")
-    p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
-    p.add_argument(
-        "--images",
-        type=Path,
-        required=True,
-        help="a folder (searched recursively) or a manifest CSV with columns path[, id, text]",
-    )
-    p.add_argument(
-        "--out", type=Path, required=True, help="the parquet file to write (a new file unless --overwrite)"
-    )
-    _add_overwrite(p)
-    p.add_argument("--text", action="store_true", help="also embed the manifest's 'text' column")
-    _add_preprocessing(p)
 
-    p = sub.add_parser("info", help="summarise what an experiment produced")
-    p.add_argument("experiment", type=Path, metavar="EXPERIMENT", help="results/<experiment>")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
-
-    p = sub.add_parser("export", help="encoder towers as ONNX, or a model folder to share (--format hub)")
+def _add_export(sub, verbose: argparse.ArgumentParser) -> None:
+    """The ``export`` subcommand (apart from build_parser, which would pass 80 lines)."""
+    p = sub.add_parser(
+        "export", parents=[verbose], help="encoder towers as ONNX, or a model folder to share (--format hub)"
+    )
     p.add_argument("--model", type=Path, required=True, help="model folder, results/<experiment>/<stage>")
     p.add_argument("--format", choices=("onnx", "hub"), default="onnx", help="onnx (an encoder) or hub")
     p.add_argument(
@@ -144,6 +107,71 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--modality")
     g.add_argument("--store-size", type=_positive_int)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (also used to document them)."""
+    parser = argparse.ArgumentParser(
+        prog="medlens",
+        description="Run trained medlens models on new images, export encoders, summarise experiments.",
+        epilog="exit status: 0 ok; 1 when an input or the model failed (the other inputs are still processed); "
+        "2 for usage errors",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    verbose = _verbose_after_the_command()
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "generate", parents=[verbose], help="write a report for each image with a trained decoder"
+    )
+    p.add_argument("--model", type=Path, required=True, help="decoder folder, results/<experiment>/decoder")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/16-bit/TIFF/DICOM files")
+    p.add_argument("--num-beams", type=_positive_int, help="beam width; 1 is greedy")
+    p.add_argument("--max-new-tokens", type=_positive_int, help="longest report, in tokens")
+    p.add_argument("--repetition-penalty", type=_positive_float, help=">1 discourages repeated tokens")
+    p.add_argument(
+        "--prompt",
+        help="user turn for VLM decoders (default: the one they were trained with); a captioner takes none",
+    )
+    _add_output(p)
+    _add_preprocessing(p)
+
+    p = sub.add_parser(
+        "classify", parents=[verbose], help="zero-shot probability of each label for each image"
+    )
+    p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG/JPEG/16-bit/TIFF/DICOM files")
+    p.add_argument(
+        "--labels", nargs="+", help="labels to score (default: the ones the encoder was evaluated on)"
+    )
+    p.add_argument(
+        "--prompts",
+        help="prompt set name under resources/prompts or a YAML file "
+        "(default: the set the encoder was evaluated with)",
+    )
+    _add_output(p)
+    _add_preprocessing(p)
+
+    p = sub.add_parser("embed", parents=[verbose], help="write image (and text) embeddings to a parquet file")
+    p.add_argument("--model", type=Path, required=True, help="encoder folder, results/<experiment>/encoder")
+    p.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        help="a folder (searched recursively) or a manifest CSV with columns path[, id, text]",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="the parquet file to write (a new file unless --overwrite)"
+    )
+    _add_overwrite(p)
+    p.add_argument("--text", action="store_true", help="also embed the manifest's 'text' column")
+    _add_preprocessing(p)
+
+    p = sub.add_parser("info", parents=[verbose], help="summarise what an experiment produced")
+    p.add_argument("experiment", type=Path, metavar="EXPERIMENT", help="results/<experiment>")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+
+    _add_export(sub, verbose)
     return parser
 
 
@@ -246,6 +274,13 @@ def _generate(args: argparse.Namespace) -> int:
         repetition_penalty=args.repetition_penalty,
     )
     generator = load_generator(args.model)
+    if args.prompt is not None and not getattr(generator, "reads_prompts", True):
+        # a captioner writes its report from the image alone: a prompt would be dropped without a word
+        raise ConfigError(
+            f"'{args.model}' is a captioner, which takes no prompt",
+            key="--prompt",
+            expected="no --prompt for this model (it is for VLM decoders)",
+        )
     items = list_images(args.images)
     ood = _decoder_ood(args.model, generator, items, prep, args.batch_size)
     records, failures = generate_reports(
@@ -336,6 +371,7 @@ def _export(args: argparse.Namespace) -> int:
     from medlens.inference import resolve_preprocessing
     from medlens.inference.export import DEFAULT_ATOL, DEFAULT_OPSET, METRICS_EXPECTED, export_onnx
     from medlens.inference.predict import zero_shot_setup
+    from medlens.models.encoders import check_encoder_folder
 
     check_output(args.out, folder=True, overwrite=args.overwrite, protect=[args.model])
     if args.metrics is not None and not args.metrics.is_file():
@@ -344,6 +380,12 @@ def _export(args: argparse.Namespace) -> int:
         read_json(args.metrics, expected=METRICS_EXPECTED)
     if args.format == "hub":
         return _export_hub(args)
+    try:  # first: a decoder folder would otherwise be told it records no zero-shot labels
+        check_encoder_folder(args.model)
+    except ConfigError as e:
+        raise ConfigError(
+            e.problem, key="--model", expected=f"{e.expected}; --format hub copies any model folder"
+        ) from e
     labels, templates = zero_shot_setup(args.model, args.labels, args.prompts)
     prep = resolve_preprocessing(args.model, modality=args.modality, store_size=args.store_size)
     record = export_onnx(
@@ -412,6 +454,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedlensError as e:
         print(f"medlens {args.command}: error: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:
+        _stdout_gone()
+        return EXIT_FAILED
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout went away (``medlens classify ... | head``): stop without a traceback, and point
+    stdout at /dev/null so that flushing it at exit raises nothing either (Python's advice:
+    https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    # a stdout without a file descriptor (a test's capture) has nothing to flush at exit
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ Snakefile imports this module while it builds the DAG (a dry run must stay fast)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -45,9 +47,11 @@ __all__ = [
     "dig",
     "load_yaml",
     "load_experiment",
+    "check_trackers",
     "resolve_preset",
     "check_unread_keys",
     "validate_against_schema",
+    "naming_the_layer",
     "PRESETS_DIR",
     "FINDINGS",
 ]
@@ -101,12 +105,31 @@ class SyntheticConfig:
     )
 
 
+# the dataset adapters (medlens.data.sources registers them; a test compares): named here so that an unknown one
+# is refused when the config is read, without importing the adapters (PIL, numpy) while the DAG is built
+AdapterName = Literal[
+    "chest_xray_pneumonia",
+    "chexpert",
+    "iu_xray",
+    "iu_xray_r2gen",
+    "knee_kl_mendeley",
+    "knee_kl_oai",
+    "manifest",
+    "mimic_cxr",
+    "nih_chest_xray",
+    "nih_chest_xray_sample",
+    "pad_ufes_20",
+    "slake",
+    "synthetic_cxr",
+]
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     """One dataset definition under ``datasets:`` in ``config/config.yaml``."""
 
     source: Literal["synthetic_cxr", "manifest", "kaggle", "path"]  # how the data arrives
-    adapter: str | None = None  # format of a kaggle/path source, e.g. chest_xray_pneumonia, mimic_cxr
+    adapter: AdapterName | None = None  # format of a kaggle/path source; null for the others
     slug: str | None = None  # Kaggle dataset slug; the adapter's default when unset
     path: str | None = None  # folder holding the data (path, manifest sources)
     manifest: str = "manifest.csv"  # CSV inside `path` for the manifest source
@@ -194,12 +217,19 @@ class ResourcesConfig:
 
     gpus: int = 0  # GPUs per job; N > 1 starts N processes
     mem_mb: int = 8000  # host memory
-    runtime: int = 60  # minutes
+    runtime: int = 60  # minutes; more than the 10 by which SLURM's SIGTERM comes before the limit
     cpus: int = 2  # CPU cores (per job; data-loader workers use them)
 
 
 # trackers both accelerate (the encoder's loop) and the Hugging Face Trainer (the decoders) report to
 Tracker = Literal["none", "tensorboard", "wandb", "mlflow", "comet_ml"]
+# the modules either library imports for a tracker (any one will do); the first is the package to install
+TRACKER_MODULES = {
+    "tensorboard": ("tensorboard", "tensorboardX"),
+    "wandb": ("wandb",),
+    "mlflow": ("mlflow",),
+    "comet_ml": ("comet_ml",),
+}
 
 
 @dataclass(frozen=True)
@@ -940,6 +970,43 @@ def validate_against_schema(data: dict[str, Any], schema_path: str | Path, *, so
     raise ConfigError(err.message, file=source, key=key or None, expected=expected)
 
 
+def _sets(data: Any, parts: list[str]) -> bool:
+    """Whether the mapping ``data`` sets the value at the key path ``parts``, or a list or value holding it."""
+    node = data
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict):
+            return i > 0  # a list or value set whole holds the rest of the key
+        if part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _layer_setting(key: str, layers: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """The name of the last layer that sets the dotted ``key`` (``a.b[0]``, ``a.b.0``), or None."""
+    parts = [re.sub(r"\[\d+\]$", "", part) for part in key.split(".")]
+    return next((name for name, data in reversed(layers) if _sets(data, parts)), None)
+
+
+@contextlib.contextmanager
+def naming_the_layer(layers: list[tuple[str, dict[str, Any]]]):
+    """Re-raise a ConfigError about the merged config naming the layer that set its key.
+
+    Args:
+        layers: ``(name, data)`` in the order they override each other: the config files, then ``--config``
+            (Snakemake merges them into one dict, so an error would otherwise name the last file whatever
+            set the bad key).
+    """
+    try:
+        yield
+    except ConfigError as e:
+        names = {name for name, _ in layers}
+        source = _layer_setting(e.key, layers) if e.key and e.file in names else None
+        if source is None or source == e.file:
+            raise
+        raise ConfigError(e.problem, file=source, key=e.key, expected=e.expected) from e
+
+
 def resolve_preset(
     kind: Literal["encoder", "decoder"], section: dict[str, Any], *, source: str
 ) -> dict[str, Any]:
@@ -1153,6 +1220,7 @@ def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) 
         data[kind] = resolve_preset(kind, data.get(kind, {}), source=str(path))
     cfg = from_dict(ExperimentConfig, data, source=str(path))
     check_unread_keys(cfg, user, source=str(path))
+    check_trackers(cfg, source=str(path))
     if schema_path is not None:  # the presets' values keep the bounds too
         validate_against_schema(
             json.loads(json.dumps(to_dict(cfg), default=str)),
@@ -1160,6 +1228,35 @@ def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) 
             source=f"{path} (with its presets)",
         )
     return cfg
+
+
+def check_trackers(cfg: ExperimentConfig, *, source: str) -> None:
+    """Every tracker in a trained stage's ``report_to`` must be installed.
+
+    Without its package accelerate drops the encoder's curves with a warning, and the decoder's Trainer stops
+    after its model has loaded (minutes into a GPU job).
+
+    Raises:
+        ConfigError: naming the key and the package to install.
+    """
+    import importlib.util
+
+    keys = {
+        "encoder": ("encoder.report_to", cfg.encoder.report_to),
+        "decoder": ("decoder.trainer.report_to", cfg.decoder.trainer.report_to),
+    }
+    for stage in cfg.stages:
+        key, trackers = keys[stage]
+        for i, tracker in enumerate(trackers):
+            modules = TRACKER_MODULES.get(tracker, ())
+            if modules and not any(importlib.util.find_spec(m) for m in modules):
+                raise ConfigError(
+                    f"the tracker '{tracker}' is not installed",
+                    file=source,
+                    key=f"{key}[{i}]",
+                    expected=f"its package in the environment Snakemake and its jobs run in (pip install "
+                    f"{modules[0]}), or another tracker ({', '.join(typing.get_args(Tracker))})",
+                )
 
 
 def load_pipeline(data: dict[str, Any], *, source: str = "config/config.yaml") -> PipelineConfig:

@@ -50,6 +50,8 @@ __all__ = [
     "in_experiment",
     "prepared_beside",
     "experiment_of",
+    "SHARED_FOLDERS",
+    "IN_A_FOLDER",
 ]
 
 RESULTS = "results"
@@ -102,6 +104,14 @@ def log(rule: str, name: str = "{experiment}") -> str:
 def benchmark(rule: str, name: str = "{experiment}") -> str:
     """A rule's Snakemake benchmark (time and memory): ``results/benchmarks/<rule>/<name>.tsv``."""
     return f"{RESULTS}/benchmarks/{rule}/{name}.tsv"
+
+
+# the entries of results/ that belong to no one experiment (every other one is an experiment's folder)
+SHARED_FOLDERS = tuple(
+    sorted({Path(t).parts[1] for t in (RAW, PREPARED, REPORT, PAPER, log("r"), benchmark("r"))})
+)
+# any path in any folder of results/: what rule reject_unknown_experiment matches in a folder of no experiment
+IN_A_FOLDER = f"{RESULTS}/{{folder}}/{{path}}"
 
 
 def in_experiment(experiment_dir: str | os.PathLike, template: str) -> Path:

@@ -54,6 +54,8 @@ def make_experiment(results: Path) -> Path:
 class RecordingGenerator:
     """Stands in for a decoder (``load_generator``'s result): records its calls, answers with mode and size."""
 
+    reads_prompts = True  # a VLM; False stands in for a captioner
+
     def __init__(self):
         self.calls = []
 

@@ -232,3 +232,84 @@ def test_a_hub_export_without_metrics_is_a_usage_error(experiment, tmp_path, cap
     ]
     assert cli.main(argv) == cli.EXIT_USAGE
     assert "--metrics: " in capsys.readouterr().err and not (tmp_path / "hub").exists()
+
+
+def test_an_onnx_export_of_a_decoder_folder_says_it_is_not_an_encoder(tmp_path, capsys):
+    # was: "records no zero-shot labels", or with --labels "no prompts for ..."
+    decoder = tmp_path / "decoder"
+    decoder.mkdir()
+    (decoder / "config.json").write_text('{"model_type": "medlens_captioner"}')
+    (decoder / "model.safetensors").write_bytes(b"")
+    (decoder / "medlens.json").write_text('{"kind": "captioner"}')
+    for extra in ([], ["--labels", "Cardiomegaly"]):
+        argv = ["export", "--model", str(decoder), "--out", str(tmp_path / "onnx"), *extra]
+        assert cli.main(argv) == cli.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert f"--model: '{decoder}' is not an encoder folder" in err and "--format hub" in err
+    assert not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, verbose",
+    [
+        (["-v", "info", "{exp}"], True),
+        (["info", "{exp}", "-v"], True),  # was: "unrecognized arguments: -v", exit 2
+        (["info", "--verbose", "{exp}"], True),
+        (["--verbose", "info", "-v", "{exp}"], True),
+        (["info", "{exp}"], False),
+    ],
+)
+def test_verbose_is_accepted_before_and_after_the_command(experiment, monkeypatch, capsys, argv, verbose):
+    seen = []
+    monkeypatch.setattr(cli, "_setup_logging", seen.append)
+    assert cli.main([a.format(exp=experiment) for a in argv]) == cli.EXIT_OK
+    assert seen == [verbose]
+
+
+def test_a_prompt_for_a_captioner_is_a_usage_error_not_silently_dropped(
+    experiment, image, monkeypatch, capsys
+):
+    captioner = RecordingGenerator()
+    captioner.reads_prompts = False
+    monkeypatch.setattr("medlens.models.generator.load_generator", lambda path: captioner)
+    argv = ["generate", "--model", str(experiment / "decoder"), str(image)]
+    assert cli.main([*argv, "--prompt", "Findings?"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--prompt: " in err and "is a captioner, which takes no prompt" in err
+    assert captioner.calls == []
+    assert cli.main(argv) == cli.EXIT_OK and len(captioner.calls) == 1  # its own report, no prompt asked
+
+
+def test_python_dash_m_medlens_runs_the_command(repo):
+    # for a virtual environment that is not activated (its scripts not on PATH)
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "medlens", "info", "--help"],
+        env={**os.environ, "PYTHONPATH": str(repo / "src")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: medlens info"), proc.stderr
+
+
+def test_generate_with_an_encoder_folder_says_it_is_an_encoder(experiment, image, capsys):
+    # was: "medlens.json: kind: unknown decoder kind 'open_clip'"
+    assert cli.main(["generate", "--model", str(experiment / "encoder"), str(image)]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"'{experiment / 'encoder'}' is an encoder folder, not a decoder folder" in err
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(experiment, monkeypatch):
+    # `medlens info results/demo | head -3` printed a BrokenPipeError traceback
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert cli.main(["info", str(experiment)]) == cli.EXIT_FAILED

@@ -722,3 +722,110 @@ def test_shipped_experiments_store_images_at_least_as_large_as_their_towers_read
         sizes.append(exp.decoder.image_size)
     for name in exp.datasets:
         assert pipeline.datasets[name].store_size >= max(sizes, default=0), (path.name, name)
+
+
+@pytest.mark.parametrize(
+    "stages, section, key",
+    [
+        (["encoder", "decoder"], "encoder", "encoder.report_to[1]"),
+        (["encoder", "decoder"], "decoder.trainer", "decoder.trainer.report_to[1]"),
+    ],
+    ids=["encoder", "decoder"],
+)
+def test_a_tracker_whose_package_is_missing_is_refused_when_the_config_is_read(
+    repo, tmp_path, monkeypatch, stages, section, key
+):
+    # without it accelerate drops the encoder's curves, and the Trainer stops after the model has loaded
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "wandb" else find_spec(name)
+    )
+    data = _tiny(repo)
+    data["stages"] = stages
+    target = data["decoder"]["trainer"] if section == "decoder.trainer" else data["encoder"]
+    target["report_to"] = ["tensorboard", "wandb"]
+    with pytest.raises(ConfigError) as e:
+        _load(repo, tmp_path, data)
+    assert str(e.value).startswith(f"{tmp_path / 'exp.yaml'}: {key}: the tracker 'wandb' is not installed")
+    assert "pip install wandb" in str(e.value)
+    # a stage the experiment does not train is not checked; installed trackers pass
+    data["stages"] = ["decoder" if section == "encoder" else "encoder"]
+    data["decoder"]["init_from_encoder"] = False
+    data["evaluate"]["external_datasets"] = []
+    _load(repo, tmp_path, data)
+    target["report_to"] = ["tensorboard"]
+    data["stages"] = stages
+    _load(repo, tmp_path, data)
+
+
+def test_an_error_about_the_merged_config_names_the_layer_that_set_the_key():
+    layers = [
+        ("config/config.yaml", {"run": ["demo"], "datasets": {"a": {"source": "path", "path": "/x"}}}),
+        ("site.yaml", {"datasets": {"a": {"path": "/y"}, "b": {"languages": ["en"]}}}),
+        ("--config", {"run": ["dmeo"], "datasets": {"a": {"store_sise": 3}}}),
+    ]
+
+    def blamed(key, file="site.yaml"):
+        with pytest.raises(ConfigError) as e, C.naming_the_layer(layers):
+            raise ConfigError("bad", file=file, key=key, expected="good")
+        return e.value.file
+
+    assert blamed("run") == "--config"
+    assert blamed("datasets.a.store_sise") == "--config"
+    assert blamed("datasets.a.path") == "site.yaml"
+    assert blamed("datasets.a.source") == "config/config.yaml"
+    assert blamed("datasets.b.languages[0]") == blamed("datasets.b.languages.0") == "site.yaml"
+    assert blamed("datasets.c.source") == "site.yaml"  # set by no layer: the file the error named
+    assert blamed("run", file="experiments/x.yaml") == "experiments/x.yaml"  # not a layer: untouched
+    with pytest.raises(ConfigError, match=r"^--config: run: bad; expected good$"), C.naming_the_layer(layers):
+        raise ConfigError("bad", file="site.yaml", key="run", expected="good")
+
+
+def test_an_unknown_dataset_adapter_is_refused_when_the_config_is_read(repo):
+    # was: found by prepare_datasets, after the download
+    from medlens.data.sources import list_adapters
+
+    assert sorted(typing.get_args(C.AdapterName)) == list_adapters()  # the names the config accepts
+    config = {"run": ["demo"], "datasets": {"nih": {"source": "kaggle", "adapter": "nih_sample"}}}
+    with pytest.raises(
+        ConfigError,
+        match=r"^c\.yaml: datasets\.nih\.adapter: 'nih_sample' is not one of .*'nih_chest_xray_sample'",
+    ):
+        C.validate_against_schema(
+            config, repo / "workflow" / "schemas" / "config.schema.yaml", source="c.yaml"
+        )
+    with pytest.raises(
+        ConfigError, match=r"^c\.yaml: datasets\.nih\.adapter: unknown 'nih_sample'; expected one of"
+    ):
+        C.load_pipeline(config, source="c.yaml")
+    config["datasets"]["nih"]["adapter"] = "nih_chest_xray_sample"
+    assert C.load_pipeline(config, source="c.yaml").datasets["nih"].adapter == "nih_chest_xray_sample"
+
+
+@pytest.mark.parametrize("schema_file", ["config.schema.yaml", "experiment.schema.yaml"])
+def test_every_number_in_the_config_has_a_lower_bound(repo, schema_file):
+    # docs/reliability.md promises it; the jobs' resources had none (gpus: -1, runtime: 5 passed)
+    unbounded = {".encoder.init_logit_bias"}  # SigLIP's bias is negative, of any size
+
+    def walk(node, path):
+        types = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+        bounded = "minimum" in node or "exclusiveMinimum" in node
+        if {"integer", "number"} & set(types) and not bounded and path not in unbounded:
+            yield path
+        for key, child in node.get("properties", {}).items():
+            yield from walk(child, f"{path}.{key}")
+        for key in ("additionalProperties", "items"):
+            if isinstance(node.get(key), dict):
+                yield from walk(node[key], f"{path}.<{key}>")
+
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / schema_file).read_text())
+    assert list(walk(schema, "")) == []
+
+
+def test_a_training_job_asks_for_more_time_than_slurms_early_signal(repo, tmp_path):
+    data = _tiny(repo)
+    data["encoder"]["resources"] = {"runtime": 5}
+    with pytest.raises(ConfigError, match=r"encoder\.resources\.runtime: 5 is less than the minimum of 11"):
+        _load(repo, tmp_path, data)

@@ -63,3 +63,8 @@ def test_an_output_found_on_disk_leads_back_to_its_experiment_and_its_siblings(t
 def test_a_path_outside_an_experiment_is_refused():
     with pytest.raises(ValueError, match="not a path inside an experiment folder"):
         layout.in_experiment("results/demo", layout.PREPARED)
+
+
+def test_the_shared_folders_are_every_entry_of_results_outside_the_experiments():
+    # every other entry of results/ is an experiment's folder (rule reject_unknown_experiment relies on it)
+    assert layout.SHARED_FOLDERS == ("benchmarks", "logs", "paper", "prepared", "raw", "report.html")

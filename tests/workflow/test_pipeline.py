@@ -331,6 +331,27 @@ def test_config_mistakes_stop_the_run_before_any_job_with_the_key_path(tmp_path,
     assert not (workdir / "results").exists()
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("rnu=[tiny]", "--config: rnu: unknown key 'rnu'; expected one of container, datasets"),
+        ("run=[tny]", "--config: run: experiment 'tny' not found; expected one of ['tiny']"),
+        (
+            "experiments_dir=nowhere",
+            "--config: experiments_dir: 'nowhere' is not a folder",
+        ),  # was: "not found"
+    ],
+    ids=["unknown-key", "unknown-experiment", "no-experiments-dir"],
+)
+def test_a_mistake_given_with_config_is_named_as_coming_from_config(tmp_path, override, message):
+    # was: blamed on config.yaml, which the user had not touched
+    workdir = make_workdir(tmp_path / "bad")
+    proc = snakemake(workdir, "-n", "results/report.html", "--config", override, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert not (workdir / "results").exists()
+
+
 def _repeat_dataset(raw: bytes) -> bytes:
     return raw + b"  synthetic_cxr:\n    source: synthetic_cxr\n"
 

@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 # score_reports runs the metrics' BERT models, on the decoder's GPU where it has one
 GPU_RULES = {"train_encoder", "train_decoder", "evaluate_encoder", "evaluate_decoder", "score_reports"}
-CPU_RULES = {"download", "prepare_datasets", "split", "convert_to_chat_format", "report"}
+# download is a local rule (it reaches the internet, which compute nodes may not): no SLURM job
+CPU_RULES = {"prepare_datasets", "split", "convert_to_chat_format", "report"}
 STEPS = 30
 
 

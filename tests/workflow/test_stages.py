@@ -135,3 +135,11 @@ def test_the_tiny_pipelines_chat_files_feed_trl_and_llamafactory(tmp_path):
     snakemake(workdir, "--cores", "2", "results/tiny/data/chat")
     chat = workdir / "results" / "tiny" / "data" / "chat"
     assert check_trl_files(chat) == check_llamafactory_info(chat) > 0
+
+
+@pytest.mark.parametrize("target", ["results/dmeo/report.html", "results/dmeo/encoder"])
+def test_a_target_in_an_experiment_that_does_not_exist_names_the_ones_there_are(target):
+    # was: "MissingRuleException: No rule to produce results/dmeo/report.html"
+    out = dry_run(target, check=False)
+    assert f"config/experiments: no experiment 'dmeo' (asked for by {target}); expected one of demo, " in out
+    assert "MissingRuleException" not in out and "Job stats" not in out

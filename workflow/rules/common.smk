@@ -1,16 +1,39 @@
 # Helpers only (no rules): configuration loading and validation, wildcard constraints,
 # input functions get_<thing>, params functions <stage>_params, and final_outputs().
+import re
 from functools import cache
 
 from medlens import layout
-from medlens.config import ExperimentConfig, load_experiment, load_pipeline, to_dict
+from medlens.config import (
+    ExperimentConfig,
+    load_experiment,
+    load_pipeline,
+    naming_the_layer,
+    to_dict,
+)
 from medlens.data.access import dataset_problems
 from medlens.models.prefetch import needs_prefetch, scored_metrics
 from medlens.errors import ConfigError
 
 EXPERIMENT_SCHEMA = SCHEMAS / "experiment.schema.yaml"
-PIPELINE = load_pipeline(config, source=CONFIG_FILE)
-EXPERIMENTS_DIR = Path(PIPELINE.experiments_dir)
+
+
+def _experiments_dir(path):
+    """The experiments folder; a missing one is named as such (each experiment in `run` would be 'not found')."""
+    if not path.is_dir():
+        raise ConfigError(
+            f"'{path}' is not a folder",
+            file=CONFIG_FILE,
+            key="experiments_dir",
+            expected="the folder of the experiment YAML files, relative to the working directory "
+            f"({Path.cwd()})",
+        )
+    return path
+
+
+with naming_the_layer(CONFIG_LAYERS):
+    PIPELINE = load_pipeline(config, source=CONFIG_FILE)
+    EXPERIMENTS_DIR = _experiments_dir(Path(PIPELINE.experiments_dir))
 
 
 def _all_datasets_of(exp):
@@ -66,8 +89,9 @@ def experiment(name) -> ExperimentConfig:
 
 # Validate every experiment that will run before any job starts.
 RUN = list(PIPELINE.run)
-for _name in RUN:
-    experiment(_name)
+with naming_the_layer(CONFIG_LAYERS):  # `run` and dataset paths may come from --config
+    for _name in RUN:
+        experiment(_name)
 
 
 wildcard_constraints:
@@ -366,6 +390,13 @@ def stage_resources(stage, key, at_most=None):
     return get
 
 
+# SLURM sends SIGTERM 10 min before a training job's time limit: training finishes its step, checkpoints and
+# stops, and the retry resumes. TERM, not USR1: the Snakemake process that runs the rule inside the job exits at
+# once on USR1 and takes the job down. Declared by the rules, not the profile: a --set-resources on the command
+# line replaces the profile's whole set-resources, and the signal would be lost with it.
+TRAINING_SLURM_EXTRA = "--signal=TERM@600"
+
+
 # ----------------------------------------------------------------------------- targets
 
 
@@ -376,3 +407,25 @@ def final_outputs():
 # the experiments whose page only the report_experiment rule writes (the report rule writes those in `run`);
 # a pattern that matches no name when every experiment runs
 NOT_IN_RUN = "|".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.stem not in RUN)) or "(?!)"
+
+
+def unknown_experiment(wildcards):
+    """Stops the DAG at a path asked for in an experiment that has no file, naming the ones there are (Snakemake
+    would only say that no rule produces it)."""
+    known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    raise ConfigError(
+        f"no experiment '{wildcards.folder}' (asked for by {layout.IN_A_FOLDER.format(**wildcards)})",
+        file=str(EXPERIMENTS_DIR),
+        expected=f"one of {', '.join(known)} (a <name>.yaml there)",
+    )
+
+
+# a folder of results/ that is neither an experiment nor one of the shared ones (layout.SHARED_FOLDERS)
+UNKNOWN_EXPERIMENT = (
+    "(?!(?:"
+    + "|".join(
+        re.escape(name)
+        for name in sorted({p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")} | set(layout.SHARED_FOLDERS))
+    )
+    + ")/)[^/]+"
+)

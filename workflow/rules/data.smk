@@ -1,3 +1,5 @@
+# A local rule: a Kaggle source downloads, and the compute nodes of many clusters reach no internet (the other
+# sources only write the marker).
 rule download:
     output:
         marker=layout.RAW_MARKER,
@@ -7,6 +9,7 @@ rule download:
         layout.benchmark("download", "{dataset}")
     params:
         dataset=download_params,
+    localrule: True
     resources:
         mem_mb=2000,
         runtime=240,

@@ -23,5 +23,6 @@ rule train_decoder:
         gpu=stage_resources("decoder", "gpus"),
         mem_mb=stage_resources("decoder", "mem_mb"),
         runtime=stage_resources("decoder", "runtime"),
+        slurm_extra=TRAINING_SLURM_EXTRA,
     script:
         "../scripts/train_decoder.py"

@@ -23,5 +23,6 @@ rule train_encoder:
         gpu=stage_resources("encoder", "gpus"),
         mem_mb=stage_resources("encoder", "mem_mb"),
         runtime=stage_resources("encoder", "runtime"),
+        slurm_extra=TRAINING_SLURM_EXTRA,
     script:
         "../scripts/train_encoder.py"

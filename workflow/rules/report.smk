@@ -68,3 +68,22 @@ rule report_experiment:
         runtime=30,
     script:
         "../scripts/report_experiment.py"
+
+
+# Matches only a path in an experiment that does not exist, so that it fails naming the experiments there are,
+# where Snakemake would only say that no rule produces it; it never runs.
+rule reject_unknown_experiment:
+    input:
+        unknown_experiment,
+    output:
+        layout.IN_A_FOLDER,
+    log:
+        layout.log("reject_unknown_experiment", "{folder}/{path}"),
+    benchmark:
+        layout.benchmark("reject_unknown_experiment", "{folder}/{path}")
+    wildcard_constraints:
+        folder=UNKNOWN_EXPERIMENT,
+        path=".+",
+    localrule: True
+    shell:
+        "false"

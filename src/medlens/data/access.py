@@ -1,17 +1,19 @@
 """Whether a dataset can be read at all, answered when the DAG is built (a dry run included), not when a
 job that waited for a GPU starts.
 
-Checked without touching the data: the folder of a ``path`` or ``manifest`` source exists (a placeholder
-``/path/to/...`` left in ``config/config.yaml`` is named as such) and holds its manifest; a ``kaggle``
-source that has not been downloaded yet has credentials the client will find. Only the standard library
+Checked without touching the data: a ``path`` source names its adapter; the folder of a ``path`` or
+``manifest`` source exists (a placeholder ``/path/to/...`` left in ``config/config.yaml`` is named as such)
+and holds its manifest; a ``kaggle`` source that has not been downloaded yet has credentials the client will
+find. Only the standard library
 and medlens's light modules are imported: this runs on every Snakemake start.
 """
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
-from medlens.config import DatasetConfig
+from medlens.config import AdapterName, DatasetConfig
 from medlens.errors import ConfigError
 
 __all__ = ["dataset_problems"]
@@ -27,6 +29,16 @@ def dataset_problems(name: str, cfg: DatasetConfig, raw_dir: Path, *, source: st
         source: the config file, for the messages.
     """
     key = f"datasets.{name}"
+    if cfg.source == "path" and cfg.adapter is None:  # a kaggle slug may name its adapter; a folder cannot
+        return [
+            ConfigError(
+                "a path source needs an adapter",
+                file=source,
+                key=f"{key}.adapter",
+                expected=f"the layout of its files, one of {', '.join(typing.get_args(AdapterName))} "
+                "(docs/sources.md)",
+            )
+        ]
     if cfg.source in ("path", "manifest"):
         if not cfg.path:
             return [

@@ -242,6 +242,10 @@ def load_image(src: ImageSource, *, grey: bool = True, draft_size: int | None = 
         else:
             if isinstance(src, str | os.PathLike):
                 path = Path(src)
+                if (
+                    path.is_dir()
+                ):  # `medlens classify ... scans/`: the folder exists, so "not found" would mislead
+                    raise DataError("a folder, not an image file", file=name, expected="an image file")
                 if not path.is_file():
                     raise DataError("image file not found", file=name, expected="an existing file")
                 if path.stat().st_size == 0:

@@ -35,6 +35,7 @@ __all__ = [
     "image_transform",
     "save_encoder",
     "load_encoder",
+    "check_encoder_folder",
     "Encoder",
     "CLIP_MEAN",
     "CLIP_STD",
@@ -382,6 +383,23 @@ class Encoder:
         return self.model.encode_text(self.tokenizer(texts).to(self.device), normalize=True)
 
 
+def check_encoder_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a Path when it holds an encoder's open_clip config and weights (a check of file names only,
+    for commands that would first do other work with the folder).
+
+    Raises:
+        ConfigError: when it does not (a decoder folder, a results folder, a typo).
+    """
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+        raise ConfigError(
+            f"'{path}' is not an encoder folder",
+            expected=f"{CONFIG_NAME} and {WEIGHTS_NAME} in it "
+            "(results/<experiment>/encoder written by train_encoder)",
+        )
+    return path
+
+
 def load_encoder(path: str | os.PathLike, *, device: str | torch.device | None = None) -> Encoder:
     """Load an encoder folder written by ``train_encoder`` (or any open_clip ``local-dir:`` folder).
 
@@ -398,13 +416,7 @@ def load_encoder(path: str | os.PathLike, *, device: str | torch.device | None =
     from medlens.io import read_json
     from medlens.models.remote_code import refuse_remote_code
 
-    path = Path(path)
-    if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
-        raise ConfigError(
-            f"'{path}' is not an encoder folder",
-            expected=f"{CONFIG_NAME} and {WEIGHTS_NAME} in it "
-            "(results/<experiment>/encoder written by train_encoder)",
-        )
+    path = check_encoder_folder(path)
     expected = "open_clip's local-dir config: {'model_cfg': {'vision_cfg': ..., 'text_cfg': ...}, 'preprocess_cfg': ...}"
     saved = read_json(path / CONFIG_NAME, expected=expected)
     model_cfg, preprocess_cfg = saved.get("model_cfg"), saved.get("preprocess_cfg") or {}

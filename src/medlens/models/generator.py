@@ -107,6 +107,12 @@ def load_generator(path: str | os.PathLike) -> ReportGenerator:
             expected="results/<experiment>/decoder written by train_decoder",
         )
     kind = read_json(info_path, expected="the JSON object train_decoder wrote").get("kind")
+    if kind == "open_clip":  # an encoder folder has a medlens.json too
+        raise ConfigError(
+            f"'{path}' is an encoder folder, not a decoder folder",
+            expected="results/<experiment>/decoder written by train_decoder (classify, embed and export take "
+            "encoder folders)",
+        )
     if kind not in ("captioner", "vlm"):
         raise ConfigError(
             f"unknown decoder kind {kind!r}", file=str(info_path), key="kind", expected="'captioner' or 'vlm'"

@@ -57,6 +57,10 @@ def test_unreadable_input_names_the_file(tmp_path):
         prepare_image(tmp_path / "bad.png", modality="chest_xray", store_size=64)
     with pytest.raises(DataError, match="gone.png: image file not found"):
         prepare_image(tmp_path / "gone.png", modality="chest_xray", store_size=64)
+    # was "image file not found" for a folder that is there (`medlens classify --model m scans/`)
+    (tmp_path / "scans").mkdir()
+    with pytest.raises(DataError, match="scans: a folder, not an image file; expected an image file"):
+        prepare_image(tmp_path / "scans", modality="chest_xray", store_size=64)
 
 
 def test_bytes_and_paths_give_the_same_image(tmp_path):

@@ -4,7 +4,9 @@ A *source kind* says how the data arrives: ``synthetic_cxr`` renders it, ``manif
 read a folder the user already has, ``kaggle`` downloads a slug first. An *adapter* knows one
 dataset's on-disk format (``../shared/datasets.md``) and yields :class:`RawRecord` objects; the
 ``prepare`` stage decodes, validates and stores them. Adapters register themselves with
-:func:`register_adapter`; a duplicate name is an error.
+:func:`register_adapter`; a duplicate name is an error. A new adapter's name also goes into
+``medlens.config.AdapterName`` and the config schema's enum, so that the config names it before any job
+(``tests/unit/test_config.py`` compares them with :func:`list_adapters`).
 """
 
 from __future__ import annotations
