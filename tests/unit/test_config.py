@@ -750,13 +750,8 @@ def test_a_tracker_whose_package_is_missing_is_refused_when_the_config_is_read(
         _load(repo, tmp_path, data)
     assert str(e.value).startswith(f"{tmp_path / 'exp.yaml'}: {key}: the tracker 'wandb' is not installed")
     assert "pip install wandb" in str(e.value)
-    # a stage the experiment does not train is not checked; installed trackers pass
-    data["stages"] = ["decoder" if section == "encoder" else "encoder"]
-    data["decoder"]["init_from_encoder"] = False
-    data["evaluate"]["external_datasets"] = []
-    _load(repo, tmp_path, data)
+    # installed trackers pass (a stage the experiment does not train may not be configured at all: unread keys)
     target["report_to"] = ["tensorboard"]
-    data["stages"] = stages
     _load(repo, tmp_path, data)
 
 
