@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from docs_section import write_section  # this folder: the benchmarks run as scripts
 from sklearn.metrics import roc_auc_score
 
 from medlens.config import FINDINGS
@@ -143,18 +144,6 @@ def section(rows: list[tuple[str, float]], argv: str) -> str:
     )
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), leaving other sections as they are."""
-    doc = path.read_text() if path.exists() else "# medlens benchmarks\n"
-    start = doc.find(TITLE)
-    if start >= 0:
-        end = doc.find("\n## ", start + len(TITLE))
-        doc = doc[:start] + text + (doc[end + 1 :] if end >= 0 else "")
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    path.write_text(doc)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[500, 5000], help="rows of the AUC cases")
@@ -182,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     text = section(rows, shown)
     print(text)
     if args.write:
-        write_section(args.write, text)
+        write_section(args.write, TITLE, text)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from docs_section import write_section  # this folder: the benchmarks run as scripts
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from medlens.config import DecoderConfig, from_dict, resolve_preset
@@ -141,18 +142,6 @@ def run(new_tokens: int, batches: list[int], repeats: int, threads: int) -> str:
     )
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), leaving other sections as they are."""
-    text = path.read_text() if path.exists() else "# medlens benchmarks\n"
-    start = text.find(TITLE)
-    if start >= 0:
-        end = text.find("\n## ", start + len(TITLE))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--new-tokens", type=int, default=128)
@@ -164,7 +153,7 @@ def main() -> None:
     section = run(args.new_tokens, args.batch, args.repeats, args.threads)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, TITLE, section)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import PIL
+from docs_section import write_section  # this folder: the benchmarks run as scripts
 
 from medlens.config import SyntheticConfig
 from medlens.data.images import encode_image
@@ -94,18 +95,6 @@ def run(n: int, size: int) -> str:
     )
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), leaving other sections as they are."""
-    text = path.read_text() if path.exists() else "# medlens benchmarks\n"
-    start = text.find(TITLE)
-    if start >= 0:
-        end = text.find("\n## ", start + len(TITLE))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=2000)
@@ -115,7 +104,7 @@ def main() -> None:
     section = run(args.n, args.size)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        write_section(args.write, TITLE, section)
 
 
 if __name__ == "__main__":
