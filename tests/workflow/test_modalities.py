@@ -53,6 +53,7 @@ def modality_run(tmp_path_factory) -> Path:
         split={"official": True, "train": 0.5, "val": 0.25, "test": 0.25},
     )
     experiment["evaluate"].pop("external_datasets")
+    experiment["evaluate"].pop("probe_datasets")
     (workdir / "experiments" / "mixed.yaml").write_text(yaml.safe_dump(experiment))
     snakemake(workdir, "--cores", "2", "results/report.html")
     return workdir

@@ -33,7 +33,7 @@ def realdata_run(realdata, tmp_path_factory):
     experiment = yaml.safe_load((workdir / "experiments" / "tiny.yaml").read_text())
     experiment["datasets"] = ["realdata"]
     experiment["evaluate"].update(
-        external_datasets=[], bootstrap_samples=20, generation={"max_new_tokens": 24}
+        external_datasets=[], probe_datasets=[], bootstrap_samples=20, generation={"max_new_tokens": 24}
     )
     experiment["encoder"].update(max_steps=12, eval_steps=12, save_steps=12)  # the data path is under test,
     experiment["decoder"]["trainer"].update(max_steps=12, eval_steps=12, save_steps=12)  # not the learning

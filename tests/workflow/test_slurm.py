@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 # score_reports runs the metrics' BERT models, on the decoder's GPU where it has one
 GPU_RULES = {"train_encoder", "train_decoder", "evaluate_encoder", "evaluate_decoder", "score_reports"}
 # download is a local rule (it reaches the internet, which compute nodes may not): no SLURM job
-CPU_RULES = {"prepare_datasets", "split", "convert_to_chat_format", "report"}
+CPU_RULES = {"prepare_datasets", "split", "split_probe", "convert_to_chat_format", "report"}
 STEPS = 30
 
 
