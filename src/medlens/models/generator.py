@@ -61,7 +61,9 @@ class CaptionerGenerator:
         model = Captioner.from_pretrained(str(path)).to(_device()).eval()
         return cls(
             model,
-            AutoTokenizer.from_pretrained(str(path), trust_remote_code=False),
+            # the model's own config: AutoConfig does not know medlens_captioner (its code is the folder's,
+            # not run here) and would warn that the checkpoint may not be compatible
+            AutoTokenizer.from_pretrained(str(path), config=model.config, trust_remote_code=False),
             caption_transform(model.config, train=False),
             read_generation_config(path),
         )

@@ -196,3 +196,31 @@ def test_generation_stops_at_the_decoders_last_position_with_a_warning(setup, ca
         ids = model.eval().generate(pixels, max_new_tokens=500)
     assert ids.shape[1] <= model.decoder.config.n_positions - 1
     assert "generating at most 63 tokens" in caplog.text
+
+
+def test_a_saved_captioner_loads_for_generation_without_transformers_doubting_it(setup, tmp_path):
+    # AutoTokenizer used to read config.json through AutoConfig, which does not know medlens_captioner and
+    # logged "... may not be compatible": every evaluate_decoder log carried it
+    import logging
+
+    from medlens.models.generation import save_generation_config
+    from medlens.models.generator import CaptionerGenerator
+
+    _, tok, cfg, model = setup
+    model.save_pretrained(tmp_path / "dec")
+    tok.save_pretrained(tmp_path / "dec")
+    save_generation_config(tmp_path / "dec", cfg.generation, eos_token_id=tok.eos_token_id)
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect(logging.WARNING)
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        generator = CaptionerGenerator.from_dir(tmp_path / "dec")
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert not [m for m in messages if "model of type" in m], messages
+    assert generator.tokenizer.eos_token_id == tok.eos_token_id
