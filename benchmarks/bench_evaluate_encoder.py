@@ -13,14 +13,12 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
-import subprocess
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
-from docs_section import write_section  # this folder: the benchmarks run as scripts
+from docs_section import cpu_model, write_section  # this folder: the benchmarks run as scripts
 from sklearn.metrics import roc_auc_score
 
 from medlens.config import FINDINGS
@@ -31,15 +29,6 @@ from medlens.evaluate.retrieval import retrieval_recall
 from medlens.evaluate.zero_shot import zero_shot_probabilities
 
 TITLE = "## Encoder-evaluation metrics: time per call, CPU"
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    model = re.search(r"Model name:\s*(.+)", out)
-    return model.group(1).strip() if model else "unknown CPU"
 
 
 def _time(fn, repeat: int = 3) -> float:
@@ -125,7 +114,7 @@ def run(
 
 def section(rows: list[tuple[str, float]], argv: str) -> str:
     """The Markdown section: the command, the machine and one row per case."""
-    cpu = _cpu_model()
+    cpu = cpu_model()
     load = os.getloadavg()[0]
     return "\n".join(
         [

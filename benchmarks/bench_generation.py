@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from docs_section import write_section  # this folder: the benchmarks run as scripts
+from docs_section import cpu_model, write_section  # this folder: the benchmarks run as scripts
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from medlens.config import DecoderConfig, from_dict, resolve_preset
@@ -35,14 +35,6 @@ SIZES = {  # preset -> (image tokens after the bridge, vocabulary)
     "tiny_captioner": (8 * 8 + 1, 2000),  # medlens-tiny at 64 px, patch 8: 8x8 patches + class token
     "lapvqa_captioner": (27 * 27 + 1, 50257),  # ViT-L/14 at 384 px: 27x27 patches + class token
 }
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def build_decoder(preset: str, n_positions: int) -> tuple[GPT2LMHeadModel, DecoderConfig, int]:
@@ -119,7 +111,7 @@ def run(new_tokens: int, batches: list[int], repeats: int, threads: int) -> str:
             f"`benchmarks/bench_generation.py --new-tokens {new_tokens} --batch {' '.join(map(str, batches))} "
             f"--repeats {repeats} --threads {threads}`: greedy decoding from BOS of exactly {new_tokens} tokens, "
             f"best of {repeats} runs per cell, image tokens fixed (the tower runs once per batch either way). "
-            f"Machine: {_cpu_name()}, {os.cpu_count()} cores, CPU only; Python "
+            f"Machine: {cpu_model()}, {os.cpu_count()} cores, CPU only; Python "
             f"{platform.python_version()}, torch {torch.__version__}, {threads} torch thread(s). Load average (1 min) "
             f"{load_before:.2f} before, {load_after:.2f} after (shared machine: wall time includes waiting for a core; "
             "CPU time is the process's own).",

@@ -15,29 +15,18 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import PIL
-from docs_section import write_section  # this folder: the benchmarks run as scripts
+from docs_section import cpu_model, write_section  # this folder: the benchmarks run as scripts
 
 from medlens.config import SyntheticConfig
 from medlens.data.images import encode_image
 from medlens.data.phantom import render_study, sample_studies, write_report
 
 TITLE = "## synthetic_cxr phantoms: rendering speed on one core"
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown CPU"
-    model = re.search(r"Model name:\s*(.+)", out)
-    return model.group(1).strip() if model else "unknown CPU"
 
 
 def _timed(fn):
@@ -81,7 +70,7 @@ def run(n: int, size: int) -> str:
             "",
             f"`benchmarks/bench_phantoms.py --n {n} --size {size}`: {n} phantoms of {cfg.n_patients} patients "
             f"(default prevalences, seed 0), rendered one after the other in one process pinned to core {core}. "
-            f"Machine: {_cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+            f"Machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
             f"numpy {np.__version__}, Pillow {PIL.__version__}. Load average (1 min) {load_before:.2f} before, "
             f"{load_after:.2f} after (the machine is shared with other engineers' jobs, so wall time includes "
             f"waiting for the core; CPU time is the renderer's own).",

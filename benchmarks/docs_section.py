@@ -1,9 +1,23 @@
-"""Writing a benchmark's results into docs/benchmarks.md: its own ``## <title>`` section replaced (or
-appended), every other section left as it is. Imported by the benchmarks run as scripts from this folder."""
+"""What the benchmarks share when they record results in docs/benchmarks.md: the machine's CPU name, and
+their own ``## <title>`` section replaced (or appended), every other section left as it is. Imported by the
+benchmarks run as scripts from this folder."""
 
 from __future__ import annotations
 
+import platform
+import re
+import subprocess
 from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's model name (lscpu), for the machine line of a recorded result."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown CPU"
+    model = re.search(r"Model name:\s*(.+)", out)
+    return model.group(1).strip() if model else "unknown CPU"
 
 
 def write_section(path: Path, title: str, section: str) -> None:
