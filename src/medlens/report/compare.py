@@ -72,12 +72,14 @@ def _generations(exp: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
     return {g["id"]: g for g in read_generations(path)}
 
 
-def _described(exp: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+def _described(
+    exp: dict[str, Any], generations: dict[str, dict[str, Any]] | None
+) -> dict[str, dict[str, Any]] | None:
     """id -> the generation record with its row's modality, text source, labels and metadata from
     ``pairs.parquet`` (None without generations)."""
     from medlens.data.split import pair_rows
 
-    generations, pairs = _generations(exp), exp["paired_inputs"].get("pairs")
+    pairs = exp["paired_inputs"].get("pairs")
     if generations is None or not pairs or not Path(pairs).is_file():
         return None
     rows = pair_rows(pairs, ["modality", "text_source", "labels", "meta"], set(generations))
@@ -164,7 +166,7 @@ def _text(a: dict[str, Any], b: dict[str, Any], n_resamples: int, seed: int) -> 
     from medlens.evaluate.paired import paired_bleu_difference, paired_mean_difference
     from medlens.evaluate.text_metrics import cider_d_scores, rouge_scores
 
-    generations = [_generations(e) for e in (a, b)]
+    generations = [e["generations"] for e in (a, b)]
     if any(g is None for g in generations):
         reason = "an experiment has no generations.jsonl (no decoder stage)"
         return {row: {"not_computed": reason} for row, _ in _TEXT}
@@ -397,8 +399,9 @@ def _scored(a: dict[str, Any], b: dict[str, Any], metric: str) -> bool:
 def experiment_differences(experiments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per metric and pair of experiments (in ``run`` order): the paired difference ``a - b``."""
     rows = []
-    # each experiment's generations described by its pairs table, read once for all its comparisons
-    experiments = [{**e, "described": _described(e)} for e in experiments]
+    # each experiment's generations, and their rows described by its pairs table, read once for all its comparisons
+    experiments = [{**e, "generations": _generations(e)} for e in experiments]
+    experiments = [{**e, "described": _described(e, e["generations"])} for e in experiments]
     for a, b in itertools.combinations(experiments, 2):
         n_resamples, seed = _settings(a)
         comparisons = [
