@@ -9,7 +9,8 @@ Two forms (datasets.md section 3):
   ``Problems`` head terms map to CheXpert-14 through ``resources/label_maps/iu_xray.yaml``. There is
   no official split.
 * ``iu_xray_r2gen``: R2Gen's ``annotation.json`` (keys ``train``/``val``/``test``, two images per
-  study) with ``images/<id>/{0,1}.png``; its split is kept as the official one.
+  study) with ``images/<id>/{0,1}.png``; its split is kept as the official one. The list an entry is
+  in is its split, as R2Gen's loader reads it; an entry's ``split`` field that disagrees is logged.
 
 ``XXXX`` redactions are kept as they are, in both forms, so the two give the same text.
 IU records no patient id: the report (uid) is the finest grouping available and is used as the
@@ -209,6 +210,9 @@ def iu_r2gen_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
         )
     image_dir = path.parent / "images"
     inside = Path(root).resolve()
+    # R2Gen's loader reads ann[split], so the list an entry is in is its split; an entry's own "split"
+    # field that says otherwise (an edited file) is counted and named, not followed
+    disagree: list[str] = []
     for key in _R2GEN_KEYS:
         for i, entry in enumerate(data[key]):
             ref = f"{path}:{key}[{i}]"
@@ -231,6 +235,9 @@ def iu_r2gen_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 )
                 continue
             study = entry["id"]
+            field_split = entry.get("split")
+            if isinstance(field_split, str) and normalise_split(field_split) != key:
+                disagree.append(f"{key}[{i}] ({study}) says split {field_split!r}")
             for position, rel in enumerate(entry["image_path"]):
                 image = image_dir / rel
                 reject, why = None, ""
@@ -259,3 +266,11 @@ def iu_r2gen_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                     reject=reject or frontal_filter(cfg.frontal_only, None),
                     reject_detail=why,
                 )
+    if disagree:
+        logger.warning(
+            "%s: %d entries have a 'split' field other than the list they are in; the list is used, as "
+            "R2Gen's loader does (first: %s)",
+            path,
+            len(disagree),
+            "; ".join(disagree[:3]),
+        )

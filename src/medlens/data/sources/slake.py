@@ -5,7 +5,8 @@ and ``test.json``, each a list of question records with 12 fields, and ``imgs/xm
 One record per question, ``text_source=vqa``: the question and answer go to ``meta`` and the chat
 conversion turns them into a user/assistant turn; ``text`` holds ``Question: ... Answer: ...`` so the
 row also reads as a caption. Only the languages in ``languages`` are kept (default ``["en"]``, as
-most papers report English-only accuracy); the others are rejected as ``filtered`` and counted.
+most papers report English-only accuracy; compared without case or spaces); the others are rejected as
+``filtered`` and counted.
 
 The split is the file (``validate`` is read as val) and it is by question: an image is asked about in
 several splits. SLAKE has no patient ids, so the image (``img_id``) is the group; with
@@ -79,7 +80,8 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
                 file=str(path.parent),
                 expected="one of them (delete or move the other)",
             )
-    languages = set(cfg.languages)
+    # case and spaces folded on both sides: a re-saved file's "EN" or "en " is still English
+    languages = {lang.strip().lower() for lang in cfg.languages}
     for split, path in found:
         data = read_json_file(path)
         if not isinstance(data, list):
@@ -113,7 +115,7 @@ def slake_records(cfg: DatasetConfig, root: Path) -> Iterator[RawRecord]:
             question, answer = " ".join(entry["question"].split()), " ".join(str(entry["answer"]).split())
             modality = _modality(entry.get("modality"), entry.get("location", ""))
             reject, detail = None, ""
-            if entry["q_lang"] not in languages:
+            if entry["q_lang"].strip().lower() not in languages:
                 reject = f"filtered: language {entry['q_lang']} not in languages"
                 detail = f"languages {sorted(languages)}"
             elif not cfg.allow_outside_paths and not _inside(image, inside):

@@ -66,6 +66,21 @@ def test_r2gen_form_keeps_its_split_and_groups_by_report(tmp_path):
     assert out.rows["CXR3_1_IM-1384/1.png"]["patient_id"] == "CXR3"
 
 
+def test_r2gen_entry_whose_split_field_disagrees_keeps_its_list_and_is_named(tmp_path, caplog):
+    # R2Gen's loader reads ann["train"]: the list decides; an edited "split" field must not pass unseen
+    edited = json.loads(json.dumps(iu_xray.ANNOTATION))
+    edited["train"][1]["split"] = "test"
+    fixture = iu_xray.build_r2gen(tmp_path / "data", annotation=edited)
+    with caplog.at_level("WARNING"):
+        out = prepare(
+            tmp_path, "r2", {"source": "path", "adapter": "iu_xray_r2gen", "path": str(fixture.root)}
+        )
+    study = edited["train"][1]["id"]
+    assert {out.rows[rel]["meta"]["official_split"] for rel in edited["train"][1]["image_path"]} == {"train"}
+    assert "1 entries have a 'split' field other than the list" in caplog.text
+    assert f"train[1] ({study}) says split 'test'" in caplog.text
+
+
 def test_r2gen_annotation_with_a_renamed_key_is_refused(tmp_path):
     renamed = {
         "train": iu_xray.ANNOTATION["train"],

@@ -55,6 +55,23 @@ def test_languages_setting_keeps_both(tmp_path):
     assert out.rows["6"]["meta"]["answer"] == "胸部"
 
 
+@pytest.mark.parametrize("q_lang, languages", [("EN", ["en"]), ("en ", ["en"]), ("en", ["EN"])])
+def test_language_codes_are_compared_without_case_or_spaces(tmp_path, q_lang, languages):
+    # a re-saved file wrote "EN": every English question was rejected as another language
+    splits = json.loads(json.dumps(slake.SPLITS))
+    for entries in splits.values():
+        for e in entries:
+            e["q_lang"] = q_lang if e["q_lang"] == "en" else e["q_lang"]
+    fixture = slake.build(tmp_path / "data", splits=splits)
+    out = prepare(
+        tmp_path,
+        "slake",
+        {"source": "path", "adapter": "slake", "path": str(fixture.root), "languages": languages},
+    )
+    assert set(out.rows) == slake.ENGLISH
+    assert set(out.rejected) == slake.CHINESE
+
+
 def test_malformed_question_record_is_a_rejected_row(tmp_path):
     splits = json.loads(json.dumps(slake.SPLITS))
     splits["train"][1]["qid"] = "1"  # a string where the format has an int
