@@ -137,6 +137,39 @@ def test_the_tiny_pipelines_chat_files_feed_trl_and_llamafactory(tmp_path):
     assert check_trl_files(chat) == check_llamafactory_info(chat) > 0
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "results/prepared/synthetic_cx.parquet",
+        "results/prepared/synthetic_cx.rejected.csv",
+        "results/raw/synthetic_cx/.complete",
+        "results/prepared/synthetic_cxr_v2.parquet",  # a configured name as a prefix is still unknown
+    ],
+)
+def test_a_dataset_target_the_config_does_not_define_names_the_ones_it_does(target):
+    # was: "MissingRuleException: No rule to produce results/prepared/synthetic_cx.parquet"
+    out = dry_run(target, check=False)
+    name = target.split("/")[2].split(".")[0]
+    assert (
+        f"config/config.yaml: datasets: no dataset '{name}' (asked for by {target}); expected one of " in out
+    )
+    assert "synthetic_cxr" in out.split("expected one of ")[1]
+    assert "MissingRuleException" not in out and "Job stats" not in out
+
+
+def test_an_empty_run_refuses_the_report_but_not_other_targets():
+    # was: an empty results/report.html, built without a word
+    out = dry_run("results/report.html", "--config", "run=[]", check=False)
+    assert "--config: run: run lists no experiment, so results/report.html would show nothing" in out
+    assert "Job stats" not in out
+    assert "prepare_datasets" in dry_run("results/prepared/synthetic_cxr.parquet", "--config", "run=[]")
+
+
+def test_a_configured_dataset_target_still_plans_its_rules():
+    out = dry_run("results/prepared/synthetic_cxr.parquet")
+    assert "prepare_datasets" in out and "reject_unknown_dataset" not in out
+
+
 @pytest.mark.parametrize("target", ["results/dmeo/report.html", "results/dmeo/encoder"])
 def test_a_target_in_an_experiment_that_does_not_exist_names_the_ones_there_are(target):
     # was: "MissingRuleException: No rule to produce results/dmeo/report.html"

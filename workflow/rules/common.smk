@@ -198,6 +198,15 @@ def _files_of(names):
 
 def report_inputs(wildcards):
     """Everything the report shows, for every experiment in `run` (a missing input fails the job)."""
+    if not RUN:  # an empty `run` is fine for other targets (prepare a dataset), not for a report of nothing
+        with naming_the_layer(CONFIG_LAYERS):
+            raise ConfigError(
+                f"run lists no experiment, so {layout.REPORT} would show nothing",
+                file=CONFIG_FILE,
+                key="run",
+                expected=f"one or more of {', '.join(sorted(p.stem for p in EXPERIMENTS_DIR.glob('*.yaml')))}, "
+                "or a target of its own (results/<experiment>/report.html, results/prepared/<dataset>.parquet)",
+            )
     return _files_of(RUN)
 
 
@@ -420,6 +429,22 @@ def unknown_experiment(wildcards):
     )
 
 
+def unknown_dataset(wildcards):
+    """Stops the DAG at a raw or prepared path of a dataset the configuration does not define, naming the ones
+    it does (Snakemake would only say that no rule produces it)."""
+    name = wildcards.path.split("/")[0]
+    for suffix in (".rejected.csv", ".parquet"):
+        name = name.removesuffix(suffix)
+    raise ConfigError(
+        f"no dataset '{name}' (asked for by {layout.IN_A_FOLDER.format(**wildcards)})",
+        file=CONFIG_FILE,
+        key="datasets",
+        expected=f"one of {', '.join(sorted(PIPELINE.datasets))}",
+    )
+
+
+# a path in results/raw or results/prepared that does not start with a configured dataset's name
+UNKNOWN_DATASET = "(?!(?:" + "|".join(re.escape(d) for d in sorted(PIPELINE.datasets)) + r")(?:/|\.))[^/].*"
 # a folder of results/ that is neither an experiment nor one of the shared ones (layout.SHARED_FOLDERS)
 UNKNOWN_EXPERIMENT = (
     "(?!(?:"

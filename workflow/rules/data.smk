@@ -75,6 +75,25 @@ rule split:
         "../scripts/split.py"
 
 
+# Matches only a raw or prepared path of a dataset config.yaml does not define, so that it fails naming the
+# datasets there are, where Snakemake would only say that no rule produces it; it never runs.
+rule reject_unknown_dataset:
+    input:
+        unknown_dataset,
+    output:
+        layout.IN_A_FOLDER,
+    log:
+        layout.log("reject_unknown_dataset", "{folder}/{path}"),
+    benchmark:
+        layout.benchmark("reject_unknown_dataset", "{folder}/{path}")
+    wildcard_constraints:
+        folder="raw|prepared",
+        path=UNKNOWN_DATASET,
+    localrule: True
+    shell:
+        "false"
+
+
 # A dataset the experiment only probes (evaluate.probe_datasets) gets its own split, by the experiment's
 # split settings at patient level (probe_split_params), never merged with the training pairs.
 rule split_probe:
