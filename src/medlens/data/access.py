@@ -69,8 +69,19 @@ def dataset_problems(name: str, cfg: DatasetConfig, raw_dir: Path, *, source: st
                 )
             ]
     if cfg.source == "kaggle" and not (Path(raw_dir) / ".complete").is_file():
-        from medlens.data.kaggle import find_credentials  # stdlib only; imported when a Kaggle source is used
+        from medlens.data.kaggle import (
+            find_credentials,
+            resolve_slug,
+        )  # imported when a Kaggle source is used
+        from medlens.data.sources import get_adapter
 
+        try:
+            # a slug no adapter reads, or a malformed one, would otherwise be found after a download of
+            # up to 42 GB (the adapter) or by the Kaggle client (the slug)
+            get_adapter(cfg, dataset=name)
+            resolve_slug(cfg, name)
+        except ConfigError as e:
+            return [ConfigError(e.problem, file=source, key=e.key, expected=e.expected)]
         try:
             find_credentials()
         except ConfigError as e:
