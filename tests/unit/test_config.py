@@ -712,14 +712,22 @@ def test_every_shipped_preset_sets_only_keys_it_reads(repo, tmp_path, encoder):
         assert _load(repo, tmp_path, data).decoder.preset == decoder
 
 
+# The side each shipped VLM's processor resizes to (its preprocessor_config.json on the Hub, which tests
+# cannot read): Mllama's image tile, PaliGemma-224's square.
+VLM_INPUT_SIDE = {"meta-llama/Llama-3.2-11B-Vision-Instruct": 560, "google/paligemma-3b-pt-224": 224}
+
+
 @pytest.mark.parametrize("path", sorted((C.PACKAGE_DIR.parents[1] / "config" / "experiments").glob("*.yaml")))
 def test_shipped_experiments_store_images_at_least_as_large_as_their_towers_read(repo, path):
     # a film stored smaller than the tower's input is upsampled: detail the seed's model saw is lost
+    # (Llama 3.2 Vision read the knee, skin and SLAKE images at 448 px, upsampled to its 560 px tiles)
     pipeline = C.load_pipeline(C.load_yaml(repo / "config" / "config.yaml"))
     exp = C.load_experiment(path, schema_path=repo / "workflow" / "schemas" / "experiment.schema.yaml")
     sizes = [exp.encoder.image_size] if "encoder" in exp.stages else []
     if "decoder" in exp.stages and exp.decoder.kind == "captioner" and exp.decoder.image_size:
         sizes.append(exp.decoder.image_size)
+    if "decoder" in exp.stages and exp.decoder.kind == "vlm":
+        sizes.append(VLM_INPUT_SIDE[exp.decoder.model])
     for name in exp.datasets:
         assert pipeline.datasets[name].store_size >= max(sizes, default=0), (path.name, name)
 
