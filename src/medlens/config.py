@@ -230,6 +230,13 @@ TRACKER_MODULES = {
     "mlflow": ("mlflow",),
     "comet_ml": ("comet_ml",),
 }
+# the distributions that provide them, looked up in a lock (a container image's packages)
+TRACKER_DISTRIBUTIONS = {
+    "tensorboard": ("tensorboard", "tensorboardx"),
+    "wandb": ("wandb",),
+    "mlflow": ("mlflow", "mlflow-skinny"),
+    "comet_ml": ("comet-ml",),
+}
 
 
 @dataclass(frozen=True)
@@ -1204,8 +1211,12 @@ def dig(obj: Any, path: str) -> Any:
     return obj
 
 
-def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) -> ExperimentConfig:
+def load_experiment(
+    path: str | Path, *, schema_path: str | Path | None = None, image_lock: str | Path | None = None
+) -> ExperimentConfig:
     """Read, validate and resolve one experiment YAML into an :class:`ExperimentConfig`.
+
+    ``image_lock``: the lock of the container image the jobs run in, if they run in one (``check_trackers``).
 
     Raises:
         ConfigError: a bad key or value, or a key set (here or in a preset) that this experiment never reads.
@@ -1220,7 +1231,7 @@ def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) 
         data[kind] = resolve_preset(kind, data.get(kind, {}), source=str(path))
     cfg = from_dict(ExperimentConfig, data, source=str(path))
     check_unread_keys(cfg, user, source=str(path))
-    check_trackers(cfg, source=str(path))
+    check_trackers(cfg, source=str(path), image_lock=image_lock)
     if schema_path is not None:  # the presets' values keep the bounds too
         validate_against_schema(
             json.loads(json.dumps(to_dict(cfg), default=str)),
@@ -1230,17 +1241,26 @@ def load_experiment(path: str | Path, *, schema_path: str | Path | None = None) 
     return cfg
 
 
-def check_trackers(cfg: ExperimentConfig, *, source: str) -> None:
-    """Every tracker in a trained stage's ``report_to`` must be installed.
+def check_trackers(cfg: ExperimentConfig, *, source: str, image_lock: str | Path | None = None) -> None:
+    """Every tracker in a trained stage's ``report_to`` must be installed where the jobs run.
 
     Without its package accelerate drops the encoder's curves with a warning, and the decoder's Trainer stops
     after its model has loaded (minutes into a GPU job).
+
+    Args:
+        cfg: the experiment.
+        source: its file, for the messages.
+        image_lock: the lock of the container image the jobs run in (``--sdm apptainer``): the trackers are
+            looked up there, since the submit host's packages say nothing about the image's.
 
     Raises:
         ConfigError: naming the key and the package to install.
     """
     import importlib.util
 
+    from medlens.environment import read_lock
+
+    locked = read_lock(image_lock, all_environments=True) if image_lock is not None else None
     keys = {
         "encoder": ("encoder.report_to", cfg.encoder.report_to),
         "decoder": ("decoder.trainer.report_to", cfg.decoder.trainer.report_to),
@@ -1249,7 +1269,18 @@ def check_trackers(cfg: ExperimentConfig, *, source: str) -> None:
         key, trackers = keys[stage]
         for i, tracker in enumerate(trackers):
             modules = TRACKER_MODULES.get(tracker, ())
-            if modules and not any(importlib.util.find_spec(m) for m in modules):
+            if locked is not None:
+                if modules and not any(d in locked for d in TRACKER_DISTRIBUTIONS[tracker]):
+                    raise ConfigError(
+                        f"the tracker '{tracker}' is not in {image_lock}, the lock the jobs' container image "
+                        "is built from (--sdm apptainer)",
+                        file=source,
+                        key=f"{key}[{i}]",
+                        expected=f"a tracker the image holds ({', '.join(t for t, ds in TRACKER_DISTRIBUTIONS.items() if any(d in locked for d in ds))}), "
+                        f"or {TRACKER_DISTRIBUTIONS[tracker][0]} added to pyproject.toml, `make lock` and the "
+                        "image rebuilt (env/medlens.def)",
+                    )
+            elif modules and not any(importlib.util.find_spec(m) for m in modules):
                 raise ConfigError(
                     f"the tracker '{tracker}' is not installed",
                     file=source,

@@ -763,6 +763,33 @@ def test_a_tracker_whose_package_is_missing_is_refused_when_the_config_is_read(
     _load(repo, tmp_path, data)
 
 
+def test_under_a_container_trackers_are_looked_up_in_the_images_lock_not_on_this_host(
+    repo, tmp_path, monkeypatch
+):
+    # --sdm apptainer: wandb installed on the submit host passed, and the job in the image (no wandb) failed
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: object() if n == "wandb" else find_spec(n))
+    data = _tiny(repo)
+    data["encoder"]["report_to"] = ["tensorboard", "wandb"]
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    C.load_experiment(path)  # on this host: installed
+    lock = repo / "requirements.lock"
+    with pytest.raises(ConfigError) as e:
+        C.load_experiment(path, image_lock=lock)
+    assert str(e.value).startswith(
+        f"{path}: encoder.report_to[1]: the tracker 'wandb' is not in {lock}, the lock the jobs' container "
+        "image is built from (--sdm apptainer); expected a tracker the image holds (tensorboard), or wandb "
+        "added to pyproject.toml, `make lock` and the image rebuilt"
+    )
+    data["encoder"]["report_to"] = ["tensorboard"]  # in the lock
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: None)  # absent here does not matter then
+    assert C.load_experiment(path, image_lock=lock).encoder.report_to == ["tensorboard"]
+
+
 def test_an_error_about_the_merged_config_names_the_layer_that_set_the_key():
     layers = [
         ("config/config.yaml", {"run": ["demo"], "datasets": {"a": {"source": "path", "path": "/x"}}}),

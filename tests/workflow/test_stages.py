@@ -157,6 +157,19 @@ def test_a_dataset_target_the_config_does_not_define_names_the_ones_it_does(targ
     assert "MissingRuleException" not in out and "Job stats" not in out
 
 
+def test_under_sdm_apptainer_a_tracker_is_looked_up_in_the_images_lock(tmp_path):
+    workdir = make_workdir(tmp_path / "sdm")
+    exp = yaml.safe_load((workdir / "experiments" / "tiny.yaml").read_text())
+    exp["encoder"]["report_to"] = ["wandb"]
+    (workdir / "experiments" / "tiny.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))
+    out = snakemake(workdir, "-n", "results/report.html", "--sdm", "apptainer", check=False)
+    assert out.returncode != 0
+    assert (
+        f"experiments/tiny.yaml: encoder.report_to[0]: the tracker 'wandb' is not in {REPO / 'requirements.lock'}, "
+        "the lock the jobs' container image is built from (--sdm apptainer)" in out.stdout + out.stderr
+    )
+
+
 def test_an_empty_run_refuses_the_report_but_not_other_targets():
     # was: an empty results/report.html, built without a word
     out = dry_run("results/report.html", "--config", "run=[]", check=False)

@@ -14,8 +14,16 @@ from medlens.config import (
 from medlens.data.access import dataset_problems
 from medlens.models.prefetch import needs_prefetch, scored_metrics
 from medlens.errors import ConfigError
+from snakemake.settings.types import DeploymentMethod
 
 EXPERIMENT_SCHEMA = SCHEMAS / "experiment.schema.yaml"
+# under --sdm apptainer the jobs run in the image built from this lock (env/medlens.def), not in this
+# environment: what they can import is looked up there
+IMAGE_LOCK = (
+    Path(workflow.basedir) / "requirements.lock"
+    if DeploymentMethod.APPTAINER in workflow.deployment_settings.deployment_method
+    else None
+)
 
 
 def _experiments_dir(path):
@@ -84,7 +92,7 @@ def experiment(name) -> ExperimentConfig:
         raise ConfigError(
             f"experiment '{name}' not found", file=CONFIG_FILE, key="run", expected=f"one of {available}"
         )
-    return _check_experiment(name, load_experiment(path, schema_path=EXPERIMENT_SCHEMA))
+    return _check_experiment(name, load_experiment(path, schema_path=EXPERIMENT_SCHEMA, image_lock=IMAGE_LOCK))
 
 
 # Validate every experiment that will run before any job starts.
