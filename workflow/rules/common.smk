@@ -92,7 +92,9 @@ def experiment(name) -> ExperimentConfig:
         raise ConfigError(
             f"experiment '{name}' not found", file=CONFIG_FILE, key="run", expected=f"one of {available}"
         )
-    return _check_experiment(name, load_experiment(path, schema_path=EXPERIMENT_SCHEMA, image_lock=IMAGE_LOCK))
+    return _check_experiment(
+        name, load_experiment(path, schema_path=EXPERIMENT_SCHEMA, image_lock=IMAGE_LOCK)
+    )
 
 
 # Validate every experiment that will run before any job starts.
