@@ -148,6 +148,7 @@ def read_fingerprints(
         The rows' fingerprints, in file order.
     """
     out = Fingerprints()
+    near = cfg.near_duplicate_distance >= 0
     for path in prepared:
         pf = pq.ParquetFile(path)
         for g in range(pf.num_row_groups):
@@ -158,7 +159,6 @@ def read_fingerprints(
                 out.id.append(r["id"])
                 out.dataset.append(r["dataset"])
                 out.exact.append(hashlib.sha256(r["image"]).digest())
-                near = cfg.near_duplicate_distance >= 0
                 out.dhash.append(difference_hash(r["image"]) if near else None)
                 out.text.append(_fold(r["text"]) if r["text_source"] == "report" and r["text"] else None)
     return out
