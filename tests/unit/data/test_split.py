@@ -207,3 +207,15 @@ def test_group_resolves_copies_in_two_official_splits_by_the_patients_rule_and_c
     assert stats["moved_to_keep_duplicates_together"] == 3  # r2, r3 (p1) and copy (q, no official split)
     assert stats["moved_to_keep_patients_together"] == 0 and dropped == []
     assert stats["leakage"]["images_exact"]["cross_split_groups"] == 0
+
+
+def test_a_duplicate_group_larger_than_a_split_is_kept_whole_and_warned_about(
+    make_prepared, tmp_path, caplog
+):
+    # png()'s flat squares all have the same difference hash: under group, every row is one group
+    rows = [{"id": f"r{i}", "patient": f"p{i}", "labels": ["No Finding"]} for i in range(30)]
+    cfg = SplitConfig(leakage=LeakageConfig(images="group"))
+    table, dropped, stats = run(make_prepared, tmp_path, {"a": rows}, cfg)
+    assert len({r["split"] for r in table}) == 1 and len(table) == 30 and dropped == []
+    assert stats["duplicates_kept_together"]["largest"] == 30
+    assert "a group of duplicates holds 30 rows, more than the smallest split's share (3 rows)" in caplog.text
