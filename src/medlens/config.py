@@ -159,8 +159,8 @@ class LeakageConfig:
         16  # bits of the 256-bit dHash within which two images are one; -1: exact only
     )
     # duplicate images across splits: keep (counted), drop later copies, or group (one split for all copies,
-    # merged with their patients). The default stays keep: group moves 5 near-duplicate phantom groups of
-    # the demo into one split each, which would change its split and documented numbers.
+    # merged with their patients). The default stays keep: on the demo group merges 29 phantom patients into
+    # 12 groups and moves 686 of its 3,000 rows to another split, so its documented numbers would move.
     images: Literal["keep", "drop", "group"] = "keep"
     texts: Literal["keep", "drop", "group"] = "keep"  # reports repeated word for word: the same choice
 
