@@ -20,6 +20,16 @@ def png(value: int, size: int = 8) -> bytes:
     return buf.getvalue()
 
 
+def textured_png(seed: int, size: int = 32) -> bytes:
+    """A grey image with structure (random 8x8 blocks, smoothly upscaled): unlike ``png``'s flat squares,
+    two seeds give difference hashes far apart, so only intended copies are duplicates."""
+    rng = random.Random(seed)
+    blocks = Image.frombytes("L", (8, 8), bytes(rng.randrange(256) for _ in range(64)))
+    buf = io.BytesIO()
+    blocks.resize((size, size), Image.Resampling.BICUBIC).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 @pytest.fixture
 def make_prepared(tmp_path):
     """write(name, rows) -> path; rows are dicts with id suffix, patient, labels and optional meta/text."""

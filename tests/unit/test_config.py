@@ -353,6 +353,19 @@ def test_split_shares_must_sum_to_one_when_the_config_is_read(repo, tmp_path):
         _load(repo, tmp_path, data)
 
 
+def test_grouping_duplicates_is_read_and_needs_the_audit(repo, tmp_path):
+    data = _tiny(repo)
+    data["split"] = {"leakage": {"images": "group", "texts": "group"}}
+    assert _load(repo, tmp_path, data).split.leakage.images == "group"
+    data["split"] = {"leakage": {"enabled": False, "images": "group"}}
+    with pytest.raises(
+        ConfigError,
+        match=r"exp\.yaml: split\.leakage\.enabled: images: group needs the audit, which is disabled; "
+        r"expected enabled: true",
+    ):
+        _load(repo, tmp_path, data)
+
+
 @pytest.mark.parametrize("key", ["prompt", "system"])
 def test_the_chat_prompt_cannot_hold_the_image_mark(repo, tmp_path, key):
     from medlens.data.chat_format import IMAGE_TOKEN

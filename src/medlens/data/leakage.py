@@ -14,7 +14,11 @@ every test number. :func:`audit_leakage` finds
 Rows are grouped (connected components) and each group that spans splits or datasets is counted, with
 examples, in ``split.json``. With ``images: drop`` / ``texts: drop`` the copies in later splits (val,
 then test) of a group that also has rows in an earlier split are dropped, written to ``dropped.csv``
-with the row they duplicate.
+with the row they duplicate. With ``images: group`` / ``texts: group`` the split puts each group in one
+split before assigning (:func:`groups_to_keep_together`), so the audit then finds none across splits.
+
+:func:`read_fingerprints` reads each kept image once, row group by row group, and keeps only its hashes:
+the split's grouping and the audit after it share them.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import io
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,7 +38,15 @@ import pyarrow.parquet as pq
 from medlens.config import LeakageConfig
 from medlens.data.schema import SPLITS
 
-__all__ = ["difference_hash", "audit_leakage", "hamming_groups"]
+__all__ = [
+    "Fingerprints",
+    "audit_leakage",
+    "connected_components",
+    "difference_hash",
+    "groups_to_keep_together",
+    "hamming_groups",
+    "read_fingerprints",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +72,19 @@ def difference_hash(image_bytes: bytes) -> int:
     return int.from_bytes(np.packbits(small[:, 1:] > small[:, :-1]).tobytes(), "big")
 
 
-def _components(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
-    """The connected components of two or more of ``n`` nodes joined by ``edges`` (scipy's csgraph)."""
+def connected_components(n: int, edges: list[tuple[int, int]], min_size: int = 2) -> list[list[int]]:
+    """The connected components of at least ``min_size`` of ``n`` nodes joined by ``edges`` (scipy's csgraph),
+    each in node order, in the order of their first node."""
     from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse.csgraph import connected_components as components
 
     rows, cols = zip(*edges, strict=True) if edges else ((), ())
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
+    _, component = components(graph, directed=False)
     groups: dict[int, list[int]] = defaultdict(list)
     for i, c in enumerate(component):
         groups[int(c)].append(i)
-    return [m for m in groups.values() if len(m) > 1]
+    return [m for m in groups.values() if len(m) >= min_size]
 
 
 def hamming_groups(hashes: Sequence[int], max_distance: int, bits: int = BITS) -> list[list[int]]:
@@ -85,7 +99,7 @@ def hamming_groups(hashes: Sequence[int], max_distance: int, bits: int = BITS) -
     edges = [(i, first.setdefault(h, i)) for i, h in enumerate(hashes)]
     unique = sorted(first)
     if max_distance <= 0 or len(unique) < 2:
-        return _components(len(hashes), edges)
+        return connected_components(len(hashes), edges)
     n_bands = max_distance + 1
     width = bits // n_bands
     if width >= 8:
@@ -102,31 +116,51 @@ def hamming_groups(hashes: Sequence[int], max_distance: int, bits: int = BITS) -
             for b in bucket[a_pos + 1 :]:
                 if (unique[a] ^ unique[b]).bit_count() <= max_distance:
                     edges.append((first[unique[a]], first[unique[b]]))
-    return _components(len(hashes), edges)
+    return connected_components(len(hashes), edges)
 
 
 def _fold(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def _read(
-    prepared: Sequence[str | os.PathLike], wanted: dict[str, str], hash_images: bool
-) -> dict[str, list]:
-    """id, dataset, split, exact key, dHash and folded report text of each row that has a split."""
-    out: dict[str, list] = defaultdict(list)
+@dataclass
+class Fingerprints:
+    """What the grouping and the audit need of each row, one list entry per row: no image bytes."""
+
+    id: list[str] = field(default_factory=list)
+    dataset: list[str] = field(default_factory=list)
+    exact: list[bytes] = field(default_factory=list)  # sha256 of the stored image bytes
+    dhash: list[int | None] = field(default_factory=list)  # None when near duplicates are not looked for
+    text: list[str | None] = field(default_factory=list)  # folded report; None unless text_source is report
+
+
+def read_fingerprints(
+    prepared: Sequence[str | os.PathLike], ids: Container[str], cfg: LeakageConfig
+) -> Fingerprints:
+    """Hash each image of ``ids`` once, streaming the prepared parquets row group by row group.
+
+    Args:
+        prepared: the experiment's prepared parquet files.
+        ids: the rows to read (those the split's class filters keep).
+        cfg: the experiment's ``split.leakage`` settings (``near_duplicate_distance`` -1: no decoding).
+
+    Returns:
+        The rows' fingerprints, in file order.
+    """
+    out = Fingerprints()
+    near = cfg.near_duplicate_distance >= 0
     for path in prepared:
         pf = pq.ParquetFile(path)
         for g in range(pf.num_row_groups):
             group = pf.read_row_group(g, columns=["id", "dataset", "image", "text", "text_source"])
             for r in group.to_pylist():
-                if r["id"] not in wanted:
+                if r["id"] not in ids:
                     continue
-                out["id"].append(r["id"])
-                out["dataset"].append(r["dataset"])
-                out["split"].append(wanted[r["id"]])
-                out["exact"].append(hashlib.sha256(r["image"]).digest())
-                out["dhash"].append(difference_hash(r["image"]) if hash_images else None)
-                out["text"].append(_fold(r["text"]) if r["text_source"] == "report" and r["text"] else None)
+                out.id.append(r["id"])
+                out.dataset.append(r["dataset"])
+                out.exact.append(hashlib.sha256(r["image"]).digest())
+                out.dhash.append(difference_hash(r["image"]) if near else None)
+                out.text.append(_fold(r["text"]) if r["text_source"] == "report" and r["text"] else None)
     return out
 
 
@@ -179,13 +213,42 @@ def _summarise(
     return summary, dropped
 
 
+def _image_groups(fp: Fingerprints, cfg: LeakageConfig) -> tuple[list[list[int]], list[list[int]] | None]:
+    """Exact-copy groups, and near-duplicate groups (None when ``near_duplicate_distance`` is -1)."""
+    exact = _by_key(fp.exact)
+    if cfg.near_duplicate_distance < 0:
+        return exact, None
+    return exact, hamming_groups(fp.dhash, cfg.near_duplicate_distance)
+
+
+def groups_to_keep_together(fp: Fingerprints, cfg: LeakageConfig) -> list[list[str]]:
+    """The ids that must share one split: duplicate groups of each kind set to ``group``.
+
+    Groups of different kinds may overlap; the split joins them (connected components).
+
+    Args:
+        fp: the fingerprints of the rows to split (``read_fingerprints``).
+        cfg: the experiment's ``split.leakage`` settings.
+
+    Returns:
+        Lists of two or more ids.
+    """
+    groups: list[list[int]] = []
+    if cfg.images == "group":
+        exact, near = _image_groups(fp, cfg)
+        groups += exact if near is None else near  # a near group holds every exact copy (same hash)
+    if cfg.texts == "group":
+        groups += _by_key(fp.text)
+    return [[fp.id[i] for i in members] for members in groups]
+
+
 def audit_leakage(
-    prepared: Sequence[str | os.PathLike], split_of: dict[str, str], cfg: LeakageConfig
+    fp: Fingerprints, split_of: dict[str, str], cfg: LeakageConfig
 ) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     """Duplicate images and reports across the splits and datasets of an experiment.
 
     Args:
-        prepared: the experiment's prepared parquet files.
+        fp: the fingerprints of every kept row (``read_fingerprints``), read before the split was assigned.
         split_of: the split of every kept row (``assign_splits``).
         cfg: the experiment's ``split.leakage`` settings.
 
@@ -194,19 +257,19 @@ def audit_leakage(
     """
     if not cfg.enabled:
         return {"enabled": False}, []
-    rows = _read(prepared, split_of, cfg.near_duplicate_distance >= 0)
-    summary: dict[str, Any] = {"enabled": True, "rows_audited": len(rows["id"])}
+    rows = {"id": fp.id, "dataset": fp.dataset, "split": [split_of[i] for i in fp.id]}
+    summary: dict[str, Any] = {"enabled": True, "rows_audited": len(fp.id)}
     drops: list[tuple[str, str, str]] = []
-    exact, dropped = _summarise("exact duplicate image", _by_key(rows["exact"]), rows, cfg.images)
+    exact_groups, near_groups = _image_groups(fp, cfg)
+    exact, dropped = _summarise("exact duplicate image", exact_groups, rows, cfg.images)
     summary["images_exact"] = exact
     drops += dropped
-    if cfg.near_duplicate_distance >= 0:
-        near_groups = hamming_groups(rows["dhash"], cfg.near_duplicate_distance)
-        near, dropped = _summarise("near-duplicate image", near_groups, rows, cfg.images, rows["dhash"])
+    if near_groups is not None:
+        near, dropped = _summarise("near-duplicate image", near_groups, rows, cfg.images, fp.dhash)
         near["max_distance"] = cfg.near_duplicate_distance
         summary["images_near"] = near
         drops += dropped
-    texts, dropped = _summarise("repeated report", _by_key(rows["text"]), rows, cfg.texts)
+    texts, dropped = _summarise("repeated report", _by_key(fp.text), rows, cfg.texts)
     summary["texts"] = texts
     drops += dropped
     unique: dict[str, tuple[str, str, str]] = {}
@@ -218,6 +281,8 @@ def audit_leakage(
                 "leakage: %d groups of %s span splits (%s)",
                 summary[kind]["cross_split_groups"],
                 kind.replace("_", " "),
-                "dropped" if summary[kind]["action"] == "drop" else "kept: set split.leakage to drop them",
+                "dropped"
+                if summary[kind]["action"] == "drop"
+                else "kept: set split.leakage to group or drop them",
             )
     return summary, sorted(unique.values())

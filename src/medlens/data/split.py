@@ -1,25 +1,28 @@
 """``split``: merge an experiment's prepared sources into ``pairs.parquet`` with a ``split`` column.
 
 Splits are patient-level (every row of a patient lands in one split) and stratified by label.
-The assignment is computed from the metadata columns only; the image bytes are then streamed
-row group by row group, so memory does not grow with the dataset.
+The assignment is computed from the metadata columns and the hashes of each kept image, read once;
+the images are streamed row group by row group (to hash, then to write), so memory does not grow with
+the dataset.
 
 Order of operations:
 1. classes (the sorted label set of a row, as ExplainMyXray's ``stratify=df["Labels"]``) with fewer
    than ``min_samples_per_class`` rows are dropped;
 2. ``max_samples`` keeps a class-proportional subsample;
-3. with ``official: true`` rows keep their source's own split; a patient found in several
-   official splits is moved to one of them (test before val before train) and counted;
-4. the remaining patients are allocated to train/val/test by ratio within label strata;
-5. the leakage audit (:mod:`medlens.data.leakage`) counts images and reports found in two splits or
-   datasets and, if ``split.leakage`` says so, drops the later split's copies.
+3. each kept image is read and hashed once (:func:`medlens.data.leakage.read_fingerprints`); with
+   ``split.leakage.images`` / ``.texts: group``, patient groups that share a duplicate image or report
+   are merged (connected components, :mod:`medlens.data.groups`), so all copies land in one split;
+4. with ``official: true`` rows keep their source's own split; a patient (or merged group) found in
+   several official splits is moved to one of them (test before val before train) and counted;
+5. the remaining groups are allocated to train/val/test by ratio within label strata;
+6. the leakage audit counts images and reports found in two splits or datasets, from the same hashes,
+   and, if ``split.leakage`` says ``drop``, drops the later split's copies.
 Dropped rows are written to ``dropped.csv`` with their reason.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import random
@@ -31,7 +34,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medlens.config import SplitConfig
-from medlens.data.leakage import audit_leakage
+from medlens.data.groups import group_rows
+from medlens.data.leakage import audit_leakage, groups_to_keep_together, read_fingerprints
 from medlens.data.schema import PAIRS_SCHEMA, PREPARED_SCHEMA, SPLITS
 from medlens.errors import ConfigError, DataError
 from medlens.io import atomic_path, write_json
@@ -41,7 +45,6 @@ __all__ = ["split_pairs", "assign_splits", "read_metadata", "pair_rows", "count_
 logger = logging.getLogger(__name__)
 
 _META_COLUMNS = ["id", "dataset", "patient_id", "labels", "meta"]
-_PRIORITY = {"test": 0, "val": 1, "train": 2}  # a patient in several official splits goes to the first
 
 
 def read_metadata(paths: Sequence[str | os.PathLike]) -> pa.Table:
@@ -170,18 +173,7 @@ def _filter_classes(
     return [r for r in rows if r["id"] in keep], dropped, rare
 
 
-def assign_splits(
-    meta: pa.Table, cfg: SplitConfig
-) -> tuple[dict[str, str], list[tuple[str, str, str]], dict]:
-    """Decide every row's split.
-
-    Args:
-        meta: the ``read_metadata`` table.
-        cfg: the experiment's split settings.
-
-    Returns:
-        ``(split by id, dropped rows as (id, dataset, reason), statistics)``.
-    """
+def _check_shares(cfg: SplitConfig) -> list[float]:
     weights = [cfg.train, cfg.val, cfg.test]
     if any(w < 0 for w in weights) or abs(sum(weights) - 1.0) > 1e-6:
         raise ConfigError(
@@ -189,32 +181,27 @@ def assign_splits(
             key="split.train/val/test",
             expected="non-negative shares summing to 1, e.g. 0.8/0.1/0.1 or 0.95/0.05/0",
         )
-    rows = meta.to_pylist()
-    rng = random.Random(cfg.seed)
-    rows, dropped, rare = _filter_classes(rows, cfg, rng)
+    return weights
 
-    # patient groups; rows without a patient id are their own group
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        pid = r["patient_id"]
-        groups[f"{r['dataset']}/{pid}" if pid else f"row:{r['id']}"].append(i)
 
+def assign_splits(
+    rows: list[dict], cfg: SplitConfig, rng: random.Random, together: Sequence[Sequence[str]] = ()
+) -> tuple[dict[str, str], dict]:
+    """Decide the split of every row the class filters kept.
+
+    Args:
+        rows: the kept ``read_metadata`` rows, as dicts.
+        cfg: the experiment's split settings.
+        rng: the generator that drew the class subsample (one stream per seed, so a seed's split is stable).
+        together: groups of ids that must share a split (duplicates, ``groups_to_keep_together``).
+
+    Returns:
+        ``(split by id, statistics)``.
+    """
+    weights = _check_shares(cfg)
+    groups = group_rows(rows, together, cfg.official)
+    split_of = {rows[i]["id"]: split for i, split in groups.official.items()}
     label_freq = Counter(lab for r in rows for lab in (r["labels"] or ["<no label>"]))
-    split_of: dict[str, str] = {}
-    moved = 0
-    free_groups: dict[str, list[int]] = {}
-    for g, members in groups.items():
-        official = (
-            {json.loads(rows[i]["meta"]).get("official_split") for i in members} if cfg.official else set()
-        )
-        official.discard(None)
-        if official:
-            chosen = min(official, key=_PRIORITY.__getitem__)
-            moved += sum(1 for i in members if json.loads(rows[i]["meta"]).get("official_split") != chosen)
-            for i in members:
-                split_of[rows[i]["id"]] = chosen
-        else:
-            free_groups[g] = members
     # stratum = the rarest label among the group's rows, so rare findings spread over all splits
     strata = {
         g: (
@@ -225,24 +212,39 @@ def assign_splits(
             if cfg.stratify
             else "all"
         )
-        for g, m in free_groups.items()
+        for g, m in groups.free.items()
     }
-    for g, split in _ratio_split(free_groups, strata, weights, rng).items():
-        for i in free_groups[g]:
+    for g, split in _ratio_split(groups.free, strata, weights, rng).items():
+        for i in groups.free[g]:
             split_of[rows[i]["id"]] = split
 
-    stats = {
-        "rows": len(meta),
-        "kept": len(split_of),
-        "dropped": len(dropped),
-        "patients": len(groups),
-        "dropped_classes": sorted(rare),
-        "moved_to_keep_patients_together": moved,
-        **_split_counts(rows, split_of),
-    }
-    if moved:
-        logger.warning("%d rows moved from their official split so that no patient spans two splits", moved)
-    return split_of, dropped, stats
+    stats = groups.stats
+    merged = stats["duplicates_kept_together"]
+    merged["by"] = [k for k in ("images", "texts") if getattr(cfg.leakage, k) == "group"]
+    if stats["moved_to_keep_patients_together"]:
+        logger.warning(
+            "%d rows moved from their official split so that no patient spans two splits",
+            stats["moved_to_keep_patients_together"],
+        )
+    if merged["groups"]:
+        logger.info(
+            "duplicates kept together: %d patients merged into %d groups of %d rows (the largest %d); "
+            "%d rows moved from their patient's official split",
+            merged["patients"],
+            merged["groups"],
+            merged["rows"],
+            merged["largest"],
+            stats["moved_to_keep_duplicates_together"],
+        )
+    smallest_share = min(w for w in weights if w > 0) * len(rows)
+    if merged["largest"] > smallest_share:
+        logger.warning(
+            "a group of duplicates holds %d rows, more than the smallest split's share (%d rows): "
+            "the split ratios cannot be met",
+            merged["largest"],
+            round(smallest_share),
+        )
+    return split_of, stats
 
 
 def split_pairs(
@@ -272,13 +274,33 @@ def split_pairs(
             file=", ".join(map(str, prepared)),
             expected="unique ids across an experiment's datasets",
         )
-    split_of, dropped, stats = assign_splits(meta, cfg)
-    stats["leakage"], leaked = audit_leakage(prepared, split_of, cfg.leakage)
+    _check_shares(cfg)
+    rng = random.Random(cfg.seed)
+    rows, dropped, rare = _filter_classes(meta.to_pylist(), cfg, rng)
+    # each kept image is read and hashed here, once: the grouping and the audit share the hashes
+    fingerprints = (
+        read_fingerprints(prepared, {r["id"] for r in rows}, cfg.leakage) if cfg.leakage.enabled else None
+    )
+    together = groups_to_keep_together(fingerprints, cfg.leakage) if fingerprints is not None else []
+    split_of, assigned = assign_splits(rows, cfg, rng, together)
+    stats = {
+        "rows": len(meta),
+        "kept": len(split_of),
+        "dropped": len(dropped),
+        "dropped_classes": sorted(rare),
+        **assigned,
+        **_split_counts(rows, split_of),
+    }
+    stats["leakage"], leaked = (
+        audit_leakage(fingerprints, split_of, cfg.leakage)
+        if fingerprints is not None
+        else ({"enabled": False}, [])
+    )
     if leaked:
         for row_id, _, _ in leaked:
             del split_of[row_id]
         dropped += leaked
-        stats.update(kept=len(split_of), dropped=len(dropped), **_split_counts(meta.to_pylist(), split_of))
+        stats.update(kept=len(split_of), dropped=len(dropped), **_split_counts(rows, split_of))
     with atomic_path(out_pairs) as tmp, pq.ParquetWriter(tmp, PAIRS_SCHEMA, compression="zstd") as writer:
         for path in prepared:
             pf = pq.ParquetFile(path)

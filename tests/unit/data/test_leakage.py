@@ -145,3 +145,82 @@ def test_exact_only_audit_decodes_nothing_and_the_audit_can_be_switched_off(leak
     assert split_pairs(leaky, off, tmp_path / "p.parquet", tmp_path / "d.csv", tmp_path / "s.json")[
         "leakage"
     ] == {"enabled": False}
+
+
+def test_group_leaves_no_copy_across_splits_drops_nothing_and_hashes_each_image_once(
+    leaky, tmp_path, monkeypatch
+):
+    import medlens.data.leakage as leakage
+
+    keep = split_pairs(
+        leaky, SplitConfig(seed=12), tmp_path / "p.parquet", tmp_path / "d.csv", tmp_path / "s.json"
+    )["leakage"]
+    assert keep["images_near"]["cross_split_groups"] and keep["texts"]["cross_split_groups"]  # to be grouped
+    hashed = []
+    monkeypatch.setattr(leakage, "difference_hash", lambda b: hashed.append(b) or difference_hash(b))
+    cfg = SplitConfig(seed=12, leakage=LeakageConfig(images="group", texts="group"))
+    stats = split_pairs(leaky, cfg, tmp_path / "p.parquet", tmp_path / "d.csv", tmp_path / "s.json")
+    assert len(hashed) == 80  # the grouping and the audit share one hash of each image
+    leak = stats["leakage"]
+    assert [leak[k]["cross_split_groups"] for k in ("images_exact", "images_near", "texts")] == [0, 0, 0]
+    assert leak["images_near"]["groups"] == 5 and leak["texts"]["groups"] == 2  # found, and kept together
+    assert leak["images_near"]["action"] == "group" and leak["images_near"]["dropped"] == 0
+    assert stats["dropped"] == 0 and pq.read_metadata(tmp_path / "p.parquet").num_rows == 80
+    assert stats["duplicates_kept_together"] == {
+        "by": ["images", "texts"],
+        "groups": 7,
+        "patients": 14,
+        "rows": 14,
+        "largest": 2,
+    }
+    pairs = pq.read_table(tmp_path / "p.parquet", columns=["id", "split"]).to_pylist()
+    split = {r["id"]: r["split"] for r in pairs}
+    assert all(split[f"a/a{k}"] == split[f"b/b{k}"] for k in range(5))
+    assert split["a/a20"] == split["b/b10"] and split["a/a21"] == split["b/b11"]
+
+
+def test_near_duplicates_chain_into_one_split_with_their_patients(make_prepared, tmp_path, monkeypatch):  # noqa: F811
+    import medlens.data.leakage as leakage
+
+    rows = _rows(60, prefix="a", seed=700)
+    # a0 ~ a1 ~ a2 within 10 bits each, a0 and a2 16 bits apart: one group only through a1
+    base = 0xF0F0_1234_5678_9ABC_DEF0_1357_9BDF_2468_ACE0_FFFF_0000_AAAA_5555_CCCC_3333
+    chain = {rows[0]["image"]: base, rows[1]["image"]: base ^ 0xFF, rows[2]["image"]: base ^ 0xFFFF}
+    rows[30]["patient"] = rows[0]["patient"]  # a0's patient has another image, a2's too
+    rows[31]["patient"] = rows[2]["patient"]
+    real = leakage.difference_hash
+    monkeypatch.setattr(leakage, "difference_hash", lambda b: chain.get(b) or real(b))
+    path = make_prepared("a", rows)
+    for seed in range(20):  # some seed splits the chain when not grouped
+        keep = split_pairs(
+            [path],
+            SplitConfig(seed=seed, leakage=LeakageConfig(near_duplicate_distance=10)),
+            tmp_path / "p.parquet",
+            tmp_path / "d.csv",
+            tmp_path / "s.json",
+        )
+        if keep["leakage"]["images_near"]["cross_split_groups"]:
+            break
+    else:
+        pytest.fail("no seed split the chain")
+    cfg = SplitConfig(seed=seed, leakage=LeakageConfig(near_duplicate_distance=10, images="group"))
+    stats = split_pairs([path], cfg, tmp_path / "p.parquet", tmp_path / "d.csv", tmp_path / "s.json")
+    split = {
+        r["id"]: r["split"]
+        for r in pq.read_table(tmp_path / "p.parquet", columns=["id", "split"]).to_pylist()
+    }
+    assert len({split[f"a/a{i}"] for i in (0, 1, 2, 30, 31)}) == 1
+    assert (
+        stats["duplicates_kept_together"]["rows"] == 5
+        and stats["leakage"]["images_near"]["max_distance"] == 10
+    )
+
+
+def test_exact_only_grouping_decodes_nothing(leaky, tmp_path, monkeypatch):
+    import medlens.data.leakage as leakage
+
+    monkeypatch.setattr(leakage, "difference_hash", lambda b: pytest.fail("decoded an image"))
+    cfg = SplitConfig(seed=3, leakage=LeakageConfig(near_duplicate_distance=-1, images="group"))
+    stats = split_pairs(leaky, cfg, tmp_path / "p.parquet", tmp_path / "d.csv", tmp_path / "s.json")
+    assert stats["duplicates_kept_together"]["groups"] == 4  # the JPEG copy is not exact: not grouped
+    assert stats["leakage"]["images_exact"]["cross_split_groups"] == 0 and stats["dropped"] == 0

@@ -9,8 +9,8 @@ from collections import Counter, defaultdict
 import pyarrow.parquet as pq
 import pytest
 
-from helpers.prepared import population
-from medlens.config import SplitConfig
+from helpers.prepared import population, textured_png
+from medlens.config import LeakageConfig, SplitConfig
 from medlens.data.split import split_pairs
 from medlens.errors import ConfigError, DataError
 
@@ -142,3 +142,80 @@ def test_stats_file_records_labels_per_split(make_prepared, tmp_path):
     run(make_prepared, tmp_path, {"a": population(100)}, SplitConfig())
     stats = json.loads((tmp_path / "split.json").read_text())
     assert set(stats["labels_per_split"]) == {"train", "val", "test"}
+
+
+def copied_across_patients(n_patients: int = 120) -> list[dict]:
+    """Patients with their own images, and every fourth image filed again under a new patient (as the Kaggle
+    pneumonia folder copies): a second row, another patient id, the same bytes."""
+    rows = [
+        {"id": f"p{p}", "patient": f"p{p}", "labels": ["No Finding"], "image": textured_png(p)}
+        for p in range(n_patients)
+    ]
+    rows += [
+        {"id": f"copy{p}", "patient": f"q{p}", "labels": ["No Finding"], "image": textured_png(p)}
+        for p in range(0, n_patients, 4)
+    ]
+    return rows
+
+
+def test_group_puts_the_same_image_under_two_patients_in_one_split_and_drops_nothing(make_prepared, tmp_path):
+    rows = copied_across_patients()
+    keep, _, _ = run(make_prepared, tmp_path, {"a": rows}, SplitConfig(seed=1))
+    split = {r["id"]: r["split"] for r in keep}
+    assert any(split[f"a/p{p}"] != split[f"a/copy{p}"] for p in range(0, 120, 4))  # else nothing to test
+    cfg = SplitConfig(seed=1, leakage=LeakageConfig(images="group"))
+    table, dropped, stats = run(make_prepared, tmp_path, {"a": rows}, cfg)
+    split = {r["id"]: r["split"] for r in table}
+    assert all(split[f"a/p{p}"] == split[f"a/copy{p}"] for p in range(0, 120, 4))
+    assert dropped == [] and len(table) == stats["kept"] == 150
+    assert stats["duplicates_kept_together"] == {
+        "by": ["images"],
+        "groups": 30,
+        "patients": 60,
+        "rows": 60,
+        "largest": 2,
+    }
+    assert stats["leakage"]["images_exact"]["cross_split_groups"] == 0
+    assert stats["leakage"]["images_near"]["cross_split_groups"] == 0
+    assert json.loads((tmp_path / "split.json").read_text())["duplicates_kept_together"]["rows"] == 60
+    assert Counter(split.values()) == {"train": 120, "val": 15, "test": 15}
+
+
+def test_group_resolves_copies_in_two_official_splits_by_the_patients_rule_and_counts_them(
+    make_prepared, tmp_path
+):
+    rows = [
+        {
+            "id": f"r{i}",
+            "patient": f"p{i // 2}",
+            "labels": ["No Finding"],
+            "image": textured_png(i),
+            "meta": {"official_split": "train" if i < 10 else "test"},
+        }
+        for i in range(20)
+    ]
+    rows.append({"id": "copy", "patient": "q", "labels": ["No Finding"], "image": textured_png(1)})  # of r1
+    rows.append(  # r3's image filed again in test under another patient
+        {"id": "test-copy", "patient": "t", "image": textured_png(3), "meta": {"official_split": "test"}}
+    )
+    cfg = SplitConfig(official=True, leakage=LeakageConfig(images="group"))
+    table, dropped, stats = run(make_prepared, tmp_path, {"a": rows}, cfg)
+    split = {r["id"]: r["split"] for r in table}
+    assert split["a/r0"] == split["a/r1"] == split["a/copy"] == "train"  # an unofficial copy follows
+    assert split["a/r2"] == split["a/r3"] == split["a/test-copy"] == "test"  # p1 moved whole to test
+    assert split["a/r5"] == "train" and split["a/r15"] == "test"
+    assert stats["moved_to_keep_duplicates_together"] == 3  # r2, r3 (p1) and copy (q, no official split)
+    assert stats["moved_to_keep_patients_together"] == 0 and dropped == []
+    assert stats["leakage"]["images_exact"]["cross_split_groups"] == 0
+
+
+def test_a_duplicate_group_larger_than_a_split_is_kept_whole_and_warned_about(
+    make_prepared, tmp_path, caplog
+):
+    # png()'s flat squares all have the same difference hash: under group, every row is one group
+    rows = [{"id": f"r{i}", "patient": f"p{i}", "labels": ["No Finding"]} for i in range(30)]
+    cfg = SplitConfig(leakage=LeakageConfig(images="group"))
+    table, dropped, stats = run(make_prepared, tmp_path, {"a": rows}, cfg)
+    assert len({r["split"] for r in table}) == 1 and len(table) == 30 and dropped == []
+    assert stats["duplicates_kept_together"]["largest"] == 30
+    assert "a group of duplicates holds 30 rows, more than the smallest split's share (3 rows)" in caplog.text

@@ -361,9 +361,17 @@ def test_the_leakage_audit_is_shown_with_its_counts_and_examples(tmp_path, make_
         "images_near": {**group, "groups": 3, "dropped": 0, "max_distance": 16, "examples": []},
         "texts": {**group, "action": "drop", "dropped": 1, "examples": []},
     }
+    split["duplicates_kept_together"] = {
+        "by": ["images"],
+        "groups": 2,
+        "patients": 5,
+        "rows": 7,
+        "largest": 4,
+    }
     Path(files["split"]).write_text(json.dumps(split))
     page = Path(render(tmp_path, env_info, {"leaky": (files, config)})["out_pages"][0]).read_text()
     section = page[page.index('id="leakage-leaky"') :]
+    assert "Grouped here (images): <span data-merged>5 patients in 2 groups, 7 rows</span>." in section
     rows = re.findall(r'<tr data-leakage="(\w+)">(.*?)</tr>', section)
     cells = {key: re.findall(r"<td[^>]*>(.*?)</td>", row) for key, row in rows}
     assert cells["images_exact"] == ["identical images", "2", "4", "1", "2", "keep", "0"]
