@@ -178,6 +178,17 @@ def test_an_empty_run_refuses_the_report_but_not_other_targets():
     assert "prepare_datasets" in dry_run("results/prepared/synthetic_cxr.parquet", "--config", "run=[]")
 
 
+def test_a_probe_split_of_a_dataset_the_experiment_does_not_probe_is_refused():
+    # was: planned a split_probe of demo's own training dataset
+    out = dry_run("results/demo/data/probe/synthetic_cxr.parquet", check=False)
+    assert (
+        "config/experiments/demo.yaml: evaluate.probe_datasets: 'synthetic_cxr' is not a probe dataset of "
+        "experiment 'demo' (asked for by results/demo/data/probe/synthetic_cxr.parquet); expected one of []"
+        in out
+    )
+    assert "Job stats" not in out
+
+
 def test_a_configured_dataset_target_still_plans_its_rules():
     out = dry_run("results/prepared/synthetic_cxr.parquet")
     assert "prepare_datasets" in out and "reject_unknown_dataset" not in out

@@ -242,6 +242,21 @@ def split_params(wildcards):
     return to_dict(experiment(wildcards.experiment).split)
 
 
+def get_probe_prepared(wildcards):
+    """The prepared parquet of one of the experiment's probe datasets; any other dataset's probe split is
+    refused (it would split a dataset the experiment never probes, or one it trains on)."""
+    exp = experiment(wildcards.experiment)
+    if wildcards.dataset not in exp.evaluate.probe_datasets:
+        raise ConfigError(
+            f"'{wildcards.dataset}' is not a probe dataset of experiment '{wildcards.experiment}' (asked for by "
+            f"{layout.PROBE_PAIRS.format(**wildcards)})",
+            file=str(EXPERIMENTS_DIR / f"{wildcards.experiment}.yaml"),
+            key="evaluate.probe_datasets",
+            expected=f"one of {list(exp.evaluate.probe_datasets)}, or the dataset added there",
+        )
+    return [layout.PREPARED.format(dataset=wildcards.dataset)]
+
+
 def probe_split_params(wildcards):
     """A probe dataset is split by the experiment's settings at patient level, never by its official lists:
     NIH's have no validation part, CheXpert's a 234-image one, and a probe chooses C on val."""

@@ -98,7 +98,7 @@ rule reject_unknown_dataset:
 # split settings at patient level (probe_split_params), never merged with the training pairs.
 rule split_probe:
     input:
-        prepared=lambda wildcards: [layout.PREPARED.format(dataset=wildcards.dataset)],
+        prepared=get_probe_prepared,
     output:
         pairs=layout.PROBE_PAIRS,
         dropped=layout.PROBE_DROPPED,
