@@ -34,6 +34,7 @@ from medlens.evaluate.modality import (
     ordinal_scores,
     rows_of_class,
 )
+from medlens.evaluate.paired import write_probe_scores
 from medlens.evaluate.text_metrics import corpus_text_metrics
 from medlens.evaluate.vqa import vqa_scores
 from medlens.io import atomic_path, write_json
@@ -229,6 +230,7 @@ def evaluate_decoder(
     out_json: str | os.PathLike,
     out_generations: str | os.PathLike,
     out_per_label: str | os.PathLike,
+    out_probe_scores: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Generate for ``chat/{cfg.split}.jsonl`` and score against the references.
 
@@ -242,6 +244,9 @@ def evaluate_decoder(
         probes: each probe dataset's own split (``data/probe/<dataset>.parquet``), on which that tower is
             also probed (``encoder_final_external_probes``, seed 004's NIH-14 and CheXpert probes).
         out_json, out_generations, out_per_label: the rule's outputs.
+        out_probe_scores: the tower's multi-label probes' test probabilities and truth per row
+            (:func:`medlens.evaluate.paired.write_probe_scores`; a header alone without a tower), for the
+            report's paired comparisons.
 
     Returns:
         The metrics written to ``out_json``.
@@ -280,12 +285,17 @@ def evaluate_decoder(
         },
     }
     tower = Path(decoder_dir) / layout.TOWER
+    probe_scores: list[dict[str, Any]] = []
     if pairs is not None and cfg.linear_probe.enabled and (tower / "vision.safetensors").is_file():
-        from medlens.evaluate.encoder import probe_image_tower
+        from medlens.evaluate.probes import probe_image_tower
 
-        result["encoder_final_probe"], external = probe_image_tower(cfg, pairs, tower, probes)
+        result["encoder_final_probe"], external = probe_image_tower(
+            cfg, pairs, tower, probes, scores_out=probe_scores
+        )
         if external:
             result["encoder_final_external_probes"] = external
+    if out_probe_scores is not None:
+        write_probe_scores(out_probe_scores, probe_scores)
     result["ood"] = _ood(decoder_dir, generator, [r["images"][0] for r in records])
     result["environment"] = environment.record()
     write_json(result, out_json)
