@@ -67,6 +67,25 @@ def read_experiment_probes(exp: dict[str, Any]) -> dict[str, dict[str, Any] | No
     return out
 
 
+def _aligned(
+    name: str, exps: tuple[dict[str, Any], dict[str, Any]], scores: list[dict[str, Any] | None], key: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
+    """``(a's scores, b's scores of the same rows in a's order, truth)`` of probe ``name``, or why the two
+    experiments cannot be paired on it."""
+    if any(s is None for s in scores):
+        return f"an experiment has no {key}.csv (evaluated before it existed)"
+    if missing := [e["name"] for e, s in zip(exps, scores, strict=True) if name not in s]:
+        return f"{' and '.join(missing)}: no per-row scores of {name} (the probe was not fitted)"
+    (ids_a, labels_a, sa, ta), (ids_b, labels_b, sb, tb) = (s[name] for s in scores)
+    if set(ids_a) != set(ids_b) or labels_a != labels_b:
+        return f"different test rows or labels ({len(ids_a)} and {len(ids_b)} rows)"
+    position = {i: k for k, i in enumerate(ids_b)}
+    take = np.array([position[i] for i in ids_a], dtype=int)
+    if not np.array_equal(ta, tb[take]):
+        return "the two experiments' truth of the same rows differs"
+    return sa, sb[take], ta
+
+
 def compare_probes(stage: str):
     """Comparator of the linear probes of ``stage`` (``encoder`` or ``decoder``) for ``experiment_differences``:
     experiments as it passes them, with ``probe_rows`` from :func:`read_experiment_probes`."""
@@ -78,36 +97,15 @@ def compare_probes(stage: str):
         from medlens.evaluate.paired import paired_auc_difference
 
         in_b = set(probe_evaluations(b.get(source), *keys))
-        shared = [n for n in probe_evaluations(a.get(source), *keys) if n in in_b]
-        scores = [e["probe_rows"][stage] for e in (a, b)]
         out = {}
-        for name in shared:
-            if any(s is None for s in scores):
-                out[probe_metric(name)] = {
-                    "not_computed": f"an experiment has no {key}.csv (evaluated before it existed)"
-                }
+        for name in (n for n in probe_evaluations(a.get(source), *keys) if n in in_b):
+            paired = _aligned(name, (a, b), [e["probe_rows"][stage] for e in (a, b)], key)
+            if isinstance(paired, str):
+                out[probe_metric(name)] = {"not_computed": paired}
                 continue
-            missing = [e["name"] for e, s in zip((a, b), scores, strict=True) if name not in s]
-            if missing:
-                out[probe_metric(name)] = {
-                    "not_computed": f"{' and '.join(missing)}: no per-row scores of {name} (the probe was not fitted)"
-                }
-                continue
-            (ids_a, labels_a, sa, ta), (ids_b, labels_b, sb, tb) = (s[name] for s in scores)
-            if set(ids_a) != set(ids_b) or labels_a != labels_b:
-                out[probe_metric(name)] = {
-                    "not_computed": f"different test rows or labels ({len(ids_a)} and {len(ids_b)} rows)"
-                }
-                continue
-            order = {i: k for k, i in enumerate(ids_b)}
-            take = np.array([order[i] for i in ids_a], dtype=int)  # b's rows in a's order
-            if not np.array_equal(ta, tb[take]):
-                out[probe_metric(name)] = {
-                    "not_computed": "the two experiments' truth of the same rows differs"
-                }
-                continue
-            result = paired_auc_difference(sa, sb[take], ta, n_resamples=n_resamples, seed=seed)
-            out[probe_metric(name)] = {**result, "n": len(ids_a)}
+            sa, sb, truth = paired
+            result = paired_auc_difference(sa, sb, truth, n_resamples=n_resamples, seed=seed)
+            out[probe_metric(name)] = {**result, "n": len(truth)}
         return out
 
     return compare
