@@ -32,6 +32,8 @@ __all__ = [
     "ENCODER_ROC",
     "ZERO_SHOT_SCORES",
     "CLASS_PREDICTIONS",
+    "PROBE_SCORES",
+    "TOWER_PROBE_SCORES",
     "PROBE_PAIRS",
     "PROBE_DROPPED",
     "PROBE_SPLIT",
@@ -82,9 +84,11 @@ ENCODER_PER_LABEL = f"{EXPERIMENT}/eval/encoder_per_label.csv"
 ENCODER_ROC = f"{EXPERIMENT}/eval/encoder_roc.csv"
 ZERO_SHOT_SCORES = f"{EXPERIMENT}/eval/zero_shot_scores.csv"
 CLASS_PREDICTIONS = f"{EXPERIMENT}/eval/class_predictions.csv"
+PROBE_SCORES = f"{EXPERIMENT}/eval/probe_scores.csv"  # the encoder's linear probes, per row and label
 DECODER_EVAL = f"{EXPERIMENT}/eval/decoder.json"
 GENERATIONS = f"{EXPERIMENT}/eval/generations.jsonl"
 DECODER_PER_LABEL = f"{EXPERIMENT}/eval/decoder_per_label.csv"
+TOWER_PROBE_SCORES = f"{EXPERIMENT}/eval/tower_probe_scores.csv"  # a captioner's tower's probes, likewise
 REXRANK = f"{EXPERIMENT}/eval/rexrank.json"
 REPORT_METRICS = f"{EXPERIMENT}/eval/report_metrics.json"  # the field's report-generation metrics
 REPORT_METRIC_SCORES = f"{EXPERIMENT}/eval/report_metric_scores.csv"  # their per-report scores

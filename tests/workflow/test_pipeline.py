@@ -40,6 +40,8 @@ EXPERIMENT_OUTPUTS = [
     "eval/report_metric_scores.csv",
     "eval/zero_shot_scores.csv",
     "eval/class_predictions.csv",
+    "eval/probe_scores.csv",
+    "eval/tower_probe_scores.csv",
     "hub/encoder/README.md",
     "hub/encoder/open_clip_model.safetensors",
     "hub/decoder/README.md",
@@ -127,6 +129,17 @@ def test_every_rule_output_exists_and_is_well_formed(tiny_run):
     assert tower["chexpert14"]["mean"]["auc"] == pytest.approx(
         external["chexpert14"]["mean"]["auc"], abs=1e-6
     )
+    # each probe's per-row scores are kept for the paired comparisons, the tower's as the encoder's
+    from medlens.evaluate.paired import read_probe_scores
+
+    probe_rows = read_probe_scores(results / "tiny" / "eval" / "probe_scores.csv")
+    tower_rows = read_probe_scores(results / "tiny" / "eval" / "tower_probe_scores.csv")
+    assert "external_probes/synthetic_ext/chexpert14" in probe_rows
+    ids, labels, _, targets = probe_rows["external_probes/synthetic_ext/chexpert14"]
+    assert len(ids) == external["rows_per_split"]["test"] and targets.shape == (len(ids), len(labels))
+    assert {k.replace("encoder_final_probe", "linear_probe") for k in tower_rows} >= {
+        k for k in probe_rows if k.startswith("linear_probe/")
+    }
     # the shareable copies: the training folders' files, with the evaluation in their model cards
     from huggingface_hub import ModelCard
 

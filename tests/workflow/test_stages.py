@@ -79,6 +79,13 @@ def test_each_seed_experiment_schedules_exactly_its_stages(name, site_config):
     for train in {"train_encoder", "train_decoder"} & set(SEEDS[name]):
         job = re.search(rf"\nrule {train}:\n(?:    .*\n)*", out).group(0)
         assert f"results/{name}/prefetched.json" in job
+    # the probes' per-row scores are declared outputs (cached, and rerun when missing) that the report reads
+    for rule, scores in (("evaluate_encoder", "probe_scores"), ("evaluate_decoder", "tower_probe_scores")):
+        if rule in SEEDS[name]:
+            job = re.search(rf"\nrule {rule}:\n(?:    .*\n)*", out).group(0)
+            assert f"results/{name}/eval/{scores}.csv" in job.split("output:")[1].split("\n")[0], rule
+            report = re.search(r"\nlocalrule report:\n(?:    .*\n)*|\nrule report:\n(?:    .*\n)*", out)
+            assert f"results/{name}/eval/{scores}.csv" in report.group(0)
     if "split_probe" in SEEDS[name]:  # each probe dataset split on its own, read by the tower's evaluation
         job = re.search(r"\nrule evaluate_decoder:\n(?:    .*\n)*", out).group(0)
         for dataset in ("nih14", "chexpert"):

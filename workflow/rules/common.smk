@@ -183,6 +183,7 @@ def experiment_files(name):
             "encoder_eval": layout.ENCODER_EVAL.format(experiment=name),
             "zero_shot_scores": layout.ZERO_SHOT_SCORES.format(experiment=name),
             "class_predictions": layout.CLASS_PREDICTIONS.format(experiment=name),
+            "probe_scores": layout.PROBE_SCORES.format(experiment=name),
         }
     files["hub"] = {s: layout.HUB.format(experiment=name, stage=s) for s in stages}
     if "decoder" in stages:
@@ -191,6 +192,7 @@ def experiment_files(name):
             "decoder": layout.DECODER.format(experiment=name),
             "decoder_eval": layout.DECODER_EVAL.format(experiment=name),
             "generations": layout.GENERATIONS.format(experiment=name),
+            "tower_probe_scores": layout.TOWER_PROBE_SCORES.format(experiment=name),
             "rexrank": layout.REXRANK.format(experiment=name),
             "report_metrics": layout.REPORT_METRICS.format(experiment=name),
             "report_metric_scores": layout.REPORT_METRIC_SCORES.format(experiment=name),

@@ -28,6 +28,7 @@ rule evaluate_encoder:
         ),
         scores=layout.ZERO_SHOT_SCORES,
         classes=layout.CLASS_PREDICTIONS,
+        probe_scores=layout.PROBE_SCORES,
     log:
         layout.log("evaluate_encoder"),
     benchmark:
@@ -72,6 +73,7 @@ rule evaluate_decoder:
             subcategory="{experiment}",
             labels={"experiment": "{experiment}", "table": "clinical F1 per label"},
         ),
+        probe_scores=layout.TOWER_PROBE_SCORES,  # a header alone for a decoder without its own tower
     log:
         layout.log("evaluate_decoder"),
     benchmark:

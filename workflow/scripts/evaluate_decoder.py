@@ -19,4 +19,5 @@ evaluate_decoder(
     out_json=snakemake.output.metrics,
     out_generations=snakemake.output.generations,
     out_per_label=snakemake.output.per_label,
+    out_probe_scores=snakemake.output.probe_scores,
 )

@@ -21,4 +21,5 @@ evaluate_encoder(
     out_roc=snakemake.output.roc,
     out_scores=snakemake.output.scores,
     out_classes=snakemake.output.classes,
+    out_probe_scores=snakemake.output.probe_scores,
 )

@@ -34,6 +34,7 @@ from medlens.evaluate.modality import (
     ordinal_scores,
     rows_of_class,
 )
+from medlens.evaluate.paired import write_probe_scores
 from medlens.evaluate.text_metrics import corpus_text_metrics
 from medlens.evaluate.vqa import vqa_scores
 from medlens.io import atomic_path, write_json
@@ -219,6 +220,25 @@ def _ood(decoder_dir: str | os.PathLike, generator: Any, images: list[str]) -> d
     return ood_summary(decoder_dir, np.concatenate(feats)) if feats else None
 
 
+def _tower_probes(
+    cfg: EvalConfig, pairs, decoder_dir: str | os.PathLike, probes: Sequence[str | os.PathLike]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A captioner's own tower (``encoder_final/``) linear-probed on the experiment's split
+    (``encoder_final_probe``) and on each probe dataset's (``encoder_final_external_probes``), and the
+    probes' per-row scores; nothing for a decoder without its own tower or without ``pairs``."""
+    tower = Path(decoder_dir) / layout.TOWER
+    scores: list[dict[str, Any]] = []
+    if pairs is None or not cfg.linear_probe.enabled or not (tower / "vision.safetensors").is_file():
+        return {}, scores
+    from medlens.evaluate.probes import probe_image_tower
+
+    own, external = probe_image_tower(cfg, pairs, tower, probes, scores_out=scores)
+    probed = {"encoder_final_probe": own}
+    if external:
+        probed["encoder_final_external_probes"] = external
+    return probed, scores
+
+
 def evaluate_decoder(
     cfg: EvalConfig,
     chat_dir: str | os.PathLike,
@@ -229,6 +249,7 @@ def evaluate_decoder(
     out_json: str | os.PathLike,
     out_generations: str | os.PathLike,
     out_per_label: str | os.PathLike,
+    out_probe_scores: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Generate for ``chat/{cfg.split}.jsonl`` and score against the references.
 
@@ -242,6 +263,9 @@ def evaluate_decoder(
         probes: each probe dataset's own split (``data/probe/<dataset>.parquet``), on which that tower is
             also probed (``encoder_final_external_probes``, seed 004's NIH-14 and CheXpert probes).
         out_json, out_generations, out_per_label: the rule's outputs.
+        out_probe_scores: the tower's multi-label probes' test probabilities and truth per row
+            (:func:`medlens.evaluate.paired.write_probe_scores`; a header alone without a tower), for the
+            report's paired comparisons.
 
     Returns:
         The metrics written to ``out_json``.
@@ -279,13 +303,10 @@ def evaluate_decoder(
             "seed": cfg.seed,
         },
     }
-    tower = Path(decoder_dir) / layout.TOWER
-    if pairs is not None and cfg.linear_probe.enabled and (tower / "vision.safetensors").is_file():
-        from medlens.evaluate.encoder import probe_image_tower
-
-        result["encoder_final_probe"], external = probe_image_tower(cfg, pairs, tower, probes)
-        if external:
-            result["encoder_final_external_probes"] = external
+    tower_probes, probe_scores = _tower_probes(cfg, pairs, decoder_dir, probes)
+    result |= tower_probes
+    if out_probe_scores is not None:
+        write_probe_scores(out_probe_scores, probe_scores)
     result["ood"] = _ood(decoder_dir, generator, [r["images"][0] for r in records])
     result["environment"] = environment.record()
     write_json(result, out_json)

@@ -9,37 +9,26 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medlens import environment
 from medlens.config import EvalConfig, to_dict
-from medlens.data.split import count_rows
-from medlens.evaluate.features import encode_rows, encode_stored, read_rows
-from medlens.evaluate.linear_probe import LABEL_SETS, linear_probe
+from medlens.evaluate.features import encode_rows, encode_splits, encode_stored, label_matrix, read_rows
 from medlens.evaluate.modality import class_prompts, rows_of_class
-from medlens.evaluate.paired import write_class_predictions, write_scores
+from medlens.evaluate.paired import write_class_predictions, write_probe_scores, write_scores
+from medlens.evaluate.probes import probe_sets, split_probes
 from medlens.evaluate.retrieval import retrieval_recall
 from medlens.evaluate.zero_shot import evaluate_zero_shot
 from medlens.io import atomic_path, write_json
 
-__all__ = ["evaluate_encoder", "encode_rows", "label_matrix", "probe_image_tower"]
+__all__ = ["evaluate_encoder", "encode_rows", "label_matrix"]
 
 logger = logging.getLogger(__name__)
-
-
-def label_matrix(rows: Sequence[dict], labels: Sequence[str], *, native: bool = False) -> np.ndarray:
-    """[N, L] 0/1 targets; ``native`` reads the source's own label names (meta.native_labels, e.g. NIH-14)."""
-    sets = [set(json.loads(r["meta"]).get("native_labels", []) if native else r["labels"]) for r in rows]
-    return np.array([[lab in s for lab in labels] for s in sets], dtype=np.int64).reshape(
-        len(rows), len(labels)
-    )
 
 
 def _encode_texts(encoder, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -75,69 +64,6 @@ def _zero_shot_and_retrieval(
         seed=cfg.seed,
     )
     return {"n": len(rows), "zero_shot": zero_shot, "retrieval": retrieval}
-
-
-def _probes(
-    train: list[dict], val: list[dict], test: list[dict], feats: dict[str, np.ndarray], cfg: EvalConfig
-) -> dict[str, Any]:
-    """Linear probes for every label set the data can support."""
-    probes: dict[str, Any] = {}
-    single_label = all(len(r["labels"]) == 1 for r in train + val + test)
-    if single_label:
-        classes = sorted({r["labels"][0] for r in train})
-        y = {
-            s: np.array([classes.index(r["labels"][0]) if r["labels"][0] in classes else -1 for r in rows])
-            for s, rows in (("train", train), ("val", val), ("test", test))
-        }
-        probes["single_label"] = linear_probe(
-            feats["train"],
-            y["train"],
-            feats["val"],
-            y["val"],
-            feats["test"],
-            y["test"],
-            classes,
-            task="multiclass",
-            c_grid=cfg.linear_probe.c_grid,
-            n_resamples=cfg.bootstrap_samples,
-            seed=cfg.seed,
-        )
-        return probes
-    has_native = any("native_labels" in json.loads(r["meta"]) for r in train)
-    for name, labels in LABEL_SETS.items():
-        native = name == "nih14"
-        if native and not has_native:
-            continue
-        y = {
-            s: label_matrix(rows, labels, native=native)
-            for s, rows in (("train", train), ("val", val), ("test", test))
-        }
-        if not y["train"].any():
-            continue
-        probes[name] = linear_probe(
-            feats["train"],
-            y["train"],
-            feats["val"],
-            y["val"],
-            feats["test"],
-            y["test"],
-            labels,
-            task="multilabel",
-            c_grid=cfg.linear_probe.c_grid,
-            n_resamples=cfg.bootstrap_samples,
-            seed=cfg.seed,
-        )
-    return probes
-
-
-def _encode_splits(
-    encoder, pairs_path, cfg: EvalConfig
-) -> tuple[dict[str, list[dict]], dict[str, np.ndarray]]:
-    """Rows and image features of train, val and the evaluated split."""
-    rows = {s: read_rows(pairs_path, s, cfg.max_samples, cfg.seed) for s in ("train", "val", cfg.split)}
-    feats = encode_stored(encoder, pairs_path, rows)
-    logger.info("encoded images: %s", {s: len(r) for s, r in rows.items()})
-    return rows, feats
 
 
 def _of_modality(rows: list[dict], modality: str, classes: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -223,38 +149,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def _split_probes(
-    rows: dict[str, list[dict]], feats: dict[str, np.ndarray], cfg: EvalConfig
-) -> dict[str, Any]:
-    return _probes(
-        rows["train"],
-        rows["val"],
-        rows[cfg.split],
-        {"train": feats["train"], "val": feats["val"], "test": feats[cfg.split]},
-        cfg,
-    )
-
-
-def probe_sets(model, probe_pairs: Sequence[str | os.PathLike], cfg: EvalConfig) -> dict[str, Any]:
-    """The linear probes of :func:`_split_probes` on each probe dataset's own split (``split_probe``'s
-    ``data/probe/<dataset>.parquet``), by dataset: the frozen tower fit on its train, C chosen on its val,
-    scored on its ``cfg.split``. A dataset lacking one of those splits is not computed, with the reason."""
-    out: dict[str, Any] = {}
-    for path in probe_pairs:
-        name = Path(path).stem
-        counts = {s: count_rows(path, s) for s in ("train", "val", cfg.split)}
-        if empty := [s for s, n in counts.items() if not n]:
-            out[name] = {
-                "not_computed": f"no {' or '.join(empty)} rows in its split ({counts})",
-                "rows_per_split": counts,
-            }
-            continue
-        rows, feats = _encode_splits(model, path, cfg)
-        out[name] = {**_split_probes(rows, feats, cfg), "rows_per_split": counts}
-        logger.info("probed on %s: %s", name, counts)
-    return out
-
-
 def ood_summary(model_dir: str | os.PathLike, feats: np.ndarray) -> dict[str, Any] | None:
     """The out-of-distribution scores of the evaluation images (``medlens.models.ood``): quantiles and the share
     ``medlens`` would warn about. None for a folder without ``ood.safetensors``."""
@@ -287,14 +181,17 @@ def evaluate_encoder(
     out_roc: str | os.PathLike,
     out_scores: str | os.PathLike | None = None,
     out_classes: str | os.PathLike | None = None,
+    out_probe_scores: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Evaluate the encoder on ``cfg.split`` of the pairs (and on each external prepared dataset, and by
-    linear probes on each probe dataset's own split: ``external_probes``, :func:`probe_sets`).
+    linear probes on each probe dataset's own split: ``external_probes``,
+    :func:`medlens.evaluate.probes.probe_sets`).
 
     ``out_scores`` receives each evaluated row's zero-shot score and truth per label
     (:func:`medlens.evaluate.paired.write_scores`) and ``out_classes`` each knee or skin row's true and
-    predicted classes (:func:`medlens.evaluate.paired.write_class_predictions`), from which the report
-    compares experiments pairwise.
+    predicted classes (:func:`medlens.evaluate.paired.write_class_predictions`) and ``out_probe_scores`` each
+    multi-label linear probe's test probabilities and truth per row (``linear_probe`` and ``external_probes``:
+    :func:`medlens.evaluate.paired.write_probe_scores`), from which the report compares experiments pairwise.
 
     Returns:
         The metrics written to ``out_json``.
@@ -302,7 +199,7 @@ def evaluate_encoder(
     from medlens.models.encoders import load_encoder
 
     encoder = load_encoder(encoder_dir)
-    rows, feats = _encode_splits(encoder, pairs_path, cfg)
+    rows, feats = encode_splits(encoder, pairs_path, cfg.split, cfg.max_samples, cfg.seed)
     scores: list[np.ndarray] = []
     result: dict[str, Any] = {
         "split": cfg.split,
@@ -312,10 +209,13 @@ def evaluate_encoder(
         labels = list(cfg.zero_shot.labels)
         ids = [r["id"] for r in rows[cfg.split]]
         write_scores(out_scores, ids, labels, scores[0], label_matrix(rows[cfg.split], labels))
+    probe_scores: list[dict[str, Any]] = []
     if cfg.linear_probe.enabled:
-        result["linear_probe"] = _split_probes(rows, feats, cfg)
+        result["linear_probe"] = split_probes(rows, feats, cfg, scores_out=probe_scores)
         if probes:
-            result["external_probes"] = probe_sets(encoder, probes, cfg)
+            result["external_probes"] = probe_sets(encoder, probes, cfg, scores_out=probe_scores)
+    if out_probe_scores is not None:
+        write_probe_scores(out_probe_scores, probe_scores)
     modalities, predictions = _modality_scores(encoder, rows, feats, cfg)
     if modalities:
         result["modalities"] = modalities
@@ -348,24 +248,6 @@ def evaluate_encoder(
         {k: v for k, v in result["retrieval"].items() if k.startswith(("i2t", "t2i"))},
     )
     return result
-
-
-def probe_image_tower(
-    cfg: EvalConfig,
-    pairs_path: str | os.PathLike,
-    tower_dir: str | os.PathLike,
-    probes: Sequence[str | os.PathLike] = (),
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The linear probes of ``evaluate_encoder`` on a bare image tower's frozen features: on the
-    experiment's own split, and on each probe dataset's (:func:`probe_sets`).
-
-    Seed 004 (LAPVQA) probes its captioner's own tower, on NIH ChestX-ray14 and CheXpert; ``train_decoder``
-    writes that tower to ``decoder/encoder_final/``.
-    """
-    from medlens.models.captioner import ImageTower
-
-    tower = ImageTower(tower_dir)
-    return _split_probes(*_encode_splits(tower, pairs_path, cfg), cfg), probe_sets(tower, probes, cfg)
 
 
 def _write_tables(result: dict[str, Any], out_per_label, out_roc) -> None:

@@ -3,6 +3,8 @@ a batch at a time (evaluation never holds a split's images)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
 from collections.abc import Sequence
@@ -12,7 +14,9 @@ import pyarrow.parquet as pq
 
 from medlens.data.images import load_image
 
-__all__ = ["read_rows", "encode_stored", "encode_rows"]
+__all__ = ["read_rows", "encode_stored", "encode_rows", "encode_splits", "label_matrix"]
+
+logger = logging.getLogger(__name__)
 
 _COLUMNS = ["id", "dataset", "text", "labels", "meta", "modality"]  # everything but the image
 _BATCH = 128
@@ -78,3 +82,21 @@ def encode_rows(encoder, rows: Sequence[dict], batch_size: int = 128) -> np.ndar
         images = [load_image(r["image"], grey=False) for r in rows[start : start + batch_size]]
         feats.append(encoder.encode_images(images).float().cpu().numpy())
     return np.concatenate(feats) if feats else np.zeros((0, 0), dtype=np.float32)
+
+
+def encode_splits(
+    encoder, pairs_path: str | os.PathLike, split: str, max_samples: int | None, seed: int
+) -> tuple[dict[str, list[dict]], dict[str, np.ndarray]]:
+    """Rows and image features of train, val and the evaluated ``split``."""
+    rows = {s: read_rows(pairs_path, s, max_samples, seed) for s in ("train", "val", split)}
+    feats = encode_stored(encoder, pairs_path, rows)
+    logger.info("encoded images: %s", {s: len(r) for s, r in rows.items()})
+    return rows, feats
+
+
+def label_matrix(rows: Sequence[dict], labels: Sequence[str], *, native: bool = False) -> np.ndarray:
+    """[N, L] 0/1 targets; ``native`` reads the source's own label names (meta.native_labels, e.g. NIH-14)."""
+    sets = [set(json.loads(r["meta"]).get("native_labels", []) if native else r["labels"]) for r in rows]
+    return np.array([[lab in s for lab in labels] for s in sets], dtype=np.int64).reshape(
+        len(rows), len(labels)
+    )

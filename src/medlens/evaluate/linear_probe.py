@@ -91,6 +91,7 @@ def linear_probe(
     seed: int = 0,
     alpha: float = 0.05,
     max_iter: int = 1000,
+    scores_out: list | None = None,
 ) -> dict[str, Any]:
     """Fit logistic-regression probes on train, choose C on val, score on test with bootstrap CIs.
 
@@ -109,6 +110,9 @@ def linear_probe(
         seed: seed of the resampling.
         alpha: 1 - confidence level.
         max_iter: lbfgs iterations per fit.
+        scores_out: multi-label only: when given and a probe was fitted, ``{"labels", "scores", "targets"}``
+            of the fitted labels (``[N, L']`` test probabilities and 0/1 truth) is appended to it (for paired
+            comparisons between models); nothing is appended when none could be fitted.
 
     Returns:
         ``{"protocol": {"task", "c_grid", "chosen_c", "grid": [{"C", "val_score", "converged"}], ...},
@@ -121,7 +125,7 @@ def linear_probe(
             targets' shape, or an empty/non-positive C grid.
         DataError: on mismatched shapes or non-finite features.
     """
-    # long: its docstring (29 lines); then one probe per label set, each with its reason when skipped
+    # long: its docstring (32 lines); then one probe per label set, each with its reason when skipped
     grid = sorted({float(c) for c in c_grid})
     if not grid or grid[0] <= 0:
         raise ConfigError(f"c_grid={list(c_grid)}", key="linear_probe.c_grid", expected="positive numbers")
@@ -180,7 +184,7 @@ def linear_probe(
             selection="C maximising mean val AUC over labels with both classes in train and val; "
             "ties go to the smaller C",
         )
-        return _multilabel(xs, ys, list(labels), grid, protocol, max_iter)
+        return _multilabel(xs, ys, list(labels), grid, protocol, max_iter, scores_out)
     protocol.update(
         task="single-label (multinomial)", selection="C maximising val macro-F1; ties go to the smaller C"
     )
@@ -200,6 +204,7 @@ def _multilabel(
     grid: list[float],
     protocol: dict[str, Any],
     max_iter: int,
+    scores_out: list | None = None,
 ) -> dict[str, Any]:
     # long: the targets, the fitted-label subset and three closures are shared by the C search and the scoring
     y_train, y_val, y_test = (
@@ -242,6 +247,8 @@ def _multilabel(
     if chosen is not None:
         scores[:, fit] = proba(chosen[1], xs[2])
     fit_names = [labels[j] for j in fit]
+    if scores_out is not None and chosen is not None and fit:
+        scores_out.append({"labels": fit_names, "scores": scores[:, fit], "targets": y_test[:, fit]})
     result = (
         per_label_auc(
             scores[:, fit],

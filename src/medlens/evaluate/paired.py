@@ -5,7 +5,7 @@ Two experiments evaluated on the same rows are compared the way a paper needs: b
 difference whose interval excludes zero is one the test set supports; two overlapping marginal
 intervals say nothing either way, which is why the paper table gives these.
 
-* Zero-shot mean AUC: the mean over the labels that have both classes in the full set; a resample on
+* Zero-shot and linear-probe mean AUC: the mean over the labels that have both classes in the full set; a resample on
   which any of them has a single class is skipped and counted (as for the marginal interval).
 * Clinical micro- and macro-F1 (CheXpert-14 and -5): from each model's generated reports labelled
   against the shared references; the macro is sklearn's, every observation averaged (the papers').
@@ -41,6 +41,9 @@ __all__ = [
     "write_class_predictions",
     "read_class_predictions",
     "read_scores",
+    "write_probe_scores",
+    "read_probe_scores",
+    "PROBE_SCORE_COLUMNS",
 ]
 
 
@@ -243,3 +246,86 @@ def read_class_predictions(path: str | os.PathLike) -> list[dict[str, str]]:
                 f"columns {reader.fieldnames}", file=str(path), row=1, expected=", ".join(CLASS_COLUMNS)
             )
         return list(reader)
+
+
+PROBE_SCORE_COLUMNS = ["evaluation", "id", "label", "score", "target"]
+
+
+def write_probe_scores(path: str | os.PathLike, probes: list[dict[str, Any]]) -> None:
+    """``eval/probe_scores.csv`` (``eval/tower_probe_scores.csv`` for a captioner's tower): each linear probe's
+    test probability and truth, one line per row and fitted label (label sets differ in their labels, so one
+    table holds them all in long form); a header alone when no multi-label probe was fitted.
+
+    Args:
+        path: the file to write.
+        probes: ``{"evaluation", "ids", "labels", "scores", "targets"}`` per probe, ``evaluation`` the path of
+            its result in the evaluation's JSON (``linear_probe/chexpert5``,
+            ``external_probes/nih14/nih14``), ``scores`` and ``targets`` ``[N, L]``.
+    """
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(PROBE_SCORE_COLUMNS)
+        for p in probes:
+            for i, row_id in enumerate(p["ids"]):
+                for j, label in enumerate(p["labels"]):
+                    w.writerow(
+                        [
+                            p["evaluation"],
+                            row_id,
+                            label,
+                            repr(float(p["scores"][i, j])),
+                            int(p["targets"][i, j]),
+                        ]
+                    )
+
+
+def read_probe_scores(
+    path: str | os.PathLike,
+) -> dict[str, tuple[list[str], list[str], np.ndarray, np.ndarray]]:
+    """``{evaluation: (ids, labels, scores [N, L], targets [N, L])}`` of a file written by
+    :func:`write_probe_scores`, rows and labels in the order written.
+
+    Raises:
+        DataError: on other columns, a value that is not a number, or a probe missing a row's label or
+            holding it twice.
+    """
+    cells: dict[str, dict[tuple[str, str], tuple[float, int]]] = {}
+    order: dict[str, tuple[dict[str, None], dict[str, None]]] = {}  # insertion-ordered ids and labels
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != PROBE_SCORE_COLUMNS:
+            raise DataError(
+                f"columns {reader.fieldnames}", file=str(path), row=1, expected=", ".join(PROBE_SCORE_COLUMNS)
+            )
+        for line, r in enumerate(reader, start=2):
+            key = (r["id"], r["label"])
+            probe = cells.setdefault(r["evaluation"], {})
+            if key in probe:
+                raise DataError(
+                    f"{r['evaluation']}: label {r['label']!r} twice",
+                    file=str(path),
+                    row=line,
+                    column="label",
+                    expected="one line per probe, row and label",
+                )
+            try:
+                probe[key] = (float(r["score"]), int(r["target"]))
+            except ValueError as e:
+                raise DataError(f"a value is not a number ({e})", file=str(path), row=line) from None
+            ids, labels = order.setdefault(r["evaluation"], ({}, {}))
+            ids[r["id"]], labels[r["label"]] = None, None
+    out = {}
+    for evaluation, probe in cells.items():
+        ids, labels = (list(d) for d in order[evaluation])
+        if len(probe) != len(ids) * len(labels):
+            raise DataError(
+                f"{evaluation}: {len(probe)} lines for {len(ids)} rows and {len(labels)} labels",
+                file=str(path),
+                column="label",
+                expected="every row scored on every label of its probe",
+            )
+        values = np.array([[probe[i, lab] for lab in labels] for i in ids], dtype=float).reshape(
+            len(ids), len(labels), 2
+        )
+        out[evaluation] = (ids, labels, values[..., 0], values[..., 1].astype(int))
+    return out

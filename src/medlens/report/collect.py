@@ -136,7 +136,15 @@ def collect_experiment(
         # what the paired comparison between experiments reads (medlens.report.compare)
         "paired_inputs": {
             k: files.get(k)
-            for k in ("zero_shot_scores", "class_predictions", "generations", "pairs", "report_metric_scores")
+            for k in (
+                "zero_shot_scores",
+                "class_predictions",
+                "probe_scores",
+                "tower_probe_scores",
+                "generations",
+                "pairs",
+                "report_metric_scores",
+            )
         },
         "rexrank": {"path": files["rexrank"], "studies": len(_load_json(files["rexrank"]) or {})}
         if "rexrank" in files

@@ -6,7 +6,9 @@ truth); otherwise the row says why not. Zero-shot mean AUC is compared from ``ev
 clinical micro- and macro-F1 (CheXpert-14 and -5) from ``eval/generations.jsonl``, the chest radiograph
 reports of both labelled by the labeler both evaluations used; BLEU-2/4, ROUGE-L and CIDEr-D from every
 generation; the field's metrics from ``eval/report_metric_scores.csv``. Each difference is ``a - b`` with its 95 % interval over
-the shared resamples and whether that interval excludes zero.
+the shared resamples and whether that interval excludes zero. Linear-probe mean AUCs (the encoder's and a
+captioner's tower's, on the experiment's split and on each probe dataset's) are compared by
+:mod:`medlens.report.compare_probes`.
 """
 
 # long: one comparator per family of metrics (encoder, clinical, text, modality, VQA, the field's), sharing
@@ -25,6 +27,7 @@ from medlens.config import FINDINGS, dig
 from medlens.evaluate.clinical import CHEXPERT5
 from medlens.evaluate.modality import MODALITY_TASKS
 from medlens.io import atomic_path
+from medlens.report.compare_probes import compare_probes, read_experiment_probes
 
 __all__ = ["experiment_differences", "write_differences", "DIFFERENCE_COLUMNS"]
 
@@ -402,10 +405,12 @@ def experiment_differences(experiments: list[dict[str, Any]]) -> list[dict[str, 
     # each experiment's generations, and their rows described by its pairs table, read once for all its comparisons
     experiments = [{**e, "generations": _generations(e)} for e in experiments]
     experiments = [{**e, "described": _described(e, e["generations"])} for e in experiments]
+    experiments = [{**e, "probe_rows": read_experiment_probes(e)} for e in experiments]
     for a, b in itertools.combinations(experiments, 2):
         n_resamples, seed = _settings(a)
         comparisons = [
             ("encoder", lambda *args: {"zero-shot mean AUC": _zero_shot(*args)}),
+            ("encoder", compare_probes("encoder")),  # a row per probe both experiments ran
             *(("encoder", _encoder_graded(m)) for m in MODALITY_TASKS if _classified((a, b), m)),
             # clinical F1 where there are chest reports, or to say why not when generations are missing
             *(
@@ -425,6 +430,7 @@ def experiment_differences(experiments: list[dict[str, Any]]) -> list[dict[str, 
                 for row, metric, column in _PER_REPORT
                 if _scored(a, b, metric)
             ),
+            ("decoder", compare_probes("decoder")),  # a captioner's own tower
         ]
         for stage, compare in comparisons:
             if not all(stage in e["stages"] for e in (a, b)):

@@ -2,23 +2,10 @@
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
+from helpers.encoders import PixelEncoder as _PixelEncoder
 from helpers.pairs import write_pairs
 from medlens.evaluate.features import encode_rows, encode_stored, read_rows
-
-
-class _PixelEncoder:
-    """Features that identify the image: its mean, spread and corner pixel; records the batch sizes it saw."""
-
-    def __init__(self):
-        self.batches = []
-
-    def encode_images(self, images):
-        self.batches.append(len(images))
-        return torch.tensor(
-            [[np.asarray(im).mean(), np.asarray(im).std(), float(np.asarray(im)[0, 0, 0])] for im in images]
-        )
 
 
 def test_streamed_features_equal_those_of_the_rows_read_whole(tmp_path):
@@ -54,26 +41,3 @@ def test_a_sample_picks_the_rows_it_always_picked(tmp_path):
     got = read_rows(pairs, "train", 40, 7)
     assert [r["id"] for r in got] == [r["id"] for r in want]
     assert got[0].keys() == {"id", "dataset", "text", "labels", "meta", "modality"}
-
-
-def test_a_tower_is_probed_on_each_probe_dataset_split_of_its_own(tmp_path):
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from medlens.config import EvalConfig
-    from medlens.evaluate.encoder import probe_sets
-
-    probe = write_pairs(tmp_path / "nih14.parquet", n=300)
-    table = pq.read_table(probe)
-    no_val = table.set_column(
-        table.schema.get_field_index("split"),
-        "split",
-        pc.if_else(pc.equal(table["split"], "val"), pa.scalar("train"), table["split"]),
-    )
-    pq.write_table(no_val, tmp_path / "chexpert.parquet")
-    cfg = EvalConfig(bootstrap_samples=20)
-    out = probe_sets(_PixelEncoder(), [probe, tmp_path / "chexpert.parquet"], cfg)
-    assert out["nih14"]["rows_per_split"] == {"train": 210, "val": 45, "test": 45}
-    # the blob the text calls an enlarged heart brightens the image: the probe finds it on the test rows
-    assert out["nih14"]["chexpert5"]["per_label"]["Cardiomegaly"]["auc"] > 0.8
-    assert out["chexpert"]["not_computed"].startswith("no val rows in its split")

@@ -162,3 +162,27 @@ def test_bad_inputs_raise():
     x_te[3, 0] = np.nan
     with pytest.raises(DataError, match="non-finite"):
         linear_probe(x_tr, y_tr, x_va, y_va, x_te, y_te, labels=C5)
+
+
+def test_the_fitted_labels_test_probabilities_are_handed_out_for_paired_comparisons():
+    x_tr, y_tr, x_va, y_va, x_te, y_te = _splits()
+    y_tr[:, 4] = 0  # Pleural Effusion never positive in train: not fitted, so no scores of it
+    scores: list = []
+    res = linear_probe(x_tr, y_tr, x_va, y_va, x_te, y_te, labels=C5, n_resamples=20, scores_out=scores)
+    (got,) = scores
+    assert got["labels"] == C5[:4] and got["scores"].shape == got["targets"].shape == (200, 4)
+    np.testing.assert_array_equal(got["targets"], y_te[:, :4])
+    assert ((got["scores"] >= 0) & (got["scores"] <= 1)).all()  # probabilities
+    from sklearn.metrics import roc_auc_score
+
+    for j, label in enumerate(C5[:4]):  # the very scores the marginal AUCs come from
+        assert roc_auc_score(y_te[:, j], got["scores"][:, j]) == pytest.approx(res["per_label"][label]["auc"])
+    # nothing when no probe could be fitted, nor for a single-label probe
+    linear_probe(
+        x_tr, np.zeros_like(y_tr), x_va, y_va, x_te, y_te, labels=C5, n_resamples=5, scores_out=scores
+    )
+    grades = np.array(["KL0", "KL1"])
+    linear_probe(
+        x_tr, grades[y_tr[:, 0]], x_va, grades[y_va[:, 0]], x_te, grades[y_te[:, 0]], scores_out=scores
+    )
+    assert len(scores) == 1

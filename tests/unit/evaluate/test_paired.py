@@ -12,7 +12,9 @@ from medlens.evaluate.paired import (
     paired_auc_difference,
     paired_bleu_difference,
     paired_f1_difference,
+    read_probe_scores,
     read_scores,
+    write_probe_scores,
     write_scores,
 )
 
@@ -94,3 +96,39 @@ def test_mismatched_shapes_are_refused_and_scores_round_trip(tmp_path):
     path.write_text("nonsense\n")
     with pytest.raises(DataError, match="not a zero-shot scores file"):
         read_scores(path)
+
+
+def test_probe_scores_round_trip_in_long_form_and_a_broken_file_is_refused(tmp_path):
+    good, weak, targets = _data(6)
+    path = tmp_path / "probe_scores.csv"
+    probes = [
+        {
+            "evaluation": "linear_probe/chexpert5",
+            "ids": [f"r{i}" for i in range(6)],
+            "labels": ["A", "B", "C"],
+        },
+        {"evaluation": "external_probes/nih14/nih14", "ids": ["n,1", "n,0"], "labels": ["Hernia"]},
+    ]
+    probes[0] |= {"scores": good, "targets": targets}
+    probes[1] |= {"scores": weak[:2, :1], "targets": targets[:2, :1]}
+    write_probe_scores(path, probes)
+    assert path.read_text().splitlines()[0] == "evaluation,id,label,score,target"
+    back = read_probe_scores(path)
+    assert list(back) == ["linear_probe/chexpert5", "external_probes/nih14/nih14"]
+    ids, labels, scores, got = back["linear_probe/chexpert5"]
+    assert ids == [f"r{i}" for i in range(6)] and labels == ["A", "B", "C"]
+    np.testing.assert_array_equal(scores, good)  # repr keeps every bit
+    np.testing.assert_array_equal(got, targets)
+    assert back["external_probes/nih14/nih14"][0] == ["n,1", "n,0"]
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:2] + lines[3:]) + "\n")  # a row without one of its labels
+    with pytest.raises(DataError, match=r"chexpert5: 17 lines for 6 rows and 3 labels"):
+        read_probe_scores(path)
+    path.write_text("\n".join([*lines, lines[-1]]) + "\n")
+    with pytest.raises(DataError, match="twice"):
+        read_probe_scores(path)
+    path.write_text("id,score\n")
+    with pytest.raises(DataError, match="expected evaluation, id, label, score, target"):
+        read_probe_scores(path)
+    write_probe_scores(path, [])  # no multi-label probe fitted: a header alone, read as no probe
+    assert read_probe_scores(path) == {}

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from helpers.pairs import write_pairs
 from medlens.evaluate.paired import write_scores
@@ -262,3 +263,106 @@ def test_the_encoders_knee_and_skin_classes_are_compared_zero_shot_and_by_probe(
     assert by["knee_xray accuracy (zero-shot)"]["difference"] == pytest.approx(1 - 8 / 40)
     assert by["knee_xray accuracy (linear probe)"]["not_computed"] == "no linear_probe for both"
     assert not any(m.startswith("dermatology") for m in by)  # neither classified skin lesions
+
+
+def _probed(
+    tmp_path, name, probes, *, eval_key="encoder_eval", scores_key="probe_scores", stages=("encoder",)
+):
+    """A collected experiment whose evaluation JSON holds multi-label probes and whose per-row scores file
+    holds their test rows: ``{evaluation: (ids, labels, scores, targets)}``."""
+    from medlens.evaluate.paired import write_probe_scores
+
+    evaluation: dict = {}
+    for key in probes:
+        *where, label_set = key.split("/")
+        node = evaluation
+        for part in where:
+            node = node.setdefault(part, {})
+        node[label_set] = {"mean": {"auc": 0.5}}
+    path = tmp_path / f"{name}.{scores_key}.csv"
+    write_probe_scores(
+        path,
+        [
+            {"evaluation": key, "ids": ids, "labels": labels, "scores": np.array(s), "targets": np.array(t)}
+            for key, (ids, labels, s, t) in probes.items()
+        ],
+    )
+    return {
+        "name": name,
+        "stages": list(stages),
+        "config": {"evaluate": {"bootstrap_samples": 200, "seed": 0}},
+        eval_key: evaluation,
+        "paired_inputs": {scores_key: str(path)},
+    }
+
+
+# a tiny probe test set: 8 rows, two labels, each with both classes
+_IDS = [f"nih/{i}" for i in range(8)]
+_TRUTH = [[1, 0], [1, 1], [0, 1], [0, 0], [1, 0], [0, 1], [0, 0], [1, 1]]
+_GOOD = [[0.9, 0.2], [0.8, 0.7], [0.3, 0.9], [0.1, 0.1], [0.7, 0.4], [0.2, 0.8], [0.4, 0.3], [0.6, 0.6]]
+_POOR = [[0.5, 0.6], [0.2, 0.3], [0.6, 0.5], [0.4, 0.2], [0.3, 0.9], [0.7, 0.1], [0.1, 0.4], [0.8, 0.7]]
+
+
+def test_external_probes_are_compared_row_by_row_against_scikit_learn(tmp_path):
+    labels = ["Cardiomegaly", "Effusion"]
+    own = "linear_probe/chexpert5"
+    external = "external_probes/nih14/nih14"
+    shuffled = [7, 3, 0, 5, 1, 6, 2, 4]  # rows are matched by id, not by their order in the file
+    good = _probed(
+        tmp_path, "good", {own: (_IDS, labels, _GOOD, _TRUTH), external: (_IDS, labels, _GOOD, _TRUTH)}
+    )
+    poor = _probed(
+        tmp_path,
+        "poor",
+        {
+            own: (_IDS, labels, _POOR, _TRUTH),
+            external: (
+                [_IDS[k] for k in shuffled],
+                labels,
+                [_POOR[k] for k in shuffled],
+                [_TRUTH[k] for k in shuffled],
+            ),
+        },
+    )
+    unprobed = _probed(tmp_path, "unprobed", {own: (_IDS, labels, _POOR, _TRUTH)})  # no probe dataset
+    resplit = _probed(
+        tmp_path, "resplit", {external: (_IDS[:6], labels, _GOOD[:6], _TRUTH[:6])}
+    )  # other seed
+    by = {(r["metric"], r["a"], r["b"]): r for r in experiment_differences([good, poor, unprobed, resplit])}
+    truth, a, b = (np.array(x) for x in (_TRUTH, _GOOD, _POOR))
+    mean_auc = lambda s: np.mean([roc_auc_score(truth[:, j], s[:, j]) for j in range(2)])  # noqa: E731
+    # worked by hand: good ranks every positive first (AUC 1, 1); poor wins 8 and 6 of 16 pairs
+    assert mean_auc(a) - mean_auc(b) == pytest.approx((1 - 8 / 16 + 1 - 6 / 16) / 2)
+    row = by[("linear-probe mean AUC (nih14, probe dataset nih14)", "good", "poor")]
+    assert row["n"] == 8 and row["difference"] == pytest.approx(mean_auc(a) - mean_auc(b))
+    assert row["ci_low"] <= row["difference"] <= row["ci_high"] and not row["not_computed"]
+    assert by[("linear-probe mean AUC (chexpert5)", "good", "poor")]["difference"] == pytest.approx(0.5625)
+    # a probe only one experiment ran gets no row; the own-split probe both ran still does
+    assert {m for m, x, y in by if (x, y) == ("good", "unprobed")} == {
+        "zero-shot mean AUC",
+        "linear-probe mean AUC (chexpert5)",
+    }
+    # the same probe dataset split another way: not the same rows, so the row says why
+    assert by[("linear-probe mean AUC (nih14, probe dataset nih14)", "good", "resplit")]["not_computed"] == (
+        "different test rows or labels (8 and 6 rows)"
+    )
+    assert ("linear-probe mean AUC (chexpert5)", "good", "resplit") not in by
+
+
+def test_a_captioners_tower_probes_are_compared_and_a_missing_file_is_said(tmp_path):
+    labels = ["Cardiomegaly", "Effusion"]
+    key = "encoder_final_external_probes/nih14/chexpert5"
+    tower = {"eval_key": "decoder_eval", "scores_key": "tower_probe_scores", "stages": ("decoder",)}
+    good = _probed(tmp_path, "good", {key: (_IDS, labels, _GOOD, _TRUTH)}, **tower)
+    poor = _probed(tmp_path, "poor", {key: (_IDS, labels, _POOR, _TRUTH)}, **tower)
+    old = _probed(tmp_path, "old", {key: (_IDS, labels, _POOR, _TRUTH)}, **tower)
+    Path(old["paired_inputs"]["tower_probe_scores"]).unlink()  # evaluated before the file existed
+    for exp in (good, poor, old):
+        exp["decoder_eval"]["overall"] = {"clinical": {"labeler": "rules", "uncertain_policy": "positive"}}
+    rows = experiment_differences([good, poor, old])
+    by = {(r["metric"], r["a"], r["b"]): r for r in rows}
+    metric = "captioner tower linear-probe mean AUC (chexpert5, probe dataset nih14)"
+    assert by[(metric, "good", "poor")]["difference"] == pytest.approx(0.5625)
+    assert by[(metric, "poor", "old")]["not_computed"] == (
+        "an experiment has no tower_probe_scores.csv (evaluated before it existed)"
+    )

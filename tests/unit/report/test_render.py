@@ -395,6 +395,7 @@ def test_the_overview_lists_each_pair_of_experiments_and_why_it_is_not_compared(
         (metric, "alpha", "beta")
         for metric in (
             "zero-shot mean AUC",
+            "linear-probe mean AUC (chexpert5)",  # both evaluations hold this probe
             "clinical micro-F1 (CheXpert-14)",
             "clinical macro-F1 (CheXpert-14)",
             "clinical micro-F1 (CheXpert-5)",
@@ -408,6 +409,7 @@ def test_the_overview_lists_each_pair_of_experiments_and_why_it_is_not_compared(
     assert all(r["not_computed"] and not r["difference"] for r in rows)  # never a made-up number
     page = Path(out["out_html"]).read_text()
     assert page.count('data-pair="alpha|beta"') == len(rows) and "not computed: an experiment has no" in page
+    assert 'data-metric="linear-probe mean AUC (chexpert5)"' in page
     assert 'id="differences-table"' not in Path(out["out_pages"][0]).read_text()
 
 
