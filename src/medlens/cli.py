@@ -457,6 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _stdout_gone()
         return EXIT_FAILED
+    except OSError as e:
+        # an input the user cannot read (permissions, EIO, a folder where a file goes): one line naming it,
+        # like every other input error (outputs' write faults are MedlensErrors already, medlens.io)
+        problem = f"{e.filename}: cannot be read: {e.strerror}" if e.filename else f"{type(e).__name__}: {e}"
+        print(f"medlens {args.command}: error: {problem}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _stdout_gone() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -212,6 +214,92 @@ def test_outputs_never_destroy_what_the_command_did_not_create(experiment, image
         "mine",
         "x.png",
     ]
+
+
+def _deny_reading(monkeypatch, *paths) -> None:
+    """Reading ``paths`` fails as it does for a file of another user (the tests run as root, who may read all)."""
+    import builtins
+    import io
+
+    denied, real = {str(p) for p in paths}, builtins.open
+
+    def guarded(file, *args, **kwargs):
+        if str(file) in denied:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded)
+    monkeypatch.setattr(io, "open", guarded)  # pathlib's read_text and read_bytes
+
+
+def test_an_input_that_cannot_be_read_is_named_on_one_line_not_a_traceback(
+    experiment, image, tmp_path, monkeypatch, capsys
+):
+    enc = tmp_path / "encoder"
+    shutil.copytree(experiment / "encoder", enc)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path\n{image}\n")
+    metrics = tmp_path / "encoder.json"
+    metrics.write_text(json.dumps({"split": "test", "zero_shot": {"mean": {"auc": 0.9}}}))
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("Cardiomegaly:\n  positive: [big heart]\n  negative: [normal heart]\n")
+    scans = tmp_path / "scans"
+    (scans / "closed").mkdir(parents=True)
+    shutil.copy(image, scans / "a.png")
+    out = str(tmp_path / "out.jsonl")
+    cases = {  # an unreadable file (not UTF-8, not JSON: each has its own message)
+        "model config": (
+            ["classify", "--model", str(enc), str(image)],
+            enc / "open_clip_config.json",
+        ),
+        "manifest": (
+            ["embed", "--model", str(enc), "--images", str(manifest), "--out", str(tmp_path / "e.parquet")],
+            manifest,
+        ),
+        "metrics": (
+            ["export", "--model", str(enc), "--format", "hub", "--metrics", str(metrics), "--out", out],
+            metrics,
+        ),
+        "prompt set": (
+            [
+                "classify",
+                "--model",
+                str(enc),
+                str(image),
+                "--labels",
+                "Cardiomegaly",
+                "--prompts",
+                str(prompts),
+            ],
+            prompts,
+        ),
+        "experiment file": (["info", str(enc.parent)], enc / "medlens.json"),
+    }
+    for case, (argv, unreadable) in cases.items():
+        with monkeypatch.context() as m:
+            _deny_reading(m, unreadable)
+            assert cli.main(argv) == cli.EXIT_FAILED, case
+        err = capsys.readouterr().err
+        assert f"medlens {argv[0]}: error: {unreadable}: cannot be read: Permission denied" in err, (
+            case,
+            err,
+        )
+        assert "Traceback" not in err
+
+    # a folder of images with a subfolder that cannot be listed: named, never embedded without its images
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path) == str(scans / "closed"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    argv = ["embed", "--model", str(enc), "--images", str(scans), "--out", str(tmp_path / "s.parquet")]
+    assert cli.main(argv) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"{scans / 'closed'}: cannot be listed: Permission denied" in err, err
+    assert not (tmp_path / "s.parquet").exists()
 
 
 def test_export_names_a_metrics_file_that_is_not_there(experiment, tmp_path, capsys):

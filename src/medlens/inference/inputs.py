@@ -165,6 +165,21 @@ def model_input(src, prep: Preprocessing) -> Image.Image:
     return load_image(encode_image(prepared), grey=False)
 
 
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every entry under ``folder`` (links to folders not followed, as ``rglob``), or DataError naming a folder
+    that cannot be listed: ``rglob`` skips it without a word, and its images would be missing from the output."""
+
+    def refuse(e: OSError) -> None:
+        raise DataError(
+            f"cannot be listed: {e.strerror}",
+            file=str(e.filename),
+            expected="folders the command can read (its images would be left out)",
+        ) from e
+
+    for root, dirs, files in os.walk(folder, onerror=refuse):
+        yield from (Path(root) / name for name in [*dirs, *files])
+
+
 def list_images(
     source: str | os.PathLike | Sequence[str | os.PathLike], *, with_text: bool = False
 ) -> list[ImageInput]:
@@ -202,7 +217,7 @@ def list_images(
                 key="--text",
                 expected="a manifest CSV with 'path' and 'text' columns",
             )
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in _walk(path) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(
                 "no images in this folder",
