@@ -216,6 +216,61 @@ def test_outputs_never_destroy_what_the_command_did_not_create(experiment, image
     ]
 
 
+def test_overwrite_replaces_only_what_medlens_wrote_and_never_an_input_or_the_working_folder(
+    experiment, image, tmp_path, monkeypatch, capsys
+):
+    enc = str(experiment / "encoder")
+    metrics = tmp_path / "encoder.json"
+    metrics.write_text(json.dumps({"split": "test", "zero_shot": {"mean": {"auc": 0.9}}}))
+    hub = ["export", "--model", enc, "--format", "hub", "--metrics", str(metrics), "--overwrite", "--out"]
+    work = tmp_path / "work"
+    (work / "scans").mkdir(parents=True)
+    (work / "notes.txt").write_text("the user's own file")
+    shutil.copy(image, work / "scans" / "a.png")
+    manifest = work / "m.csv"
+    manifest.write_text("path\nscans/a.png\n")
+    monkeypatch.chdir(work)
+    refused = {
+        # --overwrite replaced any non-empty folder, and removed what it held
+        "a folder medlens did not write": ([*hub, str(work / "scans")], "was not written by medlens"),
+        # the check was of the name "." only
+        "the folder it runs in, by its path": ([*hub, str(work)], "is the folder the command runs in"),
+        "a folder holding it": ([*hub, str(tmp_path)], "holds the folder the command runs in"),
+        "an input image": (
+            [
+                "classify",
+                "--model",
+                enc,
+                str(work / "scans" / "a.png"),
+                "--out",
+                "scans/a.png",
+                "--overwrite",
+            ],
+            "is an input of the command",
+        ),
+        "the manifest it reads": (
+            ["embed", "--model", enc, "--images", str(manifest), "--out", str(manifest), "--overwrite"],
+            "is an input of the command",
+        ),
+        "the metrics it reads": ([*hub[:-2], "--out", str(metrics), "--format", "hub"], "is an input"),
+        # was a FileExistsError traceback, once the images had been classified
+        "a path under a file": (
+            ["classify", "--model", enc, str(image), "--out", str(image / "labels.txt")],
+            f"'{image}' is a file, not a folder",
+        ),
+    }
+    for case, (argv, message) in refused.items():
+        assert cli.main(argv) == cli.EXIT_USAGE, case
+        err = capsys.readouterr().err
+        assert "--out: " in err and message in err, (case, err)
+    assert (work / "notes.txt").read_text() == "the user's own file" and (work / "scans" / "a.png").is_file()
+    assert manifest.read_text() == "path\nscans/a.png\n" and image.is_file() and metrics.is_file()
+
+    # what a previous export wrote is replaced with --overwrite, as documented
+    assert cli.main([*hub, "shared"]) == cli.EXIT_OK and cli.main([*hub, "shared"]) == cli.EXIT_OK
+    assert (work / "shared" / "README.md").is_file() and (work / "notes.txt").is_file()
+
+
 def _deny_reading(monkeypatch, *paths) -> None:
     """Reading ``paths`` fails as it does for a file of another user (the tests run as root, who may read all)."""
     import builtins
