@@ -88,6 +88,23 @@ def test_a_folder_that_is_not_a_model_is_a_usage_error(experiment, image, capsys
     assert "has no texts" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["generate", "classify", "embed", "export"])
+def test_a_model_folder_that_is_not_there_or_is_a_file_is_named_as_such(command, image, tmp_path, capsys):
+    # was, for generate and embed: "cannot tell how the training images of ... were prepared"
+    for model, problem in ((tmp_path / "typo", "it does not exist"), (image, "a file")):
+        argv = {
+            "generate": ["generate", "--model", str(model), str(image)],
+            "classify": ["classify", "--model", str(model), str(image)],
+            "embed": ["embed", "--model", str(model), "--images", str(image.parent), "--out", "e.parquet"],
+            "export": ["export", "--model", str(model), "--out", str(tmp_path / "onnx")],
+        }[command]
+        assert cli.main(argv) == cli.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert (
+            f"medlens {command}: error: " in err and f"'{model}' is not a" in err and f"({problem})" in err
+        ), err
+
+
 def test_generate_passes_decoding_options_and_prompt(experiment, image, tmp_path, monkeypatch):
     gen = RecordingGenerator()
     monkeypatch.setattr("medlens.models.generator.load_generator", lambda path: gen)

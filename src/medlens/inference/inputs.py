@@ -143,6 +143,12 @@ def _training_images(model_dir: Path) -> tuple[list[dict[str, Any]], str]:
 
     pairs = layout.in_experiment(model_dir.parent, layout.PAIRS)
     if not pairs.is_file():
+        if not model_dir.is_dir():  # a typo: said so, not that the folder's training images are unknown
+            raise ConfigError(
+                f"'{model_dir}' is not a model folder ({'a file' if model_dir.exists() else 'it does not exist'})",
+                key="--model",
+                expected="a model folder, results/<experiment>/<stage>",
+            )
         raise ConfigError(
             f"cannot tell how the training images of '{model_dir}' were prepared: its medlens.json records it not, "
             f"and {pairs} is not there",

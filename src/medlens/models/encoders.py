@@ -392,8 +392,10 @@ def check_encoder_folder(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+        # a typo is told as such, not as a folder that lacks an encoder's files
+        found = "" if path.is_dir() else " (a file)" if path.exists() else " (it does not exist)"
         raise ConfigError(
-            f"'{path}' is not an encoder folder",
+            f"'{path}' is not an encoder folder{found}",
             expected=f"{CONFIG_NAME} and {WEIGHTS_NAME} in it "
             "(results/<experiment>/encoder written by train_encoder)",
         )
