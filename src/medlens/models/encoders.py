@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,8 @@ def create_encoder(
                 device=device,
                 **kwargs,
             )
-    except (RuntimeError, OSError, ValueError) as e:
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as e:
+        pretrained.refuse_pickle(e, str(cfg.pretrained), "encoder.pretrained")
         raise ConfigError(
             f"cannot build '{cfg.model}' with pretrained={cfg.pretrained!r} ({e})",
             key="encoder.pretrained",
