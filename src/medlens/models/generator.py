@@ -131,7 +131,7 @@ def load_generator(path: str | os.PathLike) -> ReportGenerator:
         # weights_only refused them, so nothing ran; a traceback would hide which folder it was
         raise DataError(
             "the folder holds a pickle of more than tensors, which medlens never unpickles "
-            f"({str(e).splitlines()[0]})",
+            "(torch.load with weights_only refused it)",
             file=str(path),
             expected="weights saved by train_decoder (safetensors); do not load this folder elsewhere either",
         ) from e

@@ -51,7 +51,7 @@ def refuse_pickle(e: BaseException, source: str, key: str) -> None:
     if e is not None:
         raise ConfigError(
             f"'{source}' holds a pickle of more than tensors, which medlens never unpickles "
-            f"({str(e).splitlines()[0]})",
+            "(torch.load with weights_only refused it)",
             key=key,
             expected="weights as safetensors, or a checkpoint that holds tensors only",
         ) from e
