@@ -138,6 +138,15 @@ def _training_images(model_dir: Path) -> tuple[list[dict[str, Any]], str]:
     """The folder's record of its training images, else what its ``results/`` tree says, and where it came from."""
     recorded = read_medlens_json(model_dir).get("preprocessing")
     if recorded:
+        keys = {"dataset", "modality", "store_size", "rows"}
+        if not isinstance(recorded, list) or not all(
+            isinstance(e, dict) and keys <= set(e) for e in recorded
+        ):
+            raise DataError(  # its entries are indexed below: a TypeError or KeyError traceback otherwise
+                f"preprocessing is {recorded!r}"[:200],
+                file=str(model_dir / "medlens.json"),
+                expected=f"a list of records with {', '.join(sorted(keys))}, as train_* writes it",
+            )
         return recorded, f"{model_dir / 'medlens.json'}"
     from medlens.data.preprocessing import describe_training_images
 
