@@ -134,18 +134,23 @@ def resolve_preprocessing(
     return Preprocessing(modality, next(iter(sizes.values())), f"{where} (datasets {', '.join(sizes)})")
 
 
+def _a_preprocessing_record(entry: Any) -> bool:
+    """Whether ``entry`` is one dataset's record in ``medlens.json``'s ``preprocessing`` (a store size may be
+    unknown: None)."""
+    types = {"dataset": str, "modality": str, "store_size": int | None, "rows": int}
+    return isinstance(entry, dict) and all(k in entry and isinstance(entry[k], t) for k, t in types.items())
+
+
 def _training_images(model_dir: Path) -> tuple[list[dict[str, Any]], str]:
     """The folder's record of its training images, else what its ``results/`` tree says, and where it came from."""
     recorded = read_medlens_json(model_dir).get("preprocessing")
     if recorded:
-        keys = {"dataset", "modality", "store_size", "rows"}
-        if not isinstance(recorded, list) or not all(
-            isinstance(e, dict) and keys <= set(e) for e in recorded
-        ):
-            raise DataError(  # its entries are indexed below: a TypeError or KeyError traceback otherwise
+        if not isinstance(recorded, list) or not all(map(_a_preprocessing_record, recorded)):
+            raise DataError(  # its entries are used below: a TypeError or KeyError traceback otherwise
                 f"preprocessing is {recorded!r}"[:200],
                 file=str(model_dir / "medlens.json"),
-                expected=f"a list of records with {', '.join(sorted(keys))}, as train_* writes it",
+                expected="a list of records with dataset, modality (text), store_size and rows (numbers), as "
+                "train_* writes it",
             )
         return recorded, f"{model_dir / 'medlens.json'}"
     from medlens.data.preprocessing import describe_training_images

@@ -89,6 +89,23 @@ DAMAGE = {
     "weights truncated": ("open_clip_model.safetensors", _truncate, "the weights cannot be loaded"),
     "weights of another model": ("open_clip_config.json", _other_width, "the weights cannot be loaded"),
     "medlens.json a list": ("medlens.json", lambda p: p.write_text("[]"), "a JSON list, not an object"),
+    "prompt set a number": (  # was a TypeError traceback
+        "medlens.json",
+        lambda p: p.write_text(json.dumps({"zero_shot": {"labels": ["Cardiomegaly"], "templates": 5}})),
+        "zero_shot.templates is 5",
+    ),
+    "preprocessing of wrong types": (  # was a TypeError traceback
+        "medlens.json",
+        lambda p: p.write_text(
+            json.dumps(
+                {
+                    "zero_shot": {"labels": ["Cardiomegaly"]},
+                    "preprocessing": [{"dataset": "t", "modality": 5, "store_size": "big", "rows": 3}],
+                }
+            )
+        ),
+        "preprocessing is [{",
+    ),
     "labels a string": (
         "medlens.json",
         lambda p: p.write_text(json.dumps({"zero_shot": {"labels": "Cardiomegaly"}})),
