@@ -128,10 +128,12 @@ def export_onnx(
     # long: export, check against PyTorch and the model card of both towers, in the order they depend on
     import onnxruntime
 
+    from medlens.inference.inputs import recorded_preprocessing
     from medlens.models.encoders import load_encoder
 
     encoder_dir, out_dir = Path(encoder_dir), Path(out_dir)
     _refuse_links(encoder_dir)
+    recorded_preprocessing(encoder_dir)  # the card reads it after the export: a damaged record is named first
     encoder = load_encoder(encoder_dir, device="cpu")
     model = encoder.model.float()
     size = encoder.preprocess_cfg["size"]

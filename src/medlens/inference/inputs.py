@@ -134,6 +134,24 @@ def resolve_preprocessing(
     return Preprocessing(modality, next(iter(sizes.values())), f"{where} (datasets {', '.join(sizes)})")
 
 
+def recorded_preprocessing(model_dir: str | os.PathLike) -> list[dict[str, Any]] | None:
+    """``medlens.json``'s ``preprocessing`` (its training images, per dataset), or None when not recorded.
+
+    Raises:
+        DataError: naming the file when the record is not a list of such records (its entries are used as
+            they are: a TypeError or KeyError traceback otherwise).
+    """
+    recorded = read_medlens_json(model_dir).get("preprocessing")
+    if recorded and (not isinstance(recorded, list) or not all(map(_a_preprocessing_record, recorded))):
+        raise DataError(
+            f"preprocessing is {recorded!r}"[:200],
+            file=str(Path(model_dir) / "medlens.json"),
+            expected="a list of records with dataset, modality (text), store_size and rows (numbers), as "
+            "train_* writes it",
+        )
+    return recorded or None
+
+
 def _a_preprocessing_record(entry: Any) -> bool:
     """Whether ``entry`` is one dataset's record in ``medlens.json``'s ``preprocessing`` (a store size may be
     unknown: None)."""
@@ -143,15 +161,8 @@ def _a_preprocessing_record(entry: Any) -> bool:
 
 def _training_images(model_dir: Path) -> tuple[list[dict[str, Any]], str]:
     """The folder's record of its training images, else what its ``results/`` tree says, and where it came from."""
-    recorded = read_medlens_json(model_dir).get("preprocessing")
+    recorded = recorded_preprocessing(model_dir)
     if recorded:
-        if not isinstance(recorded, list) or not all(map(_a_preprocessing_record, recorded)):
-            raise DataError(  # its entries are used below: a TypeError or KeyError traceback otherwise
-                f"preprocessing is {recorded!r}"[:200],
-                file=str(model_dir / "medlens.json"),
-                expected="a list of records with dataset, modality (text), store_size and rows (numbers), as "
-                "train_* writes it",
-            )
         return recorded, f"{model_dir / 'medlens.json'}"
     from medlens.data.preprocessing import describe_training_images
 

@@ -123,6 +123,11 @@ def test_a_damaged_model_folder_is_named_not_a_traceback(encoder, image, capsys,
     assert cli.main(["classify", "--model", str(encoder), str(image)]) == cli.EXIT_FAILED
     err = capsys.readouterr().err
     assert f"medlens classify: error: {encoder / name}: " in err and message in err, err
+    if damage == "preprocessing of wrong types":  # also when the options make export skip reading it
+        argv = ["export", "--model", str(encoder), "--out", str(encoder.parent / "onnx")]
+        assert cli.main([*argv, "--modality", "chest_xray", "--store-size", "48"]) == cli.EXIT_FAILED
+        err = capsys.readouterr().err  # was an AttributeError traceback from the model card, after the export
+        assert f"medlens export: error: {encoder / name}: " in err and message in err, err
 
 
 def test_export_reads_its_metrics_and_checks_the_weights_before_writing(encoder, tmp_path, capsys):
