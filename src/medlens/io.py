@@ -335,6 +335,12 @@ def check_output(
             key="--out",
             expected="a path inside a folder",
         )
+    if above is not None and not os.access(above, os.W_OK | os.X_OK):  # said now, not after the work
+        raise ConfigError(
+            f"'{p}' cannot be written: '{above}' is not writable",
+            key="--out",
+            expected="a path in a folder you can write to",
+        )
     kind = "folder" if folder else "regular file"
     if p.is_symlink() or (p.exists() and not (p.is_dir() if folder else p.is_file())):
         raise ConfigError(

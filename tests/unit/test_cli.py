@@ -288,6 +288,33 @@ def test_overwrite_replaces_only_what_medlens_wrote_and_never_an_input_or_the_wo
     assert (work / "shared" / "README.md").is_file() and (work / "notes.txt").is_file()
 
 
+def test_an_out_folder_that_cannot_be_written_is_said_before_any_work(
+    experiment, image, tmp_path, monkeypatch, capsys
+):
+    # was a MedlensError only once every image had been classified (hours, for a large batch)
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    real_access = os.access
+    # the tests run as root, who may write anywhere: the folder is read-only as it is for another user
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: str(path) != str(closed) and real_access(path, mode)
+    )
+    classified = []
+    monkeypatch.setattr("medlens.inference.predict.classify_images", lambda *a, **k: classified.append(1))
+    argv = [
+        "classify",
+        "--model",
+        str(experiment / "encoder"),
+        str(image),
+        "--out",
+        str(closed / "new" / "x.txt"),
+    ]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--out: '{closed / 'new' / 'x.txt'}' cannot be written: '{closed}' is not writable" in err, err
+    assert not classified and not (closed / "new").exists()
+
+
 def _deny_reading(monkeypatch, *paths) -> None:
     """Reading ``paths`` fails as it does for a file of another user (the tests run as root, who may read all)."""
     import builtins
