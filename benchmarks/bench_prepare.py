@@ -24,6 +24,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -156,6 +157,23 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
+# in every --workdir this benchmark made: only such a folder is written into again (its images reused)
+WORKDIR_MARK = ".bench_prepare"
+
+
+def _own_workdir(path: Path) -> Path:
+    """``--workdir`` when it is new, empty or made by this benchmark; any other folder holds someone's files,
+    which the run would overwrite (``manifest.csv``, ``naive_out/``, ``medlens_out/``)."""
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / WORKDIR_MARK).is_file())):
+        sys.exit(
+            f"bench_prepare: --workdir {path}: not a folder this benchmark made (no {WORKDIR_MARK}); "
+            "give a new or empty folder"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    (path / WORKDIR_MARK).touch()
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="images (half PNG, half JPEG)")
@@ -168,7 +186,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_prepare_"))
+    workdir = _own_workdir(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_prepare_"))
     t0 = time.perf_counter()
     names = generate(workdir, args.n, args.workers)
     generated = time.perf_counter() - t0

@@ -30,6 +30,9 @@ from medlens.io import atomic_path, check_output, read_json
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# what every folder `export` writes holds: export.json (ONNX), or the copied model's medlens.json (hub);
+# --overwrite replaces no other folder
+EXPORT_MARKS = ("export.json", "medlens.json")
 
 
 def _positive_int(text: str) -> int:
@@ -228,9 +231,13 @@ def _write(records: list[dict[str, Any]], failures, fmt: str, out: Path | None, 
 
 
 def _check_out(args: argparse.Namespace) -> None:
-    """A file ``--out`` may be new, or replaced with ``--overwrite``; never a device, a link or the model."""
+    """A file ``--out`` may be new, or replaced with ``--overwrite``; never a device, a link, the model or an
+    input (an image, the manifest, a prompt file)."""
     if args.out is not None:
-        check_output(args.out, overwrite=args.overwrite, protect=[args.model])
+        images = args.images if isinstance(args.images, list) else [args.images]
+        prompts = getattr(args, "prompts", None)
+        inputs = [*images, *([prompts] if prompts and Path(prompts).is_file() else [])]
+        check_output(args.out, overwrite=args.overwrite, protect=[args.model], inputs=inputs)
 
 
 def _ood_line(record: dict[str, Any]) -> str:
@@ -373,7 +380,14 @@ def _export(args: argparse.Namespace) -> int:
     from medlens.inference.predict import zero_shot_setup
     from medlens.models.encoders import check_encoder_folder
 
-    check_output(args.out, folder=True, overwrite=args.overwrite, protect=[args.model])
+    check_output(
+        args.out,
+        folder=True,
+        overwrite=args.overwrite,
+        protect=[args.model],
+        inputs=[p for p in (args.metrics, args.prompts) if p and Path(p).is_file()],
+        marks=EXPORT_MARKS,
+    )
     if args.metrics is not None and not args.metrics.is_file():
         raise ConfigError(f"'{args.metrics}' is not a file", key="--metrics", expected="an eval/<stage>.json")
     if args.metrics is not None:  # read now: a wrong file stops the command before any export work
@@ -456,6 +470,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except BrokenPipeError:
         _stdout_gone()
+        return EXIT_FAILED
+    except OSError as e:
+        # an input the user cannot read (permissions, EIO, a folder where a file goes): one line naming it,
+        # like every other input error (outputs' write faults are MedlensErrors already, medlens.io)
+        problem = f"{e.filename}: cannot be read: {e.strerror}" if e.filename else f"{type(e).__name__}: {e}"
+        print(f"medlens {args.command}: error: {problem}", file=sys.stderr)
         return EXIT_FAILED
 
 

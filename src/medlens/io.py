@@ -254,35 +254,18 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def check_output(
-    path: str | os.PathLike,
-    *,
-    folder: bool = False,
-    overwrite: bool = False,
-    protect: Sequence[str | os.PathLike] = (),
-) -> Path:
-    """Refuse an output target whose replacement would destroy what the command did not create.
-
-    Args:
-        path: the file (or, with ``folder``, the folder) a command will write, atomically.
-        folder: whether the output is a folder.
-        overwrite: the user's consent (``--overwrite``) to replace an existing file or non-empty folder.
-        protect: folders the command reads (a model): the output may not be, hold or sit in one.
-
-    Returns:
-        ``path``.
-
-    Raises:
-        ConfigError: naming ``--out`` and the path, whatever ``overwrite`` says for a device, a link, a
-            file of the other kind or a protected folder; without ``overwrite`` for an existing target.
-    """
+def _refuse_places(
+    p: Path, protect: Sequence[str | os.PathLike], inputs: Sequence[str | os.PathLike]
+) -> None:
+    """ConfigError naming ``--out`` when ``p`` is or holds the working folder, or an input; or is, holds or sits
+    in a protected folder (:func:`check_output`)."""
     from medlens.errors import ConfigError
 
-    p = Path(path)
     target = p.resolve()
-    if p.name in ("", ".", ".."):  # "." or "..": replacing it would move the folder the command runs in
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:  # "." by its path ($PWD, ../<name>) or above it
         raise ConfigError(
-            f"'{p}' names no output of its own",
+            f"'{p}' {'is' if target == cwd else 'holds'} the folder the command runs in",
             key="--out",
             expected="a path ending in a new name, e.g. ./export",
         )
@@ -294,6 +277,70 @@ def check_output(
                 key="--out",
                 expected="a path outside the model it reads",
             )
+    for given in inputs:
+        read = Path(given).resolve()
+        if target == read or target in read.parents:
+            raise ConfigError(
+                f"'{p}' is an input of the command ({given})"
+                if target == read
+                else f"'{p}' holds {given}, an input of the command",
+                key="--out",
+                expected="a path apart from the files it reads",
+            )
+
+
+def check_output(
+    path: str | os.PathLike,
+    *,
+    folder: bool = False,
+    overwrite: bool = False,
+    protect: Sequence[str | os.PathLike] = (),
+    inputs: Sequence[str | os.PathLike] = (),
+    marks: Sequence[str] = (),
+) -> Path:
+    """Refuse an output target whose replacement would destroy what the command did not create.
+
+    Args:
+        path: the file (or, with ``folder``, the folder) a command will write, atomically.
+        folder: whether the output is a folder.
+        overwrite: the user's consent (``--overwrite``) to replace an existing file, or a non-empty folder that
+            medlens wrote (one holding one of ``marks``).
+        protect: folders the command reads (a model): the output may not be, hold or sit in one.
+        inputs: files the command reads: the output may not be or hold one.
+        marks: files one of which every folder this command writes holds (``export.json``).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ConfigError: naming ``--out`` and the path, whatever ``overwrite`` says for a device, a link, a
+            file of the other kind, a protected folder, an input, the working folder or a folder holding it, a
+            path under a file, or a non-empty folder without any of ``marks``; without ``overwrite`` for an
+            existing target.
+    """
+    from medlens.errors import ConfigError
+
+    p = Path(path)
+    if p.name in ("", ".", ".."):  # "." or "..": replacing it would move the folder the command runs in
+        raise ConfigError(
+            f"'{p}' names no output of its own",
+            key="--out",
+            expected="a path ending in a new name, e.g. ./export",
+        )
+    _refuse_places(p, protect, inputs)
+    above = next((a for a in p.parents if a.exists() or a.is_symlink()), None)
+    if above is not None and not above.is_dir():  # the write would fail after all the work, naming no option
+        raise ConfigError(
+            f"'{p}' cannot be made: '{above}' is a file, not a folder",
+            key="--out",
+            expected="a path inside a folder",
+        )
+    if above is not None and not os.access(above, os.W_OK | os.X_OK):  # said now, not after the work
+        raise ConfigError(
+            f"'{p}' cannot be written: '{above}' is not writable",
+            key="--out",
+            expected="a path in a folder you can write to",
+        )
     kind = "folder" if folder else "regular file"
     if p.is_symlink() or (p.exists() and not (p.is_dir() if folder else p.is_file())):
         raise ConfigError(
@@ -306,5 +353,13 @@ def check_output(
             f"'{p}' already exists" + (" and is not empty" if folder else ""),
             key="--out",
             expected="a new path, or --overwrite to replace it",
+        )
+    if folder and p.is_dir() and any(p.iterdir()) and not any((p / m).is_file() for m in marks):
+        # --overwrite is consent to replace an earlier output, not any folder a typo names (a home, a dataset)
+        raise ConfigError(
+            f"'{p}' was not written by medlens (it holds no {' or '.join(marks) or 'mark of it'}), so "
+            "--overwrite does not replace it",
+            key="--out",
+            expected="a new path, or a folder this command wrote; remove this one yourself if it is to go",
         )
     return p

@@ -42,3 +42,29 @@ def test_the_benchmarks_record_their_results_where_their_docstrings_say(repo):
         title = next((line for line in source.splitlines() if line.startswith('TITLE = "## ')), None)
         if title is not None:
             assert title.split('"')[1] in recorded, script.name
+
+
+def test_bench_prepare_never_writes_into_a_workdir_it_did_not_make(repo, tmp_path):
+    # --workdir is reused between runs; a folder of the user's (a dataset) had its manifest.csv rewritten
+    data = tmp_path / "my_dataset"
+    (data / "images").mkdir(parents=True)
+    (data / "manifest.csv").write_text("id,image,text\nr1,images/a.png,the user's report\n")
+
+    def run(workdir):
+        return subprocess.run(
+            [sys.executable, str(repo / "benchmarks" / "bench_prepare.py"), "--n", "4", "--workers", "1"]
+            + ["--workdir", str(workdir)],
+            env={**os.environ, "PYTHONPATH": str(repo / "src")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    proc = run(data)
+    assert proc.returncode != 0 and f"--workdir {data}: not a folder this benchmark made" in proc.stderr
+    assert (data / "manifest.csv").read_text() == "id,image,text\nr1,images/a.png,the user's report\n"
+    assert sorted(p.name for p in data.rglob("*")) == ["images", "manifest.csv"]
+    for _ in range(2):  # a new folder, then the same one again: its images reused
+        proc = run(tmp_path / "work")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Images reused from --workdir" in proc.stdout

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -84,6 +86,23 @@ def test_a_folder_that_is_not_a_model_is_a_usage_error(experiment, image, capsys
         == cli.EXIT_USAGE
     )
     assert "has no texts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["generate", "classify", "embed", "export"])
+def test_a_model_folder_that_is_not_there_or_is_a_file_is_named_as_such(command, image, tmp_path, capsys):
+    # was, for generate and embed: "cannot tell how the training images of ... were prepared"
+    for model, problem in ((tmp_path / "typo", "it does not exist"), (image, "a file")):
+        argv = {
+            "generate": ["generate", "--model", str(model), str(image)],
+            "classify": ["classify", "--model", str(model), str(image)],
+            "embed": ["embed", "--model", str(model), "--images", str(image.parent), "--out", "e.parquet"],
+            "export": ["export", "--model", str(model), "--out", str(tmp_path / "onnx")],
+        }[command]
+        assert cli.main(argv) == cli.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert (
+            f"medlens {command}: error: " in err and f"'{model}' is not a" in err and f"({problem})" in err
+        ), err
 
 
 def test_generate_passes_decoding_options_and_prompt(experiment, image, tmp_path, monkeypatch):
@@ -212,6 +231,174 @@ def test_outputs_never_destroy_what_the_command_did_not_create(experiment, image
         "mine",
         "x.png",
     ]
+
+
+def test_overwrite_replaces_only_what_medlens_wrote_and_never_an_input_or_the_working_folder(
+    experiment, image, tmp_path, monkeypatch, capsys
+):
+    enc = str(experiment / "encoder")
+    metrics = tmp_path / "encoder.json"
+    metrics.write_text(json.dumps({"split": "test", "zero_shot": {"mean": {"auc": 0.9}}}))
+    hub = ["export", "--model", enc, "--format", "hub", "--metrics", str(metrics), "--overwrite", "--out"]
+    work = tmp_path / "work"
+    (work / "scans").mkdir(parents=True)
+    (work / "notes.txt").write_text("the user's own file")
+    shutil.copy(image, work / "scans" / "a.png")
+    manifest = work / "m.csv"
+    manifest.write_text("path\nscans/a.png\n")
+    monkeypatch.chdir(work)
+    refused = {
+        # --overwrite replaced any non-empty folder, and removed what it held
+        "a folder medlens did not write": ([*hub, str(work / "scans")], "was not written by medlens"),
+        # the check was of the name "." only
+        "the folder it runs in, by its path": ([*hub, str(work)], "is the folder the command runs in"),
+        "a folder holding it": ([*hub, str(tmp_path)], "holds the folder the command runs in"),
+        "an input image": (
+            [
+                "classify",
+                "--model",
+                enc,
+                str(work / "scans" / "a.png"),
+                "--out",
+                "scans/a.png",
+                "--overwrite",
+            ],
+            "is an input of the command",
+        ),
+        "the manifest it reads": (
+            ["embed", "--model", enc, "--images", str(manifest), "--out", str(manifest), "--overwrite"],
+            "is an input of the command",
+        ),
+        "the metrics it reads": ([*hub[:-2], "--out", str(metrics), "--format", "hub"], "is an input"),
+        # was a FileExistsError traceback, once the images had been classified
+        "a path under a file": (
+            ["classify", "--model", enc, str(image), "--out", str(image / "labels.txt")],
+            f"'{image}' is a file, not a folder",
+        ),
+    }
+    for case, (argv, message) in refused.items():
+        assert cli.main(argv) == cli.EXIT_USAGE, case
+        err = capsys.readouterr().err
+        assert "--out: " in err and message in err, (case, err)
+    assert (work / "notes.txt").read_text() == "the user's own file" and (work / "scans" / "a.png").is_file()
+    assert manifest.read_text() == "path\nscans/a.png\n" and image.is_file() and metrics.is_file()
+
+    # what a previous export wrote is replaced with --overwrite, as documented
+    assert cli.main([*hub, "shared"]) == cli.EXIT_OK and cli.main([*hub, "shared"]) == cli.EXIT_OK
+    assert (work / "shared" / "README.md").is_file() and (work / "notes.txt").is_file()
+
+
+def test_an_out_folder_that_cannot_be_written_is_said_before_any_work(
+    experiment, image, tmp_path, monkeypatch, capsys
+):
+    # was a MedlensError only once every image had been classified (hours, for a large batch)
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    real_access = os.access
+    # the tests run as root, who may write anywhere: the folder is read-only as it is for another user
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: str(path) != str(closed) and real_access(path, mode)
+    )
+    classified = []
+    monkeypatch.setattr("medlens.inference.predict.classify_images", lambda *a, **k: classified.append(1))
+    argv = [
+        "classify",
+        "--model",
+        str(experiment / "encoder"),
+        str(image),
+        "--out",
+        str(closed / "new" / "x.txt"),
+    ]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--out: '{closed / 'new' / 'x.txt'}' cannot be written: '{closed}' is not writable" in err, err
+    assert not classified and not (closed / "new").exists()
+
+
+def _deny_reading(monkeypatch, *paths) -> None:
+    """Reading ``paths`` fails as it does for a file of another user (the tests run as root, who may read all)."""
+    import builtins
+    import io
+
+    denied, real = {str(p) for p in paths}, builtins.open
+
+    def guarded(file, *args, **kwargs):
+        if str(file) in denied:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded)
+    monkeypatch.setattr(io, "open", guarded)  # pathlib's read_text and read_bytes
+
+
+def test_an_input_that_cannot_be_read_is_named_on_one_line_not_a_traceback(
+    experiment, image, tmp_path, monkeypatch, capsys
+):
+    enc = tmp_path / "encoder"
+    shutil.copytree(experiment / "encoder", enc)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path\n{image}\n")
+    metrics = tmp_path / "encoder.json"
+    metrics.write_text(json.dumps({"split": "test", "zero_shot": {"mean": {"auc": 0.9}}}))
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("Cardiomegaly:\n  positive: [big heart]\n  negative: [normal heart]\n")
+    scans = tmp_path / "scans"
+    (scans / "closed").mkdir(parents=True)
+    shutil.copy(image, scans / "a.png")
+    out = str(tmp_path / "out.jsonl")
+    cases = {  # an unreadable file (not UTF-8, not JSON: each has its own message)
+        "model config": (
+            ["classify", "--model", str(enc), str(image)],
+            enc / "open_clip_config.json",
+        ),
+        "manifest": (
+            ["embed", "--model", str(enc), "--images", str(manifest), "--out", str(tmp_path / "e.parquet")],
+            manifest,
+        ),
+        "metrics": (
+            ["export", "--model", str(enc), "--format", "hub", "--metrics", str(metrics), "--out", out],
+            metrics,
+        ),
+        "prompt set": (
+            [
+                "classify",
+                "--model",
+                str(enc),
+                str(image),
+                "--labels",
+                "Cardiomegaly",
+                "--prompts",
+                str(prompts),
+            ],
+            prompts,
+        ),
+        "experiment file": (["info", str(enc.parent)], enc / "medlens.json"),
+    }
+    for case, (argv, unreadable) in cases.items():
+        with monkeypatch.context() as m:
+            _deny_reading(m, unreadable)
+            assert cli.main(argv) == cli.EXIT_FAILED, case
+        err = capsys.readouterr().err
+        assert f"medlens {argv[0]}: error: {unreadable}: cannot be read: Permission denied" in err, (
+            case,
+            err,
+        )
+        assert "Traceback" not in err
+
+    # a folder of images with a subfolder that cannot be listed: named, never embedded without its images
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path) == str(scans / "closed"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    argv = ["embed", "--model", str(enc), "--images", str(scans), "--out", str(tmp_path / "s.parquet")]
+    assert cli.main(argv) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert f"{scans / 'closed'}: cannot be listed: Permission denied" in err, err
+    assert not (tmp_path / "s.parquet").exists()
 
 
 def test_export_names_a_metrics_file_that_is_not_there(experiment, tmp_path, capsys):

@@ -847,6 +847,17 @@ def test_an_unknown_dataset_adapter_is_refused_when_the_config_is_read(repo):
     assert C.load_pipeline(config, source="c.yaml").datasets["nih"].adapter == "nih_chest_xray_sample"
 
 
+@pytest.mark.parametrize("name", ["../../../home/user/notes", "a/b", ".hidden", ""])
+def test_a_dataset_name_cannot_lead_outputs_out_of_results(repo, name):
+    # a dataset's name is part of its output paths (results/raw/<name>/, results/prepared/<name>.parquet): with
+    # `../` in it, prepare_datasets replaced (and Snakemake first deleted) files outside results/
+    config = {"run": ["demo"], "datasets": {name: {"source": "synthetic_cxr"}}}
+    with pytest.raises(ConfigError, match=rf"^c\.yaml: datasets: '{re.escape(name)}' does not match"):
+        C.validate_against_schema(
+            config, repo / "workflow" / "schemas" / "config.schema.yaml", source="c.yaml"
+        )
+
+
 @pytest.mark.parametrize("schema_file", ["config.schema.yaml", "experiment.schema.yaml"])
 def test_every_number_in_the_config_has_a_lower_bound(repo, schema_file):
     # docs/reliability.md promises it; the jobs' resources had none (gpus: -1, runtime: 5 passed)

@@ -58,3 +58,12 @@ def test_rules_that_reach_the_internet_run_on_the_submit_host(rule):
     text = (REPO / "workflow" / "rules" / NETWORK_RULES[rule]).read_text()
     block = re.search(rf"^rule {rule}:\n((?:    .*\n)*)", text, re.M).group(1)
     assert "    localrule: True\n" in block, block
+
+
+def test_the_shipped_profiles_are_data_not_templates():
+    # Snakemake runs the Python of a profile that is a YTE template (`__use_yte__: true`) before the Snakefile
+    # can refuse it; the profiles medlens ships must never be one (medlens's loader refuses templates)
+    from medlens.config import load_yaml
+
+    profiles = sorted((REPO / "profiles").glob("*/config.yaml"))
+    assert profiles and all(isinstance(load_yaml(p), dict) for p in profiles)

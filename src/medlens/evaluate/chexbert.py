@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import pickle
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,6 +110,14 @@ def bert_config_from_state(state: dict[str, torch.Tensor], *, source: str = "<st
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's own message advises loading it unsafely
+        raise ConfigError(
+            "cannot read as a torch checkpoint: it pickles more than tensors, which medlens never unpickles "
+            "(torch.load with weights_only refused it)",
+            file=str(path),
+            key="evaluate.labeler",
+            expected="CheXbert's chexbert.pth",
+        ) from e
     except Exception as e:  # torch raises several types for a file that is not a checkpoint
         raise ConfigError(
             f"cannot read as a torch checkpoint: {e}",

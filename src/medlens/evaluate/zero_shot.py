@@ -71,10 +71,16 @@ def load_prompt_templates(name: str | Path = DEFAULT_TEMPLATES) -> dict[str, Any
         ConfigError: when the set does not exist or is malformed (the message names the key).
     """
     path = Path(name)
-    if path.suffix not in (".yaml", ".yml"):
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        # a path (also one to a folder or to a file of another kind) is named as such, not as a set's name
+        if not path.is_file() or path.suffix not in (".yaml", ".yml"):
+            what = "a folder" if path.is_dir() else "not a .yaml file" if path.exists() else "not found"
+            raise ConfigError(
+                f"prompt template file '{path}': {what}",
+                expected="an existing YAML file, or the name of a set under resources/prompts (e.g. chexzero)",
+            )
+    else:
         path = resource_path("prompts", f"{name}.yaml")
-    elif not path.is_file():
-        raise ConfigError(f"prompt template file '{path}' not found", expected="an existing YAML file")
     raw = load_yaml(path)
     return _check_templates(raw, str(path))
 

@@ -128,9 +128,12 @@ def export_onnx(
     # long: export, check against PyTorch and the model card of both towers, in the order they depend on
     import onnxruntime
 
+    from medlens.inference.inputs import recorded_preprocessing
     from medlens.models.encoders import load_encoder
 
     encoder_dir, out_dir = Path(encoder_dir), Path(out_dir)
+    _refuse_links(encoder_dir)
+    recorded_preprocessing(encoder_dir)  # the card reads it after the export: a damaged record is named first
     encoder = load_encoder(encoder_dir, device="cpu")
     model = encoder.model.float()
     size = encoder.preprocess_cfg["size"]
@@ -230,6 +233,7 @@ def export_hub(
     from medlens.models.card import eval_results, render_model_card
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    _refuse_links(model_dir)
     if not (model_dir / "README.md").is_file():
         raise MedlensError(f"{model_dir}: no README.md model card (a folder written by medlens has one)")
     _check_weights(model_dir)
@@ -247,6 +251,21 @@ def export_hub(
         (tmp / "README.md").write_text(render_model_card(card.data, [body.strip()]))
     logger.info("copied %s to %s with %d metrics in its model card", model_dir, out_dir, len(results))
     return len(results)
+
+
+def _refuse_links(model_dir: Path) -> None:
+    """DataError naming the first link in ``model_dir``: copying follows links, so a folder handed over with
+    ``notes.txt -> ~/.ssh/id_rsa`` would put the key into the export, the folder that gets shared. medlens writes
+    no links into model folders."""
+    for root, dirs, files in os.walk(model_dir):
+        for name in sorted([*dirs, *files]):
+            path = Path(root) / name
+            if path.is_symlink():
+                raise DataError(
+                    f"a link (to {os.readlink(path)}); an export copies what links point at",
+                    file=str(path),
+                    expected="a model folder of plain files, as medlens writes it; copy the file in if it belongs",
+                )
 
 
 def _check_weights(model_dir: Path) -> None:

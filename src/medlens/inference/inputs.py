@@ -134,15 +134,46 @@ def resolve_preprocessing(
     return Preprocessing(modality, next(iter(sizes.values())), f"{where} (datasets {', '.join(sizes)})")
 
 
+def recorded_preprocessing(model_dir: str | os.PathLike) -> list[dict[str, Any]] | None:
+    """``medlens.json``'s ``preprocessing`` (its training images, per dataset), or None when not recorded.
+
+    Raises:
+        DataError: naming the file when the record is not a list of such records (its entries are used as
+            they are: a TypeError or KeyError traceback otherwise).
+    """
+    recorded = read_medlens_json(model_dir).get("preprocessing")
+    if recorded and (not isinstance(recorded, list) or not all(map(_a_preprocessing_record, recorded))):
+        raise DataError(
+            f"preprocessing is {recorded!r}"[:200],
+            file=str(Path(model_dir) / "medlens.json"),
+            expected="a list of records with dataset, modality (text), store_size and rows (numbers), as "
+            "train_* writes it",
+        )
+    return recorded or None
+
+
+def _a_preprocessing_record(entry: Any) -> bool:
+    """Whether ``entry`` is one dataset's record in ``medlens.json``'s ``preprocessing`` (a store size may be
+    unknown: None)."""
+    types = {"dataset": str, "modality": str, "store_size": int | None, "rows": int}
+    return isinstance(entry, dict) and all(k in entry and isinstance(entry[k], t) for k, t in types.items())
+
+
 def _training_images(model_dir: Path) -> tuple[list[dict[str, Any]], str]:
     """The folder's record of its training images, else what its ``results/`` tree says, and where it came from."""
-    recorded = read_medlens_json(model_dir).get("preprocessing")
+    recorded = recorded_preprocessing(model_dir)
     if recorded:
         return recorded, f"{model_dir / 'medlens.json'}"
     from medlens.data.preprocessing import describe_training_images
 
     pairs = layout.in_experiment(model_dir.parent, layout.PAIRS)
     if not pairs.is_file():
+        if not model_dir.is_dir():  # a typo: said so, not that the folder's training images are unknown
+            raise ConfigError(
+                f"'{model_dir}' is not a model folder ({'a file' if model_dir.exists() else 'it does not exist'})",
+                key="--model",
+                expected="a model folder, results/<experiment>/<stage>",
+            )
         raise ConfigError(
             f"cannot tell how the training images of '{model_dir}' were prepared: its medlens.json records it not, "
             f"and {pairs} is not there",
@@ -163,6 +194,21 @@ def model_input(src, prep: Preprocessing) -> Image.Image:
     """
     prepared = prepare_image(src, modality=prep.modality, store_size=prep.store_size)
     return load_image(encode_image(prepared), grey=False)
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every entry under ``folder`` (links to folders not followed, as ``rglob``), or DataError naming a folder
+    that cannot be listed: ``rglob`` skips it without a word, and its images would be missing from the output."""
+
+    def refuse(e: OSError) -> None:
+        raise DataError(
+            f"cannot be listed: {e.strerror}",
+            file=str(e.filename),
+            expected="folders the command can read (its images would be left out)",
+        ) from e
+
+    for root, dirs, files in os.walk(folder, onerror=refuse):
+        yield from (Path(root) / name for name in [*dirs, *files])
 
 
 def list_images(
@@ -202,7 +248,7 @@ def list_images(
                 key="--text",
                 expected="a manifest CSV with 'path' and 'text' columns",
             )
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in _walk(path) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(
                 "no images in this folder",

@@ -68,6 +68,12 @@ def zero_shot_setup(
             expected="a list of label names under zero_shot, as train_encoder writes it",
         )
     templates = prompts or recorded.get("templates") or DEFAULT_TEMPLATES
+    if not isinstance(templates, str):  # a damaged record: a TypeError traceback once used as a path
+        raise DataError(
+            f"zero_shot.templates is {templates!r}"[:200],
+            file=str(Path(encoder_dir) / "medlens.json"),
+            expected="the name of the prompt set the encoder was evaluated with, as train_encoder writes it",
+        )
     if labels and not prompts:
         # a label outside what the model was evaluated on and what its prompt set names would be scored through
         # the generic "{label}" template: a number for a word the model never saw ("Banana")

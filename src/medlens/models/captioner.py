@@ -42,13 +42,25 @@ logger = logging.getLogger(__name__)
 def load_vision_encoder(path) -> tuple[nn.Module, dict]:
     """Rebuild an image tower saved by :meth:`Captioner.save_vision_encoder`; returns (tower, preprocess_cfg)."""
     from open_clip.model import _build_vision_tower
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from medlens.errors import DataError
+    from medlens.io import read_json
+
     path = Path(path)
-    cfg = json.loads((path / "config.json").read_text())
-    visual = _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"])
-    visual.load_state_dict(load_file(path / "vision.safetensors"))
-    return visual.eval(), cfg["preprocess_cfg"]
+    cfg = read_json(path / "config.json", expected="the image tower's config train_decoder wrote")
+    try:
+        visual = _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"])
+        visual.load_state_dict(load_file(path / "vision.safetensors"))
+        return visual.eval(), cfg["preprocess_cfg"]
+    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:
+        # a damaged or foreign folder: named, not a traceback from open_clip or safetensors
+        raise DataError(
+            f"the image tower cannot be loaded ({type(e).__name__}: {e})",
+            file=str(path),
+            expected="config.json and vision.safetensors as train_decoder wrote them, complete",
+        ) from e
 
 
 def caption_transform(config: CaptionerConfig, *, train: bool):

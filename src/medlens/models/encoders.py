@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,8 @@ def create_encoder(
                 device=device,
                 **kwargs,
             )
-    except (RuntimeError, OSError, ValueError) as e:
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as e:
+        pretrained.refuse_pickle(e, str(cfg.pretrained), "encoder.pretrained")
         raise ConfigError(
             f"cannot build '{cfg.model}' with pretrained={cfg.pretrained!r} ({e})",
             key="encoder.pretrained",
@@ -392,8 +394,10 @@ def check_encoder_folder(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+        # a typo is told as such, not as a folder that lacks an encoder's files
+        found = "" if path.is_dir() else " (a file)" if path.exists() else " (it does not exist)"
         raise ConfigError(
-            f"'{path}' is not an encoder folder",
+            f"'{path}' is not an encoder folder{found}",
             expected=f"{CONFIG_NAME} and {WEIGHTS_NAME} in it "
             "(results/<experiment>/encoder written by train_encoder)",
         )

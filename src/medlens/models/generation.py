@@ -66,6 +66,10 @@ def read_generation_config(folder: str | os.PathLike) -> GenerationConfig | None
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"not valid JSON ({e})", file=str(path)) from e
+    if not isinstance(data, dict):  # data.get below would be an AttributeError traceback
+        raise ConfigError(
+            f"a JSON {type(data).__name__}, not an object", file=str(path), expected="decoding settings"
+        )
     settings = {
         "num_beams": 1,
         "repetition_penalty": 1.0,

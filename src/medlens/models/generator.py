@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,15 @@ def load_generator(path: str | os.PathLike) -> ReportGenerator:
         from medlens.models.vlm import VLMGenerator
 
         return VLMGenerator.from_dir(path)
+    except pickle.UnpicklingError as e:
+        # weights (pytorch_model.bin, adapter_model.bin) pickled with more than tensors: torch.load's
+        # weights_only refused them, so nothing ran; a traceback would hide which folder it was
+        raise DataError(
+            "the folder holds a pickle of more than tensors, which medlens never unpickles "
+            "(torch.load with weights_only refused it)",
+            file=str(path),
+            expected="weights saved by train_decoder (safetensors); do not load this folder elsewhere either",
+        ) from e
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as e:
         # the libraries' errors for a missing, truncated or mismatched file; medlens's own pass through
         raise DataError(

@@ -31,10 +31,26 @@ class OodScorer:
     mean: np.ndarray  # [D]
     precision: np.ndarray  # [D, D]
     reference: float  # the 99th percentile of held-out training-distribution distances
+    source: str | None = None  # the file it was read from, for errors
 
     def distances(self, features: np.ndarray) -> np.ndarray:
-        """Mahalanobis distances of unit-norm image features [N, D] -> [N]."""
-        centred = np.asarray(features, dtype=np.float64) - self.mean
+        """Mahalanobis distances of unit-norm image features [N, D] -> [N].
+
+        Raises:
+            DataError: naming the file when it holds statistics of features of another width (another model's).
+        """
+        features = np.asarray(features, dtype=np.float64)
+        if features.shape[-1] != self.mean.shape[-1] or self.precision.shape != (len(self.mean),) * 2:
+            from medlens.errors import DataError
+
+            raise DataError(  # numpy's broadcast error would be a traceback naming nothing
+                f"statistics of {self.mean.shape[-1]}-wide image features (precision {self.precision.shape}); the "
+                f"model gives {features.shape[-1]}-wide ones",
+                file=self.source or OOD_NAME,
+                expected="the statistics training wrote beside this model's weights; delete the file to go without "
+                "the score",
+            )
+        centred = features - self.mean
         return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, self.precision, centred), 0.0))
 
     def score(self, features: np.ndarray) -> np.ndarray:
@@ -72,13 +88,23 @@ def fit_ood(train: np.ndarray, held_out: np.ndarray | None = None) -> OodScorer:
 
 def load_ood(folder: str | os.PathLike) -> OodScorer | None:
     """The folder's scorer, or None for a folder trained before it was recorded (read as data, never code)."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
+
+    from medlens.errors import DataError
 
     path = Path(folder) / OOD_NAME
     if not path.is_file():
         return None
-    t = load_file(str(path))
-    return OodScorer(t["mean"], t["precision"], float(t["reference"][0]))
+    try:
+        t = load_file(str(path))
+        return OodScorer(t["mean"], t["precision"], float(t["reference"][0]), source=str(path))
+    except (SafetensorError, KeyError, IndexError) as e:  # truncated, or not the scorer's tensors
+        raise DataError(
+            f"the out-of-distribution statistics cannot be read ({type(e).__name__}: {e})",
+            file=str(path),
+            expected="mean, precision and reference as training wrote them; delete the file to go without the score",
+        ) from e
 
 
 def fit_training_images(

@@ -19,6 +19,7 @@ load and trains on from random weights.
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 from torch import nn
@@ -40,6 +41,20 @@ _FOLDER_WEIGHTS = (
 )
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz")
 _SOURCES = "an open_clip tag of the model, hf-hub:<repo>, local-dir:<folder> or a weights file"
+
+
+def refuse_pickle(e: BaseException, source: str, key: str) -> None:
+    """Raise ConfigError naming ``key`` when ``e`` is torch.load's ``weights_only`` refusal of ``source`` (timm
+    wraps it in a RuntimeError): a pickle of more than tensors, refused unrun, is not a download problem."""
+    while e is not None and not isinstance(e, pickle.UnpicklingError):
+        e = e.__cause__
+    if e is not None:
+        raise ConfigError(
+            f"'{source}' holds a pickle of more than tensors, which medlens never unpickles "
+            "(torch.load with weights_only refused it)",
+            key=key,
+            expected="weights as safetensors, or a checkpoint that holds tensors only",
+        ) from e
 
 
 def local_dir(source: str | None) -> Path | None:
@@ -185,7 +200,8 @@ def load_image_tower(model: nn.Module, source: str, *, key: str = "encoder.pretr
         kwargs["img_size"] = trunk.patch_embed.img_size
     try:
         donor = timm.create_model(name, **kwargs)
-    except (RuntimeError, OSError, ValueError) as e:
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as e:
+        refuse_pickle(e, source, key)
         raise ConfigError(
             f"timm cannot load '{source}' ({e})",
             key=key,
@@ -224,7 +240,8 @@ def load_text_tower(
 
     try:
         donor = open_clip.create_model(text_model, pretrained=resolve_weights(source, key=key))
-    except (RuntimeError, OSError, ValueError) as e:
+    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as e:
+        refuse_pickle(e, source, key)
         raise ConfigError(
             f"cannot build '{text_model}' with weights '{source}' ({e})", key=key, expected=_SOURCES
         ) from e

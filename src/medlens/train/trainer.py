@@ -182,7 +182,8 @@ def run_trainer(trainer: Any, preemption: PreemptionCallback, ckpt_dir: Path, re
         except pickle.UnpicklingError as e:
             raise MedlensError(
                 f"{ckpt_dir}: a resume checkpoint holds something other than tensors and was not "
-                f"loaded ({str(e).splitlines()[0]}); delete {ckpt_dir} to start over"
+                # not torch's own first line: it advises loading the file unsafely
+                f"loaded (torch.load with weights_only refused it); delete {ckpt_dir} to start over"
             ) from e
 
 

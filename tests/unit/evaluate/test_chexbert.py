@@ -157,3 +157,21 @@ def test_tokenizer_larger_than_the_model_is_a_config_error(tmp_path):
     (tmp_path / "vocab.txt").write_text("\n".join(VOCAB + [f"word{i}" for i in range(20)]))
     with pytest.raises(ConfigError, match="tokenizer has"):
         CheXbertLabeler(path, device="cpu")
+
+
+def test_a_chexbert_checkpoint_pickled_with_code_is_refused_and_never_run(tmp_path):
+    # chexbert.pth is a pickle (the published file): read with weights_only, a planted object is refused unrun
+    ran = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    path = _save(tmp_path, _tiny_model(), extra={"module.planted": Planted()})
+    with pytest.raises(
+        ConfigError, match=r"chexbert\.pth: evaluate\.labeler: cannot read .* more than tensors"
+    ) as e:
+        CheXbertLabeler(path, device="cpu")
+    assert not ran.exists() and "trust the source" not in str(
+        e.value
+    )  # not torch's advice to load it unsafely

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -177,3 +178,17 @@ def test_bad_features_raise():
         zero_shot_probabilities(np.ones((2, DIM)), lambda texts: np.ones((1, DIM)), ["Edema"])
     with pytest.raises(ConfigError, match="logit_scale"):
         zero_shot_probabilities(np.ones((2, DIM)), enc, ["Edema"], logit_scale=0.0)
+
+
+def test_a_prompt_file_path_that_is_a_folder_or_not_yaml_is_named_as_a_path(tmp_path):
+    # was: "'<path>.yaml' is not the name of a shipped resource", for a folder the user gave with --prompts
+    from medlens.evaluate.zero_shot import load_prompt_templates
+
+    (tmp_path / "prompts.txt").write_text("Cardiomegaly: []\n")
+    for given, what in (
+        (tmp_path, "a folder"),
+        (tmp_path / "prompts.txt", "not a .yaml file"),
+        (tmp_path / "gone" / "p.yaml", "not found"),
+    ):
+        with pytest.raises(ConfigError, match=rf"prompt template file '{re.escape(str(given))}': {what}"):
+            load_prompt_templates(str(given))

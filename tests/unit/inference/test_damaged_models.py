@@ -89,6 +89,23 @@ DAMAGE = {
     "weights truncated": ("open_clip_model.safetensors", _truncate, "the weights cannot be loaded"),
     "weights of another model": ("open_clip_config.json", _other_width, "the weights cannot be loaded"),
     "medlens.json a list": ("medlens.json", lambda p: p.write_text("[]"), "a JSON list, not an object"),
+    "prompt set a number": (  # was a TypeError traceback
+        "medlens.json",
+        lambda p: p.write_text(json.dumps({"zero_shot": {"labels": ["Cardiomegaly"], "templates": 5}})),
+        "zero_shot.templates is 5",
+    ),
+    "preprocessing of wrong types": (  # was a TypeError traceback
+        "medlens.json",
+        lambda p: p.write_text(
+            json.dumps(
+                {
+                    "zero_shot": {"labels": ["Cardiomegaly"]},
+                    "preprocessing": [{"dataset": "t", "modality": 5, "store_size": "big", "rows": 3}],
+                }
+            )
+        ),
+        "preprocessing is [{",
+    ),
     "labels a string": (
         "medlens.json",
         lambda p: p.write_text(json.dumps({"zero_shot": {"labels": "Cardiomegaly"}})),
@@ -106,6 +123,11 @@ def test_a_damaged_model_folder_is_named_not_a_traceback(encoder, image, capsys,
     assert cli.main(["classify", "--model", str(encoder), str(image)]) == cli.EXIT_FAILED
     err = capsys.readouterr().err
     assert f"medlens classify: error: {encoder / name}: " in err and message in err, err
+    if damage == "preprocessing of wrong types":  # also when the options make export skip reading it
+        argv = ["export", "--model", str(encoder), "--out", str(encoder.parent / "onnx")]
+        assert cli.main([*argv, "--modality", "chest_xray", "--store-size", "48"]) == cli.EXIT_FAILED
+        err = capsys.readouterr().err  # was an AttributeError traceback from the model card, after the export
+        assert f"medlens export: error: {encoder / name}: " in err and message in err, err
 
 
 def test_export_reads_its_metrics_and_checks_the_weights_before_writing(encoder, tmp_path, capsys):
@@ -151,3 +173,98 @@ def test_info_names_a_damaged_file_of_the_experiment(experiment, tmp_path, capsy
             path.unlink()
         else:
             path.write_bytes(original)
+
+
+@pytest.fixture(scope="module")
+def captioner(tmp_path_factory):
+    """A captioner decoder folder as train_decoder writes it: weights, tokenizer, decoding settings, its image
+    tower (encoder_final/) and its out-of-distribution statistics."""
+    from helpers.encoders import save_tiny_open_clip
+    from medlens.config import DecoderConfig, TrainerConfig
+    from medlens.models.captioner import build_captioner
+    from medlens.models.generation import save_generation_config
+    from medlens.models.ood import fit_ood
+    from medlens.train.decoder import train_bpe_tokenizer
+
+    root = tmp_path_factory.mktemp("captioner")
+    tokenizer = train_bpe_tokenizer(["The heart is enlarged.", "No pleural effusion."] * 6, vocab_size=280)
+    cfg = DecoderConfig(hidden_size=32, num_layers=1, num_heads=2, max_length=32, trainer=TrainerConfig())
+    model = build_captioner(cfg, tokenizer, save_tiny_open_clip(root / "encoder"))
+    folder = root / "decoder"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_generation_config(folder, cfg.generation, eos_token_id=tokenizer.eos_token_id)
+    model.save_vision_encoder(folder / "encoder_final")
+    preprocessing = [
+        {"dataset": "toy", "adapter": "toy", "modality": "chest_xray", "store_size": 48, "rows": 4}
+    ]
+    (folder / "medlens.json").write_text(json.dumps({"kind": "captioner", "preprocessing": preprocessing}))
+    rng = np.random.default_rng(0)
+    fit_ood(rng.normal(size=(40, 32)), rng.normal(size=(8, 32))).save(folder)  # the tower's width
+    return folder
+
+
+def test_the_undamaged_captioner_folder_generates(captioner, image, capsys):
+    assert (
+        cli.main(["generate", "--model", str(captioner), str(image), "--max-new-tokens", "2"]) == cli.EXIT_OK
+    )
+    assert "out-of-distribution score" in capsys.readouterr().out  # its tower and statistics were read
+
+
+def fit_other_width(path) -> None:
+    from medlens.models.ood import fit_ood
+
+    rng = np.random.default_rng(1)
+    fit_ood(rng.normal(size=(20, 8)), rng.normal(size=(4, 8))).save(path.parent)
+
+
+DECODER_DAMAGE = {
+    "tower config not JSON": ("encoder_final/config.json", lambda p: p.write_text("{"), "not valid JSON"),
+    "tower config without a model": (
+        "encoder_final/config.json",
+        lambda p: p.write_text("{}"),
+        "the image tower cannot be loaded (KeyError",
+    ),
+    "tower weights truncated": (
+        "encoder_final/vision.safetensors",
+        _truncate,
+        "the image tower cannot be loaded",
+    ),
+    "ood statistics truncated": (
+        "ood.safetensors",
+        _truncate,
+        "the out-of-distribution statistics cannot be read",
+    ),
+    "ood statistics of another model": (
+        "ood.safetensors",
+        lambda p: fit_other_width(p),
+        "statistics of 8-wide image features",
+    ),
+    "decoding settings a list": (
+        "generation_config.json",
+        lambda p: p.write_text("[]"),
+        "a JSON list, not an object",
+    ),
+    "preprocessing record a string": (
+        "medlens.json",
+        lambda p: p.write_text(json.dumps({"kind": "captioner", "preprocessing": "chest_xray"})),
+        "preprocessing is 'chest_xray'",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", DECODER_DAMAGE)
+def test_a_damaged_decoder_folder_is_named_not_a_traceback(captioner, image, tmp_path, capsys, damage):
+    # each was a traceback (JSONDecodeError, KeyError, SafetensorError, AttributeError, TypeError)
+    folder = tmp_path / "decoder"
+    shutil.copytree(captioner, folder)
+    name, spoil, message = DECODER_DAMAGE[damage]
+    spoil(folder / name)
+    # the decoding settings are read as settings (a ConfigError, exit 2, as for one that is not JSON)
+    status = cli.EXIT_USAGE if name == "generation_config.json" else cli.EXIT_FAILED
+    assert cli.main(["generate", "--model", str(folder), str(image), "--max-new-tokens", "2"]) == status
+    err = capsys.readouterr().err
+    assert f"medlens generate: error: {folder / name.split('/')[0]}" in err, (
+        err
+    )  # the file, or encoder_final/
+    assert message in err, err

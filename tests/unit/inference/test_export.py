@@ -167,3 +167,35 @@ def test_a_hub_copy_needs_metrics_with_something_to_report(tmp_path, experiment)
     with pytest.raises(MedlensError, match="no zero-shot, retrieval, text or clinical metrics"):
         export_hub(experiment / "encoder", tmp_path / "share", metrics=metrics)
     assert not (tmp_path / "share").exists()
+
+
+def test_an_export_never_copies_what_a_link_in_the_model_folder_points_at(experiment, tmp_path):
+    # copytree and copy follow links: a folder handed over with `notes.txt -> ~/.ssh/id_rsa` had the key
+    # copied into the export, the folder that is uploaded
+    import shutil
+
+    from medlens.errors import DataError
+    from medlens.inference.export import export_hub
+
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE KEY")
+    metrics = tmp_path / "encoder.json"
+    metrics.write_text(json.dumps({"split": "test", "n": 4, "zero_shot": {"mean": {"auc": 0.9}}}))
+    for link, export in (
+        ("notes.txt", lambda folder: export_hub(folder, tmp_path / "share", metrics=metrics)),
+        (
+            "tokenizer.json",
+            lambda folder: export_onnx(folder, tmp_path / "onnx", PREP, labels=LABELS, templates="report"),
+        ),
+        ("sub/inner", lambda folder: export_hub(folder, tmp_path / "share", metrics=metrics)),
+    ):
+        folder = tmp_path / "encoder"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(experiment / "encoder", folder)
+        (folder / link).parent.mkdir(exist_ok=True)
+        (folder / link).symlink_to(
+            secret if link != "sub/inner" else tmp_path, target_is_directory=link == "sub/inner"
+        )
+        with pytest.raises(DataError, match=rf"{folder / link}: a link \(to {tmp_path}"):
+            export(folder)
+        assert not (tmp_path / "share").exists() and not (tmp_path / "onnx").exists()

@@ -53,6 +53,7 @@ def test_a_model_folder_that_records_its_training_images_needs_nothing_around_it
 
 
 def test_a_model_outside_its_experiment_needs_the_options(tmp_path):
+    (tmp_path / "encoder").mkdir()  # there, but with no record and no experiment around it
     with pytest.raises(ConfigError, match="--modality/--store-size"):
         resolve_preprocessing(tmp_path / "encoder")
     assert resolve_preprocessing(tmp_path / "encoder", modality="ct", store_size=64).modality == "ct"

@@ -224,3 +224,41 @@ def test_a_saved_captioner_loads_for_generation_without_transformers_doubting_it
         logging.getLogger("transformers").removeHandler(handler)
     assert not [m for m in messages if "model of type" in m], messages
     assert generator.tokenizer.eos_token_id == tok.eos_token_id
+
+
+def test_a_captioner_folders_code_never_runs_and_a_planted_pickle_is_refused_naming_the_folder(
+    setup, tmp_path
+):
+    # the folder's captioner_modeling.py (named by config.json's auto_map) is for stock transformers; medlens
+    # loads its own Captioner. Weights as a pickle (pytorch_model.bin) are refused by weights_only, as a
+    # DataError naming the folder (was an UnpicklingError traceback from `medlens generate`)
+    import json
+
+    from medlens.errors import DataError
+    from medlens.models.generation import save_generation_config
+    from medlens.models.generator import load_generator
+
+    _, tok, cfg, model = setup
+    folder = tmp_path / "dec"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    save_generation_config(folder, cfg.generation, eos_token_id=tok.eos_token_id)
+    (folder / "medlens.json").write_text(json.dumps({"kind": "captioner"}))
+    ran = tmp_path / "ran"
+    code = folder / "captioner_modeling.py"
+    code.write_text(f"open({str(ran)!r}, 'w').close()\n" + code.read_text())
+    assert "auto_map" in json.loads((folder / "config.json").read_text())
+    load_generator(folder)
+    assert not ran.exists()
+
+    class Planted:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    (folder / "model.safetensors").unlink()
+    torch.save({"decoder.lm_head.weight": Planted()}, folder / "pytorch_model.bin")
+    with pytest.raises(
+        DataError, match=r"holds a pickle of more than tensors, which medlens never unpickles"
+    ):
+        load_generator(folder)
+    assert not ran.exists()

@@ -195,3 +195,27 @@ def test_whole_model_weights_from_a_file_and_a_local_dir_extend_the_text_context
         assert model.attn_mask.shape == (48, 48)  # the causal mask follows the new context
     with pytest.raises(ConfigError, match=r"encoder\.pretrained: no weights in"):
         create_encoder(EncoderConfig(image_size=32, pretrained=f"local-dir:{tmp_path}"))
+
+
+def test_pretrained_weights_pickled_with_code_are_refused_naming_the_key_and_never_run(configs, tmp_path):
+    # open_clip and timm read .pt/.bin checkpoints with torch.load(weights_only=True): the pickle is refused
+    # unrun; the refusal is a ConfigError naming the key (was an UnpicklingError traceback in train_encoder)
+    ran = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    planted = tmp_path / "weights.pt"
+    torch.save({"state_dict": {"x": Planted()}}, planted)
+    hybrid = dict(model=configs["hybrid"], image_size=32, context_length=24)
+    for key, cfg in {
+        "pretrained": EncoderConfig(image_size=32, context_length=24, pretrained=str(planted)),
+        "pretrained_image": EncoderConfig(**hybrid, pretrained_image=str(planted)),
+        "pretrained_text": EncoderConfig(
+            **hybrid, pretrained_text_model=configs["donor"], pretrained_text=str(planted)
+        ),
+    }.items():
+        with pytest.raises(ConfigError, match=rf"encoder\.{key}: .*holds a pickle of more than tensors"):
+            create_encoder(cfg)
+        assert not ran.exists()

@@ -252,3 +252,80 @@ def test_seed_experiments_validate_and_name_defined_datasets(name, repo):
     pipeline = load_pipeline(yaml.safe_load((repo / "config" / "config.yaml").read_text()))
     assert set(exp.datasets) | set(exp.evaluate.external_datasets) <= set(pipeline.datasets)
     assert name not in pipeline.run
+
+
+def test_a_vlm_folder_never_runs_its_own_code_or_unpickles_its_adapter(bases, tmp_path):
+    # a VLM decoder folder is PEFT adapters, a processor and medlens.json naming the base model; each can be
+    # swapped by whoever hands the folder over
+    import dataclasses
+    import json
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from medlens.errors import DataError
+    from medlens.models.generation import save_generation_config
+    from medlens.models.generator import load_generator
+
+    base, ran = bases["paligemma"], tmp_path / "ran"
+    folder = tmp_path / "decoder"
+    lora = LoraConfig(r=2, target_modules=["q_proj"])
+    get_peft_model(AutoModelForImageTextToText.from_pretrained(base), lora).save_pretrained(folder)
+    processor = AutoProcessor.from_pretrained(base)
+    processor.save_pretrained(folder)
+    cfg = DecoderConfig(kind="vlm", model=str(base), max_length=64)
+    save_generation_config(folder, cfg.generation, eos_token_id=processor.tokenizer.eos_token_id)
+    info = {"kind": "vlm", "weights": "adapter", "config": dataclasses.asdict(cfg)}
+    (folder / "medlens.json").write_text(json.dumps(info, default=str))
+
+    def planted(where, name, imported):
+        (where / "planted.py").write_text(
+            f"open({str(ran)!r}, 'w').close()\nfrom transformers import {imported} as {name}\n"
+        )
+
+    def edit(path, **changes):
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+    def variant(name):
+        shutil.copytree(folder, tmp_path / name)
+        return tmp_path / name
+
+    pickled = variant("pickled-adapter")
+    (pickled / "adapter_model.safetensors").unlink()
+
+    class Planted:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    torch.save({"base_model.model.x": Planted()}, pickled / "adapter_model.bin")
+    with pytest.raises(
+        DataError, match=r"pickled-adapter: the folder holds a pickle of more than tensors"
+    ) as e:
+        load_generator(pickled)
+    assert "trust the source" not in str(e.value)  # torch's advice to load it unsafely is not passed on
+
+    tokenizer = variant("tokenizer-code")
+    planted(tokenizer, "PlantedTokenizer", "PreTrainedTokenizerFast")
+    edit(
+        tokenizer / "tokenizer_config.json",
+        tokenizer_class="PlantedTokenizer",
+        auto_map={"AutoTokenizer": ["planted.PlantedTokenizer", None]},
+    )
+    with pytest.raises(DataError, match=r"tokenizer-code: the decoder cannot be loaded .*custom code"):
+        load_generator(tokenizer)
+
+    # a processor, or the base model medlens.json names, mapped to code of its own: loaded with the stock
+    # transformers classes of their model type, the code never imported
+    processor_code = variant("processor-code")
+    planted(processor_code, "PlantedProcessor", "PaliGemmaProcessor")
+    edit(processor_code / "processor_config.json", auto_map={"AutoProcessor": "planted.PlantedProcessor"})
+    load_generator(processor_code)
+    evil_base = tmp_path / "evil-base"
+    shutil.copytree(base, evil_base)
+    planted(evil_base, "PlantedModel", "PaliGemmaForConditionalGeneration")
+    edit(evil_base / "config.json", auto_map={"AutoModelForImageTextToText": "planted.PlantedModel"})
+    base_code = variant("base-code")
+    edit(base_code / "medlens.json", config={**info["config"], "model": str(evil_base)})
+    load_generator(base_code)
+    assert not ran.exists()

@@ -297,18 +297,37 @@ def test_an_edit_after_a_kill_starts_the_decoder_over_and_a_logging_edit_resumes
     assert "resuming from the last checkpoint" in caplog.text
 
 
-def test_a_planted_pickle_in_a_decoder_checkpoint_is_refused_not_run(chat, tmp_path, monkeypatch):
+# every pickle the Trainer's resume reads (its weights too, as pytorch_model.bin where model.safetensors was)
+@pytest.mark.parametrize("planted", ["optimizer.pt", "scheduler.pt", "rng_state.pth", "pytorch_model.bin"])
+def test_a_planted_pickle_in_a_decoder_checkpoint_is_refused_not_run(chat, tmp_path, monkeypatch, planted):
     class Boom:
         def __reduce__(self):
             return (open, (str(tmp_path / "pwned"), "w"))
 
     ckpt = _interrupted(chat, tmp_path, monkeypatch, _small())
-    torch.save({"state": Boom()}, ckpt / "checkpoint-3" / "optimizer.pt")
+    if planted == "pytorch_model.bin":
+        (ckpt / "checkpoint-3" / "model.safetensors").unlink()
+    else:
+        assert (ckpt / "checkpoint-3" / planted).is_file()  # the Trainer's own, replaced
+    torch.save({"state": Boom()}, ckpt / "checkpoint-3" / planted)
     with pytest.raises(
         MedlensError, match=r"run\.ckpt: a resume checkpoint holds something other than tensors"
     ):
         dec.train_decoder(_small(), chat, tmp_path / "run")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_planted_training_args_bin_is_never_read_by_the_resume(chat, tmp_path, monkeypatch):
+    # training_args.bin is a pickle the Trainer writes into every checkpoint but never loads on resume; the
+    # resume goes on with the checkpoint's tensors, and the final folder carries no such file
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    ckpt = _interrupted(chat, tmp_path, monkeypatch, _small())
+    torch.save(Boom(), ckpt / "checkpoint-3" / "training_args.bin")
+    dec.train_decoder(_small(), chat, tmp_path / "run")
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "run" / "training_args.bin").exists()
 
 
 def test_training_progress_goes_to_the_log_with_rate_and_eta_not_to_stdout(chat, tmp_path, caplog, capsys):

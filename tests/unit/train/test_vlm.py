@@ -338,3 +338,37 @@ def test_conflicting_vlm_settings_fail_when_the_config_is_built():
 def test_unloadable_model_names_the_config_key(chat, tmp_path):
     with pytest.raises(ConfigError, match=r"decoder\.model: processor of '.*missing' cannot be loaded"):
         train_vlm(vlm_config(tmp_path / "missing"), chat, tmp_path / "decoder")
+
+
+def test_a_planted_adapter_pickle_in_a_vlm_checkpoint_is_refused_not_run(chat, bases, tmp_path, monkeypatch):
+    # the Trainer reloads a LoRA checkpoint's adapter through PEFT, which reads adapter_model.bin (where there
+    # is no adapter_model.safetensors) with torch.load(weights_only=True)
+    from medlens.errors import MedlensError
+
+    ran = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            return (open, (str(ran), "w"))
+
+    cfg = vlm_config(bases["paligemma"], max_steps=6, save_steps=2, eval_steps=2, logging_steps=1)
+    real_call, calls = VLMCollator.__call__, {"n": 0}
+
+    def preempted(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:  # after checkpoint-2 (the collator also batches the evaluation)
+            raise KeyboardInterrupt("preempted")
+        return real_call(self, batch)
+
+    monkeypatch.setattr(VLMCollator, "__call__", preempted)
+    with pytest.raises(KeyboardInterrupt):
+        train_vlm(cfg, chat, tmp_path / "decoder")
+    monkeypatch.setattr(VLMCollator, "__call__", real_call)
+    checkpoint = tmp_path / "decoder.ckpt" / "checkpoint-2"
+    (checkpoint / "adapter_model.safetensors").unlink()
+    torch.save({"base_model.model.x": Planted()}, checkpoint / "adapter_model.bin")
+    with pytest.raises(
+        MedlensError, match=r"decoder\.ckpt: a resume checkpoint holds something other than tensors"
+    ):
+        train_vlm(cfg, chat, tmp_path / "decoder")
+    assert not ran.exists() and not (tmp_path / "decoder").exists()
