@@ -30,9 +30,9 @@ from medlens.io import atomic_path, check_output, read_json
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# what every folder `export` writes holds: export.json (ONNX), or the copied model's medlens.json (hub);
-# --overwrite replaces no other folder
-EXPORT_MARKS = ("export.json", "medlens.json")
+# what every folder `export` writes holds (ONNX and hub); --overwrite replaces no other folder, so never a
+# trained model's own folder (it holds medlens.json, not export.json)
+EXPORT_MARKS = ("export.json",)
 
 
 def _positive_int(text: str) -> int:

@@ -356,6 +356,12 @@ def check_output(
         )
     if folder and p.is_dir() and any(p.iterdir()) and not any((p / m).is_file() for m in marks):
         # --overwrite is consent to replace an earlier output, not any folder a typo names (a home, a dataset)
+        if (p / "medlens.json").is_file():  # another experiment's trained model: hours of GPU time
+            raise ConfigError(
+                f"'{p}' is a trained model's folder (it holds medlens.json), so --overwrite does not replace it",
+                key="--out",
+                expected="a new path, or a folder an export wrote (it holds export.json)",
+            )
         raise ConfigError(
             f"'{p}' was not written by medlens (it holds no {' or '.join(marks) or 'mark of it'}), so "
             "--overwrite does not replace it",

@@ -246,10 +246,17 @@ def test_overwrite_replaces_only_what_medlens_wrote_and_never_an_input_or_the_wo
     shutil.copy(image, work / "scans" / "a.png")
     manifest = work / "m.csv"
     manifest.write_text("path\nscans/a.png\n")
+    other = tmp_path / "other_experiment" / "encoder"  # another run's trained model: not an export's output
+    shutil.copytree(experiment / "encoder", other)
     monkeypatch.chdir(work)
     refused = {
         # --overwrite replaced any non-empty folder, and removed what it held
         "a folder medlens did not write": ([*hub, str(work / "scans")], "was not written by medlens"),
+        # it held medlens.json, which --overwrite took for the mark of an export: the trained model was lost
+        "another experiment's trained model": (
+            [*hub, str(other)],
+            f"'{other}' is a trained model's folder (it holds medlens.json), so --overwrite does not replace it",
+        ),
         # the check was of the name "." only
         "the folder it runs in, by its path": ([*hub, str(work)], "is the folder the command runs in"),
         "a folder holding it": ([*hub, str(tmp_path)], "holds the folder the command runs in"),
@@ -282,10 +289,12 @@ def test_overwrite_replaces_only_what_medlens_wrote_and_never_an_input_or_the_wo
         assert "--out: " in err and message in err, (case, err)
     assert (work / "notes.txt").read_text() == "the user's own file" and (work / "scans" / "a.png").is_file()
     assert manifest.read_text() == "path\nscans/a.png\n" and image.is_file() and metrics.is_file()
+    assert (other / "open_clip_model.safetensors").is_file()
 
     # what a previous export wrote is replaced with --overwrite, as documented
     assert cli.main([*hub, "shared"]) == cli.EXIT_OK and cli.main([*hub, "shared"]) == cli.EXIT_OK
     assert (work / "shared" / "README.md").is_file() and (work / "notes.txt").is_file()
+    assert json.loads((work / "shared" / "export.json").read_text())["source"] == enc
 
 
 def test_an_out_folder_that_cannot_be_written_is_said_before_any_work(

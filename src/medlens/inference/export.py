@@ -223,7 +223,7 @@ def export_hub(
         metrics: the model's ``eval/encoder.json`` or ``eval/decoder.json``.
 
     Returns:
-        The number of metrics put in the card.
+        The number of metrics put in the card (also in the copy's ``export.json``, with the source folder).
 
     Raises:
         MedlensError: when ``model_dir`` has no model card or ``metrics`` none of the metrics cards carry.
@@ -249,6 +249,15 @@ def export_hub(
         # copies, not hard links: a link changes the source's ctime, which Snakemake reads as a newer model
         shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
         (tmp / "README.md").write_text(render_model_card(card.data, [body.strip()]))
+        # the mark of an export: `medlens export --overwrite` replaces a folder holding it, and never a
+        # training stage's own folder (which holds medlens.json alone)
+        record = {
+            "format": "hub",
+            "source": str(model_dir),
+            "metrics": str(metrics),
+            "metrics_in_card": len(results),
+        }
+        (tmp / "export.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     logger.info("copied %s to %s with %d metrics in its model card", model_dir, out_dir, len(results))
     return len(results)
 
