@@ -12,7 +12,6 @@ carries so that stock transformers loads it; this module builds one from an expe
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch import nn
 
 from medlens.config import DecoderConfig
 from medlens.errors import ConfigError
-from medlens.models.captioner_modeling import Captioner, CaptionerConfig, vision_tokens
+from medlens.models.captioner_modeling import Captioner, CaptionerConfig, build_vision_tower, vision_tokens
 
 __all__ = [
     "CaptionerConfig",
@@ -41,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 def load_vision_encoder(path) -> tuple[nn.Module, dict]:
     """Rebuild an image tower saved by :meth:`Captioner.save_vision_encoder`; returns (tower, preprocess_cfg)."""
-    from open_clip.model import _build_vision_tower
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -51,7 +49,7 @@ def load_vision_encoder(path) -> tuple[nn.Module, dict]:
     path = Path(path)
     cfg = read_json(path / "config.json", expected="the image tower's config train_decoder wrote")
     try:
-        visual = _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"])
+        visual = build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"])
         visual.load_state_dict(load_file(path / "vision.safetensors"))
         return visual.eval(), cfg["preprocess_cfg"]
     except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:
@@ -125,12 +123,12 @@ def _open_clip_model_cfg(cfg: DecoderConfig, encoder_dir) -> tuple[dict, dict, n
     import open_clip
 
     if encoder_dir is not None:
-        from medlens.models.remote_code import refuse_remote_code
+        from medlens.models.encoders import load_encoder
 
-        refuse_remote_code()
-        oc = json.loads((Path(encoder_dir) / "open_clip_config.json").read_text())
-        model = open_clip.create_model(f"local-dir:{encoder_dir}")
-        return oc["model_cfg"], oc.get("preprocess_cfg", {}), model.visual
+        # the encoder stages' own loader: a timm tower trained away from its native size is resized before its
+        # weights load (open_clip alone failed on them), and a damaged folder is a DataError naming the file
+        encoder = load_encoder(encoder_dir, device="cpu")
+        return encoder.model_cfg, encoder.preprocess_cfg, encoder.model.visual
     from medlens.models.registry import register_open_clip_configs
 
     register_open_clip_configs()
@@ -160,9 +158,7 @@ def build_captioner(cfg: DecoderConfig, tokenizer, encoder_dir=None) -> Captione
     if cfg.image_size is not None:
         vision_cfg["image_size"] = cfg.image_size
         preprocess_cfg = {**preprocess_cfg, "size": cfg.image_size}
-    from open_clip.model import _build_vision_tower
-
-    probe = _build_vision_tower(model_cfg["embed_dim"], vision_cfg)
+    probe = build_vision_tower(model_cfg["embed_dim"], vision_cfg)
     size = vision_cfg.get("image_size", 224)
     with torch.no_grad():
         _, n_tokens, width = vision_tokens(probe.eval(), torch.zeros(1, 3, size, size)).shape

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from transformers import GenerationMixin, GPT2Config, GPT2LMHeadModel, PretrainedConfig, PreTrainedModel
 
-__all__ = ["CaptionerConfig", "Captioner", "vision_tokens"]
+__all__ = ["CaptionerConfig", "Captioner", "build_vision_tower", "vision_tokens"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,22 @@ class CaptionerConfig(PretrainedConfig):
         return self
 
 
+def build_vision_tower(embed_dim: int, vision_cfg: dict[str, Any]) -> nn.Module:
+    """open_clip's image tower for ``vision_cfg``, at its ``image_size``.
+
+    open_clip's TimmModel builds a timm trunk at timm's native size whatever ``image_size`` says, so a tower
+    trained at another size (siglip_base's 448 px) would neither load its position embeddings nor take its
+    images: the trunk is resized here, as medlens's encoder loader does.
+    """
+    from open_clip.model import _build_vision_tower  # open_clip's own tower builder (as CoCa uses it)
+
+    visual = _build_vision_tower(embed_dim, vision_cfg)
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None and hasattr(trunk, "set_input_size"):
+        trunk.set_input_size(img_size=vision_cfg.get("image_size", 224))
+    return visual
+
+
 def vision_tokens(visual: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     """Final-block tokens of an open_clip image tower, prefix (class) tokens first.
 
@@ -104,9 +120,7 @@ class Captioner(PreTrainedModel, GenerationMixin):
 
     def __init__(self, config: CaptionerConfig):
         super().__init__(config)
-        from open_clip.model import _build_vision_tower  # open_clip's own tower builder (as CoCa uses it)
-
-        self.visual = _build_vision_tower(config.embed_dim, config.vision_cfg)
+        self.visual = build_vision_tower(config.embed_dim, config.vision_cfg)
         dec_cfg = GPT2Config(**config.decoder)
         # tower width -> decoder width; the norm gives cross-attention unit-scale keys from the first step
         self.bridge = nn.Sequential(

@@ -262,3 +262,52 @@ def test_a_captioner_folders_code_never_runs_and_a_planted_pickle_is_refused_nam
     ):
         load_generator(folder)
     assert not ran.exists()
+
+
+def test_a_captioner_starts_from_a_timm_tower_trained_away_from_its_native_size(tmp_path):
+    # siglip_base's tower reads 448 px, not timm's native 224: open_clip built the tower at 224, so the
+    # trained position embeddings did not load and the tower refused the images (a traceback in train_decoder)
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    from medlens.models.encoders import _set_timm_input_size
+
+    timm_tiny = {
+        "embed_dim": 32,
+        "vision_cfg": {
+            "image_size": 32,
+            "timm_model_name": "vit_tiny_patch16_224",
+            "timm_model_pretrained": False,
+            "timm_pool": "token",
+            "timm_proj": "linear",
+        },
+        "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+    }
+    (tmp_path / "medlens-test-timm-captioner.json").write_text(json.dumps(timm_tiny))
+    open_clip.add_model_config(tmp_path / "medlens-test-timm-captioner.json")
+    torch.manual_seed(0)
+    trained = open_clip.create_model("medlens-test-timm-captioner")
+    _set_timm_input_size(trained, 32)  # as train_encoder trains it
+    folder = tmp_path / "encoder"
+    folder.mkdir()
+    weights = {k: v.contiguous() for k, v in trained.state_dict().items()}
+    save_file(weights, folder / "open_clip_model.safetensors")
+    preprocess = {"size": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "resize_mode": "shortest"}
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": timm_tiny, "preprocess_cfg": preprocess})
+    )
+    tok = train_bpe_tokenizer(REPORTS * 3, vocab_size=300)
+    cfg = DecoderConfig(hidden_size=64, num_layers=2, num_heads=2, max_length=64, trainer=TrainerConfig())
+    model = build_captioner(cfg, tok, folder).eval()
+    for name, value in model.visual.state_dict().items():  # the trained tower, not a fresh one
+        assert torch.equal(value, weights[f"visual.{name}"]), name
+    pixels = torch.rand(2, 3, 32, 32)
+    ids = torch.tensor([[tok.bos_token_id, 5, 6], [tok.bos_token_id, 7, 8]])
+    with torch.no_grad():
+        logits = model(pixel_values=pixels, input_ids=ids).logits
+    model.save_pretrained(tmp_path / "dec")  # and the folder loads again at the same size
+    again = Captioner.from_pretrained(tmp_path / "dec").eval()
+    with torch.no_grad():
+        assert torch.equal(again(pixel_values=pixels, input_ids=ids).logits, logits)
