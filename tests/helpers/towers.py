@@ -21,6 +21,17 @@ HYBRID_CHANGES = {
     "vision_cfg": {"image_size": 32, "timm_model_name": "vit_tiny_patch16_dinov3_qkvb"},
     "text_cfg": TINY_TEXT,
 }
+TIMM_TINY = {  # a timm tower trained away from its native 224 px, as the siglip_base preset is (448)
+    "embed_dim": 32,
+    "vision_cfg": {
+        "image_size": 32,
+        "timm_model_name": "vit_tiny_patch16_224",
+        "timm_model_pretrained": False,
+        "timm_pool": "token",
+        "timm_proj": "linear",
+    },
+    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
 # the donor of the text tower: an open_clip CLIP (quick_gelu, like OpenAI's ViT-B-32) with the same text tower
 CLIP_DONOR_CFG = {
     "embed_dim": 64,

@@ -272,19 +272,9 @@ def test_a_captioner_starts_from_a_timm_tower_trained_away_from_its_native_size(
     import open_clip
     from safetensors.torch import save_file
 
+    from helpers.towers import TIMM_TINY as timm_tiny
     from medlens.models.encoders import _set_timm_input_size
 
-    timm_tiny = {
-        "embed_dim": 32,
-        "vision_cfg": {
-            "image_size": 32,
-            "timm_model_name": "vit_tiny_patch16_224",
-            "timm_model_pretrained": False,
-            "timm_pool": "token",
-            "timm_proj": "linear",
-        },
-        "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
-    }
     (tmp_path / "medlens-test-timm-captioner.json").write_text(json.dumps(timm_tiny))
     open_clip.add_model_config(tmp_path / "medlens-test-timm-captioner.json")
     torch.manual_seed(0)

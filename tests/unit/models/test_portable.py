@@ -14,21 +14,11 @@ import torch
 from PIL import Image
 
 from helpers.pairs import write_pairs
+from helpers.towers import TIMM_TINY
 from medlens.config import EncoderConfig
 from medlens.models.encoders import load_encoder
 from medlens.train.encoder import train_encoder
 
-TIMM_TINY = {  # a timm tower trained away from its native 224 px, as the siglip_base preset is (448)
-    "embed_dim": 32,
-    "vision_cfg": {
-        "image_size": 32,
-        "timm_model_name": "vit_tiny_patch16_224",
-        "timm_model_pretrained": False,
-        "timm_pool": "token",
-        "timm_proj": "linear",
-    },
-    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
-}
 RUN = (
     "import json, sys, numpy as np, torch\n"
     "from PIL import Image\n"
