@@ -9,6 +9,7 @@ and validated: every record is either kept or written to ``rejected.csv`` with i
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import csv
 import hashlib
 import itertools
@@ -133,8 +134,8 @@ def _process_batch(batch: list[tuple[RawRecord, int]]) -> list:
 def _pool_map(items: Iterable[tuple[RawRecord, int]], workers: int, batch_size: int = 8) -> Iterator:
     """``map(_process, items)`` in ``workers`` processes, in order, with a bounded number of batches in flight.
 
-    Hand-written instead of ``Pool.imap``: imap's feeder thread drains the whole input at once and
-    its results queue is unbounded, so memory would grow with the dataset.
+    Hand-written instead of ``Executor.map``/``Pool.imap``: both submit the whole input at once, so memory
+    would grow with the dataset.
     """
     if workers <= 1:
         yield from map(_process, items)
@@ -143,13 +144,18 @@ def _pool_map(items: Iterable[tuple[RawRecord, int]], workers: int, batch_size: 
     window: collections.deque = collections.deque()
     # fork keeps already-imported adapters; spawn would re-import torch-free medlens anyway
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with ctx.Pool(workers) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
+    try:
         while True:
             while len(window) < 4 * workers and (batch := list(itertools.islice(it, batch_size))):
-                window.append(pool.apply_async(_process_batch, (batch,)))
+                window.append(pool.submit(_process_batch, batch))
             if not window:
                 return
-            yield from window.popleft().get()
+            yield from window.popleft().result()
+    finally:
+        # Stopped early (an error, or the consumer closed us): cancel what has not started and let the
+        # running batches end. multiprocessing.Pool's terminate() here could hang forever (it did in CI).
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Ledger:

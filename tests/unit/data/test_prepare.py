@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow.parquet as pq
+import pytest
 
 from helpers.sources import manifest
 from helpers.sources.run import prepare
@@ -32,7 +33,10 @@ def test_workers_give_the_same_parquet_as_one_process(tmp_path):
     assert a.equals(b)
 
 
-def test_the_pool_reads_ahead_only_a_few_batches(tmp_path):
+@pytest.mark.timeout(
+    120
+)  # closing early once hung CI for its whole 90 minutes (multiprocessing.Pool.terminate)
+def test_the_pool_reads_ahead_only_a_few_batches_and_stops_when_closed(tmp_path):
     fixture = manifest.build(tmp_path / "mine", _rows(1))
     image = str(fixture.root / "r0.png")
     pulled = 0
@@ -47,7 +51,9 @@ def test_the_pool_reads_ahead_only_a_few_batches(tmp_path):
     first = next(results)
     assert first[0].native_id == "0" and first[4] is None
     assert pulled <= 4 * 2 * 8 + 8  # the window, not the 10,000 records
-    results.close()
+    results.close()  # the consumer stops early (an error downstream): batches not started are cancelled
+    assert pulled <= 4 * 2 * 8 + 8
+    assert next(P._pool_map(records(), workers=2, batch_size=8))[0].native_id == "0"  # a new pool still works
 
 
 def test_counts_and_config_travel_in_the_parquet_footer(tmp_path):
