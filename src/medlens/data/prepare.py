@@ -147,11 +147,21 @@ def _pool_map(items: Iterable[tuple[RawRecord, int]], workers: int, batch_size: 
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx)
     try:
         while True:
-            while len(window) < 4 * workers and (batch := list(itertools.islice(it, batch_size))):
-                window.append(pool.submit(_process_batch, batch))
-            if not window:
-                return
-            yield from window.popleft().result()
+            try:
+                while len(window) < 4 * workers and (batch := list(itertools.islice(it, batch_size))):
+                    window.append((pool.submit(_process_batch, batch), batch))
+                if not window:
+                    return
+                done = window[0][0].result()
+            except concurrent.futures.process.BrokenProcessPool:  # multiprocessing.Pool waited forever here
+                ids = [rec.native_id for _, batch in window for rec, _ in batch]
+                when = f"while records {ids[0]!r} to {ids[-1]!r} were in flight" if ids else "between batches"
+                raise MedlensError(
+                    f"a process decoding images died (killed, most often for memory) {when}; give the job more "
+                    "memory or fewer workers (snakemake --set-threads prepare_datasets=N)"
+                ) from None
+            window.popleft()
+            yield from done
     finally:
         # Stopped early (an error, or the consumer closed us): cancel what has not started and let the
         # running batches end. multiprocessing.Pool's terminate() here could hang forever (it did in CI).

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -9,6 +12,7 @@ from helpers.sources import manifest
 from helpers.sources.run import prepare
 from medlens.data import prepare as P
 from medlens.data.sources import RawRecord
+from medlens.errors import MedlensError
 
 
 def _rows(n):
@@ -54,6 +58,22 @@ def test_the_pool_reads_ahead_only_a_few_batches_and_stops_when_closed(tmp_path)
     results.close()  # the consumer stops early (an error downstream): batches not started are cancelled
     assert pulled <= 4 * 2 * 8 + 8
     assert next(P._pool_map(records(), workers=2, batch_size=8))[0].native_id == "0"  # a new pool still works
+
+
+def test_a_worker_killed_mid_batch_is_an_error_naming_the_records_in_flight(tmp_path, monkeypatch):
+    fixture = manifest.build(tmp_path / "mine", _rows(1))
+    image = str(fixture.root / "r0.png")
+    process = P._process
+
+    def killed_on_record_20(item):  # the OOM killer's SIGKILL, in the forked worker only
+        if item[0].native_id == "20":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return process(item)
+
+    monkeypatch.setattr(P, "_process", killed_on_record_20)
+    records = ((RawRecord(native_id=str(i), image=image, text="x"), 32) for i in range(200))
+    with pytest.raises(MedlensError, match=r"died .* records '\d+' to '\d+' were in flight; .*fewer workers"):
+        list(P._pool_map(records, workers=2, batch_size=8))
 
 
 def test_counts_and_config_travel_in_the_parquet_footer(tmp_path):
