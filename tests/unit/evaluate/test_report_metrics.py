@@ -318,7 +318,8 @@ def test_ratescore_scores_with_weights_fetched_from_a_hub_and_keeps_each_score_w
     scores = got["scores"]
     assert len(scores) == 4 and scores[0] == rm.RATESCORE_NO_ENTITIES
     assert scores[3] == pytest.approx(1.0)  # the same report
-    assert all(0.0 <= s <= 1.0 for s in scores)
+    # cosine similarities in float32: 1 + 7e-8 on one CPU, 1 - 2e-8 on another
+    assert all(0.0 <= s <= 1.0 + 1e-6 for s in scores), scores
     result = got["results"]["ratescore"]["score"]
     assert result["mean"] == pytest.approx(np.mean(scores)) and result["n"] == 4
     assert result["ci_low"] <= result["mean"] <= result["ci_high"]
