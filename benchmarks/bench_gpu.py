@@ -18,7 +18,8 @@ Random weights, synthetic batches (only the shapes matter), bf16, one process. P
 * ``vlm``: ``paligemma_qlora`` and ``llama32_vision_lora`` at their published sizes (configs built here,
   no Hub), random weights made on the GPU, LoRA adapters as the preset says (``medlens.train.vlm``), through
   the same Trainer. PaliGemma's 4-bit load goes through ``medlens.models.vlm.load_vlm`` from a folder the
-  random model is saved to; where 4-bit fails the row says so and a bf16 LoRA row is measured instead.
+  random model is saved to; where 4-bit fails the row says so and an unquantised (bf16) LoRA row is measured
+  instead.
 
 Rates are the median of ``--steps`` timed optimizer steps after ``--warmup``; compile time is the first
 step's time minus that median (the first step compiles). MFU = model FLOPs of one forward+backward per
@@ -788,16 +789,22 @@ def vlm(preset: str, quantise: bool, settings: Settings) -> dict:
 
 
 def run_vlms(settings: Settings) -> list[dict]:
-    """PaliGemma QLoRA as its preset says, then unquantised LoRA (the fallback should 4-bit fail), then Llama."""
-    runs = (
-        ("paligemma_qlora: QLoRA 4-bit", "paligemma_qlora", True),
-        ("paligemma_qlora: LoRA (not quantised)", "paligemma_qlora", False),
-        ("llama32_vision_lora: LoRA", "llama32_vision_lora", False),
-    )
-    return [
-        guarded("vlm", name, lambda p=preset, q=quant: vlm(p, q, settings), settings)
-        for name, preset, quant in runs
+    """PaliGemma QLoRA as its preset says, unquantised LoRA where 4-bit fails (the tiny run: both, to test
+    both paths), then Llama 3.2 Vision with LoRA."""
+    rows = [
+        guarded(
+            "vlm", "paligemma_qlora: QLoRA 4-bit", lambda: vlm("paligemma_qlora", True, settings), settings
+        )
     ]
+    if settings.tiny or rows[0]["status"] != "ok":
+        run = lambda: vlm("paligemma_qlora", False, settings)  # noqa: E731
+        rows.append(guarded("vlm", "paligemma_qlora: LoRA (not quantised)", run, settings))
+    rows.append(
+        guarded(
+            "vlm", "llama32_vision_lora: LoRA", lambda: vlm("llama32_vision_lora", False, settings), settings
+        )
+    )
+    return rows
 
 
 # ------------------------------------------------------------------------------------------ time to train
@@ -904,7 +911,8 @@ def table_row(r: dict) -> str:
 def section(records: list[dict]) -> str:
     """The Markdown section from one or more runs' JSON records (a session may split the parts over several
     commands): command, machine and versions of each, one row per contender, the time-to-train table."""
-    rows = [row for record in records for row in record["rows"]]
+    # a later run's row of the same contender replaces an earlier one (a part rerun after a run that stopped)
+    rows = list({row["contender"]: row for record in records for row in record["rows"]}.values())
     estimates = [] if any(r["tiny"] for r in records) else time_to_train(rows)
     lines = [f"{TITLE} ({records[0]['date']})", ""]
     for r in records:
@@ -939,7 +947,9 @@ def section(records: list[dict]) -> str:
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run")
+    parser.add_argument(
+        "--only", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run, in this order"
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per contender")
     parser.add_argument(
         "--warmup", type=int, default=3, help="steps before the timed ones (the first compiles)"
@@ -997,17 +1007,18 @@ def measure(args, argv: str) -> dict:
 
     def keep(row: dict) -> None:
         record["rows"].append(row)
-        if args.json:
-            args.json.write_text(json.dumps(record, indent=2) + "\n")
+        if args.json:  # whole or not at all: the run may be stopped by its time limit at any moment
+            partial = args.json.with_name(args.json.name + ".partial")
+            partial.write_text(json.dumps(record, indent=2) + "\n")
+            os.replace(partial, args.json)
 
     settings.on_row = keep
     if args.tiny:
         torch.manual_seed(0)
     log(f"start: {record['machine']}; torch {torch.__version__}; parts {', '.join(args.only)}")
     runners = {"encoders": run_encoders, "captioner": run_captioner, "vlm": run_vlms}
-    for part in PARTS:
-        if part in args.only:
-            runners[part](settings)
+    for part in dict.fromkeys(args.only):  # in the order asked for: a session puts first what it needs most
+        runners[part](settings)
     return record
 
 
