@@ -897,6 +897,12 @@ def fmt(value, spec: str, missing: str = "") -> str:
     return missing if value is None else format(value, spec)
 
 
+def duration(hours: float | None) -> str:
+    if hours is None:
+        return "not measured"
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
+
+
 def table_row(r: dict) -> str:
     if r["status"] != "ok":
         return f"| {r['contender']} | failed: {r['error'].replace('|', '/')} | | | | | | | |"
@@ -937,7 +943,7 @@ def section(records: list[dict]) -> str:
             "|---|---|---|---|---|",
             *(
                 f"| `{e['experiment']}` | {e['stage']} | {e['counted']} = {e['images']:,} | {e['rate_from']} | "
-                f"{fmt(e['hours'], '.1f', 'not measured')}{' h' if e['hours'] is not None else ''} |"
+                f"{duration(e['hours'])} |"
                 for e in estimates
             ),
             "",

@@ -161,7 +161,7 @@ def test_bench_gpu_tiny_runs_every_part_on_cpu_and_reports_mfu_as_not_computed(r
 
 def test_bench_gpu_estimates_time_to_train_from_the_rate_measured(repo, monkeypatch):
     monkeypatch.syspath_prepend(str(repo / "benchmarks"))
-    from bench_gpu import time_to_train
+    from bench_gpu import duration, time_to_train
 
     rows = [
         {"contender": "hybrid_dinov3_clip: medlens", "status": "ok", "images_per_s": 1600.0},
@@ -174,3 +174,8 @@ def test_bench_gpu_estimates_time_to_train_from_the_rate_measured(repo, monkeypa
     assert estimates["paligemma_qlora"]["rate_from"] == "paligemma_qlora: LoRA (not quantised)"
     assert estimates["paligemma_qlora"]["hours"] == 10 * 6_400 / 16 / 3600
     assert estimates["siglip_base"]["hours"] is None  # not measured: no number is made up
+    assert [duration(h) for h in (25_000 * 64 / 1600 / 3600, 5.56, None)] == [
+        "17 min",
+        "5.6 h",
+        "not measured",
+    ]
