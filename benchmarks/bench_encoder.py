@@ -13,11 +13,11 @@ Default (CPU) mode, one run, results as Markdown for docs/benchmarks.md:
 * medlens's data loading alone (the same dataset, sampler, collate and workers, no model) is timed
   the same way, to show that the loader outruns the training step.
 
-``--gpu``: one configuration on a GPU instead: the full-size ``hybrid_dinov3_clip`` preset (DINOv3
-ViT-B/16 + CLIP ViT-B/32 text, 224 px, batch 64, random init) in bf16 through medlens's training step;
-prints images/s and peak GPU memory.
+On a GPU, benchmarks/bench_gpu.py measures the full-size presets (this script's former ``--gpu`` mode, which
+timed the hybrid preset alone): medlens's step against a plain loop and open_clip's stock model, with compile
+time, peak memory and MFU.
 
-Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_encoder.py [--steps 40 --rounds 2 | --gpu]``.
+Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_encoder.py [--steps 40 --rounds 2]``.
 """
 
 from __future__ import annotations
@@ -241,59 +241,6 @@ def run_loader(data: Path, steps: int, workers: int, skip: int) -> float:
     return (len(stamps) - 1 - skip) / (stamps[-1] - stamps[skip])
 
 
-def run_gpu(batch: int, steps: int) -> dict:
-    """Full-size hybrid preset, random init, bf16: images/s and peak memory of medlens's training step."""
-    import torch
-    from accelerate import Accelerator
-
-    from medlens.config import EncoderConfig, from_dict, resolve_preset
-    from medlens.models.encoders import create_encoder
-    from medlens.train.contrastive import train_step
-    from medlens.train.losses import ContrastiveLoss
-    from medlens.train.schedules import create_optimizer
-
-    if not torch.cuda.is_available():
-        raise SystemExit("--gpu needs a CUDA device")
-    none = {
-        "pretrained": None,
-        "pretrained_image": None,
-        "pretrained_text_model": None,
-        "pretrained_text": None,
-    }
-    cfg = from_dict(
-        EncoderConfig, resolve_preset("encoder", {"preset": "hybrid_dinov3_clip", **none}, source="bench")
-    )
-    accelerator = Accelerator(mixed_precision="bf16")
-    model, _, _ = create_encoder(cfg)
-    optimizer = create_optimizer(model, cfg)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    loss_fn = ContrastiveLoss(cfg.loss)
-    images = torch.randn(batch, 3, cfg.image_size, cfg.image_size, device=accelerator.device)
-    texts = torch.randint(1, 49407, (batch, cfg.context_length), device=accelerator.device)
-    torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        loss = train_step(model, loss_fn, [(images, texts)], accelerator)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    warm = sorted(times[2:]) or times
-    return {
-        "device": torch.cuda.get_device_name(),
-        "batch": batch,
-        "image_size": cfg.image_size,
-        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-        "loss": round(loss, 4),
-        "median_step_s": round(warm[len(warm) // 2], 4),
-        "images_per_s": round(batch / warm[len(warm) // 2], 1),
-        "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-        "torch": torch.__version__,
-    }
-
-
 def _child(kind: str, data: str, steps: int, workers: int, skip: int) -> float:
     """Run one contender in a fresh interpreter (no shared caches, threads or imports between them)."""
     cmd = [
@@ -324,18 +271,10 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="data-loader processes of both contenders")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each contender")
-    parser.add_argument("--gpu", action="store_true", help="time the full-size hybrid preset in bf16 instead")
-    parser.add_argument("--gpu-batch", type=int, default=64, help="--gpu: images per step")
-    parser.add_argument(
-        "--gpu-steps", type=int, default=12, help="--gpu: steps timed (the first 2 are warm-up)"
-    )
     parser.add_argument("--child", choices=["medlens", "open_clip", "loader"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.gpu:
-        print(json.dumps(run_gpu(args.gpu_batch, args.gpu_steps)))
-        return
     if args.child:
         runner = {"medlens": run_medlens, "open_clip": run_open_clip, "loader": run_loader}[args.child]
         print(runner(Path(args.data), args.steps, args.workers, args.skip))
