@@ -221,16 +221,10 @@ def encoder_config(preset: str, settings: Settings):
 def build_encoder(cfg):
     """The model as ``create_encoder_for_training`` makes it (without the tokenizer and transforms, which
     need the Hub for siglip_base and take no part in a step)."""
-    from medlens.models.encoders import create_encoder, skip_text_padding
+    from medlens.models.encoders import create_encoder, set_up_for_training
 
     model, model_cfg, _ = create_encoder(cfg)
-    if cfg.lock_image:
-        model.lock_image_tower(unlocked_groups=cfg.lock_image_unlocked_groups)
-    if cfg.lock_text:
-        model.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked_layers)
-    if cfg.gradient_checkpointing:
-        model.set_grad_checkpointing(True)
-    skip_text_padding(model)
+    set_up_for_training(model, cfg)
     return model, model_cfg
 
 

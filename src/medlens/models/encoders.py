@@ -299,6 +299,18 @@ class TrainableEncoder:
     eval_transform: Any  # PIL image -> tensor, deterministic
 
 
+def set_up_for_training(model, cfg: EncoderConfig) -> bool:
+    """Lock towers, switch on gradient checkpointing and skip text padding as ``cfg`` says, in place; returns
+    whether the text tower runs on each batch's longest text (:func:`skip_text_padding`)."""
+    if cfg.lock_image:
+        model.lock_image_tower(unlocked_groups=cfg.lock_image_unlocked_groups)
+    if cfg.lock_text:
+        model.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked_layers)
+    if cfg.gradient_checkpointing:
+        model.set_grad_checkpointing(True)
+    return skip_text_padding(model)
+
+
 def create_encoder_for_training(cfg: EncoderConfig) -> TrainableEncoder:
     """The model, tokenizer and transforms of ``cfg`` ready for training, in one call.
 
@@ -307,13 +319,7 @@ def create_encoder_for_training(cfg: EncoderConfig) -> TrainableEncoder:
     batch's longest text where that is exact (:func:`skip_text_padding`).
     """
     model, model_cfg, preprocess_cfg = create_encoder(cfg)
-    if cfg.lock_image:
-        model.lock_image_tower(unlocked_groups=cfg.lock_image_unlocked_groups)
-    if cfg.lock_text:
-        model.lock_text_tower(unlocked_layers=cfg.lock_text_unlocked_layers)
-    if cfg.gradient_checkpointing:
-        model.set_grad_checkpointing(True)
-    if skip_text_padding(model):
+    if set_up_for_training(model, cfg):
         logger.info(
             "text tower runs on each batch's longest text, not the whole context (exact for this tower)"
         )
