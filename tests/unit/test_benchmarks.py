@@ -12,6 +12,13 @@ import pytest
 pytestmark = pytest.mark.slow  # a few seconds: the script fits a small linear probe
 
 
+def bench(repo, script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``benchmarks/<script>`` as a user does, offline, with medlens importable."""
+    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, str(repo / "benchmarks" / script), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
 def test_bench_evaluate_encoder_takes_its_sizes_and_replaces_only_its_own_section(repo, tmp_path):
     doc = tmp_path / "benchmarks.md"
     doc.write_text(
@@ -19,14 +26,7 @@ def test_bench_evaluate_encoder_takes_its_sizes_and_replaces_only_its_own_sectio
         "## Another benchmark\n\nkept\n"
     )
     argv = ["--rows", "40", "--pairs", "30", "--probe-rows", "60", "30", "30", "--resamples", "5"]
-    proc = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "bench_evaluate_encoder.py"), *argv, "--repeats", "1"]
-        + ["--write", str(doc)],
-        env={**os.environ, "PYTHONPATH": str(repo / "src")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = bench(repo, "bench_evaluate_encoder.py", *argv, "--repeats", "1", "--write", str(doc))
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = doc.read_text()
     assert "stale" not in text and text.endswith("## Another benchmark\n\nkept\n")
@@ -52,14 +52,7 @@ def test_bench_prepare_never_writes_into_a_workdir_it_did_not_make(repo, tmp_pat
     (data / "manifest.csv").write_text("id,image,text\nr1,images/a.png,the user's report\n")
 
     def run(workdir):
-        return subprocess.run(
-            [sys.executable, str(repo / "benchmarks" / "bench_prepare.py"), "--n", "4", "--workers", "1"]
-            + ["--workdir", str(workdir)],
-            env={**os.environ, "PYTHONPATH": str(repo / "src")},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return bench(repo, "bench_prepare.py", "--n", "4", "--workers", "1", "--workdir", str(workdir))
 
     proc = run(data)
     assert proc.returncode != 0 and f"--workdir {data}: not a folder this benchmark made" in proc.stderr
@@ -89,13 +82,22 @@ def test_bench_gpu_tiny_runs_every_part_on_cpu_and_reports_mfu_as_not_computed(r
     # the GPU benchmark's code paths (medlens's encoder step, the plain loop, open_clip's model, the Trainer
     # for the captioner and the VLMs) on the tiny presets, so that a lent GPU's few minutes are not spent on bugs
     out = tmp_path / "gpu.json"
-    proc = subprocess.run(
-        [sys.executable, str(repo / "benchmarks" / "bench_gpu.py"), "--tiny", "--encoders", "tiny"]
-        + ["--batch", "2", "--steps", "1", "--warmup", "0", "--json", str(out)],
-        env={**os.environ, "PYTHONPATH": str(repo / "src"), "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = bench(
+        repo,
+        "bench_gpu.py",
+        *(
+            "--tiny",
+            "--encoders",
+            "tiny",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+            str(out),
+        ),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads(out.read_text())
@@ -138,21 +140,8 @@ def test_bench_gpu_tiny_runs_every_part_on_cpu_and_reports_mfu_as_not_computed(r
         + record["title"]
         + "\n\nnot measured yet\n\n## Another benchmark\n\nkept\n"
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(repo / "benchmarks" / "bench_gpu.py"),
-            "--from-json",  # the same record twice: a rerun part's rows replace the earlier ones
-            str(out),
-            str(out),
-            "--write",
-            str(doc),
-        ],
-        env={**os.environ, "PYTHONPATH": str(repo / "src")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # the same record twice: a rerun part's rows replace the earlier ones
+    proc = bench(repo, "bench_gpu.py", "--from-json", str(out), str(out), "--write", str(doc))
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = doc.read_text()
     assert "not measured yet" not in text and text.endswith("## Another benchmark\n\nkept\n")
