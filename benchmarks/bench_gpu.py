@@ -208,14 +208,16 @@ def guarded(part: str, contender: str, run: Callable[[], dict], settings: Settin
 
 def encoder_config(preset: str, settings: Settings):
     """The preset's EncoderConfig, random init; ``--batch`` replaces its batch (and its accumulation by 1)."""
+    batch = {"per_device_train_batch_size": settings.batch, "gradient_accumulation_steps": 1}
+    return encoder_preset(preset, **(batch if settings.batch else {}))
+
+
+def encoder_preset(preset: str, **overrides):
+    """The preset's EncoderConfig, random init (its pretrained keys None), with ``overrides``."""
     from medlens.config import EncoderConfig, from_dict, resolve_preset
 
-    section = {"preset": preset, **NO_PRETRAINED}
-    if settings.batch:
-        section.update(per_device_train_batch_size=settings.batch, gradient_accumulation_steps=1)
-    return from_dict(
-        EncoderConfig, resolve_preset("encoder", section, source="bench_gpu"), source="bench_gpu"
-    )
+    section = resolve_preset("encoder", {"preset": preset, **NO_PRETRAINED, **overrides}, source="bench_gpu")
+    return from_dict(EncoderConfig, section, source="bench_gpu")
 
 
 def build_encoder(cfg):
@@ -803,41 +805,63 @@ def run_vlms(settings: Settings) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------ time to train
 
-# training rows of the seed experiments' data (docs/datasets: MIMIC-CXR train ~368,000 reports; knee Mendeley
+# training rows of the seed experiments' data (datasets.md: MIMIC-CXR train ~368,000 reports; knee Mendeley
 # 1,650 films (expert I; duplicates across experts are one record), PAD-UFES-20 2,298, SLAKE 7,033 English QA;
-# Kaggle pneumonia 5,856 + NIH sample 5,606 capped at max_samples 8,000), times each experiment's train share
+# Kaggle pneumonia 5,856 + NIH sample 5,606 capped at max_samples 8,000), times each experiment's train share.
+# Steps, epochs and batches are read from the presets, so the estimate follows an edited preset.
+KNEE_SKIN_SLAKE = round(0.9 * (1_650 + 2_298 + 7_033))
 SEED_TRAINING = [
-    # (experiment, stage, rows to take the rate from (the first measured), images trained on, how they were counted)
-    ("hybrid_dinov3_clip", "encoder", ("hybrid_dinov3_clip: medlens",), 25_000 * 64, "25,000 steps x 64"),
+    # (experiment, stage, preset, rows to take the rate from (the first measured), training rows, how counted)
+    ("hybrid_dinov3_clip", "encoder", "hybrid_dinov3_clip", ("hybrid_dinov3_clip: medlens",), None, ""),
     (
         "siglip_base",
         "encoder",
+        "siglip_base",
         ("siglip_base: medlens",),
-        2 * round(0.9 * (1_650 + 2_298 + 7_033)),
-        "2 epochs x ~9,880 rows (0.9 of ~10,981)",
+        KNEE_SKIN_SLAKE,
+        "0.9 of ~10,981 knee, skin and SLAKE rows",
     ),
     (
         "lapvqa_captioner",
         "decoder",
+        "lapvqa_captioner",
         ("lapvqa_captioner",),
-        10 * 368_000,
-        "10 epochs x ~368,000 MIMIC-CXR train reports",
+        368_000,
+        "MIMIC-CXR train reports",
     ),
     (
         "paligemma_qlora",
         "decoder",
+        "paligemma_qlora",
         ("paligemma_qlora: QLoRA 4-bit", "paligemma_qlora: LoRA (not quantised)"),
-        10 * round(0.8 * 8_000),
-        "10 epochs x 6,400 rows (0.8 of 8,000)",
+        round(0.8 * 8_000),
+        "0.8 of 8,000",
     ),
     (
         "llama32_vision",
         "decoder",
+        "llama32_vision_lora",
         ("llama32_vision_lora: LoRA",),
-        1 * round(0.9 * (1_650 + 2_298 + 7_033)),
-        "1 epoch x ~9,880 rows (and siglip_base's encoder)",
+        KNEE_SKIN_SLAKE,
+        "0.9 of ~10,981 rows; siglip_base's encoder comes on top",
     ),
 ]
+
+
+def images_trained_on(stage: str, preset: str, train_rows: int | None, rows_counted: str) -> tuple[int, str]:
+    """Images one training run of ``preset`` sees: its optimizer steps x its batch (with accumulation), or its
+    epochs x the training rows; and how that was counted."""
+    if stage == "encoder":
+        cfg = encoder_preset(preset)
+        batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+        steps, epochs = cfg.max_steps, cfg.num_train_epochs
+    else:
+        trainer = decoder_config(preset).trainer
+        batch = trainer.per_device_train_batch_size * trainer.gradient_accumulation_steps
+        steps, epochs = trainer.max_steps, trainer.num_train_epochs
+    if steps is not None and steps > 0:  # the Trainer's -1 means "epochs decide"
+        return steps * batch, f"{steps:,} steps x {batch}"
+    return round(epochs * train_rows), f"{epochs:g} epochs x {train_rows:,} rows ({rows_counted})"
 
 
 def time_to_train(rows: list[dict]) -> list[dict]:
@@ -845,7 +869,8 @@ def time_to_train(rows: list[dict]) -> list[dict]:
     preparation not included)."""
     by_name = {r["contender"]: r for r in rows if r["status"] == "ok"}
     out = []
-    for experiment, stage, contenders, images, counted in SEED_TRAINING:
+    for experiment, stage, preset, contenders, train_rows, rows_counted in SEED_TRAINING:
+        images, counted = images_trained_on(stage, preset, train_rows, rows_counted)
         contender = next((c for c in contenders if c in by_name), contenders[0])
         row = by_name.get(contender)
         hours = images / row["images_per_s"] / 3600 if row else None

@@ -159,9 +159,11 @@ def test_bench_gpu_estimates_time_to_train_from_the_rate_measured(repo, monkeypa
     ]
     estimates = {e["experiment"]: e for e in time_to_train(rows)}
     assert estimates["hybrid_dinov3_clip"]["hours"] == 25_000 * 64 / 1600 / 3600  # PLIP's steps x the batch
+    assert estimates["hybrid_dinov3_clip"]["counted"] == "25,000 steps x 64"  # read from the preset
     # a failed 4-bit run: the unquantised LoRA's rate, and the table names which row it came from
     assert estimates["paligemma_qlora"]["rate_from"] == "paligemma_qlora: LoRA (not quantised)"
     assert estimates["paligemma_qlora"]["hours"] == 10 * 6_400 / 16 / 3600
+    assert estimates["paligemma_qlora"]["counted"] == "10 epochs x 6,400 rows (0.8 of 8,000)"
     assert estimates["siglip_base"]["hours"] is None  # not measured: no number is made up
     assert [duration(h) for h in (25_000 * 64 / 1600 / 3600, 5.56, None)] == [
         "17 min",
