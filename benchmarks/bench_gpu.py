@@ -861,7 +861,9 @@ def images_trained_on(stage: str, preset: str, train_rows: int | None, rows_coun
         steps, epochs = trainer.max_steps, trainer.num_train_epochs
     if steps is not None and steps > 0:  # the Trainer's -1 means "epochs decide"
         return steps * batch, f"{steps:,} steps x {batch}"
-    return round(epochs * train_rows), f"{epochs:g} epoch{'' if epochs == 1 else 's'} x {train_rows:,} rows ({rows_counted})"
+    return round(
+        epochs * train_rows
+    ), f"{epochs:g} epoch{'' if epochs == 1 else 's'} x {train_rows:,} rows ({rows_counted})"
 
 
 def time_to_train(rows: list[dict]) -> list[dict]:
