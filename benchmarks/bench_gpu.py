@@ -41,7 +41,6 @@ import dataclasses
 import datetime as dt
 import gc
 import json
-import math
 import os
 import platform
 import statistics
@@ -257,7 +256,7 @@ def medlens_encoder(preset: str, settings: Settings) -> dict:
     from accelerate import Accelerator
 
     from medlens.precision import resolve_compile
-    from medlens.train.contrastive import train_step
+    from medlens.train.contrastive import apply_update, train_step
     from medlens.train.losses import ContrastiveLoss
     from medlens.train.schedules import create_optimizer
 
@@ -280,14 +279,11 @@ def medlens_encoder(preset: str, settings: Settings) -> dict:
         model.compile()
     model, optimizer = accelerator.prepare(model, optimizer)
 
+    unwrapped = accelerator.unwrap_model(model)
+
     def step() -> float:
         loss = train_step(model, loss_fn, micro, accelerator)
-        if cfg.max_grad_norm:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
+        apply_update(model, unwrapped, optimizer, accelerator, cfg.max_grad_norm)
         return loss
 
     images = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps

@@ -8,6 +8,7 @@ first without gradients, then each micro-batch is recomputed with gradients agai
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 import torch
@@ -44,6 +45,17 @@ def train_step(model, loss_fn, micro_batches, accelerator) -> float:
             loss = loss_fn(images, texts, scale, bias)["contrastive_loss"]
             accelerator.backward(loss)
     return loss.item()
+
+
+def apply_update(model, unwrapped, optimizer, accelerator, max_grad_norm: float | None) -> None:
+    """The optimizer step after :func:`train_step`: clip the gradients, step, clear them, clamp the
+    temperature (CLIP's clamp: the logit scale may not exceed 100)."""
+    if max_grad_norm:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        unwrapped.logit_scale.clamp_(0, math.log(100))
 
 
 @torch.no_grad()

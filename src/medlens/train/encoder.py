@@ -50,7 +50,7 @@ from medlens.train.checkpoint import (
     resume_config,
     save_checkpoint,
 )
-from medlens.train.contrastive import train_step, validate
+from medlens.train.contrastive import apply_update, train_step, validate
 from medlens.train.losses import ContrastiveLoss
 from medlens.train.progress import Eta
 from medlens.train.schedules import create_optimizer, lr_at, total_steps
@@ -362,12 +362,7 @@ def _optimizer_step(run: _Run, micro: list, signals: StopSignals) -> tuple[float
     shared = acc.reduce(
         torch.tensor([loss, float(signals.received is not None)], device=acc.device), reduction="sum"
     )
-    if cfg.max_grad_norm:
-        acc.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
-    run.optimizer.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():  # CLIP's clamp: the scale may not exceed 100
-        run.unwrapped.logit_scale.clamp_(0, math.log(100))
+    apply_update(run.model, run.unwrapped, run.optimizer, acc, cfg.max_grad_norm)
     state.step += 1
     state.samples_seen += run.samples_per_step
     return shared[0].item() / acc.num_processes, shared[1].item() > 0
